@@ -1,0 +1,42 @@
+# The README's two commands are `make demo` and `make test`; everything else supports them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help prerequisites services services-down services-status build build-release lint test test-unit demo
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+prerequisites: ## install the apt packages a build needs, when missing
+	@scripts/prerequisites.sh
+
+services: ## start mongod source + target replica sets and a Kafka broker on loopback (installs them into .cache/ first)
+	@scripts/services.sh up
+
+services-down: ## stop the servers `make services` started
+	@scripts/services.sh down
+
+services-status: ## say which servers run
+	@scripts/services.sh status
+
+build: prerequisites ## debug build of both services
+	$(CARGO) build --workspace --all-targets
+
+build-release: prerequisites ## optimized build of both services
+	$(CARGO) build --release --bin cdc-source --bin sink-writer
+
+lint: prerequisites ## rustfmt, clippy (warnings are errors), shell syntax
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@for f in scripts/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@echo "lint: ok"
+
+test: prerequisites services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
+	$(CARGO) test --workspace --no-fail-fast
+
+test-unit: ## tests that need no server
+	$(CARGO) test --workspace --lib
+
+demo: prerequisites services build-release ## start the servers and both services; Ctrl-C stops the services
+	@scripts/demo.sh

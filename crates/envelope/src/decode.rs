@@ -1,0 +1,166 @@
+//! Kafka record (key, value) → [`Event`], with a typed error for anything else.
+
+use bson::{Bson, Document};
+use serde_json::value::RawValue;
+
+use crate::error::DecodeError;
+use crate::event::{
+    ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Namespace, Op, Position, Snapshot, SourceInfo, Transaction,
+    TruncatedArray, UpdateDescription, ENVELOPE_VERSION,
+};
+use crate::extjson::{document_from_str, value_from_json};
+use crate::wire::{CdcWire, KeyWire, SourceWire, ValueIn};
+
+/// Decodes one record. Reads our envelopes in both modes, and plain Debezium MongoDB events
+/// (with or without Kafka Connect's schema wrapper); those lack the `cdc` block, so their
+/// position comes from `source.ts_ms`/`source.ord`.
+pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeError> {
+    let value = value.filter(|v| !v.is_empty());
+    let Some(value) = value else {
+        let key = key.filter(|k| !k.is_empty()).ok_or(DecodeError::Empty)?;
+        return Ok(Event::Tombstone { id: decode_key(key)? });
+    };
+    let mut parsed: ValueIn = serde_json::from_slice(value).map_err(|e| json_error("value", e))?;
+    if let Some(payload) = parsed.payload.take() {
+        parsed = serde_json::from_str(payload.get()).map_err(|e| json_error("value payload", e))?;
+    }
+
+    let version = parsed.cdc.as_ref().map_or(ENVELOPE_VERSION, |c| c.v);
+    if version > ENVELOPE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: version });
+    }
+    let source = parsed.source.take().ok_or(DecodeError::MissingField("source"))?;
+    let position = position(&source, parsed.cdc.as_ref())?;
+    let ts_ms = parsed.ts_ms.unwrap_or_default();
+
+    if let Some(ddl) = parsed.ddl.take() {
+        let from = |coll: Option<String>| -> Result<Namespace, DecodeError> {
+            Ok(Namespace::new(ddl.db.clone(), coll.ok_or(DecodeError::MissingField("ddl.collection"))?))
+        };
+        let ddl = match ddl.kind.as_str() {
+            "drop" => Ddl::Drop(from(ddl.collection.clone())?),
+            "rename" => {
+                let to = ddl.to.as_ref().ok_or(DecodeError::MissingField("ddl.to"))?;
+                Ddl::Rename { from: from(ddl.collection.clone())?, to: Namespace::new(&to.db, &to.collection) }
+            }
+            "dropDatabase" => Ddl::DropDatabase { db: ddl.db.clone() },
+            other => return Err(DecodeError::UnknownDdl(other.to_string())),
+        };
+        return Ok(Event::Control(Box::new(ControlEvent { ddl, source: source_info(&source), position, ts_ms })));
+    }
+
+    let code = parsed.op.take().ok_or(DecodeError::MissingField("op"))?;
+    let op = Op::from_code(&code).ok_or(DecodeError::UnknownOp(code))?;
+    let ns = Namespace::new(
+        source.db.clone().ok_or(DecodeError::MissingField("source.db"))?,
+        source.collection.clone().ok_or(DecodeError::MissingField("source.collection"))?,
+    );
+    let document_key = match parsed.cdc.as_ref().and_then(|c| c.document_key.as_deref()) {
+        Some(text) => document_from_str(text).map_err(|e| ext_error("cdc.documentKey", e))?,
+        None => {
+            let key = key.filter(|k| !k.is_empty()).ok_or(DecodeError::MissingKey)?;
+            let mut doc = Document::new();
+            doc.insert("_id", decode_key(key)?);
+            doc
+        }
+    };
+    let update_description = match parsed.update_description.take() {
+        None => None,
+        Some(ud) => Some(UpdateDescription {
+            updated_fields: payload(ud.updated_fields.as_deref(), "updateDescription.updatedFields")?
+                .unwrap_or_default(),
+            removed_fields: ud.removed_fields.unwrap_or_default(),
+            truncated_arrays: ud
+                .truncated_arrays
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| TruncatedArray { field: t.field, size: t.size })
+                .collect(),
+        }),
+    };
+    Ok(Event::Change(Box::new(ChangeEvent {
+        op,
+        ns,
+        document_key,
+        before: payload(parsed.before.as_deref(), "before")?,
+        after: payload(parsed.after.as_deref(), "after")?,
+        update_description,
+        source: source_info(&source),
+        transaction: parsed.transaction.take().map(|t| Transaction {
+            id: t.id,
+            total_order: t.total_order,
+            data_collection_order: t.data_collection_order,
+        }),
+        position,
+        ts_ms,
+    })))
+}
+
+/// The `_id` a key names.
+pub fn decode_key(key: &[u8]) -> Result<Bson, DecodeError> {
+    let mut raw: serde_json::Value = serde_json::from_slice(key).map_err(|e| json_error("key", e))?;
+    if let Some(payload) = raw.get_mut("payload").map(serde_json::Value::take) {
+        raw = payload;
+    }
+    let parsed: KeyWire = serde_json::from_value(raw).map_err(|e| DecodeError::InvalidKey(e.to_string()))?;
+    let text = parsed.id.ok_or(DecodeError::MissingKey)?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| DecodeError::InvalidKey(format!("id is not JSON: {e}")))?;
+    value_from_json(json).map_err(|e| DecodeError::InvalidKey(e.0))
+}
+
+/// A `before`/`after`/`updatedFields` payload: null, a string of extended JSON, or an object.
+fn payload(raw: Option<&RawValue>, field: &'static str) -> Result<Option<Document>, DecodeError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get().trim_start();
+    let doc = if text.starts_with('"') {
+        let inner: String = serde_json::from_str(text).map_err(|e| ext_error(field, e))?;
+        document_from_str(&inner)
+    } else if text.starts_with("null") {
+        return Ok(None);
+    } else {
+        document_from_str(text)
+    };
+    doc.map(Some).map_err(|e| ext_error(field, e))
+}
+
+fn position(source: &SourceWire, cdc: Option<&CdcWire>) -> Result<Position, DecodeError> {
+    match cdc {
+        Some(cdc) => Ok(Position {
+            cluster_time: ClusterTime { t: cdc.cluster_time.t, i: cdc.cluster_time.i },
+            resume_token: match &cdc.resume_token {
+                Some(text) => Some(document_from_str(text).map_err(|e| ext_error("cdc.resumeToken", e))?),
+                None => None,
+            },
+            seq: cdc.seq,
+        }),
+        None => Ok(Position {
+            cluster_time: ClusterTime { t: u32::try_from(source.ts_ms / 1000).unwrap_or(0), i: source.ord },
+            resume_token: None,
+            seq: 0,
+        }),
+    }
+}
+
+fn source_info(source: &SourceWire) -> SourceInfo {
+    SourceInfo {
+        name: source.name.clone(),
+        rs: source.rs.clone(),
+        snapshot: match source.snapshot.as_deref() {
+            Some("last") => Snapshot::Last,
+            Some("true" | "incremental") => Snapshot::True,
+            _ => Snapshot::False,
+        },
+        wall_time_ms: source.wall_time,
+        lsid: source.lsid.clone(),
+        txn_number: source.txn_number,
+    }
+}
+
+fn json_error(part: &'static str, e: serde_json::Error) -> DecodeError {
+    DecodeError::Json { part, reason: e.to_string() }
+}
+
+fn ext_error(field: &'static str, e: impl std::fmt::Display) -> DecodeError {
+    DecodeError::ExtJson { field, reason: e.to_string() }
+}

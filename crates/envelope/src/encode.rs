@@ -1,0 +1,127 @@
+//! Events → Kafka record keys and values.
+
+use bson::{Bson, Document};
+use serde_json::value::RawValue;
+
+use crate::event::{ChangeEvent, ControlEvent, Ddl, Mode, Op, Position, SourceInfo, ENVELOPE_VERSION};
+use crate::extjson::{document_to_string, value_to_string, Style};
+use crate::wire::{
+    CdcWire, ChangeOut, ClusterTimeWire, ControlOut, DdlWire, KeyWire, NamespaceWire, PayloadOut, SourceWire,
+    TransactionWire, TruncatedArrayWire, UpdateOut,
+};
+
+/// Our version in `source.version`.
+pub const CONNECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The record key of a document's events: `{"id": "<relaxed extended JSON of _id>"}`, exactly
+/// Debezium's (`1234` → `"1234"`, `"a"` → `"\"a\""`, an ObjectId → `"{\"$oid\": \"…\"}"`).
+/// The same `_id` always gives the same bytes, so a document always lands on one partition.
+pub fn encode_key(id: &Bson) -> Vec<u8> {
+    to_vec(&KeyWire { id: Some(value_to_string(id, Style::Relaxed)) })
+}
+
+/// The value of a change event in the given mode.
+pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
+    let style = match mode {
+        Mode::Debezium => Style::Strict,
+        Mode::Flink => Style::Relaxed,
+    };
+    let payload = |doc: &Document| -> PayloadOut {
+        let text = document_to_string(doc, style);
+        match mode {
+            Mode::Debezium => PayloadOut::Text(text),
+            // Our writer only produces valid JSON; should that ever break, keep the data as text
+            // rather than lose it.
+            Mode::Flink => match RawValue::from_string(text) {
+                Ok(raw) => PayloadOut::Object(raw),
+                Err(e) => PayloadOut::Text(format!("invalid extended JSON from encoder: {e}")),
+            },
+        }
+    };
+    let before = match (&event.before, mode, event.op) {
+        (Some(doc), _, _) => Some(payload(doc)),
+        // Flink's debezium-json needs the key of what an update or delete changed.
+        (None, Mode::Flink, Op::Update | Op::Delete) => Some(payload(&event.document_key)),
+        (None, _, _) => None,
+    };
+    let update_description = event.update_description.as_ref().map(|ud| UpdateOut {
+        removed_fields: (!ud.removed_fields.is_empty()).then(|| ud.removed_fields.clone()),
+        updated_fields: Some(payload(&ud.updated_fields)),
+        truncated_arrays: (!ud.truncated_arrays.is_empty()).then(|| {
+            ud.truncated_arrays.iter().map(|t| TruncatedArrayWire { field: t.field.clone(), size: t.size }).collect()
+        }),
+    });
+    let value = ChangeOut {
+        before,
+        after: event.after.as_ref().map(payload),
+        update_description,
+        source: source_wire(&event.source, &event.position, &event.ns.db, Some(&event.ns.coll)),
+        op: event.op.code(),
+        ts_ms: event.ts_ms,
+        transaction: event.transaction.as_ref().map(|t| TransactionWire {
+            id: t.id.clone(),
+            total_order: t.total_order,
+            data_collection_order: t.data_collection_order,
+        }),
+        cdc: cdc_wire(&event.position, Some(&event.document_key)),
+    };
+    to_vec(&value)
+}
+
+/// The key and value of a DDL control event. The key names the namespace: `{"ddl": "db.coll"}`
+/// (or `{"ddl": "db"}` for a dropped database).
+pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
+    let (to, collection) = match &event.ddl {
+        Ddl::Drop(ns) => (None, Some(ns.coll.clone())),
+        Ddl::Rename { from, to } => {
+            (Some(NamespaceWire { db: to.db.clone(), collection: to.coll.clone() }), Some(from.coll.clone()))
+        }
+        Ddl::DropDatabase { .. } => (None, None),
+    };
+    let db = event.ddl.db().to_string();
+    let key_ns = match &collection {
+        Some(coll) => format!("{db}.{coll}"),
+        None => db.clone(),
+    };
+    let value = ControlOut {
+        source: source_wire(&event.source, &event.position, &db, collection.as_deref()),
+        ddl: DdlWire { kind: event.ddl.kind().to_string(), db, collection, to },
+        ts_ms: event.ts_ms,
+        cdc: cdc_wire(&event.position, None),
+    };
+    (to_vec(&serde_json::json!({ "ddl": key_ns })), to_vec(&value))
+}
+
+fn source_wire(source: &SourceInfo, position: &Position, db: &str, coll: Option<&str>) -> SourceWire {
+    SourceWire {
+        version: CONNECTOR_VERSION.to_string(),
+        connector: "mongodb".to_string(),
+        name: source.name.clone(),
+        ts_ms: i64::from(position.cluster_time.t) * 1000,
+        snapshot: Some(source.snapshot.as_str().to_string()),
+        db: Some(db.to_string()),
+        sequence: None,
+        rs: source.rs.clone(),
+        collection: coll.map(str::to_string),
+        ord: position.cluster_time.i,
+        lsid: source.lsid.clone(),
+        txn_number: source.txn_number,
+        wall_time: source.wall_time_ms,
+    }
+}
+
+fn cdc_wire(position: &Position, document_key: Option<&Document>) -> CdcWire {
+    CdcWire {
+        v: ENVELOPE_VERSION,
+        seq: position.seq,
+        cluster_time: ClusterTimeWire { t: position.cluster_time.t, i: position.cluster_time.i },
+        resume_token: position.resume_token.as_ref().map(|t| document_to_string(t, Style::Strict)),
+        document_key: document_key.map(|k| document_to_string(k, Style::Strict)),
+    }
+}
+
+fn to_vec<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs into memory cannot fail: no maps with non-string keys,
+    // no fallible Serialize implementations.
+    serde_json::to_vec(value).unwrap_or_default()
+}

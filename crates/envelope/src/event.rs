@@ -1,0 +1,253 @@
+//! The typed events: what cdc-source builds and encodes, and what sink-writer decodes.
+
+use std::fmt;
+
+use bson::{Bson, Document};
+
+/// Version of the additive `cdc` block; a decoder refuses a newer one rather than guess.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// Which JSON shape `before`/`after` take on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Debezium's MongoDB connector shape: `before`/`after`/`updatedFields` are strings holding
+    /// type-preserving extended JSON. Our sink rebuilds the exact BSON from it.
+    #[default]
+    Debezium,
+    /// `before`/`after` are JSON objects in relaxed extended JSON, for Flink's `debezium-json`
+    /// format; `before` of an update or delete without a pre-image holds the document key.
+    /// Int32 and Int64 are no longer told apart.
+    Flink,
+}
+
+/// Debezium's operation codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `c`: insert.
+    Create,
+    /// `u`: update (with `updateDescription`) or replace (with `after` and no description).
+    Update,
+    /// `d`: delete.
+    Delete,
+    /// `r`: read by the initial snapshot.
+    Read,
+}
+
+impl Op {
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Op> {
+        match code {
+            "c" => Some(Op::Create),
+            "u" => Some(Op::Update),
+            "d" => Some(Op::Delete),
+            "r" => Some(Op::Read),
+            _ => None,
+        }
+    }
+}
+
+/// A `db.collection` pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace {
+    pub db: String,
+    pub coll: String,
+}
+
+impl Namespace {
+    pub fn new(db: impl Into<String>, coll: impl Into<String>) -> Self {
+        Self { db: db.into(), coll: coll.into() }
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.coll)
+    }
+}
+
+/// A MongoDB cluster time (oplog timestamp): seconds and an increment within the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ClusterTime {
+    pub t: u32,
+    pub i: u32,
+}
+
+impl From<bson::Timestamp> for ClusterTime {
+    fn from(ts: bson::Timestamp) -> Self {
+        Self { t: ts.time, i: ts.increment }
+    }
+}
+
+impl From<ClusterTime> for bson::Timestamp {
+    fn from(ct: ClusterTime) -> Self {
+        bson::Timestamp { time: ct.t, increment: ct.i }
+    }
+}
+
+/// Debezium's `source.snapshot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Snapshot {
+    /// A streamed change.
+    #[default]
+    False,
+    /// Read by the snapshot.
+    True,
+    /// The last read of a collection's snapshot.
+    Last,
+}
+
+impl Snapshot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Snapshot::False => "false",
+            Snapshot::True => "true",
+            Snapshot::Last => "last",
+        }
+    }
+}
+
+/// Debezium's `source` block, less what [`Position`] and [`Namespace`] already say.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceInfo {
+    /// Logical name of the source (Debezium's `topic.prefix`).
+    pub name: String,
+    /// Replica set name, when known.
+    pub rs: Option<String>,
+    pub snapshot: Snapshot,
+    /// The change's `wallTime` in milliseconds, when the server reports it.
+    pub wall_time_ms: Option<i64>,
+    /// The session id of a transaction (UUID text).
+    pub lsid: Option<String>,
+    pub txn_number: Option<i64>,
+}
+
+/// Debezium's `transaction` block: which transaction, and the event's place in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// `<lsid>:<txnNumber>`.
+    pub id: String,
+    /// 1-based position of the event within the transaction.
+    pub total_order: u64,
+    /// 1-based position among the transaction's events on the same collection.
+    pub data_collection_order: u64,
+}
+
+/// Where an event stands in the source's history (the additive `cdc` block).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Position {
+    /// The change's cluster time; for snapshot reads, the time the snapshot's stream starts at.
+    pub cluster_time: ClusterTime,
+    /// The change stream resume token of this event (none for snapshot reads).
+    pub resume_token: Option<Document>,
+    /// Per-source sequence number, increasing by one per event the source emits.
+    pub seq: u64,
+}
+
+/// What an update changed, as the change stream reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateDescription {
+    /// Dotted paths to their new values.
+    pub updated_fields: Document,
+    /// Dotted paths that were removed.
+    pub removed_fields: Vec<String>,
+    /// Arrays that were shortened, and their new length.
+    pub truncated_arrays: Vec<TruncatedArray>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedArray {
+    pub field: String,
+    pub size: u32,
+}
+
+/// One document change (`op` c, u, d or r).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    pub ns: Namespace,
+    /// The change stream's `documentKey`: `_id`, plus shard key fields on sharded sources.
+    pub document_key: Document,
+    /// Pre-image, when the source collection records them.
+    pub before: Option<Document>,
+    /// The document after the change: the inserted or replacing document, or for updates the
+    /// `updateLookup` result (the document as it is *now*; none if deleted since).
+    pub after: Option<Document>,
+    pub update_description: Option<UpdateDescription>,
+    pub source: SourceInfo,
+    pub transaction: Option<Transaction>,
+    pub position: Position,
+    /// When the source processed the event, in milliseconds since the epoch.
+    pub ts_ms: i64,
+}
+
+impl ChangeEvent {
+    /// The document's `_id` (every change stream `documentKey` has one).
+    pub fn id(&self) -> Option<&Bson> {
+        self.document_key.get("_id")
+    }
+}
+
+/// A namespace-level change (DDL), carried as a control event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ddl {
+    /// The collection was dropped.
+    Drop(Namespace),
+    /// The collection was renamed; its documents now live in `to`.
+    Rename { from: Namespace, to: Namespace },
+    /// The database was dropped.
+    DropDatabase { db: String },
+}
+
+impl Ddl {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Ddl::Drop(_) => "drop",
+            Ddl::Rename { .. } => "rename",
+            Ddl::DropDatabase { .. } => "dropDatabase",
+        }
+    }
+
+    pub fn db(&self) -> &str {
+        match self {
+            Ddl::Drop(ns) | Ddl::Rename { from: ns, .. } => &ns.db,
+            Ddl::DropDatabase { db } => db,
+        }
+    }
+
+    /// The collection affected, none for a whole database.
+    pub fn collection(&self) -> Option<&str> {
+        match self {
+            Ddl::Drop(ns) | Ddl::Rename { from: ns, .. } => Some(&ns.coll),
+            Ddl::DropDatabase { .. } => None,
+        }
+    }
+}
+
+/// A DDL control event: a value with `ddl` and no `op`, which Debezium-shaped consumers skip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlEvent {
+    pub ddl: Ddl,
+    pub source: SourceInfo,
+    pub position: Position,
+    pub ts_ms: i64,
+}
+
+/// Everything a decoder can find on a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Change(Box<ChangeEvent>),
+    Control(Box<ControlEvent>),
+    /// The null-valued record that follows a delete, for log compaction. `id` comes from the key.
+    Tombstone {
+        id: Bson,
+    },
+}

@@ -1,0 +1,306 @@
+//! BSON ⇄ MongoDB Extended JSON text, written directly (no intermediate tree) and read back
+//! exactly.
+//!
+//! Two output styles:
+//! - [`Style::Strict`]: Debezium's `before`/`after`/`updatedFields` rendering. Relaxed where
+//!   relaxed is lossless, typed where it is not: `Int32` is a bare integer, `Int64` is
+//!   `{"$numberLong": "…"}`, a finite `Double` always carries a `.` or an exponent, dates are
+//!   `{"$date": <ms>}`. Reading it back gives the identical BSON (types and field order).
+//! - [`Style::Relaxed`]: relaxed Extended JSON v2, for Debezium's key `id` and Flink mode:
+//!   plain numbers and ISO dates that generic JSON consumers read, at the price of `Int32` vs
+//!   `Int64` width.
+//!
+//! Reading accepts canonical, relaxed and the legacy forms Debezium and older tools write
+//! (`{"$binary": "…", "$type": "00"}`, `{"$regex": …, "$options": …}`, `{"$date": <ms>}`).
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use bson::{Bson, Document};
+
+/// How numbers and dates are written; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Strict,
+    Relaxed,
+}
+
+/// Extended JSON text of a whole document.
+pub fn document_to_string(doc: &Document, style: Style) -> String {
+    let mut out = String::with_capacity(256);
+    write_document(&mut out, doc, style);
+    out
+}
+
+/// Extended JSON text of one value.
+pub fn value_to_string(value: &Bson, style: Style) -> String {
+    let mut out = String::with_capacity(32);
+    write_value(&mut out, value, style);
+    out
+}
+
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_document(out: &mut String, doc: &Document, style: Style) {
+    out.push('{');
+    for (i, (key, value)) in doc.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_str(out, key);
+        out.push_str(": ");
+        write_value(out, value, style);
+    }
+    out.push('}');
+}
+
+fn write_double(out: &mut String, v: f64) {
+    if v.is_nan() {
+        // The sign of a NaN is not kept: readers only know "NaN".
+        out.push_str(r#"{"$numberDouble": "NaN"}"#);
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { r#"{"$numberDouble": "Infinity"}"# } else { r#"{"$numberDouble": "-Infinity"}"# });
+    } else {
+        // serde_json writes the shortest text that reads back as the same f64, and always with
+        // a `.` or an exponent, so a reader never mistakes it for an integer.
+        match serde_json::Number::from_f64(v) {
+            Some(n) => out.push_str(&n.to_string()),
+            None => out.push_str("0.0"),
+        }
+    }
+}
+
+fn write_value(out: &mut String, value: &Bson, style: Style) {
+    match value {
+        Bson::Double(v) => write_double(out, *v),
+        Bson::String(s) => write_str(out, s),
+        Bson::Document(d) => write_document(out, d, style),
+        Bson::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, item, style);
+            }
+            out.push(']');
+        }
+        Bson::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Bson::Null => out.push_str("null"),
+        Bson::Int32(v) => {
+            let _ = write!(out, "{v}");
+        }
+        Bson::Int64(v) => match style {
+            Style::Strict => {
+                let _ = write!(out, r#"{{"$numberLong": "{v}"}}"#);
+            }
+            Style::Relaxed => {
+                let _ = write!(out, "{v}");
+            }
+        },
+        Bson::DateTime(dt) => {
+            let ms = dt.timestamp_millis();
+            // Relaxed ISO text exists only for years 1970 to 9999.
+            const LAST_ISO_MS: i64 = 253_402_300_799_999;
+            match (style, dt.try_to_rfc3339_string()) {
+                (Style::Relaxed, Ok(iso)) if (0..=LAST_ISO_MS).contains(&ms) => {
+                    out.push_str(r#"{"$date": "#);
+                    write_str(out, &iso);
+                    out.push('}');
+                }
+                (Style::Relaxed, _) => {
+                    let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
+                }
+                (Style::Strict, _) => {
+                    let _ = write!(out, r#"{{"$date": {ms}}}"#);
+                }
+            }
+        }
+        Bson::ObjectId(oid) => {
+            let _ = write!(out, r#"{{"$oid": "{}"}}"#, oid.to_hex());
+        }
+        Bson::Binary(bin) => {
+            let subtype: u8 = bin.subtype.into();
+            out.push_str(r#"{"$binary": {"base64": ""#);
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(&bin.bytes));
+            let _ = write!(out, r#"", "subType": "{subtype:02x}"}}}}"#);
+        }
+        Bson::RegularExpression(re) => {
+            out.push_str(r#"{"$regularExpression": {"pattern": "#);
+            write_str(out, &re.pattern);
+            out.push_str(r#", "options": "#);
+            write_str(out, &re.options);
+            out.push_str("}}");
+        }
+        Bson::Timestamp(ts) => {
+            let _ = write!(out, r#"{{"$timestamp": {{"t": {}, "i": {}}}}}"#, ts.time, ts.increment);
+        }
+        Bson::Decimal128(d) => {
+            let _ = write!(out, r#"{{"$numberDecimal": "{d}"}}"#);
+        }
+        Bson::MinKey => out.push_str(r#"{"$minKey": 1}"#),
+        Bson::MaxKey => out.push_str(r#"{"$maxKey": 1}"#),
+        Bson::Undefined => out.push_str(r#"{"$undefined": true}"#),
+        Bson::Symbol(s) => {
+            out.push_str(r#"{"$symbol": "#);
+            write_str(out, s);
+            out.push('}');
+        }
+        Bson::JavaScriptCode(code) => {
+            out.push_str(r#"{"$code": "#);
+            write_str(out, code);
+            out.push('}');
+        }
+        Bson::JavaScriptCodeWithScope(cws) => {
+            out.push_str(r#"{"$code": "#);
+            write_str(out, &cws.code);
+            out.push_str(r#", "$scope": "#);
+            write_document(out, &cws.scope, style);
+            out.push('}');
+        }
+        Bson::DbPointer(_) => {
+            // The bson crate keeps DBPointer's fields private; its own writer knows them.
+            out.push_str(&value.clone().into_canonical_extjson().to_string());
+        }
+    }
+}
+
+/// Why a text is not the extended JSON of a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExtJsonError(pub String);
+
+/// Reads a document from extended JSON text (any of the forms the module documentation lists).
+pub fn document_from_str(text: &str) -> Result<Document, ExtJsonError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ExtJsonError(e.to_string()))?;
+    document_from_json(value)
+}
+
+/// Reads a document from an already parsed JSON object.
+pub fn document_from_json(value: serde_json::Value) -> Result<Document, ExtJsonError> {
+    match value_from_json(value)? {
+        Bson::Document(doc) => Ok(doc),
+        other => Err(ExtJsonError(format!("expected a document, found {:?}", other.element_type()))),
+    }
+}
+
+/// Reads one value from parsed JSON.
+pub fn value_from_json(mut value: serde_json::Value) -> Result<Bson, ExtJsonError> {
+    upgrade_legacy(&mut value)?;
+    Bson::try_from(value).map_err(|e| ExtJsonError(e.to_string()))
+}
+
+/// Rewrites the legacy `$binary`/`$type` and `$regex`/`$options` forms into their v2 shapes,
+/// which the bson crate reads.
+fn upgrade_legacy(value: &mut serde_json::Value) -> Result<(), ExtJsonError> {
+    match value {
+        serde_json::Value::Array(items) => items.iter_mut().try_for_each(upgrade_legacy),
+        serde_json::Value::Object(map) => {
+            if map.len() == 2 && map.get("$binary").is_some_and(|v| v.is_string()) {
+                let base64 = map.get("$binary").cloned().unwrap_or_default();
+                let subtype = match map.get("$type") {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    _ => return Err(ExtJsonError("legacy $binary without a string $type".into())),
+                };
+                let subtype = format!("{:0>2}", subtype.to_ascii_lowercase());
+                *value = serde_json::json!({"$binary": {"base64": base64, "subType": subtype}});
+                return Ok(());
+            }
+            if map.contains_key("$regex") && map.get("$regex").is_some_and(|v| v.is_string()) {
+                let pattern = map.get("$regex").cloned().unwrap_or_default();
+                let options = map.get("$options").cloned().unwrap_or(serde_json::Value::String(String::new()));
+                *value = serde_json::json!({"$regularExpression": {"pattern": pattern, "options": options}});
+                return Ok(());
+            }
+            map.values_mut().try_for_each(upgrade_legacy)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::spec::BinarySubtype;
+    use bson::{doc, oid::ObjectId, Binary, DateTime, Decimal128, Regex, Timestamp};
+
+    #[test]
+    fn strict_keeps_numeric_types() {
+        let doc = doc! {"i": 1_i32, "l": 1_i64, "d": 1.0_f64, "big": 1e21_f64, "neg0": -0.0_f64};
+        let text = document_to_string(&doc, Style::Strict);
+        assert_eq!(text, r#"{"i": 1, "l": {"$numberLong": "1"}, "d": 1.0, "big": 1e+21, "neg0": -0.0}"#);
+        let back = document_from_str(&text).expect("reads back");
+        assert_eq!(bson::to_vec(&back).ok(), bson::to_vec(&doc).ok());
+    }
+
+    #[test]
+    fn relaxed_is_plain_json() {
+        let doc = doc! {"l": 5_i64, "when": DateTime::from_millis(1_700_000_000_123)};
+        assert_eq!(
+            document_to_string(&doc, Style::Relaxed),
+            r#"{"l": 5, "when": {"$date": "2023-11-14T22:13:20.123Z"}}"#
+        );
+    }
+
+    #[test]
+    fn every_type_round_trips_in_strict() {
+        let oid = ObjectId::parse_str("596e275826f08b2730779e1f").expect("oid");
+        let doc = doc! {
+            "_id": oid,
+            "s": "quote \" backslash \\ newline \n tab \t nul \u{0} é 🎉",
+            "dec": Decimal128::from_bytes([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x30]),
+            "date": DateTime::from_millis(-62_135_596_800_001),
+            "ts": Timestamp { time: 1_700_000_000, increment: 7 },
+            "bin": Binary { subtype: BinarySubtype::Uuid, bytes: vec![0xAB; 16] },
+            "udef": Binary { subtype: BinarySubtype::UserDefined(0x80), bytes: vec![1, 2, 3] },
+            "re": Regex { pattern: "^a.*b$".into(), options: "imx".into() },
+            "min": Bson::MinKey, "max": Bson::MaxKey, "undef": Bson::Undefined, "nul": Bson::Null,
+            "nan": f64::NAN, "inf": f64::INFINITY, "ninf": f64::NEG_INFINITY,
+            "nested": {"a": [1_i32, 2_i64, [3.5_f64, {"z": true}]], "b": {}},
+            "code": Bson::JavaScriptCode("function() {}".into()),
+            "sym": Bson::Symbol("sym".into()),
+        };
+        let text = document_to_string(&doc, Style::Strict);
+        let back = document_from_str(&text).expect("reads back");
+        assert_eq!(bson::to_vec(&back).ok(), bson::to_vec(&doc).ok(), "{text}");
+    }
+
+    #[test]
+    fn reads_legacy_forms() {
+        let doc = document_from_str(
+            r#"{"b": {"$binary": "AQID", "$type": "0"}, "r": {"$regex": "^x", "$options": "i"}, "d": {"$date": 5}}"#,
+        )
+        .expect("legacy forms");
+        assert_eq!(
+            doc,
+            doc! {
+                "b": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
+                "r": Regex { pattern: "^x".into(), options: "i".into() },
+                "d": DateTime::from_millis(5),
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_non_documents() {
+        assert!(document_from_str("[1]").is_err());
+        assert!(document_from_str("{").is_err());
+        assert!(document_from_str(r#"{"a": {"$numberLong": "x"}}"#).is_err());
+    }
+}

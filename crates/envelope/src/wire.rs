@@ -1,0 +1,158 @@
+//! The JSON shapes on the wire, as serde structs shared by the encoder and the decoder.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Key of a change event or tombstone: `{"id": "<relaxed extended JSON of _id>"}`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct KeyWire {
+    pub id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct SourceWire {
+    pub version: String,
+    pub connector: String,
+    pub name: String,
+    pub ts_ms: i64,
+    pub snapshot: Option<String>,
+    pub db: Option<String>,
+    pub sequence: Option<String>,
+    pub rs: Option<String>,
+    pub collection: Option<String>,
+    pub ord: u32,
+    pub lsid: Option<String>,
+    #[serde(rename = "txnNumber")]
+    pub txn_number: Option<i64>,
+    #[serde(rename = "wallTime")]
+    pub wall_time: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+pub(crate) struct ClusterTimeWire {
+    pub t: u32,
+    pub i: u32,
+}
+
+/// The additive block our sink reads and standard consumers ignore.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CdcWire {
+    pub v: u32,
+    pub seq: u64,
+    #[serde(rename = "clusterTime")]
+    pub cluster_time: ClusterTimeWire,
+    #[serde(rename = "resumeToken", default)]
+    pub resume_token: Option<String>,
+    #[serde(rename = "documentKey", default, skip_serializing_if = "Option::is_none")]
+    pub document_key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TransactionWire {
+    pub id: String,
+    #[serde(default)]
+    pub total_order: u64,
+    #[serde(default)]
+    pub data_collection_order: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TruncatedArrayWire {
+    pub field: String,
+    pub size: u32,
+}
+
+/// `before` / `after` / `updatedFields`: a string of extended JSON (Debezium) or an object
+/// (Flink mode).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum PayloadOut {
+    Text(String),
+    Object(Box<RawValue>),
+}
+
+#[derive(Serialize)]
+pub(crate) struct UpdateOut {
+    #[serde(rename = "removedFields")]
+    pub removed_fields: Option<Vec<String>>,
+    #[serde(rename = "updatedFields")]
+    pub updated_fields: Option<PayloadOut>,
+    #[serde(rename = "truncatedArrays")]
+    pub truncated_arrays: Option<Vec<TruncatedArrayWire>>,
+}
+
+/// A change event's value, fields in Debezium's order.
+#[derive(Serialize)]
+pub(crate) struct ChangeOut {
+    pub before: Option<PayloadOut>,
+    pub after: Option<PayloadOut>,
+    #[serde(rename = "updateDescription")]
+    pub update_description: Option<UpdateOut>,
+    pub source: SourceWire,
+    pub op: &'static str,
+    pub ts_ms: i64,
+    pub transaction: Option<TransactionWire>,
+    pub cdc: CdcWire,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct NamespaceWire {
+    pub db: String,
+    pub collection: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DdlWire {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub db: String,
+    pub collection: Option<String>,
+    #[serde(default)]
+    pub to: Option<NamespaceWire>,
+}
+
+/// A control event's value: `ddl` and no `op`.
+#[derive(Serialize)]
+pub(crate) struct ControlOut {
+    pub ddl: DdlWire,
+    pub source: SourceWire,
+    pub ts_ms: i64,
+    pub cdc: CdcWire,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UpdateIn {
+    #[serde(rename = "removedFields", default)]
+    pub removed_fields: Option<Vec<String>>,
+    #[serde(rename = "updatedFields", default)]
+    pub updated_fields: Option<Box<RawValue>>,
+    #[serde(rename = "truncatedArrays", default)]
+    pub truncated_arrays: Option<Vec<TruncatedArrayWire>>,
+}
+
+/// Any value we may meet: ours, Debezium's own, or either wrapped by Kafka Connect's
+/// `JsonConverter` with schemas (`{"schema": …, "payload": …}`).
+#[derive(Deserialize)]
+pub(crate) struct ValueIn {
+    #[serde(default)]
+    pub before: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub after: Option<Box<RawValue>>,
+    #[serde(rename = "updateDescription", default)]
+    pub update_description: Option<UpdateIn>,
+    #[serde(default)]
+    pub source: Option<SourceWire>,
+    #[serde(default)]
+    pub op: Option<String>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+    #[serde(default)]
+    pub transaction: Option<TransactionWire>,
+    #[serde(default)]
+    pub ddl: Option<DdlWire>,
+    #[serde(default)]
+    pub cdc: Option<CdcWire>,
+    #[serde(default)]
+    pub payload: Option<Box<RawValue>>,
+}

@@ -1,0 +1,85 @@
+//! Bad records give typed errors (never panics), and foreign Debezium records still decode.
+
+use bson::{doc, spec::BinarySubtype, Binary, Bson};
+use envelope::{decode, DecodeError, Event, Op, Snapshot};
+
+fn err(key: Option<&str>, value: Option<&str>) -> DecodeError {
+    decode(key.map(str::as_bytes), value.map(str::as_bytes)).expect_err("must not decode")
+}
+
+const GOOD_KEY: &str = r#"{"id":"1"}"#;
+
+fn value_with(op: &str, cdc: &str) -> String {
+    format!(
+        r#"{{"before":null,"after":"{{\"_id\": 1}}","updateDescription":null,
+            "source":{{"db":"d","collection":"c","ts_ms":1000,"ord":1}},"op":"{op}","ts_ms":5{cdc}}}"#
+    )
+}
+
+#[test]
+fn malformed_json_is_a_json_error() {
+    assert!(matches!(err(Some(GOOD_KEY), Some("{not json")), DecodeError::Json { part: "value", .. }));
+    assert!(matches!(err(Some("nope"), None), DecodeError::Json { part: "key", .. }));
+}
+
+#[test]
+fn unknown_op_is_named() {
+    assert_eq!(err(Some(GOOD_KEY), Some(&value_with("x", ""))), DecodeError::UnknownOp("x".into()));
+}
+
+#[test]
+fn newer_envelope_version_is_refused() {
+    let value = value_with("c", r#","cdc":{"v":99,"seq":1,"clusterTime":{"t":1,"i":1}}"#);
+    assert_eq!(err(Some(GOOD_KEY), Some(&value)), DecodeError::UnsupportedVersion { found: 99 });
+}
+
+#[test]
+fn missing_key_and_missing_fields_are_named() {
+    assert_eq!(err(None, Some(&value_with("c", ""))), DecodeError::MissingKey);
+    assert_eq!(err(None, None), DecodeError::Empty);
+    assert_eq!(err(Some(GOOD_KEY), Some(r#"{"op":"c"}"#)), DecodeError::MissingField("source"));
+    assert_eq!(
+        err(Some(GOOD_KEY), Some(r#"{"op":"c","source":{"db":"d"}}"#)),
+        DecodeError::MissingField("source.collection")
+    );
+    assert_eq!(err(Some(GOOD_KEY), Some(r#"{"source":{"db":"d","collection":"c"}}"#)), DecodeError::MissingField("op"));
+    assert!(matches!(err(Some(r#"{"other":1}"#), None), DecodeError::MissingKey));
+    assert!(matches!(err(Some(r#"{"id":"{bad"}"#), None), DecodeError::InvalidKey(_)));
+}
+
+#[test]
+fn bad_payloads_are_extjson_errors() {
+    let value = value_with("c", "").replace(r#""{\"_id\": 1}""#, r#""{\"_id\": {\"$numberLong\": \"x\"}}""#);
+    assert!(matches!(err(Some(GOOD_KEY), Some(&value)), DecodeError::ExtJson { field: "after", .. }), "{value}");
+    let value = value_with("c", "").replace(r#""{\"_id\": 1}""#, "7");
+    assert!(matches!(err(Some(GOOD_KEY), Some(&value)), DecodeError::ExtJson { field: "after", .. }));
+    let ddl = r#"{"ddl":{"type":"truncate","db":"d","collection":"c"},"source":{}}"#;
+    assert_eq!(err(Some(r#"{"ddl":"d.c"}"#), Some(ddl)), DecodeError::UnknownDdl("truncate".into()));
+}
+
+/// A record as Debezium's own MongoDB connector writes it through Kafka Connect's JsonConverter
+/// with schemas enabled: legacy `$binary`, no `cdc` block.
+#[test]
+fn decodes_plain_debezium_with_schema_wrapper() {
+    let key = r#"{"schema":{"type":"struct","fields":[{"type":"string","field":"id"}]},"payload":{"id":"{\"$oid\": \"596e275826f08b2730779e1f\"}"}}"#;
+    let value = r#"{"schema":{"type":"struct"},"payload":{
+        "before":null,
+        "after":"{\"_id\": {\"$oid\": \"596e275826f08b2730779e1f\"},\"first_name\": \"Anne\",\"n\": {\"$numberLong\": \"7\"},\"b\": {\"$binary\": \"AQID\", \"$type\": \"00\"}}",
+        "updateDescription":null,
+        "source":{"version":"2.7.0.Final","connector":"mongodb","name":"dbserver1","ts_ms":1558965508000,
+                  "snapshot":"incremental","db":"inventory","sequence":null,"rs":"rs0","collection":"customers",
+                  "ord":31,"lsid":null,"txnNumber":null,"wallTime":1558965508123},
+        "op":"r","ts_ms":1558965515240,"transaction":null}}"#;
+    let Event::Change(event) = decode(Some(key.as_bytes()), Some(value.as_bytes())).expect("decodes") else {
+        panic!("not a change");
+    };
+    assert_eq!(event.op, Op::Read);
+    assert_eq!(event.ns.to_string(), "inventory.customers");
+    assert_eq!(event.source.snapshot, Snapshot::True);
+    assert_eq!(event.position.cluster_time.t, 1_558_965_508);
+    assert_eq!(event.position.cluster_time.i, 31);
+    let after = event.after.expect("after");
+    assert_eq!(after.get("n"), Some(&Bson::Int64(7)));
+    assert_eq!(after.get("b"), Some(&Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] })));
+    assert_eq!(event.document_key, doc! {"_id": after.get("_id").cloned().expect("id")});
+}

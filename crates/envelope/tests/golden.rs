@@ -1,0 +1,99 @@
+//! Golden fixtures: every op and control event, in both modes, byte for byte. Regenerate with
+//! `UPDATE_GOLDEN=1 cargo test -p envelope --test golden` after an intended format change.
+
+mod common;
+
+use std::path::PathBuf;
+
+use envelope::{decode, encode_change, encode_control, encode_key, Event, Mode, Op};
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.json"))
+}
+
+/// Compares (or, with UPDATE_GOLDEN=1, writes) a fixture holding `{"key": …, "value": …}`.
+fn check(name: &str, key: &[u8], value: &[u8]) {
+    let key: serde_json::Value = serde_json::from_slice(key).expect("key is JSON");
+    let value: serde_json::Value = serde_json::from_slice(value).expect("value is JSON");
+    let produced = serde_json::json!({"key": key, "value": value});
+    let path = fixture_path(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&produced).expect("serializes") + "\n").expect("write");
+        return;
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    let expected: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
+    // Compare as compact text: field order is part of the format.
+    assert_eq!(
+        serde_json::to_string(&produced).expect("serializes"),
+        serde_json::to_string(&expected).expect("serializes"),
+        "fixture {name} differs"
+    );
+}
+
+#[test]
+fn change_events_match_fixtures_and_decode_back() {
+    for (name, event) in common::samples() {
+        let key = encode_key(event.id().expect("has _id"));
+        for mode in [Mode::Debezium, Mode::Flink] {
+            let value = encode_change(&event, mode);
+            check(&format!("{name}.{}", if mode == Mode::Debezium { "debezium" } else { "flink" }), &key, &value);
+
+            let Event::Change(decoded) = decode(Some(&key), Some(&value)).expect("decodes") else {
+                panic!("{name}: not a change event");
+            };
+            match mode {
+                Mode::Debezium => assert_eq!(*decoded, event, "{name} round trip"),
+                Mode::Flink => {
+                    assert_eq!(decoded.op, event.op);
+                    assert_eq!(decoded.ns, event.ns);
+                    assert_eq!(decoded.document_key, event.document_key);
+                    assert_eq!(decoded.after.is_some(), event.after.is_some());
+                    if event.before.is_none() && matches!(event.op, Op::Update | Op::Delete) {
+                        assert_eq!(decoded.before.as_ref(), Some(&event.document_key), "{name}: before holds the key");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tombstone_follows_delete_with_the_same_key() {
+    let (_, delete) = common::samples().into_iter().find(|(n, _)| *n == "delete").expect("sample");
+    let key = encode_key(delete.id().expect("id"));
+    check("tombstone", &key, b"null");
+    assert_eq!(
+        decode(Some(&key), None).expect("tombstone decodes"),
+        Event::Tombstone { id: delete.id().cloned().expect("id") }
+    );
+}
+
+#[test]
+fn control_events_match_fixtures_and_decode_back() {
+    for (name, event) in common::controls() {
+        let (key, value) = encode_control(&event);
+        check(&format!("{name}.control"), &key, &value);
+        let parsed: serde_json::Value = serde_json::from_slice(&value).expect("JSON");
+        assert!(parsed.get("op").is_none(), "control events carry no op, so Debezium consumers skip them");
+        assert_eq!(decode(Some(&key), Some(&value)).expect("decodes"), Event::Control(Box::new(event)));
+    }
+}
+
+#[test]
+fn keys_render_ids_as_debezium_does() {
+    use bson::{doc, oid::ObjectId, Bson};
+    let cases: Vec<(Bson, &str)> = vec![
+        (Bson::Int32(1234), r#"{"id":"1234"}"#),
+        (Bson::Int64(1234), r#"{"id":"1234"}"#),
+        (Bson::String("a".into()), r#"{"id":"\"a\""}"#),
+        (
+            Bson::ObjectId(ObjectId::parse_str("596e275826f08b2730779e1f").expect("oid")),
+            r#"{"id":"{\"$oid\": \"596e275826f08b2730779e1f\"}"}"#,
+        ),
+        (Bson::Document(doc! {"a": 1, "b": "x"}), r#"{"id":"{\"a\": 1, \"b\": \"x\"}"}"#),
+    ];
+    for (id, expected) in cases {
+        assert_eq!(String::from_utf8(encode_key(&id)).expect("utf8"), expected);
+    }
+}

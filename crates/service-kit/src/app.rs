@@ -1,0 +1,84 @@
+//! The whole of a service's `main`: parse arguments, load configuration, start logging and the
+//! runtime, then hand over to the service's `run(config, shutdown)`.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, Action, CliError};
+use crate::config::{self, Validate};
+use crate::telemetry::{self, LogConfig};
+
+/// What the shell needs from a service's configuration.
+pub trait ServiceConfig: DeserializeOwned + Serialize + Default + Validate {
+    fn log(&self) -> &LogConfig;
+}
+
+/// Runs a service binary to completion and returns its exit status: 0 after a clean stop,
+/// 1 when the service failed, 2 for bad arguments or configuration.
+pub fn main<C, F, Fut, E>(name: &str, env_prefix: &str, run: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let cli = match cli::parse(std::env::args().skip(1), name, env_prefix) {
+        Ok(cli) => cli,
+        Err(CliError::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(CliError::Usage(text)) => {
+            eprintln!("{name}: {text}");
+            return ExitCode::from(2);
+        }
+    };
+    let config: C = match config::load(cli.config_file.as_deref(), env_prefix) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.action == Action::PrintConfig {
+        match serde_json::to_string_pretty(&config) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("{name}: cannot print configuration: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = telemetry::init(config.log()) {
+        eprintln!("{name}: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = match crate::shutdown::on_signals() {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        match run(config, shutdown).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stopped on error");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

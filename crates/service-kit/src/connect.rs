@@ -1,0 +1,163 @@
+//! Connection settings for MongoDB and Kafka, shared by both services, and the cheap checks
+//! that tell readiness whether each answers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mongodb::options::ClientOptions;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{serialize_redacted_map, SecretUri};
+
+/// A MongoDB deployment (replica set, Amazon DocumentDB cluster).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoConnection {
+    /// Connection string, e.g. `mongodb://user:pass@host:27017/?replicaSet=rs0&tls=true`.
+    /// Credentials are redacted wherever it is printed.
+    pub uri: SecretUri,
+    /// How long an operation waits for a suitable server before it fails, in milliseconds.
+    pub server_selection_timeout_ms: u64,
+}
+
+impl Default for MongoConnection {
+    fn default() -> Self {
+        Self { uri: SecretUri::new("mongodb://127.0.0.1:27017/"), server_selection_timeout_ms: 10_000 }
+    }
+}
+
+impl MongoConnection {
+    /// A client for this deployment, named `app_name` in the server's logs and `currentOp`.
+    pub async fn client(&self, app_name: &str) -> Result<mongodb::Client, mongodb::error::Error> {
+        let mut options = ClientOptions::parse(self.uri.expose()).await?;
+        options.app_name = Some(app_name.to_string());
+        options.server_selection_timeout = Some(Duration::from_millis(self.server_selection_timeout_ms));
+        mongodb::Client::with_options(options)
+    }
+
+    pub fn validate(&self, section: &str, problems: &mut Vec<String>) {
+        let uri = self.uri.expose();
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            problems.push(format!(
+                "{section}.uri must start with mongodb:// or mongodb+srv:// (got '{}')",
+                self.uri.redacted()
+            ));
+        }
+        if self.server_selection_timeout_ms == 0 {
+            problems.push(format!("{section}.server_selection_timeout_ms must be at least 1"));
+        }
+    }
+}
+
+/// Answers whether the deployment responds to `ping`; the error says why not (no secrets).
+pub async fn ping_mongo(client: &mongodb::Client) -> Result<(), String> {
+    client.database("admin").run_command(bson::doc! {"ping": 1}).await.map(|_| ()).map_err(|e| e.kind.to_string())
+}
+
+/// A Kafka cluster (Amazon MSK or Apache Kafka).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConnection {
+    /// Comma-separated `host:port` bootstrap list.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through, e.g. `"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.mechanism"`, `"ssl.ca.location"`, `"linger.ms"`. `_` in a key stands for `.`
+    /// (librdkafka names have no `_`), so the environment can set them:
+    /// `…__KAFKA__OPTIONS__SASL_PASSWORD`. Credential-like values are redacted when printed.
+    #[serde(serialize_with = "serialize_redacted_map")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConnection {
+    fn default() -> Self {
+        Self { bootstrap_servers: "127.0.0.1:9092".to_string(), options: BTreeMap::new() }
+    }
+}
+
+impl KafkaConnection {
+    /// librdkafka configuration: bootstrap servers, then the pass-through options.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.options {
+            config.set(key.replace('_', "."), value);
+        }
+        config
+    }
+
+    pub fn validate(&self, section: &str, problems: &mut Vec<String>) {
+        if self.bootstrap_servers.trim().is_empty() {
+            problems.push(format!("{section}.bootstrap_servers must name at least one host:port"));
+        }
+        if self.options.contains_key("bootstrap.servers") {
+            problems.push(format!("{section}.options must not set bootstrap.servers: use {section}.bootstrap_servers"));
+        }
+    }
+}
+
+/// A Kafka client used only to ask for cluster metadata.
+pub struct KafkaProbe {
+    consumer: std::sync::Arc<BaseConsumer>,
+}
+
+impl KafkaProbe {
+    pub fn new(connection: &KafkaConnection) -> Result<Self, String> {
+        let consumer: BaseConsumer = connection.client_config().create().map_err(|e| e.to_string())?;
+        Ok(Self { consumer: std::sync::Arc::new(consumer) })
+    }
+
+    /// Answers whether a broker returns metadata within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<usize, String> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(None, timeout).map(|m| m.brokers().len()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// Keeps the readiness of `mongo_component` and `kafka_component` current by checking both
+/// every `every`, until `shutdown`. Logs only changes of state.
+pub async fn watch(
+    health: crate::health::Health,
+    mongo_component: &'static str,
+    mongo: mongodb::Client,
+    kafka_component: &'static str,
+    kafka: KafkaProbe,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    health.declare(mongo_component);
+    health.declare(kafka_component);
+    let beat = health.register_loop("connectivity", every * 3 + Duration::from_secs(30));
+    let mut last: (Option<bool>, Option<bool>) = (None, None);
+    loop {
+        beat.beat();
+        let (mongo_state, kafka_state) = tokio::join!(
+            tokio::time::timeout(every, ping_mongo(&mongo)),
+            tokio::time::timeout(every, kafka.check(every))
+        );
+        let mongo_state = mongo_state.unwrap_or_else(|_| Err("no answer".to_string()));
+        let kafka_state = kafka_state.unwrap_or_else(|_| Err("no answer".to_string())).map(|_| ());
+        for (component, state, previous) in
+            [(mongo_component, mongo_state, &mut last.0), (kafka_component, kafka_state, &mut last.1)]
+        {
+            let ok = state.is_ok();
+            if *previous != Some(ok) {
+                match &state {
+                    Ok(()) => tracing::info!(component, "reachable"),
+                    Err(reason) => tracing::warn!(component, %reason, "unreachable"),
+                }
+                *previous = Some(ok);
+            }
+            health.set(component, state.map_err(|reason| format!("unreachable: {reason}")));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Liveness and readiness state, set by the service's loops and read by the probes.
+//!
+//! Liveness means "every registered loop beat within its stall limit": it never depends on
+//! MongoDB or Kafka being up, so an orchestrator restarts a wedged process, not a waiting one.
+//! Readiness means "every declared component reports ok" (connected, assigned, streaming).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    started: Instant,
+    loops: Mutex<Vec<LoopEntry>>,
+    components: Mutex<BTreeMap<String, Result<(), String>>>,
+}
+
+struct LoopEntry {
+    name: String,
+    stall_after: Duration,
+    last_beat_ms: Arc<AtomicU64>,
+}
+
+/// A loop's handle: call [`LoopBeat::beat`] on every turn, including idle ones. Dropping it
+/// unregisters the loop.
+pub struct LoopBeat {
+    inner: Arc<Inner>,
+    last_beat_ms: Arc<AtomicU64>,
+}
+
+impl LoopBeat {
+    pub fn beat(&self) {
+        self.last_beat_ms.store(self.inner.elapsed_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for LoopBeat {
+    fn drop(&mut self) {
+        lock(&self.inner.loops).retain(|entry| !Arc::ptr_eq(&entry.last_beat_ms, &self.last_beat_ms));
+    }
+}
+
+impl Inner {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                started: Instant::now(),
+                loops: Mutex::new(Vec::new()),
+                components: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Registers a loop that must beat at least every `stall_after`.
+    pub fn register_loop(&self, name: impl Into<String>, stall_after: Duration) -> LoopBeat {
+        let last_beat_ms = Arc::new(AtomicU64::new(self.inner.elapsed_ms()));
+        lock(&self.inner.loops).push(LoopEntry { name: name.into(), stall_after, last_beat_ms: last_beat_ms.clone() });
+        LoopBeat { inner: self.inner.clone(), last_beat_ms }
+    }
+
+    /// Declares a component that readiness waits for; it starts as not ready.
+    pub fn declare(&self, component: &str) {
+        lock(&self.inner.components).entry(component.to_string()).or_insert_with(|| Err("starting".to_string()));
+    }
+
+    /// Sets a component's state. The reason is shown on `/health/readyz`: never put a secret in it.
+    pub fn set(&self, component: &str, state: Result<(), String>) {
+        lock(&self.inner.components).insert(component.to_string(), state);
+    }
+
+    pub fn set_ready(&self, component: &str) {
+        self.set(component, Ok(()));
+    }
+
+    pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
+        self.set(component, Err(reason.into()));
+    }
+
+    /// `Ok` when every loop beat within its limit; otherwise the stalled loops.
+    pub fn liveness(&self) -> Result<(), Vec<String>> {
+        let now = self.inner.elapsed_ms();
+        let stalled: Vec<String> = lock(&self.inner.loops)
+            .iter()
+            .filter_map(|entry| {
+                let quiet = Duration::from_millis(now.saturating_sub(entry.last_beat_ms.load(Ordering::Relaxed)));
+                (quiet > entry.stall_after).then(|| format!("{}: no progress for {}s", entry.name, quiet.as_secs()))
+            })
+            .collect();
+        if stalled.is_empty() {
+            Ok(())
+        } else {
+            Err(stalled)
+        }
+    }
+
+    /// `Ok` when every declared component is ready (and at least one was declared).
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let components = lock(&self.inner.components);
+        if components.is_empty() {
+            return Err(vec!["starting".to_string()]);
+        }
+        let waiting: Vec<String> = components
+            .iter()
+            .filter_map(|(name, state)| state.as_ref().err().map(|reason| format!("{name}: {reason}")))
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(waiting)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_for_every_component() {
+        let health = Health::new();
+        assert!(health.readiness().is_err(), "nothing declared yet");
+        health.declare("kafka");
+        health.declare("mongodb");
+        health.set_ready("kafka");
+        assert_eq!(health.readiness(), Err(vec!["mongodb: starting".to_string()]));
+        health.set_ready("mongodb");
+        assert_eq!(health.readiness(), Ok(()));
+        health.set_not_ready("kafka", "broker unreachable");
+        assert_eq!(health.readiness(), Err(vec!["kafka: broker unreachable".to_string()]));
+    }
+
+    #[test]
+    fn liveness_follows_loop_beats() {
+        let health = Health::new();
+        let beat = health.register_loop("stream", Duration::from_millis(30));
+        assert_eq!(health.liveness(), Ok(()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(health.liveness().is_err());
+        beat.beat();
+        assert_eq!(health.liveness(), Ok(()));
+        std::thread::sleep(Duration::from_millis(60));
+        drop(beat);
+        assert_eq!(health.liveness(), Ok(()), "a finished loop is not a stalled one");
+    }
+}

@@ -1,0 +1,27 @@
+//! The shell both services share, so that each service crate holds only its pipeline.
+//!
+//! ```text
+//!   argv ──► cli::parse ──► config::load (defaults → TOML file → PREFIX__SECTION__KEY env)
+//!                                │ validate(): every problem at once, secrets redacted
+//!                                ▼
+//!                        telemetry::init (human | json)
+//!                                │
+//!   SIGTERM/SIGINT ──► shutdown::on_signals ──► CancellationToken ──► the service's run()
+//!                                                                       │
+//!                     http::serve ◄── Health (loop beats, readiness) ◄──┤
+//!                      /health/livez  /health/readyz  /metrics  ◄── prometheus Registry
+//! ```
+//!
+//! Liveness is "every registered loop beat recently", readiness is "every declared component
+//! reports ok"; the services set both. `connect` holds the MongoDB and Kafka connection settings
+//! both services share, and the cheap checks that say whether each answers.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod health;
+pub mod http;
+pub mod shell;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,54 @@
+//! What every service starts before its pipeline: the metrics registry, the health state and
+//! the HTTP port serving both.
+
+use std::net::SocketAddr;
+
+use prometheus::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::http::{self, HttpConfig};
+
+pub struct Shell {
+    pub health: Health,
+    pub registry: Registry,
+    /// The bound address (the real port when the configuration asked for port 0).
+    pub http_addr: SocketAddr,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl Shell {
+    /// Binds the HTTP port and starts serving. The registry already holds the process metrics
+    /// (CPU, RSS, open files) under `process_`, and `{metric_prefix}_build_info{version}` = 1.
+    pub async fn start(
+        metric_prefix: &str,
+        config: &HttpConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Shell> {
+        let registry = Registry::new();
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .map_err(std::io::Error::other)?;
+        let build_info = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(format!("{metric_prefix}_build_info"), "Build information; always 1."),
+            &["version"],
+        )
+        .map_err(std::io::Error::other)?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build_info)).map_err(std::io::Error::other)?;
+        let health = Health::new();
+        let listener = http::bind(config)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen_addr)))?;
+        let http_addr = listener.local_addr()?;
+        tracing::info!(%http_addr, "serving /health/livez, /health/readyz and /metrics");
+        let http = tokio::spawn(http::serve(listener, health.clone(), registry.clone(), shutdown));
+        Ok(Shell { health, registry, http_addr, http })
+    }
+
+    /// Waits for the HTTP server to finish (it does once shutdown is cancelled).
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.http.await.map_err(std::io::Error::other)?
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Starts both services against the loopback servers of `make services` and keeps them running
+# until Ctrl-C, which stops them (the servers stay up: `make services-down` stops those).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC1091
+source "$ROOT/.cache/services.env"
+LOGS="$ROOT/.cache/demo"
+mkdir -p "$LOGS"
+BIN="$ROOT/target/release"
+SOURCE_HTTP=${SOURCE_HTTP:-127.0.0.1:8081}
+SINK_HTTP=${SINK_HTTP:-127.0.0.1:8082}
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "demo: stopping the services"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait || true
+  echo "demo: stopped (servers still up; 'make services-down' stops them)"
+}
+trap stop INT TERM EXIT
+
+CDC_SOURCE__HTTP__LISTEN_ADDR=$SOURCE_HTTP CDC_SOURCE__MONGO__URI=$MONGO_SOURCE_URI \
+CDC_SOURCE__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP "$BIN/cdc-source" >"$LOGS/cdc-source.log" 2>&1 &
+pids+=($!)
+SINK_WRITER__HTTP__LISTEN_ADDR=$SINK_HTTP SINK_WRITER__MONGO__URI=$MONGO_TARGET_URI \
+SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP "$BIN/sink-writer" >"$LOGS/sink-writer.log" 2>&1 &
+pids+=($!)
+
+wait_ready() {
+  local name=$1 addr=$2 deadline=$((SECONDS + 60))
+  until curl -fsS "http://$addr/health/readyz" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "demo: $name not ready after 60 s; its log:"; tail -20 "$LOGS/$name.log"; exit 1; }
+    sleep 0.3
+  done
+  echo "demo: $name ready"
+}
+wait_ready cdc-source "$SOURCE_HTTP"
+wait_ready sink-writer "$SINK_HTTP"
+
+cat <<TXT
+
+  source MongoDB   $MONGO_SOURCE_URI
+  target MongoDB   $MONGO_TARGET_URI
+  Kafka            $KAFKA_BOOTSTRAP
+  cdc-source       http://$SOURCE_HTTP/health/readyz  http://$SOURCE_HTTP/metrics   log: $LOGS/cdc-source.log
+  sink-writer      http://$SINK_HTTP/health/readyz  http://$SINK_HTTP/metrics   log: $LOGS/sink-writer.log
+
+Press Ctrl-C to stop.
+TXT
+wait

