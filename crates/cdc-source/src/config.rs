@@ -20,6 +20,10 @@ pub struct Config {
     pub mongo: MongoConnection,
     /// The Kafka cluster the changes are produced to.
     pub kafka: KafkaConnection,
+    pub capture: CaptureConfig,
+    pub snapshot: SnapshotConfig,
+    pub topics: TopicConfig,
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for Config {
@@ -29,6 +33,218 @@ impl Default for Config {
             log: LogConfig::default(),
             mongo: MongoConnection::default(),
             kafka: KafkaConnection::default(),
+            capture: CaptureConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            topics: TopicConfig::default(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+}
+
+/// What is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every database but `admin`, `config` and `local`.
+    Deployment,
+    /// One database: `capture.database`.
+    Database,
+    /// A list of `db.collection`: `capture.collections`.
+    Collections,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compat {
+    /// MongoDB 6.0 and later.
+    Mongodb,
+    /// Amazon DocumentDB: no pre-images, no `startAfter`.
+    Documentdb,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Logical name of this source: `source.name` in every event, the checkpoint's key, and
+    /// part of the Kafka transactional id. Two running instances must not share it.
+    pub name: String,
+    /// `deployment`, `database` or `collections`.
+    pub scope: Scope,
+    /// The database watched when `scope = "database"`.
+    pub database: String,
+    /// The `db.collection` names watched when `scope = "collections"`.
+    pub collections: Vec<String>,
+    /// Only namespaces (`db.collection`) matching this regular expression are captured.
+    pub include: String,
+    /// Namespaces matching this regular expression are not captured (applied after `include`).
+    pub exclude: String,
+    /// Ask for pre-images (`fullDocumentBeforeChange: whenAvailable`) and put them in `before`.
+    /// Collections need `changeStreamPreAndPostImages` enabled; not on DocumentDB.
+    pub pre_images: bool,
+    /// `mongodb` or `documentdb`.
+    pub compat: Compat,
+    /// Debezium (`debezium`, default) or Flink (`flink`) shape of `before`/`after`.
+    pub mode: envelope::Mode,
+    /// Write a tombstone (same key, null value) after each delete, for log compaction.
+    pub tombstones: bool,
+    /// Change stream batch size (documents per getMore).
+    pub batch_size: u32,
+    /// How long the server waits for new changes before answering an empty batch, in ms.
+    pub max_await_ms: u64,
+    /// What to do when the stored resume point is no longer in the source's history:
+    /// `fail` (stay up but not ready, with a clear error and metric) or `resnapshot`.
+    pub on_history_lost: HistoryLostPolicy,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            name: "mongo".to_string(),
+            scope: Scope::Deployment,
+            database: String::new(),
+            collections: Vec::new(),
+            include: String::new(),
+            exclude: String::new(),
+            pre_images: false,
+            compat: Compat::Mongodb,
+            mode: envelope::Mode::Debezium,
+            tombstones: true,
+            batch_size: 1000,
+            max_await_ms: 500,
+            on_history_lost: HistoryLostPolicy::Fail,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryLostPolicy {
+    Fail,
+    Resnapshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Copy existing documents when no checkpoint exists, then stream.
+    Initial,
+    /// Never copy: stream from now (or from the checkpoint).
+    Never,
+    /// Like `initial`, and also when the resume point has been lost.
+    WhenNeeded,
+    /// Copy when no checkpoint exists, then stop (no streaming).
+    InitialOnly,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// `initial`, `never`, `when_needed` or `initial_only`.
+    pub mode: SnapshotMode,
+    /// Collections copied at the same time.
+    pub max_parallel_collections: usize,
+    /// Documents per read batch, in `_id` order.
+    pub batch_size: u32,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self { mode: SnapshotMode::Initial, max_parallel_collections: 2, batch_size: 2000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicConfig {
+    /// Topic prefix: events of `db.coll` go to `<prefix>.<db>.<coll>` (Debezium's convention).
+    pub prefix: String,
+    /// When set, every event goes to this one topic instead.
+    pub single_topic: String,
+    /// Partitions of topics this service creates.
+    pub partitions: i32,
+    /// Replication factor of topics this service creates; -1 takes the broker's default.
+    pub replication_factor: i32,
+    /// Compacted topic holding the checkpoint (resume token, snapshot progress), keyed by
+    /// `capture.name`.
+    pub checkpoint_topic: String,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "cdc".to_string(),
+            single_topic: String::new(),
+            partitions: 4,
+            replication_factor: -1,
+            checkpoint_topic: "__cdc_source_checkpoints".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Events and the checkpoint in one Kafka transaction: a crash neither loses nor
+    /// duplicates (for consumers reading committed data).
+    ExactlyOnce,
+    /// Idempotent producer; the checkpoint moves after every earlier event is acknowledged. A
+    /// crash may repeat events since the last checkpoint, never lose one.
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointStore {
+    /// The compacted `topics.checkpoint_topic` (stateless pods).
+    Kafka,
+    /// A local file, `delivery.checkpoint_file` (development).
+    File,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `exactly_once` (Kafka transactions) or `at_least_once`.
+    pub guarantee: Guarantee,
+    /// `kafka` or `file`.
+    pub checkpoint_store: CheckpointStore,
+    /// Path of the checkpoint when `checkpoint_store = "file"`.
+    pub checkpoint_file: String,
+    /// Most events in one batch (one transaction in exactly-once mode).
+    pub batch_max_events: usize,
+    /// Most bytes of record values in one batch.
+    pub batch_max_bytes: usize,
+    /// How long a batch waits to fill before it is sent, in ms.
+    pub batch_max_wait_ms: u64,
+    /// How often an idle stream's position is checkpointed, in ms.
+    pub idle_checkpoint_interval_ms: u64,
+    /// Events waiting between capture and the producer (bounded: capture pauses when full).
+    pub queue_capacity: usize,
+    /// Compression of produced batches: `lz4`, `snappy`, `gzip` or `none`.
+    pub compression: String,
+    /// Largest record the producer sends, in bytes (the broker's `message.max.bytes` must allow it).
+    pub max_message_bytes: usize,
+    /// Longest pause between retries after a transient failure, in ms.
+    pub max_backoff_ms: u64,
+    /// How long a stop waits for the in-flight batch to be committed, in ms.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            guarantee: Guarantee::ExactlyOnce,
+            checkpoint_store: CheckpointStore::Kafka,
+            checkpoint_file: "cdc-source.checkpoint.json".to_string(),
+            batch_max_events: 10_000,
+            batch_max_bytes: 16 * 1024 * 1024,
+            batch_max_wait_ms: 50,
+            idle_checkpoint_interval_ms: 1000,
+            queue_capacity: 20_000,
+            compression: "lz4".to_string(),
+            max_message_bytes: 16 * 1024 * 1024,
+            max_backoff_ms: 30_000,
+            shutdown_timeout_ms: 20_000,
         }
     }
 }
@@ -38,6 +254,63 @@ impl Validate for Config {
         let mut problems = Vec::new();
         self.mongo.validate("mongo", &mut problems);
         self.kafka.validate("kafka", &mut problems);
+        let capture = &self.capture;
+        if capture.name.is_empty() || !capture.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            problems.push("capture.name must be non-empty and use only letters, digits, '.', '_' and '-'".into());
+        }
+        match capture.scope {
+            Scope::Database if capture.database.is_empty() => {
+                problems.push("capture.database must be set when capture.scope = \"database\"".into())
+            }
+            Scope::Collections if capture.collections.is_empty() => problems
+                .push("capture.collections must list db.collection names when capture.scope = \"collections\"".into()),
+            _ => {}
+        }
+        for name in &capture.collections {
+            if !name.contains('.') || name.starts_with('.') || name.ends_with('.') {
+                problems.push(format!("capture.collections entry '{name}' is not of the form db.collection"));
+            }
+        }
+        for (key, pattern) in [("capture.include", &capture.include), ("capture.exclude", &capture.exclude)] {
+            if let Err(e) = regex::Regex::new(pattern) {
+                problems.push(format!("{key} is not a valid regular expression: {e}"));
+            }
+        }
+        if capture.compat == Compat::Documentdb && capture.pre_images {
+            problems.push(
+                "capture.pre_images is not available on Amazon DocumentDB (capture.compat = \"documentdb\")".into(),
+            );
+        }
+        if capture.batch_size == 0 || self.snapshot.batch_size == 0 {
+            problems.push("capture.batch_size and snapshot.batch_size must be at least 1".into());
+        }
+        if self.snapshot.max_parallel_collections == 0 {
+            problems.push("snapshot.max_parallel_collections must be at least 1".into());
+        }
+        if self.topics.partitions < 1 {
+            problems.push("topics.partitions must be at least 1".into());
+        }
+        if self.topics.prefix.is_empty() && self.topics.single_topic.is_empty() {
+            problems.push("one of topics.prefix or topics.single_topic must be set".into());
+        }
+        if self.topics.checkpoint_topic.is_empty() {
+            problems.push("topics.checkpoint_topic must be set".into());
+        }
+        let delivery = &self.delivery;
+        if delivery.guarantee == Guarantee::ExactlyOnce && delivery.checkpoint_store != CheckpointStore::Kafka {
+            problems.push(
+                "delivery.guarantee = \"exactly_once\" needs delivery.checkpoint_store = \"kafka\" (the checkpoint \
+                 is written in the same transaction as the events)"
+                    .into(),
+            );
+        }
+        if delivery.batch_max_events == 0 || delivery.queue_capacity == 0 || delivery.batch_max_bytes == 0 {
+            problems.push("delivery.batch_max_events, batch_max_bytes and queue_capacity must be at least 1".into());
+        }
+        if !["lz4", "snappy", "gzip", "none"].contains(&delivery.compression.as_str()) {
+            problems
+                .push(format!("delivery.compression '{}' is not one of lz4, snappy, gzip, none", delivery.compression));
+        }
         problems
     }
 }
@@ -45,5 +318,28 @@ impl Validate for Config {
 impl ServiceConfig for Config {
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn cross_field_rules_are_all_reported() {
+        let mut config = Config::default();
+        config.capture.scope = Scope::Database;
+        config.capture.include = "(".into();
+        config.capture.compat = Compat::Documentdb;
+        config.capture.pre_images = true;
+        config.delivery.checkpoint_store = CheckpointStore::File;
+        config.delivery.compression = "brotli".into();
+        let problems = config.validate();
+        assert_eq!(problems.len(), 5, "{problems:#?}");
     }
 }

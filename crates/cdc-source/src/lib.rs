@@ -1,29 +1,52 @@
-//! cdc-source: MongoDB change streams → Kafka, in the source region.
+//! cdc-source: MongoDB / DocumentDB change streams → Kafka, in the source region.
 //!
 //! ```text
-//!   signals ──► shutdown token ─────────────────────────────────────┐
-//!   Shell: /health/livez /health/readyz /metrics                      ▼
-//!   source MongoDB ──ping──► connectivity watch ──► readiness ◄── Kafka metadata
+//!                ┌──────────── checkpoint (compacted topic or file) ◄─────────────┐
+//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now        │
+//!                ▼                                                                  │
+//!   MongoDB ──► snapshot (fix position, copy by _id) ─┐                              │
+//!           └─► change stream (post-batch tokens) ────┴─► convert ─► bounded queue ─► delivery:
+//!                                                      envelope       (backpressure)  batch → producer
+//!                                                                                     (txn: records + checkpoint)
 //! ```
 //!
-//! Delivery guarantee: none yet — this is the service shell (configuration, probes, metrics,
-//! clean stop); the capture pipeline lands with its own issue.
+//! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
+//! records and the checkpoint covering it are one Kafka transaction, so after any crash a
+//! `read_committed` consumer sees each change exactly once; with `at_least_once`, the
+//! checkpoint moves only after every earlier record is acknowledged, so a crash can repeat
+//! changes since the last checkpoint but never lose one. One document always maps to one key
+//! and so to one partition, in source order.
 //!
-//! Errors: [`Error::Fatal`] (configuration or environment; exit 1 with the cause),
-//! [`Error::Http`] (the probe port cannot be served).
+//! Errors: transient MongoDB / Kafka failures restart the pipeline from the last durable
+//! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
+//! `capture.on_history_lost`; anything else ([`Error::Fatal`]) stops the service with the cause.
 
+mod change_stream;
+mod checkpoint;
 mod config;
+mod convert;
+mod delivery;
 mod error;
+mod metrics;
+mod pipeline;
+mod producer;
+mod record;
+mod routing;
+mod snapshot;
+mod store;
+mod topics;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, ENV_PREFIX};
+pub use config::{
+    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, Guarantee, HistoryLostPolicy, Scope,
+    SnapshotConfig, SnapshotMode, TopicConfig, ENV_PREFIX,
+};
 pub use error::Error;
 
 /// A started service: where it serves, and the task to wait for.
@@ -45,15 +68,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
 /// Starts the service and returns once its HTTP port is bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let shell = Shell::start("cdc_source", &config.http, shutdown.clone()).await?;
-    let mongo = config.mongo.client("cdc-source").await.map_err(|e| Error::Fatal(format!("mongo.uri: {}", e.kind)))?;
-    let kafka = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
+    let http_shutdown = CancellationToken::new();
+    let shell = Shell::start("cdc_source", &config.http, http_shutdown.clone()).await?;
+    let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     let http_addr = shell.http_addr;
+    let stop_timeout = Duration::from_millis(config.delivery.shutdown_timeout_ms);
     let task = tokio::spawn(async move {
-        connect::watch(shell.health.clone(), "source-mongodb", mongo, "kafka", kafka, Duration::from_secs(5), shutdown)
-            .await;
+        let ticker = tokio::spawn(checkpoint_age_ticker(metrics.clone()));
+        let pipeline = pipeline::run(config, shell.health.clone(), metrics, shutdown.clone());
+        tokio::pin!(pipeline);
+        let result = tokio::select! {
+            result = &mut pipeline => result,
+            // After a stop request the pipeline gets a deadline to commit what it has.
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(stop_timeout).await } => {
+                Err(Error::Fatal(format!("did not stop within {} ms of the stop request", stop_timeout.as_millis())))
+            }
+        };
+        ticker.abort();
+        http_shutdown.cancel();
         shell.stop().await?;
-        Ok(())
+        result
     });
     Ok(Running { http_addr, task })
+}
+
+/// Keeps `cdc_source_checkpoint_age_seconds` current between checkpoints.
+async fn checkpoint_age_ticker(metrics: metrics::Metrics) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let written = metrics.checkpoint_timestamp.get();
+        if written > 0 {
+            metrics.checkpoint_age.set((change_stream::now_ms() / 1000 - written).max(0));
+        }
+    }
 }

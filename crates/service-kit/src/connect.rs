@@ -79,7 +79,16 @@ impl Default for KafkaConnection {
 impl KafkaConnection {
     /// librdkafka configuration: bootstrap servers, then the pass-through options.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_with(&[])
+    }
+
+    /// The service's `defaults` first, then the bootstrap servers and the pass-through options,
+    /// so an operator can override any default.
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         config.set("bootstrap.servers", &self.bootstrap_servers);
         for (key, value) in &self.options {
             config.set(key.replace('_', "."), value);

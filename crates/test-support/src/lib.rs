@@ -84,3 +84,85 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Reads committed records of `topics` from the beginning until at least `at_least` arrived
+/// and nothing more came for a second (so duplicates would show), or `timeout` passes.
+/// Returns them ordered by topic, partition and offset.
+pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, timeout: Duration) -> Vec<Consumed> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let bootstrap = bootstrap.to_string();
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let deadline = Instant::now() + timeout;
+        let mut assignment = TopicPartitionList::new();
+        for topic in &topics {
+            // The topic may not exist yet: wait for it. (Asking for all topics: librdkafka keeps
+            // answering "unknown" for a while after a request naming a missing topic.)
+            let partitions = loop {
+                let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).expect("metadata");
+                let found: Vec<i32> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if !found.is_empty() || Instant::now() > deadline {
+                    break found;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            for p in partitions {
+                assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+            }
+        }
+        consumer.assign(&assignment).expect("assign");
+        let mut records = Vec::new();
+        let mut last_arrival = Instant::now();
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    last_arrival = Instant::now();
+                    records.push(Consumed {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                    });
+                }
+                Some(Err(e)) => panic!("consume: {e}"),
+                None => {}
+            }
+            if records.len() >= at_least && last_arrival.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+        }
+        records.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+        records
+    })
+    .await
+    .expect("consumer task")
+}
+
+/// A client for one of the test servers.
+pub async fn mongo(uri: &str) -> mongodb::Client {
+    mongodb::Client::with_uri_str(uri).await.expect("mongodb client")
+}

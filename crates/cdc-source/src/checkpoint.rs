@@ -1,0 +1,227 @@
+//! The durable position of a source: stream resume token, snapshot progress, sequence. The
+//! state and its transitions are pure; `store.rs` keeps it in Kafka or a file.
+
+use std::collections::BTreeMap;
+
+use bson::{Bson, Document};
+use envelope::extjson::{self, Style};
+use envelope::ClusterTime;
+use serde::{Deserialize, Serialize};
+
+use crate::config::SnapshotMode;
+
+/// Version of the checkpoint's JSON; a newer one is refused rather than misread.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time {
+    pub t: u32,
+    pub i: u32,
+}
+
+impl From<ClusterTime> for Time {
+    fn from(ct: ClusterTime) -> Self {
+        Self { t: ct.t, i: ct.i }
+    }
+}
+
+impl From<Time> for ClusterTime {
+    fn from(time: Time) -> Self {
+        Self { t: time.t, i: time.i }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub v: u32,
+    /// Resume token of the last event (or post-batch token) whose records are durable, as
+    /// strict extended JSON.
+    pub resume_token: Option<String>,
+    /// Cluster time of that event, when known.
+    pub cluster_time: Option<Time>,
+    /// The next event sequence number to hand out.
+    pub seq: u64,
+    /// Progress of the current or last snapshot.
+    pub snapshot: Option<SnapshotState>,
+    /// When this checkpoint was made, ms since the epoch.
+    pub written_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// The stream position fixed before copying; streaming starts here afterwards.
+    pub start_at: Option<Time>,
+    pub completed: bool,
+    /// Per `db.collection`.
+    pub collections: BTreeMap<String, CollectionProgress>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectionProgress {
+    /// `_id` of the last copied document (strict extended JSON of `{"_id": …}`).
+    pub last_id: Option<String>,
+    pub copied: u64,
+    pub done: bool,
+}
+
+impl CollectionProgress {
+    /// The `_id` to continue after.
+    pub fn last_id(&self) -> Option<Bson> {
+        let doc = extjson::document_from_str(self.last_id.as_deref()?).ok()?;
+        doc.get("_id").cloned()
+    }
+}
+
+/// A change to the checkpoint, carried with the records it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// The stream reached this token (after an event, or idle).
+    Stream { resume_token: Document, cluster_time: Option<ClusterTime> },
+    /// A snapshot begins; streaming will start at `start_at`.
+    SnapshotStarted { start_at: ClusterTime, namespaces: Vec<String> },
+    /// A collection's copy advanced.
+    SnapshotCollection { ns: String, last_id: Bson, copied: u64, done: bool },
+    /// Every collection is copied.
+    SnapshotCompleted,
+}
+
+/// Where to start, decided from the stored checkpoint and the snapshot mode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Copy (from scratch, or continuing the stored progress), then stream from its start.
+    Snapshot(SnapshotState),
+    /// Stream after this resume token.
+    ResumeAfter(Document),
+    /// Stream from this cluster time.
+    StartAt(ClusterTime),
+    /// Stream from now.
+    StartNow,
+    /// Nothing to do (`initial_only` after its snapshot).
+    Idle,
+}
+
+impl Checkpoint {
+    pub fn apply(&mut self, progress: Progress) {
+        match progress {
+            Progress::Stream { resume_token, cluster_time } => {
+                self.resume_token = Some(extjson::document_to_string(&resume_token, Style::Strict));
+                if let Some(ct) = cluster_time {
+                    self.cluster_time = Some(ct.into());
+                }
+            }
+            Progress::SnapshotStarted { start_at, namespaces } => {
+                // A new snapshot replaces the stream position: streaming restarts at start_at.
+                self.resume_token = None;
+                self.cluster_time = Some(start_at.into());
+                self.snapshot = Some(SnapshotState {
+                    start_at: Some(start_at.into()),
+                    completed: false,
+                    collections: namespaces.into_iter().map(|ns| (ns, CollectionProgress::default())).collect(),
+                });
+            }
+            Progress::SnapshotCollection { ns, last_id, copied, done } => {
+                if let Some(state) = &mut self.snapshot {
+                    let entry = state.collections.entry(ns).or_default();
+                    let mut key = Document::new();
+                    key.insert("_id", last_id);
+                    entry.last_id = Some(extjson::document_to_string(&key, Style::Strict));
+                    entry.copied = copied;
+                    entry.done = done;
+                }
+            }
+            Progress::SnapshotCompleted => {
+                if let Some(state) = &mut self.snapshot {
+                    state.completed = true;
+                }
+            }
+        }
+    }
+
+    /// The stored resume token, if it parses.
+    pub fn resume_token(&self) -> Option<Document> {
+        extjson::document_from_str(self.resume_token.as_deref()?).ok()
+    }
+}
+
+/// Decides where to start. `stored` is the last durable checkpoint, if any.
+pub fn plan(stored: Option<&Checkpoint>, mode: SnapshotMode) -> Plan {
+    let Some(checkpoint) = stored else {
+        return match mode {
+            SnapshotMode::Never => Plan::StartNow,
+            SnapshotMode::Initial | SnapshotMode::WhenNeeded | SnapshotMode::InitialOnly => {
+                Plan::Snapshot(SnapshotState::default())
+            }
+        };
+    };
+    if let Some(state) = checkpoint.snapshot.as_ref().filter(|s| !s.completed) {
+        return Plan::Snapshot(state.clone());
+    }
+    if mode == SnapshotMode::InitialOnly {
+        return Plan::Idle;
+    }
+    if let Some(token) = checkpoint.resume_token() {
+        return Plan::ResumeAfter(token);
+    }
+    match checkpoint.cluster_time {
+        Some(time) => Plan::StartAt(time.into()),
+        None => Plan::StartNow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn ct(t: u32, i: u32) -> ClusterTime {
+        ClusterTime { t, i }
+    }
+
+    #[test]
+    fn no_checkpoint_follows_the_snapshot_mode() {
+        assert_eq!(plan(None, SnapshotMode::Never), Plan::StartNow);
+        assert_eq!(plan(None, SnapshotMode::Initial), Plan::Snapshot(SnapshotState::default()));
+        assert_eq!(plan(None, SnapshotMode::InitialOnly), Plan::Snapshot(SnapshotState::default()));
+    }
+
+    #[test]
+    fn snapshot_progress_resumes_and_then_streams_from_its_start() {
+        let mut cp = Checkpoint::default();
+        cp.apply(Progress::SnapshotStarted { start_at: ct(100, 1), namespaces: vec!["a.b".into(), "a.c".into()] });
+        cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int64(41), copied: 41, done: false });
+        let Plan::Snapshot(state) = plan(Some(&cp), SnapshotMode::Initial) else {
+            panic!("should resume the snapshot")
+        };
+        assert_eq!(state.collections["a.b"].last_id(), Some(Bson::Int64(41)), "exact _id type kept");
+        assert_eq!(state.collections["a.b"].copied, 41);
+        assert!(!state.collections["a.c"].done);
+
+        cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int64(50), copied: 50, done: true });
+        cp.apply(Progress::SnapshotCompleted);
+        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAt(ct(100, 1)));
+        assert_eq!(plan(Some(&cp), SnapshotMode::InitialOnly), Plan::Idle);
+
+        let token = doc! {"_data": "826553"};
+        cp.apply(Progress::Stream { resume_token: token.clone(), cluster_time: Some(ct(101, 2)) });
+        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::ResumeAfter(token));
+        assert_eq!(cp.cluster_time, Some(Time { t: 101, i: 2 }));
+    }
+
+    #[test]
+    fn a_new_snapshot_forgets_the_old_stream_position() {
+        let mut cp = Checkpoint::default();
+        cp.apply(Progress::Stream { resume_token: doc! {"_data": "old"}, cluster_time: Some(ct(5, 1)) });
+        cp.apply(Progress::SnapshotStarted { start_at: ct(200, 0), namespaces: vec![] });
+        cp.apply(Progress::SnapshotCompleted);
+        assert_eq!(plan(Some(&cp), SnapshotMode::WhenNeeded), Plan::StartAt(ct(200, 0)));
+    }
+
+    #[test]
+    fn serializes_as_json() {
+        let mut cp = Checkpoint { v: CHECKPOINT_VERSION, seq: 7, ..Checkpoint::default() };
+        cp.apply(Progress::Stream { resume_token: doc! {"_data": "x"}, cluster_time: None });
+        let text = serde_json::to_string(&cp).expect("serializes");
+        let back: Checkpoint = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, cp);
+    }
+}

@@ -1,0 +1,358 @@
+//! Change stream events and snapshot documents → envelope records. Pure: no I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bson::{Bson, Document};
+use envelope::{
+    encode_change, encode_control, encode_key, ChangeEvent, ClusterTime, ControlEvent, Ddl, Mode, Namespace, Op,
+    Position, Snapshot, SourceInfo, Transaction, TruncatedArray, UpdateDescription,
+};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
+
+use crate::checkpoint::Progress;
+use crate::record::{Item, Record, Target};
+use crate::routing::{NamespaceFilter, TopicRouter};
+
+/// What a change stream event turns into.
+#[derive(Debug)]
+pub enum Converted {
+    Item(Item),
+    /// The stream ended (the watched database was dropped): reopen after this cluster time.
+    Invalidate {
+        cluster_time: Option<ClusterTime>,
+    },
+}
+
+pub struct Converter {
+    pub name: String,
+    pub rs: Option<String>,
+    pub mode: Mode,
+    pub tombstones: bool,
+    pub router: TopicRouter,
+    pub filter: NamespaceFilter,
+    /// The next event sequence number; shared by the stream and snapshot workers.
+    pub seq: Arc<AtomicU64>,
+    txn: Option<TxnOrder>,
+}
+
+/// Positions within the transaction being streamed (its events arrive together).
+struct TxnOrder {
+    id: String,
+    total: u64,
+    per_collection: HashMap<String, u64>,
+}
+
+impl Converter {
+    pub fn new(
+        name: String,
+        mode: Mode,
+        tombstones: bool,
+        router: TopicRouter,
+        filter: NamespaceFilter,
+        seq: u64,
+    ) -> Self {
+        Self { name, rs: None, mode, tombstones, router, filter, seq: Arc::new(AtomicU64::new(seq)), txn: None }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn source(&self, snapshot: Snapshot) -> SourceInfo {
+        SourceInfo { name: self.name.clone(), rs: self.rs.clone(), snapshot, ..SourceInfo::default() }
+    }
+
+    /// Converts one change stream event. Events of namespaces not captured still move the
+    /// checkpoint (as a position-only item).
+    pub fn change(&mut self, event: ChangeStreamEvent<Document>, now_ms: i64) -> Converted {
+        let cluster_time = event.cluster_time.map(ClusterTime::from);
+        let token = bson::to_document(&event.id).unwrap_or_default();
+        let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
+        let position =
+            |seq| Position { cluster_time: cluster_time.unwrap_or_default(), resume_token: Some(token.clone()), seq };
+        let position_only = Item { records: Vec::new(), progress: Some(progress.clone()), cluster_time };
+        let ns = event.ns.as_ref().map(|ns| Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default()));
+
+        let records = match (&event.operation_type, ns) {
+            (OperationType::Invalidate, _) => return Converted::Invalidate { cluster_time },
+            (
+                OperationType::Insert | OperationType::Update | OperationType::Replace | OperationType::Delete,
+                Some(ns),
+            ) => {
+                if !self.filter.wants(&ns) {
+                    return Converted::Item(position_only);
+                }
+                let Some(document_key) = event.document_key.clone() else {
+                    tracing::warn!(namespace = %ns, "change event without documentKey skipped");
+                    return Converted::Item(position_only);
+                };
+                let seq = self.next_seq();
+                let change = self.change_event(event, ns, document_key, position(seq), now_ms);
+                self.data_records(&change)
+            }
+            (OperationType::Drop, Some(ns)) if self.filter.wants(&ns) => {
+                let topic = self.router.topic(&ns);
+                self.control_records(Ddl::Drop(ns), Target::AllPartitions(topic), position(self.next_seq()), now_ms)
+            }
+            (OperationType::Rename, Some(from)) if self.filter.wants(&from) => {
+                let to = event.to.as_ref().map(|to| Namespace::new(&to.db, to.coll.clone().unwrap_or_default()));
+                let Some(to) = to else { return Converted::Item(position_only) };
+                let topic = self.router.topic(&from);
+                self.control_records(
+                    Ddl::Rename { from, to },
+                    Target::AllPartitions(topic),
+                    position(self.next_seq()),
+                    now_ms,
+                )
+            }
+            (OperationType::DropDatabase, Some(ns)) if self.filter.wants_database(&ns.db) => {
+                let target = self.router.database_target(&ns.db);
+                self.control_records(Ddl::DropDatabase { db: ns.db }, target, position(self.next_seq()), now_ms)
+            }
+            _ => return Converted::Item(position_only),
+        };
+        Converted::Item(Item { records, progress: Some(progress), cluster_time })
+    }
+
+    fn change_event(
+        &mut self,
+        event: ChangeStreamEvent<Document>,
+        ns: Namespace,
+        document_key: Document,
+        position: Position,
+        now_ms: i64,
+    ) -> ChangeEvent {
+        let op = match event.operation_type {
+            OperationType::Insert => Op::Create,
+            OperationType::Delete => Op::Delete,
+            _ => Op::Update,
+        };
+        let mut source = self.source(Snapshot::False);
+        source.wall_time_ms = event.wall_time.map(|t| t.timestamp_millis());
+        source.lsid = event.lsid.as_ref().and_then(lsid_text);
+        source.txn_number = event.txn_number;
+        let transaction = match (&source.lsid, source.txn_number) {
+            (Some(lsid), Some(number)) => Some(self.transaction_order(format!("{lsid}:{number}"), &ns)),
+            _ => {
+                self.txn = None;
+                None
+            }
+        };
+        let update_description = event.update_description.map(|ud| UpdateDescription {
+            updated_fields: ud.updated_fields,
+            removed_fields: ud.removed_fields,
+            truncated_arrays: ud
+                .truncated_arrays
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| TruncatedArray { field: t.field, size: u32::try_from(t.new_size).unwrap_or(0) })
+                .collect(),
+        });
+        ChangeEvent {
+            op,
+            ns,
+            document_key,
+            before: event.full_document_before_change,
+            after: if op == Op::Delete { None } else { event.full_document },
+            update_description,
+            source,
+            transaction,
+            position,
+            ts_ms: now_ms,
+        }
+    }
+
+    fn transaction_order(&mut self, id: String, ns: &Namespace) -> Transaction {
+        let order = match &mut self.txn {
+            Some(order) if order.id == id => order,
+            slot => slot.insert(TxnOrder { id: id.clone(), total: 0, per_collection: HashMap::new() }),
+        };
+        order.total += 1;
+        let per = order.per_collection.entry(ns.to_string()).or_insert(0);
+        *per += 1;
+        Transaction { id, total_order: order.total, data_collection_order: *per }
+    }
+
+    /// The change record, plus a tombstone after a delete when enabled.
+    fn data_records(&self, change: &ChangeEvent) -> Vec<Record> {
+        let key = encode_key(change.id().unwrap_or(&Bson::Null));
+        let topic = self.router.topic(&change.ns);
+        let namespace = change.ns.to_string();
+        let mut records = vec![Record {
+            target: Target::Keyed(topic.clone()),
+            key: key.clone(),
+            value: Some(encode_change(change, self.mode)),
+            op: change.op.code(),
+            namespace: namespace.clone(),
+        }];
+        if change.op == Op::Delete && self.tombstones {
+            records.push(Record { target: Target::Keyed(topic), key, value: None, op: "tombstone", namespace });
+        }
+        records
+    }
+
+    fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
+        let namespace = match ddl.collection() {
+            Some(coll) => format!("{}.{coll}", ddl.db()),
+            None => ddl.db().to_string(),
+        };
+        let event = ControlEvent { ddl, source: self.source(Snapshot::False), position, ts_ms: now_ms };
+        let (key, value) = encode_control(&event);
+        vec![Record { target, key, value: Some(value), op: "ddl", namespace }]
+    }
+
+    /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start.
+    pub fn snapshot_read(
+        &self,
+        ns: &Namespace,
+        doc: Document,
+        start_at: ClusterTime,
+        last: bool,
+        now_ms: i64,
+    ) -> Record {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let mut document_key = Document::new();
+        document_key.insert("_id", id);
+        let event = ChangeEvent {
+            op: Op::Read,
+            ns: ns.clone(),
+            document_key,
+            before: None,
+            after: Some(doc),
+            update_description: None,
+            source: self.source(if last { Snapshot::Last } else { Snapshot::True }),
+            transaction: None,
+            position: Position { cluster_time: start_at, resume_token: None, seq: self.next_seq() },
+            ts_ms: now_ms,
+        };
+        Record {
+            target: Target::Keyed(self.router.topic(ns)),
+            key: encode_key(event.id().unwrap_or(&Bson::Null)),
+            value: Some(encode_change(&event, self.mode)),
+            op: "r",
+            namespace: ns.to_string(),
+        }
+    }
+}
+
+/// The session id of a transaction as UUID text (`lsid.id` is a UUID binary).
+fn lsid_text(lsid: &Document) -> Option<String> {
+    match lsid.get("id")? {
+        Bson::Binary(bin) if bin.bytes.len() == 16 => {
+            let hex: String = bin.bytes.iter().map(|b| format!("{b:02x}")).collect();
+            Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
+        }
+        other => Some(envelope::extjson::value_to_string(other, envelope::extjson::Style::Relaxed)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CaptureConfig, TopicConfig};
+    use bson::{doc, spec::BinarySubtype, Binary, Timestamp};
+
+    fn converter(exclude: &str, tombstones: bool) -> Converter {
+        let capture = CaptureConfig { exclude: exclude.into(), ..CaptureConfig::default() };
+        Converter::new(
+            "src".into(),
+            Mode::Debezium,
+            tombstones,
+            TopicRouter::new(&TopicConfig::default()),
+            NamespaceFilter::new(&capture).expect("filter"),
+            10,
+        )
+    }
+
+    fn event(op: &str, coll: &str, i: u32, extra: Document) -> ChangeStreamEvent<Document> {
+        let mut raw = doc! {
+            "_id": {"_data": format!("82{i:04}")},
+            "operationType": op,
+            "ns": {"db": "shop", "coll": coll},
+            "documentKey": {"_id": 7},
+            "clusterTime": Timestamp { time: 100, increment: i },
+        };
+        raw.extend(extra);
+        bson::from_document(raw).expect("a change stream event")
+    }
+
+    fn item(converted: Converted) -> Item {
+        match converted {
+            Converted::Item(item) => item,
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn insert_and_delete_records() {
+        let mut c = converter("", true);
+        let insert = item(c.change(event("insert", "orders", 1, doc! {"fullDocument": {"_id": 7, "x": 1}}), 5));
+        assert_eq!(insert.records.len(), 1);
+        assert_eq!(insert.records[0].target, Target::Keyed("cdc.shop.orders".into()));
+        assert_eq!(insert.records[0].key, br#"{"id":"7"}"#.to_vec());
+        assert_eq!(insert.cluster_time, Some(ClusterTime { t: 100, i: 1 }));
+        assert!(
+            matches!(&insert.progress, Some(Progress::Stream { resume_token, .. }) if resume_token == &doc! {"_data": "820001"})
+        );
+
+        let delete = item(c.change(event("delete", "orders", 2, doc! {}), 6));
+        assert_eq!(delete.records.iter().map(|r| r.op).collect::<Vec<_>>(), vec!["d", "tombstone"]);
+        assert_eq!(delete.records[1].value, None);
+        assert_eq!(c.seq.load(Ordering::Relaxed), 12, "two events numbered from the checkpoint's 10");
+
+        let mut quiet = converter("", false);
+        assert_eq!(item(quiet.change(event("delete", "orders", 3, doc! {}), 6)).records.len(), 1);
+    }
+
+    #[test]
+    fn excluded_namespaces_only_move_the_position() {
+        let mut c = converter(r"shop\.tmp", true);
+        let skipped = item(c.change(event("insert", "tmp", 1, doc! {"fullDocument": {"_id": 7}}), 5));
+        assert!(skipped.records.is_empty());
+        assert!(skipped.progress.is_some());
+    }
+
+    #[test]
+    fn ddl_becomes_markers_and_invalidate_reopens() {
+        let mut c = converter("", true);
+        let drop = item(c.change(event("drop", "orders", 1, doc! {}), 5));
+        assert_eq!(drop.records[0].target, Target::AllPartitions("cdc.shop.orders".into()));
+        let rename = item(c.change(event("rename", "orders", 2, doc! {"to": {"db": "shop", "coll": "old"}}), 5));
+        let decoded =
+            envelope::decode(Some(&rename.records[0].key), rename.records[0].value.as_deref()).expect("decodes");
+        assert!(
+            matches!(decoded, envelope::Event::Control(c) if matches!(&c.ddl, Ddl::Rename { to, .. } if to.coll == "old"))
+        );
+        let mut raw = event("dropDatabase", "x", 3, doc! {});
+        raw.ns = raw.ns.map(|mut ns| {
+            ns.coll = None;
+            ns
+        });
+        let dropped = item(c.change(raw, 5));
+        assert_eq!(dropped.records[0].target, Target::AllTopicsWithPrefix("cdc.shop.".into()));
+        assert!(matches!(c.change(event("invalidate", "orders", 4, doc! {}), 5), Converted::Invalidate { .. }));
+    }
+
+    #[test]
+    fn transaction_positions_count_per_transaction_and_collection() {
+        let mut c = converter("", true);
+        let lsid = doc! {"id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![0xab; 16] }};
+        let mut orders = Vec::new();
+        for (i, coll) in ["a", "b", "a"].iter().enumerate() {
+            let extra = doc! {"fullDocument": {"_id": 7}, "lsid": lsid.clone(), "txnNumber": 3_i64};
+            let record = &item(c.change(event("insert", coll, i as u32, extra), 5)).records[0];
+            let Ok(envelope::Event::Change(change)) = envelope::decode(Some(&record.key), record.value.as_deref())
+            else {
+                panic!("change");
+            };
+            orders.push(change.transaction.expect("transaction"));
+        }
+        assert_eq!(orders[0].id, "abababab-abab-abab-abab-abababababab:3");
+        assert_eq!(
+            orders.iter().map(|t| (t.total_order, t.data_collection_order)).collect::<Vec<_>>(),
+            vec![(1, 1), (2, 1), (3, 2)]
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! The delivery loop: gathers items from the queue into batches (by count, bytes and time),
+//! advances the checkpoint over them, and has the producer make both durable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use service_kit::health::LoopBeat;
+use tokio::sync::mpsc;
+
+use crate::change_stream::now_ms;
+use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
+use crate::config::DeliveryConfig;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::producer::Producer;
+use crate::record::Item;
+
+pub struct Delivery {
+    pub producer: Producer,
+    pub checkpoint: Checkpoint,
+    /// The converter's sequence counter: stored so a restart continues above it.
+    pub seq: Arc<AtomicU64>,
+    pub metrics: Metrics,
+    pub beat: LoopBeat,
+}
+
+impl Delivery {
+    /// Runs until the queue closes and is drained (capture stopped), or a batch fails.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Item>, limits: &DeliveryConfig) -> Result<(), Error> {
+        let max_wait = Duration::from_millis(limits.batch_max_wait_ms);
+        loop {
+            self.beat.beat();
+            let first = tokio::select! {
+                item = rx.recv() => item,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            };
+            let Some(first) = first else { return Ok(()) };
+            let mut bytes = first.bytes();
+            let mut events = first.records.len();
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + max_wait;
+            while events < limits.batch_max_events && bytes < limits.batch_max_bytes {
+                let next = tokio::select! {
+                    item = rx.recv() => item,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                };
+                let Some(item) = next else { break };
+                bytes += item.bytes();
+                events += item.records.len();
+                batch.push(item);
+            }
+            self.write(batch, bytes).await?;
+        }
+    }
+
+    async fn write(&mut self, batch: Vec<Item>, bytes: usize) -> Result<(), Error> {
+        let mut next = self.checkpoint.clone();
+        for item in &batch {
+            if let Some(progress) = &item.progress {
+                next.apply(progress.clone());
+            }
+        }
+        next.v = CHECKPOINT_VERSION;
+        next.seq = self.seq.load(Ordering::Relaxed);
+        next.written_at_ms = now_ms();
+        let started = Instant::now();
+        let written = match self.producer.write(&batch, &next).await {
+            Ok(written) => written,
+            Err(e) => {
+                self.metrics.delivery_errors.inc();
+                return Err(e);
+            }
+        };
+        self.checkpoint = next;
+        tracing::debug!(
+            records = written,
+            items = batch.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "batch durable"
+        );
+        self.observe(&batch, written, bytes, started.elapsed());
+        Ok(())
+    }
+
+    fn observe(&self, batch: &[Item], written: usize, bytes: usize, took: Duration) {
+        let metrics = &self.metrics;
+        metrics.batch_seconds.observe(took.as_secs_f64());
+        metrics.batch_records.observe(written as f64);
+        metrics.bytes.inc_by(bytes as u64);
+        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+        for record in batch.iter().flat_map(|item| &item.records) {
+            *counts.entry((record.op, record.namespace.as_str())).or_default() += 1;
+        }
+        for ((op, namespace), count) in counts {
+            metrics.events.with_label_values(&[op, namespace]).inc_by(count);
+        }
+        if let Some(ct) = batch.iter().rev().find_map(|item| item.cluster_time) {
+            metrics.seconds_behind_source.set((now_ms() / 1000 - i64::from(ct.t)).max(0));
+        }
+        metrics.checkpoint_timestamp.set(self.checkpoint.written_at_ms / 1000);
+        metrics.checkpoint_age.set(0);
+    }
+}

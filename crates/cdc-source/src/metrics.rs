@@ -1,0 +1,101 @@
+//! Every metric cdc-source exports, in one place. Labels are bounded: op codes, namespaces
+//! (one per captured collection), error kinds; never a document id.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    /// Events made durable in Kafka, by op (`c`, `u`, `d`, `r`, `ddl`, `tombstone`) and namespace.
+    pub events: IntCounterVec,
+    /// Bytes of keys and values made durable in Kafka.
+    pub bytes: IntCounter,
+    /// Time to make one batch durable (transaction commit, or every acknowledgement).
+    pub batch_seconds: Histogram,
+    /// Records per batch.
+    pub batch_records: Histogram,
+    /// Batches that failed to become durable (the pipeline restarts from the checkpoint).
+    pub delivery_errors: IntCounter,
+    /// Now minus the cluster time of the last event made durable, in seconds.
+    pub seconds_behind_source: IntGauge,
+    /// Unix time of the last stored checkpoint (age = now − this).
+    pub checkpoint_timestamp: IntGauge,
+    /// Seconds since the last stored checkpoint, refreshed every second.
+    pub checkpoint_age: IntGauge,
+    /// Snapshot: documents copied and estimated totals, per namespace; estimated seconds left.
+    pub snapshot_copied: IntGaugeVec,
+    pub snapshot_estimated: IntGaugeVec,
+    pub snapshot_remaining_seconds: IntGauge,
+    /// Pipeline restarts after transient errors and change stream reopenings, by reason.
+    pub restarts: IntCounterVec,
+    /// 1 while the resume point is lost and capture.on_history_lost = "fail".
+    pub history_lost: IntGauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            events: IntCounterVec::new(
+                Opts::new("cdc_source_events_total", "Events made durable in Kafka."),
+                &["op", "namespace"],
+            )?,
+            bytes: IntCounter::new("cdc_source_produced_bytes_total", "Bytes of keys and values made durable.")?,
+            batch_seconds: Histogram::with_opts(
+                HistogramOpts::new("cdc_source_batch_duration_seconds", "Time to make one batch durable.")
+                    .buckets(exponential_buckets(0.001, 2.0, 15)?),
+            )?,
+            batch_records: Histogram::with_opts(
+                HistogramOpts::new("cdc_source_batch_records", "Records per batch.")
+                    .buckets(exponential_buckets(1.0, 4.0, 10)?),
+            )?,
+            delivery_errors: IntCounter::new(
+                "cdc_source_delivery_errors_total",
+                "Batches that failed to become durable.",
+            )?,
+            seconds_behind_source: IntGauge::new(
+                "cdc_source_seconds_behind_source",
+                "Now minus the cluster time of the last durable event.",
+            )?,
+            checkpoint_timestamp: IntGauge::new(
+                "cdc_source_checkpoint_timestamp_seconds",
+                "Unix time of the last stored checkpoint.",
+            )?,
+            checkpoint_age: IntGauge::new(
+                "cdc_source_checkpoint_age_seconds",
+                "Seconds since the last stored checkpoint.",
+            )?,
+            snapshot_copied: IntGaugeVec::new(
+                Opts::new("cdc_source_snapshot_documents_copied", "Documents copied by the snapshot."),
+                &["namespace"],
+            )?,
+            snapshot_estimated: IntGaugeVec::new(
+                Opts::new("cdc_source_snapshot_documents_estimated", "Estimated documents to copy."),
+                &["namespace"],
+            )?,
+            snapshot_remaining_seconds: IntGauge::new(
+                "cdc_source_snapshot_remaining_seconds",
+                "Estimated seconds until the snapshot completes.",
+            )?,
+            restarts: IntCounterVec::new(
+                Opts::new("cdc_source_restarts_total", "Pipeline restarts and stream reopenings, by reason."),
+                &["reason"],
+            )?,
+            history_lost: IntGauge::new("cdc_source_history_lost", "1 while the resume point is lost.")?,
+        };
+        registry.register(Box::new(metrics.events.clone()))?;
+        registry.register(Box::new(metrics.bytes.clone()))?;
+        registry.register(Box::new(metrics.batch_seconds.clone()))?;
+        registry.register(Box::new(metrics.batch_records.clone()))?;
+        registry.register(Box::new(metrics.delivery_errors.clone()))?;
+        registry.register(Box::new(metrics.seconds_behind_source.clone()))?;
+        registry.register(Box::new(metrics.checkpoint_timestamp.clone()))?;
+        registry.register(Box::new(metrics.checkpoint_age.clone()))?;
+        registry.register(Box::new(metrics.snapshot_copied.clone()))?;
+        registry.register(Box::new(metrics.snapshot_estimated.clone()))?;
+        registry.register(Box::new(metrics.snapshot_remaining_seconds.clone()))?;
+        registry.register(Box::new(metrics.restarts.clone()))?;
+        registry.register(Box::new(metrics.history_lost.clone()))?;
+        Ok(metrics)
+    }
+}

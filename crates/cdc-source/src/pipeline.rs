@@ -1,0 +1,218 @@
+//! Wiring: plan from the checkpoint, then snapshot and/or stream into the queue while the
+//! delivery loop drains it. A transient failure tears the whole pipeline down and starts it
+//! again from the last durable checkpoint after a capped backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use service_kit::health::Health;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::change_stream::{Start, StreamLoop};
+use crate::checkpoint::{self, Plan, SnapshotState};
+use crate::config::{Config, HistoryLostPolicy, SnapshotMode};
+use crate::convert::Converter;
+use crate::delivery::Delivery;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::producer::Producer;
+use crate::routing::{NamespaceFilter, TopicRouter};
+use crate::snapshot::Snapshot;
+
+/// Readiness component: ready while streaming or snapshotting.
+pub const COMPONENT: &str = "pipeline";
+/// A run that lasted this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: CancellationToken) -> Result<(), Error> {
+    health.declare(COMPONENT);
+    let client = config.mongo.client("cdc-source").await.map_err(|e| Error::mongo("mongo.uri", e))?;
+    let filter = NamespaceFilter::new(&config.capture).map_err(|e| Error::Fatal(e.to_string()))?;
+    let mut force_snapshot = false;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = run_once(&config, &client, &filter, force_snapshot, &health, &metrics, &shutdown).await;
+        force_snapshot = false;
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if let Error::HistoryLost(_) = &error {
+            let resnapshot = config.capture.on_history_lost == HistoryLostPolicy::Resnapshot
+                || config.snapshot.mode == SnapshotMode::WhenNeeded;
+            metrics.restarts.with_label_values(&["history_lost"]).inc();
+            if resnapshot {
+                tracing::warn!(error = %error, "resume point lost: taking a new snapshot");
+                force_snapshot = true;
+                continue;
+            }
+            metrics.history_lost.set(1);
+            tracing::error!(error = %error, "resume point lost: not ready until an operator acts");
+            health.set_not_ready(COMPONENT, error.to_string());
+            shutdown.cancelled().await;
+            return Err(error);
+        }
+        health.set_not_ready(COMPONENT, format!("restarting after: {error}"));
+        if !error.is_retriable() {
+            return Err(error);
+        }
+        metrics.restarts.with_label_values(&[error.kind()]).inc();
+        if started.elapsed() > HEALTHY_RUN {
+            backoff = Duration::from_millis(250);
+        }
+        tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "pipeline failed: restarting from the checkpoint");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(config.delivery.max_backoff_ms));
+    }
+}
+
+async fn run_once(
+    config: &Config,
+    client: &mongodb::Client,
+    filter: &NamespaceFilter,
+    force_snapshot: bool,
+    health: &Health,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let producer = Producer::connect(config).await?;
+    let stored = producer.store(config).load().await?;
+    let plan = if force_snapshot {
+        Plan::Snapshot(SnapshotState::default())
+    } else {
+        checkpoint::plan(stored.as_ref(), config.snapshot.mode)
+    };
+    let checkpoint = stored.unwrap_or_default();
+    tracing::info!(plan = plan_name(&plan), seq = checkpoint.seq, "starting");
+    let mut converter = Converter::new(
+        config.capture.name.clone(),
+        config.capture.mode,
+        config.capture.tombstones,
+        TopicRouter::new(&config.topics),
+        filter.clone(),
+        checkpoint.seq,
+    );
+    converter.rs = replica_set_name(client).await;
+    let seq = converter.seq.clone();
+    let (tx, rx) = mpsc::channel(config.delivery.queue_capacity);
+    let delivery = Delivery {
+        producer,
+        checkpoint,
+        seq,
+        metrics: metrics.clone(),
+        beat: health.register_loop("delivery", Duration::from_secs(120)),
+    };
+    metrics.history_lost.set(0);
+
+    // Capture stops on shutdown and closes the queue; delivery drains it and commits the rest.
+    let stop_capture = shutdown.child_token();
+    let capture = capture(config, client, filter, converter, plan, tx, health, metrics, &stop_capture);
+    let drain = async {
+        let result = delivery.run(rx, &config.delivery).await;
+        stop_capture.cancel(); // a failed delivery ends capture too
+        result
+    };
+    let (captured, delivered) = tokio::join!(capture, drain);
+    delivered?;
+    captured
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn capture(
+    config: &Config,
+    client: &mongodb::Client,
+    filter: &NamespaceFilter,
+    converter: Converter,
+    plan: Plan,
+    tx: mpsc::Sender<crate::record::Item>,
+    health: &Health,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let start = match plan {
+        Plan::Idle => {
+            health.set_ready(COMPONENT);
+            tracing::info!("snapshot complete and snapshot.mode = \"initial_only\": not streaming");
+            drop(tx);
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        Plan::ResumeAfter(token) => Start::ResumeAfter(token),
+        Plan::StartAt(time) => Start::At(time),
+        Plan::StartNow => Start::Now,
+        Plan::Snapshot(state) => {
+            health.set_ready(COMPONENT);
+            let converter = Arc::new(converter);
+            let snapshot = Snapshot {
+                client,
+                filter,
+                config: &config.snapshot,
+                compat: config.capture.compat,
+                converter: converter.clone(),
+                tx: tx.clone(),
+                metrics: metrics.clone(),
+            };
+            let Some(start_at) = snapshot.run(state, shutdown).await? else { return Ok(()) };
+            drop(snapshot);
+            if config.snapshot.mode == SnapshotMode::InitialOnly {
+                tracing::info!("snapshot.mode = \"initial_only\": snapshot done, not streaming");
+                health.set_ready(COMPONENT);
+                drop(tx);
+                shutdown.cancelled().await;
+                return Ok(());
+            }
+            let converter = Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
+            return stream(config, client, converter, tx, health, metrics, Start::At(start_at), shutdown).await;
+        }
+    };
+    stream(config, client, converter, tx, health, metrics, start, shutdown).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    config: &Config,
+    client: &mongodb::Client,
+    converter: Converter,
+    tx: mpsc::Sender<crate::record::Item>,
+    health: &Health,
+    metrics: &Metrics,
+    start: Start,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let stream = StreamLoop {
+        client,
+        config: &config.capture,
+        converter,
+        tx,
+        beat: health.register_loop("change-stream", Duration::from_secs(120)),
+        idle_checkpoint_interval: Duration::from_millis(config.delivery.idle_checkpoint_interval_ms),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    stream.run(start, shutdown.clone()).await
+}
+
+fn plan_name(plan: &Plan) -> &'static str {
+    match plan {
+        Plan::Snapshot(state) if state.start_at.is_some() => "resume snapshot",
+        Plan::Snapshot(_) => "snapshot",
+        Plan::ResumeAfter(_) => "resume after token",
+        Plan::StartAt(_) => "start at cluster time",
+        Plan::StartNow => "start now",
+        Plan::Idle => "idle",
+    }
+}
+
+/// The replica set's name, for `source.rs` (none on a sharded cluster).
+async fn replica_set_name(client: &mongodb::Client) -> Option<String> {
+    let hello = client.database("admin").run_command(bson::doc! {"hello": 1}).await.ok()?;
+    hello.get_str("setName").ok().map(str::to_string)
+}

@@ -1,0 +1,212 @@
+//! Makes batches durable in Kafka together with the checkpoint that covers them.
+//!
+//! Exactly-once: one Kafka transaction per batch holds its records and the checkpoint record;
+//! either both become visible to `read_committed` consumers or neither does.
+//! At-least-once: every record of the batch is acknowledged (idempotent producer, `acks=all`)
+//! before the checkpoint is written, so the checkpoint never passes an unacknowledged event.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{CheckpointStore, Config, Guarantee};
+use crate::error::Error;
+use crate::record::{Item, Target};
+use crate::store::{Store, CHECKPOINT_TOPIC_CONFIG};
+use crate::topics::Topics;
+
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Producer {
+    producer: FutureProducer,
+    guarantee: Guarantee,
+    topics: Topics,
+    checkpoint: CheckpointTarget,
+}
+
+enum CheckpointTarget {
+    Topic { topic: String, key: String },
+    File(PathBuf),
+}
+
+impl Producer {
+    /// Creates the producer (initialising transactions, which fences any older instance with the
+    /// same `capture.name` and aborts its open transaction) and the checkpoint topic.
+    pub async fn connect(config: &Config) -> Result<Self, Error> {
+        let delivery = &config.delivery;
+        let max_bytes = delivery.max_message_bytes.to_string();
+        let mut defaults: Vec<(&str, String)> = vec![
+            ("enable.idempotence", "true".into()),
+            ("acks", "all".into()),
+            ("compression.type", delivery.compression.clone()),
+            ("linger.ms", "5".into()),
+            ("batch.size", "1000000".into()),
+            ("message.max.bytes", max_bytes),
+            ("max.in.flight.requests.per.connection", "5".into()),
+            ("queue.buffering.max.messages", "200000".into()),
+            ("queue.buffering.max.kbytes", "262144".into()),
+            // The Java client's partitioner, so keys land where Kafka Connect would put them.
+            ("partitioner", "murmur2_random".into()),
+        ];
+        if delivery.guarantee == Guarantee::ExactlyOnce {
+            defaults.push(("transactional.id", format!("cdc-source-{}", config.capture.name)));
+            defaults.push(("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string()));
+        }
+        let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let client_config = config.kafka.client_config_with(&defaults);
+        let producer: FutureProducer = client_config.create().map_err(|e| Error::kafka("create producer", e))?;
+        if delivery.guarantee == Guarantee::ExactlyOnce {
+            let init = producer.clone();
+            tokio::task::spawn_blocking(move || init.init_transactions(TRANSACTION_TIMEOUT))
+                .await
+                .map_err(|e| Error::Fatal(format!("init transactions task: {e}")))?
+                .map_err(|e| Error::kafka("init transactions", e))?;
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            config.kafka.client_config().create().map_err(|e| Error::kafka("create admin client", e))?;
+        let mut topics =
+            Topics::new(admin, producer.clone(), config.topics.partitions, config.topics.replication_factor);
+        let checkpoint = match delivery.checkpoint_store {
+            CheckpointStore::Kafka => {
+                let topic = config.topics.checkpoint_topic.clone();
+                let single_partition: Vec<(&str, &str)> = CHECKPOINT_TOPIC_CONFIG.to_vec();
+                topics.ensure_with_partitions(&topic, 1, &single_partition).await?;
+                CheckpointTarget::Topic { topic, key: config.capture.name.clone() }
+            }
+            CheckpointStore::File => CheckpointTarget::File(PathBuf::from(&delivery.checkpoint_file)),
+        };
+        Ok(Self { producer, guarantee: delivery.guarantee, topics, checkpoint })
+    }
+
+    /// Where this producer's checkpoints are read back from.
+    pub fn store(&self, config: &Config) -> Store {
+        match &self.checkpoint {
+            CheckpointTarget::Topic { topic, key } => {
+                Store::Kafka { topic: topic.clone(), key: key.clone(), client: config.kafka.client_config() }
+            }
+            CheckpointTarget::File(path) => Store::File { path: path.clone() },
+        }
+    }
+
+    /// Makes `batch` and then `checkpoint` durable; returns the number of records written.
+    pub async fn write(&mut self, batch: &[Item], checkpoint: &Checkpoint) -> Result<usize, Error> {
+        let mut destinations: Vec<(String, Option<i32>, usize, usize)> = Vec::new();
+        for (item_index, item) in batch.iter().enumerate() {
+            for (record_index, record) in item.records.iter().enumerate() {
+                match &record.target {
+                    Target::Keyed(topic) => {
+                        self.topics.ensure(topic, &[]).await?;
+                        destinations.push((topic.clone(), None, item_index, record_index));
+                    }
+                    Target::AllPartitions(topic) => {
+                        let count = self.topics.ensure(topic, &[]).await?;
+                        destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
+                    }
+                    Target::AllTopicsWithPrefix(prefix) => {
+                        for topic in self.topics.list_with_prefix(prefix).await? {
+                            let count = self.topics.ensure(&topic, &[]).await?;
+                            destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
+                        }
+                    }
+                }
+            }
+        }
+        let checkpoint_value = serde_json::to_vec(checkpoint).map_err(|e| Error::Checkpoint(e.to_string()))?;
+        if self.guarantee == Guarantee::ExactlyOnce {
+            self.producer.begin_transaction().map_err(|e| Error::kafka("begin transaction", e))?;
+        }
+        let mut deliveries = Vec::with_capacity(destinations.len());
+        for (topic, partition, item_index, record_index) in &destinations {
+            let record = &batch[*item_index].records[*record_index];
+            deliveries.push(self.enqueue(topic, *partition, &record.key, record.value.as_deref()).await?);
+        }
+        match (&self.checkpoint, self.guarantee) {
+            (CheckpointTarget::Topic { topic, key }, Guarantee::ExactlyOnce) => {
+                let (topic, key) = (topic.clone(), key.clone());
+                self.enqueue(&topic, None, key.as_bytes(), Some(&checkpoint_value)).await?;
+                let producer = self.producer.clone();
+                let committed = tokio::task::spawn_blocking(move || producer.commit_transaction(TRANSACTION_TIMEOUT))
+                    .await
+                    .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
+                if let Err(e) = committed {
+                    self.abort().await;
+                    return Err(Error::kafka("commit transaction", e));
+                }
+            }
+            (CheckpointTarget::Topic { topic, key }, Guarantee::AtLeastOnce) => {
+                let (topic, key) = (topic.clone(), key.clone());
+                await_all(deliveries).await?;
+                let stored = self.enqueue(&topic, None, key.as_bytes(), Some(&checkpoint_value)).await?;
+                await_all(vec![stored]).await?;
+            }
+            (CheckpointTarget::File(path), _) => {
+                await_all(deliveries).await?;
+                Store::save_file(path, checkpoint).await?;
+            }
+        }
+        Ok(destinations.len())
+    }
+
+    /// Enqueues one record; a full local queue is backpressure: wait and try again.
+    async fn enqueue(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<DeliveryFuture, Error> {
+        loop {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    if self.guarantee == Guarantee::ExactlyOnce {
+                        self.abort().await;
+                    }
+                    return Err(Error::kafka(&format!("produce to {topic}"), e));
+                }
+            }
+        }
+    }
+
+    async fn abort(&self) {
+        let producer = self.producer.clone();
+        let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_TIMEOUT)).await;
+        if let Ok(Err(e)) = aborted {
+            tracing::warn!(error = %e, "abort transaction failed");
+        }
+    }
+}
+
+/// Waits for every acknowledgement; the first failure fails the batch.
+async fn await_all(deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(Error::kafka("delivery", e)),
+            Err(_) => {
+                return Err(Error::Kafka {
+                    context: "delivery".into(),
+                    retriable: true,
+                    reason: "producer closed".into(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! What capture hands to the producer: Kafka records, and the checkpoint progress they cover.
+
+use envelope::ClusterTime;
+
+use crate::checkpoint::Progress;
+
+/// Where a record goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One topic; the partition follows from the key (one document, one partition).
+    Keyed(String),
+    /// Every partition of this topic (DDL markers).
+    AllPartitions(String),
+    /// Every partition of every topic whose name starts with this prefix (`dropDatabase`
+    /// markers in per-collection topic mode).
+    AllTopicsWithPrefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub target: Target,
+    pub key: Vec<u8>,
+    /// None for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// For metrics: the op code (`c`, `u`, `d`, `r`, `ddl`, `tombstone`) and namespace.
+    pub op: &'static str,
+    pub namespace: String,
+}
+
+/// One unit from capture: the records of one source event (none for a position-only update),
+/// and how the checkpoint moves once they are durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub records: Vec<Record>,
+    pub progress: Option<Progress>,
+    /// Cluster time of the source event, for the lag metric.
+    pub cluster_time: Option<ClusterTime>,
+}
+
+impl Item {
+    pub fn progress_only(progress: Progress) -> Self {
+        Self { records: Vec::new(), progress: Some(progress), cluster_time: None }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len)).sum()
+    }
+}

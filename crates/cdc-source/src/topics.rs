@@ -1,0 +1,114 @@
+//! Topics: created when missing (with the configured partitions), and their partition counts
+//! for fanning control events out to every partition.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::error::Error;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Topics {
+    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer,
+    partitions: i32,
+    replication_factor: i32,
+    /// Topics known to exist, with their partition counts.
+    known: HashMap<String, i32>,
+}
+
+impl Topics {
+    pub fn new(
+        admin: AdminClient<DefaultClientContext>,
+        producer: FutureProducer,
+        partitions: i32,
+        replication_factor: i32,
+    ) -> Self {
+        Self { admin, producer, partitions, replication_factor, known: HashMap::new() }
+    }
+
+    /// Makes sure `topic` exists (creating it with `extra` topic configs when missing) and
+    /// returns its partition count.
+    pub async fn ensure(&mut self, topic: &str, extra: &[(&str, &str)]) -> Result<i32, Error> {
+        self.ensure_with_partitions(topic, self.partitions, extra).await
+    }
+
+    /// [`Topics::ensure`] with an explicit partition count for a topic this service creates.
+    pub async fn ensure_with_partitions(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        extra: &[(&str, &str)],
+    ) -> Result<i32, Error> {
+        if let Some(count) = self.known.get(topic) {
+            return Ok(*count);
+        }
+        if let Some(count) = self.partition_count(topic).await? {
+            self.known.insert(topic.to_string(), count);
+            return Ok(count);
+        }
+        let replication = TopicReplication::Fixed(self.replication_factor);
+        let mut new_topic = NewTopic::new(topic, partitions, replication);
+        for (key, value) in extra {
+            new_topic = new_topic.set(key, value);
+        }
+        let results = self
+            .admin
+            .create_topics([&new_topic], &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)))
+            .await
+            .map_err(|e| Error::kafka("create topic", e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::Kafka {
+                        context: format!("create topic {name}"),
+                        retriable: false,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+        tracing::info!(topic, partitions, "created topic");
+        // Metadata can lag creation by a moment; the configured count is what was created.
+        let count = self.partition_count(topic).await?.unwrap_or(partitions);
+        self.known.insert(topic.to_string(), count);
+        Ok(count)
+    }
+
+    /// Every topic on the cluster whose name starts with `prefix`.
+    pub async fn list_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let producer = self.producer.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let metadata =
+                producer.client().fetch_metadata(None, METADATA_TIMEOUT).map_err(|e| Error::kafka("metadata", e))?;
+            Ok(metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(&prefix)).collect())
+        })
+        .await
+        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<Option<i32>, Error> {
+        let producer = self.producer.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+                .map_err(|e| Error::kafka("metadata", e))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)))
+        })
+        .await
+        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
+    }
+}

@@ -1,0 +1,127 @@
+//! Starting cdc-source in-process against the real servers, and reading back what it wrote.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bson::Document;
+use cdc_source::{Config, Running, Scope, SnapshotMode};
+use envelope::{ChangeEvent, Event};
+use test_support::{consume_all, eventually, http_get, services, unique, Consumed};
+use tokio_util::sync::CancellationToken;
+
+pub struct Harness {
+    pub config: Config,
+    pub db: String,
+    pub source: mongodb::Client,
+}
+
+impl Harness {
+    /// A fresh database and topic prefix; database scope, snapshot mode `never`.
+    pub async fn new(test: &str) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let servers = services();
+        let db = unique(test);
+        let mut config = Config::default();
+        config.http.listen_addr = "127.0.0.1:0".parse().expect("addr");
+        config.mongo.uri = service_kit::config::SecretUri::new(servers.mongo_source_uri.clone());
+        config.kafka.bootstrap_servers = servers.kafka_bootstrap.clone();
+        config.capture.name = db.clone();
+        config.capture.scope = Scope::Database;
+        config.capture.database = db.clone();
+        config.capture.max_await_ms = 200;
+        config.snapshot.mode = SnapshotMode::Never;
+        config.topics.prefix = db.clone();
+        config.delivery.batch_max_wait_ms = 20;
+        config.delivery.idle_checkpoint_interval_ms = 300;
+        let source = test_support::mongo(&servers.mongo_source_uri).await;
+        Self { config, db, source }
+    }
+
+    pub fn collection(&self, name: &str) -> mongodb::Collection<Document> {
+        self.source.database(&self.db).collection(name)
+    }
+
+    pub fn topic(&self, coll: &str) -> String {
+        format!("{}.{}.{coll}", self.config.topics.prefix, self.db)
+    }
+
+    /// Starts the service and waits until it is ready (streaming or snapshotting).
+    pub async fn start(&self) -> Service {
+        let stop = CancellationToken::new();
+        let running = cdc_source::start(self.config.clone(), stop.clone()).await.expect("starts");
+        let addr = running.http_addr;
+        wait_ready(addr).await;
+        Service { running: Some(running), stop, addr }
+    }
+
+    /// Every committed record of `coll`'s topic, once at least `at_least` are there.
+    pub async fn records(&self, coll: &str, at_least: usize) -> Vec<Consumed> {
+        consume_all(&self.config.kafka.bootstrap_servers, &[&self.topic(coll)], at_least, Duration::from_secs(60)).await
+    }
+}
+
+pub async fn wait_ready(addr: SocketAddr) {
+    eventually("cdc-source ready", Duration::from_secs(60), || async {
+        matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+}
+
+pub struct Service {
+    running: Option<Running>,
+    pub stop: CancellationToken,
+    pub addr: SocketAddr,
+}
+
+impl Service {
+    /// Graceful stop: returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), cdc_source::Error> {
+        self.stop.cancel();
+        let running = self.running.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(30), running.wait()).await.expect("stops within 30 s")
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").await.expect("metrics").1
+    }
+
+    /// The value of a metric line starting with `prefix` (name plus labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Decodes records; panics on anything that does not decode.
+pub fn decode(records: &[Consumed]) -> Vec<Event> {
+    records
+        .iter()
+        .map(|r| envelope::decode(r.key.as_deref(), r.value.as_deref()).expect("every record decodes"))
+        .collect()
+}
+
+/// The change events among `events`.
+pub fn changes(events: &[Event]) -> Vec<&ChangeEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Change(c) => Some(c.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
