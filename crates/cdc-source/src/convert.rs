@@ -184,11 +184,19 @@ impl Converter {
             target: Target::Keyed(topic.clone()),
             key: key.clone(),
             value: Some(encode_change(change, self.mode)),
+            control: None,
             op: change.op.code(),
             namespace: namespace.clone(),
         }];
         if change.op == Op::Delete && self.tombstones {
-            records.push(Record { target: Target::Keyed(topic), key, value: None, op: "tombstone", namespace });
+            records.push(Record {
+                target: Target::Keyed(topic),
+                key,
+                value: None,
+                control: None,
+                op: "tombstone",
+                namespace,
+            });
         }
         records
     }
@@ -198,9 +206,9 @@ impl Converter {
             Some(coll) => format!("{}.{coll}", ddl.db()),
             None => ddl.db().to_string(),
         };
-        let event = ControlEvent { ddl, source: self.source(Snapshot::False), position, ts_ms: now_ms };
-        let (key, value) = encode_control(&event);
-        vec![Record { target, key, value: Some(value), op: "ddl", namespace }]
+        let event = ControlEvent { ddl, markers: 1, source: self.source(Snapshot::False), position, ts_ms: now_ms };
+        let (key, _) = encode_control(&event);
+        vec![Record { target, key, value: None, control: Some(Box::new(event)), op: "ddl", namespace }]
     }
 
     /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start.
@@ -231,6 +239,7 @@ impl Converter {
             target: Target::Keyed(self.router.topic(ns)),
             key: encode_key(event.id().unwrap_or(&Bson::Null)),
             value: Some(encode_change(&event, self.mode)),
+            control: None,
             op: "r",
             namespace: ns.to_string(),
         }

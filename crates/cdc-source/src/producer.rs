@@ -5,7 +5,10 @@
 //! At-least-once: every record of the batch is acknowledged (idempotent producer, `acks=all`)
 //! before the checkpoint is written, so the checkpoint never passes an unacknowledged event.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+use envelope::{encode_control, ControlEvent};
 use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
@@ -122,9 +125,22 @@ impl Producer {
             self.producer.begin_transaction().map_err(|e| Error::kafka("begin transaction", e))?;
         }
         let mut deliveries = Vec::with_capacity(destinations.len());
+        // Control events are encoded here: only now is it known how many markers go out.
+        let mut markers: HashMap<(usize, usize), Vec<u8>> = HashMap::new();
+        for (item_index, item) in batch.iter().enumerate() {
+            for (record_index, record) in item.records.iter().enumerate() {
+                if let Some(control) = &record.control {
+                    let count = destinations.iter().filter(|d| (d.2, d.3) == (item_index, record_index)).count();
+                    let event =
+                        ControlEvent { markers: u32::try_from(count).unwrap_or(u32::MAX), ..(**control).clone() };
+                    markers.insert((item_index, record_index), encode_control(&event).1);
+                }
+            }
+        }
         for (topic, partition, item_index, record_index) in &destinations {
             let record = &batch[*item_index].records[*record_index];
-            deliveries.push(self.enqueue(topic, *partition, &record.key, record.value.as_deref()).await?);
+            let value = markers.get(&(*item_index, *record_index)).map(Vec::as_slice).or(record.value.as_deref());
+            deliveries.push(self.enqueue(topic, *partition, &record.key, value).await?);
         }
         match (&self.checkpoint, self.guarantee) {
             (CheckpointTarget::Topic { topic, key }, Guarantee::ExactlyOnce) => {

@@ -1,6 +1,6 @@
 //! What capture hands to the producer: Kafka records, and the checkpoint progress they cover.
 
-use envelope::ClusterTime;
+use envelope::{ClusterTime, ControlEvent};
 
 use crate::checkpoint::Progress;
 
@@ -20,8 +20,10 @@ pub enum Target {
 pub struct Record {
     pub target: Target,
     pub key: Vec<u8>,
-    /// None for a tombstone.
+    /// None for a tombstone, and for a control event (encoded by the producer, which knows how
+    /// many partitions the marker goes to).
     pub value: Option<Vec<u8>>,
+    pub control: Option<Box<ControlEvent>>,
     /// For metrics: the op code (`c`, `u`, `d`, `r`, `ddl`, `tombstone`) and namespace.
     pub op: &'static str,
     pub namespace: String,

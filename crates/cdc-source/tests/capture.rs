@@ -106,6 +106,7 @@ async fn drop_and_rename_are_markers_on_every_partition_after_the_data() {
         let events = decode(&on_partition.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
         let last = events.last().expect("a marker on every partition");
         assert!(matches!(last, Event::Control(c) if matches!(&c.ddl, Ddl::Drop(ns) if ns.coll == "gone")), "{last:?}");
+        assert!(matches!(last, Event::Control(c) if c.markers as usize == partitions), "marker count: {last:?}");
         assert!(events[..events.len() - 1].iter().all(|e| matches!(e, Event::Change(_))), "data before the marker");
     }
     let renamed = decode(&h.records("old", 10 + partitions).await);

@@ -33,7 +33,8 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
     let position = position(&source, parsed.cdc.as_ref())?;
     let ts_ms = parsed.ts_ms.unwrap_or_default();
 
-    if let Some(ddl) = parsed.ddl.take() {
+    if let Some(ddl) = parsed.ddl.as_ref() {
+        let markers = ddl.markers.max(1);
         let from = |coll: Option<String>| -> Result<Namespace, DecodeError> {
             Ok(Namespace::new(ddl.db.clone(), coll.ok_or(DecodeError::MissingField("ddl.collection"))?))
         };
@@ -46,7 +47,13 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
             "dropDatabase" => Ddl::DropDatabase { db: ddl.db.clone() },
             other => return Err(DecodeError::UnknownDdl(other.to_string())),
         };
-        return Ok(Event::Control(Box::new(ControlEvent { ddl, source: source_info(&source), position, ts_ms })));
+        return Ok(Event::Control(Box::new(ControlEvent {
+            ddl,
+            markers,
+            source: source_info(&source),
+            position,
+            ts_ms,
+        })));
     }
 
     let code = parsed.op.take().ok_or(DecodeError::MissingField("op"))?;

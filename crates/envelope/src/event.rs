@@ -236,6 +236,9 @@ impl Ddl {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlEvent {
     pub ddl: Ddl,
+    /// How many copies of this marker the source sent (one per partition it fanned out to):
+    /// a sink applies the DDL once all of them have been reached.
+    pub markers: u32,
     pub source: SourceInfo,
     pub position: Position,
     pub ts_ms: i64,

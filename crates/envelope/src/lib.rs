@@ -43,7 +43,10 @@
 //!
 //! ## Control value (DDL)
 //! `{"ddl": {"type": "drop"|"rename"|"dropDatabase", "db", "collection"|null, "to": {"db",
-//! "collection"}|null}, "source": {…}, "ts_ms", "cdc": {…}}` and no `op`, so Debezium-shaped
+//! "collection"}|null, "markers": N}, "source": {…}, "ts_ms", "cdc": {…}}` and no `op`. The
+//! source writes one copy to every partition that may hold older events of the namespace;
+//! `markers` says how many, so a sink can apply the DDL once every copy is reached (all
+//! older events are applied by then). Debezium-shaped
 //! consumers (the MongoDB Kafka Connector's Debezium handler among them) skip it. Its
 //! `cdc.clusterTime` orders it against the namespace's data events: a sink applies it after
 //! every earlier change of the namespace and ignores later-arriving older ones.
@@ -65,7 +68,7 @@
 //! Delete: `"op":"d"`, `"before":null`, `"after":null`, then a tombstone with key `{"id":"1"}`.
 //! Snapshot read: `"op":"r"`, `"source":{…"snapshot":"true"…}`, `"resumeToken":null`.
 //! Drop: key `{"ddl":"inventory.products"}`, value
-//! `{"ddl":{"type":"drop","db":"inventory","collection":"products","to":null},"source":{…},
+//! `{"ddl":{"type":"drop","db":"inventory","collection":"products","to":null,"markers":4},"source":{…},
 //! "ts_ms":…,"cdc":{"v":1,"seq":9,"clusterTime":{"t":1700000100,"i":1},"resumeToken":"…"}}`.
 //!
 //! ## Decoding

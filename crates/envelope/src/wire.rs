@@ -110,6 +110,8 @@ pub(crate) struct DdlWire {
     pub collection: Option<String>,
     #[serde(default)]
     pub to: Option<NamespaceWire>,
+    #[serde(default)]
+    pub markers: u32,
 }
 
 /// A control event's value: `ddl` and no `op`.

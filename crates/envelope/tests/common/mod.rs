@@ -90,6 +90,7 @@ pub fn controls() -> Vec<(&'static str, ControlEvent)> {
     let ns = Namespace::new("inventory", "products");
     let event = |ddl: Ddl, i: u32| ControlEvent {
         ddl,
+        markers: 4,
         source: source(Snapshot::False),
         position: position(i, 10 + u64::from(i), true),
         ts_ms: 1_700_000_000_300,
