@@ -3,6 +3,7 @@
 //! message naming the cause and the fix; a lost resume point follows `capture.on_history_lost`.
 
 use rdkafka::error::KafkaError;
+use service_kit::connect::{classify_mongo, kafka_is_transient, MongoErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,13 +27,6 @@ pub enum Error {
     Checkpoint(String),
 }
 
-/// MongoDB error codes after which retrying helps (elections, shutdowns, network).
-const TRANSIENT_MONGO_CODES: [i32; 16] =
-    [6, 7, 43, 89, 91, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436, 64];
-
-/// ChangeStreamHistoryLost, and the fatal error older servers give for a vanished token.
-const HISTORY_LOST_CODES: [i32; 2] = [286, 280];
-
 impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
@@ -55,33 +49,19 @@ impl Error {
     }
 
     pub fn mongo(context: &str, e: mongodb::error::Error) -> Self {
-        use mongodb::error::ErrorKind;
-        let code = match e.kind.as_ref() {
-            ErrorKind::Command(c) => Some(c.code),
-            ErrorKind::Write(mongodb::error::WriteFailure::WriteConcernError(wc)) => Some(wc.code),
-            _ => None,
-        };
-        if let Some(code) = code.filter(|c| HISTORY_LOST_CODES.contains(c)) {
-            return Error::HistoryLost(format!("code {code}: {}", e.kind));
+        match classify_mongo(&e) {
+            MongoErrorClass::HistoryLost => Error::HistoryLost(e.kind.to_string()),
+            class => Error::Mongo {
+                context: context.to_string(),
+                retriable: class == MongoErrorClass::Transient,
+                reason: e.kind.to_string(),
+            },
         }
-        let retriable = e.contains_label("ResumableChangeStreamError")
-            || e.contains_label("RetryableWriteError")
-            || matches!(
-                e.kind.as_ref(),
-                ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::Io(_)
-            )
-            || code.is_some_and(|c| TRANSIENT_MONGO_CODES.contains(&c));
-        Error::Mongo { context: context.to_string(), retriable, reason: e.kind.to_string() }
     }
 
     pub fn kafka(context: &str, e: KafkaError) -> Self {
         let too_large = matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge));
-        let retriable = match &e {
-            _ if too_large => false,
-            KafkaError::Transaction(t) => !t.is_fatal(),
-            KafkaError::ClientCreation(_) => false,
-            _ => true,
-        };
+        let retriable = kafka_is_transient(&e);
         let reason = match &e {
             _ if too_large => format!(
                 "{e}: an event is larger than the broker or producer accepts; raise the topic's max.message.bytes \

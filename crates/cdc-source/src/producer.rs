@@ -56,6 +56,9 @@ impl Producer {
             ("queue.buffering.max.kbytes", "262144".into()),
             // The Java client's partitioner, so keys land where Kafka Connect would put them.
             ("partitioner", "murmur2_random".into()),
+            // Topics are created by this service with the configured partitions, never by a
+            // broker's defaults.
+            ("allow.auto.create.topics", "false".into()),
         ];
         if delivery.guarantee == Guarantee::ExactlyOnce {
             defaults.push(("transactional.id", format!("cdc-source-{}", config.capture.name)));

@@ -64,7 +64,8 @@ impl Topics {
             .map_err(|e| Error::kafka("create topic", e))?;
         for result in results {
             match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => tracing::info!(topic, partitions, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
                     return Err(Error::Kafka {
                         context: format!("create topic {name}"),
@@ -74,7 +75,6 @@ impl Topics {
                 }
             }
         }
-        tracing::info!(topic, partitions, "created topic");
         // Metadata can lag creation by a moment; the configured count is what was created.
         let count = self.partition_count(topic).await?.unwrap_or(partitions);
         self.known.insert(topic.to_string(), count);

@@ -20,6 +20,8 @@ pub struct Config {
     pub mongo: MongoConnection,
     /// The Kafka cluster the changes are consumed from.
     pub kafka: KafkaConnection,
+    pub consume: ConsumeConfig,
+    pub apply: ApplyConfig,
 }
 
 impl Default for Config {
@@ -29,6 +31,88 @@ impl Default for Config {
             log: LogConfig::default(),
             mongo: MongoConnection::default(),
             kafka: KafkaConnection::default(),
+            consume: ConsumeConfig::default(),
+            apply: ApplyConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumeConfig {
+    /// Topics to consume. An entry starting with `^` is a regular expression
+    /// (e.g. `^cdc\..*`), as librdkafka subscribes.
+    pub topics: Vec<String>,
+    /// Consumer group; replicas sharing it split the partitions.
+    pub group_id: String,
+    /// Topic receiving records that cannot be applied, with headers saying why.
+    pub dead_letter_topic: String,
+    /// Messages buffered per partition between the consumer and its writer task.
+    pub partition_queue: usize,
+    /// How often durable offsets are committed, in ms.
+    pub commit_interval_ms: u64,
+}
+
+impl Default for ConsumeConfig {
+    fn default() -> Self {
+        Self {
+            topics: vec!["^cdc\\..*".to_string()],
+            group_id: "sink-writer".to_string(),
+            dead_letter_topic: "sink-writer.dlq".to_string(),
+            partition_queue: 20_000,
+            commit_interval_ms: 1000,
+        }
+    }
+}
+
+/// One namespace mapping rule: the first rule whose `source` matches `db.collection` wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingRule {
+    /// Regular expression over the source `db.collection` (anchored).
+    pub source: String,
+    /// Target `db.collection`; `$1`, `$2`… are the rule's capture groups.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplyConfig {
+    /// Most messages in one batch (one partition).
+    pub batch_max_docs: usize,
+    /// Most bytes of message values in one batch.
+    pub batch_max_bytes: usize,
+    /// How long a batch waits to fill, in ms.
+    pub batch_max_wait_ms: u64,
+    /// Bulk writes in flight per partition (batches over disjoint documents overlap).
+    pub max_in_flight: usize,
+    /// Write concern `w`: `majority` (default), or a number.
+    pub write_concern: String,
+    /// Journal acknowledgement (`j`).
+    pub journal: bool,
+    /// Namespace rules, tried in order; no match keeps the source name.
+    pub mapping: Vec<MappingRule>,
+    /// Database of the sink's own bookkeeping (applied DDL).
+    pub metadata_database: String,
+    /// Longest pause between retries of a failing write, in ms.
+    pub max_backoff_ms: u64,
+    /// How long a stop or a revoke waits for in-flight writes, in ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_docs: 2000,
+            batch_max_bytes: 8 * 1024 * 1024,
+            batch_max_wait_ms: 20,
+            max_in_flight: 4,
+            write_concern: "majority".to_string(),
+            journal: true,
+            mapping: Vec::new(),
+            metadata_database: "__sink_writer".to_string(),
+            max_backoff_ms: 10_000,
+            drain_timeout_ms: 15_000,
         }
     }
 }
@@ -38,6 +122,38 @@ impl Validate for Config {
         let mut problems = Vec::new();
         self.mongo.validate("mongo", &mut problems);
         self.kafka.validate("kafka", &mut problems);
+        if self.consume.topics.is_empty() {
+            problems.push("consume.topics must name at least one topic or ^regex".into());
+        }
+        for topic in self.consume.topics.iter().filter(|t| t.starts_with('^')) {
+            if let Err(e) = regex::Regex::new(topic) {
+                problems.push(format!("consume.topics entry '{topic}' is not a valid regular expression: {e}"));
+            }
+        }
+        if self.consume.group_id.is_empty() {
+            problems.push("consume.group_id must be set".into());
+        }
+        if self.consume.dead_letter_topic.is_empty() {
+            problems.push("consume.dead_letter_topic must be set: bad records go there instead of stalling".into());
+        }
+        let apply = &self.apply;
+        if apply.batch_max_docs == 0 || apply.batch_max_bytes == 0 || apply.max_in_flight == 0 {
+            problems.push("apply.batch_max_docs, batch_max_bytes and max_in_flight must be at least 1".into());
+        }
+        if self.consume.partition_queue == 0 {
+            problems.push("consume.partition_queue must be at least 1".into());
+        }
+        if apply.write_concern != "majority" && apply.write_concern.parse::<u32>().is_err() {
+            problems.push(format!("apply.write_concern '{}' must be \"majority\" or a number", apply.write_concern));
+        }
+        for rule in &apply.mapping {
+            if let Err(e) = regex::Regex::new(&rule.source) {
+                problems.push(format!("apply.mapping source '{}' is not a valid regular expression: {e}", rule.source));
+            }
+            if !rule.target.contains('.') {
+                problems.push(format!("apply.mapping target '{}' is not of the form db.collection", rule.target));
+            }
+        }
         problems
     }
 }
@@ -45,5 +161,24 @@ impl Validate for Config {
 impl ServiceConfig for Config {
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn problems_are_listed_together() {
+        let mut config = Config::default();
+        config.consume.topics = vec!["^(".into()];
+        config.apply.write_concern = "most".into();
+        config.apply.mapping = vec![MappingRule { source: "a\\..*".into(), target: "nodot".into() }];
+        assert_eq!(config.validate().len(), 3, "{:#?}", config.validate());
     }
 }

@@ -1,21 +1,38 @@
-//! sink-writer: Kafka → the target MongoDB, in the target region.
+//! sink-writer: Kafka → the target MongoDB / DocumentDB, in the target region.
 //!
 //! ```text
-//!   signals ──► shutdown token ─────────────────────────────────────┐
-//!   Shell: /health/livez /health/readyz /metrics                      ▼
-//!   target MongoDB ──ping──► connectivity watch ──► readiness ◄── Kafka metadata
+//!  Kafka (read_committed) ──► consumer ──► per-partition queue (bounded) ──► partition task
+//!        ▲                    │  rebalance: stop, drain, commit             │ gather: count / bytes / time
+//!        │ commit durable      │                                             │ decode ──✗──► dead-letter topic
+//!        └── offsets ◄─────────┴──── durable offset (in order) ◄── ack ◄──── │ plan: collapse per document
+//!                                                                            │ write: unordered bulks, ≤ N in
+//!                                                                            ▼ flight over disjoint documents
+//!                                                        target MongoDB ◄── update / delete commands
+//!                                                                            DDL markers: barrier, then once
 //! ```
 //!
-//! Delivery guarantee: none yet — this is the service shell (configuration, probes, metrics,
-//! clean stop); the apply pipeline lands with its own issue.
+//! Delivery guarantee: an offset is committed only after the target acknowledged (with the
+//! configured write concern) every earlier message of its partition, or the message went to
+//! the dead-letter topic; every write is idempotent, so messages read again after a crash or
+//! rebalance leave the target as it was. The target converges to the source exactly.
 //!
-//! Errors: [`Error::Fatal`] (configuration or environment; exit 1 with the cause),
-//! [`Error::Http`] (the probe port cannot be served).
+//! Errors: transient write failures are retried with capped backoff without committing (and
+//! readiness drops); records that can never be applied go to the dead-letter topic with headers;
+//! configuration problems stop the service ([`Error::Fatal`]).
 
+mod batcher;
 mod config;
+mod consumer;
+mod ddl;
+mod dlq;
 mod error;
+mod mapping;
+mod metrics;
+mod partition;
+mod writer;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use service_kit::connect::{self, KafkaProbe};
@@ -23,7 +40,7 @@ use service_kit::shell::Shell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, ENV_PREFIX};
+pub use config::{ApplyConfig, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
 pub use error::Error;
 
 /// A started service: where it serves, and the task to wait for.
@@ -45,15 +62,62 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
 /// Starts the service and returns once its HTTP port is bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let shell = Shell::start("sink_writer", &config.http, shutdown.clone()).await?;
-    let mongo = config.mongo.client("sink-writer").await.map_err(|e| Error::Fatal(format!("mongo.uri: {}", e.kind)))?;
-    let kafka = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
+    let http_shutdown = CancellationToken::new();
+    let shell = Shell::start("sink_writer", &config.http, http_shutdown.clone()).await?;
+    let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
+    let client = config.mongo.client("sink-writer").await.map_err(|e| Error::mongo("mongo.uri", e))?;
+    let mapper =
+        mapping::Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
+    let shared = Arc::new(partition::Shared {
+        writer: writer::Writer::new(client.clone(), &config.apply.write_concern, config.apply.journal),
+        dead_letters: dlq::DeadLetters::new(&config.kafka, &config.consume.dead_letter_topic).await?,
+        ddl: ddl::DdlApplier::new(client.clone(), &config.apply.metadata_database, mapper.clone()),
+        mapper,
+        metrics,
+        health: shell.health.clone(),
+        limits: config.apply.clone(),
+    });
+    let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
     let http_addr = shell.http_addr;
     let task = tokio::spawn(async move {
-        connect::watch(shell.health.clone(), "target-mongodb", mongo, "kafka", kafka, Duration::from_secs(5), shutdown)
-            .await;
+        let watch = tokio::spawn(connect::watch(
+            shell.health.clone(),
+            partition::TARGET,
+            client,
+            "kafka",
+            probe,
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
+        let result = consume(&config, shared, &shell, shutdown).await;
+        watch.abort();
+        http_shutdown.cancel();
         shell.stop().await?;
-        Ok(())
+        result
     });
     Ok(Running { http_addr, task })
+}
+
+async fn consume(
+    config: &Config,
+    shared: Arc<partition::Shared>,
+    shell: &Shell,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    // Applied DDL must be known before any event is judged obsolete or not.
+    let mut backoff = Duration::from_millis(200);
+    while let Err(e) = shared.ddl.load().await {
+        if !e.is_retriable() {
+            return Err(e);
+        }
+        tracing::warn!(error = %e, "cannot read applied DDL yet: retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(config.apply.max_backoff_ms));
+    }
+    let dispatcher = consumer::Dispatcher::new(config, shared)?;
+    let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
+    dispatcher.run(beat, shutdown).await
 }

@@ -1,4 +1,7 @@
-//! Runs the service binaries as a user does: as processes configured by environment.
+//! End-to-end helpers: the service binaries as processes (as a user runs them), and both
+//! services in-process with a convergence check.
+
+pub mod pipeline;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,312 @@
+//! A batch of one partition's events → the writes that bring the target to the same state.
+//! Pure: no I/O.
+//!
+//! The events of each document collapse in order: an insert, replace, snapshot read or an
+//! update with its looked-up document is the whole document (upsert by `_id`); a delete deletes;
+//! an update without a document applies its `updateDescription` exactly. An absolute write makes
+//! every earlier one of that document moot, so a document needs one write in the common case.
+//! Partial updates that follow stay as later *rounds*: round k holds the k-th write of every
+//! document, and each round is one unordered bulk over distinct documents.
+
+use std::collections::HashMap;
+
+use bson::{doc, Bson, Document};
+use envelope::{ChangeEvent, ClusterTime, Namespace, Op, UpdateDescription};
+
+use crate::mapping::Mapper;
+
+/// One write to the target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Replace the whole document, inserting it when missing.
+    Replace {
+        ns: Namespace,
+        filter: Document,
+        doc: Document,
+        offset: i64,
+    },
+    /// Apply update operators to the document if it exists.
+    Update {
+        ns: Namespace,
+        filter: Document,
+        update: Document,
+        offset: i64,
+    },
+    Delete {
+        ns: Namespace,
+        filter: Document,
+        offset: i64,
+    },
+}
+
+impl WriteOp {
+    pub fn ns(&self) -> &Namespace {
+        match self {
+            WriteOp::Replace { ns, .. } | WriteOp::Update { ns, .. } | WriteOp::Delete { ns, .. } => ns,
+        }
+    }
+
+    /// The message this write came from (the last one, for collapsed writes).
+    pub fn offset(&self) -> i64 {
+        match self {
+            WriteOp::Replace { offset, .. } | WriteOp::Update { offset, .. } | WriteOp::Delete { offset, .. } => {
+                *offset
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WriteOp::Replace { .. } => "replace",
+            WriteOp::Update { .. } => "update",
+            WriteOp::Delete { .. } => "delete",
+        }
+    }
+
+    fn is_absolute(&self) -> bool {
+        !matches!(self, WriteOp::Update { .. })
+    }
+}
+
+/// A document's identity in the target: namespace and exact key text.
+pub type DocKey = (Namespace, String);
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Rounds of writes; within a round every document appears at most once.
+    pub rounds: Vec<Vec<WriteOp>>,
+    /// The documents this batch writes (to keep overlapping batches in order).
+    pub keys: Vec<DocKey>,
+    /// Events that cannot become a write, with the reason (they go to the dead-letter topic).
+    pub rejected: Vec<(i64, String)>,
+    /// Events that need no write (tombstones, obsolete after a DDL).
+    pub skipped: usize,
+    /// Source cluster time of the newest event, for the lag metric.
+    pub newest: Option<ClusterTime>,
+}
+
+/// Plans a batch of `(offset, event)`; `obsolete` says whether a namespace's event at a cluster
+/// time is older than an applied DDL (and must not be written).
+pub fn plan(
+    events: Vec<(i64, ChangeEvent)>,
+    mapper: &Mapper,
+    obsolete: impl Fn(&Namespace, ClusterTime) -> bool,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut order: Vec<DocKey> = Vec::new();
+    let mut stages: HashMap<DocKey, Vec<WriteOp>> = HashMap::new();
+    for (offset, event) in events {
+        out.newest = out.newest.max(Some(event.position.cluster_time));
+        if obsolete(&event.ns, event.position.cluster_time) {
+            out.skipped += 1;
+            continue;
+        }
+        let ns = mapper.map(&event.ns);
+        let filter = event.document_key.clone();
+        let writes = match to_writes(event, &ns, &filter, offset) {
+            Ok(writes) => writes,
+            Err(reason) => {
+                out.rejected.push((offset, reason));
+                continue;
+            }
+        };
+        if writes.is_empty() {
+            out.skipped += 1;
+            continue;
+        }
+        let key: DocKey = (ns, envelope::extjson::document_to_string(&filter, envelope::extjson::Style::Strict));
+        let entry = stages.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            Vec::new()
+        });
+        for write in writes {
+            if write.is_absolute() {
+                entry.clear();
+            }
+            entry.push(write);
+        }
+    }
+    for key in &order {
+        if let Some(writes) = stages.remove(key) {
+            for (round, write) in writes.into_iter().enumerate() {
+                if out.rounds.len() <= round {
+                    out.rounds.push(Vec::new());
+                }
+                out.rounds[round].push(write);
+            }
+        }
+    }
+    out.keys = order;
+    out
+}
+
+fn to_writes(event: ChangeEvent, ns: &Namespace, filter: &Document, offset: i64) -> Result<Vec<WriteOp>, String> {
+    if filter.get("_id").is_none() {
+        return Err("event has no document key _id".into());
+    }
+    let replace = |doc: Document| WriteOp::Replace { ns: ns.clone(), filter: filter.clone(), doc, offset };
+    match (event.op, event.after, event.update_description) {
+        (Op::Delete, _, _) => Ok(vec![WriteOp::Delete { ns: ns.clone(), filter: filter.clone(), offset }]),
+        (_, Some(after), _) => {
+            if after.get("_id") != filter.get("_id") {
+                return Err("document _id differs from its key".into());
+            }
+            Ok(vec![replace(after)])
+        }
+        (Op::Create | Op::Read, None, _) => Err(format!("{} event without a document", event.op.code())),
+        (Op::Update, None, Some(description)) => Ok(update_writes(&description)
+            .into_iter()
+            .map(|update| WriteOp::Update { ns: ns.clone(), filter: filter.clone(), update, offset })
+            .collect()),
+        // The document was deleted since (updateLookup found nothing) and there is no delta:
+        // the delete that follows does the work.
+        (Op::Update, None, None) => Ok(Vec::new()),
+    }
+}
+
+/// Update documents applying a description exactly: `$set` the updated fields, `$unset` the
+/// removed ones, and trim truncated arrays (`$push` with `$each: []` and `$slice`). A truncation
+/// of a path that the other operators also touch goes first, as its own update.
+pub fn update_writes(description: &UpdateDescription) -> Vec<Document> {
+    let mut set_unset = Document::new();
+    if !description.updated_fields.is_empty() {
+        set_unset.insert("$set", description.updated_fields.clone());
+    }
+    if !description.removed_fields.is_empty() {
+        let unset: Document =
+            description.removed_fields.iter().map(|f| (f.clone(), Bson::String(String::new()))).collect();
+        set_unset.insert("$unset", unset);
+    }
+    if description.truncated_arrays.is_empty() {
+        return if set_unset.is_empty() { Vec::new() } else { vec![set_unset] };
+    }
+    let touched: Vec<&str> = description
+        .updated_fields
+        .keys()
+        .map(String::as_str)
+        .chain(description.removed_fields.iter().map(String::as_str))
+        .collect();
+    let trim: Document = description
+        .truncated_arrays
+        .iter()
+        .map(|t| (t.field.clone(), Bson::Document(doc! {"$each": [], "$slice": i64::from(t.size)})))
+        .collect();
+    let conflicts = description.truncated_arrays.iter().any(|t| {
+        touched.iter().any(|path| {
+            *path == t.field || path.starts_with(&format!("{}.", t.field)) || t.field.starts_with(&format!("{path}."))
+        })
+    });
+    if conflicts || set_unset.is_empty() {
+        let mut writes = vec![doc! {"$push": trim}];
+        if !set_unset.is_empty() {
+            writes.push(set_unset);
+        }
+        writes
+    } else {
+        set_unset.insert("$push", trim);
+        vec![set_unset]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envelope::{Position, SourceInfo, TruncatedArray};
+
+    fn event(op: Op, id: i32, after: Option<Document>, ud: Option<UpdateDescription>, t: u32) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            ns: Namespace::new("db", "c"),
+            document_key: doc! {"_id": id},
+            before: None,
+            after,
+            update_description: ud,
+            source: SourceInfo::default(),
+            transaction: None,
+            position: Position { cluster_time: ClusterTime { t, i: 0 }, resume_token: None, seq: 0 },
+            ts_ms: 0,
+        }
+    }
+
+    fn set(fields: Document) -> UpdateDescription {
+        UpdateDescription { updated_fields: fields, ..UpdateDescription::default() }
+    }
+
+    fn never(_: &Namespace, _: ClusterTime) -> bool {
+        false
+    }
+
+    #[test]
+    fn insert_updates_then_delete_collapse_to_the_last_absolute_write() {
+        let events = vec![
+            (10, event(Op::Create, 1, Some(doc! {"_id": 1, "v": 1}), None, 1)),
+            (11, event(Op::Update, 1, Some(doc! {"_id": 1, "v": 2}), Some(set(doc! {"v": 2})), 2)),
+            (12, event(Op::Create, 2, Some(doc! {"_id": 2}), None, 3)),
+            (13, event(Op::Delete, 1, None, None, 4)),
+        ];
+        let plan = plan(events, &Mapper::default(), never);
+        assert_eq!(plan.rounds.len(), 1);
+        assert_eq!(plan.rounds[0].len(), 2);
+        assert!(matches!(&plan.rounds[0][0], WriteOp::Delete { offset: 13, .. }));
+        assert!(matches!(&plan.rounds[0][1], WriteOp::Replace { offset: 12, .. }));
+        assert_eq!(plan.newest, Some(ClusterTime { t: 4, i: 0 }));
+    }
+
+    #[test]
+    fn partial_updates_after_a_replace_become_later_rounds() {
+        let events = vec![
+            (1, event(Op::Create, 1, Some(doc! {"_id": 1}), None, 1)),
+            (2, event(Op::Update, 1, None, Some(set(doc! {"a": 1})), 2)),
+            (3, event(Op::Update, 1, None, Some(set(doc! {"b": 1})), 3)),
+            (4, event(Op::Update, 2, None, Some(set(doc! {"c": 1})), 4)),
+        ];
+        let plan = plan(events, &Mapper::default(), never);
+        let shape: Vec<Vec<&str>> = plan.rounds.iter().map(|r| r.iter().map(WriteOp::kind).collect()).collect();
+        assert_eq!(shape, vec![vec!["replace", "update"], vec!["update"], vec!["update"]]);
+        assert_eq!(plan.keys.len(), 2);
+    }
+
+    #[test]
+    fn update_descriptions_apply_exactly() {
+        let ud = UpdateDescription {
+            updated_fields: doc! {"a.b": 1, "arr.3": "x"},
+            removed_fields: vec!["gone".into()],
+            truncated_arrays: vec![TruncatedArray { field: "other".into(), size: 2 }],
+        };
+        assert_eq!(
+            update_writes(&ud),
+            vec![
+                doc! {"$set": {"a.b": 1, "arr.3": "x"}, "$unset": {"gone": ""}, "$push": {"other": {"$each": [], "$slice": 2_i64}}}
+            ]
+        );
+        let conflicting = UpdateDescription {
+            updated_fields: doc! {"arr.1": "y"},
+            truncated_arrays: vec![TruncatedArray { field: "arr".into(), size: 2 }],
+            ..UpdateDescription::default()
+        };
+        assert_eq!(
+            update_writes(&conflicting),
+            vec![doc! {"$push": {"arr": {"$each": [], "$slice": 2_i64}}}, doc! {"$set": {"arr.1": "y"}}],
+            "the truncation goes first, on its own"
+        );
+    }
+
+    #[test]
+    fn bad_and_obsolete_events_are_set_aside() {
+        let events = vec![
+            (1, event(Op::Create, 1, None, None, 1)),
+            (2, event(Op::Create, 2, Some(doc! {"_id": 3}), None, 1)),
+            (3, event(Op::Create, 4, Some(doc! {"_id": 4}), None, 1)),
+            (4, event(Op::Update, 5, None, None, 9)),
+        ];
+        let obsolete = plan(events, &Mapper::default(), |_, t| t.t < 5);
+        assert_eq!(obsolete.rejected.len(), 0, "obsolete events are skipped before they are judged");
+        assert_eq!(obsolete.skipped, 4);
+
+        let events =
+            vec![(1, event(Op::Create, 1, None, None, 9)), (2, event(Op::Create, 2, Some(doc! {"_id": 3}), None, 9))];
+        let bad = plan(events, &Mapper::default(), never);
+        assert_eq!(bad.rejected.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(bad.rounds.is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! The dead-letter topic: records that cannot be applied, unchanged, with headers saying why
+//! and where they came from. A record is only passed over once its dead letter is durable.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use service_kit::connect::KafkaConnection;
+
+use crate::error::Error;
+
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// Where a dead letter came from.
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub stage: &'static str,
+}
+
+impl DeadLetters {
+    /// Creates the topic when missing (brokers such as MSK do not auto-create), then the producer.
+    pub async fn new(kafka: &KafkaConnection, topic: &str) -> Result<Self, Error> {
+        let admin: AdminClient<DefaultClientContext> =
+            kafka.client_config().create().map_err(|e| Error::kafka("create admin client", e))?;
+        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
+        let created = admin
+            .create_topics([&new_topic], &AdminOptions::new())
+            .await
+            .map_err(|e| Error::kafka("create dead-letter topic", e))?;
+        for result in created {
+            match result {
+                Ok(_) => tracing::info!(topic, "created dead-letter topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(Error::Kafka {
+                        context: format!("create dead-letter topic {topic}"),
+                        retriable: true,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+        let producer = kafka
+            .client_config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
+            .create()
+            .map_err(|e| Error::kafka("create dead-letter producer", e))?;
+        Ok(Self { producer, topic: topic.to_string() })
+    }
+
+    /// Sends one dead letter and waits until the broker has it.
+    pub async fn send(
+        &self,
+        origin: &Origin<'_>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        error: &str,
+    ) -> Result<(), Error> {
+        let partition = origin.partition.to_string();
+        let offset = origin.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "error", value: Some(error) })
+            .insert(Header { key: "stage", value: Some(origin.stage) })
+            .insert(Header { key: "source.topic", value: Some(origin.topic) })
+            .insert(Header { key: "source.partition", value: Some(&partition) })
+            .insert(Header { key: "source.offset", value: Some(&offset) });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record, rdkafka::util::Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| Error::kafka("dead-letter delivery", e))
+    }
+}

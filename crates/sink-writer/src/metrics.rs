@@ -1,0 +1,82 @@
+//! Every metric sink-writer exports, in one place. Labels are bounded: topics, partitions,
+//! write kinds, DDL kinds, rejection stages; never a document id.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    /// Messages taken from Kafka, by topic.
+    pub consumed: IntCounterVec,
+    /// Documents written to the target, by kind (`replace`, `update`, `delete`).
+    pub applied: IntCounterVec,
+    /// Time of one round of bulk writes.
+    pub bulk_seconds: Histogram,
+    /// Messages per batch.
+    pub batch_messages: Histogram,
+    /// High watermark minus the next durable offset, per partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Now minus the source cluster time of the last applied event, in seconds.
+    pub replication_lag_seconds: IntGauge,
+    /// Records sent to the dead-letter topic, by stage (`decode`, `apply`).
+    pub dead_letters: IntCounterVec,
+    /// Retries after transient failures.
+    pub retries: IntCounter,
+    /// DDL applied to the target, by kind.
+    pub ddl_applied: IntCounterVec,
+    /// Partitions this replica owns.
+    pub assigned_partitions: IntGauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            consumed: IntCounterVec::new(
+                Opts::new("sink_writer_messages_consumed_total", "Messages taken from Kafka."),
+                &["topic"],
+            )?,
+            applied: IntCounterVec::new(
+                Opts::new("sink_writer_documents_applied_total", "Documents written to the target."),
+                &["kind"],
+            )?,
+            bulk_seconds: Histogram::with_opts(
+                HistogramOpts::new("sink_writer_bulk_write_duration_seconds", "Time of one round of bulk writes.")
+                    .buckets(exponential_buckets(0.001, 2.0, 15)?),
+            )?,
+            batch_messages: Histogram::with_opts(
+                HistogramOpts::new("sink_writer_batch_messages", "Messages per batch.")
+                    .buckets(exponential_buckets(1.0, 4.0, 10)?),
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("sink_writer_consumer_lag", "High watermark minus the next durable offset."),
+                &["topic", "partition"],
+            )?,
+            replication_lag_seconds: IntGauge::new(
+                "sink_writer_replication_lag_seconds",
+                "Now minus the source cluster time of the last applied event.",
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new("sink_writer_dead_letters_total", "Records sent to the dead-letter topic."),
+                &["stage"],
+            )?,
+            retries: IntCounter::new("sink_writer_retries_total", "Retries after transient failures.")?,
+            ddl_applied: IntCounterVec::new(
+                Opts::new("sink_writer_ddl_applied_total", "DDL applied to the target."),
+                &["kind"],
+            )?,
+            assigned_partitions: IntGauge::new("sink_writer_assigned_partitions", "Partitions this replica owns.")?,
+        };
+        registry.register(Box::new(metrics.consumed.clone()))?;
+        registry.register(Box::new(metrics.applied.clone()))?;
+        registry.register(Box::new(metrics.bulk_seconds.clone()))?;
+        registry.register(Box::new(metrics.batch_messages.clone()))?;
+        registry.register(Box::new(metrics.consumer_lag.clone()))?;
+        registry.register(Box::new(metrics.replication_lag_seconds.clone()))?;
+        registry.register(Box::new(metrics.dead_letters.clone()))?;
+        registry.register(Box::new(metrics.retries.clone()))?;
+        registry.register(Box::new(metrics.ddl_applied.clone()))?;
+        registry.register(Box::new(metrics.assigned_partitions.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,176 @@
+//! Both services in-process against the real servers, and the convergence check.
+
+use std::time::Duration;
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use service_kit::config::SecretUri;
+use test_support::{eventually, http_get, services, unique};
+use tokio_util::sync::CancellationToken;
+
+/// A source database replicated to a target database of the same name, through its own topics.
+pub struct Pipeline {
+    pub name: String,
+    pub source: mongodb::Client,
+    pub target: mongodb::Client,
+    pub source_config: cdc_source::Config,
+    pub sink_config: sink_writer::Config,
+}
+
+pub struct Started {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Started {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("stops in time").expect("joins");
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
+    }
+}
+
+impl Pipeline {
+    pub async fn new(test: &str, partitions: i32) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let servers = services();
+        let name = unique(test);
+        let mut source_config = cdc_source::Config::default();
+        source_config.http.listen_addr = "127.0.0.1:0".parse().expect("addr");
+        source_config.mongo.uri = SecretUri::new(servers.mongo_source_uri.clone());
+        source_config.kafka.bootstrap_servers = servers.kafka_bootstrap.clone();
+        source_config.capture.name = name.clone();
+        source_config.capture.scope = cdc_source::Scope::Database;
+        source_config.capture.database = name.clone();
+        source_config.capture.max_await_ms = 200;
+        source_config.topics.prefix = name.clone();
+        source_config.topics.partitions = partitions;
+        source_config.delivery.batch_max_wait_ms = 20;
+
+        let mut sink_config = sink_writer::Config::default();
+        sink_config.http.listen_addr = "127.0.0.1:0".parse().expect("addr");
+        sink_config.mongo.uri = SecretUri::new(servers.mongo_target_uri.clone());
+        sink_config.kafka.bootstrap_servers = servers.kafka_bootstrap.clone();
+        sink_config.kafka.options.insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+        sink_config.consume.topics = vec![format!("^{name}\\..*")];
+        sink_config.consume.group_id = format!("{name}-sink");
+        sink_config.consume.dead_letter_topic = format!("{name}-dlq");
+        sink_config.consume.commit_interval_ms = 200;
+        sink_config.apply.metadata_database = format!("{name}_meta");
+        let source = test_support::mongo(&servers.mongo_source_uri).await;
+        let target = test_support::mongo(&servers.mongo_target_uri).await;
+        Self { name, source, target, source_config, sink_config }
+    }
+
+    pub fn source_db(&self) -> mongodb::Database {
+        self.source.database(&self.name)
+    }
+
+    pub fn target_db(&self) -> mongodb::Database {
+        self.target.database(&self.name)
+    }
+
+    pub async fn start_source(&self) -> Started {
+        let stop = CancellationToken::new();
+        let running = cdc_source::start(self.source_config.clone(), stop.clone()).await.expect("cdc-source starts");
+        let addr = running.http_addr;
+        let task = tokio::spawn(async move {
+            if let Err(e) = running.wait().await {
+                panic!("cdc-source failed: {e}");
+            }
+        });
+        wait_ready(addr).await;
+        Started { stop, task, addr }
+    }
+
+    pub async fn start_sink(&self) -> Started {
+        let stop = CancellationToken::new();
+        let running = sink_writer::start(self.sink_config.clone(), stop.clone()).await.expect("sink-writer starts");
+        let addr = running.http_addr;
+        let task = tokio::spawn(async move {
+            if let Err(e) = running.wait().await {
+                panic!("sink-writer failed: {e}");
+            }
+        });
+        wait_ready(addr).await;
+        Started { stop, task, addr }
+    }
+
+    /// Waits until every source collection equals its target collection, document for document
+    /// and byte for byte (types and field order), and no extra collection exists in the target.
+    pub async fn converged(&self, timeout: Duration) {
+        let mut last = String::new();
+        let outcome = tokio::time::timeout(timeout, async {
+            loop {
+                match self.difference().await {
+                    None => return,
+                    Some(diff) => last = diff,
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "target did not converge within {timeout:?}: {last}");
+    }
+
+    /// The first difference between source and target, if any.
+    pub async fn difference(&self) -> Option<String> {
+        let mut names = self.source_db().list_collection_names().await.expect("source collections");
+        let mut target_names = self.target_db().list_collection_names().await.expect("target collections");
+        names.sort();
+        target_names.sort();
+        if names != target_names {
+            return Some(format!("collections differ: source {names:?}, target {target_names:?}"));
+        }
+        for name in names {
+            let source = all(&self.source_db(), &name).await;
+            let target = all(&self.target_db(), &name).await;
+            if source.len() != target.len() {
+                return Some(format!(
+                    "{name}: {} documents in the source, {} in the target",
+                    source.len(),
+                    target.len()
+                ));
+            }
+            for (s, t) in source.iter().zip(&target) {
+                if bson::to_vec(s).ok() != bson::to_vec(t).ok() {
+                    return Some(format!("{name}: source {s:?} but target {t:?}"));
+                }
+            }
+        }
+        None
+    }
+}
+
+async fn all(db: &mongodb::Database, coll: &str) -> Vec<Document> {
+    db.collection::<Document>(coll)
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read")
+}
+
+pub async fn wait_ready(addr: std::net::SocketAddr) {
+    eventually("service ready", Duration::from_secs(60), || async {
+        matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+}
+
+/// A metric's value from a `/metrics` body (first line starting with `prefix`).
+pub fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
