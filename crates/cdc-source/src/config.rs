@@ -72,7 +72,9 @@ pub struct CaptureConfig {
     pub scope: Scope,
     /// The database watched when `scope = "database"`.
     pub database: String,
-    /// The `db.collection` names watched when `scope = "collections"`.
+    /// The `db.collection` names watched when `scope = "collections"` (comma-separated from the
+    /// environment).
+    #[serde(deserialize_with = "service_kit::config::deserialize_string_list")]
     pub collections: Vec<String>,
     /// Only namespaces (`db.collection`) matching this regular expression are captured.
     pub include: String,

@@ -87,6 +87,36 @@ impl<'de> Deserialize<'de> for SecretUri {
     }
 }
 
+/// Reads a pass-through option map whose values may arrive as numbers or booleans (from the
+/// environment, or unquoted in TOML): every value becomes its text.
+pub fn deserialize_string_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let raw = std::collections::BTreeMap::<String, serde_json::Value>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::String(text) => Ok((key, text)),
+            serde_json::Value::Number(n) => Ok((key, n.to_string())),
+            serde_json::Value::Bool(b) => Ok((key, b.to_string())),
+            other => Err(serde::de::Error::custom(format!("option `{key}` must be a single value, not {other}"))),
+        })
+        .collect()
+}
+
+/// Reads a list given as a sequence (TOML) or as comma-separated text (the environment).
+pub fn deserialize_string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<String>),
+        Text(String),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::Items(items) => items,
+        List::Text(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+    })
+}
+
 /// Serializes a pass-through option map with the values of credential-like keys as `***`.
 pub fn serialize_redacted_map<S: Serializer>(
     map: &std::collections::BTreeMap<String, String>,
@@ -192,7 +222,7 @@ where
     strip_unknown_keys(&defaults, &mut given, "", &mut problems);
     let mut merged = defaults;
     merge(&mut merged, given);
-    match serde_json::from_value::<T>(merged) {
+    match serde_path_to_error::deserialize::<_, T>(merged) {
         Ok(config) => {
             problems.extend(config.validate());
             if problems.is_empty() {
@@ -202,7 +232,7 @@ where
             }
         }
         Err(e) => {
-            problems.push(e.to_string());
+            problems.push(format!("{}: {}", e.path(), e.inner()));
             Err(ConfigError::Invalid(problems))
         }
     }
@@ -268,6 +298,7 @@ mod tests {
         bootstrap_servers: String,
         batch_max_docs: u32,
         password: Secret,
+        #[serde(deserialize_with = "deserialize_string_map")]
         options: BTreeMap<String, String>,
     }
 
@@ -329,6 +360,13 @@ mod tests {
         assert_eq!(config.kafka.batch_max_docs, 9);
         assert_eq!(config.kafka.bootstrap_servers, "file:1");
         assert_eq!(config.kafka.options.get("linger.ms").map(String::as_str), Some("5"));
+        let config: Sample =
+            load_with_env(None, "APP", env(&[("APP__KAFKA__OPTIONS__LINGER_MS", "7")])).expect("valid");
+        assert_eq!(
+            config.kafka.options.get("linger_ms").map(String::as_str),
+            Some("7"),
+            "numbers from the environment"
+        );
     }
 
     #[test]
@@ -363,6 +401,13 @@ mod tests {
         .expect_err("invalid");
         let ConfigError::Invalid(problems) = err else { panic!("wrong error: {err}") };
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let err =
+            load_with_env::<Sample>(None, "APP", env(&[("APP__KAFKA__BATCH_MAX_DOCS", "many")])).expect_err("bad");
+        assert!(err.to_string().contains("kafka.batch_max_docs"), "{err}");
     }
 
     #[test]

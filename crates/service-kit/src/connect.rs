@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{serialize_redacted_map, SecretUri};
+use crate::config::{deserialize_string_map, serialize_redacted_map, SecretUri};
 
 /// A MongoDB deployment (replica set, Amazon DocumentDB cluster).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +66,7 @@ pub struct KafkaConnection {
     /// `"sasl.mechanism"`, `"ssl.ca.location"`, `"linger.ms"`. `_` in a key stands for `.`
     /// (librdkafka names have no `_`), so the environment can set them:
     /// `…__KAFKA__OPTIONS__SASL_PASSWORD`. Credential-like values are redacted when printed.
-    #[serde(serialize_with = "serialize_redacted_map")]
+    #[serde(serialize_with = "serialize_redacted_map", deserialize_with = "deserialize_string_map")]
     pub options: BTreeMap<String, String>,
 }
 

@@ -41,7 +41,8 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ConsumeConfig {
     /// Topics to consume. An entry starting with `^` is a regular expression
-    /// (e.g. `^cdc\..*`), as librdkafka subscribes.
+    /// (e.g. `^cdc\..*`), as librdkafka subscribes. From the environment: comma-separated.
+    #[serde(deserialize_with = "service_kit::config::deserialize_string_list")]
     pub topics: Vec<String>,
     /// Consumer group; replicas sharing it split the partitions.
     pub group_id: String,
