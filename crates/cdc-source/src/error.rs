@@ -75,3 +75,9 @@ impl Error {
         Error::Kafka { context: context.to_string(), retriable, reason }
     }
 }
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Fatal(message)
+    }
+}

@@ -36,11 +36,10 @@ mod snapshot;
 mod store;
 mod topics;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -50,16 +49,7 @@ pub use config::{
 pub use error::Error;
 
 /// A started service: where it serves, and the task to wait for.
-pub struct Running {
-    pub http_addr: SocketAddr,
-    task: JoinHandle<Result<(), Error>>,
-}
-
-impl Running {
-    pub async fn wait(self) -> Result<(), Error> {
-        self.task.await.map_err(|e| Error::Fatal(format!("service task failed: {e}")))?
-    }
-}
+pub type Running = service_kit::shell::Running<Error>;
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
@@ -73,8 +63,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     let http_addr = shell.http_addr;
     let stop_timeout = Duration::from_millis(config.delivery.shutdown_timeout_ms);
+    let client = config.mongo.client("cdc-source").await.map_err(|e| Error::mongo("mongo.uri", e))?;
+    let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(checkpoint_age_ticker(metrics.clone()));
+        let watch = tokio::spawn(connect::watch(
+            shell.health.clone(),
+            "source-mongodb",
+            client,
+            "kafka",
+            probe,
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
         let pipeline = pipeline::run(config, shell.health.clone(), metrics, shutdown.clone());
         tokio::pin!(pipeline);
         let result = tokio::select! {
@@ -85,11 +86,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             }
         };
         ticker.abort();
+        watch.abort();
         http_shutdown.cancel();
         shell.stop().await?;
         result
     });
-    Ok(Running { http_addr, task })
+    Ok(Running::new(http_addr, task))
 }
 
 /// Keeps `cdc_source_checkpoint_age_seconds` current between checkpoints.

@@ -52,3 +52,20 @@ impl Shell {
         self.http.await.map_err(std::io::Error::other)?
     }
 }
+
+/// A started service: where it serves, and the task to wait for.
+pub struct Running<E> {
+    pub http_addr: SocketAddr,
+    task: JoinHandle<Result<(), E>>,
+}
+
+impl<E: From<String>> Running<E> {
+    pub fn new(http_addr: SocketAddr, task: JoinHandle<Result<(), E>>) -> Self {
+        Self { http_addr, task }
+    }
+
+    /// Waits for the service to stop and returns how it ended.
+    pub async fn wait(self) -> Result<(), E> {
+        self.task.await.map_err(|e| E::from(format!("service task failed: {e}")))?
+    }
+}

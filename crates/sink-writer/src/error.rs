@@ -42,3 +42,9 @@ impl Error {
         Error::Kafka { context: context.to_string(), retriable: kafka_is_transient(&e), reason: e.to_string() }
     }
 }
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Fatal(message)
+    }
+}

@@ -31,29 +31,18 @@ mod metrics;
 mod partition;
 mod writer;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ApplyConfig, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
 pub use error::Error;
 
 /// A started service: where it serves, and the task to wait for.
-pub struct Running {
-    pub http_addr: SocketAddr,
-    task: JoinHandle<Result<(), Error>>,
-}
-
-impl Running {
-    pub async fn wait(self) -> Result<(), Error> {
-        self.task.await.map_err(|e| Error::Fatal(format!("service task failed: {e}")))?
-    }
-}
+pub type Running = service_kit::shell::Running<Error>;
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
@@ -95,7 +84,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shell.stop().await?;
         result
     });
-    Ok(Running { http_addr, task })
+    Ok(Running::new(http_addr, task))
 }
 
 async fn consume(

@@ -29,8 +29,25 @@ const SERVICES: [Service; 2] = [
     },
 ];
 
+/// The given settings, plus a private database and topics so the services touch nothing else.
 fn env(service: &Service, pairs: &[(&str, String)]) -> HashMap<String, String> {
-    pairs.iter().map(|(key, value)| (format!("{}__{key}", service.prefix), value.clone())).collect()
+    let name = test_support::unique("shell");
+    let private: Vec<(&str, String)> = if service.binary == "cdc-source" {
+        vec![
+            ("CAPTURE__NAME", name.clone()),
+            ("CAPTURE__SCOPE", "database".into()),
+            ("CAPTURE__DATABASE", name.clone()),
+            ("TOPICS__PREFIX", name),
+        ]
+    } else {
+        vec![
+            ("CONSUME__TOPICS", format!("^{name}\\..*")),
+            ("CONSUME__GROUP_ID", name.clone()),
+            ("CONSUME__DEAD_LETTER_TOPIC", format!("{name}-dlq")),
+            ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+        ]
+    };
+    private.iter().chain(pairs).map(|(key, value)| (format!("{}__{key}", service.prefix), value.clone())).collect()
 }
 
 #[tokio::test]

@@ -73,9 +73,11 @@ async fn main() {
                 let updates: Vec<Document> = (from..(from + 1000).min(docs))
                     .map(|i| doc! {"q": {"_id": i}, "u": document(i), "upsert": true})
                     .collect();
-                raw.run_command(doc! {"update": "items", "updates": updates, "ordered": false, "writeConcern": {"w": "majority"}})
-                    .await
-                    .expect("raw bulk");
+                raw.run_command(
+                    doc! {"update": "items", "updates": updates, "ordered": false, "writeConcern": {"w": "majority"}},
+                )
+                .await
+                .expect("raw bulk");
             }
         })
         .buffer_unordered(4)
