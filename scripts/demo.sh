@@ -19,13 +19,19 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait || true
   echo "demo: stopped (servers still up; 'make services-down' stops them)"
+  exit 0
 }
 trap stop INT TERM EXIT
 
+# The demo captures the `inventory` database into topics `demo.inventory.<collection>`.
 CDC_SOURCE__HTTP__LISTEN_ADDR=$SOURCE_HTTP CDC_SOURCE__MONGO__URI=$MONGO_SOURCE_URI \
+CDC_SOURCE__CAPTURE__NAME=demo CDC_SOURCE__CAPTURE__SCOPE=database CDC_SOURCE__CAPTURE__DATABASE=inventory \
+CDC_SOURCE__TOPICS__PREFIX=demo \
 CDC_SOURCE__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP "$BIN/cdc-source" >"$LOGS/cdc-source.log" 2>&1 &
 pids+=($!)
 SINK_WRITER__HTTP__LISTEN_ADDR=$SINK_HTTP SINK_WRITER__MONGO__URI=$MONGO_TARGET_URI \
+SINK_WRITER__CONSUME__TOPICS='^demo\..*' SINK_WRITER__CONSUME__GROUP_ID=demo-sink \
+SINK_WRITER__CONSUME__DEAD_LETTER_TOPIC=demo.dlq \
 SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP "$BIN/sink-writer" >"$LOGS/sink-writer.log" 2>&1 &
 pids+=($!)
 

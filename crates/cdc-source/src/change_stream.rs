@@ -37,6 +37,8 @@ pub struct StreamLoop<'a> {
     pub metrics: Metrics,
     /// Readiness: set once the stream is open.
     pub health: service_kit::health::Health,
+    /// Where idle heartbeats go, if anywhere.
+    pub heartbeat_topic: Option<String>,
 }
 
 impl StreamLoop<'_> {
@@ -81,7 +83,14 @@ impl StreamLoop<'_> {
                         }
                         match stream.resume_token().and_then(|t| bson::to_document(&t).ok()) {
                             Some(resume_token) => {
-                                Item::progress_only(Progress::Stream { resume_token, cluster_time: None })
+                                let mut item = Item::progress_only(Progress::Stream {
+                                    resume_token: resume_token.clone(),
+                                    cluster_time: None,
+                                });
+                                if let Some(topic) = &self.heartbeat_topic {
+                                    item.records.push(self.converter.heartbeat(topic, &resume_token, now_ms()));
+                                }
+                                item
                             }
                             None => continue,
                         }

@@ -220,6 +220,9 @@ pub struct DeliveryConfig {
     pub batch_max_wait_ms: u64,
     /// How often an idle stream's position is checkpointed, in ms.
     pub idle_checkpoint_interval_ms: u64,
+    /// When set, a heartbeat record (`{"ts_ms", "resumeToken"}`, key `{"serverName"}`) goes to
+    /// this topic with every idle checkpoint, so consumers can tell a quiet source from a dead one.
+    pub heartbeat_topic: String,
     /// Events waiting between capture and the producer (bounded: capture pauses when full).
     pub queue_capacity: usize,
     /// Compression of produced batches: `lz4`, `snappy`, `gzip` or `none`.
@@ -242,6 +245,7 @@ impl Default for DeliveryConfig {
             batch_max_bytes: 16 * 1024 * 1024,
             batch_max_wait_ms: 50,
             idle_checkpoint_interval_ms: 1000,
+            heartbeat_topic: String::new(),
             queue_capacity: 20_000,
             compression: "lz4".to_string(),
             max_message_bytes: 16 * 1024 * 1024,

@@ -211,6 +211,19 @@ impl Converter {
         vec![Record { target, key, value: None, control: Some(Box::new(event)), op: "ddl", namespace }]
     }
 
+    /// A heartbeat record: the source is alive and at `resume_token`, with nothing to capture.
+    pub fn heartbeat(&self, topic: &str, resume_token: &Document, now_ms: i64) -> Record {
+        let token = envelope::extjson::document_to_string(resume_token, envelope::extjson::Style::Strict);
+        Record {
+            target: Target::Keyed(topic.to_string()),
+            key: serde_json::json!({ "serverName": self.name }).to_string().into_bytes(),
+            value: Some(serde_json::json!({ "ts_ms": now_ms, "resumeToken": token }).to_string().into_bytes()),
+            control: None,
+            op: "heartbeat",
+            namespace: String::new(),
+        }
+    }
+
     /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start.
     pub fn snapshot_read(
         &self,

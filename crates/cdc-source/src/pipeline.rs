@@ -117,7 +117,9 @@ async fn run_once(
     let capture = capture(config, client, filter, converter, plan, tx, health, metrics, &stop_capture);
     let drain = async {
         let result = delivery.run(rx, &config.delivery).await;
-        stop_capture.cancel(); // a failed delivery ends capture too
+        if result.is_err() {
+            stop_capture.cancel(); // a failed delivery ends capture too
+        }
         result
     };
     let (captured, delivered) = tokio::join!(capture, drain);
@@ -196,6 +198,7 @@ async fn stream(
         idle_checkpoint_interval: Duration::from_millis(config.delivery.idle_checkpoint_interval_ms),
         metrics: metrics.clone(),
         health: health.clone(),
+        heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
     };
     stream.run(start, shutdown.clone()).await
 }

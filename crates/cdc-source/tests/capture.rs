@@ -151,3 +151,61 @@ async fn transactions_carry_their_ids_and_order() {
     assert_eq!(txn[2].transaction.as_ref().map(|t| t.data_collection_order), Some(1), "first event on b");
     service.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn pre_images_fill_before_when_the_collection_records_them() {
+    let mut h = Harness::new("pre").await;
+    h.config.capture.pre_images = true;
+    h.source
+        .database(&h.db)
+        .run_command(doc! {"create": "with_images", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .expect("create with pre-images");
+    let service = h.start().await;
+    let coll = h.collection("with_images");
+    coll.insert_one(doc! {"_id": 1, "v": 1}).await.expect("insert");
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 2}}).await.expect("update");
+    coll.delete_one(doc! {"_id": 1}).await.expect("delete");
+    let events = decode(&h.records("with_images", 4).await);
+    let c = changes(&events);
+    assert_eq!(c[1].before, Some(doc! {"_id": 1, "v": 1}), "update carries the pre-image");
+    assert_eq!(c[2].before, Some(doc! {"_id": 1, "v": 2}), "delete carries the pre-image");
+    service.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn idle_streams_send_heartbeats_and_advance() {
+    let mut h = Harness::new("beat").await;
+    let topic = format!("{}-heartbeats", h.db);
+    h.config.delivery.heartbeat_topic = topic.clone();
+    let service = h.start().await;
+    let beats =
+        test_support::consume_all(&h.config.kafka.bootstrap_servers, &[&topic], 2, Duration::from_secs(30)).await;
+    assert!(beats.len() >= 2, "heartbeats while idle");
+    let value = String::from_utf8(beats[0].value.clone().unwrap_or_default()).expect("utf8");
+    assert!(value.contains("\"resumeToken\""), "{value}");
+    assert!(service.metric("cdc_source_checkpoint_timestamp_seconds").await > 0.0, "idle checkpoints stored");
+    service.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_dropped_database_is_a_marker_and_the_stream_goes_on() {
+    let h = Harness::new("dropdb").await;
+    let service = h.start().await;
+    h.collection("a").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.source.database(&h.db).drop().await.expect("drop database");
+    // The database-scoped stream was invalidated; it must reopen and see the database again.
+    h.collection("a").insert_one(doc! {"_id": 2}).await.expect("insert after drop");
+    let partitions = h.config.topics.partitions as usize;
+    let events = decode(&h.records("a", 2 + partitions).await);
+    let markers = events
+        .iter()
+        .filter(|e| matches!(e, Event::Control(c) if matches!(&c.ddl, Ddl::DropDatabase { db } if *db == h.db)))
+        .count();
+    assert_eq!(markers, partitions, "a dropDatabase marker on every partition of the database's topics");
+    let mut ids: Vec<i32> = changes(&events).iter().filter_map(|c| c.id().and_then(Bson::as_i32)).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2], "streaming went on after the invalidate");
+    assert!(service.metric("cdc_source_restarts_total{reason=\"invalidate\"}").await >= 1.0);
+    service.stop().await.expect("clean stop");
+}

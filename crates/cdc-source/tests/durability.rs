@@ -176,3 +176,19 @@ async fn lost_resume_point_can_resnapshot() {
     let stored = std::fs::read_to_string(&path).expect("checkpoint file");
     assert!(stored.contains("\"resume_token\":\"{"), "file checkpoint advanced: {stored}");
 }
+
+#[tokio::test]
+async fn initial_only_copies_then_stays_idle() {
+    let mut h = Harness::new("only").await;
+    h.config.snapshot.mode = SnapshotMode::InitialOnly;
+    seed(&h, "docs", 50).await;
+    let first = h.start().await;
+    assert_eq!(h.records("docs", 50).await.len(), 50);
+    h.collection("docs").insert_one(doc! {"_id": "later"}).await.expect("insert");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.stop().await.expect("clean stop");
+    let second = h.start().await; // the checkpoint says the snapshot is done: nothing more
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.records("docs", 50).await.len(), 50, "no streaming, no second copy");
+    second.stop().await.expect("clean stop");
+}

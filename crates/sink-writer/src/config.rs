@@ -72,7 +72,7 @@ impl Default for ConsumeConfig {
 pub struct MappingRule {
     /// Regular expression over the source `db.collection` (anchored).
     pub source: String,
-    /// Target `db.collection`; `$1`, `$2`… are the rule's capture groups.
+    /// Target `db.collection`; `$1`, `${1}`… are the rule's capture groups (`${1}_x` when letters follow).
     pub target: String,
 }
 

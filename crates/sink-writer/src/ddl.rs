@@ -150,12 +150,19 @@ impl DdlApplier {
                     .await
                     .map_err(|e| Error::mongo("drop collection", e))
             }
-            Ddl::DropDatabase { db } => self
-                .client
-                .database(&self.mapper.map_database(db))
-                .drop()
-                .await
-                .map_err(|e| Error::mongo("drop database", e)),
+            Ddl::DropDatabase { db } => {
+                // The source reported a drop for each of the database's collections first, and
+                // those are applied by now. What is left was written by newer events (on topics
+                // no marker holds back): keep it, and drop the database only when it is empty.
+                let target = self.client.database(&self.mapper.map_database(db));
+                let left = target.list_collection_names().await.map_err(|e| Error::mongo("list collections", e))?;
+                if left.iter().all(|name| name.starts_with("system.")) {
+                    target.drop().await.map_err(|e| Error::mongo("drop database", e))
+                } else {
+                    tracing::info!(database = %target.name(), collections = left.len(), "dropDatabase: newer collections exist, database kept");
+                    Ok(())
+                }
+            }
             Ddl::Rename { from, to } => self.rename(&self.mapper.map(from), &self.mapper.map(to)).await,
         }
     }

@@ -202,3 +202,69 @@ async fn two_sink_replicas_with_a_rebalance_mid_stream_converge() {
     second.stop().await;
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_the_target_refuses_go_to_the_dead_letter_topic_the_rest_applies() {
+    let p = Pipeline::new("refused", 1).await;
+    // The target has a rule the source does not: documents need a numeric `qty`.
+    p.target_db()
+        .run_command(doc! {"create": "items", "validator": {"qty": {"$type": "number"}}, "validationAction": "error"})
+        .await
+        .expect("target validator");
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("items");
+    coll.insert_many(vec![doc! {"_id": 1, "qty": 1}, doc! {"_id": 2, "qty": "many"}, doc! {"_id": 3, "qty": 3}])
+        .await
+        .expect("insert");
+    let dlq = test_support::consume_all(
+        &p.sink_config.kafka.bootstrap_servers,
+        &[&p.sink_config.consume.dead_letter_topic],
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1, "only the refused document");
+    let event = envelope::decode(dlq[0].key.as_deref(), dlq[0].value.as_deref()).expect("the original record");
+    assert!(matches!(event, envelope::Event::Change(c) if c.id() == Some(&Bson::Int32(2))));
+    let target = p.target_db().collection::<Document>("items");
+    assert_eq!(target.count_documents(doc! {}).await.expect("count"), 2, "the others are applied");
+    assert_eq!(metric(&sink.metrics().await, "sink_writer_dead_letters_total{stage=\"apply\"}"), 1.0);
+    source.stop().await;
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_database_is_dropped_in_the_target_after_its_data() {
+    let p = Pipeline::new("dropdb", 4).await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    for coll in ["a", "b"] {
+        p.source_db().collection::<Document>(coll).insert_many((0..20).map(|i| doc! {"_id": i})).await.expect("insert");
+    }
+    p.converged(Duration::from_secs(60)).await;
+    p.source_db().drop().await.expect("drop database");
+    p.source_db().collection::<Document>("c").insert_one(doc! {"_id": "after"}).await.expect("insert after drop");
+    p.converged(Duration::from_secs(60)).await;
+    source.stop().await;
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_mapping_writes_where_the_rules_say() {
+    let mut p = Pipeline::new("mapped", 1).await;
+    p.sink_config.apply.mapping = vec![sink_writer::MappingRule {
+        source: format!("{}\\.(.*)", p.name),
+        target: format!("{}_eu.${{1}}_copy", p.name),
+    }];
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    p.source_db().collection::<Document>("orders").insert_one(doc! {"_id": 1, "v": "x"}).await.expect("insert");
+    let target = p.target.database(&format!("{}_eu", p.name)).collection::<Document>("orders_copy");
+    test_support::eventually("the mapped document", Duration::from_secs(60), || async {
+        target.find_one(doc! {"_id": 1}).await.ok().flatten()
+    })
+    .await;
+    source.stop().await;
+    sink.stop().await;
+}
