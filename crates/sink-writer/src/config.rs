@@ -48,8 +48,8 @@ pub struct ConsumeConfig {
     pub group_id: String,
     /// Topic receiving records that cannot be applied, with headers saying why.
     pub dead_letter_topic: String,
-    /// Messages buffered per partition between the consumer and its writer task.
-    pub partition_queue: usize,
+    /// Prefetched kilobytes buffered per partition (librdkafka `queued.max.messages.kbytes`).
+    pub partition_queue_kbytes: usize,
     /// How often durable offsets are committed, in ms.
     pub commit_interval_ms: u64,
 }
@@ -60,7 +60,7 @@ impl Default for ConsumeConfig {
             topics: vec!["^cdc\\..*".to_string()],
             group_id: "sink-writer".to_string(),
             dead_letter_topic: "sink-writer.dlq".to_string(),
-            partition_queue: 20_000,
+            partition_queue_kbytes: 16_384,
             commit_interval_ms: 1000,
         }
     }
@@ -141,8 +141,8 @@ impl Validate for Config {
         if apply.batch_max_docs == 0 || apply.batch_max_bytes == 0 || apply.max_in_flight == 0 {
             problems.push("apply.batch_max_docs, batch_max_bytes and max_in_flight must be at least 1".into());
         }
-        if self.consume.partition_queue == 0 {
-            problems.push("consume.partition_queue must be at least 1".into());
+        if self.consume.partition_queue_kbytes == 0 {
+            problems.push("consume.partition_queue_kbytes must be at least 1".into());
         }
         if apply.write_concern != "majority" && apply.write_concern.parse::<u32>().is_err() {
             problems.push(format!("apply.write_concern '{}' must be \"majority\" or a number", apply.write_concern));

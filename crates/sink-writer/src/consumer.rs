@@ -1,16 +1,17 @@
-//! The consumer: joins the group, hands each partition's messages to that partition's task
-//! (bounded queue: a busy partition pauses the poll), commits durable offsets, and on revoke
-//! stops the revoked partitions' tasks, waits for their in-flight writes and commits what is
-//! durable before the partitions are released, so a new owner never races the old one.
+//! The consumer: joins the group and, on every assignment, splits each new partition's queue
+//! off the consumer (`split_partition_queue`) and gives it to a task of its own, so partitions
+//! fetch, batch and write independently (librdkafka bounds each queue). It commits durable
+//! offsets, and on revoke stops the revoked partitions' tasks, waits for their in-flight writes
+//! and commits what is durable before the partitions are released, so a new owner never races
+//! the old one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,6 @@ type Tp = (String, i32);
 
 /// A running partition task.
 struct Handle {
-    tx: mpsc::Sender<rdkafka::message::OwnedMessage>,
     durable: Arc<AtomicI64>,
     committed: i64,
     stop: CancellationToken,
@@ -89,9 +89,37 @@ impl Partitions {
     }
 }
 
-struct Context {
+pub struct Context {
     partitions: Arc<Partitions>,
     drain_timeout: Duration,
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    /// The consumer itself, to split partition queues from the rebalance callback (set once the
+    /// consumer exists; weak so the consumer can be dropped).
+    consumer: OnceLock<Weak<StreamConsumer<Context>>>,
+}
+
+impl Context {
+    fn spawn(&self, consumer: &Arc<StreamConsumer<Context>>, topic: &str, partition: i32) {
+        let Some(queue) = consumer.split_partition_queue(topic, partition) else {
+            tracing::warn!(topic, partition, "cannot split the partition queue");
+            return;
+        };
+        let durable = Arc::new(AtomicI64::new(-1));
+        let stop = CancellationToken::new();
+        let task = PartitionTask {
+            topic: topic.to_string(),
+            partition,
+            queue,
+            shared: self.shared.clone(),
+            durable: durable.clone(),
+            stop: stop.clone(),
+        };
+        let task = self.runtime.spawn(task.run());
+        let mut tasks = self.partitions.lock();
+        tasks.insert((topic.to_string(), partition), Handle { durable, committed: -1, stop, task });
+        self.shared.metrics.assigned_partitions.set(i64::try_from(tasks.len()).unwrap_or(0));
+    }
 }
 
 impl ClientContext for Context {}
@@ -100,6 +128,7 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
             let offsets = self.partitions.stop_blocking(Some(revoked), self.drain_timeout);
+            self.shared.metrics.assigned_partitions.set(i64::try_from(self.partitions.lock().len()).unwrap_or(0));
             tracing::info!(partitions = revoked.count(), "partitions revoked: in-flight writes finished");
             if offsets.count() > 0 {
                 if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
@@ -111,7 +140,11 @@ impl ConsumerContext for Context {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
-            tracing::info!(partitions = assigned.count(), "partitions assigned");
+            let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+            for element in assigned.elements() {
+                self.spawn(&consumer, element.topic(), element.partition());
+            }
+            tracing::info!(partitions = assigned.count(), "partitions assigned: one task each");
         }
     }
 }
@@ -120,7 +153,6 @@ pub struct Dispatcher {
     consumer: Arc<StreamConsumer<Context>>,
     partitions: Arc<Partitions>,
     shared: Arc<Shared>,
-    queue: usize,
     commit_interval: Duration,
     drain_timeout: Duration,
 }
@@ -129,7 +161,14 @@ impl Dispatcher {
     pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Self, Error> {
         let partitions = Arc::new(Partitions::default());
         let drain_timeout = Duration::from_millis(config.apply.drain_timeout_ms);
-        let context = Context { partitions: partitions.clone(), drain_timeout };
+        let context = Context {
+            partitions: partitions.clone(),
+            drain_timeout,
+            shared: shared.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            consumer: OnceLock::new(),
+        };
+        let queue_kbytes = (config.consume.partition_queue_kbytes).to_string();
         let consumer: StreamConsumer<Context> = config
             .kafka
             .client_config_with(&[
@@ -142,16 +181,19 @@ impl Dispatcher {
                 ("session.timeout.ms", "30000"),
                 ("max.poll.interval.ms", "300000"),
                 ("topic.metadata.refresh.interval.ms", "10000"),
+                // Each partition's prefetch is bounded: a slow partition stops fetching alone.
+                ("queued.max.messages.kbytes", &queue_kbytes),
             ])
             .create_with_context(context)
             .map_err(|e| Error::kafka("create consumer", e))?;
+        let consumer = Arc::new(consumer);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = config.consume.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| Error::kafka("subscribe", e))?;
         Ok(Self {
-            consumer: Arc::new(consumer),
+            consumer,
             partitions,
             shared,
-            queue: config.consume.partition_queue,
             commit_interval: Duration::from_millis(config.consume.commit_interval_ms),
             drain_timeout,
         })
@@ -166,8 +208,10 @@ impl Dispatcher {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                // Every partition's messages go to its own queue; the main queue only serves
+                // events, but must be polled for rebalances to happen.
                 message = self.consumer.recv() => match message {
-                    Ok(message) => self.dispatch(message.detach()).await,
+                    Ok(message) => self.redeliver(message.topic(), message.partition(), message.offset()),
                     // A pattern that matches no topic yet is normal before the source has written.
                     Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => {
                         tracing::debug!(error = %e, "subscribed topics not available yet");
@@ -191,34 +235,15 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn dispatch(&self, message: rdkafka::message::OwnedMessage) {
+    /// A message fetched before its partition's queue was split lands on the main queue; the
+    /// partition task never sees it. Seek the partition back to it so its task reads it (writes
+    /// are idempotent, so reading a few again is harmless).
+    fn redeliver(&self, topic: &str, partition: i32, offset: i64) {
         self.shared.health.set_ready("kafka");
-        let key = (message.topic().to_string(), message.partition());
-        let tx = {
-            let mut tasks = self.partitions.lock();
-            let tx = tasks.entry(key.clone()).or_insert_with(|| self.spawn(&key, message.offset())).tx.clone();
-            self.shared.metrics.assigned_partitions.set(i64::try_from(tasks.len()).unwrap_or(0));
-            tx
-        };
-        if tx.send(message).await.is_err() {
-            tracing::debug!(topic = %key.0, partition = key.1, "message for a stopped partition task dropped: it is redelivered to the next owner");
+        tracing::debug!(topic, partition, offset, "message on the main queue: seeking its partition back");
+        if let Err(e) = self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+            tracing::warn!(topic, partition, offset, error = %e, "seek back failed");
         }
-    }
-
-    fn spawn(&self, (topic, partition): &Tp, first_offset: i64) -> Handle {
-        let (tx, rx) = mpsc::channel(self.queue);
-        let durable = Arc::new(AtomicI64::new(first_offset));
-        let stop = CancellationToken::new();
-        let task = PartitionTask {
-            topic: topic.clone(),
-            partition: *partition,
-            rx,
-            shared: self.shared.clone(),
-            durable: durable.clone(),
-            stop: stop.clone(),
-        };
-        tracing::info!(topic, partition, offset = first_offset, "partition task started");
-        Handle { tx, durable, committed: first_offset, stop, task: tokio::spawn(task.run()) }
     }
 
     fn commit(&self, mode: CommitMode) {

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use envelope::{DecodeError, Event};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::message::{Message, OwnedMessage};
 use service_kit::health::Health;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{self, DocKey, Plan};
 use crate::config::ApplyConfig;
+use crate::consumer::Context;
 use crate::ddl::DdlApplier;
 use crate::dlq::{DeadLetters, Origin};
 use crate::error::Error;
@@ -41,7 +42,7 @@ pub struct Shared {
 pub struct PartitionTask {
     pub topic: String,
     pub partition: i32,
-    pub rx: mpsc::Receiver<OwnedMessage>,
+    pub queue: StreamPartitionQueue<Context>,
     pub shared: Arc<Shared>,
     /// The next offset to commit: everything below it is applied (or dead-lettered).
     pub durable: Arc<AtomicI64>,
@@ -140,9 +141,9 @@ impl PartitionTask {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(None),
                 Some(done) = flight.futures.next(), if !flight.futures.is_empty() => flight.completed(done, &self.durable)?,
-                message = self.rx.recv() => match message {
-                    Some(message) => break message,
-                    None => return Ok(None),
+                message = self.queue.recv() => match message {
+                    Ok(message) => break message.detach(),
+                    Err(e) => tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "fetch error"),
                 },
             }
         };
@@ -160,9 +161,9 @@ impl PartitionTask {
                     flight.completed(done, &self.durable)?;
                     continue;
                 }
-                message = self.rx.recv() => message,
+                message = self.queue.recv() => message.map(|m| m.detach()),
             };
-            let Some(message) = next else { break };
+            let Ok(message) = next else { break };
             bytes += message.payload().map_or(0, <[u8]>::len);
             batch.push(decode(message));
         }

@@ -10,7 +10,8 @@ use test_support::{eventually, http_get, services};
 
 async fn target_server(command: &str) {
     let script = services().services_script;
-    let status = tokio::process::Command::new(script).arg(command).arg("mongo-target").status().await.expect("services.sh");
+    let status =
+        tokio::process::Command::new(script).arg(command).arg("mongo-target").status().await.expect("services.sh");
     assert!(status.success(), "services.sh {command} mongo-target");
 }
 
@@ -28,7 +29,8 @@ async fn a_target_outage_drops_readiness_and_loses_nothing() {
     coll.insert_many((500..1000).map(|i| doc! {"_id": i})).await.expect("insert while the target is down");
     let addr = sink.addr;
     eventually("sink-writer not ready while the target is down", Duration::from_secs(30), || async {
-        matches!(http_get(addr, "/health/readyz").await, Ok((503, body)) if body.contains("target-mongodb")).then_some(())
+        matches!(http_get(addr, "/health/readyz").await, Ok((503, body)) if body.contains("target-mongodb"))
+            .then_some(())
     })
     .await;
     assert_eq!(http_get(addr, "/health/livez").await.expect("livez").0, 200, "alive while waiting");
