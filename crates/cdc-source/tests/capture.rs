@@ -209,3 +209,19 @@ async fn a_dropped_database_is_a_marker_and_the_stream_goes_on() {
     assert!(service.metric("cdc_source_restarts_total{reason=\"invalidate\"}").await >= 1.0);
     service.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn single_topic_mode_puts_every_namespace_on_one_topic() {
+    let mut h = Harness::new("single").await;
+    let topic = format!("{}-all", h.db);
+    h.config.topics.single_topic = topic.clone();
+    let service = h.start().await;
+    h.collection("a").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.collection("b").insert_one(doc! {"_id": 1}).await.expect("insert");
+    let records =
+        test_support::consume_all(&h.config.kafka.bootstrap_servers, &[&topic], 2, Duration::from_secs(30)).await;
+    let mut namespaces: Vec<String> = changes(&decode(&records)).iter().map(|c| c.ns.coll.clone()).collect();
+    namespaces.sort();
+    assert_eq!(namespaces, vec!["a", "b"]);
+    service.stop().await.expect("clean stop");
+}
