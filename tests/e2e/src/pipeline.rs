@@ -24,6 +24,21 @@ pub struct Started {
 }
 
 impl Started {
+    /// Waits until the service is ready; a service that fails later fails the test.
+    async fn watch<E>(name: &'static str, running: service_kit::shell::Running<E>, stop: CancellationToken) -> Self
+    where
+        E: From<String> + std::fmt::Display + Send + 'static,
+    {
+        let addr = running.http_addr;
+        let task = tokio::spawn(async move {
+            if let Err(e) = running.wait().await {
+                panic!("{name} failed: {e}");
+            }
+        });
+        wait_ready(addr).await;
+        Started { stop, task, addr }
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("stops in time").expect("joins");
@@ -80,27 +95,13 @@ impl Pipeline {
     pub async fn start_source(&self) -> Started {
         let stop = CancellationToken::new();
         let running = cdc_source::start(self.source_config.clone(), stop.clone()).await.expect("cdc-source starts");
-        let addr = running.http_addr;
-        let task = tokio::spawn(async move {
-            if let Err(e) = running.wait().await {
-                panic!("cdc-source failed: {e}");
-            }
-        });
-        wait_ready(addr).await;
-        Started { stop, task, addr }
+        Started::watch("cdc-source", running, stop).await
     }
 
     pub async fn start_sink(&self) -> Started {
         let stop = CancellationToken::new();
         let running = sink_writer::start(self.sink_config.clone(), stop.clone()).await.expect("sink-writer starts");
-        let addr = running.http_addr;
-        let task = tokio::spawn(async move {
-            if let Err(e) = running.wait().await {
-                panic!("sink-writer failed: {e}");
-            }
-        });
-        wait_ready(addr).await;
-        Started { stop, task, addr }
+        Started::watch("sink-writer", running, stop).await
     }
 
     /// Waits until every source collection equals its target collection, document for document
