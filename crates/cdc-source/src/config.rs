@@ -167,7 +167,9 @@ pub struct TopicConfig {
     /// Replication factor of topics this service creates; -1 takes the broker's default.
     pub replication_factor: i32,
     /// Compacted topic holding the checkpoint (resume token, snapshot progress), keyed by
-    /// `capture.name`.
+    /// `capture.name`. Empty (default): `__cdc_source.<capture.name>.checkpoint`, one per
+    /// source, so another source's open transaction never hides this one's latest checkpoint
+    /// from a `read_committed` reader.
     pub checkpoint_topic: String,
 }
 
@@ -178,7 +180,7 @@ impl Default for TopicConfig {
             single_topic: String::new(),
             partitions: 4,
             replication_factor: -1,
-            checkpoint_topic: "__cdc_source_checkpoints".to_string(),
+            checkpoint_topic: String::new(),
         }
     }
 }
@@ -299,9 +301,6 @@ impl Validate for Config {
         if self.topics.prefix.is_empty() && self.topics.single_topic.is_empty() {
             problems.push("one of topics.prefix or topics.single_topic must be set".into());
         }
-        if self.topics.checkpoint_topic.is_empty() {
-            problems.push("topics.checkpoint_topic must be set".into());
-        }
         let delivery = &self.delivery;
         if delivery.guarantee == Guarantee::ExactlyOnce && delivery.checkpoint_store != CheckpointStore::Kafka {
             problems.push(
@@ -318,6 +317,17 @@ impl Validate for Config {
                 .push(format!("delivery.compression '{}' is not one of lz4, snappy, gzip, none", delivery.compression));
         }
         problems
+    }
+}
+
+impl Config {
+    /// The checkpoint topic in use (see `topics.checkpoint_topic`).
+    pub fn checkpoint_topic(&self) -> String {
+        if self.topics.checkpoint_topic.is_empty() {
+            format!("__cdc_source.{}.checkpoint", self.capture.name)
+        } else {
+            self.topics.checkpoint_topic.clone()
+        }
     }
 }
 

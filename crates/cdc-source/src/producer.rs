@@ -80,7 +80,7 @@ impl Producer {
             Topics::new(admin, producer.clone(), config.topics.partitions, config.topics.replication_factor);
         let checkpoint = match delivery.checkpoint_store {
             CheckpointStore::Kafka => {
-                let topic = config.topics.checkpoint_topic.clone();
+                let topic = config.checkpoint_topic();
                 let single_partition: Vec<(&str, &str)> = CHECKPOINT_TOPIC_CONFIG.to_vec();
                 topics.ensure_with_partitions(&topic, 1, &single_partition).await?;
                 CheckpointTarget::Topic { topic, key: config.capture.name.clone() }
