@@ -60,7 +60,7 @@ impl Default for ConsumeConfig {
             topics: vec!["^cdc\\..*".to_string()],
             group_id: "sink-writer".to_string(),
             dead_letter_topic: "sink-writer.dlq".to_string(),
-            partition_queue_kbytes: 16_384,
+            partition_queue_kbytes: 65_536,
             commit_interval_ms: 1000,
         }
     }

@@ -110,7 +110,7 @@ impl Context {
         let task = PartitionTask {
             topic: topic.to_string(),
             partition,
-            queue,
+            queue: Some(queue),
             shared: self.shared.clone(),
             durable: durable.clone(),
             stop: stop.clone(),

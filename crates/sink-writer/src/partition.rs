@@ -13,6 +13,7 @@ use futures::StreamExt;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::message::{Message, OwnedMessage};
 use service_kit::health::Health;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{self, DocKey, Plan};
@@ -42,7 +43,8 @@ pub struct Shared {
 pub struct PartitionTask {
     pub topic: String,
     pub partition: i32,
-    pub queue: StreamPartitionQueue<Context>,
+    /// The partition's own queue, split off the consumer; taken by the reader when the task runs.
+    pub queue: Option<StreamPartitionQueue<Context>>,
     pub shared: Arc<Shared>,
     /// The next offset to commit: everything below it is applied (or dead-lettered).
     pub durable: Arc<AtomicI64>,
@@ -84,16 +86,23 @@ impl Flight {
 impl PartitionTask {
     pub async fn run(mut self) {
         let label = format!("{}/{}", self.topic, self.partition);
-        match self.work().await {
+        // A reader fetches and decodes (the JSON work) while this task plans and writes: the two
+        // overlap, joined by a bounded channel that pauses fetching when the writer falls behind.
+        let (tx, mut rx) = mpsc::channel(self.shared.limits.batch_max_docs.max(1) * 2);
+        let Some(queue) = self.queue.take() else { return };
+        let reader = tokio::spawn(read(queue, tx, self.stop.clone(), label.clone()));
+        let outcome = self.work(&mut rx).await;
+        reader.abort();
+        match outcome {
             Ok(()) | Err(Error::Stopped) => tracing::debug!(partition = %label, "partition task done"),
             Err(e) => tracing::error!(partition = %label, error = %e, "partition task failed"),
         }
     }
 
-    async fn work(&mut self) -> Result<(), Error> {
+    async fn work(&mut self, rx: &mut mpsc::Receiver<Decoded>) -> Result<(), Error> {
         let mut flight = Flight::default();
         let max_in_flight = self.shared.limits.max_in_flight;
-        while let Some(batch) = self.gather(&mut flight).await? {
+        while let Some(batch) = self.gather(&mut flight, rx).await? {
             let control = match batch.last() {
                 Some((message, Ok(Event::Control(control)))) => Some((message.offset(), control.as_ref().clone())),
                 _ => None,
@@ -135,20 +144,24 @@ impl PartitionTask {
     /// The next batch: up to the limits, at most `batch_max_wait_ms` after its first message,
     /// and ending at a control event. `None` once stopped or the queue is closed. Writes in
     /// flight keep completing (and advancing the durable offset) while it waits.
-    async fn gather(&mut self, flight: &mut Flight) -> Result<Option<Vec<Decoded>>, Error> {
+    async fn gather(
+        &mut self,
+        flight: &mut Flight,
+        rx: &mut mpsc::Receiver<Decoded>,
+    ) -> Result<Option<Vec<Decoded>>, Error> {
         let limits = &self.shared.limits;
         let first = loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(None),
                 Some(done) = flight.futures.next(), if !flight.futures.is_empty() => flight.completed(done, &self.durable)?,
-                message = self.queue.recv() => match message {
-                    Ok(message) => break message.detach(),
-                    Err(e) => tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "fetch error"),
+                message = rx.recv() => match message {
+                    Some(message) => break message,
+                    None => return Ok(None),
                 },
             }
         };
-        let mut bytes = first.payload().map_or(0, <[u8]>::len);
-        let mut batch = vec![decode(first)];
+        let mut bytes = first.0.payload().map_or(0, <[u8]>::len);
+        let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.batch_max_wait_ms);
         while !matches!(batch.last(), Some((_, Ok(Event::Control(_)))))
             && batch.len() < limits.batch_max_docs
@@ -161,11 +174,11 @@ impl PartitionTask {
                     flight.completed(done, &self.durable)?;
                     continue;
                 }
-                message = self.queue.recv() => message.map(|m| m.detach()),
+                message = rx.recv() => message,
             };
-            let Ok(message) = next else { break };
-            bytes += message.payload().map_or(0, <[u8]>::len);
-            batch.push(decode(message));
+            let Some(message) = next else { break };
+            bytes += message.0.payload().map_or(0, <[u8]>::len);
+            batch.push(message);
         }
         Ok(Some(batch))
     }
@@ -185,6 +198,24 @@ impl PartitionTask {
         let ddl = &self.shared.ddl;
         let plan = batcher::plan(changes, &self.shared.mapper, |ns, at| ddl.obsolete(ns, at));
         (plan, Arc::new(messages), undecodable)
+    }
+}
+
+/// Fetches from the partition's queue and decodes, until stopped or the writer is gone.
+async fn read(queue: StreamPartitionQueue<Context>, tx: mpsc::Sender<Decoded>, stop: CancellationToken, label: String) {
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return,
+            message = queue.recv() => message,
+        };
+        match message {
+            Ok(message) => {
+                if tx.send(decode(message.detach())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(partition = %label, error = %e, "fetch error"),
+        }
     }
 }
 
