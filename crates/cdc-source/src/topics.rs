@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, Producer};
+use service_kit::connect::{create_topic, CreateTopicError};
 
 use crate::error::Error;
 
@@ -52,27 +52,16 @@ impl Topics {
             self.known.insert(topic.to_string(), count);
             return Ok(count);
         }
-        let replication = TopicReplication::Fixed(self.replication_factor);
-        let mut new_topic = NewTopic::new(topic, partitions, replication);
-        for (key, value) in extra {
-            new_topic = new_topic.set(key, value);
-        }
-        let results = self
-            .admin
-            .create_topics([&new_topic], &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)))
-            .await
-            .map_err(|e| Error::kafka("create topic", e))?;
-        for result in results {
-            match result {
-                Ok(_) => tracing::info!(topic, partitions, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(Error::Kafka {
-                        context: format!("create topic {name}"),
-                        retriable: false,
-                        reason: code.to_string(),
-                    })
-                }
+        match create_topic(&self.admin, topic, partitions, self.replication_factor, extra).await {
+            Ok(true) => tracing::info!(topic, partitions, "created topic"),
+            Ok(false) => {}
+            Err(CreateTopicError::Client(e)) => return Err(Error::kafka("create topic", e)),
+            Err(refused) => {
+                return Err(Error::Kafka {
+                    context: format!("create topic {topic}"),
+                    retriable: false,
+                    reason: refused.to_string(),
+                })
             }
         }
         // Metadata can lag creation by a moment; the configured count is what was created.
@@ -98,10 +87,10 @@ impl Topics {
         let producer = self.producer.clone();
         let name = topic.to_string();
         tokio::task::spawn_blocking(move || {
-            let metadata = producer
-                .client()
-                .fetch_metadata(Some(&name), METADATA_TIMEOUT)
-                .map_err(|e| Error::kafka("metadata", e))?;
+            // All topics: librdkafka keeps answering "unknown" for a while after a request that
+            // names a topic which did not exist yet.
+            let metadata =
+                producer.client().fetch_metadata(None, METADATA_TIMEOUT).map_err(|e| Error::kafka("metadata", e))?;
             Ok(metadata
                 .topics()
                 .iter()

@@ -226,3 +226,47 @@ pub fn kafka_is_transient(e: &rdkafka::error::KafkaError) -> bool {
         _ => true,
     }
 }
+
+/// Why a topic could not be created.
+#[derive(Debug)]
+pub enum CreateTopicError {
+    /// The request did not reach the cluster or got no answer.
+    Client(rdkafka::error::KafkaError),
+    /// The broker refused (authorization, invalid settings, …).
+    Refused(rdkafka::types::RDKafkaErrorCode),
+}
+
+impl std::fmt::Display for CreateTopicError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateTopicError::Client(e) => write!(f, "{e}"),
+            CreateTopicError::Refused(code) => write!(f, "refused: {code}"),
+        }
+    }
+}
+
+/// Creates `topic` unless it exists; `Ok(true)` when this call created it.
+pub async fn create_topic(
+    admin: &rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) -> Result<bool, CreateTopicError> {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&new_topic], &options).await.map_err(CreateTopicError::Client)?;
+    let mut created = false;
+    for result in results {
+        match result {
+            Ok(_) => created = true,
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(CreateTopicError::Refused(code)),
+        }
+    }
+    Ok(created)
+}

@@ -1,12 +1,11 @@
 //! The dead-letter topic: records that cannot be applied, unchanged, with headers saying why
 //! and where they came from. A record is only passed over once its dead letter is durable.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use service_kit::connect::KafkaConnection;
+use service_kit::connect::{create_topic, KafkaConnection};
 
 use crate::error::Error;
 
@@ -28,22 +27,15 @@ impl DeadLetters {
     pub async fn new(kafka: &KafkaConnection, topic: &str) -> Result<Self, Error> {
         let admin: AdminClient<DefaultClientContext> =
             kafka.client_config().create().map_err(|e| Error::kafka("create admin client", e))?;
-        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
-        let created = admin
-            .create_topics([&new_topic], &AdminOptions::new())
-            .await
-            .map_err(|e| Error::kafka("create dead-letter topic", e))?;
-        for result in created {
-            match result {
-                Ok(_) => tracing::info!(topic, "created dead-letter topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => {
-                    return Err(Error::Kafka {
-                        context: format!("create dead-letter topic {topic}"),
-                        retriable: true,
-                        reason: code.to_string(),
-                    })
-                }
+        match create_topic(&admin, topic, 1, -1, &[]).await {
+            Ok(true) => tracing::info!(topic, "created dead-letter topic"),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(Error::Kafka {
+                    context: format!("create dead-letter topic {topic}"),
+                    retriable: true,
+                    reason: e.to_string(),
+                })
             }
         }
         let producer = kafka
