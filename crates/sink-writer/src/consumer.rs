@@ -116,9 +116,13 @@ impl Context {
             stop: stop.clone(),
         };
         let task = self.runtime.spawn(task.run());
-        let mut tasks = self.partitions.lock();
-        tasks.insert((topic.to_string(), partition), Handle { durable, committed: -1, stop, task });
-        self.shared.metrics.assigned_partitions.set(i64::try_from(tasks.len()).unwrap_or(0));
+        self.partitions.lock().insert((topic.to_string(), partition), Handle { durable, committed: -1, stop, task });
+        self.count_assigned();
+    }
+
+    fn count_assigned(&self) {
+        let owned = self.partitions.lock().len();
+        self.shared.metrics.assigned_partitions.set(i64::try_from(owned).unwrap_or(0));
     }
 }
 
@@ -128,7 +132,7 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
             let offsets = self.partitions.stop_blocking(Some(revoked), self.drain_timeout);
-            self.shared.metrics.assigned_partitions.set(i64::try_from(self.partitions.lock().len()).unwrap_or(0));
+            self.count_assigned();
             tracing::info!(partitions = revoked.count(), "partitions revoked: in-flight writes finished");
             if offsets.count() > 0 {
                 if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
@@ -150,21 +154,17 @@ impl ConsumerContext for Context {
 }
 
 pub struct Dispatcher {
+    /// Its context holds the partition tasks and what they share.
     consumer: Arc<StreamConsumer<Context>>,
-    partitions: Arc<Partitions>,
-    shared: Arc<Shared>,
     commit_interval: Duration,
-    drain_timeout: Duration,
 }
 
 impl Dispatcher {
     pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Self, Error> {
-        let partitions = Arc::new(Partitions::default());
-        let drain_timeout = Duration::from_millis(config.apply.drain_timeout_ms);
         let context = Context {
-            partitions: partitions.clone(),
-            drain_timeout,
-            shared: shared.clone(),
+            partitions: Arc::new(Partitions::default()),
+            drain_timeout: Duration::from_millis(config.apply.drain_timeout_ms),
+            shared,
             runtime: tokio::runtime::Handle::current(),
             consumer: OnceLock::new(),
         };
@@ -190,24 +190,19 @@ impl Dispatcher {
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = config.consume.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| Error::kafka("subscribe", e))?;
-        Ok(Self {
-            consumer,
-            partitions,
-            shared,
-            commit_interval: Duration::from_millis(config.consume.commit_interval_ms),
-            drain_timeout,
-        })
+        Ok(Self { consumer, commit_interval: Duration::from_millis(config.consume.commit_interval_ms) })
     }
 
     /// Consumes until `shutdown`; then stops every partition task, commits and leaves the group.
     pub async fn run(self, beat: service_kit::health::LoopBeat, shutdown: CancellationToken) -> Result<(), Error> {
+        let context = self.consumer.context();
         let mut commit_tick = tokio::time::interval(self.commit_interval);
-        let lag = tokio::spawn(lag_reporter(self.consumer.clone(), self.partitions.clone(), self.shared.clone()));
+        let lag = tokio::spawn(lag_reporter(self.consumer.clone()));
         loop {
             beat.beat();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = commit_tick.tick() => self.commit(),
                 // Every partition's messages go to its own queue; the main queue only serves
                 // events, but must be polled for rebalances to happen.
                 message = self.consumer.recv() => match message {
@@ -218,13 +213,13 @@ impl Dispatcher {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error");
-                        self.shared.health.set_not_ready("kafka", e.to_string());
+                        context.shared.health.set_not_ready("kafka", e.to_string());
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
             }
         }
-        let offsets = self.partitions.stop_blocking(None, self.drain_timeout);
+        let offsets = context.partitions.stop_blocking(None, context.drain_timeout);
         if offsets.count() > 0 {
             if let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync) {
                 tracing::warn!(error = %e, "final commit failed: a restart repeats some writes");
@@ -239,36 +234,42 @@ impl Dispatcher {
     /// partition task never sees it. Seek the partition back to it so its task reads it (writes
     /// are idempotent, so reading a few again is harmless).
     fn redeliver(&self, topic: &str, partition: i32, offset: i64) {
-        self.shared.health.set_ready("kafka");
+        self.consumer.context().shared.health.set_ready("kafka");
         tracing::debug!(topic, partition, offset, "message on the main queue: seeking its partition back");
         if let Err(e) = self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
             tracing::warn!(topic, partition, offset, error = %e, "seek back failed");
         }
     }
 
-    fn commit(&self, mode: CommitMode) {
-        let offsets = self.partitions.to_commit();
+    /// Commits (asynchronously) what became durable since the last commit.
+    fn commit(&self) {
+        let offsets = self.consumer.context().partitions.to_commit();
         if offsets.count() == 0 {
             return;
         }
-        if let Err(e) = self.consumer.commit(&offsets, mode) {
+        if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed: retried with the next one");
         }
     }
 }
 
 /// Every few seconds: high watermark minus the durable offset, per owned partition.
-async fn lag_reporter(consumer: Arc<StreamConsumer<Context>>, partitions: Arc<Partitions>, shared: Arc<Shared>) {
+async fn lag_reporter(consumer: Arc<StreamConsumer<Context>>) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let owned: Vec<(Tp, i64)> =
-            partitions.lock().iter().map(|(tp, h)| (tp.clone(), h.durable.load(Ordering::Acquire))).collect();
-        let consumer = consumer.clone();
+        let owned: Vec<(Tp, i64)> = consumer
+            .context()
+            .partitions
+            .lock()
+            .iter()
+            .map(|(tp, h)| (tp.clone(), h.durable.load(Ordering::Acquire)))
+            .collect();
+        let fetcher = consumer.clone();
         let lags = tokio::task::spawn_blocking(move || {
             owned
                 .into_iter()
                 .filter_map(|((topic, partition), durable)| {
-                    let (_, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)).ok()?;
+                    let (_, high) = fetcher.fetch_watermarks(&topic, partition, Duration::from_secs(2)).ok()?;
                     Some((topic, partition, (high - durable).max(0)))
                 })
                 .collect::<Vec<_>>()
@@ -276,7 +277,13 @@ async fn lag_reporter(consumer: Arc<StreamConsumer<Context>>, partitions: Arc<Pa
         .await
         .unwrap_or_default();
         for (topic, partition, lag) in lags {
-            shared.metrics.consumer_lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
+            consumer
+                .context()
+                .shared
+                .metrics
+                .consumer_lag
+                .with_label_values(&[&topic, &partition.to_string()])
+                .set(lag);
         }
     }
 }

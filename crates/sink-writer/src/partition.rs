@@ -241,7 +241,7 @@ async fn write_batch(
             let message = messages.iter().find(|m| m.offset() == offset);
             let origin = Origin { topic: &topic, partition, offset, stage };
             tracing::warn!(topic = %topic, partition, offset, stage, reason = %reason, "record sent to the dead-letter topic");
-            retry(&shared, &stop, || {
+            retry(&shared, &stop, "kafka", || {
                 shared.dead_letters.send(
                     &origin,
                     message.and_then(|m| m.key()),
@@ -262,7 +262,7 @@ async fn write_batch(
     }
     for round in &plan.rounds {
         let started = Instant::now();
-        let result = retry(&shared, &stop, || shared.writer.apply(round)).await?;
+        let result = retry(&shared, &stop, TARGET, || shared.writer.apply(round)).await?;
         shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
         for (kind, count) in &result.applied {
             shared.metrics.applied.with_label_values(&[kind]).inc_by(*count);
@@ -278,9 +278,15 @@ async fn write_batch(
     Ok(())
 }
 
-/// Runs `attempt` until it succeeds; every failure drops readiness, counts a retry and waits
-/// (doubling, capped). Nothing is skipped: a failing target stalls this partition visibly.
-async fn retry<T, F, Fut>(shared: &Shared, stop: &CancellationToken, mut attempt: F) -> Result<T, Error>
+/// Runs `attempt` until it succeeds; every failure drops the readiness of `component` (the
+/// target, or Kafka for dead letters), counts a retry and waits (doubling, capped). Nothing is
+/// skipped: a failing write stalls this partition visibly.
+async fn retry<T, F, Fut>(
+    shared: &Shared,
+    stop: &CancellationToken,
+    component: &'static str,
+    mut attempt: F,
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
@@ -289,12 +295,12 @@ where
     loop {
         match attempt().await {
             Ok(value) => {
-                shared.health.set_ready(TARGET);
+                shared.health.set_ready(component);
                 return Ok(value);
             }
             Err(e) => {
                 shared.metrics.retries.inc();
-                shared.health.set_not_ready(TARGET, e.to_string());
+                shared.health.set_not_ready(component, e.to_string());
                 if e.is_retriable() {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "write failed: retrying");
                 } else {

@@ -166,3 +166,12 @@ pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, time
 pub async fn mongo(uri: &str) -> mongodb::Client {
     mongodb::Client::with_uri_str(uri).await.expect("mongodb client")
 }
+
+/// The sum of the values of every `/metrics` line starting with `prefix` (name, or name and
+/// the start of its labels); 0 when none does.
+pub fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}

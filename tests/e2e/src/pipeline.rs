@@ -5,6 +5,7 @@ use std::time::Duration;
 use bson::{doc, Document};
 use futures::TryStreamExt;
 use service_kit::config::SecretUri;
+pub use test_support::metric;
 use test_support::{eventually, http_get, services, unique};
 use tokio_util::sync::CancellationToken;
 
@@ -166,12 +167,4 @@ pub async fn wait_ready(addr: std::net::SocketAddr) {
         matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
     })
     .await;
-}
-
-/// A metric's value from a `/metrics` body (first line starting with `prefix`).
-pub fn metric(body: &str, prefix: &str) -> f64 {
-    body.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
 }

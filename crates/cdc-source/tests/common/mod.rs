@@ -89,15 +89,9 @@ impl Service {
         http_get(self.addr, "/metrics").await.expect("metrics").1
     }
 
-    /// The value of a metric line starting with `prefix` (name plus labels).
+    /// The value of the metric lines starting with `prefix` (name plus labels), summed.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        test_support::metric(&self.metrics().await, prefix)
     }
 }
 
