@@ -197,7 +197,9 @@ async fn a_dropped_database_is_a_marker_and_the_stream_goes_on() {
     // The database-scoped stream was invalidated; it must reopen and see the database again.
     h.collection("a").insert_one(doc! {"_id": 2}).await.expect("insert after drop");
     let partitions = h.config.topics.partitions as usize;
-    let events = decode(&h.records("a", 2 + partitions).await);
+    // Two inserts, a drop marker of `a` and a dropDatabase marker on every partition: wait for
+    // all of them (the reopen after the invalidate may pause the stream for more than a second).
+    let events = decode(&h.records("a", 2 + 2 * partitions).await);
     let markers = events
         .iter()
         .filter(|e| matches!(e, Event::Control(c) if matches!(&c.ddl, Ddl::DropDatabase { db } if *db == h.db)))
