@@ -3,13 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites services services-down services-status build build-release lint test test-unit demo
+.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 prerequisites: ## install the apt packages a build needs, when missing
 	@scripts/prerequisites.sh
+
+tools: ## install the checking and fault-injection tools (hadolint, kubernetes-validate, promtool, helm, toxiproxy) into .cache/
+	@scripts/tools.sh
 
 services: ## start mongod source + target replica sets and a Kafka broker on loopback (installs them into .cache/ first)
 	@scripts/services.sh up
@@ -26,11 +29,15 @@ build: prerequisites ## debug build of both services
 build-release: prerequisites ## optimized build of both services
 	$(CARGO) build --release --bin cdc-source --bin sink-writer
 
-lint: prerequisites ## rustfmt, clippy (warnings are errors), shell syntax
+lint: prerequisites ## rustfmt, clippy (warnings are errors), shell syntax, and everything under deploy/
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@for f in scripts/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@scripts/check-deploy.sh
 	@echo "lint: ok"
+
+lint-deploy: ## hadolint, helm lint + schema validation, promtool rules/tests, ECS JSON
+	@scripts/check-deploy.sh
 
 test: prerequisites services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
 	$(CARGO) test --workspace --no-fail-fast

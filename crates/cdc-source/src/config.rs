@@ -96,6 +96,10 @@ pub struct CaptureConfig {
     /// What to do when the stored resume point is no longer in the source's history:
     /// `fail` (stay up but not ready, with a clear error and metric) or `resnapshot`.
     pub on_history_lost: HistoryLostPolicy,
+    /// How long the source keeps change history, in hours, when it cannot be read: Amazon
+    /// DocumentDB's `change_stream_log_retention_duration` (default 3 h there). 0 = read the
+    /// oplog window (MongoDB), or assume DocumentDB's default of 3 h.
+    pub history_retention_hours: u32,
 }
 
 impl Default for CaptureConfig {
@@ -114,6 +118,7 @@ impl Default for CaptureConfig {
             batch_size: 1000,
             max_await_ms: 500,
             on_history_lost: HistoryLostPolicy::Fail,
+            history_retention_hours: 0,
         }
     }
 }
@@ -334,6 +339,9 @@ impl Config {
 impl ServiceConfig for Config {
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+    fn http(&self) -> &HttpConfig {
+        &self.http
     }
 }
 

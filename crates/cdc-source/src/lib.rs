@@ -27,6 +27,7 @@ mod config;
 mod convert;
 mod delivery;
 mod error;
+mod history;
 mod metrics;
 mod pipeline;
 mod producer;
@@ -67,6 +68,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(checkpoint_age_ticker(metrics.clone()));
+        let history = tokio::spawn(history::ticker(client.clone(), config.capture.clone(), metrics.clone()));
         let watch = tokio::spawn(connect::watch(
             shell.health.clone(),
             "source-mongodb",
@@ -86,6 +88,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             }
         };
         ticker.abort();
+        history.abort();
         watch.abort();
         http_shutdown.cancel();
         shell.stop().await?;

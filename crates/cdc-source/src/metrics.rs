@@ -31,6 +31,8 @@ pub struct Metrics {
     pub restarts: IntCounterVec,
     /// 1 while the resume point is lost and capture.on_history_lost = "fail".
     pub history_lost: IntGauge,
+    /// How far back the source keeps history (oplog window, or configured retention), seconds.
+    pub history_window: IntGauge,
 }
 
 impl Metrics {
@@ -82,6 +84,10 @@ impl Metrics {
                 &["reason"],
             )?,
             history_lost: IntGauge::new("cdc_source_history_lost", "1 while the resume point is lost.")?,
+            history_window: IntGauge::new(
+                "cdc_source_history_window_seconds",
+                "How far back the source keeps change history (oplog window or configured retention).",
+            )?,
         };
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
@@ -96,6 +102,7 @@ impl Metrics {
         registry.register(Box::new(metrics.snapshot_remaining_seconds.clone()))?;
         registry.register(Box::new(metrics.restarts.clone()))?;
         registry.register(Box::new(metrics.history_lost.clone()))?;
+        registry.register(Box::new(metrics.history_window.clone()))?;
         Ok(metrics)
     }
 }

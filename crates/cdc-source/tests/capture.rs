@@ -185,6 +185,8 @@ async fn idle_streams_send_heartbeats_and_advance() {
     let value = String::from_utf8(beats[0].value.clone().unwrap_or_default()).expect("utf8");
     assert!(value.contains("\"resumeToken\""), "{value}");
     assert!(service.metric("cdc_source_checkpoint_timestamp_seconds").await > 0.0, "idle checkpoints stored");
+    // The oplog of the test replica set reaches back to its initiation, before this test.
+    assert!(service.metric("cdc_source_history_window_seconds").await >= 1.0, "the oplog window is reported");
     service.stop().await.expect("clean stop");
 }
 

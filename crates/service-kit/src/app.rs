@@ -10,11 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{self, Action, CliError};
 use crate::config::{self, Validate};
+use crate::http::HttpConfig;
+use crate::probe;
 use crate::telemetry::{self, LogConfig};
 
 /// What the shell needs from a service's configuration.
 pub trait ServiceConfig: DeserializeOwned + Serialize + Default + Validate {
     fn log(&self) -> &LogConfig;
+    fn http(&self) -> &HttpConfig;
 }
 
 /// Runs a service binary to completion and returns its exit status: 0 after a clean stop,
@@ -44,12 +47,25 @@ where
             return ExitCode::from(2);
         }
     };
-    if cli.action == Action::PrintConfig {
-        match serde_json::to_string_pretty(&config) {
-            Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("{name}: cannot print configuration: {e}"),
+    match &cli.action {
+        Action::Run => {}
+        Action::PrintConfig => {
+            match serde_json::to_string_pretty(&config) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("{name}: cannot print configuration: {e}"),
+            }
+            return ExitCode::SUCCESS;
         }
-        return ExitCode::SUCCESS;
+        Action::Probe(path) => {
+            let addr = probe::target(config.http().listen_addr);
+            return match probe::check(addr, path, std::time::Duration::from_secs(3)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(reason) => {
+                    eprintln!("{name}: probe failed: {reason}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     }
     if let Err(e) = telemetry::init(config.log()) {
         eprintln!("{name}: {e}");

@@ -9,6 +9,8 @@ pub enum Action {
     Run,
     /// Print the effective configuration (secrets redacted) as JSON and exit.
     PrintConfig,
+    /// GET this path from the service's own HTTP port; exit 0 on 200 (container health checks).
+    Probe(String),
 }
 
 /// Parsed command line.
@@ -29,10 +31,12 @@ pub enum CliError {
 /// Parses `args` (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>, name: &str, env_prefix: &str) -> Result<Cli, CliError> {
     let usage = format!(
-        "usage: {name} [--config FILE] [--print-config]\n\n\
+        "usage: {name} [--config FILE] [--print-config | --probe PATH]\n\n\
          Configuration is layered: built-in defaults, then FILE (TOML), then environment\n\
          variables {env_prefix}__SECTION__KEY (for example {env_prefix}__KAFKA__BOOTSTRAP_SERVERS).\n\
-         --print-config prints the effective configuration, secrets redacted, and exits."
+         --print-config prints the effective configuration, secrets redacted, and exits.\n\
+         --probe PATH asks the running service's HTTP port for PATH (e.g. /health/livez) and\n\
+         exits 0 when it answers 200: a health check for images without a shell."
     );
     let mut cli = Cli { config_file: None, action: Action::Run };
     let mut args = args.into_iter();
@@ -43,6 +47,10 @@ pub fn parse(args: impl IntoIterator<Item = String>, name: &str, env_prefix: &st
                 None => return Err(CliError::Usage(format!("{arg} needs a file path\n\n{usage}"))),
             },
             "--print-config" => cli.action = Action::PrintConfig,
+            "--probe" => match args.next() {
+                Some(path) if path.starts_with('/') => cli.action = Action::Probe(path),
+                _ => return Err(CliError::Usage(format!("{arg} needs a path such as /health/livez\n\n{usage}"))),
+            },
             "-h" | "--help" => return Err(CliError::Help(usage)),
             other => return Err(CliError::Usage(format!("unknown argument '{other}'\n\n{usage}"))),
         }
@@ -69,6 +77,9 @@ mod tests {
     fn rejects_unknown_and_incomplete_arguments() {
         assert!(matches!(parse(args(&["--nope"]), "x", "X"), Err(CliError::Usage(m)) if m.contains("--nope")));
         assert!(matches!(parse(args(&["--config"]), "x", "X"), Err(CliError::Usage(_))));
+        assert!(matches!(parse(args(&["--probe", "livez"]), "x", "X"), Err(CliError::Usage(_))));
+        let probe = parse(args(&["--probe", "/health/livez"]), "x", "X").expect("valid");
+        assert_eq!(probe.action, Action::Probe("/health/livez".into()));
         assert!(matches!(parse(args(&["-h"]), "x", "X"), Err(CliError::Help(m)) if m.contains("X__KAFKA")));
     }
 }

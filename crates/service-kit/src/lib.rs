@@ -22,6 +22,7 @@ pub mod config;
 pub mod connect;
 pub mod health;
 pub mod http;
+pub mod probe;
 pub mod shell;
 pub mod shutdown;
 pub mod telemetry;

