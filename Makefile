@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo
+.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ build: prerequisites ## debug build of both services
 	$(CARGO) build --workspace --all-targets
 
 build-release: prerequisites ## optimized build of both services
-	$(CARGO) build --release --bin cdc-source --bin sink-writer
+	$(CARGO) build --release --bin cdc-source --bin sink-writer --bin demo
 
 lint: prerequisites ## rustfmt, clippy (warnings are errors), shell syntax, and everything under deploy/
 	$(CARGO) fmt --all -- --check
@@ -45,5 +45,8 @@ test: prerequisites services lint build ## everything: lint, unit, integration a
 test-unit: ## tests that need no server
 	$(CARGO) test --workspace --lib
 
-demo: prerequisites services build-release ## start the servers and both services; Ctrl-C stops the services
+demo: prerequisites services build-release ## servers, both services, the inventory.products scenario; Ctrl-C stops
 	@scripts/demo.sh
+
+demo-load: prerequisites services build-release ## the demo plus a steady write load (RATE=500 writes/s) to watch metrics
+	@scripts/demo.sh --load $(or $(RATE),500)

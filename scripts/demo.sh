@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Starts both services against the loopback servers of `make services` and keeps them running
-# until Ctrl-C, which stops them (the servers stay up: `make services-down` stops those).
+# Starts both services against the loopback servers of `make services`, plays the seed's
+# inventory.products scenario (target/release/demo scenario), then keeps them running until
+# Ctrl-C, which stops what this script started (the servers stay up: `make services-down`).
+# Usage: scripts/demo.sh [--load RATE]   (--load: also write RATE changes/s into inventory.orders)
 set -euo pipefail
+LOAD_RATE=""
+if [ "${1:-}" = "--load" ]; then LOAD_RATE=${2:?--load needs a rate (writes per second)}; fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck disable=SC1091
 source "$ROOT/.cache/services.env"
@@ -45,6 +49,15 @@ wait_ready() {
 }
 wait_ready cdc-source "$SOURCE_HTTP"
 wait_ready sink-writer "$SINK_HTTP"
+
+"$BIN/demo" scenario demo
+if [ -n "$LOAD_RATE" ]; then
+  "$BIN/demo" load "$LOAD_RATE" >"$LOGS/load.log" 2>&1 &
+  pids+=($!)
+  echo
+  echo "demo: a steady load of $LOAD_RATE writes/s runs into inventory.orders (log: $LOGS/load.log)"
+  echo "      watch: curl -s http://$SINK_HTTP/metrics | grep -E 'sink_writer_(documents_applied_total|replication_lag_seconds)'"
+fi
 
 cat <<TXT
 
