@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load
+.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,11 +39,15 @@ lint: prerequisites ## rustfmt, clippy (warnings are errors), shell syntax, and 
 lint-deploy: ## hadolint, helm lint + schema validation, promtool rules/tests, ECS JSON
 	@scripts/check-deploy.sh
 
-test: prerequisites services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
+test: prerequisites tools services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
 	$(CARGO) test --workspace --no-fail-fast
 
 test-unit: ## tests that need no server
 	$(CARGO) test --workspace --lib
+
+chaos: prerequisites tools services build-release ## the full fault suite: >= 1M operations, 24 faults, report (OPS= FAULTS= RATE= SEED=)
+	$(CARGO) build --release -p e2e --bin chaos
+	target/release/chaos $(or $(OPS),1000000) $(or $(FAULTS),24) $(or $(RATE),5000) $(SEED)
 
 demo: prerequisites services build-release ## servers, both services, the inventory.products scenario; Ctrl-C stops
 	@scripts/demo.sh

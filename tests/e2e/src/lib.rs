@@ -1,7 +1,10 @@
 //! End-to-end helpers: the service binaries as processes (as a user runs them), and both
 //! services in-process with a convergence check.
 
+pub mod chaos;
 pub mod pipeline;
+pub mod process;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -10,13 +13,15 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-/// Path of a workspace binary built next to this test (`make test` builds them first).
+/// Path of a workspace binary built next to the running one: beside a `src/bin` program
+/// (target/<profile>/<bin>), or one level up from a test (target/<profile>/deps/<test>).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join(name);
-    assert!(path.is_file(), "{} is missing: run `cargo build --workspace` first", path.display());
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target dir");
+    let candidates = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()];
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("{name} is missing next to {}: build it first (cargo build --workspace)", exe.display())
+    })
 }
 
 /// A free loopback port (bound, read, released).

@@ -124,31 +124,69 @@ impl Pipeline {
 
     /// The first difference between source and target, if any.
     pub async fn difference(&self) -> Option<String> {
-        let mut names = self.source_db().list_collection_names().await.expect("source collections");
-        let mut target_names = self.target_db().list_collection_names().await.expect("target collections");
-        names.sort();
-        target_names.sort();
-        if names != target_names {
-            return Some(format!("collections differ: source {names:?}, target {target_names:?}"));
-        }
-        for name in names {
-            let source = all(&self.source_db(), &name).await;
-            let target = all(&self.target_db(), &name).await;
-            if source.len() != target.len() {
-                return Some(format!(
-                    "{name}: {} documents in the source, {} in the target",
-                    source.len(),
-                    target.len()
-                ));
-            }
-            for (s, t) in source.iter().zip(&target) {
-                if bson::to_vec(s).ok() != bson::to_vec(t).ok() {
-                    return Some(format!("{name}: source {s:?} but target {t:?}"));
-                }
-            }
-        }
-        None
+        self.compare().await.first
     }
+
+    /// Every collection of the source database against the target's, document by document.
+    pub async fn compare(&self) -> Comparison {
+        compare_databases(&self.source_db(), &self.target_db()).await
+    }
+}
+
+/// How a target database differs from its source.
+#[derive(Debug, Default, Clone)]
+pub struct Comparison {
+    pub source_documents: usize,
+    /// In the source, not in the target.
+    pub lost: usize,
+    /// In both, not byte-equal (types and field order count).
+    pub divergent: usize,
+    /// In the target only (including whole extra collections).
+    pub extra: usize,
+    /// A description of the first difference found.
+    pub first: Option<String>,
+}
+
+/// Compares every collection of `source` with the same-named one in `target`.
+pub async fn compare_databases(source: &mongodb::Database, target: &mongodb::Database) -> Comparison {
+    let mut names = source.list_collection_names().await.expect("source collections");
+    let mut target_names = target.list_collection_names().await.expect("target collections");
+    names.sort();
+    target_names.sort();
+    let mut result = Comparison::default();
+    for name in target_names.iter().filter(|n| !names.contains(n)) {
+        result.extra += all(target, name).await.len();
+        result.first.get_or_insert_with(|| format!("collection {name} exists only in the target"));
+    }
+    for name in names {
+        let source_docs = all(source, &name).await;
+        let mut target_docs: std::collections::HashMap<Vec<u8>, Document> =
+            all(target, &name).await.into_iter().map(|d| (id_key(&d), d)).collect();
+        result.source_documents += source_docs.len();
+        for s in &source_docs {
+            match target_docs.remove(&id_key(s)) {
+                None => {
+                    result.lost += 1;
+                    result.first.get_or_insert_with(|| format!("{name}: {:?} missing in the target", s.get("_id")));
+                }
+                Some(t) if bson::to_vec(s).ok() != bson::to_vec(&t).ok() => {
+                    result.divergent += 1;
+                    result.first.get_or_insert_with(|| format!("{name}: source {s:?} but target {t:?}"));
+                }
+                Some(_) => {}
+            }
+        }
+        if !target_docs.is_empty() {
+            result.extra += target_docs.len();
+            result.first.get_or_insert_with(|| format!("{name}: {} documents only in the target", target_docs.len()));
+        }
+    }
+    result
+}
+
+/// The `_id` as bytes, to match documents across the two sides.
+fn id_key(d: &Document) -> Vec<u8> {
+    bson::to_vec(&doc! {"_id": d.get("_id").cloned().unwrap_or(bson::Bson::Null)}).unwrap_or_default()
 }
 
 async fn all(db: &mongodb::Database, coll: &str) -> Vec<Document> {
