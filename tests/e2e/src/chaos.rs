@@ -133,7 +133,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -141,7 +141,7 @@ impl Rng {
     }
     /// Uniform in `lo..=hi` milliseconds.
     pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo + 1))
+        Duration::from_millis(lo + self.next_u64() % (hi - lo + 1))
     }
 }
 
@@ -149,10 +149,18 @@ impl Rng {
 pub fn plan(count: usize, rng: &mut Rng) -> Vec<Fault> {
     let mut kinds: Vec<Fault> = Fault::ALL.to_vec();
     for i in (1..kinds.len()).rev() {
-        kinds.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        kinds.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     (0..count)
-        .map(|i| if i < kinds.len() { kinds[i] } else { Fault::ALL[(rng.next() % Fault::ALL.len() as u64) as usize] })
+        .map(
+            |i| {
+                if i < kinds.len() {
+                    kinds[i]
+                } else {
+                    Fault::ALL[(rng.next_u64() % Fault::ALL.len() as u64) as usize]
+                }
+            },
+        )
         .collect()
 }
 

@@ -28,7 +28,7 @@ const INSERTS_PER_ROUND: i64 = 40;
 const HOT_KEYS: u64 = 5;
 
 fn item(id: i64, rng: &mut Rng) -> Document {
-    let size = match rng.next() % 100 {
+    let size = match rng.next_u64() % 100 {
         0 => 64 * 1024,
         1..=10 => 2048,
         _ => 64,
@@ -67,7 +67,7 @@ async fn run(db: Database, total: u64, rate: u64, seed: u64, enough: Arc<AtomicB
         next += INSERTS_PER_ROUND;
         stats.operations += items.insert_many(docs).await.expect("insert").inserted_ids.len() as u64;
         let live = next.max(1) as u64;
-        let from = (rng.next() % live) as i64;
+        let from = (rng.next_u64() % live) as i64;
         let updated = items
             .update_many(
                 doc! {"_id": {"$gte": from, "$lt": from + 20}},
@@ -76,29 +76,29 @@ async fn run(db: Database, total: u64, rate: u64, seed: u64, enough: Arc<AtomicB
             .await
             .expect("update");
         stats.operations += updated.modified_count;
-        let key = format!("hot-{}", rng.next() % HOT_KEYS);
+        let key = format!("hot-{}", rng.next_u64() % HOT_KEYS);
         hot.update_one(doc! {"_id": &key}, doc! {"$inc": {"hits": 1_i64}, "$set": {"last": round as i64}})
             .upsert(true)
             .await
             .expect("hot");
         stats.operations += 1;
-        let one = (rng.next() % live) as i64;
-        let change = if round % 2 == 0 {
+        let one = (rng.next_u64() % live) as i64;
+        let change = if round.is_multiple_of(2) {
             doc! {"$push": {"tags": "c"}}
         } else {
             doc! {"$pull": {"tags": "a"}, "$unset": {"round": ""}}
         };
         stats.operations += items.update_one(doc! {"_id": one}, change).await.expect("array update").modified_count;
-        let replaced = (rng.next() % live) as i64;
+        let replaced = (rng.next_u64() % live) as i64;
         stats.operations += items
             .replace_one(doc! {"_id": replaced}, doc! {"_id": replaced, "replaced": round as i64})
             .await
             .expect("replace")
             .modified_count;
-        let gone = (rng.next() % live) as i64;
+        let gone = (rng.next_u64() % live) as i64;
         stats.operations +=
             items.delete_many(doc! {"_id": {"$gte": gone, "$lt": gone + 3}}).await.expect("delete").deleted_count;
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             stats.operations += transaction(&db, round, &mut rng, live).await;
             stats.transactions += 1;
         }
@@ -121,7 +121,7 @@ async fn transaction(db: &Database, round: u64, rng: &mut Rng, live: u64) -> u64
     let r = round as i64;
     hot.insert_one(doc! {"_id": format!("txn-{r}-a"), "round": r}).session(&mut session).await.expect("txn insert");
     hot.insert_one(doc! {"_id": format!("txn-{r}-b"), "round": r}).session(&mut session).await.expect("txn insert");
-    let target = (rng.next() % live) as i64;
+    let target = (rng.next_u64() % live) as i64;
     let updated = items
         .update_one(doc! {"_id": target}, doc! {"$set": {"txn": r}})
         .session(&mut session)
