@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load chaos
+.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load chaos bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ test: prerequisites tools services lint build ## everything: lint, unit, integra
 
 test-unit: ## tests that need no server
 	$(CARGO) test --workspace --lib
+
+bench: prerequisites tools services build-release ## the benchmark report (N=1000000 documents; BENCH_RATE=5000 BENCH_SECONDS=30 steady run)
+	$(CARGO) build --release -p e2e --bin bench
+	source .cache/services.env && target/release/bench $(or $(N),1000000)
 
 chaos: prerequisites tools services build-release ## the full fault suite: >= 1M operations, 24 faults, report (OPS= FAULTS= RATE= SEED=)
 	$(CARGO) build --release -p e2e --bin chaos

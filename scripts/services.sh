@@ -22,6 +22,11 @@ MONGO_SOURCE_PORT=${MONGO_SOURCE_PORT:-27117}
 MONGO_TARGET_PORT=${MONGO_TARGET_PORT:-27217}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+# A second plaintext listener that advertises KAFKA_VIA_PROXY_PORT: clients bootstrapping there
+# through a Toxiproxy listening on that port (forwarding to KAFKA_PROXIED_PORT) stay behind the
+# proxy for every broker connection. `make bench` uses it for the cross-region run.
+KAFKA_PROXIED_PORT=${KAFKA_PROXIED_PORT:-19094}
+KAFKA_VIA_PROXY_PORT=${KAFKA_VIA_PROXY_PORT:-19095}
 KAFKA_HEAP=${KAFKA_HEAP:-768m}
 MONGOD="$CACHE/mongodb/fiftyone/db/bin/mongod"
 PYMONGO_VERSION=4.10.1
@@ -127,10 +132,10 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,PROXIED://127.0.0.1:$KAFKA_PROXIED_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,PROXIED://127.0.0.1:$KAFKA_VIA_PROXY_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA/kafka
 num.partitions=4
@@ -233,6 +238,8 @@ write_env() {
 export MONGO_SOURCE_URI="mongodb://127.0.0.1:$MONGO_SOURCE_PORT/?replicaSet=source"
 export MONGO_TARGET_URI="mongodb://127.0.0.1:$MONGO_TARGET_PORT/?replicaSet=target"
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+export KAFKA_PROXIED_LISTENER="127.0.0.1:$KAFKA_PROXIED_PORT"
+export KAFKA_VIA_PROXY="127.0.0.1:$KAFKA_VIA_PROXY_PORT"
 export SERVICES_SCRIPT="$ROOT/scripts/services.sh"
 EOF
 }

@@ -107,7 +107,7 @@ impl StreamLoop<'_> {
 }
 
 /// Opens the stream for the configured scope at `start`.
-async fn open(
+pub async fn open(
     client: &mongodb::Client,
     config: &CaptureConfig,
     start: &Start,

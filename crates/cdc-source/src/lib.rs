@@ -26,6 +26,7 @@ mod checkpoint;
 mod config;
 mod convert;
 mod delivery;
+pub mod doctor;
 mod error;
 mod history;
 mod metrics;

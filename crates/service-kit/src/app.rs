@@ -22,12 +22,14 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default + Validate {
 
 /// Runs a service binary to completion and returns its exit status: 0 after a clean stop,
 /// 1 when the service failed, 2 for bad arguments or configuration.
-pub fn main<C, F, Fut, E>(name: &str, env_prefix: &str, run: F) -> ExitCode
+pub fn main<C, F, Fut, E, D, DFut>(name: &str, env_prefix: &str, run: F, doctor: D) -> ExitCode
 where
     C: ServiceConfig,
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
+    D: FnOnce(C) -> DFut,
+    DFut: Future<Output = crate::doctor::Report>,
 {
     let cli = match cli::parse(std::env::args().skip(1), name, env_prefix) {
         Ok(cli) => cli,
@@ -65,6 +67,19 @@ where
                     ExitCode::FAILURE
                 }
             };
+        }
+        Action::Doctor => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("{name}: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("{name} doctor\n");
+            let report = runtime.block_on(doctor(config));
+            print!("{report}");
+            return if report.blockers() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
     }
     if let Err(e) = telemetry::init(config.log()) {

@@ -11,6 +11,8 @@ pub enum Action {
     PrintConfig,
     /// GET this path from the service's own HTTP port; exit 0 on 200 (container health checks).
     Probe(String),
+    /// Check the configuration against the real deployment, print a report, exit 1 on blockers.
+    Doctor,
 }
 
 /// Parsed command line.
@@ -31,9 +33,11 @@ pub enum CliError {
 /// Parses `args` (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>, name: &str, env_prefix: &str) -> Result<Cli, CliError> {
     let usage = format!(
-        "usage: {name} [--config FILE] [--print-config | --probe PATH]\n\n\
+        "usage: {name} [doctor] [--config FILE] [--print-config | --probe PATH]\n\n\
          Configuration is layered: built-in defaults, then FILE (TOML), then environment\n\
          variables {env_prefix}__SECTION__KEY (for example {env_prefix}__KAFKA__BOOTSTRAP_SERVERS).\n\
+         doctor checks the configuration against MongoDB and Kafka and prints a report\n\
+         (exit status 1 when something blocks the service).\n\
          --print-config prints the effective configuration, secrets redacted, and exits.\n\
          --probe PATH asks the running service's HTTP port for PATH (e.g. /health/livez) and\n\
          exits 0 when it answers 200: a health check for images without a shell."
@@ -47,6 +51,7 @@ pub fn parse(args: impl IntoIterator<Item = String>, name: &str, env_prefix: &st
                 None => return Err(CliError::Usage(format!("{arg} needs a file path\n\n{usage}"))),
             },
             "--print-config" => cli.action = Action::PrintConfig,
+            "doctor" => cli.action = Action::Doctor,
             "--probe" => match args.next() {
                 Some(path) if path.starts_with('/') => cli.action = Action::Probe(path),
                 _ => return Err(CliError::Usage(format!("{arg} needs a path such as /health/livez\n\n{usage}"))),
@@ -80,6 +85,8 @@ mod tests {
         assert!(matches!(parse(args(&["--probe", "livez"]), "x", "X"), Err(CliError::Usage(_))));
         let probe = parse(args(&["--probe", "/health/livez"]), "x", "X").expect("valid");
         assert_eq!(probe.action, Action::Probe("/health/livez".into()));
+        let doctor = parse(args(&["doctor", "--config", "a.toml"]), "x", "X").expect("valid");
+        assert_eq!(doctor.action, Action::Doctor);
         assert!(matches!(parse(args(&["-h"]), "x", "X"), Err(CliError::Help(m)) if m.contains("X__KAFKA")));
     }
 }

@@ -45,8 +45,15 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().expect("accept");
+            // Read the whole request first: closing with unread bytes would reset the connection.
+            let mut request = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = socket.read(&mut buf);
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
             socket.write_all(answer.as_bytes()).expect("answer");
         });
         addr

@@ -181,6 +181,9 @@ impl Dispatcher {
                 ("session.timeout.ms", "30000"),
                 ("max.poll.interval.ms", "300000"),
                 ("topic.metadata.refresh.interval.ms", "10000"),
+                // A fetch waiting for committed data gives up after 100 ms, not librdkafka's
+                // 500: end-to-end latency at moderate rates, for a few more idle fetches.
+                ("fetch.wait.max.ms", "100"),
                 // Each partition's prefetch is bounded: a slow partition stops fetching alone.
                 ("queued.max.messages.kbytes", &queue_kbytes),
             ])

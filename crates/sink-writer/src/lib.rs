@@ -25,6 +25,7 @@ mod config;
 mod consumer;
 mod ddl;
 mod dlq;
+pub mod doctor;
 mod error;
 mod mapping;
 mod metrics;

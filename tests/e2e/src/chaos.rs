@@ -11,15 +11,15 @@
 //! `make chaos` runs the full suite (`chaos` binary); `tests/chaos.rs` a small one in `make test`.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mongodb::Database;
-use test_support::{http_request, services, unique, Services};
+use test_support::{services, unique, Services};
 
 use crate::pipeline::{compare_databases, Comparison};
 use crate::process::Proc;
+use crate::toxiproxy::Toxiproxy;
 use crate::workload::{Workload, WorkloadStats};
 
 /// One kind of fault.
@@ -162,65 +162,6 @@ pub fn plan(count: usize, rng: &mut Rng) -> Vec<Fault> {
             },
         )
         .collect()
-}
-
-/// Toxiproxy, started for the run: a TCP proxy per link whose faults we control.
-struct Toxiproxy {
-    proc: Proc,
-    api: SocketAddr,
-}
-
-impl Toxiproxy {
-    async fn start(dir: &std::path::Path) -> Toxiproxy {
-        let bin = test_support::workspace_root().join(".cache/bin/toxiproxy-server");
-        assert!(bin.is_file(), "{} is missing: run `scripts/tools.sh toxiproxy`", bin.display());
-        let api = crate::free_addr();
-        let mut proc = Proc::new(
-            "toxiproxy",
-            bin,
-            vec!["-host".into(), "127.0.0.1".into(), "-port".into(), api.port().to_string()],
-            vec![],
-            dir,
-        );
-        proc.start();
-        test_support::eventually("toxiproxy answers", Duration::from_secs(20), || async {
-            http_request(api, "GET", "/version", None).await.ok().filter(|(s, _)| *s == 200)
-        })
-        .await;
-        Toxiproxy { proc, api }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: &str) {
-        let (status, answer) = http_request(self.api, method, path, Some(body)).await.expect("toxiproxy API");
-        assert!((200..300).contains(&status), "toxiproxy {method} {path}: {status} {answer}");
-    }
-
-    /// A proxy on a free port to `upstream`; returns the port clients use.
-    async fn proxy(&self, name: &str, upstream: &str) -> SocketAddr {
-        let listen = crate::free_addr();
-        let body = format!(r#"{{"name":"{name}","listen":"{listen}","upstream":"{upstream}","enabled":true}}"#);
-        self.call("POST", "/proxies", &body).await;
-        listen
-    }
-
-    async fn enable(&self, name: &str, enabled: bool) {
-        self.call("POST", &format!("/proxies/{name}"), &format!(r#"{{"enabled":{enabled}}}"#)).await;
-    }
-
-    async fn latency(&self, name: &str, ms: u64, jitter: u64) {
-        for stream in ["downstream", "upstream"] {
-            let body = format!(
-                r#"{{"name":"lat_{stream}","type":"latency","stream":"{stream}","attributes":{{"latency":{ms},"jitter":{jitter}}}}}"#
-            );
-            self.call("POST", &format!("/proxies/{name}/toxics"), &body).await;
-        }
-    }
-
-    async fn clear_latency(&self, name: &str) {
-        for stream in ["downstream", "upstream"] {
-            self.call("DELETE", &format!("/proxies/{name}/toxics/lat_{stream}"), "").await;
-        }
-    }
 }
 
 /// The `host:port` of a MongoDB URI like `mongodb://127.0.0.1:27117/?replicaSet=source`.
@@ -378,7 +319,7 @@ pub async fn run(settings: Settings) -> Report {
     let total = started.elapsed();
     sink.stop();
     source.stop();
-    drop(toxiproxy.proc);
+    drop(toxiproxy);
     if converged_after.is_some() {
         let _ = source_db.drop().await;
         let _ = target_db.drop().await;

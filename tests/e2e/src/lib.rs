@@ -1,9 +1,11 @@
 //! End-to-end helpers: the service binaries as processes (as a user runs them), and both
 //! services in-process with a convergence check.
 
+pub mod bench;
 pub mod chaos;
 pub mod pipeline;
 pub mod process;
+pub mod toxiproxy;
 pub mod workload;
 
 use std::collections::HashMap;

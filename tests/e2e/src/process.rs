@@ -36,6 +36,11 @@ impl Proc {
         self.child = Some(child);
     }
 
+    /// The running process' id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();

@@ -1,0 +1,168 @@
+//! `cdc-source doctor`: the source deployment, change streams on the configured scope (opened
+//! where a restart would open them), the history window against the checkpoint's age, Kafka
+//! and the topics already there.
+
+use std::path::PathBuf;
+
+use service_kit::doctor::{self, Report};
+
+use crate::change_stream::{self, Start};
+use crate::checkpoint::{plan, Checkpoint, Plan};
+use crate::config::{CheckpointStore, Compat, Config, Scope};
+use crate::history;
+use crate::store::Store;
+
+/// Runs every check; the report says what blocks the service.
+pub async fn run(config: Config) -> Report {
+    let mut report = Report::default();
+    let client = doctor::mongo(&mut report, "source mongodb", &config.mongo).await;
+    let topics = doctor::kafka(&mut report, &config.kafka).await;
+
+    let checkpoint = if topics.is_some() || config.delivery.checkpoint_store == CheckpointStore::File {
+        load_checkpoint(&mut report, &config).await
+    } else {
+        None
+    };
+    if let Some(client) = &client {
+        change_streams(&mut report, client, &config, checkpoint.as_ref()).await;
+        history_window(&mut report, client, &config, checkpoint.as_ref()).await;
+    }
+    if let Some(topics) = topics {
+        let prefix = format!("{}.", config.topics.prefix);
+        let ours: Vec<String> = topics
+            .iter()
+            .filter(|(name, _)| {
+                let single = &config.topics.single_topic;
+                if single.is_empty() {
+                    name.starts_with(&prefix)
+                } else {
+                    name == single
+                }
+            })
+            .map(|(name, partitions)| format!("{name} ({partitions})"))
+            .collect();
+        if ours.is_empty() {
+            report.ok("topics", format!("none yet; created on first use with {} partitions", config.topics.partitions));
+        } else {
+            report.ok("topics", format!("{} present: {}", ours.len(), ours.join(", ")));
+        }
+    }
+    report
+}
+
+async fn load_checkpoint(report: &mut Report, config: &Config) -> Option<Checkpoint> {
+    let store = match config.delivery.checkpoint_store {
+        CheckpointStore::Kafka => Store::Kafka {
+            topic: config.checkpoint_topic(),
+            key: config.capture.name.clone(),
+            client: config.kafka.client_config(),
+        },
+        CheckpointStore::File => Store::File { path: PathBuf::from(&config.delivery.checkpoint_file) },
+    };
+    match store.load().await {
+        Ok(Some(checkpoint)) => {
+            let position = match &checkpoint.cluster_time {
+                Some(t) => format!("cluster time {}.{}", t.t, t.i),
+                None => "a resume token".to_string(),
+            };
+            report.ok("checkpoint", format!("'{}' at {position}", config.capture.name));
+            Some(checkpoint)
+        }
+        Ok(None) => {
+            report.ok(
+                "checkpoint",
+                format!("none for '{}': starts with snapshot mode {:?}", config.capture.name, config.snapshot.mode),
+            );
+            None
+        }
+        Err(e) => {
+            report.fail("checkpoint", e.to_string());
+            None
+        }
+    }
+}
+
+/// Opens the change stream where the service would, and reads one batch.
+async fn change_streams(
+    report: &mut Report,
+    client: &mongodb::Client,
+    config: &Config,
+    checkpoint: Option<&Checkpoint>,
+) {
+    let start = match plan(checkpoint, config.snapshot.mode) {
+        Plan::ResumeAfter(token) => Start::ResumeAfter(token),
+        Plan::StartAt(time) => Start::At(time),
+        _ => Start::Now,
+    };
+    let scope = match config.capture.scope {
+        Scope::Deployment => "the deployment".to_string(),
+        Scope::Database => format!("database '{}'", config.capture.database),
+        Scope::Collections => format!("collections {}", config.capture.collections.join(", ")),
+    };
+    let opened = change_stream::open(client, &config.capture, &start).await;
+    let result = match opened {
+        Ok(mut stream) => stream.next_if_any().await.map(|_| ()).map_err(|e| doctor::explain_mongo(&e)),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => {
+            let at = match start {
+                Start::ResumeAfter(_) => "after the checkpoint's resume token".to_string(),
+                Start::At(t) => format!("at cluster time {}.{}", t.t, t.i),
+                Start::Now => "from now".to_string(),
+            };
+            report.ok("change streams", format!("open on {scope}, {at}"))
+        }
+        Err(e) if e.contains("ChangeStreamHistoryLost") || e.contains("resume point may no longer be in the oplog") => {
+            report.fail("change streams", format!("the checkpoint's position is gone from the source's history: {e}"))
+        }
+        Err(e) => {
+            let hint = if config.capture.compat == Compat::Documentdb {
+                " (on DocumentDB enable them: db.adminCommand({modifyChangeStreams: 1, database: \"<db>\", collection: \"\", enable: true}))"
+            } else if e.contains("replica set") || e.contains("40573") {
+                " (change streams need a replica set or sharded cluster)"
+            } else {
+                ""
+            };
+            report.fail("change streams", format!("not usable on {scope}: {e}{hint}"));
+        }
+    }
+}
+
+/// How long the source keeps history, against the checkpoint's age.
+async fn history_window(
+    report: &mut Report,
+    client: &mongodb::Client,
+    config: &Config,
+    checkpoint: Option<&Checkpoint>,
+) {
+    let now_s = change_stream::now_ms() / 1000;
+    let (window, source) = match history::window(client, &config.capture, now_s).await {
+        Ok(w) => w,
+        Err(e) => {
+            report.warn("history window", format!("cannot read it: {} (set capture.history_retention_hours)", e.kind));
+            return;
+        }
+    };
+    let from = match source {
+        history::Source::Oplog => "oplog window",
+        history::Source::Configured => "capture.history_retention_hours",
+        history::Source::DocumentdbDefault => "DocumentDB's default retention (set capture.history_retention_hours)",
+    };
+    let age = checkpoint.and_then(|c| c.cluster_time).map(|t| now_s - i64::from(t.t));
+    let hours = |s: i64| format!("{:.1} h", s as f64 / 3600.0);
+    match age {
+        None => report.ok("history window", format!("{} ({from})", hours(window))),
+        Some(age) if age > window => report.fail(
+            "history window",
+            format!("checkpoint is {} old, history keeps {} ({from}): resnapshot needed", hours(age), hours(window)),
+        ),
+        Some(age) if age * 2 > window => report.warn(
+            "history window",
+            format!("checkpoint is {} old, over half of the {} kept ({from})", hours(age), hours(window)),
+        ),
+        Some(age) => {
+            report.ok("history window", format!("checkpoint {} old of {} kept ({from})", hours(age), hours(window)))
+        }
+    }
+}

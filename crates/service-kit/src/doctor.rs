@@ -1,0 +1,189 @@
+//! `<service> doctor`: checks a configuration against the real deployment and prints a report,
+//! one line per check; the process exits 1 when any check is a blocker. The checks both
+//! services share live here (MongoDB, Kafka, topics); each service adds its own.
+
+use std::fmt;
+use std::time::Duration;
+
+use bson::{doc, Document};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::connect::{KafkaConnection, MongoConnection};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Works now but needs attention.
+    Warn,
+    /// The service cannot work like this.
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// The checks, in the order they ran.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn add(&mut self, name: impl Into<String>, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check { name: name.into(), status, detail: detail.into() });
+    }
+
+    pub fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.add(name, Status::Ok, detail);
+    }
+
+    pub fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.add(name, Status::Warn, detail);
+    }
+
+    pub fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.add(name, Status::Fail, detail);
+    }
+
+    pub fn blockers(&self) -> usize {
+        self.checks.iter().filter(|c| c.status == Status::Fail).count()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &self.checks {
+            let mark = match c.status {
+                Status::Ok => "ok  ",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+            };
+            writeln!(f, "{mark}  {:<width$}  {}", c.name, c.detail)?;
+        }
+        let warnings = self.checks.iter().filter(|c| c.status == Status::Warn).count();
+        match self.blockers() {
+            0 => writeln!(f, "\nno blockers ({warnings} warning(s))"),
+            n => writeln!(f, "\n{n} blocker(s), {warnings} warning(s): the service cannot run like this"),
+        }
+    }
+}
+
+/// Connects, authenticates and reads the server's identity. Returns the client when usable.
+pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection) -> Option<mongodb::Client> {
+    let uri = connection.uri.redacted();
+    let client = match connection.client("doctor").await {
+        Ok(client) => client,
+        Err(e) => {
+            report.fail(name, format!("{uri}: {}", e.kind));
+            return None;
+        }
+    };
+    let admin = client.database("admin");
+    match admin.run_command(doc! {"hello": 1}).await {
+        Ok(hello) => {
+            let version = admin
+                .run_command(doc! {"buildInfo": 1})
+                .await
+                .ok()
+                .and_then(|b| b.get_str("version").ok().map(String::from))
+                .unwrap_or_else(|| "unknown version".into());
+            let topology = match (hello.get_str("setName"), hello.get_str("msg")) {
+                (Ok(set), _) => format!("replica set '{set}'"),
+                (_, Ok("isdbgrid")) => "sharded cluster (mongos)".to_string(),
+                _ => "standalone (no change streams, no majority write concern)".to_string(),
+            };
+            report.ok(name, format!("{uri}: {version}, {topology}"));
+            Some(client)
+        }
+        Err(e) => {
+            report.fail(name, format!("{uri}: {}", explain_mongo(&e)));
+            None
+        }
+    }
+}
+
+/// A MongoDB error in words an operator acts on.
+pub fn explain_mongo(e: &mongodb::error::Error) -> String {
+    let text = e.kind.to_string();
+    let hint = if text.contains("Authentication failed") || text.contains("AuthenticationFailed") {
+        " (check the user, password and authSource in the URI)"
+    } else if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
+        " (check tls=true and tlsCAFile, e.g. DocumentDB's global-bundle.pem)"
+    } else if text.contains("Server selection timeout") {
+        " (host, port, network path, security groups)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+/// Asks a broker for metadata. Returns the topics and their partition counts when usable.
+pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<Vec<(String, usize)>> {
+    let consumer: BaseConsumer = match connection.client_config().create() {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail("kafka", format!("{}: bad client settings: {e}", connection.bootstrap_servers));
+            return None;
+        }
+    };
+    let bootstrap = connection.bootstrap_servers.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        consumer.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
+            let topics: Vec<(String, usize)> = m
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| (t.name().to_string(), t.partitions().len()))
+                .collect();
+            (m.brokers().len(), topics)
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok((brokers, topics))) => {
+            report.ok("kafka", format!("{bootstrap}: {brokers} broker(s), {} topic(s) visible", topics.len()));
+            Some(topics)
+        }
+        Ok(Err(e)) => {
+            report.fail(
+                "kafka",
+                format!("{bootstrap}: {e} (brokers, security.protocol, SASL credentials, ssl.ca.location)"),
+            );
+            None
+        }
+        Err(e) => {
+            report.fail("kafka", format!("metadata task: {e}"));
+            None
+        }
+    }
+}
+
+/// Writes and removes one document in `db.collection`: proves write permission.
+pub async fn can_write(client: &mongodb::Client, db: &str, collection: &str) -> Result<(), String> {
+    let coll = client.database(db).collection::<Document>(collection);
+    let id = format!("doctor-{}", std::process::id());
+    coll.insert_one(doc! {"_id": &id, "at": bson::DateTime::now()}).await.map_err(|e| explain_mongo(&e))?;
+    coll.delete_one(doc! {"_id": &id}).await.map(|_| ()).map_err(|e| explain_mongo(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_counts_blockers_and_renders_each_check() {
+        let mut report = Report::default();
+        report.ok("mongodb", "replica set 'rs0'");
+        report.warn("history", "checkpoint is 2 h old of a 3 h window");
+        report.fail("change streams", "not a replica set");
+        assert_eq!(report.blockers(), 1);
+        let text = report.to_string();
+        assert!(text.contains("FAIL  change streams  not a replica set"), "{text}");
+        assert!(text.contains("1 blocker(s), 1 warning(s)"), "{text}");
+    }
+}

@@ -1,0 +1,362 @@
+//! `make bench`: the seed's performance test on this machine, with both services running as
+//! release processes against the loopback servers. `bench [DOCS]` (default 1,000,000).
+//!
+//! 1. burst, 1 and 4 partitions: DOCS documents inserted at full speed while the pipeline runs;
+//! 2. ceiling: the same documents bulk-written straight into the target;
+//! 3. steady: BENCH_RATE docs/s (default 5,000) for BENCH_SECONDS (default 30): latency;
+//! 4. cross-region: the 4-partition burst with 35 ms ± 5 ms each way on sink-writer ↔ Kafka.
+//!
+//! Prints a markdown report (also written to target/bench/report.md) and plots to docs/bench/.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bson::{doc, DateTime, Document};
+use e2e::bench::{self, mib, now_ms, percentile, proc_stats, Applied, ProcStats, TargetWatcher};
+use e2e::process::Proc;
+use e2e::toxiproxy::Toxiproxy;
+use e2e::{binary, free_addr};
+use futures::StreamExt;
+use test_support::{http_get, services, unique, workspace_root, Services};
+
+const PAD: usize = 240;
+const SEED_RATE_1: f64 = 600.0;
+const SEED_RATE_4: f64 = 1_400.0;
+
+fn document(i: i64) -> Document {
+    doc! {"_id": i, "n": i, "name": format!("item-{i}"), "pad": "x".repeat(PAD), "ts": DateTime::now()}
+}
+
+/// Both services as processes for one run, on private names.
+struct Pipeline {
+    name: String,
+    source: Proc,
+    sink: Proc,
+}
+
+impl Pipeline {
+    async fn start(servers: &Services, partitions: i32, sink_kafka: &str, dir: &std::path::Path) -> Pipeline {
+        let name = unique("bench");
+        let (source_http, sink_http) = (free_addr(), free_addr());
+        // Extra settings for experiments: BENCH_CDC_SOURCE__X=… and BENCH_SINK_WRITER__X=… pass
+        // CDC_SOURCE__X / SINK_WRITER__X to the services.
+        let extra = |prefix: &str| -> Vec<(String, String)> {
+            std::env::vars()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix("BENCH_").filter(|k| k.starts_with(prefix)).map(|k| (k.to_string(), v))
+                })
+                .collect()
+        };
+        let source_env: Vec<(String, String)> = [
+            ("HTTP__LISTEN_ADDR", source_http.to_string()),
+            ("MONGO__URI", servers.mongo_source_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CAPTURE__NAME", name.clone()),
+            ("CAPTURE__SCOPE", "database".into()),
+            ("CAPTURE__DATABASE", name.clone()),
+            ("CAPTURE__BATCH_SIZE", "5000".into()),
+            ("TOPICS__PREFIX", name.clone()),
+            ("TOPICS__PARTITIONS", partitions.to_string()),
+            ("DELIVERY__BATCH_MAX_EVENTS", "20000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("CDC_SOURCE__{k}"), v))
+        .chain(extra("CDC_SOURCE__"))
+        .collect();
+        let sink_env: Vec<(String, String)> = [
+            ("HTTP__LISTEN_ADDR", sink_http.to_string()),
+            ("MONGO__URI", servers.mongo_target_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", sink_kafka.to_string()),
+            ("KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS", "1000".into()),
+            ("CONSUME__TOPICS", format!("^{name}\\..*")),
+            ("CONSUME__GROUP_ID", format!("{name}-sink")),
+            ("CONSUME__DEAD_LETTER_TOPIC", format!("{name}-dlq")),
+            ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))
+        .chain(extra("SINK_WRITER__"))
+        .collect();
+        let mut source = Proc::new("cdc-source", binary("cdc-source"), vec![], source_env, dir);
+        let mut sink = Proc::new("sink-writer", binary("sink-writer"), vec![], sink_env, dir);
+        source.start();
+        sink.start();
+        for addr in [source_http, sink_http] {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !matches!(http_get(addr, "/health/readyz").await, Ok((200, _))) {
+                assert!(Instant::now() < deadline, "a service did not become ready: see {}", dir.display());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Pipeline { name, source, sink }
+    }
+
+    fn stats(&self) -> (ProcStats, ProcStats) {
+        (proc_stats(self.source.pid().unwrap_or(0)), proc_stats(self.sink.pid().unwrap_or(0)))
+    }
+
+    async fn stop(mut self, servers: &Services) {
+        self.sink.stop();
+        self.source.stop();
+        for uri in [&servers.mongo_source_uri, &servers.mongo_target_uri] {
+            let client = test_support::mongo(uri).await;
+            let _ = client.database(&self.name).drop().await;
+            let _ = client.database(&format!("{}_meta", self.name)).drop().await;
+        }
+    }
+}
+
+struct Burst {
+    label: String,
+    insert_rate: f64,
+    e2e_rate: f64,
+    drain: Duration,
+    latency: [i64; 3],
+    source: ProcStats,
+    sink: ProcStats,
+    series: Vec<(u64, f64)>,
+}
+
+/// Inserts `docs` at `rate` per second (0 = full speed), 1,000 per `insert_many`, four in flight.
+async fn insert(coll: mongodb::Collection<Document>, docs: i64, rate: u64) -> Duration {
+    let started = Instant::now();
+    let batch = if rate == 0 { 1000 } else { (rate as i64 / 20).clamp(1, 1000) };
+    futures::stream::iter((0..docs).step_by(batch as usize))
+        .map(|from| {
+            let coll = coll.clone();
+            async move {
+                if rate > 0 {
+                    let due = Duration::from_secs_f64(from as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let batch: Vec<Document> = (from..(from + batch).min(docs)).map(document).collect();
+                coll.insert_many(batch).ordered(false).await.expect("insert");
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+    started.elapsed()
+}
+
+/// Runs inserts while watching the target, with a progress line; returns what the target saw.
+async fn measure(
+    p: &Pipeline,
+    servers: &Services,
+    label: &str,
+    docs: i64,
+    rate: u64,
+) -> (Duration, Duration, Vec<Applied>, i64, ProcStats, ProcStats) {
+    let source = test_support::mongo(&servers.mongo_source_uri).await.database(&p.name).collection::<Document>("items");
+    let target = test_support::mongo(&servers.mongo_target_uri).await.database(&p.name).collection::<Document>("items");
+    let watcher = TargetWatcher::start(target).await;
+    let start_ms = now_ms();
+    let started = Instant::now();
+    let inserting = tokio::spawn(insert(source, docs, rate));
+    let mut inserted_after = None;
+    let mut steady_rss = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while (watcher.applied() as i64) < docs && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if inserted_after.is_none() && inserting.is_finished() {
+            inserted_after = Some(started.elapsed());
+        }
+        let (s, k) = p.stats();
+        steady_rss = (steady_rss.0.max(s.rss_bytes), steady_rss.1.max(k.rss_bytes));
+        let applied = watcher.applied();
+        let rate_now = applied as f64 / started.elapsed().as_secs_f64();
+        bench::progress(
+            label,
+            applied,
+            docs as u64,
+            rate_now,
+            &format!("rss {} / {}", mib(s.rss_bytes), mib(k.rss_bytes)),
+        );
+    }
+    eprintln!();
+    let insert_time = match inserted_after {
+        Some(t) => t,
+        None => {
+            let _ = inserting.await;
+            started.elapsed()
+        }
+    };
+    let total = started.elapsed();
+    let (source_stats, sink_stats) = p.stats();
+    let source_stats = ProcStats { rss_bytes: steady_rss.0, ..source_stats };
+    let sink_stats = ProcStats { rss_bytes: steady_rss.1, ..sink_stats };
+    let applied = watcher.finish();
+    (insert_time, total, applied, start_ms, source_stats, sink_stats)
+}
+
+async fn burst(
+    servers: &Services,
+    docs: i64,
+    partitions: i32,
+    sink_kafka: &str,
+    label: &str,
+    dir: &std::path::Path,
+) -> Burst {
+    let p = Pipeline::start(servers, partitions, sink_kafka, dir).await;
+    let (insert_time, _, applied, start_ms, source, sink) = measure(&p, servers, label, docs, 0).await;
+    p.stop(servers).await;
+    let last = applied.iter().map(|a| a.at_ms).max().unwrap_or(start_ms);
+    let e2e = Duration::from_millis((last - start_ms).max(1) as u64);
+    let mut latencies: Vec<i64> = applied.iter().map(|a| a.latency_ms).collect();
+    Burst {
+        label: label.to_string(),
+        insert_rate: docs as f64 / insert_time.as_secs_f64(),
+        e2e_rate: applied.len() as f64 / e2e.as_secs_f64(),
+        drain: e2e.saturating_sub(insert_time),
+        latency: [percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.95), percentile(&mut latencies, 0.99)],
+        source,
+        sink,
+        series: bench::per_second(&applied, start_ms),
+    }
+}
+
+/// The same documents bulk-written straight into the target: 1,000 per unordered upsert
+/// command, four in flight, `w: majority` (what sink-writer sends, without Kafka in between).
+async fn ceiling(servers: &Services, docs: i64) -> f64 {
+    let db = test_support::mongo(&servers.mongo_target_uri).await.database(&unique("ceiling"));
+    let started = Instant::now();
+    futures::stream::iter((0..docs).step_by(1000))
+        .map(|from| {
+            let db = db.clone();
+            async move {
+                let updates: Vec<Document> = (from..(from + 1000).min(docs))
+                    .map(|i| doc! {"q": {"_id": i}, "u": document(i), "upsert": true})
+                    .collect();
+                db.run_command(
+                    doc! {"update": "items", "updates": updates, "ordered": false, "writeConcern": {"w": "majority"}},
+                )
+                .await
+                .expect("bulk upsert");
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+    let rate = docs as f64 / started.elapsed().as_secs_f64();
+    let _ = db.drop().await;
+    rate
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let docs: i64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let steady_rate: u64 = env_or("BENCH_RATE", 5_000);
+    let steady_seconds: u64 = env_or("BENCH_SECONDS", 30);
+    let servers = services();
+    let dir: PathBuf = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let plots = workspace_root().join("docs/bench");
+    std::fs::create_dir_all(&plots).expect("docs/bench");
+    let kafka = servers.kafka_bootstrap.clone();
+
+    let one = burst(&servers, docs, 1, &kafka, "burst, 1 partition", &dir).await;
+    let four = burst(&servers, docs, 4, &kafka, "burst, 4 partitions", &dir).await;
+    eprintln!("ceiling: bulk upserts straight into the target…");
+    let raw = ceiling(&servers, docs).await;
+
+    // Steady rate: latency when throughput is not the point.
+    let p = Pipeline::start(&servers, 4, &kafka, &dir).await;
+    let steady_docs = (steady_rate * steady_seconds) as i64;
+    let (_, total, applied, start_ms, steady_source, steady_sink) =
+        measure(&p, &servers, &format!("steady {steady_rate}/s"), steady_docs, steady_rate).await;
+    p.stop(&servers).await;
+    let mut steady_lat: Vec<i64> = applied.iter().map(|a| a.latency_ms).collect();
+    let steady_p = [0.5, 0.95, 0.99, 1.0].map(|q| percentile(&mut steady_lat, q));
+    let steady_series = bench::per_second(&applied, start_ms);
+    let steady_cpu = |s: &ProcStats| 100.0 * s.cpu_seconds / total.as_secs_f64();
+
+    // Cross-region: sink-writer reaches Kafka through 35 ms ± 5 ms each way.
+    let proxied = std::env::var("KAFKA_PROXIED_LISTENER").unwrap_or_else(|_| "127.0.0.1:19094".into());
+    let advertised: std::net::SocketAddr =
+        std::env::var("KAFKA_VIA_PROXY").unwrap_or_else(|_| "127.0.0.1:19095".into()).parse().expect("proxy addr");
+    let toxiproxy = Toxiproxy::start(&dir).await;
+    toxiproxy.proxy_on("kafka", advertised, &proxied).await;
+    toxiproxy.latency("kafka", 35, 5).await;
+    let cross = burst(&servers, docs, 4, &advertised.to_string(), "cross-region, 4 part.", &dir).await;
+    drop(toxiproxy);
+
+    let mut report = String::new();
+    let line = |r: &mut String, s: String| {
+        r.push_str(&s);
+        r.push('\n');
+    };
+    line(&mut report, format!("### Burst: {docs} documents inserted at full speed while the pipeline runs\n"));
+    line(&mut report, "| run | source inserts/s | end-to-end docs/s at the target | ceiling (raw bulk upserts/s) | end-to-end / ceiling | drain after the last insert | latency p50 / p95 / p99 | cdc-source CPU s, peak RSS | sink-writer CPU s, peak RSS |".into());
+    line(&mut report, "|---|---|---|---|---|---|---|---|---|".into());
+    for b in [&one, &four, &cross] {
+        line(
+            &mut report,
+            format!(
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0}% | {:.1} s | {:.1} / {:.1} / {:.1} s | {:.1} s, {} | {:.1} s, {} |",
+                b.label,
+                b.insert_rate,
+                b.e2e_rate,
+                raw,
+                100.0 * b.e2e_rate / raw,
+                b.drain.as_secs_f64(),
+                b.latency[0] as f64 / 1000.0,
+                b.latency[1] as f64 / 1000.0,
+                b.latency[2] as f64 / 1000.0,
+                b.source.cpu_seconds,
+                mib(b.source.peak_rss_bytes),
+                b.sink.cpu_seconds,
+                mib(b.sink.peak_rss_bytes),
+            ),
+        );
+    }
+    line(&mut report, format!(
+        "\nSeed pipeline (EMR Flink + MSK): {SEED_RATE_1:.0} docs/s, {SEED_RATE_4:.0} with four partitions. Here: {:.0} and {:.0} docs/s end to end ({:.0}× and {:.0}×).",
+        one.e2e_rate, four.e2e_rate, one.e2e_rate / SEED_RATE_1, four.e2e_rate / SEED_RATE_4
+    ));
+    line(&mut report, format!(
+        "Cross-region (35 ms ± 5 ms each way on sink-writer ↔ Kafka): {:.0} docs/s = {:.0}% of the local 4-partition rate.",
+        cross.e2e_rate, 100.0 * cross.e2e_rate / four.e2e_rate
+    ));
+    line(&mut report, format!("\n### Steady {steady_rate} docs/s for {steady_seconds} s (4 partitions)\n"));
+    line(&mut report, "| documents | achieved docs/s | latency p50 | p95 | p99 | max | cdc-source CPU, RSS (max while running) | sink-writer CPU, RSS (max while running) |".into());
+    line(&mut report, "|---|---|---|---|---|---|---|---|".into());
+    line(
+        &mut report,
+        format!(
+            "| {} | {:.0} | {} ms | {} ms | {} ms | {} ms | {:.0}%, {} | {:.0}%, {} |",
+            applied.len(),
+            applied.len() as f64 / total.as_secs_f64(),
+            steady_p[0],
+            steady_p[1],
+            steady_p[2],
+            steady_p[3],
+            steady_cpu(&steady_source),
+            mib(steady_source.rss_bytes),
+            steady_cpu(&steady_sink),
+            mib(steady_sink.rss_bytes),
+        ),
+    );
+    print!("{report}");
+    std::fs::write(dir.join("report.md"), &report).expect("report");
+    let svg = bench::svg_plot(
+        &format!("{docs}-document burst: documents applied per second and replication lag"),
+        &[
+            ("1 partition", one.series.clone()),
+            ("4 partitions", four.series.clone()),
+            ("4 partitions, cross-region", cross.series.clone()),
+        ],
+    );
+    std::fs::write(plots.join("burst.svg"), svg).expect("plot");
+    let svg = bench::svg_plot(
+        &format!("steady {steady_rate} docs/s: applied per second and lag"),
+        &[("steady", steady_series)],
+    );
+    std::fs::write(plots.join("steady.svg"), svg).expect("plot");
+    eprintln!("bench: report in target/bench/report.md, plots in docs/bench/burst.svg and docs/bench/steady.svg");
+}

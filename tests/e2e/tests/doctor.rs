@@ -1,0 +1,121 @@
+//! `doctor` of both services against real servers: a healthy setup reports no blockers; a
+//! standalone mongod (no change streams) and an unreachable broker are blockers, named clearly.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::{binary, free_addr};
+use test_support::{services, unique, workspace_root};
+
+async fn doctor(service: &str, env: &[(&str, String)]) -> (bool, String) {
+    let prefix = if service == "cdc-source" { "CDC_SOURCE" } else { "SINK_WRITER" };
+    let env: HashMap<String, String> = env.iter().map(|(k, v)| (format!("{prefix}__{k}"), v.clone())).collect();
+    let out = tokio::process::Command::new(binary(service))
+        .arg("doctor")
+        .env_clear()
+        .envs(&env)
+        .output()
+        .await
+        .expect("doctor runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn a_healthy_setup_has_no_blockers() {
+    let servers = services();
+    let name = unique("doctor");
+    let (ok, report) = doctor(
+        "cdc-source",
+        &[
+            ("MONGO__URI", servers.mongo_source_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CAPTURE__NAME", name.clone()),
+            ("CAPTURE__SCOPE", "database".into()),
+            ("CAPTURE__DATABASE", name.clone()),
+        ],
+    )
+    .await;
+    assert!(ok, "{report}");
+    for line in ["ok    source mongodb", "replica set 'source'", "ok    change streams", "oplog window", "no blockers"]
+    {
+        assert!(report.contains(line), "missing '{line}' in:\n{report}");
+    }
+    let (ok, report) = doctor(
+        "sink-writer",
+        &[
+            ("MONGO__URI", servers.mongo_target_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CONSUME__TOPICS", format!("^{name}\\..*")),
+            ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+        ],
+    )
+    .await;
+    assert!(ok, "{report}");
+    assert!(report.contains("ok    target writes") && report.contains("no blockers"), "{report}");
+}
+
+/// A standalone mongod (no replica set) of the same build, on a free port.
+struct Standalone {
+    child: tokio::process::Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Standalone {
+    async fn start() -> Standalone {
+        let port = free_addr().port();
+        let dir = workspace_root().join(".cache/data").join(unique("standalone"));
+        std::fs::create_dir_all(&dir).expect("dbpath");
+        let mongod = workspace_root().join(".cache/mongodb/fiftyone/db/bin/mongod");
+        let child = tokio::process::Command::new(mongod)
+            .args(["--port", &port.to_string(), "--bind_ip", "127.0.0.1", "--dbpath"])
+            .arg(&dir)
+            .args(["--wiredTigerCacheSizeGB", "0.25"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mongod starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "standalone mongod did not listen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Standalone { child, port, _dir: dir }
+    }
+}
+
+#[tokio::test]
+async fn a_standalone_mongod_and_a_dead_broker_are_blockers() {
+    let servers = services();
+    let mut standalone = Standalone::start().await;
+    let name = unique("doctor");
+    let (ok, report) = doctor(
+        "cdc-source",
+        &[
+            ("MONGO__URI", format!("mongodb://127.0.0.1:{}/?directConnection=true", standalone.port)),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CAPTURE__NAME", name.clone()),
+        ],
+    )
+    .await;
+    assert!(!ok, "a standalone mongod must be a blocker:\n{report}");
+    assert!(report.contains("standalone"), "{report}");
+    assert!(report.contains("FAIL  change streams") && report.contains("replica set"), "{report}");
+    assert!(report.contains("1 blocker(s)"), "{report}");
+    let _ = standalone.child.kill().await;
+
+    let dead = free_addr();
+    let (ok, report) = doctor(
+        "sink-writer",
+        &[
+            ("MONGO__URI", servers.mongo_target_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", dead.to_string()),
+            ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+        ],
+    )
+    .await;
+    assert!(!ok, "{report}");
+    assert!(report.contains("FAIL  kafka") && report.contains(&dead.to_string()), "{report}");
+}
