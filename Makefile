@@ -41,6 +41,8 @@ lint-deploy: ## hadolint, helm lint + schema validation, promtool rules/tests, E
 
 test: prerequisites tools services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
 	$(CARGO) test --workspace --no-fail-fast
+	@echo "test: the end-to-end suite again in the Amazon DocumentDB profile (compat = documentdb)"
+	E2E_COMPAT=documentdb $(CARGO) test -p e2e --no-fail-fast --test replication --test crash --test secure_mongo --test secure_kafka
 
 test-unit: ## tests that need no server
 	$(CARGO) test --workspace --lib

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev libcurl4 libssl3 liblzma5 python3 python3-pip curl; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev libcurl4 libssl3 liblzma5 python3 python3-pip curl openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)

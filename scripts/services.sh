@@ -27,6 +27,11 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
 # proxy for every broker connection. `make bench` uses it for the cross-region run.
 KAFKA_PROXIED_PORT=${KAFKA_PROXIED_PORT:-19094}
 KAFKA_VIA_PROXY_PORT=${KAFKA_VIA_PROXY_PORT:-19095}
+# A SASL_SSL listener (SCRAM-SHA-512 over TLS, as on Amazon MSK): a CA and broker certificate
+# made with openssl into .cache/kafka/tls, and one SCRAM user, for the secure-Kafka tests.
+KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-19096}
+KAFKA_SCRAM_USER=replicator
+KAFKA_SCRAM_PASSWORD=replicator-scram-secret
 KAFKA_HEAP=${KAFKA_HEAP:-768m}
 MONGOD="$CACHE/mongodb/fiftyone/db/bin/mongod"
 PYMONGO_VERSION=4.10.1
@@ -132,10 +137,14 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,PROXIED://127.0.0.1:$KAFKA_PROXIED_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,PROXIED://127.0.0.1:$KAFKA_VIA_PROXY_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,PROXIED://127.0.0.1:$KAFKA_PROXIED_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,PROXIED://127.0.0.1:$KAFKA_VIA_PROXY_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$CACHE/kafka/tls/broker-keystore.pem
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA/kafka
 num.partitions=4
@@ -173,7 +182,32 @@ kafka_java() {
     "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"
 }
 
+# A CA and a broker certificate for 127.0.0.1 / localhost (PEM keystore: key, then chain).
+make_kafka_tls() {
+  local dir="$CACHE/kafka/tls"
+  [ -f "$dir/broker-keystore.pem" ] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 -subj "/CN=services-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext.cnf
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.crt -days 3650 \
+      -extfile ext.cnf 2>/dev/null
+    cat broker.key broker.crt ca.pem >broker-keystore.pem
+  ) || fail_with_log kafka "making the broker's TLS certificate failed"
+}
+
+# The SCRAM-SHA-512 user of the SASL_SSL listener (idempotent).
+ensure_scram_user() {
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$KAFKA_SCRAM_PASSWORD]" \
+    --entity-type users --entity-name "$KAFKA_SCRAM_USER" >>"$(log_of kafka)" 2>&1 \
+    || fail_with_log kafka "creating the SCRAM user failed"
+}
+
 start_kafka() {
+  make_kafka_tls
   write_kafka_config
   if [ ! -f "$DATA/kafka/meta.properties" ]; then
     mkdir -p "$DATA/kafka"
@@ -196,6 +230,7 @@ start_kafka() {
     [ $SECONDS -lt $deadline ] || fail_with_log kafka "the Kafka broker did not start within 90 s"
     sleep 0.3
   done
+  ensure_scram_user
 }
 
 start_service() {
@@ -240,6 +275,10 @@ export MONGO_TARGET_URI="mongodb://127.0.0.1:$MONGO_TARGET_PORT/?replicaSet=targ
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 export KAFKA_PROXIED_LISTENER="127.0.0.1:$KAFKA_PROXIED_PORT"
 export KAFKA_VIA_PROXY="127.0.0.1:$KAFKA_VIA_PROXY_PORT"
+export KAFKA_SASL_SSL_BOOTSTRAP="127.0.0.1:$KAFKA_SASL_SSL_PORT"
+export KAFKA_CA_FILE="$CACHE/kafka/tls/ca.pem"
+export KAFKA_SCRAM_USER="$KAFKA_SCRAM_USER"
+export KAFKA_SCRAM_PASSWORD="$KAFKA_SCRAM_PASSWORD"
 export SERVICES_SCRIPT="$ROOT/scripts/services.sh"
 EOF
 }

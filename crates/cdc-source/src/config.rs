@@ -53,14 +53,7 @@ pub enum Scope {
     Collections,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compat {
-    /// MongoDB 6.0 and later.
-    Mongodb,
-    /// Amazon DocumentDB: no pre-images, no `startAfter`.
-    Documentdb,
-}
+pub use service_kit::connect::Compat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,7 +105,7 @@ impl Default for CaptureConfig {
             include: String::new(),
             exclude: String::new(),
             pre_images: false,
-            compat: Compat::Mongodb,
+            compat: Compat::Auto,
             mode: envelope::Mode::Debezium,
             tombstones: true,
             batch_size: 1000,

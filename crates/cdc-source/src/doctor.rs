@@ -13,8 +13,9 @@ use crate::history;
 use crate::store::Store;
 
 /// Runs every check; the report says what blocks the service.
-pub async fn run(config: Config) -> Report {
+pub async fn run(mut config: Config) -> Report {
     let mut report = Report::default();
+    config.capture.compat = config.capture.compat.resolve(config.mongo.uri.expose());
     let client = doctor::mongo(&mut report, "source mongodb", &config.mongo).await;
     let topics = doctor::kafka(&mut report, &config.kafka).await;
 

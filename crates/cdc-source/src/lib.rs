@@ -59,13 +59,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 }
 
 /// Starts the service and returns once its HTTP port is bound.
-pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    config.capture.compat = config.capture.compat.resolve(config.mongo.uri.expose());
     let http_shutdown = CancellationToken::new();
     let shell = Shell::start("cdc_source", &config.http, http_shutdown.clone()).await?;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     let http_addr = shell.http_addr;
     let stop_timeout = Duration::from_millis(config.delivery.shutdown_timeout_ms);
-    let client = config.mongo.client("cdc-source").await.map_err(|e| Error::mongo("mongo.uri", e))?;
+    let client =
+        config.mongo.client_for("cdc-source", config.capture.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(checkpoint_age_ticker(metrics.clone()));

@@ -27,7 +27,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: CancellationToken) -> Result<(), Error> {
     health.declare(COMPONENT);
-    let client = config.mongo.client("cdc-source").await.map_err(|e| Error::mongo("mongo.uri", e))?;
+    let client =
+        config.mongo.client_for("cdc-source", config.capture.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let filter = NamespaceFilter::new(&config.capture).map_err(|e| Error::Fatal(e.to_string()))?;
     let mut force_snapshot = false;
     let mut backoff = Duration::from_millis(250);

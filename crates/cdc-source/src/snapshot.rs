@@ -115,7 +115,7 @@ impl Snapshot<'_> {
         if let Some(last) = &resume_after {
             match self.compat {
                 // min() is inclusive and, unlike $gt, not limited to one BSON type.
-                Compat::Mongodb => {
+                Compat::Mongodb | Compat::Auto => {
                     options.hint = Some(Hint::Keys(doc! {"_id": 1}));
                     options.min = Some(doc! {"_id": last.clone()});
                 }

@@ -11,6 +11,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{deserialize_string_map, serialize_redacted_map, SecretUri};
 
+/// What the services may ask of the MongoDB deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compat {
+    /// `documentdb` for Amazon DocumentDB endpoints (`*.docdb.amazonaws.com`), else `mongodb`.
+    #[default]
+    Auto,
+    /// MongoDB 6.0 and later.
+    Mongodb,
+    /// Amazon DocumentDB: no pre-images, no `startAfter`, no retryable writes, a reduced
+    /// change-stream pipeline and query surface.
+    Documentdb,
+}
+
+impl Compat {
+    /// Resolves `auto` from the connection string's hosts.
+    pub fn resolve(self, uri: &str) -> Compat {
+        match self {
+            Compat::Auto => {
+                let hosts = uri.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
+                let hosts = hosts.rsplit('@').next().unwrap_or(hosts).to_ascii_lowercase();
+                if hosts.contains(".docdb.amazonaws.com") || hosts.contains(".docdb-elastic.amazonaws.com") {
+                    Compat::Documentdb
+                } else {
+                    Compat::Mongodb
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// A MongoDB deployment (replica set, Amazon DocumentDB cluster).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,7 +63,16 @@ impl Default for MongoConnection {
 impl MongoConnection {
     /// A client for this deployment, named `app_name` in the server's logs and `currentOp`.
     pub async fn client(&self, app_name: &str) -> Result<mongodb::Client, mongodb::error::Error> {
+        self.client_for(app_name, Compat::Auto).await
+    }
+
+    /// A client that asks only what `compat` allows: on DocumentDB, no retryable writes (it has
+    /// none before 8.0.2; the services' writes are idempotent, so their own retries are safe).
+    pub async fn client_for(&self, app_name: &str, compat: Compat) -> Result<mongodb::Client, mongodb::error::Error> {
         let mut options = ClientOptions::parse(self.uri.expose()).await?;
+        if compat.resolve(self.uri.expose()) == Compat::Documentdb {
+            options.retry_writes = Some(false);
+        }
         options.app_name = Some(app_name.to_string());
         options.server_selection_timeout = Some(Duration::from_millis(self.server_selection_timeout_ms));
         mongodb::Client::with_options(options)
@@ -269,4 +310,19 @@ pub async fn create_topic(
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod compat_tests {
+    use super::Compat;
+
+    #[test]
+    fn auto_recognises_documentdb_endpoints() {
+        let docdb = "mongodb://u:p@inventory.cluster-abc.us-west-2.docdb.amazonaws.com:27017/?tls=true";
+        assert_eq!(Compat::Auto.resolve(docdb), Compat::Documentdb);
+        assert_eq!(Compat::Auto.resolve("mongodb://127.0.0.1:27017/?replicaSet=rs0"), Compat::Mongodb);
+        // A password that looks like a host does not count.
+        assert_eq!(Compat::Auto.resolve("mongodb://u:x.docdb.amazonaws.com@db.example:27017/"), Compat::Mongodb);
+        assert_eq!(Compat::Mongodb.resolve(docdb), Compat::Mongodb, "explicit wins");
+    }
 }

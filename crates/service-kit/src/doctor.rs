@@ -5,8 +5,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use bson::{doc, Document};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 
 use crate::connect::{KafkaConnection, MongoConnection};
 
@@ -122,9 +126,24 @@ pub fn explain_mongo(e: &mongodb::error::Error) -> String {
     format!("{text}{hint}")
 }
 
+/// Keeps the first error librdkafka reports (authentication and TLS failures arrive this way,
+/// while the request itself only times out).
+#[derive(Clone, Default)]
+struct FirstError(Arc<Mutex<Option<String>>>);
+
+impl ClientContext for FirstError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut first = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for FirstError {}
+
 /// Asks a broker for metadata. Returns the topics and their partition counts when usable.
 pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<Vec<(String, usize)>> {
-    let consumer: BaseConsumer = match connection.client_config().create() {
+    let first_error = FirstError::default();
+    let consumer: BaseConsumer<FirstError> = match connection.client_config().create_with_context(first_error.clone()) {
         Ok(c) => c,
         Err(e) => {
             report.fail("kafka", format!("{}: bad client settings: {e}", connection.bootstrap_servers));
@@ -133,7 +152,7 @@ pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<
     };
     let bootstrap = connection.bootstrap_servers.clone();
     let result = tokio::task::spawn_blocking(move || {
-        consumer.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
+        let answer = consumer.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
             let topics: Vec<(String, usize)> = m
                 .topics()
                 .iter()
@@ -141,7 +160,14 @@ pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<
                 .map(|t| (t.name().to_string(), t.partitions().len()))
                 .collect();
             (m.brokers().len(), topics)
-        })
+        });
+        if answer.is_err() {
+            // Error events (authentication, TLS) reach the context only when the queue is served.
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        }
+        answer
     })
     .await;
     match result {
@@ -150,9 +176,11 @@ pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<
             Some(topics)
         }
         Ok(Err(e)) => {
+            let cause = first_error.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let cause = cause.map(|c| format!(" ({c})")).unwrap_or_default();
             report.fail(
                 "kafka",
-                format!("{bootstrap}: {e} (brokers, security.protocol, SASL credentials, ssl.ca.location)"),
+                format!("{bootstrap}: {e}{cause}; check brokers, security.protocol, SASL credentials, ssl.ca.location"),
             );
             None
         }

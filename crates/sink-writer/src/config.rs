@@ -99,6 +99,9 @@ pub struct ApplyConfig {
     pub max_backoff_ms: u64,
     /// How long a stop or a revoke waits for in-flight writes, in ms.
     pub drain_timeout_ms: u64,
+    /// `auto` (DocumentDB endpoints recognised by host name), `mongodb` or `documentdb`
+    /// (no retryable writes).
+    pub compat: service_kit::connect::Compat,
 }
 
 impl Default for ApplyConfig {
@@ -114,6 +117,7 @@ impl Default for ApplyConfig {
             metadata_database: "__sink_writer".to_string(),
             max_backoff_ms: 10_000,
             drain_timeout_ms: 15_000,
+            compat: service_kit::connect::Compat::Auto,
         }
     }
 }

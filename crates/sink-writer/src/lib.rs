@@ -55,7 +55,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let http_shutdown = CancellationToken::new();
     let shell = Shell::start("sink_writer", &config.http, http_shutdown.clone()).await?;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
-    let client = config.mongo.client("sink-writer").await.map_err(|e| Error::mongo("mongo.uri", e))?;
+    let client =
+        config.mongo.client_for("sink-writer", config.apply.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let mapper =
         mapping::Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
     let shared = Arc::new(partition::Shared {

@@ -16,6 +16,17 @@ pub struct Services {
     pub kafka_bootstrap: String,
     /// `scripts/services.sh`, for tests that stop and start a server.
     pub services_script: PathBuf,
+    /// The broker's SASL_SSL listener (SCRAM-SHA-512 over TLS) and what a client needs for it.
+    pub kafka_sasl_ssl: SaslSsl,
+}
+
+/// The SASL_SSL listener of the test broker.
+#[derive(Debug, Clone)]
+pub struct SaslSsl {
+    pub bootstrap: String,
+    pub ca_file: String,
+    pub user: String,
+    pub password: String,
 }
 
 /// The workspace root (two levels above a crate's manifest directory).
@@ -44,6 +55,12 @@ pub fn services() -> Services {
         mongo_target_uri: lookup("MONGO_TARGET_URI"),
         kafka_bootstrap: lookup("KAFKA_BOOTSTRAP"),
         services_script: workspace_root().join("scripts/services.sh"),
+        kafka_sasl_ssl: SaslSsl {
+            bootstrap: lookup("KAFKA_SASL_SSL_BOOTSTRAP"),
+            ca_file: lookup("KAFKA_CA_FILE"),
+            user: lookup("KAFKA_SCRAM_USER"),
+            password: lookup("KAFKA_SCRAM_PASSWORD"),
+        },
     }
 }
 

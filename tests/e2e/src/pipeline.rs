@@ -80,6 +80,16 @@ impl Pipeline {
         sink_config.consume.dead_letter_topic = format!("{name}-dlq");
         sink_config.consume.commit_interval_ms = 200;
         sink_config.apply.metadata_database = format!("{name}_meta");
+        // E2E_COMPAT=documentdb runs the suite in the DocumentDB profile (make test does both).
+        if let Ok(compat) = std::env::var("E2E_COMPAT") {
+            let compat = match compat.as_str() {
+                "documentdb" => service_kit::connect::Compat::Documentdb,
+                "mongodb" => service_kit::connect::Compat::Mongodb,
+                other => panic!("E2E_COMPAT={other}: expected documentdb or mongodb"),
+            };
+            source_config.capture.compat = compat;
+            sink_config.apply.compat = compat;
+        }
         let source = test_support::mongo(&servers.mongo_source_uri).await;
         let target = test_support::mongo(&servers.mongo_target_uri).await;
         Self { name, source, target, source_config, sink_config }
