@@ -12,9 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 scripts/tools.sh hadolint kubernetes-validate promtool helm
-HADOLINT=$ROOT/.cache/pytools/bin/hadolint
+HADOLINT=$ROOT/.cache/pytools/hadolint/bin/hadolint
 HELM=$ROOT/.cache/bin/helm
-kubernetes_validate() { PYTHONPATH=$ROOT/.cache/pytools python3 "$ROOT/.cache/pytools/bin/kubernetes-validate" "$@"; }
+KV=$ROOT/.cache/pytools/kubernetes-validate
+kubernetes_validate() { PYTHONPATH=$KV python3 "$KV/bin/kubernetes-validate" "$@"; }
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "check-deploy: $*" >&2; exit 1; }
@@ -31,7 +32,7 @@ for values in values-source-region.yaml values-target-region.yaml; do
   "$HELM" template replicator "$CHART" -f "$CHART/$values" --namespace replication >"$out"
   kubernetes_validate --strict --quiet "$out" || fail "rendered $values does not validate"
   # The configuration each ConfigMap carries must be one the binary accepts.
-  PYTHONPATH=$ROOT/.cache/pytools python3 - "$out" "$WORK" <<'EOF' || fail "cannot read ConfigMaps of $values"
+  PYTHONPATH=$KV python3 - "$out" "$WORK" <<'EOF' || fail "cannot read ConfigMaps of $values"
 import sys, yaml
 for doc in yaml.safe_load_all(open(sys.argv[1])):
     if doc and doc.get("kind") == "ConfigMap":

