@@ -23,6 +23,7 @@ pub mod connect;
 pub mod doctor;
 pub mod health;
 pub mod http;
+pub mod msk_iam;
 pub mod probe;
 pub mod shell;
 pub mod shutdown;
