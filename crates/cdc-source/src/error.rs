@@ -25,13 +25,21 @@ pub enum Error {
     HistoryLost(String),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The broker fenced our transactional producer: our transaction outlived
+    /// `transaction.timeout.ms` (a long pause), or another instance with the same
+    /// `capture.name` started. Restarting (a new producer fences the other) is right in the
+    /// first case; the pipeline gives up when it keeps happening.
+    #[error(
+        "kafka ({0}): fenced: the transaction timed out, or another cdc-source with the same capture.name started"
+    )]
+    Fenced(String),
 }
 
 impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Mongo { retriable, .. } | Error::Kafka { retriable, .. } => *retriable,
-            Error::Checkpoint(_) => true,
+            Error::Checkpoint(_) | Error::Fenced(_) => true,
             Error::Fatal(_) | Error::Http(_) | Error::HistoryLost(_) => false,
         }
     }
@@ -45,6 +53,7 @@ impl Error {
             Error::Kafka { .. } => "kafka",
             Error::HistoryLost(_) => "history_lost",
             Error::Checkpoint(_) => "checkpoint",
+            Error::Fenced(_) => "fenced",
         }
     }
 
@@ -60,6 +69,9 @@ impl Error {
     }
 
     pub fn kafka(context: &str, e: KafkaError) -> Self {
+        if matches!(&e, KafkaError::Transaction(t) if t.code() == rdkafka::types::RDKafkaErrorCode::Fenced) {
+            return Error::Fenced(context.to_string());
+        }
         let too_large = matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge));
         let retriable = kafka_is_transient(&e);
         let reason = match &e {
@@ -67,9 +79,6 @@ impl Error {
                 "{e}: an event is larger than the broker or producer accepts; raise the topic's max.message.bytes \
                  and delivery.max_message_bytes"
             ),
-            KafkaError::Transaction(t) if t.code() == rdkafka::types::RDKafkaErrorCode::Fenced => {
-                format!("{e}: another cdc-source with the same capture.name took over")
-            }
             _ => e.to_string(),
         };
         Error::Kafka { context: context.to_string(), retriable, reason }

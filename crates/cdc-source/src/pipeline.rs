@@ -24,6 +24,9 @@ use crate::snapshot::Snapshot;
 pub const COMPONENT: &str = "pipeline";
 /// A run that lasted this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// Fenced this often within [`FENCE_WINDOW`]: another instance with our capture.name runs.
+const FENCES_TO_GIVE_UP: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(600);
 
 pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: CancellationToken) -> Result<(), Error> {
     health.declare(COMPONENT);
@@ -32,6 +35,7 @@ pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: Can
     let filter = NamespaceFilter::new(&config.capture).map_err(|e| Error::Fatal(e.to_string()))?;
     let mut force_snapshot = false;
     let mut backoff = Duration::from_millis(250);
+    let mut fences: Vec<Instant> = Vec::new();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -61,6 +65,19 @@ pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: Can
         health.set_not_ready(COMPONENT, format!("restarting after: {error}"));
         if !error.is_retriable() {
             return Err(error);
+        }
+        if let Error::Fenced(_) = &error {
+            fences.retain(|at| at.elapsed() < FENCE_WINDOW);
+            fences.push(Instant::now());
+            if fences.len() >= FENCES_TO_GIVE_UP {
+                return Err(Error::Fatal(format!(
+                    "fenced {} times within {} minutes: another cdc-source with capture.name '{}' is running; \
+                     stop one of them",
+                    fences.len(),
+                    FENCE_WINDOW.as_secs() / 60,
+                    config.capture.name
+                )));
+            }
         }
         metrics.restarts.with_label_values(&[error.kind()]).inc();
         if started.elapsed() > HEALTHY_RUN {

@@ -192,3 +192,26 @@ async fn initial_only_copies_then_stays_idle() {
     assert_eq!(h.records("docs", 50).await.len(), 50, "no streaming, no second copy");
     second.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn a_fenced_instance_restarts_and_two_live_instances_end_with_one() {
+    let h = Harness::new("fence").await;
+    let first = h.start().await;
+    h.collection("docs").insert_many((0..10).map(|i| doc! {"_id": i})).await.expect("insert");
+    // The second instance's producer fences the first's; a fenced instance restarts with a new
+    // producer (right after a pause past the transaction timeout) and fences the other in turn,
+    // until one of them has been fenced three times and gives up with a clear error.
+    let second = h.start().await;
+    let (a, b) = (first.addr, second.addr);
+    eventually("one instance gives up", Duration::from_secs(90), || async {
+        let up = |addr| async move { test_support::http_get(addr, "/health/livez").await.is_ok() };
+        (!up(a).await || !up(b).await).then_some(())
+    })
+    .await;
+    let results = [first.stop().await, second.stop().await];
+    let gave_up: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
+    assert_eq!(gave_up.len(), 1, "{results:?}");
+    assert!(gave_up[0].contains("another cdc-source with capture.name"), "{}", gave_up[0]);
+    // Exactly once all the same: each insert is in the topic once.
+    assert_eq!(h.records("docs", 10).await.len(), 10);
+}
