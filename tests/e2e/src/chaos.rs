@@ -249,35 +249,27 @@ pub async fn run(settings: Settings) -> Report {
         faults.push((started.elapsed(), fault));
         eprintln!("chaos: {:>6.1} s  {fault}", started.elapsed().as_secs_f64());
         match fault {
-            Fault::KillSource => {
-                source.kill9();
+            Fault::KillSource | Fault::KillSink => {
+                let proc = if fault == Fault::KillSource { &mut source } else { &mut sink };
+                proc.kill9();
                 tokio::time::sleep(rng.millis(500, 3000)).await;
-                source.start();
+                proc.start();
             }
-            Fault::KillSink => {
-                sink.kill9();
-                tokio::time::sleep(rng.millis(500, 3000)).await;
-                sink.start();
-            }
-            Fault::KillKafka => {
+            Fault::KillKafka | Fault::KillTargetMongo => {
+                let server = if fault == Fault::KillKafka { "kafka" } else { "mongo-target" };
                 let servers = servers.clone();
-                tokio::task::spawn_blocking(move || kill_and_restart_server(&servers, "kafka")).await.expect("kafka");
+                tokio::task::spawn_blocking(move || kill_and_restart_server(&servers, server)).await.expect(server);
             }
-            Fault::KillTargetMongo => {
-                let servers = servers.clone();
-                tokio::task::spawn_blocking(move || kill_and_restart_server(&servers, "mongo-target"))
-                    .await
-                    .expect("mongod");
-            }
-            Fault::PauseSource => {
-                source.pause();
-                tokio::time::sleep(rng.millis(11_000, 13_000)).await;
-                source.resume();
-            }
-            Fault::PauseSink => {
-                sink.pause();
-                tokio::time::sleep(rng.millis(8_000, 10_000)).await;
-                sink.resume();
+            Fault::PauseSource | Fault::PauseSink => {
+                // Past the source's 10 s transaction timeout, or the sink's 6 s session timeout.
+                let (proc, pause) = if fault == Fault::PauseSource {
+                    (&source, rng.millis(11_000, 13_000))
+                } else {
+                    (&sink, rng.millis(8_000, 10_000))
+                };
+                proc.pause();
+                tokio::time::sleep(pause).await;
+                proc.resume();
             }
             Fault::CutSourceLink | Fault::CutTargetLink => {
                 let proxy = if fault == Fault::CutSourceLink { "source" } else { "target" };

@@ -51,3 +51,12 @@ pub async fn terminate(child: &Child) {
     let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await.expect("kill runs");
     assert!(status.success(), "kill -TERM {pid} failed");
 }
+
+/// Runs `<service> doctor` with `env` (keys without the service's prefix, e.g. `MONGO__URI`) on
+/// top of an empty environment: whether it found no blocker, and everything it printed.
+pub async fn doctor(service: &str, env: &[(&str, String)]) -> (bool, String) {
+    let prefix = if service == "cdc-source" { "CDC_SOURCE" } else { "SINK_WRITER" };
+    let env: HashMap<String, String> = env.iter().map(|(k, v)| (format!("{prefix}__{k}"), v.clone())).collect();
+    let out = Command::new(binary(service)).arg("doctor").env_clear().envs(&env).output().await.expect("doctor runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}

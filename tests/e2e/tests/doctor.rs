@@ -1,25 +1,11 @@
 //! `doctor` of both services against real servers: a healthy setup reports no blockers; a
 //! standalone mongod (no change streams) and an unreachable broker are blockers, named clearly.
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{binary, free_addr};
+use e2e::{doctor, free_addr};
 use test_support::{services, unique, workspace_root};
-
-async fn doctor(service: &str, env: &[(&str, String)]) -> (bool, String) {
-    let prefix = if service == "cdc-source" { "CDC_SOURCE" } else { "SINK_WRITER" };
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (format!("{prefix}__{k}"), v.clone())).collect();
-    let out = tokio::process::Command::new(binary(service))
-        .arg("doctor")
-        .env_clear()
-        .envs(&env)
-        .output()
-        .await
-        .expect("doctor runs");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
 
 #[tokio::test]
 async fn a_healthy_setup_has_no_blockers() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bson::doc;
-use e2e::binary;
+use e2e::doctor;
 use e2e::pipeline::Pipeline;
 use test_support::services;
 
@@ -42,21 +42,15 @@ async fn the_pipeline_runs_over_sasl_ssl_with_scram_sha_512() {
 async fn a_wrong_scram_password_is_a_clear_blocker_that_never_shows_the_password() {
     let servers = services();
     let wrong = "Not-the-scram-password-42";
-    let mut env: Vec<(String, String)> = secure_options(wrong)
+    let options: Vec<(String, String)> = secure_options(wrong)
         .into_iter()
-        .map(|(k, v)| (format!("SINK_WRITER__KAFKA__OPTIONS__{}", k.replace('.', "_").to_uppercase()), v))
+        .map(|(k, v)| (format!("KAFKA__OPTIONS__{}", k.replace('.', "_").to_uppercase()), v))
         .collect();
-    env.push(("SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS".into(), servers.kafka_sasl_ssl.bootstrap.clone()));
-    env.push(("SINK_WRITER__MONGO__URI".into(), servers.mongo_target_uri.clone()));
-    let out = tokio::process::Command::new(binary("sink-writer"))
-        .arg("doctor")
-        .env_clear()
-        .envs(env)
-        .output()
-        .await
-        .expect("doctor runs");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "{report}");
+    let mut env: Vec<(&str, String)> = options.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    env.push(("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_sasl_ssl.bootstrap.clone()));
+    env.push(("MONGO__URI", servers.mongo_target_uri.clone()));
+    let (ok, report) = doctor("sink-writer", &env).await;
+    assert!(!ok, "{report}");
     assert!(report.contains("FAIL  kafka"), "{report}");
     assert!(report.to_lowercase().contains("authentication"), "the reason names authentication: {report}");
     assert!(!report.contains(wrong), "the password leaked: {report}");

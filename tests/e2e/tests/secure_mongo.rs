@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bson::doc;
 use e2e::pipeline::{compare_databases, Pipeline};
-use e2e::{binary, free_addr};
+use e2e::{doctor, free_addr};
 use service_kit::config::SecretUri;
 use test_support::{unique, workspace_root};
 
@@ -214,32 +214,30 @@ async fn a_wrong_password_is_a_clear_blocker_that_never_shows_the_password() {
     let mongo = SecureMongo::start().await;
     let wrong = "Wr0ng-password-here";
     let servers = test_support::services();
-    let out = tokio::process::Command::new(binary("sink-writer"))
-        .arg("doctor")
-        .env_clear()
-        .env("SINK_WRITER__MONGO__URI", mongo.uri("replicator", wrong, ""))
-        .env("SINK_WRITER__MONGO__SERVER_SELECTION_TIMEOUT_MS", "5000")
-        .env("SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS", &servers.kafka_bootstrap)
-        .output()
-        .await
-        .expect("doctor runs");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "{report}");
+    let (ok, report) = doctor(
+        "sink-writer",
+        &[
+            ("MONGO__URI", mongo.uri("replicator", wrong, "")),
+            ("MONGO__SERVER_SELECTION_TIMEOUT_MS", "5000".into()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+        ],
+    )
+    .await;
+    assert!(!ok, "{report}");
     assert!(report.contains("FAIL  target mongodb") && report.contains("Authentication failed"), "{report}");
     assert!(report.contains("check the user, password"), "{report}");
     assert!(!report.contains(wrong), "the password leaked: {report}");
     // Without the CA the server's certificate is refused, also clearly.
     let no_ca = format!("mongodb://replicator:{PASSWORD}@127.0.0.1:{}/?replicaSet=secure&tls=true", mongo.port);
-    let out = tokio::process::Command::new(binary("cdc-source"))
-        .arg("doctor")
-        .env_clear()
-        .env("CDC_SOURCE__MONGO__URI", no_ca)
-        .env("CDC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS", "3000")
-        .env("CDC_SOURCE__KAFKA__BOOTSTRAP_SERVERS", &servers.kafka_bootstrap)
-        .output()
-        .await
-        .expect("doctor runs");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success() && report.contains("FAIL  source mongodb"), "{report}");
+    let (ok, report) = doctor(
+        "cdc-source",
+        &[
+            ("MONGO__URI", no_ca),
+            ("MONGO__SERVER_SELECTION_TIMEOUT_MS", "3000".into()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+        ],
+    )
+    .await;
+    assert!(!ok && report.contains("FAIL  source mongodb"), "{report}");
     assert!(!report.contains(PASSWORD), "the password leaked: {report}");
 }
