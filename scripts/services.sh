@@ -32,6 +32,13 @@ KAFKA_VIA_PROXY_PORT=${KAFKA_VIA_PROXY_PORT:-19095}
 KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-19096}
 KAFKA_SCRAM_USER=replicator
 KAFKA_SCRAM_PASSWORD=replicator-scram-secret
+# The same listener accepts SASL OAUTHBEARER with MSK IAM tokens, checked by
+# scripts/kafka/MskIamTokenValidator.java (SigV4, expiry, session ends when the token does)
+# against these test credentials.
+KAFKA_IAM_REGION=us-east-1
+KAFKA_IAM_ACCESS_KEY_ID=ASIAREPLICATORTEST01
+KAFKA_IAM_SECRET_ACCESS_KEY=replicator/iam+test-secret-key
+KAFKA_IAM_SESSION_TOKEN=replicator-iam-session-token
 KAFKA_HEAP=${KAFKA_HEAP:-768m}
 MONGOD="$CACHE/mongodb/fiftyone/db/bin/mongod"
 PYMONGO_VERSION=4.10.1
@@ -70,7 +77,7 @@ install_mongod() {
 }
 
 install_kafka() {
-  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
   command -v mvn >/dev/null || apt_install maven
   local stamp="$CACHE/kafka/.resolved-$(sha256sum "$ROOT/scripts/kafka/pom.xml" | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
@@ -79,6 +86,15 @@ install_kafka() {
     mvn -q -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
     touch "$stamp"
+  fi
+  local source="$ROOT/scripts/kafka/MskIamTokenValidator.java"
+  local plugin_stamp="$CACHE/kafka/plugins/.built-$(sha256sum "$source" | cut -c1-16)"
+  if [ ! -f "$plugin_stamp" ]; then
+    say "compiling the test broker's MSK IAM token validator into .cache/kafka/plugins"
+    rm -rf "$CACHE/kafka/plugins"
+    mkdir -p "$CACHE/kafka/plugins"
+    javac -nowarn -cp "$KAFKA_LIBS/*" -d "$CACHE/kafka/plugins" "$source" || die "compiling $source failed"
+    touch "$plugin_stamp"
   fi
 }
 
@@ -131,9 +147,10 @@ start_mongo() {
     || fail_with_log "$name" "replica set $set on port $port did not become primary"
 }
 
+# Writes server.properties (or the file named by $1).
 write_kafka_config() {
   local dir="$CACHE/kafka"
-  cat >"$dir/server.properties" <<EOF
+  cat >"${1:-$dir/server.properties}" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
@@ -141,8 +158,11 @@ listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTRO
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,PROXIED://127.0.0.1:$KAFKA_VIA_PROXY_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT,SASL_SSL:SASL_SSL
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker" accessKeyId="$KAFKA_IAM_ACCESS_KEY_ID" secretAccessKey="$KAFKA_IAM_SECRET_ACCESS_KEY" region="$KAFKA_IAM_REGION" sessionToken="$KAFKA_IAM_SESSION_TOKEN";
+listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class=local.replicator.MskIamTokenValidator
+listener.name.sasl_ssl.oauthbearer.connections.max.reauth.ms=3600000
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$CACHE/kafka/tls/broker-keystore.pem
 inter.broker.listener.name=PLAINTEXT
@@ -221,7 +241,7 @@ start_kafka() {
   : >"$(log_of kafka)"
   # setsid: the broker outlives the shell that started it (make, CI steps) and its signals.
   setsid java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
-    "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" \
+    "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*:$CACHE/kafka/plugins" \
     kafka.Kafka "$CACHE/kafka/server.properties" >>"$(log_of kafka)" 2>&1 </dev/null &
   echo $! >"$RUN/kafka.pid"
   local deadline=$((SECONDS + 90))
@@ -235,6 +255,15 @@ start_kafka() {
 
 start_service() {
   local name=$1 pid
+  if [ "$name" = kafka ] && pid=$(pid_of kafka); then
+    # A broker started by an older version of this script lacks listeners the tests need.
+    write_kafka_config "$CACHE/kafka/server.properties.next"
+    if ! cmp -s "$CACHE/kafka/server.properties.next" "$CACHE/kafka/server.properties"; then
+      say "kafka runs with an older configuration: restarting it"
+      stop_service kafka
+    fi
+    rm -f "$CACHE/kafka/server.properties.next"
+  fi
   if pid=$(pid_of "$name"); then
     say "$name already running (pid $pid, port $(port_of "$name"))"
     return 0
@@ -279,6 +308,10 @@ export KAFKA_SASL_SSL_BOOTSTRAP="127.0.0.1:$KAFKA_SASL_SSL_PORT"
 export KAFKA_CA_FILE="$CACHE/kafka/tls/ca.pem"
 export KAFKA_SCRAM_USER="$KAFKA_SCRAM_USER"
 export KAFKA_SCRAM_PASSWORD="$KAFKA_SCRAM_PASSWORD"
+export KAFKA_IAM_REGION="$KAFKA_IAM_REGION"
+export KAFKA_IAM_ACCESS_KEY_ID="$KAFKA_IAM_ACCESS_KEY_ID"
+export KAFKA_IAM_SECRET_ACCESS_KEY="$KAFKA_IAM_SECRET_ACCESS_KEY"
+export KAFKA_IAM_SESSION_TOKEN="$KAFKA_IAM_SESSION_TOKEN"
 export SERVICES_SCRIPT="$ROOT/scripts/services.sh"
 EOF
 }

@@ -56,7 +56,7 @@ async fn load_checkpoint(report: &mut Report, config: &Config) -> Option<Checkpo
         CheckpointStore::Kafka => Store::Kafka {
             topic: config.checkpoint_topic(),
             key: config.capture.name.clone(),
-            client: config.kafka.client_config(),
+            kafka: config.kafka.clone(),
         },
         CheckpointStore::File => Store::File { path: PathBuf::from(&config.delivery.checkpoint_file) },
     };

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use envelope::{encode_control, ControlEvent};
 use std::time::Duration;
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
+
+use service_kit::kafka_auth::AuthContext;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{CheckpointStore, Config, Guarantee};
@@ -27,7 +27,7 @@ use crate::topics::Topics;
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Producer {
-    producer: FutureProducer,
+    producer: FutureProducer<AuthContext>,
     guarantee: Guarantee,
     topics: Topics,
     checkpoint: CheckpointTarget,
@@ -66,7 +66,9 @@ impl Producer {
         }
         let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let client_config = config.kafka.client_config_with(&defaults);
-        let producer: FutureProducer = client_config.create().map_err(|e| Error::kafka("create producer", e))?;
+        let producer: FutureProducer<AuthContext> = client_config
+            .create_with_context(config.kafka.context())
+            .map_err(|e| Error::kafka("create producer", e))?;
         if delivery.guarantee == Guarantee::ExactlyOnce {
             let init = producer.clone();
             tokio::task::spawn_blocking(move || init.init_transactions(TRANSACTION_TIMEOUT))
@@ -74,8 +76,7 @@ impl Producer {
                 .map_err(|e| Error::Fatal(format!("init transactions task: {e}")))?
                 .map_err(|e| Error::kafka("init transactions", e))?;
         }
-        let admin: AdminClient<DefaultClientContext> =
-            config.kafka.client_config().create().map_err(|e| Error::kafka("create admin client", e))?;
+        let admin = config.kafka.admin().map_err(|e| Error::kafka("create admin client", e))?;
         let mut topics =
             Topics::new(admin, producer.clone(), config.topics.partitions, config.topics.replication_factor);
         let checkpoint = match delivery.checkpoint_store {
@@ -94,7 +95,7 @@ impl Producer {
     pub fn store(&self, config: &Config) -> Store {
         match &self.checkpoint {
             CheckpointTarget::Topic { topic, key } => {
-                Store::Kafka { topic: topic.clone(), key: key.clone(), client: config.kafka.client_config() }
+                Store::Kafka { topic: topic.clone(), key: key.clone(), kafka: config.kafka.clone() }
             }
             CheckpointTarget::File(path) => Store::File { path: path.clone() },
         }

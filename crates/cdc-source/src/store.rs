@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use service_kit::connect::KafkaConnection;
+use service_kit::kafka_auth::{self, AuthContext, TokenSource};
 
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::error::Error;
@@ -17,7 +19,7 @@ pub const CHECKPOINT_TOPIC_CONFIG: [(&str, &str); 2] =
     [("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000")];
 
 pub enum Store {
-    Kafka { topic: String, key: String, client: ClientConfig },
+    Kafka { topic: String, key: String, kafka: KafkaConnection },
     File { path: PathBuf },
 }
 
@@ -30,9 +32,9 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(Error::Fatal(format!("cannot read checkpoint file {}: {e}", path.display()))),
             },
-            Store::Kafka { topic, key, client } => {
-                let (topic, key, client) = (topic.clone(), key.clone(), client.clone());
-                tokio::task::spawn_blocking(move || read_last_value(&client, &topic, &key))
+            Store::Kafka { topic, key, kafka } => {
+                let (topic, key, kafka) = (topic.clone(), key.clone(), kafka.clone());
+                tokio::task::spawn_blocking(move || read_last_value(&kafka, &topic, &key))
                     .await
                     .map_err(|e| Error::Checkpoint(format!("reader task: {e}")))??
             }
@@ -59,9 +61,15 @@ impl Store {
 }
 
 /// Reaching the end of a partition is how the reader knows it is done, not an error to log.
-struct QuietEof;
+struct QuietEof(Option<TokenSource>);
 
 impl rdkafka::ClientContext for QuietEof {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        AuthContext::generate(&self.0)
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
             tracing::warn!(%error, reason, "checkpoint reader");
@@ -73,9 +81,9 @@ impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
 /// Reads every partition of `topic` from the start to its end and returns the last value
 /// stored under `key` (null values delete).
-fn read_last_value(client: &ClientConfig, topic: &str, key: &str) -> Result<Option<String>, Error> {
+fn read_last_value(connection: &KafkaConnection, topic: &str, key: &str) -> Result<Option<String>, Error> {
     let kafka = |context: &str, e: KafkaError| Error::kafka(context, e);
-    let mut config = client.clone();
+    let mut config = connection.client_config();
     config
         .set("group.id", "cdc-source-checkpoint-reader")
         .set("enable.auto.commit", "false")
@@ -83,7 +91,8 @@ fn read_last_value(client: &ClientConfig, topic: &str, key: &str) -> Result<Opti
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer<QuietEof> =
-        config.create_with_context(QuietEof).map_err(|e| kafka("checkpoint reader", e))?;
+        config.create_with_context(QuietEof(connection.token_source())).map_err(|e| kafka("checkpoint reader", e))?;
+    kafka_auth::serve_events(&consumer);
     let metadata =
         consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| kafka("checkpoint metadata", e))?;
     let partitions: Vec<i32> = metadata

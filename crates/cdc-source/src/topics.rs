@@ -4,18 +4,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, Producer};
 use service_kit::connect::{create_topic, CreateTopicError};
+use service_kit::kafka_auth::{Admin, AuthContext};
 
 use crate::error::Error;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Topics {
-    admin: AdminClient<DefaultClientContext>,
-    producer: FutureProducer,
+    admin: Admin,
+    producer: FutureProducer<AuthContext>,
     partitions: i32,
     replication_factor: i32,
     /// Topics known to exist, with their partition counts.
@@ -23,12 +22,7 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(
-        admin: AdminClient<DefaultClientContext>,
-        producer: FutureProducer,
-        partitions: i32,
-        replication_factor: i32,
-    ) -> Self {
+    pub fn new(admin: Admin, producer: FutureProducer<AuthContext>, partitions: i32, replication_factor: i32) -> Self {
         Self { admin, producer, partitions, replication_factor, known: HashMap::new() }
     }
 

@@ -10,6 +10,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{deserialize_string_map, serialize_redacted_map, SecretUri};
+use crate::kafka_auth::{self, AuthContext, KafkaAuth, TokenSource};
 
 /// What the services may ask of the MongoDB deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,15 +110,56 @@ pub struct KafkaConnection {
     /// `…__KAFKA__OPTIONS__SASL_PASSWORD`. Credential-like values are redacted when printed.
     #[serde(serialize_with = "serialize_redacted_map", deserialize_with = "deserialize_string_map")]
     pub options: BTreeMap<String, String>,
+    /// `options` (default: SCRAM, TLS or plaintext as the options say) or `aws_msk_iam`.
+    pub auth: KafkaAuth,
+    /// The region MSK IAM tokens are signed for; empty: `AWS_REGION`, `AWS_DEFAULT_REGION`, or
+    /// the region in an MSK bootstrap host name.
+    pub aws_region: String,
+    /// How long an MSK IAM token is valid (at most 900 s, MSK's own clients' value); librdkafka
+    /// asks for a new one at 80% of it.
+    pub iam_token_lifetime_seconds: u64,
 }
 
 impl Default for KafkaConnection {
     fn default() -> Self {
-        Self { bootstrap_servers: "127.0.0.1:9092".to_string(), options: BTreeMap::new() }
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".to_string(),
+            options: BTreeMap::new(),
+            auth: KafkaAuth::Options,
+            aws_region: String::new(),
+            iam_token_lifetime_seconds: crate::msk_iam::TOKEN_LIFETIME.as_secs(),
+        }
     }
 }
 
 impl KafkaConnection {
+    /// Where MSK IAM tokens come from; `None` unless `auth = "aws_msk_iam"`.
+    pub fn token_source(&self) -> Option<TokenSource> {
+        (self.auth == KafkaAuth::AwsMskIam).then(|| TokenSource {
+            region: self.region().unwrap_or_default(),
+            lifetime: Duration::from_secs(self.iam_token_lifetime_seconds),
+        })
+    }
+
+    /// The context for a client that needs nothing but authentication.
+    pub fn context(&self) -> AuthContext {
+        AuthContext(self.token_source())
+    }
+
+    /// An admin client that stays authenticated.
+    pub fn admin(&self) -> rdkafka::error::KafkaResult<kafka_auth::Admin> {
+        kafka_auth::Admin::new(&self.client_config(), self.token_source())
+    }
+
+    fn region(&self) -> Option<String> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Some(self.aws_region.clone())
+            .filter(|r| !r.is_empty())
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or_else(|| kafka_auth::region_of_bootstrap(&self.bootstrap_servers))
+    }
+
     /// librdkafka configuration: bootstrap servers, then the pass-through options.
     pub fn client_config(&self) -> ClientConfig {
         self.client_config_with(&[])
@@ -131,6 +173,9 @@ impl KafkaConnection {
             config.set(*key, *value);
         }
         config.set("bootstrap.servers", &self.bootstrap_servers);
+        if self.auth == KafkaAuth::AwsMskIam {
+            config.set("security.protocol", "SASL_SSL").set("sasl.mechanism", "OAUTHBEARER");
+        }
         for (key, value) in &self.options {
             config.set(key.replace('_', "."), value);
         }
@@ -144,18 +189,47 @@ impl KafkaConnection {
         if self.options.contains_key("bootstrap.servers") {
             problems.push(format!("{section}.options must not set bootstrap.servers: use {section}.bootstrap_servers"));
         }
+        if self.auth == KafkaAuth::AwsMskIam {
+            if self.region().is_none() {
+                problems.push(format!(
+                    "{section}.auth = aws_msk_iam needs a region: set {section}.aws_region or AWS_REGION"
+                ));
+            }
+            let mechanism = self.options.get("sasl.mechanism").or_else(|| self.options.get("sasl_mechanism"));
+            if mechanism.is_some_and(|m| m != "OAUTHBEARER") {
+                problems.push(format!(
+                    "{section}.auth = aws_msk_iam uses SASL OAUTHBEARER: remove sasl.mechanism from {section}.options"
+                ));
+            }
+        }
+        if !(10..=900).contains(&self.iam_token_lifetime_seconds) {
+            problems.push(format!("{section}.iam_token_lifetime_seconds must be between 10 and 900"));
+        }
     }
 }
 
 /// A Kafka client used only to ask for cluster metadata.
 pub struct KafkaProbe {
-    consumer: std::sync::Arc<BaseConsumer>,
+    consumer: std::sync::Arc<BaseConsumer<AuthContext>>,
 }
 
 impl KafkaProbe {
+    /// The client, and a thread serving its main queue while it lives: token renewals, errors
+    /// and logs arrive there, and a probe asked every few seconds would serve them too late.
     pub fn new(connection: &KafkaConnection) -> Result<Self, String> {
-        let consumer: BaseConsumer = connection.client_config().create().map_err(|e| e.to_string())?;
-        Ok(Self { consumer: std::sync::Arc::new(consumer) })
+        let consumer: BaseConsumer<AuthContext> =
+            connection.client_config().create_with_context(connection.context()).map_err(|e| e.to_string())?;
+        let consumer = std::sync::Arc::new(consumer);
+        let weak = std::sync::Arc::downgrade(&consumer);
+        std::thread::Builder::new()
+            .name("kafka-probe-events".into())
+            .spawn(move || {
+                while let Some(consumer) = weak.upgrade() {
+                    let _ = consumer.poll(Duration::from_millis(200));
+                }
+            })
+            .map_err(|e| format!("probe thread: {e}"))?;
+        Ok(Self { consumer })
     }
 
     /// Answers whether a broker returns metadata within `timeout`.
@@ -287,8 +361,8 @@ impl std::fmt::Display for CreateTopicError {
 }
 
 /// Creates `topic` unless it exists; `Ok(true)` when this call created it.
-pub async fn create_topic(
-    admin: &rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+pub async fn create_topic<C: rdkafka::ClientContext>(
+    admin: &rdkafka::admin::AdminClient<C>,
     topic: &str,
     partitions: i32,
     replication_factor: i32,

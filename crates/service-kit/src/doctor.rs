@@ -129,9 +129,15 @@ pub fn explain_mongo(e: &mongodb::error::Error) -> String {
 /// Keeps the first error librdkafka reports (authentication and TLS failures arrive this way,
 /// while the request itself only times out).
 #[derive(Clone, Default)]
-struct FirstError(Arc<Mutex<Option<String>>>);
+struct FirstError(Arc<Mutex<Option<String>>>, Option<crate::kafka_auth::TokenSource>);
 
 impl ClientContext for FirstError {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::kafka_auth::AuthContext::generate(&self.1)
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let mut first = self.0.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert_with(|| format!("{error}: {reason}"));
@@ -142,7 +148,26 @@ impl ConsumerContext for FirstError {}
 
 /// Asks a broker for metadata. Returns the topics and their partition counts when usable.
 pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<Vec<(String, usize)>> {
-    let first_error = FirstError::default();
+    let token_source = connection.token_source();
+    if let Some(source) = &token_source {
+        let credentials = crate::aws_credentials::Source::detect(|name| std::env::var(name).ok());
+        match (credentials, source.token()) {
+            (Ok(from), Ok(_)) => report.ok(
+                "kafka auth",
+                format!(
+                    "MSK IAM for {}: credentials from {}, token signed (valid {} s)",
+                    source.region,
+                    from.describe(),
+                    source.lifetime.as_secs()
+                ),
+            ),
+            (_, Err(reason)) | (Err(reason), _) => {
+                report.fail("kafka auth", format!("MSK IAM for {}: {reason}", source.region));
+                return None;
+            }
+        }
+    }
+    let first_error = FirstError(Arc::default(), token_source);
     let consumer: BaseConsumer<FirstError> = match connection.client_config().create_with_context(first_error.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -152,6 +177,7 @@ pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<
     };
     let bootstrap = connection.bootstrap_servers.clone();
     let result = tokio::task::spawn_blocking(move || {
+        crate::kafka_auth::serve_events(&consumer);
         let answer = consumer.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
             let topics: Vec<(String, usize)> = m
                 .topics()

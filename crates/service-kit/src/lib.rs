@@ -17,12 +17,14 @@
 //! both services share, and the cheap checks that say whether each answers.
 
 pub mod app;
+pub mod aws_credentials;
 pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod doctor;
 pub mod health;
 pub mod http;
+pub mod kafka_auth;
 pub mod msk_iam;
 pub mod probe;
 pub mod shell;

@@ -1,9 +1,9 @@
 //! Amazon MSK IAM authentication tokens: a SigV4-presigned `kafka-cluster:Connect` URL for
 //! `kafka.<region>.amazonaws.com`, base64url-encoded, which the broker accepts as the SASL
-//! OAUTHBEARER token. Valid 15 minutes; librdkafka asks for a new one before expiry.
+//! OAUTHBEARER token. Valid 15 minutes unless configured shorter; librdkafka asks for a new one
+//! at 80% of its lifetime (see `kafka_auth`, which hands it to every client).
 //!
-//! Pure: credentials and time come in, the token goes out. Not yet wired into the Kafka clients
-//! (each client needs a context whose `generate_oauth_token` calls [`token`]).
+//! Pure: credentials and time come in, the token goes out.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +11,7 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-/// How long a token is valid, as MSK's own signers set it.
+/// How long a token is valid, as MSK's own signers set it (and the longest allowed).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
 const USER_AGENT: &str = concat!("mongo-kafka-replicator/", env!("CARGO_PKG_VERSION"));
 
@@ -29,21 +29,9 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    /// From `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`.
-    pub fn from_env() -> Result<Credentials, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret_access_key)) => {
-                Ok(Credentials { access_key_id, secret_access_key, session_token: var("AWS_SESSION_TOKEN") })
-            }
-            _ => Err("MSK IAM needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()),
-        }
-    }
-}
-
-/// A token for `region` signed at `now`, and the Unix time in ms when it expires.
-pub fn token(region: &str, credentials: &Credentials, now: SystemTime) -> (String, i64) {
+/// A token for `region` signed at `now`, valid for `lifetime`, and the Unix time in ms when it
+/// expires.
+pub fn token(region: &str, credentials: &Credentials, now: SystemTime, lifetime: Duration) -> (String, i64) {
     let host = format!("kafka.{region}.amazonaws.com");
     let mut query = vec![("Action".to_string(), "kafka-cluster:Connect".to_string())];
     if let Some(session) = &credentials.session_token {
@@ -59,12 +47,12 @@ pub fn token(region: &str, credentials: &Credentials, now: SystemTime) -> (Strin
         region,
         credentials,
         now,
-        expires: TOKEN_LIFETIME,
+        expires: lifetime,
         payload_hash: &empty_payload,
     });
     let url = format!("https://{host}/?{signed}&User-Agent={}", encode(USER_AGENT));
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let expires_ms = i64::try_from((since_epoch + TOKEN_LIFETIME).as_millis()).unwrap_or(i64::MAX);
+    let expires_ms = i64::try_from((since_epoch + lifetime).as_millis()).unwrap_or(i64::MAX);
     (base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url), expires_ms)
 }
 
@@ -187,7 +175,7 @@ mod tests {
         let mut credentials = example_credentials();
         credentials.session_token = Some("session/token+x".into());
         let now = UNIX_EPOCH + Duration::from_secs(1_795_600_000);
-        let (token, expires_ms) = token("us-west-2", &credentials, now);
+        let (token, expires_ms) = token("us-west-2", &credentials, now, TOKEN_LIFETIME);
         assert_eq!(expires_ms, 1_795_600_900_000);
         assert!(!token.contains('=') && !token.contains('+') && !token.contains('/'), "base64url, no padding");
         let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&token).expect("base64"))
@@ -206,7 +194,7 @@ mod tests {
         let signature = url.split("X-Amz-Signature=").nth(1).and_then(|s| s.split('&').next()).expect("signature");
         assert_eq!(signature.len(), 64);
         // Another second, another signature; the secret never appears.
-        let (later, _) = super::token("us-west-2", &credentials, now + Duration::from_secs(1));
+        let (later, _) = super::token("us-west-2", &credentials, now + Duration::from_secs(1), TOKEN_LIFETIME);
         assert_ne!(token, later);
         assert!(!url.contains("wJalrXUtnFEMI"));
         assert!(!format!("{credentials:?}").contains("wJalrXUtnFEMI"), "Debug hides the secret");

@@ -42,6 +42,9 @@ impl Shell {
         registry
             .register(Box::new(ReadinessCollector::new(metric_prefix, health.clone()).map_err(std::io::Error::other)?))
             .map_err(std::io::Error::other)?;
+        registry
+            .register(Box::new(crate::kafka_auth::AuthCollector::new(metric_prefix).map_err(std::io::Error::other)?))
+            .map_err(std::io::Error::other)?;
         let listener = http::bind(config)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen_addr)))?;

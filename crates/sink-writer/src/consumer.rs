@@ -97,6 +97,8 @@ pub struct Context {
     /// The consumer itself, to split partition queues from the rebalance callback (set once the
     /// consumer exists; weak so the consumer can be dropped).
     consumer: OnceLock<Weak<StreamConsumer<Context>>>,
+    /// MSK IAM tokens, when `kafka.auth = "aws_msk_iam"`.
+    token: Option<service_kit::kafka_auth::TokenSource>,
 }
 
 impl Context {
@@ -126,7 +128,13 @@ impl Context {
     }
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        service_kit::kafka_auth::AuthContext::generate(&self.token)
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -167,6 +175,7 @@ impl Dispatcher {
             shared,
             runtime: tokio::runtime::Handle::current(),
             consumer: OnceLock::new(),
+            token: config.kafka.token_source(),
         };
         let queue_kbytes = (config.consume.partition_queue_kbytes).to_string();
         let consumer: StreamConsumer<Context> = config

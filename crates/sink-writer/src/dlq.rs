@@ -1,16 +1,15 @@
 //! The dead-letter topic: records that cannot be applied, unchanged, with headers saying why
 //! and where they came from. A record is only passed over once its dead letter is durable.
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use service_kit::connect::{create_topic, KafkaConnection};
+use service_kit::kafka_auth::AuthContext;
 
 use crate::error::Error;
 
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<AuthContext>,
     topic: String,
 }
 
@@ -25,8 +24,7 @@ pub struct Origin<'a> {
 impl DeadLetters {
     /// Creates the topic when missing (brokers such as MSK do not auto-create), then the producer.
     pub async fn new(kafka: &KafkaConnection, topic: &str) -> Result<Self, Error> {
-        let admin: AdminClient<DefaultClientContext> =
-            kafka.client_config().create().map_err(|e| Error::kafka("create admin client", e))?;
+        let admin = kafka.admin().map_err(|e| Error::kafka("create admin client", e))?;
         match create_topic(&admin, topic, 1, -1, &[]).await {
             Ok(true) => tracing::info!(topic, "created dead-letter topic"),
             Ok(false) => {}
@@ -40,7 +38,7 @@ impl DeadLetters {
         }
         let producer = kafka
             .client_config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
-            .create()
+            .create_with_context(kafka.context())
             .map_err(|e| Error::kafka("create dead-letter producer", e))?;
         Ok(Self { producer, topic: topic.to_string() })
     }

@@ -18,6 +18,17 @@ pub struct Services {
     pub services_script: PathBuf,
     /// The broker's SASL_SSL listener (SCRAM-SHA-512 over TLS) and what a client needs for it.
     pub kafka_sasl_ssl: SaslSsl,
+    /// The AWS credentials the same listener accepts MSK IAM tokens from.
+    pub kafka_iam: MskIam,
+}
+
+/// What the test broker's MSK IAM validator accepts (test keys, not real AWS ones).
+#[derive(Debug, Clone)]
+pub struct MskIam {
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
 }
 
 /// The SASL_SSL listener of the test broker.
@@ -60,6 +71,12 @@ pub fn services() -> Services {
             ca_file: lookup("KAFKA_CA_FILE"),
             user: lookup("KAFKA_SCRAM_USER"),
             password: lookup("KAFKA_SCRAM_PASSWORD"),
+        },
+        kafka_iam: MskIam {
+            region: lookup("KAFKA_IAM_REGION"),
+            access_key_id: lookup("KAFKA_IAM_ACCESS_KEY_ID"),
+            secret_access_key: lookup("KAFKA_IAM_SECRET_ACCESS_KEY"),
+            session_token: lookup("KAFKA_IAM_SESSION_TOKEN"),
         },
     }
 }

@@ -1,0 +1,316 @@
+//! Kafka authentication that librdkafka's own options cannot express: Amazon MSK IAM, i.e. SASL
+//! OAUTHBEARER with a SigV4-presigned token, handed to every client and renewed before expiry.
+//!
+//! ```text
+//!  aws_credentials::current()  ──►  msk_iam::token(region, lifetime)  ──►  OAUTHBEARER token
+//!  (env keys | ECS task role | EKS Pod Identity)            │
+//!          ┌────────────────────────────────────────────────┴──────────────────┐
+//!          ▼                                                                   ▼
+//!  consumers and producers: librdkafka asks at 80% of the        admin clients, whose main queue
+//!  lifetime through the context's `generate_oauth_token`,         rdkafka never polls: a thread of
+//!  served when the client polls (metadata-only consumers          their own sets the token at start
+//!  call `serve_events` before asking)                             and again at 80% of its lifetime
+//! ```
+//!
+//! With `auth = "options"` (the default) nothing here is used: SCRAM, TLS and plaintext are
+//! librdkafka options.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::{Client, OAuthToken};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, ClientContext};
+use serde::{Deserialize, Serialize};
+
+use crate::{aws_credentials, msk_iam};
+
+/// How the services authenticate to Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaAuth {
+    /// Whatever `kafka.options` say: plaintext, TLS, SASL/SCRAM (`sasl.username`, …).
+    #[default]
+    Options,
+    /// Amazon MSK IAM: SASL_SSL + OAUTHBEARER with a signed token from the AWS credentials.
+    AwsMskIam,
+}
+
+/// Signs MSK IAM tokens for one region.
+#[derive(Debug, Clone)]
+pub struct TokenSource {
+    pub region: String,
+    pub lifetime: Duration,
+}
+
+static SIGNED: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+static EXPIRES_MS: AtomicI64 = AtomicI64::new(0);
+
+impl TokenSource {
+    /// A token signed now with the current credentials; counted in the metrics either way.
+    pub fn token(&self) -> Result<OAuthToken, String> {
+        let signed = aws_credentials::current().map(|credentials| {
+            let (token, lifetime_ms) = msk_iam::token(&self.region, &credentials, SystemTime::now(), self.lifetime);
+            OAuthToken { token, principal_name: credentials.access_key_id, lifetime_ms }
+        });
+        match &signed {
+            Ok(token) => {
+                SIGNED.fetch_add(1, Ordering::Relaxed);
+                EXPIRES_MS.store(token.lifetime_ms, Ordering::Relaxed);
+                tracing::debug!(region = %self.region, expires_ms = token.lifetime_ms, "signed an MSK IAM token");
+            }
+            Err(reason) => {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%reason, "cannot sign an MSK IAM token");
+            }
+        }
+        signed
+    }
+}
+
+fn generate(source: &Option<TokenSource>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+    match source {
+        Some(source) => source.token().map_err(Into::into),
+        None => Err("sasl.mechanism is OAUTHBEARER but kafka.auth is not aws_msk_iam".into()),
+    }
+}
+
+/// The context of clients that need nothing but authentication. Other contexts hold a
+/// `Option<TokenSource>` and answer `generate_oauth_token` with [`AuthContext::generate`].
+#[derive(Debug, Clone, Default)]
+pub struct AuthContext(pub Option<TokenSource>);
+
+impl AuthContext {
+    pub fn generate(source: &Option<TokenSource>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        generate(source)
+    }
+}
+
+impl ClientContext for AuthContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        generate(&self.0)
+    }
+}
+
+impl ConsumerContext for AuthContext {}
+
+/// Serves what waits on a consumer's main queue (a token request above all) without taking
+/// messages: for consumers that only ask for metadata or have nothing assigned yet.
+pub fn serve_events<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    for _ in 0..3 {
+        if consumer.poll(Duration::ZERO).is_some() {
+            tracing::debug!("an event arrived while serving the main queue");
+        }
+    }
+}
+
+/// An admin client that stays authenticated: with MSK IAM a thread of its own sets the token
+/// (rdkafka never serves an admin client's main queue, where librdkafka would ask for it).
+pub struct Admin {
+    client: AdminClient<AuthContext>,
+    refresher: Option<(Arc<StopSignal>, std::thread::JoinHandle<()>)>,
+}
+
+/// `true` once the admin client is being dropped, and the wake-up for its token thread.
+type StopSignal = (Mutex<bool>, Condvar);
+
+impl Admin {
+    pub fn new(config: &ClientConfig, source: Option<TokenSource>) -> KafkaResult<Admin> {
+        let client: AdminClient<AuthContext> = config.create_with_context(AuthContext(source.clone()))?;
+        let Some(source) = source else { return Ok(Admin { client, refresher: None }) };
+        let handle = native::Handle::of(client.inner());
+        let mut next = native::set_token(&handle, &source);
+        let stop: Arc<StopSignal> = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kafka-admin-auth".into())
+            .spawn(move || {
+                let (lock, wake) = &*signal;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let (guard, _) = wake.wait_timeout(stopped, next).unwrap_or_else(|e| e.into_inner());
+                    stopped = guard;
+                    if *stopped {
+                        return;
+                    }
+                    // `handle` stays valid: Admin's Drop stops and joins this thread first.
+                    next = native::set_token(&handle, &source);
+                }
+            })
+            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(format!("admin auth thread: {e}")))?;
+        Ok(Admin { client, refresher: Some((stop, thread)) })
+    }
+}
+
+impl std::ops::Deref for Admin {
+    type Target = AdminClient<AuthContext>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.refresher.take() {
+            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.1.notify_all();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Setting a token on a client directly: the one place this workspace calls librdkafka itself.
+#[allow(unsafe_code)]
+mod native {
+    use std::ffi::CString;
+    use std::time::Duration;
+
+    use super::{AuthContext, Client, SystemTime, TokenSource, UNIX_EPOCH};
+
+    /// A librdkafka client handle, sent to the thread that renews its token.
+    pub struct Handle(*mut rdkafka::bindings::rd_kafka_t);
+
+    // SAFETY: librdkafka handles are thread-safe; `rd_kafka_oauthbearer_set_token` may be called
+    // from any thread. The owner (`Admin`) joins the thread before the client is destroyed.
+    unsafe impl Send for Handle {}
+
+    impl Handle {
+        pub fn of(client: &Client<AuthContext>) -> Handle {
+            Handle(client.native_ptr())
+        }
+    }
+
+    /// Signs and sets a token; returns when to do it again (80% of its lifetime, or in 10 s
+    /// after a failure, which librdkafka also reports on its connections).
+    pub fn set_token(handle: &Handle, source: &TokenSource) -> Duration {
+        let retry = Duration::from_secs(10);
+        let token = match source.token() {
+            Ok(token) => token,
+            Err(reason) => {
+                fail(handle, &reason);
+                return retry;
+            }
+        };
+        let (Ok(value), Ok(principal)) = (CString::new(token.token), CString::new(token.principal_name)) else {
+            fail(handle, "token with a NUL byte");
+            return retry;
+        };
+        let mut error = vec![0 as std::ffi::c_char; 512];
+        // SAFETY: the handle is live (see `Handle`); the strings outlive the call; no extensions.
+        let code = unsafe {
+            rdkafka::bindings::rd_kafka_oauthbearer_set_token(
+                handle.0,
+                value.as_ptr(),
+                token.lifetime_ms,
+                principal.as_ptr(),
+                std::ptr::null_mut(),
+                0,
+                error.as_mut_ptr(),
+                error.len(),
+            )
+        };
+        if code != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            let bytes: Vec<u8> = error.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+            tracing::warn!(reason = %String::from_utf8_lossy(&bytes), "admin client refused the MSK IAM token");
+            return retry;
+        }
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let remaining = u64::try_from(token.lifetime_ms - now_ms).unwrap_or(0);
+        Duration::from_millis(remaining * 4 / 5).max(Duration::from_secs(1))
+    }
+
+    fn fail(handle: &Handle, reason: &str) {
+        let reason = CString::new(reason.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: as above.
+        unsafe { rdkafka::bindings::rd_kafka_oauthbearer_set_token_failure(handle.0, reason.as_ptr()) };
+    }
+}
+
+/// `{prefix}_kafka_auth_tokens_total{outcome="signed|failed"}` and
+/// `{prefix}_kafka_auth_token_expiry_timestamp_seconds`, for the process's MSK IAM tokens.
+pub struct AuthCollector {
+    tokens: prometheus::IntCounterVec,
+    expiry: prometheus::IntGauge,
+}
+
+impl AuthCollector {
+    pub fn new(prefix: &str) -> prometheus::Result<Self> {
+        let tokens = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                format!("{prefix}_kafka_auth_tokens_total"),
+                "MSK IAM tokens signed for the Kafka clients, and failures to sign one.",
+            ),
+            &["outcome"],
+        )?;
+        let expiry = prometheus::IntGauge::new(
+            format!("{prefix}_kafka_auth_token_expiry_timestamp_seconds"),
+            "When the newest MSK IAM token expires (Unix time); 0 without MSK IAM.",
+        )?;
+        for outcome in ["signed", "failed"] {
+            tokens.with_label_values(&[outcome]);
+        }
+        Ok(Self { tokens, expiry })
+    }
+}
+
+impl prometheus::core::Collector for AuthCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut desc = self.tokens.desc();
+        desc.extend(self.expiry.desc());
+        desc
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        for (outcome, total) in [("signed", &SIGNED), ("failed", &FAILED)] {
+            let counter = self.tokens.with_label_values(&[outcome]);
+            counter.inc_by(total.load(Ordering::Relaxed).saturating_sub(counter.get()));
+        }
+        self.expiry.set(EXPIRES_MS.load(Ordering::Relaxed) / 1000);
+        let mut families = self.tokens.collect();
+        families.extend(self.expiry.collect());
+        families
+    }
+}
+
+/// The region of an MSK bootstrap host (`b-1.name.abc.c2.kafka.us-east-1.amazonaws.com`,
+/// `boot-x.c1.kafka-serverless.eu-west-1.amazonaws.com`).
+pub fn region_of_bootstrap(bootstrap_servers: &str) -> Option<String> {
+    let host = bootstrap_servers.split(',').next()?.trim().split(':').next()?.to_ascii_lowercase();
+    let labels: Vec<&str> = host.split('.').collect();
+    let at = labels.iter().position(|l| *l == "kafka" || *l == "kafka-serverless")?;
+    let region = labels.get(at + 1)?;
+    (labels.get(at + 2) == Some(&"amazonaws")).then(|| region.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_comes_from_an_msk_bootstrap_host() {
+        assert_eq!(
+            region_of_bootstrap("b-1.orders.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-2.x:9098").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(
+            region_of_bootstrap("boot-abc.c1.kafka-serverless.eu-west-1.amazonaws.com:9098").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(region_of_bootstrap("127.0.0.1:9092"), None);
+        assert_eq!(region_of_bootstrap("kafka.internal:9092"), None);
+    }
+
+    #[test]
+    fn without_a_token_source_librdkafka_gets_a_reason() {
+        let Err(error) = generate(&None) else { panic!("a token without a source") };
+        let error = error.to_string();
+        assert!(error.contains("kafka.auth"), "{error}");
+    }
+}
