@@ -14,13 +14,14 @@ use std::time::Duration;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message as _;
 
 use service_kit::kafka_auth::AuthContext;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{CheckpointStore, Config, Guarantee};
 use crate::error::Error;
-use crate::record::{Item, Target};
+use crate::record::{Item, Record, Target};
 use crate::store::{Store, CHECKPOINT_TOPIC_CONFIG};
 use crate::topics::Topics;
 
@@ -31,6 +32,7 @@ pub struct Producer {
     guarantee: Guarantee,
     topics: Topics,
     checkpoint: CheckpointTarget,
+    max_message_bytes: usize,
 }
 
 enum CheckpointTarget {
@@ -77,8 +79,13 @@ impl Producer {
                 .map_err(|e| Error::kafka("init transactions", e))?;
         }
         let admin = config.kafka.admin().map_err(|e| Error::kafka("create admin client", e))?;
-        let mut topics =
-            Topics::new(admin, producer.clone(), config.topics.partitions, config.topics.replication_factor);
+        let mut topics = Topics::new(
+            admin,
+            producer.clone(),
+            config.topics.partitions,
+            config.topics.replication_factor,
+            delivery.max_message_bytes,
+        );
         let checkpoint = match delivery.checkpoint_store {
             CheckpointStore::Kafka => {
                 let topic = config.checkpoint_topic();
@@ -88,7 +95,13 @@ impl Producer {
             }
             CheckpointStore::File => CheckpointTarget::File(PathBuf::from(&delivery.checkpoint_file)),
         };
-        Ok(Self { producer, guarantee: delivery.guarantee, topics, checkpoint })
+        Ok(Self {
+            producer,
+            guarantee: delivery.guarantee,
+            topics,
+            checkpoint,
+            max_message_bytes: delivery.max_message_bytes,
+        })
     }
 
     /// Where this producer's checkpoints are read back from.
@@ -124,6 +137,11 @@ impl Producer {
                 }
             }
         }
+        for item in batch {
+            for record in &item.records {
+                self.check_size(record)?;
+            }
+        }
         let checkpoint_value = serde_json::to_vec(checkpoint).map_err(|e| Error::Checkpoint(e.to_string()))?;
         if self.guarantee == Guarantee::ExactlyOnce {
             self.producer.begin_transaction().map_err(|e| Error::kafka("begin transaction", e))?;
@@ -156,7 +174,10 @@ impl Producer {
                     .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
                 if let Err(e) = committed {
                     self.abort().await;
-                    return Err(Error::kafka("commit transaction", e));
+                    // A record the broker refused says more than "the transaction failed".
+                    return Err(first_failed(deliveries)
+                        .await
+                        .unwrap_or_else(|| Error::kafka("commit transaction", e)));
                 }
             }
             (CheckpointTarget::Topic { topic, key }, Guarantee::AtLeastOnce) => {
@@ -204,6 +225,31 @@ impl Producer {
         }
     }
 
+    /// An event larger than Kafka takes can never be delivered: stop before the checkpoint passes
+    /// it (nothing is lost: a restart with a larger limit sends it), naming it and the fix.
+    fn check_size(&self, record: &Record) -> Result<(), Error> {
+        let size = record.key.len() + record.value.as_ref().map_or(0, Vec::len);
+        if size <= self.max_message_bytes {
+            return Ok(());
+        }
+        let key = String::from_utf8_lossy(&record.key);
+        let key: String = key.chars().take(120).collect();
+        let op = match record.op {
+            "c" => "insert",
+            "u" => "update",
+            "d" => "delete",
+            "r" => "snapshot read",
+            other => other,
+        };
+        Err(Error::Fatal(format!(
+            "the {op} of {} with key {key} is {size} bytes, more than delivery.max_message_bytes \
+             ({}): raise it (and max.message.bytes of the topic or the broker's message.max.bytes; \
+             16 MiB covers any MongoDB document), or exclude the namespace; the checkpoint stays before this \
+             event, so a restart with a larger limit delivers it",
+            record.namespace, self.max_message_bytes
+        )))
+    }
+
     async fn abort(&self) {
         let producer = self.producer.clone();
         let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_TIMEOUT)).await;
@@ -213,12 +259,22 @@ impl Producer {
     }
 }
 
+/// The first refused record of a failed transaction, if one was.
+async fn first_failed(deliveries: Vec<DeliveryFuture>) -> Option<Error> {
+    for delivery in deliveries {
+        if let Ok(Err((e, message))) = delivery.await {
+            return Some(Error::kafka(&format!("delivery to {}", message.topic()), e));
+        }
+    }
+    None
+}
+
 /// Waits for every acknowledgement; the first failure fails the batch.
 async fn await_all(deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
     for delivery in deliveries {
         match delivery.await {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(Error::kafka("delivery", e)),
+            Ok(Err((e, message))) => return Err(Error::kafka(&format!("delivery to {}", message.topic()), e)),
             Err(_) => {
                 return Err(Error::Kafka {
                     context: "delivery".into(),

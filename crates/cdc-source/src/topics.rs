@@ -17,13 +17,23 @@ pub struct Topics {
     producer: FutureProducer<AuthContext>,
     partitions: i32,
     replication_factor: i32,
+    /// `max.message.bytes` of the topics this service creates: what the producer may send, not
+    /// the broker's default (1 MB on Amazon MSK).
+    max_message_bytes: String,
     /// Topics known to exist, with their partition counts.
     known: HashMap<String, i32>,
 }
 
 impl Topics {
-    pub fn new(admin: Admin, producer: FutureProducer<AuthContext>, partitions: i32, replication_factor: i32) -> Self {
-        Self { admin, producer, partitions, replication_factor, known: HashMap::new() }
+    pub fn new(
+        admin: Admin,
+        producer: FutureProducer<AuthContext>,
+        partitions: i32,
+        replication_factor: i32,
+        max_message_bytes: usize,
+    ) -> Self {
+        let max_message_bytes = max_message_bytes.to_string();
+        Self { admin, producer, partitions, replication_factor, max_message_bytes, known: HashMap::new() }
     }
 
     /// Makes sure `topic` exists (creating it with `extra` topic configs when missing) and
@@ -46,7 +56,9 @@ impl Topics {
             self.known.insert(topic.to_string(), count);
             return Ok(count);
         }
-        match create_topic(&self.admin, topic, partitions, self.replication_factor, extra).await {
+        let mut configs = vec![("max.message.bytes", self.max_message_bytes.as_str())];
+        configs.extend(extra.iter().copied());
+        match create_topic(&self.admin, topic, partitions, self.replication_factor, &configs).await {
             Ok(true) => tracing::info!(topic, partitions, "created topic"),
             Ok(false) => {}
             Err(CreateTopicError::Client(e)) => return Err(Error::kafka("create topic", e)),

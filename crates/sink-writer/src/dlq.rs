@@ -8,6 +8,11 @@ use service_kit::kafka_auth::AuthContext;
 
 use crate::error::Error;
 
+/// The largest dead letter: any record cdc-source may send (16 MiB by default) plus the headers
+/// saying why. Set on the topic this service creates and on its producer, whose librdkafka
+/// default (1 MB) and the broker's (1 MB on MSK) would refuse a large poison record.
+pub const MAX_DEAD_LETTER_BYTES: usize = 20 * 1024 * 1024;
+
 pub struct DeadLetters {
     producer: FutureProducer<AuthContext>,
     topic: String,
@@ -25,7 +30,8 @@ impl DeadLetters {
     /// Creates the topic when missing (brokers such as MSK do not auto-create), then the producer.
     pub async fn new(kafka: &KafkaConnection, topic: &str) -> Result<Self, Error> {
         let admin = kafka.admin().map_err(|e| Error::kafka("create admin client", e))?;
-        match create_topic(&admin, topic, 1, -1, &[]).await {
+        let max_bytes = MAX_DEAD_LETTER_BYTES.to_string();
+        match create_topic(&admin, topic, 1, -1, &[("max.message.bytes", &max_bytes)]).await {
             Ok(true) => tracing::info!(topic, "created dead-letter topic"),
             Ok(false) => {}
             Err(e) => {
@@ -37,7 +43,12 @@ impl DeadLetters {
             }
         }
         let producer = kafka
-            .client_config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
+            .client_config_with(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "5"),
+                ("message.max.bytes", &max_bytes),
+            ])
             .create_with_context(kafka.context())
             .map_err(|e| Error::kafka("create dead-letter producer", e))?;
         Ok(Self { producer, topic: topic.to_string() })

@@ -158,18 +158,30 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_is_applied(
         .send(FutureRecord::to(&topic).key(r#"{"id":"2"}"#).payload("{this is not json"), Duration::from_secs(5))
         .await
         .expect("poison sent");
+    // A poison record larger than librdkafka's and MSK's default limit (1 MB) still fits the
+    // dead-letter topic.
+    let big_poison = format!("{{not json {}", "y".repeat(3 * 1024 * 1024));
+    let big: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &p.sink_config.kafka.bootstrap_servers)
+        .set("message.max.bytes", "16000000")
+        .create()
+        .expect("producer");
+    big.send(FutureRecord::to(&topic).key(r#"{"id":"4"}"#).payload(&big_poison), Duration::from_secs(5))
+        .await
+        .expect("big poison sent");
     coll.insert_one(doc! {"_id": 3}).await.expect("insert after poison");
     p.converged(Duration::from_secs(60)).await;
     let dlq = test_support::consume_all(
         &p.sink_config.kafka.bootstrap_servers,
         &[&p.sink_config.consume.dead_letter_topic],
-        1,
+        2,
         Duration::from_secs(30),
     )
     .await;
-    assert_eq!(dlq.len(), 1, "exactly the poison message");
+    assert_eq!(dlq.len(), 2, "exactly the poison messages");
     assert_eq!(dlq[0].value.as_deref(), Some(b"{this is not json".as_slice()), "kept unchanged");
-    assert_eq!(metric(&sink.metrics().await, "sink_writer_dead_letters_total{stage=\"decode\"}"), 1.0);
+    assert_eq!(dlq[1].value.as_deref(), Some(big_poison.as_bytes()), "kept unchanged, however large");
+    assert_eq!(metric(&sink.metrics().await, "sink_writer_dead_letters_total{stage=\"decode\"}"), 2.0);
     source.stop().await;
     sink.stop().await;
 }

@@ -85,6 +85,12 @@ impl Service {
         tokio::time::timeout(Duration::from_secs(30), running.wait()).await.expect("stops within 30 s")
     }
 
+    /// Waits for the service to end by itself (a fatal error) and returns how it ended.
+    pub async fn ended(mut self, within: Duration) -> Result<(), cdc_source::Error> {
+        let running = self.running.take().expect("running");
+        tokio::time::timeout(within, running.wait()).await.expect("the service ended in time")
+    }
+
     pub async fn metrics(&self) -> String {
         http_get(self.addr, "/metrics").await.expect("metrics").1
     }

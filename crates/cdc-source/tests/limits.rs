@@ -1,0 +1,83 @@
+//! Events larger than Kafka takes: a clear stop that names the event and the fix, never a
+//! silent skip, and nothing lost once the limit is raised.
+
+mod common;
+
+use std::time::Duration;
+
+use bson::doc;
+use common::{changes, decode, Harness};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use service_kit::connect::create_topic;
+
+fn admin(h: &Harness) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", &h.config.kafka.bootstrap_servers).create().expect("admin")
+}
+
+async fn topic_config(h: &Harness, topic: &str, name: &str) -> Option<String> {
+    let described = admin(h)
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .expect("describe configs");
+    let resource = described.into_iter().next().expect("one resource").expect("described");
+    resource.get(name).and_then(|entry| entry.value.clone())
+}
+
+/// `bytes` characters that compress badly (the broker checks compressed batches).
+fn blob(bytes: usize) -> String {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_max_message_bytes_stops_with_its_name_and_arrives_once_the_limit_is_raised() {
+    let mut h = Harness::new("oversize").await;
+    // The topic exists already and takes 1 MB: only the producer's limit is in the way.
+    create_topic(&admin(&h), &h.topic("docs"), 4, 1, &[("max.message.bytes", "1048576")]).await.expect("topic");
+    h.config.delivery.max_message_bytes = 100_000;
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.records("docs", 1).await;
+    h.collection("docs").insert_one(doc! {"_id": "big", "blob": blob(200_000)}).await.expect("insert");
+    h.collection("docs").insert_one(doc! {"_id": 2}).await.expect("insert");
+
+    let error = service.ended(Duration::from_secs(30)).await.expect_err("stops on the oversized event").to_string();
+    for part in ["insert of", ".docs", "big", "more than delivery.max_message_bytes (100000)", "restart"] {
+        assert!(error.contains(part), "'{part}' missing from: {error}");
+    }
+    assert!(!error.contains(&blob(200_000)[..40]), "the document's content is not in the error");
+
+    h.config.delivery.max_message_bytes = 16 * 1024 * 1024;
+    let service = h.start().await;
+    let events = decode(&h.records("docs", 3).await);
+    let mut ids: Vec<String> = changes(&events).iter().map(|c| format!("{:?}", c.id())).collect();
+    ids.sort();
+    assert_eq!(ids, ["Some(Int32(1))", "Some(Int32(2))", "Some(String(\"big\"))"], "each event once");
+
+    // Topics this service creates take what it may send, not the broker's default.
+    h.collection("fresh").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.records("fresh", 1).await;
+    assert_eq!(topic_config(&h, &h.topic("fresh"), "max.message.bytes").await.as_deref(), Some("16777216"));
+    service.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_that_refuses_a_record_is_named_with_the_fix() {
+    let h = Harness::new("refused").await;
+    create_topic(&admin(&h), &h.topic("docs"), 4, 1, &[("max.message.bytes", "50000")]).await.expect("topic");
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": "big", "blob": blob(100_000)}).await.expect("insert");
+    let error = service.ended(Duration::from_secs(60)).await.expect_err("stops on the refused record").to_string();
+    for part in [h.topic("docs").as_str(), "too large", "max.message.bytes"] {
+        assert!(error.contains(part), "'{part}' missing from: {error}");
+    }
+}
