@@ -101,8 +101,17 @@ async fn run_once(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let producer = Producer::connect(config).await?;
-    let stored = producer.store(config).load().await?;
+    // Connecting waits for Kafka (init_transactions, the checkpoint read) up to a minute: a stop
+    // request must not wait for it.
+    let connect = async {
+        let producer = Producer::connect(config).await?;
+        let stored = producer.store(config).load().await?;
+        Ok::<_, Error>((producer, stored))
+    };
+    let (producer, stored) = tokio::select! {
+        connected = connect => connected?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let plan = if force_snapshot {
         Plan::Snapshot(SnapshotState::default())
     } else {

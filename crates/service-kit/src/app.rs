@@ -93,7 +93,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let status = runtime.block_on(async {
         let shutdown = match crate::shutdown::on_signals() {
             Ok(token) => token,
             Err(e) => {
@@ -111,5 +111,9 @@ where
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // A blocking Kafka call (init_transactions, a metadata request) may still wait for an
+    // unreachable broker: the service has stopped, so do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    status
 }

@@ -59,34 +59,64 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.mongo.client_for("sink-writer", config.apply.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let mapper =
         mapping::Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
-    let shared = Arc::new(partition::Shared {
-        writer: writer::Writer::new(client.clone(), &config.apply.write_concern, config.apply.journal),
-        dead_letters: dlq::DeadLetters::new(&config.kafka, &config.consume.dead_letter_topic).await?,
-        ddl: ddl::DdlApplier::new(client.clone(), &config.apply.metadata_database, mapper.clone()),
-        mapper,
-        metrics,
-        health: shell.health.clone(),
-        limits: config.apply.clone(),
-    });
     let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
     let http_addr = shell.http_addr;
     let task = tokio::spawn(async move {
+        // Readiness reports on both servers from the start, whatever the steps below wait for.
         let watch = tokio::spawn(connect::watch(
             shell.health.clone(),
             partition::TARGET,
-            client,
+            client.clone(),
             "kafka",
             probe,
             Duration::from_secs(5),
             shutdown.clone(),
         ));
-        let result = consume(&config, shared, &shell, shutdown).await;
+        let result = match dead_letters(&config, &shutdown).await {
+            Ok(Some(dead_letters)) => {
+                let shared = Arc::new(partition::Shared {
+                    writer: writer::Writer::new(client.clone(), &config.apply.write_concern, config.apply.journal),
+                    dead_letters,
+                    ddl: ddl::DdlApplier::new(client, &config.apply.metadata_database, mapper.clone()),
+                    mapper,
+                    metrics,
+                    health: shell.health.clone(),
+                    limits: config.apply.clone(),
+                });
+                consume(&config, shared, &shell, shutdown).await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
         watch.abort();
         http_shutdown.cancel();
         shell.stop().await?;
         result
     });
     Ok(Running::new(http_addr, task))
+}
+
+/// The dead-letter topic and producer, retried while Kafka is unreachable; `None` on shutdown.
+async fn dead_letters(config: &Config, shutdown: &CancellationToken) -> Result<Option<dlq::DeadLetters>, Error> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let created = tokio::select! {
+            created = dlq::DeadLetters::new(&config.kafka, &config.consume.dead_letter_topic) => created,
+            _ = shutdown.cancelled() => return Ok(None),
+        };
+        match created {
+            Ok(dead_letters) => return Ok(Some(dead_letters)),
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(error = %e, "cannot set up the dead-letter topic yet: retrying")
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(config.apply.max_backoff_ms));
+    }
 }
 
 async fn consume(

@@ -180,3 +180,76 @@ async fn print_config_redacts_secrets() {
         assert!(!stdout.contains("hunter3"), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn refused_credentials_stay_out_of_logs_metrics_and_probes_even_at_debug_level() {
+    let servers = services();
+    let (mongo_password, kafka_password) = ("Mongo-Secret-7391", "Kafka-Secret-4826");
+    for service in &SERVICES {
+        let addr = free_addr();
+        let mongo = if service.binary == "cdc-source" { &servers.mongo_source_uri } else { &servers.mongo_target_uri };
+        // The loopback servers have no such user: both refuse, and the failures get reported.
+        let mongo_uri = mongo.replacen("mongodb://", &format!("mongodb://replicator:{mongo_password}@"), 1);
+        let mut child = spawn(
+            service.binary,
+            &[],
+            &env(
+                service,
+                &[
+                    ("HTTP__LISTEN_ADDR", addr.to_string()),
+                    ("LOG__LEVEL", "debug".into()),
+                    ("MONGO__URI", mongo_uri),
+                    ("MONGO__SERVER_SELECTION_TIMEOUT_MS", "2000".into()),
+                    ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_sasl_ssl.bootstrap.clone()),
+                    ("KAFKA__OPTIONS__SECURITY_PROTOCOL", "SASL_SSL".into()),
+                    ("KAFKA__OPTIONS__SASL_MECHANISM", "SCRAM-SHA-512".into()),
+                    ("KAFKA__OPTIONS__SASL_USERNAME", servers.kafka_sasl_ssl.user.clone()),
+                    ("KAFKA__OPTIONS__SASL_PASSWORD", kafka_password.into()),
+                    ("KAFKA__OPTIONS__SSL_CA_LOCATION", servers.kafka_sasl_ssl.ca_file.clone()),
+                ],
+            ),
+        );
+        // Debug output fills a pipe quickly: read both streams while the service runs.
+        let readers: Vec<_> = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut text = Vec::new();
+                let _ = stream.read_to_end(&mut text).await;
+                String::from_utf8_lossy(&text).to_string()
+            })
+        })
+        .collect();
+        let mut served = String::new();
+        let verdict = eventually("readiness names both refusals", Duration::from_secs(30), || async {
+            match http_get(addr, "/health/readyz").await {
+                Ok((503, body)) if body.contains("unreachable") && body.contains("kafka: unreachable") => Some(body),
+                _ => None,
+            }
+        })
+        .await;
+        served.push_str(&verdict);
+        for path in ["/health/livez", "/metrics", "/health/readyz"] {
+            if let Ok((_, body)) = http_get(addr, path).await {
+                served.push_str(&body);
+            }
+        }
+        terminate(&child).await;
+        let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("stops");
+        let mut logs = String::new();
+        for reader in readers {
+            logs.push_str(&reader.await.expect("reader"));
+        }
+        let lower = logs.to_lowercase();
+        assert!(lower.contains("authentication"), "{}: the refusals were logged: {logs:.3000}", service.binary);
+        for secret in [mongo_password, kafka_password] {
+            assert!(!served.contains(secret), "{}: {secret} served over HTTP: {served:.2000}", service.binary);
+            assert!(!logs.contains(secret), "{}: {secret} in the logs", service.binary);
+        }
+    }
+}
