@@ -39,6 +39,8 @@ async fn a_healthy_setup_has_no_blockers() {
     .await;
     assert!(ok, "{report}");
     assert!(report.contains("ok    target writes") && report.contains("no blockers"), "{report}");
+    // A topic not there (yet) is named: a warning, since the source creates topics on first write.
+    assert!(report.contains("WARN  topics") && report.contains(&format!("^{name}")), "{report}");
 }
 
 /// A standalone mongod (no replica set) of the same build, on a free port.
