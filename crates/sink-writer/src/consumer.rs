@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::fence::{Fence, Liveness};
 use crate::partition::{PartitionTask, Shared};
 
 type Tp = (String, i32);
@@ -97,6 +98,8 @@ pub struct Context {
     /// The consumer itself, to split partition queues from the rebalance callback (set once the
     /// consumer exists; weak so the consumer can be dropped).
     consumer: OnceLock<Weak<StreamConsumer<Context>>>,
+    /// Notices the process standing still, for the partitions' ownership fences.
+    liveness: Arc<Liveness>,
     /// MSK IAM tokens, when `kafka.auth = "aws_msk_iam"`.
     token: Option<service_kit::kafka_auth::TokenSource>,
 }
@@ -116,6 +119,7 @@ impl Context {
             shared: self.shared.clone(),
             durable: durable.clone(),
             stop: stop.clone(),
+            fence: Arc::new(Fence::new(Arc::downgrade(consumer), topic, partition, self.liveness.clone())),
         };
         let task = self.runtime.spawn(task.run());
         self.partitions.lock().insert((topic.to_string(), partition), Handle { durable, committed: -1, stop, task });
@@ -161,6 +165,19 @@ impl ConsumerContext for Context {
     }
 }
 
+/// A third of the group session timeout (librdkafka's `session.timeout.ms`, 30 s here unless
+/// the options set it): a stand-still shorter than that cannot have cost a partition.
+fn lease(config: &Config) -> Duration {
+    let session_ms = ["session.timeout.ms", "session_timeout_ms"]
+        .iter()
+        .find_map(|key| config.kafka.options.get(*key))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(SESSION_TIMEOUT_MS);
+    Duration::from_millis(session_ms / 3)
+}
+
+const SESSION_TIMEOUT_MS: u64 = 30_000;
+
 pub struct Dispatcher {
     /// Its context holds the partition tasks and what they share.
     consumer: Arc<StreamConsumer<Context>>,
@@ -175,6 +192,7 @@ impl Dispatcher {
             shared,
             runtime: tokio::runtime::Handle::current(),
             consumer: OnceLock::new(),
+            liveness: Liveness::start(lease(config), &tokio::runtime::Handle::current()),
             token: config.kafka.token_source(),
         };
         let queue_kbytes = (config.consume.partition_queue_kbytes).to_string();
@@ -187,7 +205,7 @@ impl Dispatcher {
                 ("auto.offset.reset", "earliest"),
                 ("isolation.level", "read_committed"),
                 ("partition.assignment.strategy", "cooperative-sticky"),
-                ("session.timeout.ms", "30000"),
+                ("session.timeout.ms", &SESSION_TIMEOUT_MS.to_string()),
                 ("max.poll.interval.ms", "300000"),
                 ("topic.metadata.refresh.interval.ms", "10000"),
                 // A fetch waiting for committed data gives up after 100 ms, not librdkafka's

@@ -14,7 +14,10 @@
 //! Delivery guarantee: an offset is committed only after the target acknowledged (with the
 //! configured write concern) every earlier message of its partition, or the message went to
 //! the dead-letter topic; every write is idempotent, so messages read again after a crash or
-//! rebalance leave the target as it was. The target converges to the source exactly.
+//! rebalance leave the target as it was. The target converges to the source exactly. A replica
+//! that stood still (paused process or host) past a third of the session timeout proves it still
+//! owns a partition before its next write to it (`fence`), so it never writes a batch the group
+//! has meanwhile given to another replica.
 //!
 //! Errors: transient write failures are retried with capped backoff without committing (and
 //! readiness drops); records that can never be applied go to the dead-letter topic with headers;
@@ -27,6 +30,7 @@ mod ddl;
 mod dlq;
 pub mod doctor;
 mod error;
+mod fence;
 mod mapping;
 mod metrics;
 mod partition;

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub ddl_applied: IntCounterVec,
     /// Partitions this replica owns.
     pub assigned_partitions: IntGauge,
+    /// Ownership checks after the process stood still, by outcome (`confirmed`, `refused`).
+    pub ownership_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,6 +68,13 @@ impl Metrics {
                 &["kind"],
             )?,
             assigned_partitions: IntGauge::new("sink_writer_assigned_partitions", "Partitions this replica owns.")?,
+            ownership_checks: IntCounterVec::new(
+                Opts::new(
+                    "sink_writer_ownership_checks_total",
+                    "Partition ownership checks before writing after the process stood still, by outcome.",
+                ),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.applied.clone()))?;
@@ -77,6 +86,7 @@ impl Metrics {
         registry.register(Box::new(metrics.retries.clone()))?;
         registry.register(Box::new(metrics.ddl_applied.clone()))?;
         registry.register(Box::new(metrics.assigned_partitions.clone()))?;
+        registry.register(Box::new(metrics.ownership_checks.clone()))?;
         Ok(metrics)
     }
 }

@@ -22,6 +22,7 @@ use crate::consumer::Context;
 use crate::ddl::DdlApplier;
 use crate::dlq::{DeadLetters, Origin};
 use crate::error::Error;
+use crate::fence::Fence;
 use crate::mapping::Mapper;
 use crate::metrics::Metrics;
 use crate::writer::Writer;
@@ -49,6 +50,8 @@ pub struct PartitionTask {
     /// The next offset to commit: everything below it is applied (or dead-lettered).
     pub durable: Arc<AtomicI64>,
     pub stop: CancellationToken,
+    /// Proof of ownership before writing, after the process stood still.
+    pub fence: Arc<Fence>,
 }
 
 type Decoded = (OwnedMessage, Result<Event, DecodeError>);
@@ -108,6 +111,12 @@ impl PartitionTask {
                 _ => None,
             };
             let last_offset = batch.last().map_or(-1, |(m, _)| m.offset());
+            if self.durable.load(Ordering::Acquire) < 0 {
+                // Everything before the first message this task received was done by an earlier
+                // owner: the offset an ownership check may commit.
+                let first = batch.first().map_or(-1, |(m, _)| m.offset());
+                self.durable.store(first, Ordering::Release);
+            }
             self.shared.metrics.batch_messages.observe(batch.len() as f64);
             self.shared.metrics.consumed.with_label_values(&[&self.topic]).inc_by(batch.len() as u64);
             let (plan, messages, undecodable) = self.plan(batch);
@@ -118,8 +127,12 @@ impl PartitionTask {
             }
             let write = write_batch(
                 self.shared.clone(),
-                self.topic.clone(),
-                self.partition,
+                Target {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    fence: self.fence.clone(),
+                    durable: self.durable.clone(),
+                },
                 plan,
                 messages,
                 undecodable,
@@ -226,15 +239,23 @@ fn decode(message: OwnedMessage) -> Decoded {
 
 /// Writes a planned batch, retrying transient failures with capped backoff until it succeeds
 /// or the task is stopped; sends what can never be applied to the dead-letter topic.
-async fn write_batch(
-    shared: Arc<Shared>,
+/// Where a batch goes, and what proves the partition is still this replica's.
+struct Target {
     topic: String,
     partition: i32,
+    fence: Arc<Fence>,
+    durable: Arc<AtomicI64>,
+}
+
+async fn write_batch(
+    shared: Arc<Shared>,
+    target: Target,
     plan: Plan,
     messages: Arc<Vec<OwnedMessage>>,
     undecodable: Vec<(i64, String)>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
+    let (topic, partition) = (target.topic.clone(), target.partition);
     let dead_letter = |offset: i64, reason: String, stage: &'static str| {
         let (shared, messages, topic, stop) = (shared.clone(), messages.clone(), topic.clone(), stop.clone());
         async move {
@@ -262,7 +283,11 @@ async fn write_batch(
     }
     for round in &plan.rounds {
         let started = Instant::now();
-        let result = retry(&shared, &stop, TARGET, || shared.writer.apply(round)).await?;
+        let result = retry(&shared, &stop, TARGET, || async {
+            target.fence.check(&target.durable, &shared.metrics, &stop).await?;
+            shared.writer.apply(round).await
+        })
+        .await?;
         shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
         for (kind, count) in &result.applied {
             shared.metrics.applied.with_label_values(&[kind]).inc_by(*count);

@@ -1,0 +1,101 @@
+//! A sink-writer replica that stood still (SIGSTOP) while holding a batch it could not write yet,
+//! and wakes after the group gave its partition to another replica which wrote newer versions:
+//! it must not put its stale batch into the target (sink_writer::fence).
+
+use std::time::Duration;
+
+use bson::{doc, Document};
+use e2e::pipeline::Pipeline;
+use e2e::process::Proc;
+use e2e::toxiproxy::Toxiproxy;
+use test_support::{eventually, http_get, metric, services};
+
+fn sink_env(p: &Pipeline, http: std::net::SocketAddr, mongo_uri: &str) -> Vec<(String, String)> {
+    let c = &p.sink_config;
+    [
+        ("HTTP__LISTEN_ADDR", http.to_string()),
+        ("MONGO__URI", mongo_uri.to_string()),
+        ("MONGO__SERVER_SELECTION_TIMEOUT_MS", "1000".into()),
+        ("KAFKA__BOOTSTRAP_SERVERS", c.kafka.bootstrap_servers.clone()),
+        ("KAFKA__OPTIONS__SESSION_TIMEOUT_MS", "6000".into()),
+        ("KAFKA__OPTIONS__HEARTBEAT_INTERVAL_MS", "1000".into()),
+        ("KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS", "1000".into()),
+        ("CONSUME__TOPICS", c.consume.topics[0].clone()),
+        ("CONSUME__GROUP_ID", c.consume.group_id.clone()),
+        ("CONSUME__DEAD_LETTER_TOPIC", c.consume.dead_letter_topic.clone()),
+        ("CONSUME__COMMIT_INTERVAL_MS", "200".into()),
+        ("APPLY__METADATA_DATABASE", c.apply.metadata_database.clone()),
+        ("APPLY__MAX_BACKOFF_MS", "500".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))
+    .collect()
+}
+
+async fn target_v(p: &Pipeline) -> Option<i32> {
+    let found = p.target_db().collection::<Document>("docs").find_one(doc! {"_id": 1}).await.expect("find");
+    found.and_then(|d| d.get_i32("v").ok())
+}
+
+async fn wait_v(p: &Pipeline, v: i32, what: &str) {
+    eventually(what, Duration::from_secs(60), || async move { (target_v(p).await == Some(v)).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_stood_still_does_not_write_its_stale_batch_after_losing_the_partition() {
+    let servers = services();
+    let p = Pipeline::new("zombie", 1).await;
+    let dir = test_support::workspace_root().join(".cache/e2e").join(&p.name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let toxiproxy = Toxiproxy::start(&dir).await;
+    let target_host = servers.mongo_target_uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap();
+    let link = toxiproxy.proxy("target", target_host).await;
+    let source = p.start_source().await;
+    let docs = p.source_db().collection::<Document>("docs");
+
+    // Replica A reaches the target through the proxy.
+    let a_http = e2e::free_addr();
+    let a_env = sink_env(&p, a_http, &format!("mongodb://{link}/?directConnection=true"));
+    let mut a = Proc::new("sink-a", e2e::binary("sink-writer"), vec![], a_env, &dir);
+    a.start();
+    docs.insert_one(doc! {"_id": 1, "v": 1}).await.expect("insert");
+    wait_v(&p, 1, "A applies v1").await;
+
+    // A takes v2 but cannot write it; then it stands still.
+    toxiproxy.enable("target", false).await;
+    docs.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 2}}).await.expect("update");
+    eventually("A retries the v2 write", Duration::from_secs(30), || async {
+        let body = http_get(a_http, "/metrics").await.ok()?.1;
+        (metric(&body, "sink_writer_retries_total") >= 1.0).then_some(())
+    })
+    .await;
+    let applied = |body: &str| metric(body, "sink_writer_documents_applied_total");
+    let applied_before = applied(&http_get(a_http, "/metrics").await.expect("A's metrics").1);
+    a.pause();
+
+    // The group gives the partition to B, which writes v2 and then v3.
+    let b_http = e2e::free_addr();
+    let mut b =
+        Proc::new("sink-b", e2e::binary("sink-writer"), vec![], sink_env(&p, b_http, &servers.mongo_target_uri), &dir);
+    b.start();
+    wait_v(&p, 2, "B applies v2 once A is evicted").await;
+    docs.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 3}}).await.expect("update");
+    wait_v(&p, 3, "B applies v3").await;
+
+    // A wakes with its link back: its v2 batch must not land.
+    toxiproxy.enable("target", true).await;
+    a.resume();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(target_v(&p).await, Some(3), "a stale batch overwrote the newer document");
+    // Either the group refused A's ownership check, or A's revocation came first and stopped
+    // the write: both ways A wrote nothing after waking.
+    let body = http_get(a_http, "/metrics").await.expect("A's metrics").1;
+    assert_eq!(applied(&body), applied_before, "A wrote after losing the partition");
+
+    docs.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 4}}).await.expect("update");
+    wait_v(&p, 4, "replication goes on").await;
+    p.converged(Duration::from_secs(60)).await;
+    a.stop();
+    b.stop();
+    source.stop().await;
+}
