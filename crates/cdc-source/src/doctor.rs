@@ -30,7 +30,7 @@ pub async fn run(mut config: Config) -> Report {
     }
     if let Some(topics) = topics {
         let prefix = format!("{}.", config.topics.prefix);
-        let ours: Vec<String> = topics
+        let ours: Vec<&(String, usize)> = topics
             .iter()
             .filter(|(name, _)| {
                 let single = &config.topics.single_topic;
@@ -40,15 +40,58 @@ pub async fn run(mut config: Config) -> Report {
                     name == single
                 }
             })
-            .map(|(name, partitions)| format!("{name} ({partitions})"))
             .collect();
         if ours.is_empty() {
             report.ok("topics", format!("none yet; created on first use with {} partitions", config.topics.partitions));
         } else {
-            report.ok("topics", format!("{} present: {}", ours.len(), ours.join(", ")));
+            let listed: Vec<String> = ours.iter().map(|(name, partitions)| format!("{name} ({partitions})")).collect();
+            report.ok("topics", format!("{} present: {}", ours.len(), listed.join(", ")));
+            let names: Vec<&str> = ours.iter().map(|(name, _)| name.as_str()).collect();
+            record_limits(&mut report, &config, &names).await;
         }
     }
     report
+}
+
+/// Topics made elsewhere may take smaller records than this service may send (MSK's default is
+/// 1 MB): an event between the two limits would stop the service.
+async fn record_limits(report: &mut Report, config: &Config, topics: &[&str]) {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let admin = match config.kafka.admin() {
+        Ok(admin) => admin,
+        Err(e) => return report.warn("record size", format!("cannot read topic configurations: {e}")),
+    };
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10)));
+    let described = match admin.describe_configs(specifiers.iter(), &options).await {
+        Ok(described) => described,
+        Err(e) => return report.warn("record size", format!("cannot read topic configurations: {e}")),
+    };
+    let limit = config.delivery.max_message_bytes;
+    let small: Vec<String> = described
+        .into_iter()
+        .flatten()
+        .filter_map(|resource| {
+            let bytes = resource.get("max.message.bytes")?.value.as_deref()?.parse::<usize>().ok()?;
+            let name = match &resource.specifier {
+                rdkafka::admin::OwnedResourceSpecifier::Topic(name) => name.clone(),
+                _ => return None,
+            };
+            (bytes < limit).then(|| format!("{name} ({bytes})"))
+        })
+        .collect();
+    if small.is_empty() {
+        report.ok("record size", format!("every topic takes records up to delivery.max_message_bytes ({limit})"));
+    } else {
+        report.warn(
+            "record size",
+            format!(
+                "{} take smaller records than delivery.max_message_bytes ({limit}): an event between the two \
+                 stops the service; raise their max.message.bytes",
+                small.join(", ")
+            ),
+        );
+    }
 }
 
 async fn load_checkpoint(report: &mut Report, config: &Config) -> Option<Checkpoint> {

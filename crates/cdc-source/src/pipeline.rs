@@ -108,7 +108,7 @@ async fn run_once(
         let stored = producer.store(config).load().await?;
         Ok::<_, Error>((producer, stored))
     };
-    let (producer, stored) = tokio::select! {
+    let (mut producer, stored) = tokio::select! {
         connected = connect => connected?,
         _ = shutdown.cancelled() => return Ok(()),
     };
@@ -117,7 +117,20 @@ async fn run_once(
     } else {
         checkpoint::plan(stored.as_ref(), config.snapshot.mode)
     };
-    let checkpoint = stored.unwrap_or_default();
+    let mut checkpoint = stored.unwrap_or_default();
+    // "Now" is fixed durably before streaming: a restart before the first batch is committed (a
+    // crash, a fence) starts where this start did, not at a later "now" that skips what came
+    // in between.
+    let plan = match plan {
+        Plan::StartNow => {
+            let at = crate::snapshot::cluster_time(client).await?;
+            checkpoint.cluster_time = Some(at.into());
+            checkpoint.written_at_ms = crate::change_stream::now_ms();
+            producer.write(&[], &checkpoint).await?;
+            Plan::StartAt(at)
+        }
+        other => other,
+    };
     tracing::info!(plan = plan_name(&plan), seq = checkpoint.seq, "starting");
     let mut converter = Converter::new(
         config.capture.name.clone(),

@@ -174,10 +174,13 @@ impl Producer {
                     .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
                 if let Err(e) = committed {
                     self.abort().await;
-                    // A record the broker refused says more than "the transaction failed".
-                    return Err(first_failed(deliveries)
-                        .await
-                        .unwrap_or_else(|| Error::kafka("commit transaction", e)));
+                    // A record the broker refused says more than "the transaction failed"; a
+                    // fence says most (records purged on abort are its consequence).
+                    let failed = Error::kafka("commit transaction", e);
+                    if matches!(failed, Error::Fenced(_)) {
+                        return Err(failed);
+                    }
+                    return Err(first_failed(deliveries).await.unwrap_or(failed));
                 }
             }
             (CheckpointTarget::Topic { topic, key }, Guarantee::AtLeastOnce) => {
@@ -259,11 +262,16 @@ impl Producer {
     }
 }
 
-/// The first refused record of a failed transaction, if one was.
+/// The first record the broker refused in a failed transaction, if one was (records purged
+/// because the transaction failed do not count).
 async fn first_failed(deliveries: Vec<DeliveryFuture>) -> Option<Error> {
     for delivery in deliveries {
         if let Ok(Err((e, message))) = delivery.await {
-            return Some(Error::kafka(&format!("delivery to {}", message.topic()), e));
+            let purged =
+                matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight));
+            if !purged {
+                return Some(Error::kafka(&format!("delivery to {}", message.topic()), e));
+            }
         }
     }
     None

@@ -216,7 +216,7 @@ impl Snapshot<'_> {
 }
 
 /// The deployment's current cluster time (`operationTime` of a no-op read).
-async fn cluster_time(client: &mongodb::Client) -> Result<ClusterTime, Error> {
+pub async fn cluster_time(client: &mongodb::Client) -> Result<ClusterTime, Error> {
     let reply = client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| Error::mongo("ping", e))?;
     let time = reply
         .get_timestamp("operationTime")

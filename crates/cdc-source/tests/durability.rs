@@ -208,10 +208,15 @@ async fn a_fenced_instance_restarts_and_two_live_instances_end_with_one() {
         (!up(a).await || !up(b).await).then_some(())
     })
     .await;
+    // The survivor goes on from the checkpoint: every insert reaches the topic, whoever of the
+    // two had it in a transaction when it was fenced. (This found that a first start with no
+    // checkpoint, fenced before its first commit, restarted at a later "now" and skipped the
+    // inserts: the start position is now stored before streaming.)
+    h.records("docs", 10).await;
     let results = [first.stop().await, second.stop().await];
     let gave_up: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
     assert_eq!(gave_up.len(), 1, "{results:?}");
     assert!(gave_up[0].contains("another cdc-source with capture.name"), "{}", gave_up[0]);
-    // Exactly once all the same: each insert is in the topic once.
+    // Exactly once all the same: each insert is in the topic once, however often it was sent.
     assert_eq!(h.records("docs", 10).await.len(), 10);
 }

@@ -201,35 +201,25 @@ pub async fn run(settings: Settings) -> Report {
     let source_link = toxiproxy.proxy("source", &mongo_host(&servers.mongo_source_uri)).await;
     let target_link = toxiproxy.proxy("target", &mongo_host(&servers.mongo_target_uri)).await;
 
-    let source_env = vec![
+    let mut source_env = crate::source_process_env(&name, settings.partitions);
+    source_env.extend([
         ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
         ("CDC_SOURCE__MONGO__URI".into(), format!("mongodb://{source_link}/?directConnection=true")),
         ("CDC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS".into(), "3000".into()),
         ("CDC_SOURCE__KAFKA__BOOTSTRAP_SERVERS".into(), servers.kafka_bootstrap.clone()),
         ("CDC_SOURCE__KAFKA__OPTIONS__TRANSACTION_TIMEOUT_MS".into(), "10000".into()),
-        ("CDC_SOURCE__CAPTURE__NAME".into(), name.clone()),
-        ("CDC_SOURCE__CAPTURE__SCOPE".into(), "database".into()),
-        ("CDC_SOURCE__CAPTURE__DATABASE".into(), name.clone()),
-        ("CDC_SOURCE__CAPTURE__MAX_AWAIT_MS".into(), "200".into()),
-        ("CDC_SOURCE__TOPICS__PREFIX".into(), name.clone()),
-        ("CDC_SOURCE__TOPICS__PARTITIONS".into(), settings.partitions.to_string()),
         ("CDC_SOURCE__DELIVERY__MAX_BACKOFF_MS".into(), "2000".into()),
-    ];
-    let sink_env = vec![
+    ]);
+    let mut sink_env = crate::sink_process_env(&name);
+    sink_env.extend([
         ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
         ("SINK_WRITER__MONGO__URI".into(), format!("mongodb://{target_link}/?directConnection=true")),
         ("SINK_WRITER__MONGO__SERVER_SELECTION_TIMEOUT_MS".into(), "3000".into()),
         ("SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS".into(), servers.kafka_bootstrap.clone()),
         ("SINK_WRITER__KAFKA__OPTIONS__SESSION_TIMEOUT_MS".into(), "6000".into()),
         ("SINK_WRITER__KAFKA__OPTIONS__HEARTBEAT_INTERVAL_MS".into(), "1000".into()),
-        ("SINK_WRITER__KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS".into(), "1000".into()),
-        ("SINK_WRITER__CONSUME__TOPICS".into(), format!("^{name}\\..*")),
-        ("SINK_WRITER__CONSUME__GROUP_ID".into(), format!("{name}-sink")),
-        ("SINK_WRITER__CONSUME__DEAD_LETTER_TOPIC".into(), format!("{name}-dlq")),
-        ("SINK_WRITER__CONSUME__COMMIT_INTERVAL_MS".into(), "200".into()),
-        ("SINK_WRITER__APPLY__METADATA_DATABASE".into(), format!("{name}_meta")),
         ("SINK_WRITER__APPLY__MAX_BACKOFF_MS".into(), "2000".into()),
-    ];
+    ]);
     let mut source = Proc::new("cdc-source", crate::binary("cdc-source"), vec![], source_env, &dir);
     let mut sink = Proc::new("sink-writer", crate::binary("sink-writer"), vec![], sink_env, &dir);
     source.start();

@@ -60,3 +60,36 @@ pub async fn doctor(service: &str, env: &[(&str, String)]) -> (bool, String) {
     let out = Command::new(binary(service)).arg("doctor").env_clear().envs(&env).output().await.expect("doctor runs");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
+
+/// `CDC_SOURCE__…` settings of a cdc-source process capturing database `name` into topics of
+/// the same prefix with `partitions` each; the caller adds HTTP, MongoDB and Kafka.
+pub fn source_process_env(name: &str, partitions: i32) -> Vec<(String, String)> {
+    [
+        ("CAPTURE__NAME", name.to_string()),
+        ("CAPTURE__SCOPE", "database".into()),
+        ("CAPTURE__DATABASE", name.to_string()),
+        ("CAPTURE__MAX_AWAIT_MS", "200".into()),
+        ("TOPICS__PREFIX", name.to_string()),
+        ("TOPICS__PARTITIONS", partitions.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("CDC_SOURCE__{k}"), v))
+    .collect()
+}
+
+/// `SINK_WRITER__…` settings of a sink-writer process replicating what
+/// [`source_process_env`]`(name, …)` captures (its topics, group, dead-letter topic, metadata
+/// database); the caller adds HTTP, MongoDB and Kafka.
+pub fn sink_process_env(name: &str) -> Vec<(String, String)> {
+    [
+        ("KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS", "1000".into()),
+        ("CONSUME__TOPICS", format!("^{name}\\..*")),
+        ("CONSUME__GROUP_ID", format!("{name}-sink")),
+        ("CONSUME__DEAD_LETTER_TOPIC", format!("{name}-dlq")),
+        ("CONSUME__COMMIT_INTERVAL_MS", "200".into()),
+        ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))
+    .collect()
+}

@@ -107,3 +107,29 @@ async fn a_standalone_mongod_and_a_dead_broker_are_blockers() {
     assert!(!ok, "{report}");
     assert!(report.contains("FAIL  kafka") && report.contains(&dead.to_string()), "{report}");
 }
+
+#[tokio::test]
+async fn a_topic_that_takes_smaller_records_than_the_source_may_send_is_named() {
+    use rdkafka::admin::AdminClient;
+    use rdkafka::client::DefaultClientContext;
+    let servers = services();
+    let name = unique("doctor_limit");
+    let topic = format!("{name}.{name}.docs");
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &servers.kafka_bootstrap).create().expect("admin");
+    service_kit::connect::create_topic(&admin, &topic, 1, 1, &[("max.message.bytes", "1048588")]).await.expect("topic");
+    let (ok, report) = doctor(
+        "cdc-source",
+        &[
+            ("MONGO__URI", servers.mongo_source_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CAPTURE__NAME", name.clone()),
+            ("CAPTURE__SCOPE", "database".into()),
+            ("CAPTURE__DATABASE", name.clone()),
+            ("TOPICS__PREFIX", name.clone()),
+        ],
+    )
+    .await;
+    assert!(ok, "a warning, not a blocker: {report}");
+    assert!(report.contains("WARN  record size") && report.contains(&format!("{topic} (1048588)")), "{report}");
+}

@@ -74,30 +74,20 @@ async fn the_pipeline_runs_on_msk_iam_tokens_renewed_before_they_expire() {
     let (source_http, sink_http) = (e2e::free_addr(), e2e::free_addr());
 
     let mut source_env = kafka_env("CDC_SOURCE");
+    source_env.extend(e2e::source_process_env(&name, 2));
     source_env.extend([
         ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), source_http.to_string()),
         ("CDC_SOURCE__MONGO__URI".into(), servers.mongo_source_uri.clone()),
-        ("CDC_SOURCE__CAPTURE__NAME".into(), name.clone()),
-        ("CDC_SOURCE__CAPTURE__SCOPE".into(), "database".into()),
-        ("CDC_SOURCE__CAPTURE__DATABASE".into(), name.clone()),
-        ("CDC_SOURCE__CAPTURE__MAX_AWAIT_MS".into(), "200".into()),
-        ("CDC_SOURCE__TOPICS__PREFIX".into(), name.clone()),
-        ("CDC_SOURCE__TOPICS__PARTITIONS".into(), "2".into()),
         ("AWS_ACCESS_KEY_ID".into(), iam.access_key_id.clone()),
         ("AWS_SECRET_ACCESS_KEY".into(), iam.secret_access_key.clone()),
         ("AWS_SESSION_TOKEN".into(), iam.session_token.clone()),
     ]);
     let (credentials_url, credentials_served) = container_credentials_endpoint("pod-identity-token");
     let mut sink_env = kafka_env("SINK_WRITER");
+    sink_env.extend(e2e::sink_process_env(&name));
     sink_env.extend([
         ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), sink_http.to_string()),
         ("SINK_WRITER__MONGO__URI".into(), servers.mongo_target_uri.clone()),
-        ("SINK_WRITER__KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS".into(), "1000".into()),
-        ("SINK_WRITER__CONSUME__TOPICS".into(), format!("^{name}\\..*")),
-        ("SINK_WRITER__CONSUME__GROUP_ID".into(), format!("{name}-sink")),
-        ("SINK_WRITER__CONSUME__DEAD_LETTER_TOPIC".into(), format!("{name}-dlq")),
-        ("SINK_WRITER__CONSUME__COMMIT_INTERVAL_MS".into(), "200".into()),
-        ("SINK_WRITER__APPLY__METADATA_DATABASE".into(), format!("{name}_meta")),
         ("AWS_CONTAINER_CREDENTIALS_FULL_URI".into(), credentials_url),
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), "pod-identity-token".into()),
     ]);
