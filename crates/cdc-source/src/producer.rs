@@ -119,6 +119,7 @@ impl Producer {
         let mut destinations: Vec<(String, Option<i32>, usize, usize)> = Vec::new();
         for (item_index, item) in batch.iter().enumerate() {
             for (record_index, record) in item.records.iter().enumerate() {
+                self.check_size(record)?;
                 match &record.target {
                     Target::Keyed(topic) => {
                         self.topics.ensure(topic, &[]).await?;
@@ -135,11 +136,6 @@ impl Producer {
                         }
                     }
                 }
-            }
-        }
-        for item in batch {
-            for record in &item.records {
-                self.check_size(record)?;
             }
         }
         let checkpoint_value = serde_json::to_vec(checkpoint).map_err(|e| Error::Checkpoint(e.to_string()))?;

@@ -195,8 +195,7 @@ impl KafkaConnection {
                     "{section}.auth = aws_msk_iam needs a region: set {section}.aws_region or AWS_REGION"
                 ));
             }
-            let mechanism = self.options.get("sasl.mechanism").or_else(|| self.options.get("sasl_mechanism"));
-            if mechanism.is_some_and(|m| m != "OAUTHBEARER") {
+            if self.client_config().get("sasl.mechanism") != Some("OAUTHBEARER") {
                 problems.push(format!(
                     "{section}.auth = aws_msk_iam uses SASL OAUTHBEARER: remove sasl.mechanism from {section}.options"
                 ));

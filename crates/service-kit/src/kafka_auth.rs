@@ -72,21 +72,18 @@ impl TokenSource {
     }
 }
 
-fn generate(source: &Option<TokenSource>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-    match source {
-        Some(source) => source.token().map_err(Into::into),
-        None => Err("sasl.mechanism is OAUTHBEARER but kafka.auth is not aws_msk_iam".into()),
-    }
-}
-
 /// The context of clients that need nothing but authentication. Other contexts hold a
 /// `Option<TokenSource>` and answer `generate_oauth_token` with [`AuthContext::generate`].
 #[derive(Debug, Clone, Default)]
 pub struct AuthContext(pub Option<TokenSource>);
 
 impl AuthContext {
+    /// The answer to librdkafka's token request, for this and every other context.
     pub fn generate(source: &Option<TokenSource>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        generate(source)
+        match source {
+            Some(source) => source.token().map_err(Into::into),
+            None => Err("sasl.mechanism is OAUTHBEARER but kafka.auth is not aws_msk_iam".into()),
+        }
     }
 }
 
@@ -94,7 +91,7 @@ impl ClientContext for AuthContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn generate_oauth_token(&self, _: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        generate(&self.0)
+        Self::generate(&self.0)
     }
 }
 
@@ -309,7 +306,7 @@ mod tests {
 
     #[test]
     fn without_a_token_source_librdkafka_gets_a_reason() {
-        let Err(error) = generate(&None) else { panic!("a token without a source") };
+        let Err(error) = AuthContext::generate(&None) else { panic!("a token without a source") };
         let error = error.to_string();
         assert!(error.contains("kafka.auth"), "{error}");
     }

@@ -119,7 +119,13 @@ impl Context {
             shared: self.shared.clone(),
             durable: durable.clone(),
             stop: stop.clone(),
-            fence: Arc::new(Fence::new(Arc::downgrade(consumer), topic, partition, self.liveness.clone())),
+            fence: Arc::new(Fence::new(
+                Arc::downgrade(consumer),
+                topic,
+                partition,
+                durable.clone(),
+                self.liveness.clone(),
+            )),
         };
         let task = self.runtime.spawn(task.run());
         self.partitions.lock().insert((topic.to_string(), partition), Handle { durable, committed: -1, stop, task });
@@ -165,19 +171,6 @@ impl ConsumerContext for Context {
     }
 }
 
-/// A third of the group session timeout (librdkafka's `session.timeout.ms`, 30 s here unless
-/// the options set it): a stand-still shorter than that cannot have cost a partition.
-fn lease(config: &Config) -> Duration {
-    let session_ms = ["session.timeout.ms", "session_timeout_ms"]
-        .iter()
-        .find_map(|key| config.kafka.options.get(*key))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(SESSION_TIMEOUT_MS);
-    Duration::from_millis(session_ms / 3)
-}
-
-const SESSION_TIMEOUT_MS: u64 = 30_000;
-
 pub struct Dispatcher {
     /// Its context holds the partition tasks and what they share.
     consumer: Arc<StreamConsumer<Context>>,
@@ -186,36 +179,37 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(config: &Config, shared: Arc<Shared>) -> Result<Self, Error> {
+        let queue_kbytes = (config.consume.partition_queue_kbytes).to_string();
+        let client_config = config.kafka.client_config_with(&[
+            ("group.id", &config.consume.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", "30000"),
+            ("max.poll.interval.ms", "300000"),
+            ("topic.metadata.refresh.interval.ms", "10000"),
+            // A fetch waiting for committed data gives up after 100 ms, not librdkafka's
+            // 500: end-to-end latency at moderate rates, for a few more idle fetches.
+            ("fetch.wait.max.ms", "100"),
+            // Each partition's prefetch is bounded: a slow partition stops fetching alone.
+            ("queued.max.messages.kbytes", &queue_kbytes),
+        ]);
+        // A third of the session timeout the group applies (an operator may change it): a
+        // stand-still shorter than that cannot have cost a partition.
+        let session_ms = client_config.get("session.timeout.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(30_000);
         let context = Context {
             partitions: Arc::new(Partitions::default()),
             drain_timeout: Duration::from_millis(config.apply.drain_timeout_ms),
             shared,
             runtime: tokio::runtime::Handle::current(),
             consumer: OnceLock::new(),
-            liveness: Liveness::start(lease(config), &tokio::runtime::Handle::current()),
+            liveness: Liveness::start(Duration::from_millis(session_ms / 3), &tokio::runtime::Handle::current()),
             token: config.kafka.token_source(),
         };
-        let queue_kbytes = (config.consume.partition_queue_kbytes).to_string();
-        let consumer: StreamConsumer<Context> = config
-            .kafka
-            .client_config_with(&[
-                ("group.id", &config.consume.group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("isolation.level", "read_committed"),
-                ("partition.assignment.strategy", "cooperative-sticky"),
-                ("session.timeout.ms", &SESSION_TIMEOUT_MS.to_string()),
-                ("max.poll.interval.ms", "300000"),
-                ("topic.metadata.refresh.interval.ms", "10000"),
-                // A fetch waiting for committed data gives up after 100 ms, not librdkafka's
-                // 500: end-to-end latency at moderate rates, for a few more idle fetches.
-                ("fetch.wait.max.ms", "100"),
-                // Each partition's prefetch is bounded: a slow partition stops fetching alone.
-                ("queued.max.messages.kbytes", &queue_kbytes),
-            ])
-            .create_with_context(context)
-            .map_err(|e| Error::kafka("create consumer", e))?;
+        let consumer: StreamConsumer<Context> =
+            client_config.create_with_context(context).map_err(|e| Error::kafka("create consumer", e))?;
         let consumer = Arc::new(consumer);
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = config.consume.topics.iter().map(String::as_str).collect();

@@ -70,35 +70,43 @@ pub struct Fence {
     consumer: Weak<StreamConsumer<Context>>,
     topic: String,
     partition: i32,
+    /// The partition task's durable offset: what a confirmation commits.
+    durable: Arc<AtomicI64>,
     liveness: Arc<Liveness>,
     /// The epoch in which ownership was last known: assignment, or the last confirmation.
     confirmed: AtomicU64,
 }
 
 impl Fence {
-    pub fn new(consumer: Weak<StreamConsumer<Context>>, topic: &str, partition: i32, liveness: Arc<Liveness>) -> Self {
+    pub fn new(
+        consumer: Weak<StreamConsumer<Context>>,
+        topic: &str,
+        partition: i32,
+        durable: Arc<AtomicI64>,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         let confirmed = AtomicU64::new(liveness.epoch());
-        Self { consumer, topic: topic.to_string(), partition, liveness, confirmed }
+        Self { consumer, topic: topic.to_string(), partition, durable, liveness, confirmed }
     }
 
     /// Returns at once unless the process stood still since ownership was last known; then once
-    /// the group confirms it (by accepting a commit of `durable`); `Err(Stopped)` if the task is
-    /// stopped first.
-    pub async fn check(&self, durable: &AtomicI64, metrics: &Metrics, stop: &CancellationToken) -> Result<(), Error> {
+    /// the group confirms it (by accepting a commit of the durable offset); `Err(Stopped)` if the
+    /// task is stopped first.
+    pub async fn check(&self, metrics: &Metrics, stop: &CancellationToken) -> Result<(), Error> {
         let epoch = self.liveness.epoch();
         if epoch == self.confirmed.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.confirm(durable, metrics, stop).await?;
+        self.confirm(metrics, stop).await?;
         self.confirmed.fetch_max(epoch, Ordering::AcqRel);
         Ok(())
     }
 
-    async fn confirm(&self, durable: &AtomicI64, metrics: &Metrics, stop: &CancellationToken) -> Result<(), Error> {
+    async fn confirm(&self, metrics: &Metrics, stop: &CancellationToken) -> Result<(), Error> {
         let since = Instant::now();
         let mut warned = false;
         loop {
-            match self.commit(durable.load(Ordering::Acquire)).await {
+            match self.commit(self.durable.load(Ordering::Acquire)).await {
                 Ok(()) => {
                     metrics.ownership_checks.with_label_values(&["confirmed"]).inc();
                     if warned {

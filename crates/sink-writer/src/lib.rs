@@ -76,7 +76,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Duration::from_secs(5),
             shutdown.clone(),
         ));
-        let result = match dead_letters(&config, &shutdown).await {
+        let dead_letters = until_ready("set up the dead-letter topic", &config, &shutdown, || {
+            dlq::DeadLetters::new(&config.kafka, &config.consume.dead_letter_topic)
+        });
+        let result = match dead_letters.await {
             Ok(Some(dead_letters)) => {
                 let shared = Arc::new(partition::Shared {
                     writer: writer::Writer::new(client.clone(), &config.apply.write_concern, config.apply.journal),
@@ -100,19 +103,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     Ok(Running::new(http_addr, task))
 }
 
-/// The dead-letter topic and producer, retried while Kafka is unreachable; `None` on shutdown.
-async fn dead_letters(config: &Config, shutdown: &CancellationToken) -> Result<Option<dlq::DeadLetters>, Error> {
+/// Runs `attempt` until it succeeds, retrying retriable failures with capped backoff (logged
+/// as "cannot {what} yet"); `None` once `shutdown` is requested.
+async fn until_ready<T, F, Fut>(
+    what: &str,
+    config: &Config,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Result<Option<T>, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
     let mut backoff = Duration::from_millis(200);
     loop {
-        let created = tokio::select! {
-            created = dlq::DeadLetters::new(&config.kafka, &config.consume.dead_letter_topic) => created,
+        let outcome = tokio::select! {
+            outcome = attempt() => outcome,
             _ = shutdown.cancelled() => return Ok(None),
         };
-        match created {
-            Ok(dead_letters) => return Ok(Some(dead_letters)),
-            Err(e) if e.is_retriable() => {
-                tracing::warn!(error = %e, "cannot set up the dead-letter topic yet: retrying")
-            }
+        match outcome {
+            Ok(value) => return Ok(Some(value)),
+            Err(e) if e.is_retriable() => tracing::warn!(error = %e, "cannot {what} yet: retrying"),
             Err(e) => return Err(e),
         }
         tokio::select! {
@@ -130,17 +141,8 @@ async fn consume(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     // Applied DDL must be known before any event is judged obsolete or not.
-    let mut backoff = Duration::from_millis(200);
-    while let Err(e) = shared.ddl.load().await {
-        if !e.is_retriable() {
-            return Err(e);
-        }
-        tracing::warn!(error = %e, "cannot read applied DDL yet: retrying");
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(config.apply.max_backoff_ms));
+    if until_ready("read applied DDL", config, &shutdown, || shared.ddl.load()).await?.is_none() {
+        return Ok(());
     }
     let dispatcher = consumer::Dispatcher::new(config, shared)?;
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));

@@ -127,12 +127,7 @@ impl PartitionTask {
             }
             let write = write_batch(
                 self.shared.clone(),
-                Target {
-                    topic: self.topic.clone(),
-                    partition: self.partition,
-                    fence: self.fence.clone(),
-                    durable: self.durable.clone(),
-                },
+                Target { topic: self.topic.clone(), partition: self.partition, fence: self.fence.clone() },
                 plan,
                 messages,
                 undecodable,
@@ -244,7 +239,6 @@ struct Target {
     topic: String,
     partition: i32,
     fence: Arc<Fence>,
-    durable: Arc<AtomicI64>,
 }
 
 async fn write_batch(
@@ -284,7 +278,7 @@ async fn write_batch(
     for round in &plan.rounds {
         let started = Instant::now();
         let result = retry(&shared, &stop, TARGET, || async {
-            target.fence.check(&target.durable, &shared.metrics, &stop).await?;
+            target.fence.check(&shared.metrics, &stop).await?;
             shared.writer.apply(round).await
         })
         .await?;

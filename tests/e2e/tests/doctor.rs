@@ -7,21 +7,29 @@ use std::time::Duration;
 use e2e::{doctor, free_addr};
 use test_support::{services, unique, workspace_root};
 
-#[tokio::test]
-async fn a_healthy_setup_has_no_blockers() {
+/// `cdc-source doctor` on the loopback servers, capturing database `name` into topics prefixed
+/// `name`.
+async fn source_doctor(name: &str) -> (bool, String) {
     let servers = services();
-    let name = unique("doctor");
-    let (ok, report) = doctor(
+    doctor(
         "cdc-source",
         &[
             ("MONGO__URI", servers.mongo_source_uri.clone()),
             ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
-            ("CAPTURE__NAME", name.clone()),
+            ("CAPTURE__NAME", name.to_string()),
             ("CAPTURE__SCOPE", "database".into()),
-            ("CAPTURE__DATABASE", name.clone()),
+            ("CAPTURE__DATABASE", name.to_string()),
+            ("TOPICS__PREFIX", name.to_string()),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_healthy_setup_has_no_blockers() {
+    let servers = services();
+    let name = unique("doctor");
+    let (ok, report) = source_doctor(&name).await;
     assert!(ok, "{report}");
     for line in ["ok    source mongodb", "replica set 'source'", "ok    change streams", "oplog window", "no blockers"]
     {
@@ -118,18 +126,7 @@ async fn a_topic_that_takes_smaller_records_than_the_source_may_send_is_named() 
     let admin: AdminClient<DefaultClientContext> =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &servers.kafka_bootstrap).create().expect("admin");
     service_kit::connect::create_topic(&admin, &topic, 1, 1, &[("max.message.bytes", "1048588")]).await.expect("topic");
-    let (ok, report) = doctor(
-        "cdc-source",
-        &[
-            ("MONGO__URI", servers.mongo_source_uri.clone()),
-            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
-            ("CAPTURE__NAME", name.clone()),
-            ("CAPTURE__SCOPE", "database".into()),
-            ("CAPTURE__DATABASE", name.clone()),
-            ("TOPICS__PREFIX", name.clone()),
-        ],
-    )
-    .await;
+    let (ok, report) = source_doctor(&name).await;
     assert!(ok, "a warning, not a blocker: {report}");
     assert!(report.contains("WARN  record size") && report.contains(&format!("{topic} (1048588)")), "{report}");
 }
