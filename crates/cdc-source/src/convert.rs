@@ -206,7 +206,14 @@ impl Converter {
             Some(coll) => format!("{}.{coll}", ddl.db()),
             None => ddl.db().to_string(),
         };
-        let event = ControlEvent { ddl, markers: 1, source: self.source(Snapshot::False), position, ts_ms: now_ms };
+        let event = ControlEvent {
+            ddl,
+            markers: 1,
+            topics: Default::default(),
+            source: self.source(Snapshot::False),
+            position,
+            ts_ms: now_ms,
+        };
         let (key, _) = encode_control(&event);
         vec![Record { target, key, value: None, control: Some(Box::new(event)), op: "ddl", namespace }]
     }

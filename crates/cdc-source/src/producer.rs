@@ -148,9 +148,11 @@ impl Producer {
         for (item_index, item) in batch.iter().enumerate() {
             for (record_index, record) in item.records.iter().enumerate() {
                 if let Some(control) = &record.control {
-                    let count = destinations.iter().filter(|d| (d.2, d.3) == (item_index, record_index)).count();
-                    let event =
-                        ControlEvent { markers: u32::try_from(count).unwrap_or(u32::MAX), ..(**control).clone() };
+                    let mut topics = std::collections::BTreeMap::new();
+                    for (topic, ..) in destinations.iter().filter(|d| (d.2, d.3) == (item_index, record_index)) {
+                        *topics.entry(topic.clone()).or_insert(0_u32) += 1;
+                    }
+                    let event = ControlEvent { markers: topics.values().sum(), topics, ..(**control).clone() };
                     markers.insert((item_index, record_index), encode_control(&event).1);
                 }
             }

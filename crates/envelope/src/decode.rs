@@ -35,6 +35,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
 
     if let Some(ddl) = parsed.ddl.as_ref() {
         let markers = ddl.markers.max(1);
+        let topics = ddl.topics.clone();
         let from = |coll: Option<String>| -> Result<Namespace, DecodeError> {
             Ok(Namespace::new(ddl.db.clone(), coll.ok_or(DecodeError::MissingField("ddl.collection"))?))
         };
@@ -50,6 +51,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
         return Ok(Event::Control(Box::new(ControlEvent {
             ddl,
             markers,
+            topics,
             source: source_info(&source),
             position,
             ts_ms,

@@ -85,7 +85,14 @@ pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
     };
     let value = ControlOut {
         source: source_wire(&event.source, &event.position, &db, collection.as_deref()),
-        ddl: DdlWire { kind: event.ddl.kind().to_string(), db, collection, to, markers: event.markers },
+        ddl: DdlWire {
+            kind: event.ddl.kind().to_string(),
+            db,
+            collection,
+            to,
+            markers: event.markers,
+            topics: event.topics.clone(),
+        },
         ts_ms: event.ts_ms,
         cdc: cdc_wire(&event.position, None),
     };

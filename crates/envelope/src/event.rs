@@ -239,6 +239,10 @@ pub struct ControlEvent {
     /// How many copies of this marker the source sent (one per partition it fanned out to):
     /// a sink applies the DDL once all of them have been reached.
     pub markers: u32,
+    /// The topics those copies went to, with how many partitions (copies) each: a sink counts
+    /// only the copies on topics it reads. Empty in events written before it existed; then
+    /// `markers` is the count.
+    pub topics: std::collections::BTreeMap<String, u32>,
     pub source: SourceInfo,
     pub position: Position,
     pub ts_ms: i64,
@@ -253,4 +257,14 @@ pub enum Event {
     Tombstone {
         id: Bson,
     },
+}
+
+impl ControlEvent {
+    /// How many copies of this marker a sink reading the topics `reads` says yes to must reach.
+    pub fn markers_for(&self, reads: impl Fn(&str) -> bool) -> u32 {
+        if self.topics.is_empty() {
+            return self.markers;
+        }
+        self.topics.iter().filter(|(topic, _)| reads(topic)).map(|(_, n)| *n).sum()
+    }
 }

@@ -43,10 +43,12 @@
 //!
 //! ## Control value (DDL)
 //! `{"ddl": {"type": "drop"|"rename"|"dropDatabase", "db", "collection"|null, "to": {"db",
-//! "collection"}|null, "markers": N}, "source": {…}, "ts_ms", "cdc": {…}}` and no `op`. The
-//! source writes one copy to every partition that may hold older events of the namespace;
-//! `markers` says how many, so a sink can apply the DDL once every copy is reached (all
-//! older events are applied by then). Debezium-shaped
+//! "collection"}|null, "markers": N, "topics": {"<topic>": n, …}}, "source": {…}, "ts_ms",
+//! "cdc": {…}}` and no `op`. The source writes one copy to every partition that may hold older
+//! events of the namespace; `markers` says how many in all and `topics` how many on each topic
+//! (a rename's copies go to the old and the new name's topics). A sink applies the DDL once it
+//! has reached every copy on the topics it reads (all older events are applied by then);
+//! without `topics` (older events), it waits for `markers` copies. Debezium-shaped
 //! consumers (the MongoDB Kafka Connector's Debezium handler among them) skip it. Its
 //! `cdc.clusterTime` orders it against the namespace's data events: a sink applies it after
 //! every earlier change of the namespace and ignores later-arriving older ones.

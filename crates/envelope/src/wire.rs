@@ -112,6 +112,9 @@ pub(crate) struct DdlWire {
     pub to: Option<NamespaceWire>,
     #[serde(default)]
     pub markers: u32,
+    /// Topic → copies on it; omitted when empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub topics: std::collections::BTreeMap<String, u32>,
 }
 
 /// A control event's value: `ddl` and no `op`.

@@ -91,6 +91,7 @@ pub fn controls() -> Vec<(&'static str, ControlEvent)> {
     let event = |ddl: Ddl, i: u32| ControlEvent {
         ddl,
         markers: 4,
+        topics: [("cdc.inventory.products".to_string(), 4)].into_iter().collect(),
         source: source(Snapshot::False),
         position: position(i, 10 + u64::from(i), true),
         ts_ms: 1_700_000_000_300,
