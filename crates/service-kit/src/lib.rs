@@ -18,6 +18,8 @@
 
 pub mod app;
 pub mod aws_credentials;
+pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod connect;

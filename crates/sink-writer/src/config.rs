@@ -10,6 +10,9 @@ use service_kit::telemetry::LogConfig;
 /// Environment variables override the file as `SINK_WRITER__<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "SINK_WRITER";
 
+/// The smallest memory budget that still lets a large record through with the client's prefetch.
+const MIN_MEMORY_BUDGET: usize = 16 * 1024 * 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -46,12 +49,13 @@ pub struct ConsumeConfig {
     pub topics: Vec<String>,
     /// Consumer group; replicas sharing it split the partitions.
     pub group_id: String,
-    /// Topic receiving records that cannot be applied, with headers saying why.
+    /// Topic receiving records that cannot be applied, with headers saying why. Never read by
+    /// this service, even when `topics` matches it.
     pub dead_letter_topic: String,
-    /// Prefetched kilobytes buffered per partition (librdkafka `queued.max.messages.kbytes`).
-    pub partition_queue_kbytes: usize,
     /// How often durable offsets are committed, in ms.
     pub commit_interval_ms: u64,
+    /// How often the topic list is checked for new topics matching a `^regex` entry, in ms.
+    pub topic_refresh_interval_ms: u64,
 }
 
 impl Default for ConsumeConfig {
@@ -60,8 +64,8 @@ impl Default for ConsumeConfig {
             topics: vec!["^cdc\\..*".to_string()],
             group_id: "sink-writer".to_string(),
             dead_letter_topic: "sink-writer.dlq".to_string(),
-            partition_queue_kbytes: 65_536,
             commit_interval_ms: 1000,
+            topic_refresh_interval_ms: 5000,
         }
     }
 }
@@ -97,8 +101,18 @@ pub struct ApplyConfig {
     pub metadata_database: String,
     /// Longest pause between retries of a failing write, in ms.
     pub max_backoff_ms: u64,
-    /// How long a stop or a revoke waits for in-flight writes, in ms.
+    /// On a revoke or stop no new write starts; this is how long the writes already sent may
+    /// take to be answered before they are abandoned, in ms. Keep it above the target's
+    /// one-way network delay.
     pub drain_timeout_ms: u64,
+    /// How long a write refused by a unique secondary index (duplicate key) is retried before
+    /// it goes to the dead-letter topic, in ms: the conflict resolves once the change that
+    /// freed the value (often on another partition) is applied.
+    pub conflict_retry_timeout_ms: u64,
+    /// Bytes all buffered and in-flight records may take together (the Kafka client's prefetch
+    /// included), whatever the number of partitions or size of documents. Keep it well below
+    /// the container's memory limit.
+    pub memory_budget_bytes: usize,
     /// `auto` (DocumentDB endpoints recognised by host name), `mongodb` or `documentdb`
     /// (no retryable writes).
     pub compat: service_kit::connect::Compat,
@@ -116,7 +130,9 @@ impl Default for ApplyConfig {
             mapping: Vec::new(),
             metadata_database: "__sink_writer".to_string(),
             max_backoff_ms: 10_000,
-            drain_timeout_ms: 15_000,
+            drain_timeout_ms: 30_000,
+            conflict_retry_timeout_ms: 300_000,
+            memory_budget_bytes: 320 * 1024 * 1024,
             compat: service_kit::connect::Compat::Auto,
         }
     }
@@ -145,8 +161,11 @@ impl Validate for Config {
         if apply.batch_max_docs == 0 || apply.batch_max_bytes == 0 || apply.max_in_flight == 0 {
             problems.push("apply.batch_max_docs, batch_max_bytes and max_in_flight must be at least 1".into());
         }
-        if self.consume.partition_queue_kbytes == 0 {
-            problems.push("consume.partition_queue_kbytes must be at least 1".into());
+        if apply.memory_budget_bytes < MIN_MEMORY_BUDGET {
+            problems.push(format!("apply.memory_budget_bytes must be at least {MIN_MEMORY_BUDGET} (16 MiB)"));
+        }
+        if self.consume.topic_refresh_interval_ms == 0 {
+            problems.push("consume.topic_refresh_interval_ms must be at least 1".into());
         }
         if apply.write_concern != "majority" && apply.write_concern.parse::<u32>().is_err() {
             problems.push(format!("apply.write_concern '{}' must be \"majority\" or a number", apply.write_concern));

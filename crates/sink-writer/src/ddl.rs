@@ -1,11 +1,15 @@
 //! DDL control events, applied once and in order with the data, also across replicas.
 //!
-//! The source puts a marker on every partition that may hold older events of the namespace and
-//! says how many. Each partition task, on reaching its marker (with everything before it
-//! applied), records its arrival in `<metadata_database>.ddl` and waits. The arrival that
-//! completes the set claims the DDL (with a lease, in case it dies), applies it to the target and
-//! marks it applied; the others continue once it is. Applied DDL is remembered, so events older
-//! than it that are read again after a restart are skipped instead of resurrecting documents.
+//! The source puts a copy of each marker on every partition that may hold older events of the
+//! namespace (for a rename: of the old and the new name) and says how many went to each topic.
+//! Each partition task, on reaching its copy (with everything before it applied), records its
+//! arrival in `<metadata_database>.ddl` and waits. The arrival that completes the copies on the
+//! topics this sink reads claims the DDL (with a lease, in case it dies), fixes what it will do
+//! (so a second claimer after a crash does the same), applies it and marks it applied; the
+//! others continue once it is. Every step is retried until it succeeds; a DDL the target refuses
+//! for good is marked applied with the reason, and its claimer sends the record to the
+//! dead-letter topic. Applied DDL is remembered (and read again on every assignment), so events
+//! older than it that are read again are skipped instead of resurrecting documents.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,37 +23,90 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::mapping::Mapper;
+use crate::retry::Retrier;
 
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
 const NAMESPACE_NOT_FOUND: i32 = 26;
-const NAMESPACE_EXISTS: i32 = 48;
+/// The readiness component of DDL bookkeeping and application (writes to the target).
+const COMPONENT: &str = crate::retry::WRITES;
 
 pub struct DdlApplier {
     client: mongodb::Client,
     log: mongodb::Collection<Document>,
     mapper: Mapper,
+    /// The consumer group: DDL state is per group (two groups may write different targets).
+    group: String,
+    retrier: Retrier,
     /// Applied DDL by source namespace (`db.coll`, or `db.` for a whole database).
     applied: Mutex<HashMap<String, ClusterTime>>,
 }
 
-impl DdlApplier {
-    pub fn new(client: mongodb::Client, metadata_database: &str, mapper: Mapper) -> Self {
-        let log = client.database(metadata_database).collection("ddl");
-        Self { client, log, mapper, applied: Mutex::new(HashMap::new()) }
+/// How a barrier ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passed {
+    /// This arrival applied it.
+    pub here: bool,
+    /// The target refused it for good (then it is marked applied, with this reason).
+    pub refused: Option<String>,
+}
+
+/// What applying a DDL will do, fixed before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Drop,
+    DropDatabase,
+    /// `from` exists: rename it over `to`.
+    Rename,
+    /// `from` does not exist here: the renamed collection is empty, `to` must be too.
+    DropTarget,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Drop => "drop",
+            Step::DropDatabase => "dropDatabase",
+            Step::Rename => "rename",
+            Step::DropTarget => "dropTarget",
+        }
     }
 
-    /// Loads what was applied before (at start).
+    fn from_name(name: &str) -> Option<Step> {
+        [Step::Drop, Step::DropDatabase, Step::Rename, Step::DropTarget].into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl DdlApplier {
+    pub fn new(
+        client: mongodb::Client,
+        metadata_database: &str,
+        mapper: Mapper,
+        group: &str,
+        retrier: Retrier,
+    ) -> Self {
+        let log = client.database(metadata_database).collection("ddl");
+        Self { client, log, mapper, group: group.to_string(), retrier, applied: Mutex::new(HashMap::new()) }
+    }
+
+    /// Reads what this group applied before (at start, and whenever partitions are assigned: a
+    /// replica taking a partition over must know what another applied).
     pub async fn load(&self) -> Result<(), Error> {
+        let filter = doc! {"applied": true, "$or": [{"group": &self.group}, {"group": {"$exists": false}}]};
         let applied: Vec<Document> = self
             .log
-            .find(doc! {"applied": true})
+            .find(filter)
             .await
             .map_err(|e| Error::mongo("read applied ddl", e))?
             .try_collect()
             .await
             .map_err(|e| Error::mongo("read applied ddl", e))?;
         for entry in applied {
-            if let (Ok(scope), Ok(ts)) = (entry.get_str("scope"), entry.get_timestamp("cluster_time")) {
+            let Ok(ts) = entry.get_timestamp("cluster_time") else { continue };
+            for scope in entry
+                .get_array("scopes")
+                .map(|s| s.iter().filter_map(|b| b.as_str()).collect())
+                .unwrap_or_else(|_| entry.get_str("scope").map(|s| vec![s]).unwrap_or_default())
+            {
                 self.remember(scope, ts.into());
             }
         }
@@ -68,46 +125,69 @@ impl DdlApplier {
         [ns.to_string(), format!("{}.", ns.db)].iter().any(|scope| applied.get(scope).is_some_and(|t| at < *t))
     }
 
-    /// Waits for every marker of `event`, then makes sure it is applied exactly once.
-    /// `arrival` names this partition (`topic/partition`).
-    pub async fn barrier(&self, event: &ControlEvent, arrival: &str, stop: &CancellationToken) -> Result<bool, Error> {
+    /// Waits until `required` copies of `event`'s marker have arrived (this one included), then
+    /// makes sure it is applied exactly once. `arrival` names this partition (`topic/partition`).
+    pub async fn barrier(
+        &self,
+        event: &ControlEvent,
+        arrival: &str,
+        required: u32,
+        stop: &CancellationToken,
+    ) -> Result<Passed, Error> {
         let at = event.position.cluster_time;
-        let scope = match &event.ddl {
-            Ddl::Drop(ns) | Ddl::Rename { from: ns, .. } => ns.to_string(),
-            Ddl::DropDatabase { db } => format!("{db}."),
-        };
-        let id = format!("{}:{scope}@{}.{}", event.ddl.kind(), at.t, at.i);
+        let scopes = scopes(&event.ddl);
+        let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scopes[0], at.t, at.i);
         let timestamp: bson::Timestamp = at.into();
         let mut entry = self
-            .log
-            .find_one_and_update(
-                doc! {"_id": &id},
-                doc! {
-                    "$addToSet": {"arrived": arrival},
-                    "$setOnInsert": {"kind": event.ddl.kind(), "scope": &scope, "cluster_time": timestamp,
-                                     "markers": i64::from(event.markers)},
-                },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| Error::mongo("record ddl arrival", e))?
+            .retrier
+            .run(COMPONENT, stop, || async {
+                self.log
+                    .find_one_and_update(
+                        doc! {"_id": &id},
+                        doc! {
+                            "$addToSet": {"arrived": arrival},
+                            "$setOnInsert": {"kind": event.ddl.kind(), "scope": &scopes[0], "scopes": &scopes,
+                                             "cluster_time": timestamp, "markers": i64::from(required),
+                                             "group": &self.group},
+                        },
+                    )
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await
+                    .map_err(|e| Error::mongo("record ddl arrival", e))
+            })
+            .await?
             .unwrap_or_default();
-        let mut applied_here = false;
+        let mut passed = Passed { here: false, refused: None };
         loop {
             if entry.get_bool("applied").unwrap_or(false) {
-                self.remember(&scope, at);
-                return Ok(applied_here);
+                for scope in &scopes {
+                    self.remember(scope, at);
+                }
+                passed.refused = passed.refused.or_else(|| entry.get_str("refused").ok().map(str::to_string));
+                return Ok(passed);
             }
             let arrived = entry.get_array("arrived").map_or(0, Vec::len);
-            if arrived >= event.markers as usize && self.claim(&id, arrival).await? {
-                self.apply(&event.ddl).await?;
-                self.log
-                    .update_one(doc! {"_id": &id}, doc! {"$set": {"applied": true, "applied_at": DateTime::now()}})
-                    .await
-                    .map_err(|e| Error::mongo("mark ddl applied", e))?;
-                tracing::info!(ddl = %id, "applied");
-                applied_here = true;
+            let markers =
+                entry.get_i64("markers").map_or(required as usize, |m| usize::try_from(m).unwrap_or(usize::MAX));
+            if arrived >= markers && self.retrier.run(COMPONENT, stop, || self.claim(&id, arrival)).await? {
+                let refused = self.apply(&id, &entry, &event.ddl, stop).await?;
+                let mut mark = doc! {"applied": true, "applied_at": DateTime::now()};
+                if let Some(reason) = &refused {
+                    tracing::error!(ddl = %id, %reason, "the target refuses this DDL: marked applied, record dead-lettered");
+                    mark.insert("refused", reason);
+                } else {
+                    tracing::info!(ddl = %id, "applied");
+                }
+                self.retrier
+                    .run(COMPONENT, stop, || async {
+                        self.log
+                            .update_one(doc! {"_id": &id}, doc! {"$set": mark.clone()})
+                            .await
+                            .map_err(|e| Error::mongo("mark ddl applied", e))
+                    })
+                    .await?;
+                passed = Passed { here: true, refused };
             } else {
                 tokio::select! {
                     _ = stop.cancelled() => return Err(Error::Stopped),
@@ -115,10 +195,11 @@ impl DdlApplier {
                 }
             }
             entry = self
-                .log
-                .find_one(doc! {"_id": &id})
-                .await
-                .map_err(|e| Error::mongo("read ddl state", e))?
+                .retrier
+                .run(COMPONENT, stop, || async {
+                    self.log.find_one(doc! {"_id": &id}).await.map_err(|e| Error::mongo("read ddl state", e))
+                })
+                .await?
                 .unwrap_or_default();
         }
     }
@@ -139,51 +220,114 @@ impl DdlApplier {
         Ok(claimed.modified_count == 1)
     }
 
-    async fn apply(&self, ddl: &Ddl) -> Result<(), Error> {
-        match ddl {
-            Ddl::Drop(ns) => {
-                let target = self.mapper.map(ns);
-                self.client
-                    .database(&target.db)
-                    .collection::<Document>(&target.coll)
-                    .drop()
-                    .await
-                    .map_err(|e| Error::mongo("drop collection", e))
+    /// Fixes the step (unless an earlier claimer did), then performs it; `Some(reason)` when the
+    /// target refuses it for good.
+    async fn apply(
+        &self,
+        id: &str,
+        entry: &Document,
+        ddl: &Ddl,
+        stop: &CancellationToken,
+    ) -> Result<Option<String>, Error> {
+        let step = match entry.get_str("step").ok().and_then(Step::from_name) {
+            Some(step) => step,
+            None => {
+                let step = self.retrier.run(COMPONENT, stop, || self.choose(ddl)).await?;
+                // The first claimer's choice stands: `from` may be gone because it renamed it.
+                let stored = self
+                    .retrier
+                    .run(COMPONENT, stop, || async {
+                        self.log
+                            .update_one(
+                                doc! {"_id": id, "step": {"$exists": false}},
+                                doc! {"$set": {"step": step.name()}},
+                            )
+                            .await
+                            .map_err(|e| Error::mongo("record ddl step", e))?;
+                        self.log.find_one(doc! {"_id": id}).await.map_err(|e| Error::mongo("read ddl step", e))
+                    })
+                    .await?;
+                stored.as_ref().and_then(|d| d.get_str("step").ok()).and_then(Step::from_name).unwrap_or(step)
             }
-            Ddl::DropDatabase { db } => {
+        };
+        self.retrier.run(COMPONENT, stop, || self.perform(step, ddl)).await
+    }
+
+    async fn choose(&self, ddl: &Ddl) -> Result<Step, Error> {
+        Ok(match ddl {
+            Ddl::Drop(_) => Step::Drop,
+            Ddl::DropDatabase { .. } => Step::DropDatabase,
+            Ddl::Rename { from, .. } => {
+                let from = self.mapper.map(from);
+                let names = self
+                    .client
+                    .database(&from.db)
+                    .list_collection_names()
+                    .filter(doc! {"name": &from.coll})
+                    .await
+                    .map_err(|e| Error::mongo("list collections", e))?;
+                if names.is_empty() {
+                    Step::DropTarget
+                } else {
+                    Step::Rename
+                }
+            }
+        })
+    }
+
+    /// Performs a step; idempotent, so a claimer taking over after a crash may do it again.
+    async fn perform(&self, step: Step, ddl: &Ddl) -> Result<Option<String>, Error> {
+        let drop = |ns: Namespace| async move {
+            self.client
+                .database(&ns.db)
+                .collection::<Document>(&ns.coll)
+                .drop()
+                .await
+                .map_err(|e| Error::mongo("drop collection", e))
+        };
+        match (step, ddl) {
+            (Step::Drop, Ddl::Drop(ns)) => drop(self.mapper.map(ns)).await.map(|()| None),
+            (Step::DropTarget, Ddl::Rename { to, .. }) => drop(self.mapper.map(to)).await.map(|()| None),
+            (Step::DropDatabase, Ddl::DropDatabase { db }) => {
                 // The source reported a drop for each of the database's collections first, and
                 // those are applied by now. What is left was written by newer events (on topics
                 // no marker holds back): keep it, and drop the database only when it is empty.
                 let target = self.client.database(&self.mapper.map_database(db));
                 let left = target.list_collection_names().await.map_err(|e| Error::mongo("list collections", e))?;
                 if left.iter().all(|name| name.starts_with("system.")) {
-                    target.drop().await.map_err(|e| Error::mongo("drop database", e))
+                    target.drop().await.map_err(|e| Error::mongo("drop database", e))?;
                 } else {
                     tracing::info!(database = %target.name(), collections = left.len(), "dropDatabase: newer collections exist, database kept");
-                    Ok(())
                 }
+                Ok(None)
             }
-            Ddl::Rename { from, to } => self.rename(&self.mapper.map(from), &self.mapper.map(to)).await,
+            (Step::Rename, Ddl::Rename { from, to }) => self.rename(&self.mapper.map(from), &self.mapper.map(to)).await,
+            (step, ddl) => Ok(Some(format!("step {} does not fit {}", step.name(), ddl.kind()))),
         }
     }
 
-    async fn rename(&self, from: &Namespace, to: &Namespace) -> Result<(), Error> {
-        let command = doc! {"renameCollection": from.to_string(), "to": to.to_string()};
+    /// Renames `from` over `to` (whatever `to` holds is replaced, as `dropTarget` does on the
+    /// source: newer events of `to` wait behind the rename's markers, so `to` holds only what
+    /// the source dropped). Done already when `from` is gone.
+    async fn rename(&self, from: &Namespace, to: &Namespace) -> Result<Option<String>, Error> {
+        let command = doc! {"renameCollection": from.to_string(), "to": to.to_string(), "dropTarget": true};
         match self.client.database("admin").run_command(command).await {
-            Ok(_) => Ok(()),
-            Err(e) => match mongo_code(&e) {
-                Some(NAMESPACE_NOT_FOUND) => Ok(()), // nothing of it reached the target
-                Some(NAMESPACE_EXISTS) => {
-                    // Newer events already wrote into `to`: keep those, add the rest, drop `from`.
-                    let merge = vec![doc! {"$merge": {"into": {"db": &to.db, "coll": &to.coll}, "on": "_id",
-                    "whenMatched": "keepExisting", "whenNotMatched": "insert"}}];
-                    let source = self.client.database(&from.db).collection::<Document>(&from.coll);
-                    source.aggregate(merge).await.map_err(|e| Error::mongo("merge renamed collection", e))?;
-                    source.drop().await.map_err(|e| Error::mongo("drop renamed collection", e))
-                }
-                _ => Err(Error::mongo("rename collection", e)),
+            Ok(_) => Ok(None),
+            Err(e) if mongo_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(None),
+            Err(e) => match Error::mongo("rename collection", e) {
+                Error::Mongo { retriable: false, reason, .. } => Ok(Some(format!("rename {from} to {to}: {reason}"))),
+                other => Err(other),
             },
         }
+    }
+}
+
+/// The namespaces a DDL makes older events obsolete in: the first one names it.
+fn scopes(ddl: &Ddl) -> Vec<String> {
+    match ddl {
+        Ddl::Drop(ns) => vec![ns.to_string()],
+        Ddl::Rename { from, to } => vec![from.to_string(), to.to_string()],
+        Ddl::DropDatabase { db } => vec![format!("{db}.")],
     }
 }
 

@@ -8,6 +8,10 @@ use service_kit::kafka_auth::AuthContext;
 
 use crate::error::Error;
 
+/// Readiness component: dead letters can be written (a failing dead-letter produce shows here,
+/// not as Kafka being unreachable).
+pub const COMPONENT: &str = "dead-letter-topic";
+
 /// The largest dead letter: any record cdc-source may send (16 MiB by default) plus the headers
 /// saying why. Set on the topic this service creates and on its producer, whose librdkafka
 /// default (1 MB) and the broker's (1 MB on MSK) would refuse a large poison record.
@@ -48,6 +52,8 @@ impl DeadLetters {
                 ("acks", "all"),
                 ("linger.ms", "5"),
                 ("message.max.bytes", &max_bytes),
+                // Dead letters are sent one at a time: a small buffer, outside the memory budget.
+                ("queue.buffering.max.kbytes", "65536"),
             ])
             .create_with_context(kafka.context())
             .map_err(|e| Error::kafka("create dead-letter producer", e))?;

@@ -5,6 +5,7 @@
 use service_kit::doctor::{self, Report};
 
 use crate::config::Config;
+use crate::subscription::Subscription;
 
 /// Runs every check; the report says what blocks the service.
 pub async fn run(config: Config) -> Report {
@@ -17,7 +18,7 @@ pub async fn run(config: Config) -> Report {
         }
     }
     let Some(topics) = doctor::kafka(&mut report, &config.kafka).await else { return report };
-    let selected = select(&config.consume.topics, &topics);
+    let selected = select(&config, &topics);
     match selected {
         Err(e) => report.fail("topics", e),
         Ok(found) if found.is_empty() => report.warn(
@@ -38,6 +39,12 @@ pub async fn run(config: Config) -> Report {
         }
     }
     let dlq = &config.consume.dead_letter_topic;
+    if Subscription::new(&config.consume.topics, dlq).is_ok_and(|s| s.matches_dead_letter_topic()) {
+        report.warn(
+            "dead-letter topic",
+            format!("consume.topics matches {dlq}: it is never read (a refused record would loop), but a name outside the pattern is clearer"),
+        );
+    }
     if topics.iter().any(|(name, _)| name == dlq) {
         report.ok("dead-letter topic", format!("{dlq} present"));
     } else {
@@ -46,21 +53,11 @@ pub async fn run(config: Config) -> Report {
     report
 }
 
-/// The topics `patterns` (names, or `^regex`) select among `topics`.
-fn select(patterns: &[String], topics: &[(String, usize)]) -> Result<Vec<(String, usize)>, String> {
-    let mut matchers = Vec::new();
-    for p in patterns {
-        if p.starts_with('^') {
-            matchers
-                .push(regex::Regex::new(p).map_err(|e| format!("consume.topics: '{p}' is not a valid pattern: {e}"))?);
-        } else {
-            matchers.push(regex::Regex::new(&format!("^{}$", regex::escape(p))).map_err(|e| e.to_string())?);
-        }
-    }
-    let mut found: Vec<(String, usize)> =
-        topics.iter().filter(|(name, _)| matchers.iter().any(|m| m.is_match(name))).cloned().collect();
-    found.sort();
-    Ok(found)
+/// The existing topics the configuration selects (never the dead-letter topic).
+fn select(config: &Config, topics: &[(String, usize)]) -> Result<Vec<(String, usize)>, String> {
+    let subscription = Subscription::new(&config.consume.topics, &config.consume.dead_letter_topic)
+        .map_err(|e| format!("consume.topics: not a valid pattern: {e}"))?;
+    Ok(topics.iter().filter(|(name, _)| subscription.reads(name)).cloned().collect())
 }
 
 #[cfg(test)]
@@ -68,11 +65,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_patterns_select_topics() {
-        let topics = vec![("cdc.a.x".to_string(), 4), ("cdc.b.y".to_string(), 2), ("other".to_string(), 1)];
-        let found = select(&["^cdc\\..*".to_string()], &topics).expect("valid");
-        assert_eq!(found.len(), 2);
-        assert_eq!(select(&["other".to_string()], &topics).expect("valid"), vec![("other".to_string(), 1)]);
-        assert!(select(&["^(".to_string()], &topics).is_err());
+    fn names_and_patterns_select_topics_but_never_the_dead_letter_topic() {
+        let topics = vec![
+            ("cdc.a.x".to_string(), 4),
+            ("cdc.b.y".to_string(), 2),
+            ("other".to_string(), 1),
+            ("cdc.dlq".to_string(), 1),
+        ];
+        let mut config = Config::default();
+        config.consume.dead_letter_topic = "cdc.dlq".into();
+        config.consume.topics = vec!["^cdc\\..*".to_string()];
+        assert_eq!(select(&config, &topics).expect("valid").len(), 2);
+        config.consume.topics = vec!["other".to_string()];
+        assert_eq!(select(&config, &topics).expect("valid"), vec![("other".to_string(), 1)]);
+        config.consume.topics = vec!["^(".to_string()];
+        assert!(select(&config, &topics).is_err());
     }
 }

@@ -7,36 +7,40 @@
 //! that follows an eviction then stops it, and the new owner redoes the batch from the committed
 //! offset. (A write already on the wire when the process froze cannot be called back.)
 //!
-//! A freeze is noticed by [`Liveness`]: a 100 ms tick whose gaps past the lease start a new
+//! A freeze is noticed by [`StandStill`]: a 100 ms tick whose gaps past the lease start a new
 //! epoch; a write in a newer epoch than its partition last confirmed needs a confirmation. A
 //! replica that runs but cannot reach Kafka needs none of this: librdkafka revokes its partitions
 //! itself once the session times out, which stops their tasks.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Context;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Notices that the whole process stood still (SIGSTOP, a paused VM) for longer than the lease.
-pub struct Liveness {
+/// The group member, as the fence needs it: commit one partition's offset, synchronously; the
+/// group refuses it from a member it has evicted.
+pub trait Owner: Send + Sync {
+    fn commit(&self, topic: &str, partition: i32, offset: i64) -> Result<(), String>;
+}
+
+/// Notices that the whole process stood still (SIGSTOP, a paused VM) for longer than the lease
+/// (not the `/health/livez` liveness: that one says the loops turn).
+pub struct StandStill {
     origin: Instant,
     last_tick_ms: AtomicU64,
     epoch: AtomicU64,
     lease: Duration,
 }
 
-impl Liveness {
+impl StandStill {
     /// Starts the ticker; `lease` is a third of the consumer's session timeout, well before the
     /// group could have moved a partition away.
-    pub fn start(lease: Duration, runtime: &tokio::runtime::Handle) -> Arc<Liveness> {
-        let liveness = Arc::new(Liveness {
+    pub fn start(lease: Duration, runtime: &tokio::runtime::Handle) -> Arc<StandStill> {
+        let liveness = Arc::new(StandStill {
             origin: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -67,26 +71,26 @@ impl Liveness {
 }
 
 pub struct Fence {
-    consumer: Weak<StreamConsumer<Context>>,
+    owner: Arc<dyn Owner>,
     topic: String,
     partition: i32,
     /// The partition task's durable offset: what a confirmation commits.
     durable: Arc<AtomicI64>,
-    liveness: Arc<Liveness>,
+    liveness: Arc<StandStill>,
     /// The epoch in which ownership was last known: assignment, or the last confirmation.
     confirmed: AtomicU64,
 }
 
 impl Fence {
     pub fn new(
-        consumer: Weak<StreamConsumer<Context>>,
+        owner: Arc<dyn Owner>,
         topic: &str,
         partition: i32,
         durable: Arc<AtomicI64>,
-        liveness: Arc<Liveness>,
+        liveness: Arc<StandStill>,
     ) -> Self {
         let confirmed = AtomicU64::new(liveness.epoch());
-        Self { consumer, topic: topic.to_string(), partition, durable, liveness, confirmed }
+        Self { owner, topic: topic.to_string(), partition, durable, liveness, confirmed }
     }
 
     /// Returns at once unless the process stood still since ownership was last known; then once
@@ -136,18 +140,13 @@ impl Fence {
     }
 
     async fn commit(&self, durable: i64) -> Result<(), String> {
-        let consumer = self.consumer.upgrade().ok_or("the consumer is gone")?;
         if durable < 0 {
             return Err("no offset to commit yet".into());
         }
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(&self.topic, self.partition, Offset::Offset(durable))
-            .map_err(|e| e.to_string())?;
-        tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+        let (owner, topic, partition) = (self.owner.clone(), self.topic.clone(), self.partition);
+        tokio::task::spawn_blocking(move || owner.commit(&topic, partition, durable))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -157,7 +156,7 @@ mod tests {
 
     #[test]
     fn a_gap_longer_than_the_lease_starts_a_new_epoch_once() {
-        let liveness = Liveness {
+        let liveness = StandStill {
             origin: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             epoch: AtomicU64::new(0),

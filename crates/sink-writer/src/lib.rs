@@ -1,50 +1,95 @@
 //! sink-writer: Kafka → the target MongoDB / DocumentDB, in the target region.
 //!
 //! ```text
-//!  Kafka (read_committed) ──► consumer ──► per-partition queue (bounded) ──► partition task
-//!        ▲                    │  rebalance: stop, drain, commit             │ gather: count / bytes / time
-//!        │ commit durable      │                                             │ decode ──✗──► dead-letter topic
-//!        └── offsets ◄─────────┴──── durable offset (in order) ◄── ack ◄──── │ plan: collapse per document
-//!                                                                            │ write: unordered bulks, ≤ N in
-//!                                                                            ▼ flight over disjoint documents
-//!                                                        target MongoDB ◄── update / delete commands
-//!                                                                            DDL markers: barrier, then once
+//!  Kafka (read_committed) ──► consumer loop ──► per-partition queue (bounded; bytes from the memory budget)
+//!        ▲                    │  rebalance: stop, drain, commit   │ full / budget spent: pause the partition
+//!        │ commit durable      │                                  ▼
+//!        └── offsets ◄─────────┴─ durable offset (in order) ◄── partition task: decode ─✗─► dead-letter topic
+//!                                                                 │ gather: count / bytes / time
+//!                                                                 │ plan: collapse per document
+//!                                                                 │ write: unordered bulks ≤ 16 MiB, ≤ N in flight
+//!                                                                 ▼ over disjoint documents
+//!                                             target MongoDB ◄── update / delete commands
+//!                                                                 DDL markers: barrier, then once
 //! ```
 //!
 //! Delivery guarantee: an offset is committed only after the target acknowledged (with the
 //! configured write concern) every earlier message of its partition, or the message went to
-//! the dead-letter topic; every write is idempotent, so messages read again after a crash or
-//! rebalance leave the target as it was. The target converges to the source exactly. A replica
-//! that stood still (paused process or host) past a third of the session timeout proves it still
-//! owns a partition before its next write to it (`fence`), so it never writes a batch the group
-//! has meanwhile given to another replica.
+//! the dead-letter topic; a DDL marker's offset only once the DDL is applied. Every write is
+//! idempotent, so messages read again after a crash or rebalance leave the target as it was: it
+//! converges to the source exactly. A revoked partition starts no new write; a replica that stood
+//! still past a third of the session timeout proves it still owns a partition before its next
+//! write to it (`fence`).
 //!
-//! Errors: transient write failures are retried with capped backoff without committing (and
-//! readiness drops); records that can never be applied go to the dead-letter topic with headers;
-//! configuration problems stop the service ([`Error::Fatal`]).
+//! Errors: every failure to write, to record or apply DDL, or to send a dead letter is retried
+//! with capped backoff without committing, and readiness says which part fails; a write refused
+//! by a unique secondary index is retried for a while (the value is freed by a change still on
+//! its way); records that can never be applied go to the dead-letter topic with headers; a
+//! partition task that ends with an error starts again from its durable offset; configuration
+//! problems stop the service ([`Error::Fatal`]).
+//!
+//! # Layout
+//! | file | owns |
+//! |---|---|
+//! | `lib.rs` | wiring: clients, shared state, the consumer loop |
+//! | `config.rs` | settings and their validation |
+//! | `consumer.rs` | the Kafka consumer: its settings from the memory budget, rebalance callbacks |
+//! | `dispatch.rs` | the consumer loop: records to partitions, commit tick, topic list refresh |
+//! | `subscription.rs` | which topics are read (never the dead-letter topic) |
+//! | `partitions.rs` | the owned partitions: their tasks, pause/resume, stop on revoke, restart on failure |
+//! | `offsets.rs` | durable offsets and the one place they are committed |
+//! | `reader.rs` | records on their way to a task, and their decoding |
+//! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers |
+//! | `shared.rs` | what the partition tasks share |
+//! | `flight.rs` | batches in flight and the in-order durable offset |
+//! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
+//! | `apply.rs` | applying a plan: rounds, unique-index conflicts, dead letters |
+//! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
+//! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
+//! | `retry.rs` | the retry loop and which readiness component a failure shows on |
+//! | `fence.rs` | ownership after a stand-still |
+//! | `dlq.rs` | the dead-letter topic |
+//! | `mapping.rs` | source → target namespaces |
+//! | `metrics.rs` | every metric |
+//! | `doctor.rs` | `sink-writer doctor` |
+//! | `error.rs` | what can go wrong, by what happens next |
 
-mod batcher;
+mod apply;
 mod config;
 mod consumer;
 mod ddl;
+mod dispatch;
 mod dlq;
 pub mod doctor;
 mod error;
 mod fence;
+mod flight;
 mod mapping;
 mod metrics;
+mod offsets;
 mod partition;
+mod partitions;
+mod reader;
+mod retry;
+mod shared;
+mod subscription;
+mod write_plan;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use service_kit::backoff::Backoff;
+use service_kit::budget::MemoryBudget;
 use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ApplyConfig, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
 pub use error::Error;
+
+/// Readiness component: the target answers (owned by the connectivity watch).
+const TARGET: &str = "target-mongodb";
 
 /// A started service: where it serves, and the task to wait for.
 pub type Running = service_kit::shell::Running<Error>;
@@ -63,13 +108,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.mongo.client_for("sink-writer", config.apply.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let mapper =
         mapping::Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
+    let subscription = subscription::Subscription::new(&config.consume.topics, &config.consume.dead_letter_topic)
+        .map_err(|e| Error::Fatal(format!("consume.topics: {e}")))?;
     let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
     let http_addr = shell.http_addr;
     let task = tokio::spawn(async move {
         // Readiness reports on both servers from the start, whatever the steps below wait for.
         let watch = tokio::spawn(connect::watch(
             shell.health.clone(),
-            partition::TARGET,
+            TARGET,
             client.clone(),
             "kafka",
             probe,
@@ -81,14 +128,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
         let result = match dead_letters.await {
             Ok(Some(dead_letters)) => {
-                let shared = Arc::new(partition::Shared {
-                    writer: writer::Writer::new(client.clone(), &config.apply.write_concern, config.apply.journal),
+                let retrier = retry::Retrier::new(
+                    shell.health.clone(),
+                    metrics.retries.clone(),
+                    Duration::from_millis(config.apply.max_backoff_ms),
+                );
+                let ddl = ddl::DdlApplier::new(
+                    client.clone(),
+                    &config.apply.metadata_database,
+                    mapper.clone(),
+                    &config.consume.group_id,
+                    retrier.clone(),
+                );
+                let shared = Arc::new(shared::Shared {
+                    writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
                     dead_letters,
-                    ddl: ddl::DdlApplier::new(client, &config.apply.metadata_database, mapper.clone()),
+                    ddl,
                     mapper,
                     metrics,
                     health: shell.health.clone(),
-                    limits: config.apply.clone(),
+                    retrier,
+                    subscription,
+                    apply: config.apply.clone(),
                 });
                 consume(&config, shared, &shell, shutdown).await
             }
@@ -115,7 +176,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
 {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(config.apply.max_backoff_ms));
     loop {
         let outcome = tokio::select! {
             outcome = attempt() => outcome,
@@ -126,25 +187,46 @@ where
             Err(e) if e.is_retriable() => tracing::warn!(error = %e, "cannot {what} yet: retrying"),
             Err(e) => return Err(e),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(shutdown).await {
+            return Ok(None);
         }
-        backoff = (backoff * 2).min(Duration::from_millis(config.apply.max_backoff_ms));
     }
 }
 
+/// Wires the consumer, the partitions and the consumer loop, and runs the loop.
 async fn consume(
     config: &Config,
-    shared: Arc<partition::Shared>,
+    shared: Arc<shared::Shared>,
     shell: &Shell,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    // Applied DDL must be known before any event is judged obsolete or not.
-    if until_ready("read applied DDL", config, &shutdown, || shared.ddl.load()).await?.is_none() {
-        return Ok(());
-    }
-    let dispatcher = consumer::Dispatcher::new(config, shared)?;
+    let memory = consumer::MemoryPlan::new(config.apply.memory_budget_bytes);
+    let budget = MemoryBudget::new(memory.records_bytes);
+    shared.metrics.memory_budget_bytes.set(i64::try_from(config.apply.memory_budget_bytes).unwrap_or(i64::MAX));
+    let member = Arc::new(consumer::Member::default());
+    let (control_tx, control) = tokio::sync::mpsc::channel(1024);
+    let partitions = Arc::new(partitions::Partitions::new(
+        shared.clone(),
+        budget.clone(),
+        member.clone(),
+        fence::StandStill::start(consumer::ownership_lease(config), &tokio::runtime::Handle::current()),
+        control_tx,
+        Duration::from_millis(config.apply.drain_timeout_ms),
+    ));
+    let kafka = consumer::create(config, partitions.clone(), memory)?;
+    member.set(&kafka);
+    let dispatcher = dispatch::Dispatcher {
+        consumer: kafka,
+        partitions,
+        control,
+        subscription: shared.subscription.clone(),
+        subscribed: Default::default(),
+        commit_interval: Duration::from_millis(config.consume.commit_interval_ms),
+        refresh_interval: Duration::from_millis(config.consume.topic_refresh_interval_ms),
+        health: shell.health.clone(),
+        metrics: shared.metrics.clone(),
+        budget,
+    };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
     dispatcher.run(beat, shutdown).await
 }

@@ -19,7 +19,7 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Now minus the source cluster time of the last applied event, in seconds.
     pub replication_lag_seconds: IntGauge,
-    /// Records sent to the dead-letter topic, by stage (`decode`, `apply`).
+    /// Records sent to the dead-letter topic, by stage (`decode`, `plan`, `apply`, `ddl`).
     pub dead_letters: IntCounterVec,
     /// Retries after transient failures.
     pub retries: IntCounter,
@@ -29,6 +29,16 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     /// Ownership checks after the process stood still, by outcome (`confirmed`, `refused`).
     pub ownership_checks: IntCounterVec,
+    /// Writes a unique secondary index refused for now (retried until the value is free).
+    pub unique_conflicts: IntCounter,
+    /// Partition tasks that ended with an error and were started again.
+    pub partition_restarts: IntCounter,
+    /// Writes still unanswered when a revoke's drain deadline passed (abandoned).
+    pub writes_abandoned: IntCounter,
+    /// The configured memory budget, in bytes.
+    pub memory_budget_bytes: IntGauge,
+    /// Bytes of records held now (queued, batched or being written), against the budget.
+    pub buffered_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -75,6 +85,23 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            unique_conflicts: IntCounter::new(
+                "sink_writer_unique_conflicts_total",
+                "Writes a unique secondary index refused for now; retried until the value is free.",
+            )?,
+            partition_restarts: IntCounter::new(
+                "sink_writer_partition_restarts_total",
+                "Partition tasks that ended with an error and were started again from the durable offset.",
+            )?,
+            writes_abandoned: IntCounter::new(
+                "sink_writer_writes_abandoned_total",
+                "Partition tasks whose writes were still unanswered when a revoke's drain deadline passed.",
+            )?,
+            memory_budget_bytes: IntGauge::new("sink_writer_memory_budget_bytes", "The configured memory budget.")?,
+            buffered_bytes: IntGauge::new(
+                "sink_writer_buffered_bytes",
+                "Bytes of records held now (queued, batched or being written), against the memory budget.",
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.applied.clone()))?;
@@ -87,6 +114,11 @@ impl Metrics {
         registry.register(Box::new(metrics.ddl_applied.clone()))?;
         registry.register(Box::new(metrics.assigned_partitions.clone()))?;
         registry.register(Box::new(metrics.ownership_checks.clone()))?;
+        registry.register(Box::new(metrics.unique_conflicts.clone()))?;
+        registry.register(Box::new(metrics.partition_restarts.clone()))?;
+        registry.register(Box::new(metrics.writes_abandoned.clone()))?;
+        registry.register(Box::new(metrics.memory_budget_bytes.clone()))?;
+        registry.register(Box::new(metrics.buffered_bytes.clone()))?;
         Ok(metrics)
     }
 }

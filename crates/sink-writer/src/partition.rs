@@ -1,51 +1,31 @@
-//! One task per assigned partition: gather a batch, plan it, write it, and advance the
-//! partition's durable offset strictly in order once the target has acknowledged everything
-//! before it. Up to `max_in_flight` batches overlap when they touch disjoint documents.
+//! One task per assigned partition: gather a batch of decoded records, plan it, write it, and
+//! advance the partition's durable offset strictly in order once the target has acknowledged
+//! everything before it. Up to `max_in_flight` batches overlap when they touch disjoint
+//! documents. At a DDL marker everything before it is applied first; the marker's own offset
+//! becomes durable only once the DDL is applied.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use envelope::{DecodeError, Event};
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
-use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::message::{Message, OwnedMessage};
-use service_kit::health::Health;
+use envelope::{ControlEvent, Event};
+use rdkafka::message::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{self, DocKey, Plan};
-use crate::config::ApplyConfig;
-use crate::consumer::Context;
-use crate::ddl::DdlApplier;
-use crate::dlq::{DeadLetters, Origin};
+use crate::apply::{write_batch, Batch, Destination};
+use crate::dlq::Origin;
 use crate::error::Error;
 use crate::fence::Fence;
-use crate::mapping::Mapper;
-use crate::metrics::Metrics;
-use crate::writer::Writer;
-
-/// Readiness component: the target accepts writes.
-pub const TARGET: &str = "target-mongodb";
-
-/// What every partition task shares.
-pub struct Shared {
-    pub writer: Writer,
-    pub dead_letters: DeadLetters,
-    pub ddl: DdlApplier,
-    pub mapper: Mapper,
-    pub metrics: Metrics,
-    pub health: Health,
-    pub limits: ApplyConfig,
-}
+use crate::flight::Flight;
+use crate::reader::Decoded;
+use crate::shared::Shared;
+use crate::write_plan::{self, DocKey};
 
 pub struct PartitionTask {
     pub topic: String,
     pub partition: i32,
-    /// The partition's own queue, split off the consumer; taken by the reader when the task runs.
-    pub queue: Option<StreamPartitionQueue<Context>>,
     pub shared: Arc<Shared>,
     /// The next offset to commit: everything below it is applied (or dead-lettered).
     pub durable: Arc<AtomicI64>,
@@ -54,283 +34,161 @@ pub struct PartitionTask {
     pub fence: Arc<Fence>,
 }
 
-type Decoded = (OwnedMessage, Result<Event, DecodeError>);
-
-/// Batches being written, oldest first, with the documents each touches. They complete in
-/// order, each yielding the offset after its last message.
-#[derive(Default)]
-struct Flight {
-    futures: FuturesOrdered<futures::future::BoxFuture<'static, Result<i64, Error>>>,
-    keys: VecDeque<HashSet<DocKey>>,
-}
-
-impl Flight {
-    fn completed(&mut self, done: Result<i64, Error>, durable: &AtomicI64) -> Result<(), Error> {
-        self.keys.pop_front();
-        durable.store(done?, Ordering::Release);
-        Ok(())
-    }
-
-    async fn complete_one(&mut self, durable: &AtomicI64) -> Result<(), Error> {
-        match self.futures.next().await {
-            Some(done) => self.completed(done, durable),
-            None => Ok(()),
-        }
-    }
-
-    async fn drain(&mut self, durable: &AtomicI64) -> Result<(), Error> {
-        while !self.futures.is_empty() {
-            self.complete_one(durable).await?;
-        }
-        Ok(())
-    }
-}
-
 impl PartitionTask {
-    pub async fn run(mut self) {
-        let label = format!("{}/{}", self.topic, self.partition);
-        // A reader fetches and decodes (the JSON work) while this task plans and writes: the two
-        // overlap, joined by a bounded channel that pauses fetching when the writer falls behind.
-        let (tx, mut rx) = mpsc::channel(self.shared.limits.batch_max_docs.max(1) * 2);
-        let Some(queue) = self.queue.take() else { return };
-        let reader = tokio::spawn(read(queue, tx, self.stop.clone(), label.clone()));
-        let outcome = self.work(&mut rx).await;
-        reader.abort();
+    /// Works through the partition's records until stopped; an error ends the task (the
+    /// caller starts a new one from the durable offset).
+    pub async fn run(self, mut rx: mpsc::Receiver<Decoded>) -> Result<(), Error> {
+        // Another replica may have applied DDL while this one did not own the partition.
+        let ddl = &self.shared.ddl;
+        self.shared.retrier.run(crate::retry::WRITES, &self.stop, || ddl.load()).await?;
+        let mut flight = Flight::default();
+        let outcome = self.work(&mut flight, &mut rx).await;
+        // Stopping: what is on the wire is awaited (a write cannot be called back); nothing new
+        // starts, as every attempt checks the stop first.
+        let drained = flight.drain(&self.durable).await;
         match outcome {
-            Ok(()) | Err(Error::Stopped) => tracing::debug!(partition = %label, "partition task done"),
-            Err(e) => tracing::error!(partition = %label, error = %e, "partition task failed"),
+            Err(Error::Stopped) | Ok(()) => match drained {
+                Err(Error::Stopped) | Ok(()) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
         }
     }
 
-    async fn work(&mut self, rx: &mut mpsc::Receiver<Decoded>) -> Result<(), Error> {
-        let mut flight = Flight::default();
-        let max_in_flight = self.shared.limits.max_in_flight;
-        while let Some(batch) = self.gather(&mut flight, rx).await? {
+    async fn work(&self, flight: &mut Flight, rx: &mut mpsc::Receiver<Decoded>) -> Result<(), Error> {
+        let max_in_flight = self.shared.apply.max_in_flight;
+        while let Some(batch) = self.gather(flight, rx).await? {
             let control = match batch.last() {
-                Some((message, Ok(Event::Control(control)))) => Some((message.offset(), control.as_ref().clone())),
+                Some(Decoded { message, event: Ok(Event::Control(control)), .. }) => {
+                    Some((message.offset(), control.as_ref().clone()))
+                }
                 _ => None,
             };
-            let last_offset = batch.last().map_or(-1, |(m, _)| m.offset());
+            let last_offset = batch.last().map_or(-1, |d| d.message.offset());
             if self.durable.load(Ordering::Acquire) < 0 {
-                // Everything before the first message this task received was done by an earlier
+                // Everything before the first record this task received was done by an earlier
                 // owner: the offset an ownership check may commit.
-                let first = batch.first().map_or(-1, |(m, _)| m.offset());
-                self.durable.store(first, Ordering::Release);
+                self.durable.store(batch.first().map_or(-1, |d| d.message.offset()), Ordering::Release);
             }
             self.shared.metrics.batch_messages.observe(batch.len() as f64);
             self.shared.metrics.consumed.with_label_values(&[&self.topic]).inc_by(batch.len() as u64);
-            let (plan, messages, undecodable) = self.plan(batch);
-            let batch_keys: HashSet<DocKey> = plan.keys.iter().cloned().collect();
+            let (batch, reservations) = self.plan(batch);
+            let keys: HashSet<DocKey> = batch.plan.keys.iter().cloned().collect();
             // Keep per-document order: a batch touching a document still in flight waits for it.
-            while flight.futures.len() >= max_in_flight || flight.keys.iter().any(|k| !k.is_disjoint(&batch_keys)) {
+            while flight.len() >= max_in_flight || flight.overlaps(&keys) {
+                if self.stop.is_cancelled() {
+                    return Err(Error::Stopped);
+                }
                 flight.complete_one(&self.durable).await?;
+            }
+            if self.stop.is_cancelled() {
+                return Err(Error::Stopped);
             }
             let write = write_batch(
                 self.shared.clone(),
-                Target { topic: self.topic.clone(), partition: self.partition, fence: self.fence.clone() },
-                plan,
-                messages,
-                undecodable,
+                Destination { topic: self.topic.clone(), partition: self.partition, fence: self.fence.clone() },
+                batch,
                 self.stop.clone(),
             );
-            flight.futures.push_back(Box::pin(async move { write.await.map(|()| last_offset + 1) }));
-            flight.keys.push_back(batch_keys);
+            // A batch ending in a DDL marker covers everything before the marker, not the marker.
+            let covered = if control.is_some() { last_offset } else { last_offset + 1 };
+            flight.push(
+                keys,
+                Box::pin(async move {
+                    let written = write.await;
+                    drop(reservations);
+                    written.map(|()| covered)
+                }),
+            );
             if let Some((offset, event)) = control {
-                // A DDL marker: everything before it must be applied first.
                 flight.drain(&self.durable).await?;
-                let arrival = format!("{}/{}", self.topic, self.partition);
-                if self.shared.ddl.barrier(&event, &arrival, &self.stop).await? {
-                    self.shared.metrics.ddl_applied.with_label_values(&[event.ddl.kind()]).inc();
-                }
+                self.pass_marker(offset, &event).await?;
                 self.durable.store(offset + 1, Ordering::Release);
             }
         }
-        // Stopping: finish what is in flight (bounded by the caller's drain deadline).
-        flight.drain(&self.durable).await
+        Ok(())
     }
 
-    /// The next batch: up to the limits, at most `batch_max_wait_ms` after its first message,
+    /// Waits at a DDL marker until the DDL is applied (here or by another partition).
+    async fn pass_marker(&self, offset: i64, event: &ControlEvent) -> Result<(), Error> {
+        let arrival = format!("{}/{}", self.topic, self.partition);
+        let required = event.markers_for(|topic| self.shared.subscription.reads(topic)).max(1);
+        let passed = self.shared.ddl.barrier(event, &arrival, required, &self.stop).await?;
+        if passed.here {
+            self.shared.metrics.ddl_applied.with_label_values(&[event.ddl.kind()]).inc();
+            if let Some(reason) = passed.refused {
+                let (key, value) = envelope::encode_control(event);
+                let origin = Origin { topic: &self.topic, partition: self.partition, offset, stage: "ddl" };
+                let dead = &self.shared.dead_letters;
+                self.shared
+                    .retrier
+                    .run(crate::dlq::COMPONENT, &self.stop, || dead.send(&origin, Some(&key), Some(&value), &reason))
+                    .await?;
+                self.shared.metrics.dead_letters.with_label_values(&["ddl"]).inc();
+            }
+        }
+        Ok(())
+    }
+
+    /// The next batch: up to the limits, at most `batch_max_wait_ms` after its first record,
     /// and ending at a control event. `None` once stopped or the queue is closed. Writes in
     /// flight keep completing (and advancing the durable offset) while it waits.
     async fn gather(
-        &mut self,
+        &self,
         flight: &mut Flight,
         rx: &mut mpsc::Receiver<Decoded>,
     ) -> Result<Option<Vec<Decoded>>, Error> {
-        let limits = &self.shared.limits;
+        let limits = &self.shared.apply;
         let first = loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(None),
-                Some(done) = flight.futures.next(), if !flight.futures.is_empty() => flight.completed(done, &self.durable)?,
+                done = flight.next_done(), if !flight.is_empty() => flight.completed(done, &self.durable)?,
                 message = rx.recv() => match message {
                     Some(message) => break message,
                     None => return Ok(None),
                 },
             }
         };
-        let mut bytes = first.0.payload().map_or(0, <[u8]>::len);
+        let mut bytes = first.message.payload().map_or(0, <[u8]>::len);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.batch_max_wait_ms);
-        while !matches!(batch.last(), Some((_, Ok(Event::Control(_)))))
+        while !matches!(batch.last(), Some(Decoded { event: Ok(Event::Control(_)), .. }))
             && batch.len() < limits.batch_max_docs
             && bytes < limits.batch_max_bytes
         {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
-                Some(done) = flight.futures.next(), if !flight.futures.is_empty() => {
+                done = flight.next_done(), if !flight.is_empty() => {
                     flight.completed(done, &self.durable)?;
                     continue;
                 }
                 message = rx.recv() => message,
             };
             let Some(message) = next else { break };
-            bytes += message.0.payload().map_or(0, <[u8]>::len);
+            bytes += message.message.payload().map_or(0, <[u8]>::len);
             batch.push(message);
         }
         Ok(Some(batch))
     }
 
-    fn plan(&self, batch: Vec<Decoded>) -> (Plan, Arc<Vec<OwnedMessage>>, Vec<(i64, String)>) {
+    /// The batch's write plan, and the memory its records hold until it is written.
+    fn plan(&self, batch: Vec<Decoded>) -> (Batch, Vec<service_kit::budget::Reservation>) {
         let mut changes = Vec::with_capacity(batch.len());
         let mut undecodable = Vec::new();
         let mut messages = Vec::with_capacity(batch.len());
-        for (message, decoded) in batch {
-            match decoded {
+        let mut reservations = Vec::with_capacity(batch.len());
+        for Decoded { message, event, reservation } in batch {
+            match event {
                 Ok(Event::Change(change)) => changes.push((message.offset(), *change)),
                 Ok(Event::Tombstone { .. } | Event::Control(_)) => {}
                 Err(e) => undecodable.push((message.offset(), e.to_string())),
             }
             messages.push(message);
+            reservations.push(reservation);
         }
         let ddl = &self.shared.ddl;
-        let plan = batcher::plan(changes, &self.shared.mapper, |ns, at| ddl.obsolete(ns, at));
-        (plan, Arc::new(messages), undecodable)
-    }
-}
-
-/// Fetches from the partition's queue and decodes, until stopped or the writer is gone.
-async fn read(queue: StreamPartitionQueue<Context>, tx: mpsc::Sender<Decoded>, stop: CancellationToken, label: String) {
-    loop {
-        let message = tokio::select! {
-            _ = stop.cancelled() => return,
-            message = queue.recv() => message,
-        };
-        match message {
-            Ok(message) => {
-                if tx.send(decode(message.detach())).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::warn!(partition = %label, error = %e, "fetch error"),
-        }
-    }
-}
-
-fn decode(message: OwnedMessage) -> Decoded {
-    let decoded = envelope::decode(message.key(), message.payload());
-    (message, decoded)
-}
-
-/// Writes a planned batch, retrying transient failures with capped backoff until it succeeds
-/// or the task is stopped; sends what can never be applied to the dead-letter topic.
-/// Where a batch goes, and what proves the partition is still this replica's.
-struct Target {
-    topic: String,
-    partition: i32,
-    fence: Arc<Fence>,
-}
-
-async fn write_batch(
-    shared: Arc<Shared>,
-    target: Target,
-    plan: Plan,
-    messages: Arc<Vec<OwnedMessage>>,
-    undecodable: Vec<(i64, String)>,
-    stop: CancellationToken,
-) -> Result<(), Error> {
-    let (topic, partition) = (target.topic.clone(), target.partition);
-    let dead_letter = |offset: i64, reason: String, stage: &'static str| {
-        let (shared, messages, topic, stop) = (shared.clone(), messages.clone(), topic.clone(), stop.clone());
-        async move {
-            let message = messages.iter().find(|m| m.offset() == offset);
-            let origin = Origin { topic: &topic, partition, offset, stage };
-            tracing::warn!(topic = %topic, partition, offset, stage, reason = %reason, "record sent to the dead-letter topic");
-            retry(&shared, &stop, "kafka", || {
-                shared.dead_letters.send(
-                    &origin,
-                    message.and_then(|m| m.key()),
-                    message.and_then(|m| m.payload()),
-                    &reason,
-                )
-            })
-            .await?;
-            shared.metrics.dead_letters.with_label_values(&[stage]).inc();
-            Ok::<(), Error>(())
-        }
-    };
-    for (offset, reason) in undecodable {
-        dead_letter(offset, reason, "decode").await?;
-    }
-    for (offset, reason) in plan.rejected {
-        dead_letter(offset, reason, "plan").await?;
-    }
-    for round in &plan.rounds {
-        let started = Instant::now();
-        let result = retry(&shared, &stop, TARGET, || async {
-            target.fence.check(&shared.metrics, &stop).await?;
-            shared.writer.apply(round).await
-        })
-        .await?;
-        shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
-        for (kind, count) in &result.applied {
-            shared.metrics.applied.with_label_values(&[kind]).inc_by(*count);
-        }
-        for (offset, reason) in result.rejected {
-            dead_letter(offset, reason, "apply").await?;
-        }
-    }
-    if let Some(newest) = plan.newest {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        shared.metrics.replication_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(newest.t))).unwrap_or(0));
-    }
-    Ok(())
-}
-
-/// Runs `attempt` until it succeeds; every failure drops the readiness of `component` (the
-/// target, or Kafka for dead letters), counts a retry and waits (doubling, capped). Nothing is
-/// skipped: a failing write stalls this partition visibly.
-async fn retry<T, F, Fut>(
-    shared: &Shared,
-    stop: &CancellationToken,
-    component: &'static str,
-    mut attempt: F,
-) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Error>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match attempt().await {
-            Ok(value) => {
-                shared.health.set_ready(component);
-                return Ok(value);
-            }
-            Err(e) => {
-                shared.metrics.retries.inc();
-                shared.health.set_not_ready(component, e.to_string());
-                if e.is_retriable() {
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "write failed: retrying");
-                } else {
-                    tracing::error!(error = %e, backoff_ms = backoff.as_millis() as u64, "write failed and needs attention: retrying");
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return Err(Error::Stopped),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_millis(shared.limits.max_backoff_ms));
-            }
-        }
+        let plan = write_plan::plan(changes, &self.shared.mapper, |ns, at| ddl.obsolete(ns, at));
+        (Batch { plan, messages, undecodable }, reservations)
     }
 }

@@ -1,29 +1,53 @@
-//! Writes one round to the target: per namespace, one unordered `update` command (replacements
-//! with upsert, partial updates) and one unordered `delete` command, all in parallel. These are
-//! the plain commands MongoDB 6.0 and Amazon DocumentDB both accept (`bulkWrite` needs 8.0).
+//! Writes one round to the target: per namespace, unordered `update` commands (replacements
+//! with upsert, partial updates) and `delete` commands, all in parallel. These are the plain
+//! commands MongoDB 6.0 and Amazon DocumentDB both accept (`bulkWrite` needs 8.0).
+//!
+//! Each command stays under the server's 16 MiB limit by the BSON size of its statements (a
+//! batch is bounded by JSON bytes, and BSON of numeric arrays is ~3× larger); a lone statement
+//! over it goes by itself and, if refused, is refused alone. What each statement came to is
+//! reported: applied, refused for now by a unique index (a value another document still holds
+//! here), or refused for good.
 
 use std::collections::BTreeMap;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, rawdoc, Bson, Document, RawArrayBuf, RawDocumentBuf};
 use envelope::Namespace;
-
 use service_kit::connect::TRANSIENT_MONGO_CODES;
 
-use crate::batcher::WriteOp;
 use crate::error::Error;
+use crate::write_plan::{Action, WriteOp};
+
+/// The BSON bytes of statements one command may carry: the server takes commands up to 16 MiB
+/// plus 16 KiB; the rest is headroom for the command's own fields.
+const MAX_COMMAND_STATEMENT_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+/// The server's `maxWriteBatchSize`.
+const MAX_COMMAND_STATEMENTS: usize = 100_000;
+const DUPLICATE_KEY: i32 = 11000;
+/// Refusals that say nothing about the document: the sink's own permissions. Retried (and the
+/// service shows not ready) rather than dead-lettering every document.
+const ENVIRONMENT_CODES: [i32; 4] = [13, 18, 11, 8000];
 
 pub struct Writer {
     client: mongodb::Client,
     write_concern: Document,
 }
 
-/// What a round did.
-#[derive(Debug, Default)]
-pub struct RoundResult {
-    /// Writes the target rejected for good: (message offset, reason).
-    pub rejected: Vec<(i64, String)>,
-    /// Applied writes by kind.
-    pub applied: BTreeMap<&'static str, u64>,
+/// What one write came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Applied,
+    /// A unique secondary index refused it: another document holds the value here for now.
+    Conflict(String),
+    /// The target refuses it for good (it goes to the dead-letter topic).
+    Rejected(String),
+}
+
+/// A group of statements sent as one command.
+struct Command<'a> {
+    ns: &'a Namespace,
+    name: &'static str,
+    /// Indexes into the round, and each statement.
+    statements: Vec<(usize, RawDocumentBuf)>,
 }
 
 impl Writer {
@@ -32,87 +56,215 @@ impl Writer {
         Self { client, write_concern: doc! {"w": w, "j": journal} }
     }
 
-    /// Applies a round. A transient failure of any part fails the whole round (it is
-    /// idempotent and retried); documents the target refuses for good are returned.
-    pub async fn apply(&self, round: &[WriteOp]) -> Result<RoundResult, Error> {
-        let mut by_ns: BTreeMap<&Namespace, (Vec<&WriteOp>, Vec<&WriteOp>)> = BTreeMap::new();
-        for op in round {
-            let entry = by_ns.entry(op.ns()).or_default();
-            match op {
-                WriteOp::Delete { .. } => entry.1.push(op),
-                _ => entry.0.push(op),
+    /// Applies a round; the outcomes follow the round's order. A transient failure of any part
+    /// fails the whole round (it is idempotent and retried).
+    pub async fn apply(&self, round: &[WriteOp]) -> Result<Vec<Outcome>, Error> {
+        let mut by_ns: BTreeMap<(&Namespace, &'static str), Vec<(usize, RawDocumentBuf)>> = BTreeMap::new();
+        let mut outcomes = vec![Outcome::Applied; round.len()];
+        for (index, op) in round.iter().enumerate() {
+            match statement(op) {
+                Ok(statement) => by_ns.entry((&op.ns, command_name(op))).or_default().push((index, statement)),
+                Err(reason) => outcomes[index] = Outcome::Rejected(reason),
             }
         }
-        let mut commands = Vec::new();
-        for (ns, (updates, deletes)) in &by_ns {
-            if !updates.is_empty() {
-                commands.push(self.run(ns, "update", updates));
-            }
-            if !deletes.is_empty() {
-                commands.push(self.run(ns, "delete", deletes));
-            }
-        }
-        let mut result = RoundResult::default();
-        for outcome in futures::future::join_all(commands).await {
-            let (rejected, applied) = outcome?;
-            result.rejected.extend(rejected);
-            for (kind, count) in applied {
-                *result.applied.entry(kind).or_default() += count;
+        let commands: Vec<Command<'_>> = by_ns
+            .into_iter()
+            .flat_map(|((ns, name), statements)| {
+                split(statements).into_iter().map(move |s| Command { ns, name, statements: s })
+            })
+            .collect();
+        let results = futures::future::join_all(commands.into_iter().map(|c| self.run_isolating(c))).await;
+        for result in results {
+            for (index, outcome) in result? {
+                outcomes[index] = outcome;
             }
         }
-        Ok(result)
+        Ok(outcomes)
+    }
+
+    /// Runs a command; a refusal of the command as a whole (not of one statement) is narrowed
+    /// down by halves to the statement that causes it.
+    async fn run_isolating(&self, command: Command<'_>) -> Result<Vec<(usize, Outcome)>, Error> {
+        let mut pending = vec![command.statements];
+        let mut outcomes = Vec::new();
+        while let Some(statements) = pending.pop() {
+            match self.run(command.ns, command.name, &statements).await {
+                Ok(done) => outcomes.extend(done),
+                Err(CommandError::Failed(e)) => return Err(e),
+                Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
+                    if ENVIRONMENT_CODES.contains(&code) {
+                        return Err(Error::Mongo { context: command.name.to_string(), retriable: true, reason });
+                    }
+                    outcomes.push((statements[0].0, Outcome::Rejected(format!("{}: {reason}", command.ns))));
+                }
+                Err(CommandError::Refused { .. }) => {
+                    let mut first = statements;
+                    let second = first.split_off(first.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn run(
         &self,
         ns: &Namespace,
-        command: &'static str,
-        ops: &[&WriteOp],
-    ) -> Result<(Vec<(i64, String)>, BTreeMap<&'static str, u64>), Error> {
-        let statements: Vec<Bson> = ops.iter().map(|op| Bson::Document(statement(op))).collect();
-        let field = if command == "update" { "updates" } else { "deletes" };
-        let body = doc! {
-            command: &ns.coll,
-            field: statements,
-            "ordered": false,
-            "writeConcern": self.write_concern.clone(),
+        name: &'static str,
+        statements: &[(usize, RawDocumentBuf)],
+    ) -> Result<Vec<(usize, Outcome)>, CommandError> {
+        let mut array = RawArrayBuf::new();
+        for (_, statement) in statements {
+            array.push(statement.clone());
+        }
+        let mut body = RawDocumentBuf::new();
+        body.append(name, ns.coll.as_str());
+        body.append(if name == "update" { "updates" } else { "deletes" }, array);
+        body.append("ordered", false);
+        body.append(
+            "writeConcern",
+            RawDocumentBuf::from_document(&self.write_concern).unwrap_or_else(|_| rawdoc! {"w": "majority"}),
+        );
+        let reply = match self.client.database(&ns.db).run_raw_command(body).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let failed = Error::mongo(name, e.clone());
+                return match (&failed, mongo_code(&e)) {
+                    (Error::Mongo { retriable: false, reason, .. }, Some(code)) => {
+                        Err(CommandError::Refused { code, reason: reason.clone() })
+                    }
+                    _ => Err(CommandError::Failed(failed)),
+                };
+            }
         };
-        let reply = self.client.database(&ns.db).run_command(body).await.map_err(|e| Error::mongo(command, e))?;
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(Error::Mongo {
-                context: command.to_string(),
+            return Err(CommandError::Failed(Error::Mongo {
+                context: name.to_string(),
                 retriable: true,
                 reason: format!("write concern: {}", wce.get_str("errmsg").unwrap_or("unknown")),
-            });
+            }));
         }
-        let mut failed: BTreeMap<usize, (i32, String)> = BTreeMap::new();
+        let mut outcomes: Vec<(usize, Outcome)> = statements.iter().map(|(i, _)| (*i, Outcome::Applied)).collect();
         if let Ok(errors) = reply.get_array("writeErrors") {
             for error in errors.iter().filter_map(Bson::as_document) {
-                let index = error.get_i32("index").unwrap_or(-1);
                 let code = error.get_i32("code").unwrap_or(0);
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
-                if TRANSIENT_MONGO_CODES.contains(&code) {
-                    return Err(Error::Mongo { context: command.to_string(), retriable: true, reason: message });
+                if TRANSIENT_MONGO_CODES.contains(&code) || ENVIRONMENT_CODES.contains(&code) {
+                    return Err(CommandError::Failed(Error::Mongo {
+                        context: name.to_string(),
+                        retriable: true,
+                        reason: message,
+                    }));
                 }
-                failed.insert(usize::try_from(index).unwrap_or(usize::MAX), (code, message));
+                let Some(slot) =
+                    usize::try_from(error.get_i32("index").unwrap_or(-1)).ok().and_then(|i| outcomes.get_mut(i))
+                else {
+                    continue;
+                };
+                slot.1 = if code == DUPLICATE_KEY {
+                    Outcome::Conflict(format!("{ns}: code {code}: {message}"))
+                } else {
+                    Outcome::Rejected(format!("{ns}: code {code}: {message}"))
+                };
             }
         }
-        let mut rejected = Vec::new();
-        let mut applied: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (index, op) in ops.iter().enumerate() {
-            match failed.get(&index) {
-                Some((code, message)) => rejected.push((op.offset(), format!("{ns}: code {code}: {message}"))),
-                None => *applied.entry(op.kind()).or_default() += 1,
-            }
-        }
-        Ok((rejected, applied))
+        Ok(outcomes)
     }
 }
 
-fn statement(op: &WriteOp) -> Document {
-    match op {
-        WriteOp::Replace { filter, doc, .. } => doc! {"q": filter.clone(), "u": doc.clone(), "upsert": true},
-        WriteOp::Update { filter, update, .. } => doc! {"q": filter.clone(), "u": update.clone(), "upsert": false},
-        WriteOp::Delete { filter, .. } => doc! {"q": filter.clone(), "limit": 1},
+enum CommandError {
+    /// The command as a whole was refused for good: one of its statements is the cause.
+    Refused { code: i32, reason: String },
+    /// Anything else (transient): the round is retried.
+    Failed(Error),
+}
+
+fn command_name(op: &WriteOp) -> &'static str {
+    match op.action {
+        Action::Delete => "delete",
+        _ => "update",
+    }
+}
+
+/// The statement for one write. A replacement holding a top-level field whose name starts with
+/// `$` goes as a pipeline update (`$replaceWith` of the literal document): the server refuses
+/// such a name in a replacement document (code 52) but stores it.
+fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
+    let statement = match &op.action {
+        Action::Replace(doc) if doc.keys().any(|k| k.starts_with('$')) => doc! {
+            "q": op.filter.clone(),
+            "u": [{"$replaceWith": {"$literal": doc.clone()}}],
+            "upsert": true,
+        },
+        Action::Replace(doc) => doc! {"q": op.filter.clone(), "u": doc.clone(), "upsert": true},
+        Action::Update(update) => doc! {"q": op.filter.clone(), "u": update.clone(), "upsert": false},
+        Action::Delete => doc! {"q": op.filter.clone(), "limit": 1},
+    };
+    RawDocumentBuf::from_document(&statement).map_err(|e| format!("cannot encode the write as BSON: {e}"))
+}
+
+/// Splits statements into groups under the command limits, keeping their order.
+fn split(statements: Vec<(usize, RawDocumentBuf)>) -> Vec<Vec<(usize, RawDocumentBuf)>> {
+    let mut groups = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for statement in statements {
+        let size = statement.1.as_bytes().len();
+        if !current.is_empty()
+            && (bytes + size > MAX_COMMAND_STATEMENT_BYTES || current.len() >= MAX_COMMAND_STATEMENTS)
+        {
+            groups.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(statement);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replace(doc: Document) -> WriteOp {
+        WriteOp {
+            ns: Namespace::new("db", "c"),
+            filter: doc! {"_id": 1},
+            action: Action::Replace(doc),
+            offset: 0,
+            doc: 0,
+        }
+    }
+
+    #[test]
+    fn commands_stay_under_the_size_limit_in_order() {
+        let big = RawDocumentBuf::from_document(&doc! {"x": "y".repeat(6 * 1024 * 1024)}).expect("bson");
+        let small = RawDocumentBuf::from_document(&doc! {"x": 1}).expect("bson");
+        let statements =
+            vec![(0, big.clone()), (1, small.clone()), (2, big.clone()), (3, big.clone()), (4, small.clone())];
+        let groups = split(statements);
+        let indexes: Vec<Vec<usize>> = groups.iter().map(|g| g.iter().map(|(i, _)| *i).collect()).collect();
+        assert_eq!(indexes, vec![vec![0, 1, 2], vec![3, 4]]);
+        let huge = RawDocumentBuf::from_document(&doc! {"x": "y".repeat(17 * 1024 * 1024)}).expect("bson");
+        assert_eq!(split(vec![(0, small), (1, huge)]).len(), 2, "one too large goes alone");
+    }
+
+    #[test]
+    fn a_top_level_dollar_field_is_replaced_through_a_pipeline() {
+        let plain = statement(&replace(doc! {"_id": 1, "a.b": 1, "n": {"$x": 1}})).expect("statement");
+        assert!(plain.get_document("u").is_ok(), "dotted and nested $ names are fine in a replacement");
+        let dollar = statement(&replace(doc! {"_id": 1, "$price": 5})).expect("statement");
+        assert!(dollar.get_array("u").is_ok(), "a pipeline update");
     }
 }

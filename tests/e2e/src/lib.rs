@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod mongod;
 pub mod pipeline;
 pub mod process;
 pub mod toxiproxy;
@@ -92,4 +93,38 @@ pub fn sink_process_env(name: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))
     .collect()
+}
+
+/// The partition Kafka's default partitioner (murmur2, as the Java client and cdc-source's
+/// `murmur2_random` use for keyed records) gives `key` among `partitions`.
+pub fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, byte) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*byte) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+/// `count` integer `_id`s, starting at `from`, whose records land on `partition` of `partitions`.
+pub fn ids_on_partition(partition: i32, partitions: i32, from: i32, count: usize) -> Vec<i32> {
+    (from..)
+        .filter(|id| partition_of(&envelope::encode_key(&bson::Bson::Int32(*id)), partitions) == partition)
+        .take(count)
+        .collect()
 }

@@ -115,6 +115,28 @@ impl Pipeline {
         Started::watch("sink-writer", running, stop).await
     }
 
+    /// The `SINK_WRITER__…` environment of a sink-writer process with this pipeline's sink
+    /// settings, serving HTTP on `http` and writing to `mongo_uri`.
+    pub fn sink_process_env(&self, http: std::net::SocketAddr, mongo_uri: &str) -> Vec<(String, String)> {
+        let c = &self.sink_config;
+        let mut env = vec![
+            ("HTTP__LISTEN_ADDR".to_string(), http.to_string()),
+            ("MONGO__URI".into(), mongo_uri.to_string()),
+            ("KAFKA__BOOTSTRAP_SERVERS".into(), c.kafka.bootstrap_servers.clone()),
+            ("CONSUME__TOPICS".into(), c.consume.topics.join(",")),
+            ("CONSUME__GROUP_ID".into(), c.consume.group_id.clone()),
+            ("CONSUME__DEAD_LETTER_TOPIC".into(), c.consume.dead_letter_topic.clone()),
+            ("CONSUME__COMMIT_INTERVAL_MS".into(), c.consume.commit_interval_ms.to_string()),
+            ("APPLY__METADATA_DATABASE".into(), c.apply.metadata_database.clone()),
+            ("APPLY__MAX_BACKOFF_MS".into(), c.apply.max_backoff_ms.to_string()),
+            ("APPLY__DRAIN_TIMEOUT_MS".into(), c.apply.drain_timeout_ms.to_string()),
+        ];
+        for (key, value) in &c.kafka.options {
+            env.push((format!("KAFKA__OPTIONS__{}", key.replace('.', "_").to_uppercase()), value.clone()));
+        }
+        env.into_iter().map(|(k, v)| (format!("SINK_WRITER__{k}"), v)).collect()
+    }
+
     /// Waits until every source collection equals its target collection, document for document
     /// and byte for byte (types and field order), and no extra collection exists in the target.
     pub async fn converged(&self, timeout: Duration) {

@@ -1,5 +1,5 @@
-//! A batch of one partition's events → the writes that bring the target to the same state.
-//! Pure: no I/O.
+//! A batch of one partition's events → the write plan that brings the target to the same
+//! state. Pure: no I/O.
 //!
 //! The events of each document collapse in order: an insert, replace, snapshot read or an
 //! update with its looked-up document is the whole document (upsert by `_id`); a delete deletes;
@@ -17,54 +17,37 @@ use crate::mapping::Mapper;
 
 /// One write to the target.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WriteOp {
+pub struct WriteOp {
+    pub ns: Namespace,
+    /// The document key (`_id`, plus shard key fields).
+    pub filter: Document,
+    pub action: Action,
+    /// The message this write came from (the last one, for collapsed writes).
+    pub offset: i64,
+    /// Index of the document in [`Plan::keys`].
+    pub doc: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
     /// Replace the whole document, inserting it when missing.
-    Replace {
-        ns: Namespace,
-        filter: Document,
-        doc: Document,
-        offset: i64,
-    },
-    /// Apply update operators to the document if it exists.
-    Update {
-        ns: Namespace,
-        filter: Document,
-        update: Document,
-        offset: i64,
-    },
-    Delete {
-        ns: Namespace,
-        filter: Document,
-        offset: i64,
-    },
+    Replace(Document),
+    /// Apply an update (operators, or a pipeline for `$`-prefixed fields) if the document exists.
+    Update(Bson),
+    Delete,
 }
 
 impl WriteOp {
-    pub fn ns(&self) -> &Namespace {
-        match self {
-            WriteOp::Replace { ns, .. } | WriteOp::Update { ns, .. } | WriteOp::Delete { ns, .. } => ns,
-        }
-    }
-
-    /// The message this write came from (the last one, for collapsed writes).
-    pub fn offset(&self) -> i64 {
-        match self {
-            WriteOp::Replace { offset, .. } | WriteOp::Update { offset, .. } | WriteOp::Delete { offset, .. } => {
-                *offset
-            }
-        }
-    }
-
     pub fn kind(&self) -> &'static str {
-        match self {
-            WriteOp::Replace { .. } => "replace",
-            WriteOp::Update { .. } => "update",
-            WriteOp::Delete { .. } => "delete",
+        match self.action {
+            Action::Replace(_) => "replace",
+            Action::Update(_) => "update",
+            Action::Delete => "delete",
         }
     }
 
     fn is_absolute(&self) -> bool {
-        !matches!(self, WriteOp::Update { .. })
+        !matches!(self.action, Action::Update(_))
     }
 }
 
@@ -94,7 +77,7 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
     let mut order: Vec<DocKey> = Vec::new();
-    let mut stages: HashMap<DocKey, Vec<WriteOp>> = HashMap::new();
+    let mut stages: HashMap<DocKey, (usize, Vec<WriteOp>)> = HashMap::new();
     for (offset, event) in events {
         out.newest = out.newest.max(Some(event.position.cluster_time));
         if obsolete(&event.ns, event.position.cluster_time) {
@@ -115,11 +98,12 @@ pub fn plan(
             continue;
         }
         let key: DocKey = (ns, envelope::extjson::document_to_string(&filter, envelope::extjson::Style::Strict));
-        let entry = stages.entry(key.clone()).or_insert_with(|| {
+        let (index, entry) = stages.entry(key.clone()).or_insert_with(|| {
             order.push(key);
-            Vec::new()
+            (order.len() - 1, Vec::new())
         });
-        for write in writes {
+        for mut write in writes {
+            write.doc = *index;
             if write.is_absolute() {
                 entry.clear();
             }
@@ -127,7 +111,7 @@ pub fn plan(
         }
     }
     for key in &order {
-        if let Some(writes) = stages.remove(key) {
+        if let Some((_, writes)) = stages.remove(key) {
             for (round, write) in writes.into_iter().enumerate() {
                 if out.rounds.len() <= round {
                     out.rounds.push(Vec::new());
@@ -144,37 +128,67 @@ fn to_writes(event: ChangeEvent, ns: &Namespace, filter: &Document, offset: i64)
     if filter.get("_id").is_none() {
         return Err("event has no document key _id".into());
     }
-    let replace = |doc: Document| WriteOp::Replace { ns: ns.clone(), filter: filter.clone(), doc, offset };
+    let write = |action: Action| WriteOp { ns: ns.clone(), filter: filter.clone(), action, offset, doc: 0 };
     match (event.op, event.after, event.update_description) {
-        (Op::Delete, _, _) => Ok(vec![WriteOp::Delete { ns: ns.clone(), filter: filter.clone(), offset }]),
+        (Op::Delete, _, _) => Ok(vec![write(Action::Delete)]),
         (_, Some(after), _) => {
             if after.get("_id") != filter.get("_id") {
                 return Err("document _id differs from its key".into());
             }
-            Ok(vec![replace(after)])
+            Ok(vec![write(Action::Replace(after))])
         }
         (Op::Create | Op::Read, None, _) => Err(format!("{} event without a document", event.op.code())),
-        (Op::Update, None, Some(description)) => Ok(update_writes(&description)
-            .into_iter()
-            .map(|update| WriteOp::Update { ns: ns.clone(), filter: filter.clone(), update, offset })
-            .collect()),
+        (Op::Update, None, Some(description)) => {
+            Ok(update_writes(&description)?.into_iter().map(|update| write(Action::Update(update))).collect())
+        }
         // The document was deleted since (updateLookup found nothing) and there is no delta:
         // the delete that follows does the work.
         (Op::Update, None, None) => Ok(Vec::new()),
     }
 }
 
-/// Update documents applying a description exactly: `$set` the updated fields, `$unset` the
-/// removed ones, and trim truncated arrays (`$push` with `$each: []` and `$slice`). A truncation
-/// of a path that the other operators also touch goes first, as its own update.
-pub fn update_writes(description: &UpdateDescription) -> Vec<Document> {
-    let mut set_unset = Document::new();
-    if !description.updated_fields.is_empty() {
-        set_unset.insert("$set", description.updated_fields.clone());
+/// Updates applying a description exactly: `$set` the updated fields, `$unset` the removed ones,
+/// and trim truncated arrays (`$push` with `$each: []` and `$slice`). A truncation of a path that
+/// the other operators also touch goes first, as its own update. Top-level fields whose names
+/// start with `$` (which update operators cannot name) change through a pipeline update
+/// (`$setField` / `$unsetField`) of their own; a `$`-prefixed name deeper in a path cannot be
+/// expressed and is refused.
+pub fn update_writes(description: &UpdateDescription) -> Result<Vec<Bson>, String> {
+    let dollar = |path: &str| path.starts_with('$');
+    for path in description.updated_fields.keys().chain(&description.removed_fields) {
+        if !dollar(path) && path.split('.').any(dollar) {
+            return Err(format!("cannot apply a partial update of '{path}': a '$'-prefixed name inside a path"));
+        }
     }
-    if !description.removed_fields.is_empty() {
-        let unset: Document =
-            description.removed_fields.iter().map(|f| (f.clone(), Bson::String(String::new()))).collect();
+    let mut writes: Vec<Bson> = operator_updates(description).into_iter().map(Bson::Document).collect();
+    let mut stages: Vec<Bson> = Vec::new();
+    for (field, value) in description.updated_fields.iter().filter(|(f, _)| dollar(f)) {
+        stages.push(Bson::Document(doc! {"$replaceWith": {"$setField": {
+        "field": {"$literal": field}, "input": "$$ROOT", "value": {"$literal": value.clone()}}}}));
+    }
+    for field in description.removed_fields.iter().filter(|f| dollar(f)) {
+        stages.push(Bson::Document(
+            doc! {"$replaceWith": {"$unsetField": {"field": {"$literal": field}, "input": "$$ROOT"}}},
+        ));
+    }
+    if !stages.is_empty() {
+        writes.push(Bson::Array(stages));
+    }
+    Ok(writes)
+}
+
+/// The operator updates for every path that does not start with `$`.
+fn operator_updates(description: &UpdateDescription) -> Vec<Document> {
+    let plain = |path: &&String| !path.starts_with('$');
+    let mut set_unset = Document::new();
+    let updated: Document =
+        description.updated_fields.iter().filter(|(f, _)| plain(f)).map(|(f, v)| (f.clone(), v.clone())).collect();
+    if !updated.is_empty() {
+        set_unset.insert("$set", updated);
+    }
+    let unset: Document =
+        description.removed_fields.iter().filter(plain).map(|f| (f.clone(), Bson::String(String::new()))).collect();
+    if !unset.is_empty() {
         set_unset.insert("$unset", unset);
     }
     if description.truncated_arrays.is_empty() {
@@ -247,8 +261,8 @@ mod tests {
         let plan = plan(events, &Mapper::default(), never);
         assert_eq!(plan.rounds.len(), 1);
         assert_eq!(plan.rounds[0].len(), 2);
-        assert!(matches!(&plan.rounds[0][0], WriteOp::Delete { offset: 13, .. }));
-        assert!(matches!(&plan.rounds[0][1], WriteOp::Replace { offset: 12, .. }));
+        assert!(matches!(&plan.rounds[0][0], WriteOp { action: Action::Delete, offset: 13, doc: 0, .. }));
+        assert!(matches!(&plan.rounds[0][1], WriteOp { action: Action::Replace(_), offset: 12, doc: 1, .. }));
         assert_eq!(plan.newest, Some(ClusterTime { t: 4, i: 0 }));
     }
 
@@ -275,9 +289,9 @@ mod tests {
         };
         assert_eq!(
             update_writes(&ud),
-            vec![
+            Ok(vec![Bson::Document(
                 doc! {"$set": {"a.b": 1, "arr.3": "x"}, "$unset": {"gone": ""}, "$push": {"other": {"$each": [], "$slice": 2_i64}}}
-            ]
+            )])
         );
         let conflicting = UpdateDescription {
             updated_fields: doc! {"arr.1": "y"},
@@ -286,9 +300,27 @@ mod tests {
         };
         assert_eq!(
             update_writes(&conflicting),
-            vec![doc! {"$push": {"arr": {"$each": [], "$slice": 2_i64}}}, doc! {"$set": {"arr.1": "y"}}],
+            Ok(vec![
+                Bson::Document(doc! {"$push": {"arr": {"$each": [], "$slice": 2_i64}}}),
+                Bson::Document(doc! {"$set": {"arr.1": "y"}})
+            ]),
             "the truncation goes first, on its own"
         );
+    }
+
+    #[test]
+    fn dollar_prefixed_top_level_fields_change_through_a_pipeline() {
+        let ud = UpdateDescription {
+            updated_fields: doc! {"$price": 5, "plain": 1},
+            removed_fields: vec!["$old".into()],
+            ..UpdateDescription::default()
+        };
+        let writes = update_writes(&ud).expect("expressible");
+        assert_eq!(writes[0], Bson::Document(doc! {"$set": {"plain": 1}}));
+        let Bson::Array(stages) = &writes[1] else { panic!("a pipeline: {writes:?}") };
+        assert_eq!(stages.len(), 2);
+        let nested = UpdateDescription { updated_fields: doc! {"a.$b": 1}, ..UpdateDescription::default() };
+        assert!(update_writes(&nested).is_err(), "a $-prefixed name inside a path is refused");
     }
 
     #[test]

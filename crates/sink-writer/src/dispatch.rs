@@ -1,0 +1,166 @@
+//! The consumer loop: takes every fetched record to its partition's task, serves what the
+//! partitions report (resume, restart), commits durable offsets on a tick, keeps the topic list
+//! current (the subscription is resolved here, never including the dead-letter topic), and on
+//! stop finishes the partitions' writes, commits and leaves the group.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use service_kit::budget::MemoryBudget;
+use service_kit::health::{Health, LoopBeat};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::Kafka;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::offsets;
+use crate::partitions::{Control, Partitions};
+use crate::subscription::Subscription;
+
+/// Readiness component: the consumer itself fetches without errors.
+const CONSUMER: &str = "kafka-consumer";
+
+pub struct Dispatcher {
+    pub consumer: Arc<Kafka>,
+    pub partitions: Arc<Partitions>,
+    pub control: mpsc::Receiver<Control>,
+    pub subscription: Subscription,
+    pub subscribed: BTreeSet<String>,
+    pub commit_interval: Duration,
+    pub refresh_interval: Duration,
+    pub health: Health,
+    pub metrics: Metrics,
+    pub budget: Arc<MemoryBudget>,
+}
+
+impl Dispatcher {
+    /// Consumes until `shutdown`; then stops every partition task, commits and leaves the group.
+    pub async fn run(mut self, beat: LoopBeat, shutdown: CancellationToken) -> Result<(), Error> {
+        if self.subscription.matches_dead_letter_topic() {
+            tracing::warn!(
+                "consume.topics matches the dead-letter topic: it is not read (a refused record would loop)"
+            );
+        }
+        self.refresh_topics().await;
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        let mut refresh_tick = tokio::time::interval(self.refresh_interval);
+        let lag = tokio::spawn(lag_reporter(
+            self.consumer.clone(),
+            self.partitions.clone(),
+            self.metrics.clone(),
+            self.budget.clone(),
+        ));
+        let mut consumer_ok = None;
+        loop {
+            beat.beat();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = commit_tick.tick() => self.commit(),
+                _ = refresh_tick.tick(), if self.subscription.has_patterns() => self.refresh_topics().await,
+                Some(control) = self.control.recv() => self.partitions.handle(self.consumer.as_ref(), control),
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        self.partitions.dispatch(self.consumer.as_ref(), &message);
+                        if consumer_ok != Some(true) {
+                            self.health.set_ready(CONSUMER);
+                            consumer_ok = Some(true);
+                        }
+                    }
+                    // A topic deleted or not yet there: the next refresh settles it.
+                    Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                        tracing::debug!(error = %e, "subscribed topic not available");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        self.health.set_not_ready(CONSUMER, e.to_string());
+                        consumer_ok = Some(false);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+        lag.abort();
+        let offsets = self.partitions.stop(None).await;
+        if let Err(e) = offsets::commit(self.consumer.as_ref(), &offsets, CommitMode::Sync) {
+            tracing::warn!(error = %e, "final commit failed: a restart repeats some writes");
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Commits (asynchronously) what became durable since the last commit.
+    fn commit(&self) {
+        if let Err(e) = offsets::commit(self.consumer.as_ref(), &self.partitions.due(), CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed: retried with the next one");
+        }
+    }
+
+    /// Subscribes to the topics the configuration selects now, if they changed.
+    async fn refresh_topics(&mut self) {
+        let existing = if self.subscription.has_patterns() {
+            let consumer = self.consumer.clone();
+            let listed = tokio::task::spawn_blocking(move || {
+                consumer
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .map(|m| m.topics().iter().map(|t| t.name().to_string()).collect::<Vec<_>>())
+            })
+            .await;
+            match listed {
+                Ok(Ok(names)) => names,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot list topics now");
+                    return;
+                }
+                Err(_) => return,
+            }
+        } else {
+            Vec::new()
+        };
+        let topics = self.subscription.resolve(existing.iter().map(String::as_str));
+        if topics == self.subscribed {
+            return;
+        }
+        let list: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let result = if list.is_empty() {
+            self.consumer.unsubscribe();
+            Ok(())
+        } else {
+            self.consumer.subscribe(&list)
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(topics = ?list, "subscribed");
+                self.subscribed = topics;
+            }
+            Err(e) => tracing::warn!(error = %e, "subscribe failed: retried at the next refresh"),
+        }
+    }
+}
+
+/// Every few seconds: high watermark minus the durable offset, per owned partition; the bytes
+/// held against the memory budget.
+async fn lag_reporter(consumer: Arc<Kafka>, partitions: Arc<Partitions>, metrics: Metrics, budget: Arc<MemoryBudget>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        metrics.buffered_bytes.set(i64::try_from(budget.used()).unwrap_or(i64::MAX));
+        let owned = partitions.durable();
+        let fetcher = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            owned
+                .into_iter()
+                .filter_map(|((topic, partition), durable)| {
+                    let (_, high) = fetcher.fetch_watermarks(&topic, partition, Duration::from_secs(2)).ok()?;
+                    Some((topic, partition, (high - durable).max(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (topic, partition, lag) in lags {
+            metrics.consumer_lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The batches of one partition being written: several at once when they touch disjoint
+//! documents, completing in the order they started, each moving the partition's durable offset
+//! (the next offset to commit) to the offset it covers. A batch that touches a document still in
+//! flight waits, so one document's changes reach the target in order.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+
+use crate::error::Error;
+use crate::write_plan::DocKey;
+
+/// A batch's write: on success, the offset everything before which is applied.
+pub type Write = BoxFuture<'static, Result<i64, Error>>;
+
+#[derive(Default)]
+pub struct Flight {
+    writes: FuturesOrdered<Write>,
+    keys: VecDeque<HashSet<DocKey>>,
+}
+
+impl Flight {
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Whether a batch touching `keys` must wait for one in flight.
+    pub fn overlaps(&self, keys: &HashSet<DocKey>) -> bool {
+        self.keys.iter().any(|k| !k.is_disjoint(keys))
+    }
+
+    pub fn push(&mut self, keys: HashSet<DocKey>, write: Write) {
+        self.writes.push_back(write);
+        self.keys.push_back(keys);
+    }
+
+    /// The oldest batch's outcome, once it completes; pending for ever when nothing is in
+    /// flight (for `select!`).
+    pub async fn next_done(&mut self) -> Result<i64, Error> {
+        match self.writes.next().await {
+            Some(done) => done,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Records the oldest batch's outcome: its offset becomes durable. A failure is returned and
+    /// the durable offset stays before the batch.
+    pub fn completed(&mut self, done: Result<i64, Error>, durable: &AtomicI64) -> Result<(), Error> {
+        self.keys.pop_front();
+        durable.store(done?, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits for the oldest batch and records it.
+    pub async fn complete_one(&mut self, durable: &AtomicI64) -> Result<(), Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let done = self.next_done().await;
+        self.completed(done, durable)
+    }
+
+    /// Waits for every batch in flight, in order.
+    pub async fn drain(&mut self, durable: &AtomicI64) -> Result<(), Error> {
+        while !self.is_empty() {
+            self.complete_one(durable).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envelope::Namespace;
+    use tokio::sync::oneshot;
+
+    fn keys(ids: &[&str]) -> HashSet<DocKey> {
+        ids.iter().map(|id| (Namespace::new("db", "c"), (*id).to_string())).collect()
+    }
+
+    fn write(rx: oneshot::Receiver<Result<i64, Error>>) -> Write {
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::Stopped)) })
+    }
+
+    #[tokio::test]
+    async fn the_durable_offset_moves_only_in_order() {
+        let durable = AtomicI64::new(-1);
+        let mut flight = Flight::default();
+        let (first_tx, first) = oneshot::channel();
+        let (second_tx, second) = oneshot::channel();
+        flight.push(keys(&["1"]), write(first));
+        flight.push(keys(&["2"]), write(second));
+        assert!(flight.overlaps(&keys(&["2", "3"])), "a batch touching a document in flight waits");
+        assert!(!flight.overlaps(&keys(&["3"])));
+
+        second_tx.send(Ok(20)).expect("send");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), flight.complete_one(&durable)).await;
+        assert!(waited.is_err(), "the second batch cannot complete before the first");
+        assert_eq!(durable.load(Ordering::Acquire), -1);
+
+        first_tx.send(Ok(10)).expect("send");
+        flight.drain(&durable).await.expect("both succeed");
+        assert_eq!(durable.load(Ordering::Acquire), 20);
+        assert!(flight.is_empty() && !flight.overlaps(&keys(&["1", "2"])));
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_keeps_the_durable_offset_before_it() {
+        let durable = AtomicI64::new(5);
+        let mut flight = Flight::default();
+        let (tx, rx) = oneshot::channel();
+        flight.push(keys(&["1"]), write(rx));
+        tx.send(Err(Error::Stopped)).expect("send");
+        assert!(flight.drain(&durable).await.is_err());
+        assert_eq!(durable.load(Ordering::Acquire), 5);
+    }
+}

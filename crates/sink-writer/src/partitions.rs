@@ -1,0 +1,307 @@
+//! The partitions this replica owns: a task each, fed by the consumer through a bounded queue,
+//! every record holding its bytes of the service's memory budget. A partition whose queue is full
+//! or which finds the budget spent is paused at the consumer (its prefetch is dropped) with the
+//! one record in hand waiting for room; it resumes from the record after it. On revoke (and
+//! stop) the tasks stop starting writes, the writes already sent are awaited up to the drain
+//! deadline, and the durable offsets are returned for commit. A task that fails is started again
+//! from its durable offset after a pause, and readiness says so meanwhile.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use service_kit::budget::{Holder, MemoryBudget};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::fence::{Fence, Owner, StandStill};
+use crate::offsets::{Progress, Tp};
+use crate::partition::PartitionTask;
+use crate::reader::{self, Fetched};
+use crate::shared::Shared;
+
+/// Records queued per partition between the consumer and the decoder, and between the decoder
+/// and the task (the memory budget bounds their bytes).
+const QUEUE_RECORDS: usize = 1024;
+
+/// What the partitions tell the consumer loop.
+#[derive(Debug)]
+pub enum Control {
+    /// A paused partition's held record went through: read on from `next`.
+    Resume { tp: Tp, next: i64, generation: u64 },
+    /// A partition task ended with an error.
+    Failed { tp: Tp, generation: u64, error: String },
+    /// Time to start a failed partition's task again.
+    Restart { tp: Tp, generation: u64 },
+}
+
+struct Route {
+    tx: mpsc::Sender<Fetched>,
+    holder: Holder,
+    progress: Progress,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// Paused at the consumer, one record waiting for room.
+    paused: bool,
+    /// The next offset this partition's task expects.
+    next: i64,
+    /// Counts the task's restarts: messages and controls of an older one are ignored.
+    generation: u64,
+}
+
+pub struct Partitions {
+    routes: Mutex<HashMap<Tp, Route>>,
+    shared: Arc<Shared>,
+    budget: Arc<MemoryBudget>,
+    owner: Arc<dyn Owner>,
+    standstill: Arc<StandStill>,
+    control: mpsc::Sender<Control>,
+    runtime: tokio::runtime::Handle,
+    drain_timeout: Duration,
+}
+
+impl Partitions {
+    pub fn new(
+        shared: Arc<Shared>,
+        budget: Arc<MemoryBudget>,
+        owner: Arc<dyn Owner>,
+        standstill: Arc<StandStill>,
+        control: mpsc::Sender<Control>,
+        drain_timeout: Duration,
+    ) -> Self {
+        Self {
+            routes: Mutex::new(HashMap::new()),
+            shared,
+            budget,
+            owner,
+            standstill,
+            control,
+            runtime: tokio::runtime::Handle::current(),
+            drain_timeout,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Tp, Route>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a task for each newly assigned partition.
+    pub fn assign(&self, tps: &[Tp]) {
+        let mut routes = self.lock();
+        for tp in tps {
+            let route = self.spawn(tp, Progress::default(), 0);
+            if let Some(old) = routes.insert(tp.clone(), route) {
+                old.stop.cancel();
+            }
+        }
+        self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
+    }
+
+    fn spawn(&self, tp: &Tp, progress: Progress, generation: u64) -> Route {
+        let (tx, fetched) = mpsc::channel(QUEUE_RECORDS);
+        let (decoded_tx, decoded) = mpsc::channel(QUEUE_RECORDS);
+        let stop = CancellationToken::new();
+        let fence = Fence::new(self.owner.clone(), &tp.0, tp.1, progress.durable.clone(), self.standstill.clone());
+        let task = PartitionTask {
+            topic: tp.0.clone(),
+            partition: tp.1,
+            shared: self.shared.clone(),
+            durable: progress.durable.clone(),
+            stop: stop.clone(),
+            fence: Arc::new(fence),
+        };
+        let (control, tp_owned) = (self.control.clone(), tp.clone());
+        let task = self.runtime.spawn(async move {
+            let decoder = AbortOnDrop(tokio::spawn(reader::decode(fetched, decoded_tx)));
+            // A panic (a bug) must not leave a silent dead partition either.
+            let outcome = std::panic::AssertUnwindSafe(task.run(decoded)).catch_unwind().await;
+            drop(decoder);
+            let error = match outcome {
+                Ok(Ok(()) | Err(Error::Stopped)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "the task panicked".to_string(),
+            };
+            let _ = control.send(Control::Failed { tp: tp_owned, generation, error }).await;
+        });
+        let next = progress.durable();
+        Route { tx, holder: Holder::default(), progress, stop, task, paused: false, next, generation }
+    }
+
+    /// Hands a fetched record to its partition's task. A record of a partition not (or no
+    /// longer) ours, one before what its task expects, or one fetched while its partition is
+    /// paused is dropped: it is fetched again where its task needs it.
+    pub fn dispatch<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, message: &BorrowedMessage<'_>) {
+        let tp: Tp = (message.topic().to_string(), message.partition());
+        let mut routes = self.lock();
+        let Some(route) = routes.get_mut(&tp) else { return };
+        if route.paused || message.offset() < route.next {
+            return;
+        }
+        route.next = message.offset() + 1;
+        let bytes = reader::footprint(message.key(), message.payload());
+        let record = message.detach();
+        if let (Ok(permit), Some(reservation)) = (route.tx.try_reserve(), self.budget.try_reserve(bytes, &route.holder))
+        {
+            permit.send(Fetched { message: record, reservation });
+            return;
+        }
+        // No room: stop fetching this partition and wait with the record in hand.
+        route.paused = true;
+        pause(consumer, &tp, true);
+        let (tx, holder, budget, stop) =
+            (route.tx.clone(), route.holder.clone(), self.budget.clone(), route.stop.clone());
+        let (control, generation, next) = (self.control.clone(), route.generation, record.offset() + 1);
+        self.runtime.spawn(async move {
+            let delivered = async {
+                let reservation = budget.reserve(bytes, &holder).await;
+                let permit = tx.reserve().await.ok()?;
+                permit.send(Fetched { message: record, reservation });
+                Some(())
+            };
+            let delivered = tokio::select! {
+                _ = stop.cancelled() => None,
+                delivered = delivered => delivered,
+            };
+            if delivered.is_some() {
+                let _ = control.send(Control::Resume { tp, next, generation }).await;
+            }
+        });
+    }
+
+    /// Acts on what a partition reported.
+    pub fn handle<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, control: Control) {
+        match control {
+            Control::Resume { tp, next, generation } => {
+                let mut routes = self.lock();
+                let Some(route) = routes.get_mut(&tp).filter(|r| r.generation == generation && r.paused) else {
+                    return;
+                };
+                route.paused = false;
+                route.next = next;
+                seek(consumer, &tp, Offset::Offset(next));
+                pause(consumer, &tp, false);
+            }
+            Control::Failed { tp, generation, error } => {
+                if self.lock().get(&tp).is_none_or(|r| r.generation != generation) {
+                    return;
+                }
+                self.shared.metrics.partition_restarts.inc();
+                let component = format!("partition {}/{}", tp.0, tp.1);
+                self.shared.health.set_not_ready(&component, format!("failed, restarting: {error}"));
+                tracing::error!(topic = %tp.0, partition = tp.1, %error, "partition task failed: starting it again from its durable offset");
+                let (control, pause_for) =
+                    (self.control.clone(), Duration::from_millis(self.shared.apply.max_backoff_ms));
+                tokio::spawn(async move {
+                    tokio::time::sleep(pause_for.min(Duration::from_secs(5))).await;
+                    let _ = control.send(Control::Restart { tp, generation }).await;
+                });
+            }
+            Control::Restart { tp, generation } => {
+                let mut routes = self.lock();
+                let Some(old) = routes.remove(&tp) else { return };
+                if old.generation != generation {
+                    routes.insert(tp, old);
+                    return;
+                }
+                old.stop.cancel();
+                let durable = old.progress.durable();
+                let route = self.spawn(&tp, old.progress, generation + 1);
+                routes.insert(tp.clone(), route);
+                drop(routes);
+                seek(consumer, &tp, if durable >= 0 { Offset::Offset(durable) } else { Offset::Stored });
+                pause(consumer, &tp, false);
+                self.shared.health.set_ready(&format!("partition {}/{}", tp.0, tp.1));
+            }
+        }
+    }
+
+    /// [`Partitions::stop`] from a thread of the runtime that must not await: the rebalance
+    /// callback, which runs while the consumer is polled.
+    pub fn stop_blocking(&self, which: Option<&[Tp]>) -> Vec<(Tp, i64)> {
+        tokio::task::block_in_place(|| self.runtime.block_on(self.stop(which)))
+    }
+
+    /// Stops the tasks of `which` (all when None): no new write starts, the writes already sent
+    /// are awaited up to the drain deadline, then abandoned. Returns the durable offsets to
+    /// commit.
+    pub async fn stop(&self, which: Option<&[Tp]>) -> Vec<(Tp, i64)> {
+        let stopped: Vec<(Tp, Route)> = {
+            let mut routes = self.lock();
+            let keys: Vec<Tp> = match which {
+                Some(tps) => tps.to_vec(),
+                None => routes.keys().cloned().collect(),
+            };
+            let stopped = keys.into_iter().filter_map(|k| routes.remove(&k).map(|r| (k, r))).collect();
+            self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
+            stopped
+        };
+        for (_, route) in &stopped {
+            route.stop.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        let mut offsets = Vec::new();
+        for (tp, mut route) in stopped {
+            if tokio::time::timeout_at(deadline, &mut route.task).await.is_err() {
+                route.task.abort();
+                self.shared.metrics.writes_abandoned.inc();
+                tracing::error!(
+                    topic = %tp.0,
+                    partition = tp.1,
+                    drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                    "writes already sent were not answered within the drain deadline: abandoned (on a link slower \
+                     than that, one may still land after the next owner's)"
+                );
+            }
+            if let Some(offset) = route.progress.due() {
+                offsets.push((tp, offset));
+            }
+        }
+        offsets
+    }
+
+    /// Durable offsets not yet committed.
+    pub fn due(&self) -> Vec<(Tp, i64)> {
+        self.lock().iter_mut().filter_map(|(tp, route)| route.progress.due().map(|o| (tp.clone(), o))).collect()
+    }
+
+    /// Every owned partition's durable offset (for the lag metric).
+    pub fn durable(&self) -> Vec<(Tp, i64)> {
+        self.lock().iter().map(|(tp, route)| (tp.clone(), route.progress.durable())).collect()
+    }
+}
+
+fn pause<C: ConsumerContext, K: Consumer<C>>(consumer: &K, tp: &Tp, pause: bool) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&tp.0, tp.1);
+    let result = if pause { consumer.pause(&list) } else { consumer.resume(&list) };
+    if let Err(e) = result {
+        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, pause, "cannot pause or resume the partition");
+    }
+}
+
+/// Moves the partition's fetch position (asynchronously: the consumer applies it in order
+/// with what it fetches next).
+fn seek<C: ConsumerContext, K: Consumer<C>>(consumer: &K, tp: &Tp, offset: Offset) {
+    let mut list = TopicPartitionList::new();
+    if list.add_partition_offset(&tp.0, tp.1, offset).is_err() {
+        return;
+    }
+    if let Err(e) = consumer.seek_partitions(list, Duration::ZERO) {
+        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot seek the partition");
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,38 @@
+//! A partition's records on their way to its task: fetched from the consumer (holding their
+//! share of the memory budget), then decoded here, ahead of the writer, so the JSON work of the
+//! next batch overlaps the writes of the last.
+
+use envelope::{DecodeError, Event};
+use rdkafka::message::{Message, OwnedMessage};
+use service_kit::budget::Reservation;
+use tokio::sync::mpsc;
+
+/// A record fetched for a partition, with the memory it holds until it is written.
+pub struct Fetched {
+    pub message: OwnedMessage,
+    pub reservation: Reservation,
+}
+
+/// A record and what it decodes to.
+pub struct Decoded {
+    pub message: OwnedMessage,
+    pub event: Result<Event, DecodeError>,
+    pub reservation: Reservation,
+}
+
+/// How much memory a record holds from fetch to write: its bytes as fetched, decoded into
+/// documents, and again as the write command (BSON of numbers is larger than their JSON).
+pub fn footprint(key: Option<&[u8]>, payload: Option<&[u8]>) -> usize {
+    let raw = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+    raw * 4 + 512
+}
+
+/// Decodes records until either side is gone.
+pub async fn decode(mut rx: mpsc::Receiver<Fetched>, tx: mpsc::Sender<Decoded>) {
+    while let Some(Fetched { message, reservation }) = rx.recv().await {
+        let event = envelope::decode(message.key(), message.payload());
+        if tx.send(Decoded { message, event, reservation }).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A mongod of a test's own: a single-node replica set started from the same 6.0.5 binary the
+//! harness installs, with test commands enabled so a test can set server failpoints
+//! (`failCommand`) without disturbing the servers other tests share.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use test_support::{unique, workspace_root};
+
+pub struct PrivateMongod {
+    _child: tokio::process::Child,
+    pub port: u16,
+    pub uri: String,
+    pub client: mongodb::Client,
+}
+
+impl PrivateMongod {
+    /// Starts it and waits until it is primary.
+    pub async fn start() -> PrivateMongod {
+        let dir = workspace_root().join(".cache/data").join(unique("own"));
+        std::fs::create_dir_all(dir.join("db")).expect("data dir");
+        let port = crate::free_addr().port();
+        let set = "own";
+        let child = tokio::process::Command::new(workspace_root().join(".cache/mongodb/fiftyone/db/bin/mongod"))
+            .args(["--replSet", set, "--port", &port.to_string(), "--bind_ip", "127.0.0.1"])
+            .arg("--dbpath")
+            .arg(dir.join("db"))
+            .args(["--setParameter", "enableTestCommands=1"])
+            .args(["--setParameter", "diagnosticDataCollectionEnabled=false"])
+            .args(["--wiredTigerCacheSizeGB", "0.25"])
+            .arg("--logpath")
+            .arg(dir.join("mongod.log"))
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mongod starts");
+        let direct = mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{port}/?directConnection=true"))
+            .await
+            .expect("client");
+        let admin = direct.database("admin");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while admin.run_command(doc! {"ping": 1}).await.is_err() {
+            assert!(Instant::now() < deadline, "own mongod did not answer: see {}", dir.display());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        admin
+            .run_command(
+                doc! {"replSetInitiate": {"_id": set, "members": [{"_id": 0, "host": format!("127.0.0.1:{port}")}]}},
+            )
+            .await
+            .expect("replSetInitiate");
+        while !admin.run_command(doc! {"hello": 1}).await.is_ok_and(|h| h.get_bool("isWritablePrimary") == Ok(true)) {
+            assert!(Instant::now() < deadline, "own mongod did not become primary");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let uri = format!("mongodb://127.0.0.1:{port}/?replicaSet={set}");
+        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+        PrivateMongod { _child: child, port, uri, client }
+    }
+
+    /// Sets the `failCommand` failpoint: `mode` as the server takes it (`"alwaysOn"`,
+    /// `{"times": n}`, `"off"`), `data` its filter and effect.
+    pub async fn fail_command(&self, mode: bson::Bson, data: Document) {
+        self.client
+            .database("admin")
+            .run_command(doc! {"configureFailPoint": "failCommand", "mode": mode, "data": data})
+            .await
+            .expect("configureFailPoint");
+    }
+
+    /// Turns the `failCommand` failpoint off.
+    pub async fn fail_nothing(&self) {
+        self.fail_command(bson::Bson::String("off".into()), doc! {}).await;
+    }
+}

@@ -1,0 +1,189 @@
+//! What the target does to writes, and what a revoked partition may still do: unique secondary
+//! indexes, commands over 16 MiB, `$`-prefixed and dotted field names, a dead-letter topic the
+//! subscription matches, a slow link across a rebalance. The target must end equal to the
+//! source, with dead letters only for records that can never be applied.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use e2e::mongod::PrivateMongod;
+use e2e::pipeline::Pipeline;
+use e2e::toxiproxy::Toxiproxy;
+use service_kit::config::SecretUri;
+use test_support::{consume_all, eventually, metric, services};
+
+async fn dead_letters(p: &Pipeline, wait: Duration) -> usize {
+    let topic = p.sink_config.consume.dead_letter_topic.clone();
+    consume_all(&p.sink_config.kafka.bootstrap_servers, &[&topic], usize::MAX, wait).await.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_values_moving_between_documents_across_partitions_converge_without_dead_letters() {
+    let own = PrivateMongod::start().await;
+    let mut p = Pipeline::new("unique", 4).await;
+    p.sink_config.mongo.uri = SecretUri::new(own.uri.clone());
+    p.sink_config.apply.batch_max_docs = 20;
+    p.target = own.client.clone();
+    let users = 120;
+    for db in [p.source_db(), p.target_db()] {
+        db.run_command(
+            doc! {"createIndexes": "users", "indexes": [{"key": {"email": 1}, "name": "email", "unique": true}]},
+        )
+        .await
+        .expect("unique index");
+    }
+    let coll = p.source_db().collection::<Document>("users");
+    coll.insert_many((0..users).map(|i| doc! {"_id": i, "email": format!("start-{i}")})).await.expect("users");
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(60)).await;
+    // Every write of the sink waits 100 ms at the target, so partitions drift apart in time.
+    own.fail_command(
+        Bson::String("alwaysOn".into()),
+        doc! {"failCommands": ["update"], "namespace": format!("{}.users", p.name), "blockConnection": true,
+        "blockTimeMS": 100},
+    )
+    .await;
+    // User k hands its address to user k+1 after taking a fresh one: each address moves to the
+    // next document (most often on another partition) and never comes back.
+    for round in 0..3 {
+        for k in 0..users - 1 {
+            let current: Document = coll.find_one(doc! {"_id": k}).await.expect("read").expect("user");
+            let handed = current.get_str("email").expect("email").to_string();
+            coll.update_one(doc! {"_id": k}, doc! {"$set": {"email": format!("r{round}-fresh-{k}")}})
+                .await
+                .expect("free");
+            coll.update_one(doc! {"_id": k + 1}, doc! {"$set": {"email": handed}}).await.expect("take");
+        }
+    }
+    p.converged(Duration::from_secs(120)).await;
+    own.fail_nothing().await;
+    let body = sink.metrics().await;
+    assert_eq!(dead_letters(&p, Duration::from_secs(3)).await, 0, "a conflict was dead-lettered");
+    assert!(metric(&body, "sink_writer_unique_conflicts_total") > 0.0, "the workload never made partitions collide");
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_whose_bson_exceeds_one_command_arrives_whole() {
+    let mut p = Pipeline::new("bigbulk", 1).await;
+    // Batches fill up to their byte limit (of JSON).
+    p.sink_config.apply.batch_max_wait_ms = 3000;
+    let source = p.start_source().await;
+    let coll = p.source_db().collection::<Document>("numbers");
+    // ~30 KB of JSON each, ~90 KB of BSON: a batch of JSON bytes is ~3× larger as commands.
+    let digits: Vec<i32> = (0..10_000).map(|i| i % 10).collect();
+    for chunk in 0..12 {
+        coll.insert_many((0..100).map(|i| doc! {"_id": chunk * 100 + i, "digits": digits.clone()}))
+            .await
+            .expect("insert");
+    }
+    let topic = format!("{}.{}.numbers", p.name, p.name);
+    consume_all(&p.sink_config.kafka.bootstrap_servers, &[&topic], 1200, Duration::from_secs(120)).await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(180)).await;
+    assert_eq!(dead_letters(&p, Duration::from_secs(2)).await, 0);
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_with_dollar_prefixed_and_dotted_field_names_follow_every_change() {
+    let p = Pipeline::new("dollar", 2).await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("prices");
+    let docs =
+        (0..20).map(|i| doc! {"_id": i, "$price": i, "a.b": "dotted", "nested": {"$x": 1, "c.d": 2}, "plain": 0});
+    coll.insert_many(docs).await.expect("insert");
+    for i in 0..20 {
+        let update = vec![doc! {"$replaceWith": {"$setField": {"field": {"$literal": "$price"}, "input": "$$ROOT",
+        "value": {"$add": [{"$getField": {"$literal": "$price"}}, 100]}}}}];
+        coll.update_one(doc! {"_id": i}, update).await.expect("pipeline update of $price");
+        coll.update_one(doc! {"_id": i}, doc! {"$set": {"plain": i, "nested.c": true}}).await.expect("plain update");
+    }
+    p.converged(Duration::from_secs(60)).await;
+    assert_eq!(dead_letters(&p, Duration::from_secs(2)).await, 0);
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_matched_by_the_subscription_gets_one_dead_letter_per_poison_record() {
+    let mut p = Pipeline::new("dlqloop", 1).await;
+    // The demo's naming: the pattern matches the dead-letter topic too.
+    p.sink_config.consume.dead_letter_topic = format!("{}.dlq", p.name);
+    p.target_db()
+        .run_command(doc! {"create": "items", "validator": {"qty": {"$type": "number"}}, "validationAction": "error"})
+        .await
+        .expect("target validator");
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("items");
+    coll.insert_many(vec![doc! {"_id": 1, "qty": 1}, doc! {"_id": 2, "qty": "many"}, doc! {"_id": 3, "qty": 3}])
+        .await
+        .expect("insert");
+    let target = p.target_db().collection::<Document>("items");
+    eventually("the good documents", Duration::from_secs(60), || async {
+        (target.count_documents(doc! {}).await.ok()? == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(dead_letters(&p, Duration::from_secs(3)).await, 1, "the poison record once");
+    assert_eq!(metric(&sink.metrics().await, "sink_writer_dead_letters_total"), 1.0);
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partition_on_a_slow_link_writes_nothing_after_the_new_owner_starts() {
+    let servers = services();
+    let p = Pipeline::new("slowrevoke", 2).await;
+    let dir = test_support::workspace_root().join(".cache/e2e").join(&p.name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let toxiproxy = Toxiproxy::start(&dir).await;
+    let target_host = servers.mongo_target_uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap();
+    let link = toxiproxy.proxy("target", target_host).await;
+    let source = p.start_source().await;
+    let coll = p.source_db().collection::<Document>("docs");
+    coll.insert_many((0..20).map(|i| doc! {"_id": i, "v": -1})).await.expect("insert");
+
+    // Replica A writes through a link that takes 5 s each way; a revocation waits 6 s for it.
+    let mut a_config = p.sink_config.clone();
+    a_config.mongo.uri = SecretUri::new(format!("mongodb://{link}/?directConnection=true"));
+    a_config.apply.drain_timeout_ms = 6000;
+    let a_stop = tokio_util::sync::CancellationToken::new();
+    let a = sink_writer::start(a_config, a_stop.clone()).await.expect("A starts");
+    let a_addr = a.http_addr;
+    let a_task = tokio::spawn(a.wait());
+    e2e::pipeline::wait_ready(a_addr).await;
+    toxiproxy.latency("target", 5000, 0).await;
+
+    // Many versions of every document: A takes a first batch and holds the rest behind it.
+    let consumed = || async {
+        let body = test_support::http_get(a_addr, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
+        metric(&body, "sink_writer_messages_consumed_total")
+    };
+    let start = consumed().await;
+    for v in 0..40 {
+        for i in 0..20 {
+            coll.update_one(doc! {"_id": i}, doc! {"$set": {"v": v}}).await.expect("update");
+        }
+    }
+    eventually("A holds a batch on the slow link", Duration::from_secs(30), || async {
+        (consumed().await > start).then_some(())
+    })
+    .await;
+    // Replica B joins: one partition moves from A to B, which writes the newest versions.
+    let b = p.start_sink().await;
+    p.converged(Duration::from_secs(60)).await;
+    // Anything A still sends would land within its link's delay: the target must stay right.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(p.difference().await, None, "a stale write landed after the new owner's");
+    b.stop().await;
+    toxiproxy.clear_latency("target").await;
+    a_stop.cancel();
+    a_task.await.expect("joins").expect("A stops cleanly");
+    source.stop().await;
+}
