@@ -23,8 +23,18 @@ use crate::record::Item;
 #[derive(Debug, Clone)]
 pub enum Start {
     ResumeAfter(Document),
-    At(ClusterTime),
+    /// Strictly after this cluster time: `startAtOperationTime` is inclusive, and every position
+    /// stored as a time (a snapshot's, a fixed "now", an invalidate) is covered already.
+    After(ClusterTime),
     Now,
+}
+
+/// The first cluster time after `time`.
+pub fn next_tick(time: ClusterTime) -> ClusterTime {
+    match time.i.checked_add(1) {
+        Some(i) => ClusterTime { t: time.t, i },
+        None => ClusterTime { t: time.t.saturating_add(1), i: 0 },
+    }
 }
 
 pub struct StreamLoop<'a> {
@@ -70,7 +80,7 @@ impl StreamLoop<'_> {
                             // startAfter is not available on DocumentDB: reopen just after the
                             // invalidating event instead.
                             let after = cluster_time.unwrap_or_default();
-                            start = Start::At(ClusterTime { t: after.t, i: after.i + 1 });
+                            start = Start::After(after);
                             self.metrics.restarts.with_label_values(&["invalidate"]).inc();
                             tracing::info!(?after, "change stream invalidated: reopening after it");
                             continue 'reopen;
@@ -125,7 +135,7 @@ pub async fn open(
                 .map_err(|e| Error::Fatal(format!("stored resume token is not usable: {e}")))?;
             options.resume_after = Some(token);
         }
-        Start::At(time) => options.start_at_operation_time = Some((*time).into()),
+        Start::After(time) => options.start_at_operation_time = Some(next_tick(*time).into()),
         Start::Now => {}
     }
     let stream = match config.scope {
@@ -167,4 +177,15 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_tick_is_strictly_later() {
+        assert_eq!(next_tick(ClusterTime { t: 5, i: 7 }), ClusterTime { t: 5, i: 8 });
+        assert_eq!(next_tick(ClusterTime { t: 5, i: u32::MAX }), ClusterTime { t: 6, i: 0 });
+    }
 }

@@ -92,8 +92,9 @@ pub enum Plan {
     Snapshot(SnapshotState),
     /// Stream after this resume token.
     ResumeAfter(Document),
-    /// Stream from this cluster time.
-    StartAt(ClusterTime),
+    /// Stream after this cluster time (a snapshot's position or a fixed "now": what happened at
+    /// it is covered already).
+    StartAfter(ClusterTime),
     /// Stream from now.
     StartNow,
     /// Nothing to do (`initial_only` after its snapshot).
@@ -163,7 +164,7 @@ pub fn plan(stored: Option<&Checkpoint>, mode: SnapshotMode) -> Plan {
         return Plan::ResumeAfter(token);
     }
     match checkpoint.cluster_time {
-        Some(time) => Plan::StartAt(time.into()),
+        Some(time) => Plan::StartAfter(time.into()),
         None => Plan::StartNow,
     }
 }
@@ -198,7 +199,7 @@ mod tests {
 
         cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int64(50), copied: 50, done: true });
         cp.apply(Progress::SnapshotCompleted);
-        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAt(ct(100, 1)));
+        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAfter(ct(100, 1)));
         assert_eq!(plan(Some(&cp), SnapshotMode::InitialOnly), Plan::Idle);
 
         let token = doc! {"_data": "826553"};
@@ -213,7 +214,7 @@ mod tests {
         cp.apply(Progress::Stream { resume_token: doc! {"_data": "old"}, cluster_time: Some(ct(5, 1)) });
         cp.apply(Progress::SnapshotStarted { start_at: ct(200, 0), namespaces: vec![] });
         cp.apply(Progress::SnapshotCompleted);
-        assert_eq!(plan(Some(&cp), SnapshotMode::WhenNeeded), Plan::StartAt(ct(200, 0)));
+        assert_eq!(plan(Some(&cp), SnapshotMode::WhenNeeded), Plan::StartAfter(ct(200, 0)));
     }
 
     #[test]

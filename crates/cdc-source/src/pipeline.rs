@@ -127,7 +127,7 @@ async fn run_once(
             checkpoint.cluster_time = Some(at.into());
             checkpoint.written_at_ms = crate::change_stream::now_ms();
             producer.write(&[], &checkpoint).await?;
-            Plan::StartAt(at)
+            Plan::StartAfter(at)
         }
         other => other,
     };
@@ -188,7 +188,7 @@ async fn capture(
             return Ok(());
         }
         Plan::ResumeAfter(token) => Start::ResumeAfter(token),
-        Plan::StartAt(time) => Start::At(time),
+        Plan::StartAfter(time) => Start::After(time),
         Plan::StartNow => Start::Now,
         Plan::Snapshot(state) => {
             health.set_ready(COMPONENT);
@@ -212,7 +212,7 @@ async fn capture(
                 return Ok(());
             }
             let converter = Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
-            return stream(config, client, converter, tx, health, metrics, Start::At(start_at), shutdown).await;
+            return stream(config, client, converter, tx, health, metrics, Start::After(start_at), shutdown).await;
         }
     };
     stream(config, client, converter, tx, health, metrics, start, shutdown).await
@@ -248,7 +248,7 @@ fn plan_name(plan: &Plan) -> &'static str {
         Plan::Snapshot(state) if state.start_at.is_some() => "resume snapshot",
         Plan::Snapshot(_) => "snapshot",
         Plan::ResumeAfter(_) => "resume after token",
-        Plan::StartAt(_) => "start at cluster time",
+        Plan::StartAfter(_) => "start after cluster time",
         Plan::StartNow => "start now",
         Plan::Idle => "idle",
     }
