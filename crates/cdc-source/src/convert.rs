@@ -99,13 +99,8 @@ impl Converter {
             (OperationType::Rename, Some(from)) if self.filter.wants(&from) => {
                 let to = event.to.as_ref().map(|to| Namespace::new(&to.db, to.coll.clone().unwrap_or_default()));
                 let Some(to) = to else { return Converted::Item(position_only) };
-                let topic = self.router.topic(&from);
-                self.control_records(
-                    Ddl::Rename { from, to },
-                    Target::AllPartitions(topic),
-                    position(self.next_seq()),
-                    now_ms,
-                )
+                let target = self.router.rename_target(&from, &to);
+                self.control_records(Ddl::Rename { from, to }, target, position(self.next_seq()), now_ms)
             }
             (OperationType::DropDatabase, Some(ns)) if self.filter.wants_database(&ns.db) => {
                 let target = self.router.database_target(&ns.db);
@@ -349,6 +344,8 @@ mod tests {
         let drop = item(c.change(event("drop", "orders", 1, doc! {}), 5));
         assert_eq!(drop.records[0].target, Target::AllPartitions("cdc.shop.orders".into()));
         let rename = item(c.change(event("rename", "orders", 2, doc! {"to": {"db": "shop", "coll": "old"}}), 5));
+        let topics = vec!["cdc.shop.orders".to_string(), "cdc.shop.old".to_string()];
+        assert_eq!(rename.records[0].target, Target::AllPartitionsOf(topics), "on the old and the new name's topics");
         let control = rename.records[0].control.as_ref().expect("a control event, encoded by the producer");
         assert!(matches!(&control.ddl, Ddl::Rename { to, .. } if to.coll == "old"));
         let mut raw = event("dropDatabase", "x", 3, doc! {});
