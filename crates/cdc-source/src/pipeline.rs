@@ -141,6 +141,8 @@ async fn run_once(
         checkpoint.seq,
     );
     converter.rs = replica_set_name(client).await;
+    converter.recopy_renames_until =
+        checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();
     let (tx, rx) = mpsc::channel(config.delivery.queue_capacity);
     let delivery = Delivery {
@@ -202,7 +204,7 @@ async fn capture(
                 tx: tx.clone(),
                 metrics: metrics.clone(),
             };
-            let Some(start_at) = snapshot.run(state, shutdown).await? else { return Ok(()) };
+            let Some(done) = snapshot.run(state, shutdown).await? else { return Ok(()) };
             drop(snapshot);
             if config.snapshot.mode == SnapshotMode::InitialOnly {
                 tracing::info!("snapshot.mode = \"initial_only\": snapshot done, not streaming");
@@ -211,8 +213,11 @@ async fn capture(
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            let converter = Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
-            return stream(config, client, converter, tx, health, metrics, Start::After(start_at), shutdown).await;
+            let mut converter =
+                Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
+            converter.recopy_renames_until = Some(done.completed_at);
+            let start = Start::After(done.start_at);
+            return stream(config, client, converter, tx, health, metrics, start, shutdown).await;
         }
     };
     stream(config, client, converter, tx, health, metrics, start, shutdown).await
@@ -239,6 +244,7 @@ async fn stream(
         metrics: metrics.clone(),
         health: health.clone(),
         heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
+        copy_batch_size: config.snapshot.batch_size,
     };
     stream.run(start, shutdown.clone()).await
 }
