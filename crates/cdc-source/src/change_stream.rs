@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
-use envelope::ClusterTime;
+use envelope::{ClusterTime, Namespace};
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
@@ -12,9 +12,10 @@ use service_kit::health::LoopBeat;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::Progress;
+use crate::checkpoint::{CollectionProgress, Progress};
 use crate::config::{CaptureConfig, Compat, Scope};
-use crate::convert::{Converted, Converter};
+use crate::convert::{Converted, Converter, Recopy};
+use crate::copy::{Copier, Tracking};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::record::Item;
@@ -23,8 +24,18 @@ use crate::record::Item;
 #[derive(Debug, Clone)]
 pub enum Start {
     ResumeAfter(Document),
-    At(ClusterTime),
+    /// Strictly after this cluster time: `startAtOperationTime` is inclusive, and every position
+    /// stored as a time (a snapshot's, a fixed "now", an invalidate) is covered already.
+    After(ClusterTime),
     Now,
+}
+
+/// The first cluster time after `time`.
+pub fn next_tick(time: ClusterTime) -> ClusterTime {
+    match time.i.checked_add(1) {
+        Some(i) => ClusterTime { t: time.t, i },
+        None => ClusterTime { t: time.t.saturating_add(1), i: 0 },
+    }
 }
 
 pub struct StreamLoop<'a> {
@@ -39,6 +50,8 @@ pub struct StreamLoop<'a> {
     pub health: service_kit::health::Health,
     /// Where idle heartbeats go, if anywhere.
     pub heartbeat_topic: Option<String>,
+    /// Documents per read batch when a rename makes the stream copy a collection.
+    pub copy_batch_size: u32,
 }
 
 impl StreamLoop<'_> {
@@ -66,11 +79,18 @@ impl StreamLoop<'_> {
                             item
                         }
                         Converted::Item(item) => item,
+                        Converted::Copy(copy) => {
+                            let Recopy { markers, ns, at, progress } = *copy;
+                            if !self.copy(markers, &ns, at, &shutdown).await? {
+                                return Ok(());
+                            }
+                            Item { records: Vec::new(), progress: Some(progress), cluster_time: Some(at) }
+                        }
                         Converted::Invalidate { cluster_time } => {
                             // startAfter is not available on DocumentDB: reopen just after the
                             // invalidating event instead.
                             let after = cluster_time.unwrap_or_default();
-                            start = Start::At(ClusterTime { t: after.t, i: after.i + 1 });
+                            start = Start::After(after);
                             self.metrics.restarts.with_label_values(&["invalidate"]).inc();
                             tracing::info!(?after, "change stream invalidated: reopening after it");
                             continue 'reopen;
@@ -106,6 +126,33 @@ impl StreamLoop<'_> {
     }
 }
 
+impl StreamLoop<'_> {
+    /// Sends the markers, then `ns` as it is now; false when stopped first.
+    async fn copy(
+        &self,
+        markers: Item,
+        ns: &Namespace,
+        at: ClusterTime,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, Error> {
+        let copier = Copier {
+            client: self.client,
+            converter: &self.converter,
+            tx: &self.tx,
+            batch_size: self.copy_batch_size,
+            compat: self.config.compat,
+            metrics: &self.metrics,
+            tracking: Tracking::None,
+        };
+        if !copier.send(markers, shutdown).await {
+            return Ok(false);
+        }
+        tracing::info!(namespace = %ns, "a rename moved a collection into the captured scope, or one the snapshot was copying: copying it");
+        self.metrics.restarts.with_label_values(&["rename_copy"]).inc();
+        copier.copy(ns, CollectionProgress::default(), at, shutdown).await
+    }
+}
+
 /// Opens the stream for the configured scope at `start`.
 pub async fn open(
     client: &mongodb::Client,
@@ -125,7 +172,7 @@ pub async fn open(
                 .map_err(|e| Error::Fatal(format!("stored resume token is not usable: {e}")))?;
             options.resume_after = Some(token);
         }
-        Start::At(time) => options.start_at_operation_time = Some((*time).into()),
+        Start::After(time) => options.start_at_operation_time = Some(next_tick(*time).into()),
         Start::Now => {}
     }
     let stream = match config.scope {
@@ -146,13 +193,15 @@ pub async fn open(
     stream.map_err(|e| Error::mongo("open change stream", e))
 }
 
-/// `$match` for a list of `db.collection`: their events, and `dropDatabase` of their databases.
+/// `$match` for a list of `db.collection`: their events, renames into them, and `dropDatabase`
+/// of their databases.
 fn collections_filter(collections: &[String]) -> Document {
     let mut any: Vec<Bson> = Vec::new();
     let mut databases = std::collections::BTreeSet::new();
     for name in collections {
         if let Some((db, coll)) = name.split_once('.') {
             any.push(Bson::Document(doc! {"ns.db": db, "ns.coll": coll}));
+            any.push(Bson::Document(doc! {"operationType": "rename", "to.db": db, "to.coll": coll}));
             databases.insert(db.to_string());
         }
     }
@@ -167,4 +216,15 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_tick_is_strictly_later() {
+        assert_eq!(next_tick(ClusterTime { t: 5, i: 7 }), ClusterTime { t: 5, i: 8 });
+        assert_eq!(next_tick(ClusterTime { t: 5, i: u32::MAX }), ClusterTime { t: 6, i: 0 });
+    }
 }

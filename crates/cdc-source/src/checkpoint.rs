@@ -52,6 +52,10 @@ pub struct SnapshotState {
     /// The stream position fixed before copying; streaming starts here afterwards.
     pub start_at: Option<Time>,
     pub completed: bool,
+    /// When the last collection was copied: a rename streamed up to then may have moved a
+    /// collection while it was copied, so its destination is copied again.
+    #[serde(default)]
+    pub completed_at: Option<Time>,
     /// Per `db.collection`.
     pub collections: BTreeMap<String, CollectionProgress>,
 }
@@ -81,8 +85,8 @@ pub enum Progress {
     SnapshotStarted { start_at: ClusterTime, namespaces: Vec<String> },
     /// A collection's copy advanced.
     SnapshotCollection { ns: String, last_id: Bson, copied: u64, done: bool },
-    /// Every collection is copied.
-    SnapshotCompleted,
+    /// Every collection is copied, by this cluster time.
+    SnapshotCompleted { at: ClusterTime },
 }
 
 /// Where to start, decided from the stored checkpoint and the snapshot mode.
@@ -92,8 +96,9 @@ pub enum Plan {
     Snapshot(SnapshotState),
     /// Stream after this resume token.
     ResumeAfter(Document),
-    /// Stream from this cluster time.
-    StartAt(ClusterTime),
+    /// Stream after this cluster time (a snapshot's position or a fixed "now": what happened at
+    /// it is covered already).
+    StartAfter(ClusterTime),
     /// Stream from now.
     StartNow,
     /// Nothing to do (`initial_only` after its snapshot).
@@ -116,6 +121,7 @@ impl Checkpoint {
                 self.snapshot = Some(SnapshotState {
                     start_at: Some(start_at.into()),
                     completed: false,
+                    completed_at: None,
                     collections: namespaces.into_iter().map(|ns| (ns, CollectionProgress::default())).collect(),
                 });
             }
@@ -129,9 +135,10 @@ impl Checkpoint {
                     entry.done = done;
                 }
             }
-            Progress::SnapshotCompleted => {
+            Progress::SnapshotCompleted { at } => {
                 if let Some(state) = &mut self.snapshot {
                     state.completed = true;
+                    state.completed_at = Some(at.into());
                 }
             }
         }
@@ -163,7 +170,7 @@ pub fn plan(stored: Option<&Checkpoint>, mode: SnapshotMode) -> Plan {
         return Plan::ResumeAfter(token);
     }
     match checkpoint.cluster_time {
-        Some(time) => Plan::StartAt(time.into()),
+        Some(time) => Plan::StartAfter(time.into()),
         None => Plan::StartNow,
     }
 }
@@ -197,8 +204,9 @@ mod tests {
         assert!(!state.collections["a.c"].done);
 
         cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int64(50), copied: 50, done: true });
-        cp.apply(Progress::SnapshotCompleted);
-        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAt(ct(100, 1)));
+        cp.apply(Progress::SnapshotCompleted { at: ct(120, 3) });
+        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAfter(ct(100, 1)));
+        assert_eq!(cp.snapshot.as_ref().and_then(|s| s.completed_at), Some(Time { t: 120, i: 3 }));
         assert_eq!(plan(Some(&cp), SnapshotMode::InitialOnly), Plan::Idle);
 
         let token = doc! {"_data": "826553"};
@@ -212,8 +220,16 @@ mod tests {
         let mut cp = Checkpoint::default();
         cp.apply(Progress::Stream { resume_token: doc! {"_data": "old"}, cluster_time: Some(ct(5, 1)) });
         cp.apply(Progress::SnapshotStarted { start_at: ct(200, 0), namespaces: vec![] });
-        cp.apply(Progress::SnapshotCompleted);
-        assert_eq!(plan(Some(&cp), SnapshotMode::WhenNeeded), Plan::StartAt(ct(200, 0)));
+        cp.apply(Progress::SnapshotCompleted { at: ct(200, 5) });
+        assert_eq!(plan(Some(&cp), SnapshotMode::WhenNeeded), Plan::StartAfter(ct(200, 0)));
+    }
+
+    #[test]
+    fn a_checkpoint_without_the_completion_time_still_reads() {
+        let text = r#"{"v":1,"resume_token":null,"cluster_time":{"t":1,"i":1},"seq":3,
+            "snapshot":{"start_at":{"t":1,"i":1},"completed":true,"collections":{}},"written_at_ms":0}"#;
+        let cp: Checkpoint = serde_json::from_str(text).expect("an older checkpoint parses");
+        assert_eq!(cp.snapshot.and_then(|s| s.completed_at), None);
     }
 
     #[test]

@@ -19,10 +19,23 @@ use crate::routing::{NamespaceFilter, TopicRouter};
 #[derive(Debug)]
 pub enum Converted {
     Item(Item),
+    /// Markers, then a copy of a collection.
+    Copy(Box<Recopy>),
     /// The stream ended (the watched database was dropped): reopen after this cluster time.
     Invalidate {
         cluster_time: Option<ClusterTime>,
     },
+}
+
+/// Markers, then a copy of the collection `ns` as it is now, every read positioned at `at`; only
+/// then `progress`: the checkpoint passes the event once the copy is durable, so a crash in
+/// between does both again.
+#[derive(Debug)]
+pub struct Recopy {
+    pub markers: Item,
+    pub ns: Namespace,
+    pub at: ClusterTime,
+    pub progress: Progress,
 }
 
 pub struct Converter {
@@ -32,6 +45,9 @@ pub struct Converter {
     pub tombstones: bool,
     pub router: TopicRouter,
     pub filter: NamespaceFilter,
+    /// Renames up to this cluster time (the snapshot's completion) may have moved a collection
+    /// the snapshot was copying: their destination is copied again.
+    pub recopy_renames_until: Option<ClusterTime>,
     /// The next event sequence number; shared by the stream and snapshot workers.
     pub seq: Arc<AtomicU64>,
     txn: Option<TxnOrder>,
@@ -53,7 +69,17 @@ impl Converter {
         filter: NamespaceFilter,
         seq: u64,
     ) -> Self {
-        Self { name, rs: None, mode, tombstones, router, filter, seq: Arc::new(AtomicU64::new(seq)), txn: None }
+        Self {
+            name,
+            rs: None,
+            mode,
+            tombstones,
+            router,
+            filter,
+            recopy_renames_until: None,
+            seq: Arc::new(AtomicU64::new(seq)),
+            txn: None,
+        }
     }
 
     fn next_seq(&self) -> u64 {
@@ -96,16 +122,11 @@ impl Converter {
                 let topic = self.router.topic(&ns);
                 self.control_records(Ddl::Drop(ns), Target::AllPartitions(topic), position(self.next_seq()), now_ms)
             }
-            (OperationType::Rename, Some(from)) if self.filter.wants(&from) => {
+            (OperationType::Rename, Some(from)) => {
                 let to = event.to.as_ref().map(|to| Namespace::new(&to.db, to.coll.clone().unwrap_or_default()));
                 let Some(to) = to else { return Converted::Item(position_only) };
-                let topic = self.router.topic(&from);
-                self.control_records(
-                    Ddl::Rename { from, to },
-                    Target::AllPartitions(topic),
-                    position(self.next_seq()),
-                    now_ms,
-                )
+                let at = cluster_time.unwrap_or_default();
+                return self.rename(from, to, at, &token, progress, now_ms);
             }
             (OperationType::DropDatabase, Some(ns)) if self.filter.wants_database(&ns.db) => {
                 let target = self.router.database_target(&ns.db);
@@ -114,6 +135,39 @@ impl Converter {
             _ => return Converted::Item(position_only),
         };
         Converted::Item(Item { records, progress: Some(progress), cluster_time })
+    }
+
+    /// A rename between two captured names is a marker on both names' topics. Into the captured
+    /// scope (or over a collection the snapshot was copying) the destination is dropped and
+    /// copied; out of it, the source name is dropped.
+    fn rename(
+        &self,
+        from: Namespace,
+        to: Namespace,
+        at: ClusterTime,
+        token: &Document,
+        progress: Progress,
+        now_ms: i64,
+    ) -> Converted {
+        let position = |seq| Position { cluster_time: at, resume_token: Some(token.clone()), seq };
+        let (wants_from, wants_to) = (self.filter.wants(&from), self.filter.wants(&to));
+        let mut records = Vec::new();
+        if wants_from && wants_to {
+            let target = self.router.rename_target(&from, &to);
+            let ddl = Ddl::Rename { from: from.clone(), to: to.clone() };
+            records.extend(self.control_records(ddl, target, position(self.next_seq()), now_ms));
+        } else if wants_from {
+            let target = Target::AllPartitions(self.router.topic(&from));
+            records.extend(self.control_records(Ddl::Drop(from.clone()), target, position(self.next_seq()), now_ms));
+        }
+        let recopy = !wants_from || self.recopy_renames_until.is_some_and(|until| at <= until);
+        if !(wants_to && recopy) {
+            return Converted::Item(Item { records, progress: Some(progress), cluster_time: Some(at) });
+        }
+        let target = Target::AllPartitions(self.router.topic(&to));
+        records.extend(self.control_records(Ddl::Drop(to.clone()), target, position(self.next_seq()), now_ms));
+        let markers = Item { records, progress: None, cluster_time: Some(at) };
+        Converted::Copy(Box::new(Recopy { markers, ns: to, at, progress }))
     }
 
     fn change_event(
@@ -359,6 +413,46 @@ mod tests {
         let dropped = item(c.change(raw, 5));
         assert_eq!(dropped.records[0].target, Target::AllTopicsWithPrefix("cdc.shop.".into()));
         assert!(matches!(c.change(event("invalidate", "orders", 4, doc! {}), 5), Converted::Invalidate { .. }));
+    }
+
+    fn kinds(item: &Item) -> Vec<(String, Target)> {
+        let kind = |r: &Record| r.control.as_ref().map(|c| format!("{}:{}", c.ddl.kind(), r.namespace));
+        item.records.iter().filter_map(|r| kind(r).map(|k| (k, r.target.clone()))).collect()
+    }
+
+    #[test]
+    fn renames_order_both_names_and_copy_what_enters_the_scope() {
+        let mut c = converter(r"shop\..*_tmp", true);
+        let both = item(c.change(event("rename", "a", 1, doc! {"to": {"db": "shop", "coll": "b"}}), 5));
+        let topics = vec!["cdc.shop.a".to_string(), "cdc.shop.b".to_string()];
+        assert_eq!(kinds(&both), [("rename:shop.a".to_string(), Target::AllPartitionsOf(topics))]);
+        assert!(both.progress.is_some());
+
+        let out = item(c.change(event("rename", "a", 2, doc! {"to": {"db": "shop", "coll": "a_tmp"}}), 5));
+        assert_eq!(kinds(&out), [("drop:shop.a".to_string(), Target::AllPartitions("cdc.shop.a".into()))]);
+
+        let raw = event("rename", "orders_tmp", 3, doc! {"to": {"db": "shop", "coll": "orders"}});
+        let Converted::Copy(copy) = c.change(raw, 5) else { panic!("a copy") };
+        let Recopy { markers, ns, at, progress } = *copy;
+        assert_eq!(
+            kinds(&markers),
+            [("drop:shop.orders".to_string(), Target::AllPartitions("cdc.shop.orders".into()))]
+        );
+        assert!(markers.progress.is_none(), "the checkpoint passes the rename only after the copy");
+        assert_eq!((ns, at), (Namespace::new("shop", "orders"), ClusterTime { t: 100, i: 3 }));
+        assert!(matches!(progress, Progress::Stream { .. }));
+
+        let unseen = item(c.change(event("rename", "x_tmp", 4, doc! {"to": {"db": "shop", "coll": "y_tmp"}}), 5));
+        assert!(unseen.records.is_empty());
+
+        // Up to the snapshot's completion, a rename between captured names copies its destination.
+        c.recopy_renames_until = Some(ClusterTime { t: 100, i: 5 });
+        let raw = event("rename", "a", 5, doc! {"to": {"db": "shop", "coll": "b"}});
+        let Converted::Copy(copy) = c.change(raw, 5) else { panic!("a copy") };
+        let names: Vec<String> = kinds(&copy.markers).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["rename:shop.a", "drop:shop.b"]);
+        let later = c.change(event("rename", "b", 6, doc! {"to": {"db": "shop", "coll": "c"}}), 5);
+        assert!(matches!(later, Converted::Item(_)), "after the snapshot's completion, no copy");
     }
 
     #[test]

@@ -135,7 +135,7 @@ async fn change_streams(
 ) {
     let start = match plan(checkpoint, config.snapshot.mode) {
         Plan::ResumeAfter(token) => Start::ResumeAfter(token),
-        Plan::StartAt(time) => Start::At(time),
+        Plan::StartAfter(time) => Start::After(time),
         _ => Start::Now,
     };
     let scope = match config.capture.scope {
@@ -152,7 +152,7 @@ async fn change_streams(
         Ok(()) => {
             let at = match start {
                 Start::ResumeAfter(_) => "after the checkpoint's resume token".to_string(),
-                Start::At(t) => format!("at cluster time {}.{}", t.t, t.i),
+                Start::After(t) => format!("after cluster time {}.{}", t.t, t.i),
                 Start::Now => "from now".to_string(),
             };
             report.ok("change streams", format!("open on {scope}, {at}"))

@@ -25,6 +25,7 @@ mod change_stream;
 mod checkpoint;
 mod config;
 mod convert;
+mod copy;
 mod delivery;
 pub mod doctor;
 mod error;

@@ -127,7 +127,7 @@ async fn run_once(
             checkpoint.cluster_time = Some(at.into());
             checkpoint.written_at_ms = crate::change_stream::now_ms();
             producer.write(&[], &checkpoint).await?;
-            Plan::StartAt(at)
+            Plan::StartAfter(at)
         }
         other => other,
     };
@@ -141,6 +141,8 @@ async fn run_once(
         checkpoint.seq,
     );
     converter.rs = replica_set_name(client).await;
+    converter.recopy_renames_until =
+        checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();
     let (tx, rx) = mpsc::channel(config.delivery.queue_capacity);
     let delivery = Delivery {
@@ -188,7 +190,7 @@ async fn capture(
             return Ok(());
         }
         Plan::ResumeAfter(token) => Start::ResumeAfter(token),
-        Plan::StartAt(time) => Start::At(time),
+        Plan::StartAfter(time) => Start::After(time),
         Plan::StartNow => Start::Now,
         Plan::Snapshot(state) => {
             health.set_ready(COMPONENT);
@@ -202,7 +204,7 @@ async fn capture(
                 tx: tx.clone(),
                 metrics: metrics.clone(),
             };
-            let Some(start_at) = snapshot.run(state, shutdown).await? else { return Ok(()) };
+            let Some(done) = snapshot.run(state, shutdown).await? else { return Ok(()) };
             drop(snapshot);
             if config.snapshot.mode == SnapshotMode::InitialOnly {
                 tracing::info!("snapshot.mode = \"initial_only\": snapshot done, not streaming");
@@ -211,8 +213,11 @@ async fn capture(
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            let converter = Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
-            return stream(config, client, converter, tx, health, metrics, Start::At(start_at), shutdown).await;
+            let mut converter =
+                Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
+            converter.recopy_renames_until = Some(done.completed_at);
+            let start = Start::After(done.start_at);
+            return stream(config, client, converter, tx, health, metrics, start, shutdown).await;
         }
     };
     stream(config, client, converter, tx, health, metrics, start, shutdown).await
@@ -239,6 +244,7 @@ async fn stream(
         metrics: metrics.clone(),
         health: health.clone(),
         heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
+        copy_batch_size: config.snapshot.batch_size,
     };
     stream.run(start, shutdown.clone()).await
 }
@@ -248,7 +254,7 @@ fn plan_name(plan: &Plan) -> &'static str {
         Plan::Snapshot(state) if state.start_at.is_some() => "resume snapshot",
         Plan::Snapshot(_) => "snapshot",
         Plan::ResumeAfter(_) => "resume after token",
-        Plan::StartAt(_) => "start at cluster time",
+        Plan::StartAfter(_) => "start after cluster time",
         Plan::StartNow => "start now",
         Plan::Idle => "idle",
     }

@@ -129,6 +129,12 @@ impl Producer {
                         let count = self.topics.ensure(topic, &[]).await?;
                         destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
                     }
+                    Target::AllPartitionsOf(topics) => {
+                        for topic in topics {
+                            let count = self.topics.ensure(topic, &[]).await?;
+                            destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
+                        }
+                    }
                     Target::AllTopicsWithPrefix(prefix) => {
                         for topic in self.topics.list_with_prefix(prefix).await? {
                             let count = self.topics.ensure(&topic, &[]).await?;

@@ -11,6 +11,9 @@ pub enum Target {
     Keyed(String),
     /// Every partition of this topic (DDL markers).
     AllPartitions(String),
+    /// Every partition of each of these topics (a rename's markers: the old and the new name's
+    /// topics both hold events the rename must be ordered against).
+    AllPartitionsOf(Vec<String>),
     /// Every partition of every topic whose name starts with this prefix (`dropDatabase`
     /// markers in per-collection topic mode).
     AllTopicsWithPrefix(String),

@@ -92,6 +92,17 @@ impl TopicRouter {
 
     /// Where a dropped database's markers go: every partition of the single topic, or of every
     /// topic named after the database's collections.
+    /// Where a rename's markers go: every partition of the old and the new name's topics (one
+    /// topic in single-topic mode).
+    pub fn rename_target(&self, from: &Namespace, to: &Namespace) -> Target {
+        let (from, to) = (self.topic(from), self.topic(to));
+        if from == to {
+            Target::AllPartitions(from)
+        } else {
+            Target::AllPartitionsOf(vec![from, to])
+        }
+    }
+
     pub fn database_target(&self, db: &str) -> Target {
         match &self.single_topic {
             Some(topic) => Target::AllPartitions(topic.clone()),
@@ -147,5 +158,11 @@ mod tests {
         let single = TopicRouter::new(&TopicConfig { single_topic: "all".into(), ..TopicConfig::default() });
         assert_eq!(single.topic(&Namespace::new("a", "b")), "all");
         assert_eq!(single.database_target("a"), Target::AllPartitions("all".into()));
+        let (a, b) = (Namespace::new("shop", "a"), Namespace::new("shop", "b"));
+        assert_eq!(
+            router.rename_target(&a, &b),
+            Target::AllPartitionsOf(vec!["cdc.shop.a".into(), "cdc.shop.b".into()])
+        );
+        assert_eq!(single.rename_target(&a, &b), Target::AllPartitions("all".into()));
     }
 }

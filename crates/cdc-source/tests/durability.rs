@@ -220,3 +220,34 @@ async fn a_fenced_instance_restarts_and_two_live_instances_end_with_one() {
     // Exactly once all the same: each insert is in the topic once, however often it was sent.
     assert_eq!(h.records("docs", 10).await.len(), 10);
 }
+
+#[tokio::test]
+async fn the_last_write_before_the_start_arrives_once() {
+    let mut h = Harness::new("boundary").await;
+    h.config.snapshot.mode = SnapshotMode::Initial;
+    // The snapshot's position is the operationTime of the last write: this one.
+    h.collection("docs").insert_one(doc! {"_id": "last"}).await.expect("insert");
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": "after"}).await.expect("insert");
+    let events = decode(&h.records("docs", 2).await);
+    let mut ids: Vec<(String, Op)> = changes(&events).iter().map(|c| (format!("{:?}", c.id()), c.op)).collect();
+    ids.sort_by_key(|(id, _)| id.clone());
+    assert_eq!(
+        ids,
+        [("Some(String(\"after\"))".to_string(), Op::Create), ("Some(String(\"last\"))".to_string(), Op::Read)],
+        "the copied document once, as a read; the later insert once"
+    );
+    service.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn starting_now_leaves_out_the_last_write_before_the_start() {
+    let h = Harness::new("now").await; // snapshot.mode = "never": "now" is fixed at the start
+    h.collection("docs").insert_one(doc! {"_id": "before"}).await.expect("insert");
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": "after"}).await.expect("insert");
+    let events = decode(&h.records("docs", 1).await);
+    let ids: Vec<String> = changes(&events).iter().map(|c| format!("{:?}", c.id())).collect();
+    assert_eq!(ids, ["Some(String(\"after\"))"], "only what was written after the start");
+    service.stop().await.expect("clean stop");
+}
