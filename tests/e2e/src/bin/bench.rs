@@ -34,10 +34,32 @@ struct Pipeline {
     name: String,
     source: Proc,
     sink: Proc,
+    source_http: std::net::SocketAddr,
+    sink_http: std::net::SocketAddr,
+    dir: PathBuf,
+}
+
+async fn ready(addr: std::net::SocketAddr, dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(http_get(addr, "/health/readyz").await, Ok((200, _))) {
+        assert!(Instant::now() < deadline, "a service did not become ready: see {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 impl Pipeline {
     async fn start(servers: &Services, partitions: i32, sink_kafka: &str, dir: &std::path::Path) -> Pipeline {
+        Self::start_with(servers, partitions, sink_kafka, dir, true).await
+    }
+
+    /// The source, and the sink unless `with_sink` is false (then [`Pipeline::start_sink`]).
+    async fn start_with(
+        servers: &Services,
+        partitions: i32,
+        sink_kafka: &str,
+        dir: &std::path::Path,
+        with_sink: bool,
+    ) -> Pipeline {
         let name = unique("bench");
         let (source_http, sink_http) = (free_addr(), free_addr());
         // Extra settings for experiments: BENCH_CDC_SOURCE__X=… and BENCH_SINK_WRITER__X=… pass
@@ -80,17 +102,19 @@ impl Pipeline {
         .chain(extra("SINK_WRITER__"))
         .collect();
         let mut source = Proc::new("cdc-source", binary("cdc-source"), vec![], source_env, dir);
-        let mut sink = Proc::new("sink-writer", binary("sink-writer"), vec![], sink_env, dir);
+        let sink = Proc::new("sink-writer", binary("sink-writer"), vec![], sink_env, dir);
         source.start();
-        sink.start();
-        for addr in [source_http, sink_http] {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !matches!(http_get(addr, "/health/readyz").await, Ok((200, _))) {
-                assert!(Instant::now() < deadline, "a service did not become ready: see {}", dir.display());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        ready(source_http, dir).await;
+        let mut p = Pipeline { name, source, sink, source_http, sink_http, dir: dir.to_path_buf() };
+        if with_sink {
+            p.start_sink().await;
         }
-        Pipeline { name, source, sink }
+        p
+    }
+
+    async fn start_sink(&mut self) {
+        self.sink.start();
+        ready(self.sink_http, &self.dir).await;
     }
 
     fn stats(&self) -> (ProcStats, ProcStats) {
@@ -254,6 +278,73 @@ async fn ceiling(servers: &Services, docs: i64) -> f64 {
     rate
 }
 
+/// What the memory scenario measured.
+struct Memory {
+    documents: i64,
+    collections: usize,
+    partitions: i32,
+    catch_up: Duration,
+    source_peak: u64,
+    sink_peak: u64,
+}
+
+/// Memory under load: 64 KiB documents into ten collections of four partitions (40 partitions),
+/// captured while the sink is stopped, then the sink catches the backlog up. Peak RSS of both.
+async fn memory(servers: &Services, docs_per_collection: i64, dir: &std::path::Path) -> Memory {
+    const COLLECTIONS: usize = 10;
+    const PARTITIONS: i32 = 4;
+    let mut p = Pipeline::start_with(servers, PARTITIONS, &servers.kafka_bootstrap, dir, false).await;
+    let source_db = test_support::mongo(&servers.mongo_source_uri).await.database(&p.name);
+    let target_db = test_support::mongo(&servers.mongo_target_uri).await.database(&p.name);
+    let big = |i: i64| doc! {"_id": i, "blob": "b".repeat(64 * 1024), "n": i};
+    let total = docs_per_collection * COLLECTIONS as i64;
+    let mut source_peak = 0;
+    for c in 0..COLLECTIONS {
+        let coll = source_db.collection::<Document>(&format!("big{c}"));
+        for from in (0..docs_per_collection).step_by(100) {
+            coll.insert_many((from..(from + 100).min(docs_per_collection)).map(big)).await.expect("insert");
+            source_peak = source_peak.max(proc_stats(p.source.pid().unwrap_or(0)).peak_rss_bytes);
+        }
+    }
+    // The source has everything on Kafka once its event count stops short of nothing.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let body = http_get(p.source_http, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
+        let events = test_support::metric(&body, "cdc_source_events_total{op=\"c\"");
+        source_peak = source_peak.max(proc_stats(p.source.pid().unwrap_or(0)).peak_rss_bytes);
+        bench::progress("memory: captured", events as u64, total as u64, 0.0, "");
+        if events as i64 >= total || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!();
+    let started = Instant::now();
+    p.start_sink().await;
+    let mut applied = 0;
+    while applied < total as u64 && started.elapsed() < Duration::from_secs(900) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        applied = 0;
+        for c in 0..COLLECTIONS {
+            applied += target_db.collection::<Document>(&format!("big{c}")).estimated_document_count().await.unwrap_or(0);
+        }
+        let sink = proc_stats(p.sink.pid().unwrap_or(0));
+        bench::progress("memory: catch-up", applied, total as u64, 0.0, &format!("sink rss {}", mib(sink.rss_bytes)));
+    }
+    eprintln!();
+    let catch_up = started.elapsed();
+    let (source, sink) = p.stats();
+    p.stop(servers).await;
+    Memory {
+        documents: total,
+        collections: COLLECTIONS,
+        partitions: PARTITIONS,
+        catch_up,
+        source_peak: source_peak.max(source.peak_rss_bytes),
+        sink_peak: sink.peak_rss_bytes,
+    }
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -269,6 +360,12 @@ async fn main() {
     let plots = workspace_root().join("docs/bench");
     std::fs::create_dir_all(&plots).expect("docs/bench");
     let kafka = servers.kafka_bootstrap.clone();
+    let memory_docs: i64 = env_or("BENCH_MEMORY_DOCS", 800);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("memory") {
+        let m = memory(&servers, memory_docs, &dir).await;
+        print!("{}", memory_report(&m));
+        return;
+    }
 
     let one = burst(&servers, docs, 1, &kafka, "burst, 1 partition", &dir).await;
     let four = burst(&servers, docs, 4, &kafka, "burst, 4 partitions", &dir).await;
@@ -352,6 +449,8 @@ async fn main() {
             mib(steady_sink.rss_bytes),
         ),
     );
+    let m = memory(&servers, memory_docs, &dir).await;
+    report.push_str(&memory_report(&m));
     print!("{report}");
     std::fs::write(dir.join("report.md"), &report).expect("report");
     let svg = bench::svg_plot(
@@ -369,4 +468,23 @@ async fn main() {
     );
     std::fs::write(plots.join("steady.svg"), svg).expect("plot");
     eprintln!("bench: report in target/bench/report.md, plots in docs/bench/burst.svg and docs/bench/steady.svg");
+}
+
+fn memory_report(m: &Memory) -> String {
+    let sink_budget: u64 = env_or("BENCH_SINK_WRITER__APPLY__MEMORY_BUDGET_BYTES", 320 * 1024 * 1024);
+    let source_budget: u64 = env_or("BENCH_CDC_SOURCE__DELIVERY__MEMORY_BUDGET_BYTES", 160 * 1024 * 1024);
+    format!(
+        "\n### Memory: {} documents of 64 KiB in {} collections × {} partitions, sink catching up a backlog\n\n\
+         | service | memory budget | peak RSS |\n|---|---|---|\n| cdc-source (while capturing) | {} | {} |\n\
+         | sink-writer (catch-up, {:.0} s, {:.0} docs/s) | {} | {} |\n",
+        m.documents,
+        m.collections,
+        m.partitions,
+        mib(source_budget),
+        mib(m.source_peak),
+        m.catch_up.as_secs_f64(),
+        m.documents as f64 / m.catch_up.as_secs_f64(),
+        mib(sink_budget),
+        mib(m.sink_peak),
+    )
 }
