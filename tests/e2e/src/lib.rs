@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod interop;
 pub mod pipeline;
 pub mod process;
 pub mod toxiproxy;
