@@ -223,7 +223,7 @@ mod tests {
             update_description: ud,
             source: SourceInfo::default(),
             transaction: None,
-            position: Position { cluster_time: ClusterTime { t, i: 0 }, resume_token: None, seq: 0 },
+            position: Position { cluster_time: ClusterTime { t, i: 0 }, resume_token: None, seq: 0, exact: true },
             ts_ms: 0,
         }
     }

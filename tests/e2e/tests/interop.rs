@@ -186,6 +186,8 @@ async fn flink_sql_reads_our_flink_mode_topics() {
     let table = flink_sql(&scratch(&p.name), &[create, query]).await.unwrap_or_else(|e| panic!("Flink failed:\n{e}"));
     eprintln!("flink changelog: {}", table.changes);
 
+    let unnamed = table.rows.iter().filter(|r| !r["coll"].is_string()).count();
+    assert_eq!(unnamed, 0, "rows whose value.source.table metadata is null (Flink reads source.table)");
     let rows: BTreeMap<String, &serde_json::Map<String, serde_json::Value>> =
         table.rows.iter().map(|r| (r["key"].as_str().unwrap_or_default().to_string(), r)).collect();
     let mut expected = BTreeMap::new();
