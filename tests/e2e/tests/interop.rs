@@ -137,14 +137,21 @@ async fn flink_sql_reads_our_flink_mode_topics() {
     gone.drop().await.expect("drop");
     gone.insert_many((100..110).map(|i| doc! {"_id": i, "bool": false})).await.expect("insert after the drop");
     workload(&p.source, &db.collection("items"), 30).await;
-    let topics: Vec<String> = ["gone", "items"].iter().map(|c| format!("{}.{}.{c}", p.name, p.name)).collect();
-    // Everything is on the topics before the bounded Flink scan starts.
-    test_support::consume_all(
-        &test_support::services().kafka_bootstrap,
-        &topics.iter().map(String::as_str).collect::<Vec<_>>(),
-        65,
-        Duration::from_secs(60),
-    )
+    // Everything is on the topics before the bounded Flink scan starts: a last insert, once
+    // committed, follows every earlier record (the source commits its batches in order).
+    let items = db.collection::<Document>("items");
+    items.insert_one(every_type(1000)).await.expect("last insert");
+    let items_topic = format!("{}.{}.items", p.name, p.name);
+    test_support::eventually("the last insert on its topic", Duration::from_secs(60), || async {
+        let records = test_support::consume_all(
+            &test_support::services().kafka_bootstrap,
+            &[&items_topic],
+            1,
+            Duration::from_secs(2),
+        )
+        .await;
+        records.iter().any(|r| r.key.as_deref() == Some(br#"{"id":"1000"}"#.as_slice())).then_some(())
+    })
     .await;
 
     let columns = [
@@ -169,19 +176,20 @@ async fn flink_sql_reads_our_flink_mode_topics() {
         ("tags", "STRING"),
         ("replaced", "BOOLEAN"),
     ];
-    let create = format!(
-        "CREATE TABLE src (\n  `coll` STRING METADATA FROM 'value.source.table' VIRTUAL,\n  \
-         `db` STRING METADATA FROM 'value.source.database' VIRTUAL,\n  {}\n) WITH (\n  \
-         'connector' = 'kafka',\n  'topic-pattern' = '{}\\.{}\\..*',\n  \
-         'properties.bootstrap.servers' = '{}',\n  'properties.group.id' = '{}-flink',\n  \
-         'properties.isolation.level' = 'read_committed',\n  'scan.startup.mode' = 'earliest-offset',\n  \
-         'scan.bounded.mode' = 'latest-offset',\n  'value.format' = 'debezium-json'\n)",
-        columns.iter().map(|(c, t)| format!("`{c}` {t}")).collect::<Vec<_>>().join(",\n  "),
-        p.name,
-        p.name,
-        test_support::services().kafka_bootstrap,
-        p.name,
-    );
+    let table_ddl = |name: &str, source: &str, key: &str| {
+        format!(
+            "CREATE TABLE {name} (\n  `coll` STRING METADATA FROM 'value.source.table' VIRTUAL,\n  \
+             `db` STRING METADATA FROM 'value.source.database' VIRTUAL,\n  {}{key}\n) WITH (\n  \
+             'connector' = 'kafka',\n  {source},\n  \
+             'properties.bootstrap.servers' = '{}',\n  'properties.group.id' = '{}-flink',\n  \
+             'properties.isolation.level' = 'read_committed',\n  'scan.startup.mode' = 'earliest-offset',\n  \
+             'scan.bounded.mode' = 'latest-offset',\n  'value.format' = 'debezium-json'\n)",
+            columns.iter().map(|(c, t)| format!("`{c}` {t}")).collect::<Vec<_>>().join(",\n  "),
+            test_support::services().kafka_bootstrap,
+            p.name,
+        )
+    };
+    let create = table_ddl("src", &format!("'topic-pattern' = '{}\\.{}\\..*'", p.name, p.name), "");
     let query = "SELECT CONCAT(`coll`, '/', CAST(`_id` AS STRING)) AS `key`, * FROM src".to_string();
     let table = flink_sql(&scratch(&p.name), &[create, query]).await.unwrap_or_else(|e| panic!("Flink failed:\n{e}"));
     eprintln!("flink changelog: {}", table.changes);
@@ -238,6 +246,24 @@ async fn flink_sql_reads_our_flink_mode_topics() {
     // The dropped collection's older rows: Flink's changelog has no drop.
     assert_eq!(extra.len(), 10, "only the dropped rows are extra: {extra:?}");
     assert!(extra.iter().all(|k| k.starts_with("gone/")));
+
+    // Aggregates need whole rows retracted: with a primary key and
+    // table.exec.source.cdc-events-duplicate, Flink keeps each key's last row and retracts it
+    // itself, so key-only -U/-D rows (no pre-images) and the repeated delete of an update whose
+    // document is gone count right.
+    let keyed = table_ddl("items", &format!("'topic' = '{items_topic}'"), ",\n  PRIMARY KEY (`_id`) NOT ENFORCED");
+    let aggregate = "SELECT `coll`, COUNT(*) AS `n`, SUM(CAST(`i32` AS BIGINT)) AS `total` FROM items GROUP BY `coll`";
+    let totals = flink_sql(
+        &scratch(&format!("{}-agg", p.name)),
+        &["SET 'table.exec.source.cdc-events-duplicate' = 'true'".to_string(), keyed, aggregate.to_string()],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("Flink failed:\n{e}"));
+    let docs: Vec<Document> = items.find(doc! {}).await.expect("find").try_collect().await.expect("read");
+    let total: i64 = docs.iter().filter_map(|d| d.get_i32("i32").ok()).map(i64::from).sum();
+    assert_eq!(totals.rows.len(), 1, "{:?}", totals.rows);
+    assert_eq!(totals.rows[0]["n"], serde_json::json!(docs.len()), "COUNT(*) over the changelog");
+    assert_eq!(totals.rows[0]["total"], serde_json::json!(total), "SUM(i32) over the changelog");
     source.stop().await;
 }
 

@@ -18,7 +18,7 @@ import org.apache.flink.util.CloseableIterator;
 /**
  * Runs the SQL statements of a file (separated by lines holding only ";") in a local Flink
  * mini-cluster, in streaming mode. Every statement but the last is executed as is (CREATE TABLE
- * ...); the last is a query over a changelog source (debezium-json) that must end (a bounded Kafka
+ * ...), or sets a table option (SET 'key' = 'value'); the last is a query over a changelog source (debezium-json) that must end (a bounded Kafka
  * scan). The runner applies the changelog the query emits to a table keyed by its first column and
  * prints, on standard output: one line {"changes": {"+I": n, "-U": n, "+U": n, "-D": n}}, then one
  * JSON object per remaining row, column name to value. Any failure (a parse error of the format
@@ -35,8 +35,14 @@ public final class FlinkSql {
     }
     TableEnvironment env = TableEnvironment.create(EnvironmentSettings.inStreamingMode());
     env.getConfig().set("parallelism.default", "1");
+    java.util.regex.Pattern set = java.util.regex.Pattern.compile("(?is)SET\\s+'([^']+)'\\s*=\\s*'([^']*)'");
     for (String ddl : statements.subList(0, statements.size() - 1)) {
-      env.executeSql(ddl);
+      java.util.regex.Matcher option = set.matcher(ddl);
+      if (option.matches()) {
+        env.getConfig().set(option.group(1), option.group(2));
+      } else {
+        env.executeSql(ddl);
+      }
     }
     TableResult result = env.executeSql(statements.get(statements.size() - 1));
     List<String> columns = result.getResolvedSchema().getColumnNames();
