@@ -47,12 +47,18 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
         source.db.clone().ok_or(DecodeError::MissingField("source.db"))?,
         source.collection.clone().ok_or(DecodeError::MissingField("source.collection"))?,
     );
+    let before = payload(parsed.before.as_deref(), "before")?;
+    let after = payload(parsed.after.as_deref(), "after")?;
     let document_key = match parsed.cdc.as_ref().and_then(|c| c.document_key.as_deref()) {
         Some(text) => document_from_str(text).map_err(|e| ext_error("cdc.documentKey", e))?,
         None => {
-            let key = key.filter(|k| !k.is_empty()).ok_or(DecodeError::MissingKey)?;
+            // A Debezium key is relaxed JSON (an Int64 `_id` reads back as Int32): the
+            // document's own `_id`, when the event has the document, is the exact one.
+            let key = key.ok_or(DecodeError::MissingKey)?;
+            let from_key = decode_key(key)?;
+            let exact = after.as_ref().or(before.as_ref()).and_then(|d| d.get("_id")).cloned();
             let mut doc = Document::new();
-            doc.insert("_id", decode_key(key)?);
+            doc.insert("_id", exact.unwrap_or(from_key));
             doc
         }
     };
@@ -74,8 +80,8 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
         op,
         ns,
         document_key,
-        before: payload(parsed.before.as_deref(), "before")?,
-        after: payload(parsed.after.as_deref(), "after")?,
+        before,
+        after,
         update_description,
         source: source_info(&source),
         transaction: parsed.transaction.take().map(|t| Transaction {

@@ -103,7 +103,10 @@
 //! Debezium MongoDB events (also wrapped in Kafka Connect's `{"schema", "payload"}`), and returns
 //! a [`DecodeError`] — never a panic — for malformed JSON, an unknown `op`, a newer envelope
 //! version, a missing key or field, or a payload that is not extended JSON. Those records belong
-//! on the dead-letter topic. A plain Debezium event has no `cdc` block: its [`Position`] is
+//! on the dead-letter topic. A plain Debezium event has no `cdc` block: its document key is the
+//! `_id` of its `after` (or `before`), exact, and only for a delete the `_id` read from the
+//! record key, which is relaxed JSON (an Int64 that fits an Int32 reads back as Int32, also
+//! inside a sub-document; MongoDB matches either). Its [`Position`] is
 //! rebuilt from `source.ts_ms / 1000` and `source.ord` (0 for a snapshot read's -1) and marked
 //! `exact: false`. That position is the wall clock, not the cluster time, and a snapshot read's
 //! is its read time, which can be later than changes streamed after it: a sink must not order or

@@ -103,3 +103,25 @@ fn control_events_of_the_old_shape_still_decode() {
     assert_eq!(control.position.cluster_time, envelope::ClusterTime { t: 1_700_000_000, i: 5 });
     assert!(control.position.exact);
 }
+
+/// A Debezium key is relaxed JSON: `{"id":"8"}` for an Int64 8. The document key of an event
+/// carrying the document takes the document's exact `_id`; a delete has only the key.
+#[test]
+fn plain_debezium_document_keys_keep_the_exact_id_type() {
+    let key = br#"{"id":"8"}"#;
+    let with = |op: &str, after: &str| {
+        format!(
+            r#"{{"before":null,"after":{after},"source":{{"db":"d","collection":"c","ts_ms":1000,"ord":1}},"op":"{op}"}}"#
+        )
+    };
+    let Event::Change(insert) =
+        decode(Some(key), Some(with("c", r#""{\"_id\": {\"$numberLong\": \"8\"}}""#).as_bytes())).expect("decodes")
+    else {
+        panic!("not a change");
+    };
+    assert_eq!(insert.document_key, doc! {"_id": Bson::Int64(8)});
+    let Event::Change(delete) = decode(Some(key), Some(with("d", "null").as_bytes())).expect("decodes") else {
+        panic!("not a change");
+    };
+    assert_eq!(delete.document_key, doc! {"_id": Bson::Int32(8)}, "only the relaxed key is known");
+}

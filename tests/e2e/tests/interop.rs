@@ -267,6 +267,38 @@ async fn flink_sql_reads_our_flink_mode_topics() {
     source.stop().await;
 }
 
+/// One `_id` of every type a document can have.
+fn ids() -> Vec<Bson> {
+    vec![
+        Bson::ObjectId(ObjectId::parse_str("64b7f1e2a1b2c3d4e5f60718").expect("oid")),
+        Bson::Int32(7),
+        Bson::Int64(8),
+        Bson::Int64(9_007_199_254_740_993),
+        Bson::Double(1.5),
+        Bson::Double(2.0),
+        Bson::Decimal128("1234.5678".parse().expect("decimal")),
+        Bson::String("quote \" é 🎉".into()),
+        Bson::DateTime(DateTime::from_millis(1_700_000_000_120)),
+        Bson::DateTime(DateTime::from_millis(-5)),
+        Bson::Binary(Binary { subtype: BinarySubtype::Uuid, bytes: vec![0xab; 16] }),
+        Bson::Boolean(true),
+        Bson::Timestamp(Timestamp { time: 1_700_000_000, increment: 3 }),
+        Bson::MinKey,
+        Bson::Document(doc! {"tenant": 4, "n": 77_i64, "tags": [1, [2, 3]]}),
+    ]
+}
+
+/// Whether Debezium's key (relaxed JSON) of this `_id` reads back as another BSON type: an Int64
+/// that fits an Int32, also inside a sub-document.
+fn relaxed_key_changes_type(id: &Bson) -> bool {
+    match id {
+        Bson::Int64(v) => i32::try_from(*v).is_ok(),
+        Bson::Document(d) => d.values().any(relaxed_key_changes_type),
+        Bson::Array(items) => items.iter().any(relaxed_key_changes_type),
+        _ => false,
+    }
+}
+
 /// Debezium's MongoDB connector properties capturing `db` into topics prefixed `db`.
 fn debezium_properties(db: &str, schemas: bool) -> String {
     format!(
@@ -296,6 +328,8 @@ async fn debezium_topics_replicate_exactly_through_sink_writer() {
     for p in [&plain, &schema] {
         // Existing documents: Debezium's snapshot reads them.
         p.source_db().collection::<Document>("items").insert_many((1000..1040).map(every_type)).await.expect("seed");
+        let typed = ids().into_iter().enumerate().map(|(n, id)| doc! {"_id": id, "n": n as i32, "phase": "snapshot"});
+        p.source_db().collection::<Document>("ids").insert_many(typed).await.expect("seed ids");
     }
     let connect = Connect::start(
         ConnectKind::Debezium,
@@ -328,6 +362,24 @@ async fn debezium_topics_replicate_exactly_through_sink_writer() {
             .await
             .expect("update");
         items.delete_many(doc! {"_id": {"$gte": 1030}}).await.expect("delete");
+        // Every _id type streamed: updated, replaced, deleted, inserted again (not the _ids
+        // whose Debezium key reads back with another type: see the ignored test below).
+        let typed = p.source_db().collection::<Document>("ids");
+        for (n, id) in ids().into_iter().enumerate() {
+            let filter = doc! {"_id": id.clone()};
+            match if relaxed_key_changes_type(&id) { n % 2 } else { n % 3 } {
+                0 => typed.update_one(filter, doc! {"$set": {"phase": "updated", "big": 5_i64}}).await.map(|_| ()),
+                1 => typed.replace_one(filter, doc! {"_id": id.clone(), "phase": "replaced"}).await.map(|_| ()),
+                _ => {
+                    async {
+                        typed.delete_one(filter).await?;
+                        typed.insert_one(doc! {"_id": id.clone(), "phase": "again"}).await.map(|_| ())
+                    }
+                    .await
+                }
+            }
+            .expect("write");
+        }
     }
     for (p, connector) in [(&plain, "dbz-plain"), (&schema, "dbz-schema")] {
         wait_while_running(&connect, connector, "the target equals the source", Duration::from_secs(120), || async {
@@ -351,5 +403,31 @@ async fn debezium_topics_replicate_exactly_through_sink_writer() {
     for sink in sinks {
         sink.stop().await;
     }
+    connect.stop().await;
+}
+
+/// A document whose `_id` is a small Int64, deleted and inserted again, from Debezium's topics.
+/// Debezium's key says `{"id":"8"}` (relaxed JSON), so the delete's document key decodes as
+/// Int32 8 while the insert's (from its document) is Int64 8; sink-writer groups a batch's writes
+/// by the exact key text, so the two land in one unordered bulk and the delete can run last: the
+/// document goes missing. Ignored until sink-writer groups by `envelope::encode_key` of the
+/// `_id` (Debezium's rendering, the same for both); run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sink-writer to group writes by the Debezium key rendering of _id"]
+async fn debezium_small_int64_id_deleted_and_inserted_again_converges() {
+    let p = Pipeline::new("dbz_int64", 1).await;
+    let typed = p.source_db().collection::<Document>("ids");
+    typed.insert_one(doc! {"_id": 8_i64, "phase": "snapshot"}).await.expect("seed");
+    let connect =
+        Connect::start(ConnectKind::Debezium, &scratch(&p.name), &[("dbz", debezium_properties(&p.name, false))]).await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(120)).await;
+    typed.delete_one(doc! {"_id": 8_i64}).await.expect("delete");
+    typed.insert_one(doc! {"_id": 8_i64, "phase": "again"}).await.expect("insert");
+    wait_while_running(&connect, "dbz", "the target equals the source", Duration::from_secs(60), || async {
+        p.difference().await
+    })
+    .await;
+    sink.stop().await;
     connect.stop().await;
 }
