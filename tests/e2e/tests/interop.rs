@@ -61,14 +61,14 @@ async fn workload(client: &mongodb::Client, coll: &mongodb::Collection<Document>
 }
 
 /// The MongoDB Kafka Connector's sink properties for our topics, into `database`.
-fn mkc_properties(topics: &[(String, &str)], database: &str) -> String {
+fn mkc_properties(topics: &[(String, &str)], database: &str, handler: &str) -> String {
     let mut props = format!(
         "connector.class=com.mongodb.kafka.connect.MongoSinkConnector\n\
          tasks.max=1\n\
          topics={}\n\
          connection.uri={}\n\
          database={database}\n\
-         change.data.capture.handler=com.mongodb.kafka.connect.sink.cdc.debezium.mongodb.ChangeStreamHandler\n",
+         change.data.capture.handler=com.mongodb.kafka.connect.sink.cdc.debezium.mongodb.{handler}\n",
         topics.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(","),
         test_support::services().mongo_target_uri,
     );
@@ -96,10 +96,16 @@ async fn mongodb_kafka_connector_applies_our_topics_and_skips_control_events() {
     let target = format!("{}_mkc", p.name);
     let topics: Vec<(String, &str)> =
         ["gone", "items"].into_iter().map(|c| (format!("{}.{}.{c}", p.name, p.name), c)).collect();
+    // The older MongoDbHandler (oplog `patch` updates) only on the topic without updates: it
+    // skips control events the same way.
+    let oplog_target = format!("{}_mkc_oplog", p.name);
     let connect = Connect::start(
         ConnectKind::MongoKafkaConnector,
         &scratch(&p.name),
-        &[("mkc", mkc_properties(&topics, &target))],
+        &[
+            ("mkc", mkc_properties(&topics, &target, "ChangeStreamHandler")),
+            ("mkc-oplog", mkc_properties(&topics[..1], &oplog_target, "MongoDbHandler")),
+        ],
     )
     .await;
     let target_db = p.target.database(&target);
@@ -117,7 +123,14 @@ async fn mongodb_kafka_connector_applies_our_topics_and_skips_control_events() {
     .await;
     let kept = target_db.collection::<Document>("gone").count_documents(doc! {"old": true}).await.expect("count");
     assert_eq!(kept, 20, "the dropped documents are what MKC keeps");
+    let oplog = p.target.database(&oplog_target).collection::<Document>("gone");
+    wait_while_running(&connect, "mkc-oplog", "MongoDbHandler wrote the inserts", Duration::from_secs(60), || async {
+        let n = oplog.count_documents(doc! {}).await.expect("count");
+        (n != 40).then(|| format!("{n} documents"))
+    })
+    .await;
     connect.assert_not_failed("mkc").await;
+    connect.assert_not_failed("mkc-oplog").await;
     connect.stop().await;
     source.stop().await;
 }
