@@ -76,6 +76,10 @@
 //! written before this shape (key `{"ddl": "<ns>"}`, the event as the value, no `op`) still
 //! decode.
 //!
+//! Compatibility: a sink-writer built before this shape reads the new control events as
+//! undecodable tombstones and a snapshot read's `ord: -1` as an error, so upgrade sink-writer
+//! before cdc-source. This decoder reads both shapes.
+//!
 //! ## Examples (Debezium mode; see `tests/fixtures/` for every op in both modes)
 //! Insert of `{"_id": 1, "name": "Pen", "qty": {"$numberLong": "244"}}`, key `{"id":"1"}`:
 //! ```json
