@@ -96,8 +96,12 @@ impl Converter {
         let cluster_time = event.cluster_time.map(ClusterTime::from);
         let token = bson::to_document(&event.id).unwrap_or_default();
         let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
-        let position =
-            |seq| Position { cluster_time: cluster_time.unwrap_or_default(), resume_token: Some(token.clone()), seq };
+        let position = |seq| Position {
+            cluster_time: cluster_time.unwrap_or_default(),
+            resume_token: Some(token.clone()),
+            seq,
+            exact: true,
+        };
         let position_only = Item { records: Vec::new(), progress: Some(progress.clone()), cluster_time };
         let ns = event.ns.as_ref().map(|ns| Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default()));
 
@@ -149,7 +153,7 @@ impl Converter {
         progress: Progress,
         now_ms: i64,
     ) -> Converted {
-        let position = |seq| Position { cluster_time: at, resume_token: Some(token.clone()), seq };
+        let position = |seq| Position { cluster_time: at, resume_token: Some(token.clone()), seq, exact: true };
         let (wants_from, wants_to) = (self.filter.wants(&from), self.filter.wants(&to));
         let mut records = Vec::new();
         if wants_from && wants_to {
@@ -306,7 +310,7 @@ impl Converter {
             update_description: None,
             source: self.source(if last { Snapshot::Last } else { Snapshot::True }),
             transaction: None,
-            position: Position { cluster_time: start_at, resume_token: None, seq: self.next_seq() },
+            position: Position { cluster_time: start_at, resume_token: None, seq: self.next_seq(), exact: true },
             ts_ms: now_ms,
         };
         Record {

@@ -149,8 +149,8 @@ impl Producer {
             self.producer.begin_transaction().map_err(|e| Error::kafka("begin transaction", e))?;
         }
         let mut deliveries = Vec::with_capacity(destinations.len());
-        // Control events are encoded here: only now is it known how many markers go out.
-        let mut markers: HashMap<(usize, usize), Vec<u8>> = HashMap::new();
+        // Control events are encoded here (key and value): only now is it known how many markers go out.
+        let mut markers: HashMap<(usize, usize), (Vec<u8>, Vec<u8>)> = HashMap::new();
         for (item_index, item) in batch.iter().enumerate() {
             for (record_index, record) in item.records.iter().enumerate() {
                 if let Some(control) = &record.control {
@@ -159,14 +159,17 @@ impl Producer {
                         *topics.entry(topic.clone()).or_insert(0_u32) += 1;
                     }
                     let event = ControlEvent { markers: topics.values().sum(), topics, ..(**control).clone() };
-                    markers.insert((item_index, record_index), encode_control(&event).1);
+                    markers.insert((item_index, record_index), encode_control(&event));
                 }
             }
         }
         for (topic, partition, item_index, record_index) in &destinations {
             let record = &batch[*item_index].records[*record_index];
-            let value = markers.get(&(*item_index, *record_index)).map(Vec::as_slice).or(record.value.as_deref());
-            deliveries.push(self.enqueue(topic, *partition, &record.key, value).await?);
+            let (key, value) = match markers.get(&(*item_index, *record_index)) {
+                Some((key, value)) => (key.as_slice(), Some(value.as_slice())),
+                None => (record.key.as_slice(), record.value.as_deref()),
+            };
+            deliveries.push(self.enqueue(topic, *partition, key, value).await?);
         }
         match (&self.checkpoint, self.guarantee) {
             (CheckpointTarget::Topic { topic, key }, Guarantee::ExactlyOnce) => {

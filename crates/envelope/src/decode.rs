@@ -9,67 +9,56 @@ use crate::event::{
     TruncatedArray, UpdateDescription, ENVELOPE_VERSION,
 };
 use crate::extjson::{document_from_str, value_from_json};
-use crate::wire::{CdcWire, KeyWire, SourceWire, ValueIn};
+use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn};
 
-/// Decodes one record. Reads our envelopes in both modes, and plain Debezium MongoDB events
-/// (with or without Kafka Connect's schema wrapper); those lack the `cdc` block, so their
-/// position comes from `source.ts_ms`/`source.ord`.
+/// Decodes one record. Reads our envelopes in both modes, control events in their key (now)
+/// or value (before), and plain Debezium MongoDB events (with or without Kafka Connect's schema
+/// wrapper); those lack the `cdc` block, so their position is approximate, rebuilt from
+/// `source.ts_ms`/`source.ord` ([`Position::exact`] false).
 pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeError> {
-    let value = value.filter(|v| !v.is_empty());
-    let Some(value) = value else {
-        let key = key.filter(|k| !k.is_empty()).ok_or(DecodeError::Empty)?;
+    let key = key.filter(|k| !k.is_empty());
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        let key = key.ok_or(DecodeError::Empty)?;
+        if let Some(control) = control_in_key(key)? {
+            return control_event(control);
+        }
         return Ok(Event::Tombstone { id: decode_key(key)? });
     };
     let mut parsed: ValueIn = serde_json::from_slice(value).map_err(|e| json_error("value", e))?;
     if let Some(payload) = parsed.payload.take() {
         parsed = serde_json::from_str(payload.get()).map_err(|e| json_error("value payload", e))?;
     }
-
-    let version = parsed.cdc.as_ref().map_or(ENVELOPE_VERSION, |c| c.v);
-    if version > ENVELOPE_VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: version });
+    if let Some(ddl) = parsed.ddl.take() {
+        return control_event(ControlIn { ddl, source: parsed.source, ts_ms: parsed.ts_ms, cdc: parsed.cdc });
     }
+
+    check_version(parsed.cdc.as_ref())?;
     let source = parsed.source.take().ok_or(DecodeError::MissingField("source"))?;
     let position = position(&source, parsed.cdc.as_ref())?;
     let ts_ms = parsed.ts_ms.unwrap_or_default();
 
-    if let Some(ddl) = parsed.ddl.as_ref() {
-        let markers = ddl.markers.max(1);
-        let topics = ddl.topics.clone();
-        let from = |coll: Option<String>| -> Result<Namespace, DecodeError> {
-            Ok(Namespace::new(ddl.db.clone(), coll.ok_or(DecodeError::MissingField("ddl.collection"))?))
-        };
-        let ddl = match ddl.kind.as_str() {
-            "drop" => Ddl::Drop(from(ddl.collection.clone())?),
-            "rename" => {
-                let to = ddl.to.as_ref().ok_or(DecodeError::MissingField("ddl.to"))?;
-                Ddl::Rename { from: from(ddl.collection.clone())?, to: Namespace::new(&to.db, &to.collection) }
-            }
-            "dropDatabase" => Ddl::DropDatabase { db: ddl.db.clone() },
-            other => return Err(DecodeError::UnknownDdl(other.to_string())),
-        };
-        return Ok(Event::Control(Box::new(ControlEvent {
-            ddl,
-            markers,
-            topics,
-            source: source_info(&source),
-            position,
-            ts_ms,
-        })));
-    }
-
-    let code = parsed.op.take().ok_or(DecodeError::MissingField("op"))?;
+    // `cdc.op` is the change's own operation where the Debezium `op` differs (see encode_change).
+    let code = match parsed.cdc.as_mut().and_then(|c| c.op.take()) {
+        Some(own) => own,
+        None => parsed.op.take().ok_or(DecodeError::MissingField("op"))?,
+    };
     let op = Op::from_code(&code).ok_or(DecodeError::UnknownOp(code))?;
     let ns = Namespace::new(
         source.db.clone().ok_or(DecodeError::MissingField("source.db"))?,
         source.collection.clone().ok_or(DecodeError::MissingField("source.collection"))?,
     );
+    let before = payload(parsed.before.as_deref(), "before")?;
+    let after = payload(parsed.after.as_deref(), "after")?;
     let document_key = match parsed.cdc.as_ref().and_then(|c| c.document_key.as_deref()) {
         Some(text) => document_from_str(text).map_err(|e| ext_error("cdc.documentKey", e))?,
         None => {
-            let key = key.filter(|k| !k.is_empty()).ok_or(DecodeError::MissingKey)?;
+            // A Debezium key is relaxed JSON (an Int64 `_id` reads back as Int32): the
+            // document's own `_id`, when the event has the document, is the exact one.
+            let key = key.ok_or(DecodeError::MissingKey)?;
+            let from_key = decode_key(key)?;
+            let exact = after.as_ref().or(before.as_ref()).and_then(|d| d.get("_id")).cloned();
             let mut doc = Document::new();
-            doc.insert("_id", decode_key(key)?);
+            doc.insert("_id", exact.unwrap_or(from_key));
             doc
         }
     };
@@ -91,8 +80,8 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
         op,
         ns,
         document_key,
-        before: payload(parsed.before.as_deref(), "before")?,
-        after: payload(parsed.after.as_deref(), "after")?,
+        before,
+        after,
         update_description,
         source: source_info(&source),
         transaction: parsed.transaction.take().map(|t| Transaction {
@@ -102,6 +91,52 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
         }),
         position,
         ts_ms,
+    })))
+}
+
+fn check_version(cdc: Option<&CdcWire>) -> Result<(), DecodeError> {
+    let version = cdc.map_or(ENVELOPE_VERSION, |c| c.v);
+    if version > ENVELOPE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: version });
+    }
+    Ok(())
+}
+
+/// A key holding a control event (`ddl` an object), if this one is.
+fn control_in_key(key: &[u8]) -> Result<Option<ControlIn>, DecodeError> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(key) else {
+        return Ok(None);
+    };
+    if !map.get("ddl").is_some_and(serde_json::Value::is_object) {
+        return Ok(None);
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).map(Some).map_err(|e| json_error("control key", e))
+}
+
+fn control_event(control: ControlIn) -> Result<Event, DecodeError> {
+    check_version(control.cdc.as_ref())?;
+    let source = control.source.ok_or(DecodeError::MissingField("source"))?;
+    let position = position(&source, control.cdc.as_ref())?;
+    let ddl = control.ddl;
+    let from = |coll: Option<String>| -> Result<Namespace, DecodeError> {
+        Ok(Namespace::new(ddl.db.clone(), coll.ok_or(DecodeError::MissingField("ddl.collection"))?))
+    };
+    let kind = match ddl.kind.as_str() {
+        "drop" => Ddl::Drop(from(ddl.collection.clone())?),
+        "rename" => {
+            let to = ddl.to.as_ref().ok_or(DecodeError::MissingField("ddl.to"))?;
+            Ddl::Rename { from: from(ddl.collection.clone())?, to: Namespace::new(&to.db, &to.collection) }
+        }
+        "dropDatabase" => Ddl::DropDatabase { db: ddl.db.clone() },
+        other => return Err(DecodeError::UnknownDdl(other.to_string())),
+    };
+    Ok(Event::Control(Box::new(ControlEvent {
+        ddl: kind,
+        markers: ddl.markers.max(1),
+        topics: ddl.topics,
+        source: source_info(&source),
+        position,
+        ts_ms: control.ts_ms.unwrap_or_default(),
     })))
 }
 
@@ -142,11 +177,18 @@ fn position(source: &SourceWire, cdc: Option<&CdcWire>) -> Result<Position, Deco
                 None => None,
             },
             seq: cdc.seq,
+            exact: true,
         }),
+        // Plain Debezium: `ts_ms` is the wall time (a snapshot read's read time), `ord` the
+        // increment (-1 for snapshot reads).
         None => Ok(Position {
-            cluster_time: ClusterTime { t: u32::try_from(source.ts_ms / 1000).unwrap_or(0), i: source.ord },
+            cluster_time: ClusterTime {
+                t: u32::try_from(source.ts_ms.div_euclid(1000)).unwrap_or(0),
+                i: u32::try_from(source.ord).unwrap_or(0),
+            },
             resume_token: None,
             seq: 0,
+            exact: false,
         }),
     }
 }

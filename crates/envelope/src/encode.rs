@@ -3,7 +3,7 @@
 use bson::{Bson, Document};
 use serde_json::value::RawValue;
 
-use crate::event::{ChangeEvent, ControlEvent, Ddl, Mode, Op, Position, SourceInfo, ENVELOPE_VERSION};
+use crate::event::{ChangeEvent, ControlEvent, Ddl, Mode, Op, Position, Snapshot, SourceInfo, ENVELOPE_VERSION};
 use crate::extjson::{document_to_string, value_to_string, Style};
 use crate::wire::{
     CdcWire, ChangeOut, ClusterTimeWire, ControlOut, DdlWire, KeyWire, NamespaceWire, PayloadOut, SourceWire,
@@ -13,14 +13,22 @@ use crate::wire::{
 /// Our version in `source.version`.
 pub const CONNECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The record key of a document's events: `{"id": "<relaxed extended JSON of _id>"}`, exactly
-/// Debezium's (`1234` → `"1234"`, `"a"` → `"\"a\""`, an ObjectId → `"{\"$oid\": \"…\"}"`).
-/// The same `_id` always gives the same bytes, so a document always lands on one partition.
+/// The record key of a document's events: `{"id": "<relaxed extended JSON of _id>"}`, byte for
+/// byte Debezium 3.6's for every `_id` type (`1234` → `"1234"`, `"a"` → `"\"a\""`, an ObjectId →
+/// `"{\"$oid\": \"…\"}"`, `{tenant: 4, n: 77}` → `"{\"tenant\": 4,\"n\": 77}"`;
+/// [`Style::Key`]). The same `_id` always gives the same bytes, so a document lands on the
+/// partition Debezium would choose, and compaction keys match Debezium's.
 pub fn encode_key(id: &Bson) -> Vec<u8> {
-    to_vec(&KeyWire { id: Some(value_to_string(id, Style::Relaxed)) })
+    to_vec(&KeyWire { id: Some(value_to_string(id, Style::Key)) })
 }
 
 /// The value of a change event in the given mode.
+///
+/// An update whose looked-up document is gone (`after` none: the document was deleted since,
+/// and its delete follows) goes out as `op: "d"` with `cdc.op: "u"`: the MongoDB Kafka
+/// Connector and Flink's `debezium-json` both refuse an update without `after`, and both apply
+/// a delete of the key, which is where the document ends anyway. Our decoder reads it back as
+/// the update it is (`updateDescription` kept), so an exact sink loses nothing.
 pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
     let style = match mode {
         Mode::Debezium => Style::Strict,
@@ -38,7 +46,9 @@ pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
             },
         }
     };
-    let before = match (&event.before, mode, event.op) {
+    let gone = event.op == Op::Update && event.after.is_none();
+    let wire_op = if gone { Op::Delete } else { event.op };
+    let before = match (&event.before, mode, wire_op) {
         (Some(doc), _, _) => Some(payload(doc)),
         // Flink's debezium-json needs the key of what an update or delete changed.
         (None, Mode::Flink, Op::Update | Op::Delete) => Some(payload(&event.document_key)),
@@ -51,25 +61,40 @@ pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
             ud.truncated_arrays.iter().map(|t| TruncatedArrayWire { field: t.field.clone(), size: t.size }).collect()
         }),
     });
+    let mut source = source_wire(&event.source, &event.position, &event.ns.db, Some(&event.ns.coll), event.ts_ms);
+    if event.op == Op::Read {
+        source.ord = -1;
+    }
+    if mode == Mode::Flink {
+        source.table = Some(event.ns.coll.clone());
+    }
+    let mut cdc = cdc_wire(&event.position, Some(&event.document_key));
+    if gone {
+        cdc.op = Some(event.op.code().to_string());
+    }
     let value = ChangeOut {
         before,
         after: event.after.as_ref().map(payload),
         update_description,
-        source: source_wire(&event.source, &event.position, &event.ns.db, Some(&event.ns.coll)),
-        op: event.op.code(),
+        source,
+        op: wire_op.code(),
         ts_ms: event.ts_ms,
         transaction: event.transaction.as_ref().map(|t| TransactionWire {
             id: t.id.clone(),
             total_order: t.total_order,
             data_collection_order: t.data_collection_order,
         }),
-        cdc: cdc_wire(&event.position, Some(&event.document_key)),
+        cdc,
     };
     to_vec(&value)
 }
 
-/// The key and value of a DDL control event. The key names the namespace: `{"ddl": "db.coll"}`
-/// (or `{"ddl": "db"}` for a dropped database).
+/// The key and value of a DDL control event. The value is empty (zero bytes, not null: a
+/// compacted topic keeps it); the key holds the event, `id` null first:
+/// `{"id": null, "ddl": {…}, "source": {…}, "ts_ms": …, "cdc": {…}}`. The MongoDB Kafka
+/// Connector's Debezium handlers skip a record whose key has `id` and whose value is empty, and
+/// Flink's `debezium-json` skips empty values; a sink decodes it with [`crate::decode`].
+/// Both parts depend on the marker counts, so a producer encodes them once those are known.
 pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
     let (to, collection) = match &event.ddl {
         Ddl::Drop(ns) => (None, Some(ns.coll.clone())),
@@ -79,12 +104,9 @@ pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
         Ddl::DropDatabase { .. } => (None, None),
     };
     let db = event.ddl.db().to_string();
-    let key_ns = match &collection {
-        Some(coll) => format!("{db}.{coll}"),
-        None => db.clone(),
-    };
-    let value = ControlOut {
-        source: source_wire(&event.source, &event.position, &db, collection.as_deref()),
+    let key = ControlOut {
+        id: None,
+        source: source_wire(&event.source, &event.position, &db, collection.as_deref(), event.ts_ms),
         ddl: DdlWire {
             kind: event.ddl.kind().to_string(),
             db,
@@ -96,24 +118,35 @@ pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
         ts_ms: event.ts_ms,
         cdc: cdc_wire(&event.position, None),
     };
-    (to_vec(&serde_json::json!({ "ddl": key_ns })), to_vec(&value))
+    (to_vec(&key), Vec::new())
 }
 
-fn source_wire(source: &SourceInfo, position: &Position, db: &str, coll: Option<&str>) -> SourceWire {
+/// Debezium 3.6's `source`: `ts_ms` is the change's wall time (a snapshot read's read time,
+/// `read_ms`), with `ts_us`/`ts_ns` the same instant in micro- and nanoseconds; `ord` the
+/// cluster time's increment.
+fn source_wire(source: &SourceInfo, position: &Position, db: &str, coll: Option<&str>, read_ms: i64) -> SourceWire {
+    let ts_ms = match (source.wall_time_ms, source.snapshot) {
+        (Some(wall), _) => wall,
+        (None, Snapshot::True | Snapshot::Last) => read_ms,
+        (None, Snapshot::False) => i64::from(position.cluster_time.t) * 1000,
+    };
     SourceWire {
         version: CONNECTOR_VERSION.to_string(),
         connector: "mongodb".to_string(),
         name: source.name.clone(),
-        ts_ms: i64::from(position.cluster_time.t) * 1000,
+        ts_ms,
         snapshot: Some(source.snapshot.as_str().to_string()),
         db: Some(db.to_string()),
         sequence: None,
-        rs: source.rs.clone(),
+        ts_us: Some(ts_ms.saturating_mul(1_000)),
+        ts_ns: Some(ts_ms.saturating_mul(1_000_000)),
         collection: coll.map(str::to_string),
-        ord: position.cluster_time.i,
+        table: None,
+        ord: i64::from(position.cluster_time.i),
         lsid: source.lsid.clone(),
         txn_number: source.txn_number,
         wall_time: source.wall_time_ms,
+        rs: source.rs.clone(),
     }
 }
 
@@ -124,6 +157,7 @@ fn cdc_wire(position: &Position, document_key: Option<&Document>) -> CdcWire {
         cluster_time: ClusterTimeWire { t: position.cluster_time.t, i: position.cluster_time.i },
         resume_token: position.resume_token.as_ref().map(|t| document_to_string(t, Style::Strict)),
         document_key: document_key.map(|k| document_to_string(k, Style::Strict)),
+        op: None,
     }
 }
 

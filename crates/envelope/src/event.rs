@@ -145,7 +145,14 @@ pub struct Transaction {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Position {
     /// The change's cluster time; for snapshot reads, the time the snapshot's stream starts at.
+    /// Approximate when `exact` is false.
     pub cluster_time: ClusterTime,
+    /// True when `cluster_time` is the source's own (events with our `cdc` block, and every
+    /// event cdc-source builds). False for plain Debezium events: their position is rebuilt
+    /// from `source.ts_ms` (the change's wall time in ms, or a snapshot read's read time) and
+    /// `source.ord` (the increment, -1 for snapshot reads), which neither orders a snapshot
+    /// read against streamed changes nor matches the cluster time to the second.
+    pub exact: bool,
     /// The change stream resume token of this event (none for snapshot reads).
     pub resume_token: Option<Document>,
     /// Per-source sequence number, increasing by one per event the source emits.
@@ -232,7 +239,8 @@ impl Ddl {
     }
 }
 
-/// A DDL control event: a value with `ddl` and no `op`, which Debezium-shaped consumers skip.
+/// A DDL control event. On the wire: an empty value (which Debezium-shaped consumers skip like
+/// a tombstone) and a key holding the event; see the crate documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlEvent {
     pub ddl: Ddl,

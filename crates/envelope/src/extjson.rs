@@ -1,14 +1,20 @@
 //! BSON ⇄ MongoDB Extended JSON text, written directly (no intermediate tree) and read back
 //! exactly.
 //!
-//! Two output styles:
-//! - [`Style::Strict`]: Debezium's `before`/`after`/`updatedFields` rendering. Relaxed where
+//! Three output styles:
+//! - [`Style::Strict`]: our `before`/`after`/`updatedFields` rendering. Relaxed where
 //!   relaxed is lossless, typed where it is not: `Int32` is a bare integer, `Int64` is
 //!   `{"$numberLong": "…"}`, a finite `Double` always carries a `.` or an exponent, dates are
 //!   `{"$date": <ms>}`. Reading it back gives the identical BSON (types and field order).
-//! - [`Style::Relaxed`]: relaxed Extended JSON v2, for Debezium's key `id` and Flink mode:
-//!   plain numbers and ISO dates that generic JSON consumers read, at the price of `Int32` vs
-//!   `Int64` width.
+//! - [`Style::Relaxed`]: relaxed Extended JSON v2, for Flink mode: plain numbers and ISO dates
+//!   that generic JSON consumers read, at the price of `Int32` vs `Int64` width.
+//! - [`Style::Key`]: the key `id` exactly as Debezium 3.6 writes it, which is the MongoDB Java
+//!   driver's relaxed JSON: `,` between fields and items (`": "` after names), Java's
+//!   `Double.toString` (`1.0E21`), ISO dates with Java's trimmed fraction, upper-case binary
+//!   subtypes, and `\uXXXX` escapes for every UTF-16 unit Java does not print as is (controls,
+//!   format characters, marks, separators of lines and paragraphs, private use, unassigned
+//!   code points, and both halves of a surrogate pair). Checked byte for byte against keys the
+//!   real connector wrote (`tests/fixtures/debezium/keys.json`).
 //!
 //! Reading accepts canonical, relaxed and the legacy forms Debezium and older tools write
 //! (`{"$binary": "…", "$type": "00"}`, `{"$regex": …, "$options": …}`, `{"$date": <ms>}`).
@@ -23,6 +29,17 @@ use bson::{Bson, Document};
 pub enum Style {
     Strict,
     Relaxed,
+    Key,
+}
+
+impl Style {
+    /// Between the fields of a document and the items of an array.
+    fn separator(self) -> &'static str {
+        match self {
+            Style::Key => ",",
+            Style::Strict | Style::Relaxed => ", ",
+        }
+    }
 }
 
 /// Extended JSON text of a whole document.
@@ -37,6 +54,13 @@ pub fn value_to_string(value: &Bson, style: Style) -> String {
     let mut out = String::with_capacity(32);
     write_value(&mut out, value, style);
     out
+}
+
+fn write_str_styled(out: &mut String, s: &str, style: Style) {
+    match style {
+        Style::Key => write_java_str(out, s),
+        Style::Strict | Style::Relaxed => write_str(out, s),
+    }
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -57,13 +81,63 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// A string as the MongoDB Java driver writes it: short escapes for `"`, `\\` and the five
+/// usual controls, the UTF-16 unit itself for letters, digits, punctuation, symbols and spaces,
+/// and `\uXXXX` (lower-case hex) for every other unit, surrogates included.
+fn write_java_str(out: &mut String, s: &str) {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.len_utf16() == 2 => {
+                let mut units = [0_u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => match get_general_category(c) {
+                G::UppercaseLetter
+                | G::LowercaseLetter
+                | G::TitlecaseLetter
+                | G::OtherLetter
+                | G::DecimalNumber
+                | G::LetterNumber
+                | G::OtherNumber
+                | G::SpaceSeparator
+                | G::ConnectorPunctuation
+                | G::DashPunctuation
+                | G::OpenPunctuation
+                | G::ClosePunctuation
+                | G::InitialPunctuation
+                | G::FinalPunctuation
+                | G::OtherPunctuation
+                | G::MathSymbol
+                | G::CurrencySymbol
+                | G::ModifierSymbol
+                | G::OtherSymbol => out.push(c),
+                _ => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+            },
+        }
+    }
+    out.push('"');
+}
+
 fn write_document(out: &mut String, doc: &Document, style: Style) {
     out.push('{');
     for (i, (key, value)) in doc.iter().enumerate() {
         if i > 0 {
-            out.push_str(", ");
+            out.push_str(style.separator());
         }
-        write_str(out, key);
+        write_str_styled(out, key, style);
         out.push_str(": ");
         write_value(out, value, style);
     }
@@ -86,16 +160,73 @@ fn write_double(out: &mut String, v: f64) {
     }
 }
 
+/// A finite double as Java's `Double.toString` writes it (shortest digits that read back):
+/// plain between 10^-3 and 10^7 (`2.0`, `0.001`), otherwise `d.dddE<n>` (`1.0E21`, `1.5E-7`).
+fn write_java_double(out: &mut String, v: f64) {
+    if !v.is_finite() {
+        return write_double(out, v);
+    }
+    if v == 0.0 {
+        out.push_str(if v.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
+    }
+    // Rust's `{:e}` gives the same shortest digits: "1.5e-7", "1e21".
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if v < 0.0 {
+        out.push('-');
+    }
+    if (-3..7).contains(&exponent) {
+        if exponent >= 0 {
+            let int_len = exponent as usize + 1;
+            let padded = format!("{digits:0<int_len$}");
+            let (int, frac) = padded.split_at(int_len);
+            out.push_str(int);
+            out.push('.');
+            out.push_str(if frac.is_empty() { "0" } else { frac });
+        } else {
+            out.push_str("0.");
+            out.push_str(&"0".repeat((-exponent - 1) as usize));
+            out.push_str(&digits);
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let _ = write!(out, "{first}.{}E{exponent}", if rest.is_empty() { "0" } else { rest });
+    }
+}
+
+/// A date as Java's `ISO_OFFSET_DATE_TIME` writes it in UTC: seconds always, the fraction
+/// only when not zero and without trailing zeros (`…:05Z`, `…:05.12Z`).
+fn write_java_iso(out: &mut String, ms: i64) -> bool {
+    let Ok(iso) = bson::DateTime::from_millis(ms - ms.rem_euclid(1000)).try_to_rfc3339_string() else {
+        return false;
+    };
+    let Some(seconds) = iso.get(..19) else { return false };
+    out.push_str(r#"{"$date": ""#);
+    out.push_str(seconds);
+    let millis = ms.rem_euclid(1000);
+    if millis != 0 {
+        let fraction = format!("{millis:03}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    out.push_str(r#"Z"}"#);
+    true
+}
+
 fn write_value(out: &mut String, value: &Bson, style: Style) {
     match value {
+        Bson::Double(v) if style == Style::Key => write_java_double(out, *v),
         Bson::Double(v) => write_double(out, *v),
-        Bson::String(s) => write_str(out, s),
+        Bson::String(s) => write_str_styled(out, s, style),
         Bson::Document(d) => write_document(out, d, style),
         Bson::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push_str(style.separator());
                 }
                 write_value(out, item, style);
             }
@@ -110,7 +241,7 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
             Style::Strict => {
                 let _ = write!(out, r#"{{"$numberLong": "{v}"}}"#);
             }
-            Style::Relaxed => {
+            Style::Relaxed | Style::Key => {
                 let _ = write!(out, "{v}");
             }
         },
@@ -118,6 +249,12 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
             let ms = dt.timestamp_millis();
             // Relaxed ISO text exists only for years 1970 to 9999.
             const LAST_ISO_MS: i64 = 253_402_300_799_999;
+            if style == Style::Key {
+                if !((0..=LAST_ISO_MS).contains(&ms) && write_java_iso(out, ms)) {
+                    let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
+                }
+                return;
+            }
             match (style, dt.try_to_rfc3339_string()) {
                 (Style::Relaxed, Ok(iso)) if (0..=LAST_ISO_MS).contains(&ms) => {
                     out.push_str(r#"{"$date": "#);
@@ -127,7 +264,7 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
                 (Style::Relaxed, _) => {
                     let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
                 }
-                (Style::Strict, _) => {
+                (Style::Strict | Style::Key, _) => {
                     let _ = write!(out, r#"{{"$date": {ms}}}"#);
                 }
             }
@@ -139,17 +276,22 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
             let subtype: u8 = bin.subtype.into();
             out.push_str(r#"{"$binary": {"base64": ""#);
             out.push_str(&base64::engine::general_purpose::STANDARD.encode(&bin.bytes));
-            let _ = write!(out, r#"", "subType": "{subtype:02x}"}}}}"#);
+            let _ = match style {
+                Style::Key => write!(out, r#"","subType": "{subtype:02X}"}}}}"#),
+                Style::Strict | Style::Relaxed => write!(out, r#"", "subType": "{subtype:02x}"}}}}"#),
+            };
         }
         Bson::RegularExpression(re) => {
             out.push_str(r#"{"$regularExpression": {"pattern": "#);
-            write_str(out, &re.pattern);
-            out.push_str(r#", "options": "#);
-            write_str(out, &re.options);
+            write_str_styled(out, &re.pattern, style);
+            out.push_str(style.separator());
+            out.push_str(r#""options": "#);
+            write_str_styled(out, &re.options, style);
             out.push_str("}}");
         }
         Bson::Timestamp(ts) => {
-            let _ = write!(out, r#"{{"$timestamp": {{"t": {}, "i": {}}}}}"#, ts.time, ts.increment);
+            let sep = style.separator();
+            let _ = write!(out, r#"{{"$timestamp": {{"t": {}{sep}"i": {}}}}}"#, ts.time, ts.increment);
         }
         Bson::Decimal128(d) => {
             let _ = write!(out, r#"{{"$numberDecimal": "{d}"}}"#);
@@ -159,18 +301,19 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
         Bson::Undefined => out.push_str(r#"{"$undefined": true}"#),
         Bson::Symbol(s) => {
             out.push_str(r#"{"$symbol": "#);
-            write_str(out, s);
+            write_str_styled(out, s, style);
             out.push('}');
         }
         Bson::JavaScriptCode(code) => {
             out.push_str(r#"{"$code": "#);
-            write_str(out, code);
+            write_str_styled(out, code, style);
             out.push('}');
         }
         Bson::JavaScriptCodeWithScope(cws) => {
             out.push_str(r#"{"$code": "#);
-            write_str(out, &cws.code);
-            out.push_str(r#", "$scope": "#);
+            write_str_styled(out, &cws.code, style);
+            out.push_str(style.separator());
+            out.push_str(r#""$scope": "#);
             write_document(out, &cws.scope, style);
             out.push('}');
         }

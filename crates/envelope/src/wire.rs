@@ -9,6 +9,7 @@ pub(crate) struct KeyWire {
     pub id: Option<String>,
 }
 
+/// Debezium 3.6's MongoDB `source` block, its fields in its order, then ours.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct SourceWire {
@@ -19,14 +20,21 @@ pub(crate) struct SourceWire {
     pub snapshot: Option<String>,
     pub db: Option<String>,
     pub sequence: Option<String>,
-    pub rs: Option<String>,
+    pub ts_us: Option<i64>,
+    pub ts_ns: Option<i64>,
     pub collection: Option<String>,
-    pub ord: u32,
+    /// Flink mode only: the collection again, where Flink's `value.source.table` looks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The cluster time's increment; -1 for snapshot reads.
+    pub ord: i64,
     pub lsid: Option<String>,
     #[serde(rename = "txnNumber")]
     pub txn_number: Option<i64>,
     #[serde(rename = "wallTime")]
     pub wall_time: Option<i64>,
+    /// Ours: the source replica set.
+    pub rs: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -46,6 +54,10 @@ pub(crate) struct CdcWire {
     pub resume_token: Option<String>,
     #[serde(rename = "documentKey", default, skip_serializing_if = "Option::is_none")]
     pub document_key: Option<String>,
+    /// The change's own operation when the Debezium `op` had to differ from it: `u` for an
+    /// update whose looked-up document is gone, sent as `d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,13 +129,27 @@ pub(crate) struct DdlWire {
     pub topics: std::collections::BTreeMap<String, u32>,
 }
 
-/// A control event's value: `ddl` and no `op`.
+/// A control event's key (its value is empty): `id` null first, so Debezium-shaped consumers
+/// take the record for a tombstone of no document and skip it.
 #[derive(Serialize)]
 pub(crate) struct ControlOut {
+    pub id: Option<String>,
     pub ddl: DdlWire,
     pub source: SourceWire,
     pub ts_ms: i64,
     pub cdc: CdcWire,
+}
+
+/// A control event as found in a key (now) or a value (envelopes written before).
+#[derive(Deserialize)]
+pub(crate) struct ControlIn {
+    pub ddl: DdlWire,
+    #[serde(default)]
+    pub source: Option<SourceWire>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+    #[serde(default)]
+    pub cdc: Option<CdcWire>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +180,7 @@ pub(crate) struct ValueIn {
     pub ts_ms: Option<i64>,
     #[serde(default)]
     pub transaction: Option<TransactionWire>,
+    /// A control event written before they moved to the key.
     #[serde(default)]
     pub ddl: Option<DdlWire>,
     #[serde(default)]

@@ -83,3 +83,45 @@ fn decodes_plain_debezium_with_schema_wrapper() {
     assert_eq!(after.get("b"), Some(&Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] })));
     assert_eq!(event.document_key, doc! {"_id": after.get("_id").cloned().expect("id")});
 }
+
+/// Control events written before they moved to the key (value with `ddl` and no `op`, key
+/// `{"ddl": "<ns>"}`) stay readable: topics already hold them.
+#[test]
+fn control_events_of_the_old_shape_still_decode() {
+    let key = r#"{"ddl":"inventory.products"}"#;
+    let value = r#"{"ddl":{"type":"drop","db":"inventory","collection":"products","to":null,"markers":4,
+        "topics":{"cdc.inventory.products":4}},"source":{"version":"0.1.0","connector":"mongodb","name":"src",
+        "ts_ms":1700000000000,"snapshot":"false","db":"inventory","sequence":null,"rs":"source",
+        "collection":"products","ord":5,"lsid":null,"txnNumber":null,"wallTime":1700000000123},
+        "ts_ms":1700000000300,"cdc":{"v":1,"seq":15,"clusterTime":{"t":1700000000,"i":5},"resumeToken":null}}"#;
+    let Event::Control(control) = decode(Some(key.as_bytes()), Some(value.as_bytes())).expect("decodes") else {
+        panic!("not a control event");
+    };
+    assert_eq!(control.ddl, envelope::Ddl::Drop(envelope::Namespace::new("inventory", "products")));
+    assert_eq!(control.markers, 4);
+    assert_eq!(control.topics.get("cdc.inventory.products"), Some(&4));
+    assert_eq!(control.position.cluster_time, envelope::ClusterTime { t: 1_700_000_000, i: 5 });
+    assert!(control.position.exact);
+}
+
+/// A Debezium key is relaxed JSON: `{"id":"8"}` for an Int64 8. The document key of an event
+/// carrying the document takes the document's exact `_id`; a delete has only the key.
+#[test]
+fn plain_debezium_document_keys_keep_the_exact_id_type() {
+    let key = br#"{"id":"8"}"#;
+    let with = |op: &str, after: &str| {
+        format!(
+            r#"{{"before":null,"after":{after},"source":{{"db":"d","collection":"c","ts_ms":1000,"ord":1}},"op":"{op}"}}"#
+        )
+    };
+    let Event::Change(insert) =
+        decode(Some(key), Some(with("c", r#""{\"_id\": {\"$numberLong\": \"8\"}}""#).as_bytes())).expect("decodes")
+    else {
+        panic!("not a change");
+    };
+    assert_eq!(insert.document_key, doc! {"_id": Bson::Int64(8)});
+    let Event::Change(delete) = decode(Some(key), Some(with("d", "null").as_bytes())).expect("decodes") else {
+        panic!("not a change");
+    };
+    assert_eq!(delete.document_key, doc! {"_id": Bson::Int32(8)}, "only the relaxed key is known");
+}

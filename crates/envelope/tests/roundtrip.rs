@@ -108,7 +108,7 @@ fn event(doc: Document, update: Option<Document>) -> ChangeEvent {
         update_description: update.map(|updated_fields| UpdateDescription { updated_fields, ..Default::default() }),
         source: SourceInfo { name: "p".into(), ..Default::default() },
         transaction: None,
-        position: Position { cluster_time: ClusterTime { t: 1, i: 2 }, resume_token: None, seq: 3 },
+        position: Position { cluster_time: ClusterTime { t: 1, i: 2 }, resume_token: None, seq: 3, exact: true },
         ts_ms: 4,
     }
 }

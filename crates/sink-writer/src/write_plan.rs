@@ -80,7 +80,8 @@ pub fn plan(
     let mut stages: HashMap<DocKey, (usize, Vec<WriteOp>)> = HashMap::new();
     for (offset, event) in events {
         out.newest = out.newest.max(Some(event.position.cluster_time));
-        if obsolete(&event.ns, event.position.cluster_time) {
+        // A plain Debezium event's position is only a wall-clock time: it never makes it obsolete.
+        if event.position.exact && obsolete(&event.ns, event.position.cluster_time) {
             out.skipped += 1;
             continue;
         }
@@ -97,7 +98,7 @@ pub fn plan(
             out.skipped += 1;
             continue;
         }
-        let key: DocKey = (ns, envelope::extjson::document_to_string(&filter, envelope::extjson::Style::Strict));
+        let key: DocKey = (ns, identity(&filter));
         let (index, entry) = stages.entry(key.clone()).or_insert_with(|| {
             order.push(key);
             (order.len() - 1, Vec::new())
@@ -122,6 +123,19 @@ pub fn plan(
     }
     out.keys = order;
     out
+}
+
+/// A document's identity: its `_id` as the record key renders it (so `8` as an Int32 and as an
+/// Int64, one document to the server, are one document here too), then any shard key fields.
+fn identity(filter: &Document) -> String {
+    let mut text =
+        String::from_utf8_lossy(&envelope::encode_key(filter.get("_id").unwrap_or(&Bson::Null))).into_owned();
+    for (field, value) in filter.iter().filter(|(f, _)| f.as_str() != "_id") {
+        text.push_str(field);
+        text.push('=');
+        text.push_str(&envelope::extjson::value_to_string(value, envelope::extjson::Style::Strict));
+    }
+    text
 }
 
 fn to_writes(event: ChangeEvent, ns: &Namespace, filter: &Document, offset: i64) -> Result<Vec<WriteOp>, String> {
@@ -237,7 +251,7 @@ mod tests {
             update_description: ud,
             source: SourceInfo::default(),
             transaction: None,
-            position: Position { cluster_time: ClusterTime { t, i: 0 }, resume_token: None, seq: 0 },
+            position: Position { cluster_time: ClusterTime { t, i: 0 }, resume_token: None, seq: 0, exact: true },
             ts_ms: 0,
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod interop;
 pub mod mongod;
 pub mod pipeline;
 pub mod process;

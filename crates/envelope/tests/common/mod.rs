@@ -34,6 +34,7 @@ fn position(i: u32, seq: u64, token: bool) -> Position {
         cluster_time: ClusterTime { t: 1_700_000_000, i },
         resume_token: token.then(|| doc! {"_data": format!("8265533A80000000{i:02}2B022C0100296E5A1004")}),
         seq,
+        exact: true,
     }
 }
 
@@ -78,12 +79,28 @@ pub fn samples() -> Vec<(&'static str, ChangeEvent)> {
     let mut delete = change(Op::Delete, 4);
     delete.after = None;
 
+    // An update whose looked-up document is gone (deleted since): sent as a delete.
+    let mut update_gone = change(Op::Update, 8);
+    update_gone.after = None;
+    update_gone.update_description = Some(UpdateDescription {
+        updated_fields: doc! {"Inventory.OnHand": 239_i32},
+        removed_fields: vec![],
+        truncated_arrays: vec![],
+    });
+
     let mut read = change(Op::Read, 0);
     read.source.snapshot = Snapshot::True;
     read.source.wall_time_ms = None;
     read.position = position(0, 0, false);
 
-    vec![("insert", insert), ("update", update), ("replace", replace), ("delete", delete), ("read", read)]
+    vec![
+        ("insert", insert),
+        ("update", update),
+        ("replace", replace),
+        ("delete", delete),
+        ("update_gone", update_gone),
+        ("read", read),
+    ]
 }
 
 pub fn controls() -> Vec<(&'static str, ControlEvent)> {

@@ -326,7 +326,8 @@ async fn memory(servers: &Services, docs_per_collection: i64, dir: &std::path::P
         tokio::time::sleep(Duration::from_millis(500)).await;
         applied = 0;
         for c in 0..COLLECTIONS {
-            applied += target_db.collection::<Document>(&format!("big{c}")).estimated_document_count().await.unwrap_or(0);
+            applied +=
+                target_db.collection::<Document>(&format!("big{c}")).estimated_document_count().await.unwrap_or(0);
         }
         let sink = proc_stats(p.sink.pid().unwrap_or(0));
         bench::progress("memory: catch-up", applied, total as u64, 0.0, &format!("sink rss {}", mib(sink.rss_bytes)));

@@ -93,6 +93,7 @@ impl TopicTail {
                 println!("  │ key   {key}");
                 match m.payload() {
                     None => println!("  └ value null (tombstone: lets compaction forget the key)"),
+                    Some([]) => println!("  └ value empty (control event: the key above describes it)"),
                     Some(bytes) => print_value(bytes),
                 }
             }
