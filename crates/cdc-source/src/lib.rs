@@ -30,6 +30,7 @@ mod delivery;
 pub mod doctor;
 mod error;
 mod history;
+mod id_order;
 mod metrics;
 mod pipeline;
 mod producer;
