@@ -157,7 +157,11 @@ async fn change_streams(
             };
             report.ok("change streams", format!("open on {scope}, {at}"))
         }
-        Err(e) if e.contains("ChangeStreamHistoryLost") || e.contains("resume point may no longer be in the oplog") => {
+        Err(e)
+            if ["ChangeStreamHistoryLost", "CappedPositionLost", "resume point may no longer be in the oplog"]
+                .iter()
+                .any(|lost| e.contains(lost)) =>
+        {
             report.fail("change streams", format!("the checkpoint's position is gone from the source's history: {e}"))
         }
         Err(e) => {
