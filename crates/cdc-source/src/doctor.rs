@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use service_kit::doctor::{self, Report};
 
-use crate::change_stream::{self, Start};
+use crate::change_stream;
 use crate::checkpoint::{plan, Checkpoint, Plan};
 use crate::config::{CheckpointStore, Compat, Config, Scope};
 use crate::history;
+use crate::large_events::Support;
 use crate::store::Store;
+use crate::watch::{self, How, Start};
 
 /// Runs every check; the report says what blocks the service.
 pub async fn run(mut config: Config) -> Report {
@@ -143,10 +145,20 @@ async fn change_streams(
         Scope::Database => format!("database '{}'", config.capture.database),
         Scope::Collections => format!("collections {}", config.capture.collections.join(", ")),
     };
-    let opened = change_stream::open(client, &config.capture, &start).await;
-    let result = match opened {
+    let support = match Support::of(client, config.capture.compat).await {
+        Ok((support, version)) => {
+            report.ok("large events", format!("server {version}: events over 16 MiB are {}", support.describe()));
+            support
+        }
+        Err(e) => {
+            report.warn("large events", format!("cannot read the server's version: {e}"));
+            Support::Reread
+        }
+    };
+    let how = How::normal(&config.capture, support == Support::Split);
+    let result = match watch::open(client, &config.capture, &start, &how).await {
         Ok(mut stream) => stream.next_if_any().await.map(|_| ()).map_err(|e| doctor::explain_mongo(&e)),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(doctor::explain_mongo(&e)),
     };
     match result {
         Ok(()) => {

@@ -31,6 +31,7 @@ pub mod doctor;
 mod error;
 mod history;
 mod id_order;
+mod large_events;
 mod metrics;
 mod pipeline;
 mod producer;
@@ -39,6 +40,7 @@ mod routing;
 mod snapshot;
 mod store;
 mod topics;
+mod watch;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ use service_kit::health::Health;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::change_stream::{Start, StreamLoop};
+use crate::change_stream::StreamLoop;
 use crate::checkpoint::{self, Plan, SnapshotState};
 use crate::config::{Config, HistoryLostPolicy, SnapshotMode};
 use crate::convert::Converter;
@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::snapshot::Snapshot;
+use crate::watch::Start;
 
 /// Readiness component: ready while streaming or snapshotting.
 pub const COMPONENT: &str = "pipeline";
