@@ -9,7 +9,6 @@ use envelope::{ClusterTime, Namespace};
 use mongodb::change_stream::event::ChangeStreamEvent;
 use mongodb::change_stream::ChangeStream;
 use service_kit::health::LoopBeat;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress};
@@ -19,6 +18,7 @@ use crate::copy::{Copier, Tracking};
 use crate::error::Error;
 use crate::large_events::{self, Fragments, Support};
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::record::Item;
 use crate::watch::{open, How, Start};
 
@@ -26,7 +26,7 @@ pub struct StreamLoop<'a> {
     pub client: &'a mongodb::Client,
     pub config: &'a CaptureConfig,
     pub converter: Converter,
-    pub tx: mpsc::Sender<Item>,
+    pub tx: queue::Sender,
     pub beat: LoopBeat,
     pub idle_checkpoint_interval: Duration,
     pub metrics: Metrics,

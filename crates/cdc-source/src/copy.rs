@@ -8,7 +8,6 @@ use bson::{doc, Bson, Document};
 use envelope::{ClusterTime, Namespace};
 use futures::TryStreamExt;
 use mongodb::options::{FindOptions, Hint};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::change_stream::now_ms;
@@ -18,6 +17,7 @@ use crate::convert::Converter;
 use crate::error::Error;
 use crate::id_order;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::record::Item;
 
 /// Documents between two updates of the progress metric.
@@ -36,7 +36,7 @@ pub enum Tracking {
 pub struct Copier<'a> {
     pub client: &'a mongodb::Client,
     pub converter: &'a Converter,
-    pub tx: &'a mpsc::Sender<Item>,
+    pub tx: &'a queue::Sender,
     /// Documents per read batch.
     pub batch_size: u32,
     pub compat: Compat,

@@ -6,8 +6,8 @@
 //!                ▼                                                                  │
 //!   MongoDB ──► snapshot (fix position, copy by _id) ─┐                              │
 //!           └─► change stream (post-batch tokens) ────┴─► convert ─► bounded queue ─► delivery:
-//!                                                      envelope       (backpressure)  batch → producer
-//!                                                                                     (txn: records + checkpoint)
+//!                                                      envelope    (items and bytes:  batch → producer
+//!                                                                   backpressure)     (txn: records + checkpoint)
 //! ```
 //!
 //! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
@@ -35,6 +35,7 @@ mod large_events;
 mod metrics;
 mod pipeline;
 mod producer;
+mod queue;
 mod record;
 mod routing;
 mod snapshot;
@@ -68,6 +69,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
     let http_shutdown = CancellationToken::new();
     let shell = Shell::start("cdc_source", &config.http, http_shutdown.clone()).await?;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
+    metrics.memory_budget.set(i64::try_from(config.delivery.memory_budget_bytes).unwrap_or(i64::MAX));
     let http_addr = shell.http_addr;
     let stop_timeout = Duration::from_millis(config.delivery.shutdown_timeout_ms);
     let client =

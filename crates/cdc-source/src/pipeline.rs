@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use service_kit::health::Health;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::change_stream::StreamLoop;
@@ -17,6 +16,7 @@ use crate::delivery::Delivery;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::producer::Producer;
+use crate::queue;
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::snapshot::Snapshot;
 use crate::watch::Start;
@@ -145,7 +145,7 @@ async fn run_once(
     converter.recopy_renames_until =
         checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();
-    let (tx, rx) = mpsc::channel(config.delivery.queue_capacity);
+    let (tx, rx) = queue::bounded(config.delivery.queue_capacity, config.delivery.queue_bytes());
     let delivery = Delivery {
         producer,
         checkpoint,
@@ -177,7 +177,7 @@ async fn capture(
     filter: &NamespaceFilter,
     converter: Converter,
     plan: Plan,
-    tx: mpsc::Sender<crate::record::Item>,
+    tx: queue::Sender,
     health: &Health,
     metrics: &Metrics,
     shutdown: &CancellationToken,
@@ -229,7 +229,7 @@ async fn stream(
     config: &Config,
     client: &mongodb::Client,
     converter: Converter,
-    tx: mpsc::Sender<crate::record::Item>,
+    tx: queue::Sender,
     health: &Health,
     metrics: &Metrics,
     start: Start,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bson::doc;
 use envelope::{ClusterTime, Namespace};
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress, SnapshotState};
@@ -18,6 +17,7 @@ use crate::convert::Converter;
 use crate::copy::{Copier, Tracking};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::record::Item;
 use crate::routing::NamespaceFilter;
 
@@ -36,7 +36,7 @@ pub struct Snapshot<'a> {
     pub config: &'a SnapshotConfig,
     pub compat: Compat,
     pub converter: Arc<Converter>,
-    pub tx: mpsc::Sender<Item>,
+    pub tx: queue::Sender,
     pub metrics: Metrics,
 }
 

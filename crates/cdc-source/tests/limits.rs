@@ -118,3 +118,16 @@ async fn doctor_says_how_events_over_16_mib_are_read() {
     // The test server is MongoDB 6.0.5: no $changeStreamSplitLargeEvent there.
     assert!(line.contains("6.0.5") && line.contains("read again without their documents"), "{line}");
 }
+
+#[tokio::test]
+async fn the_memory_budget_and_the_queued_bytes_are_exported() {
+    let mut h = Harness::new("budget").await;
+    h.config.delivery.memory_budget_bytes = 96 * 1024 * 1024;
+    h.config.delivery.max_message_bytes = 8 * 1024 * 1024;
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.records("docs", 1).await;
+    assert_eq!(service.metric("cdc_source_memory_budget_bytes").await, (96 * 1024 * 1024) as f64);
+    assert!(service.metrics().await.contains("\ncdc_source_queued_bytes 0\n"), "nothing held once delivered");
+    service.stop().await.expect("clean stop");
+}
