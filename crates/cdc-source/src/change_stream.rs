@@ -20,6 +20,7 @@ use crate::large_events::{self, Fragments, Support};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
+use crate::server::now_ms;
 use crate::watch::{open, How, Start};
 
 pub struct StreamLoop<'a> {
@@ -30,8 +31,9 @@ pub struct StreamLoop<'a> {
     pub beat: LoopBeat,
     pub idle_checkpoint_interval: Duration,
     pub metrics: Metrics,
-    /// Readiness: set once the stream is open.
+    /// Readiness: `component` is set ready once the stream is open.
     pub health: service_kit::health::Health,
+    pub component: &'static str,
     /// Where idle heartbeats go, if anywhere.
     pub heartbeat_topic: Option<String>,
     /// Documents per read batch when a rename makes the stream copy a collection.
@@ -70,7 +72,7 @@ impl StreamLoop<'_> {
                 Err(e) => return Err(Error::mongo("open change stream", e)),
             };
             tracing::info!(position = ?start, scope = ?self.config.scope, one_by_one, "change stream open");
-            self.health.set_ready(crate::pipeline::COMPONENT);
+            self.health.set_ready(self.component);
             let mut last_progress = Instant::now();
             let mut fragments = Fragments::default();
             loop {
@@ -251,10 +253,4 @@ impl StreamLoop<'_> {
         self.metrics.restarts.with_label_values(&["rename_copy"]).inc();
         copier.copy(ns, CollectionProgress::default(), at, shutdown).await
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -10,15 +10,15 @@ use futures::TryStreamExt;
 use mongodb::options::{FindOptions, Hint};
 use tokio_util::sync::CancellationToken;
 
-use crate::change_stream::now_ms;
 use crate::checkpoint::{CollectionProgress, Progress};
 use crate::config::Compat;
 use crate::convert::Converter;
-use crate::error::Error;
+use crate::error::{command_code, Error};
 use crate::id_order;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
+use crate::server::now_ms;
 
 /// Documents between two updates of the progress metric.
 const METRIC_EVERY: u64 = 1000;
@@ -203,13 +203,5 @@ impl Copier<'_> {
             _ = shutdown.cancelled() => false,
             sent = self.tx.send(item) => sent.is_ok(),
         }
-    }
-}
-
-/// The server's error code, for a command error.
-pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
     }
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use service_kit::health::LoopBeat;
 
-use crate::change_stream::now_ms;
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::config::DeliveryConfig;
 use crate::error::Error;
@@ -16,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::queue::{self, Queued};
 use crate::record::Item;
+use crate::server::now_ms;
 
 pub struct Delivery {
     pub producer: Producer,

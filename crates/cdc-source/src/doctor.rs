@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use service_kit::doctor::{self, Report};
 
-use crate::change_stream;
 use crate::checkpoint::{plan, Checkpoint, Plan};
 use crate::config::{CheckpointStore, Compat, Config, Scope};
 use crate::history;
@@ -196,7 +195,7 @@ async fn history_window(
     config: &Config,
     checkpoint: Option<&Checkpoint>,
 ) {
-    let now_s = change_stream::now_ms() / 1000;
+    let now_s = crate::server::now_ms() / 1000;
     let (window, source) = match history::window(client, &config.capture, now_s).await {
         Ok(w) => w,
         Err(e) => {

@@ -91,6 +91,14 @@ impl From<String> for Error {
     }
 }
 
+/// The server's error code, for a command error.
+pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

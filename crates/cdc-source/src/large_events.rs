@@ -73,7 +73,7 @@ impl Support {
 
 /// Whether the server refused an event (or a batch) for its size.
 pub fn is_too_large(e: &mongodb::error::Error) -> bool {
-    crate::copy::command_code(e) == Some(TOO_LARGE)
+    crate::error::command_code(e) == Some(TOO_LARGE)
 }
 
 /// The stage that leaves the large fields out of a re-read event (`_id`, the resume token, stays).

@@ -38,6 +38,7 @@ mod producer;
 mod queue;
 mod record;
 mod routing;
+mod server;
 mod snapshot;
 mod store;
 mod topics;
@@ -112,7 +113,7 @@ async fn checkpoint_age_ticker(metrics: metrics::Metrics) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let written = metrics.checkpoint_timestamp.get();
         if written > 0 {
-            metrics.checkpoint_age.set((change_stream::now_ms() / 1000 - written).max(0));
+            metrics.checkpoint_age.set((server::now_ms() / 1000 - written).max(0));
         }
     }
 }
