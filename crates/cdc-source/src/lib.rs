@@ -6,8 +6,8 @@
 //!                ▼                                                                  │
 //!   MongoDB ──► snapshot (fix position, copy by _id) ─┐                              │
 //!           └─► change stream (post-batch tokens) ────┴─► convert ─► bounded queue ─► delivery:
-//!                                                      envelope    (items and bytes:  batch → producer
-//!                                                                   backpressure)     (txn: records + checkpoint)
+//!               events > 16 MiB: split or re-read      envelope    (items and bytes:  batch → producer
+//!               rename into scope: markers + copy                   backpressure)     (txn: records + checkpoint)
 //! ```
 //!
 //! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
