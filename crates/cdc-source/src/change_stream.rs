@@ -1,127 +1,229 @@
 //! The change stream loop: open at the planned position, convert every event, and hand the
-//! items to the producer through the bounded queue (a full queue pauses reading).
+//! items to the producer through the bounded queue (a full queue pauses reading). Events over
+//! 16 MiB are read as `large_events.rs` says.
 
 use std::time::{Duration, Instant};
 
-use bson::{doc, Bson, Document};
+use bson::{Document, RawDocumentBuf};
 use envelope::{ClusterTime, Namespace};
-use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongodb::change_stream::event::ChangeStreamEvent;
 use mongodb::change_stream::ChangeStream;
-use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 use service_kit::health::LoopBeat;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress};
-use crate::config::{CaptureConfig, Compat, Scope};
+use crate::config::CaptureConfig;
 use crate::convert::{Converted, Converter, Recopy};
 use crate::copy::{Copier, Tracking};
 use crate::error::Error;
+use crate::large_events::{self, Fragments, Support};
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::record::Item;
-
-/// Where the stream opens.
-#[derive(Debug, Clone)]
-pub enum Start {
-    ResumeAfter(Document),
-    /// Strictly after this cluster time: `startAtOperationTime` is inclusive, and every position
-    /// stored as a time (a snapshot's, a fixed "now", an invalidate) is covered already.
-    After(ClusterTime),
-    Now,
-}
-
-/// The first cluster time after `time`.
-pub fn next_tick(time: ClusterTime) -> ClusterTime {
-    match time.i.checked_add(1) {
-        Some(i) => ClusterTime { t: time.t, i },
-        None => ClusterTime { t: time.t.saturating_add(1), i: 0 },
-    }
-}
+use crate::server::now_ms;
+use crate::watch::{open, How, Start};
 
 pub struct StreamLoop<'a> {
     pub client: &'a mongodb::Client,
     pub config: &'a CaptureConfig,
     pub converter: Converter,
-    pub tx: mpsc::Sender<Item>,
+    pub tx: queue::Sender,
     pub beat: LoopBeat,
     pub idle_checkpoint_interval: Duration,
     pub metrics: Metrics,
-    /// Readiness: set once the stream is open.
+    /// Readiness: `component` is set ready once the stream is open.
     pub health: service_kit::health::Health,
+    pub component: &'static str,
     /// Where idle heartbeats go, if anywhere.
     pub heartbeat_topic: Option<String>,
     /// Documents per read batch when a rename makes the stream copy a collection.
     pub copy_batch_size: u32,
 }
 
+/// What one event (or an idle moment) asks of the loop.
+enum Step {
+    Send(Item),
+    Skip,
+    Reopen(Start),
+    Stop,
+}
+
 impl StreamLoop<'_> {
     /// Streams until `shutdown`, or until an error the caller must handle (it restarts from the
     /// last durable checkpoint, or acts on a lost history).
     pub async fn run(mut self, mut start: Start, shutdown: CancellationToken) -> Result<(), Error> {
+        let (support, version) = Support::of(self.client, self.config.compat).await?;
+        tracing::info!(version, "change events over 16 MiB are {}", support.describe());
+        let split = support == Support::Split;
+        // After a batch too large to read, events come one at a time (for at most a batch's
+        // worth) until the one that is too large: that one is read again without its documents.
+        let mut one_by_one: u32 = 0;
         'reopen: loop {
-            let mut stream = open(self.client, self.config, &start).await?;
-            tracing::info!(position = ?start, scope = ?self.config.scope, "change stream open");
-            self.health.set_ready(crate::pipeline::COMPONENT);
+            let how = How { split, batch_size: if one_by_one > 0 { 1 } else { self.config.batch_size }, project: None };
+            let mut stream = match open(self.client, self.config, &start, &how).await {
+                Ok(stream) => stream,
+                Err(e) if large_events::is_too_large(&e) => {
+                    match self.too_large(&start, &mut one_by_one, split, &shutdown).await? {
+                        Step::Reopen(at) => start = at,
+                        _ => return Ok(()),
+                    }
+                    continue 'reopen;
+                }
+                Err(e) => return Err(Error::mongo("open change stream", e)),
+            };
+            tracing::info!(position = ?start, scope = ?self.config.scope, one_by_one, "change stream open");
+            self.health.set_ready(self.component);
             let mut last_progress = Instant::now();
+            let mut fragments = Fragments::default();
             loop {
                 self.beat.beat();
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    next = stream.next_if_any() => next.map_err(|e| Error::mongo("change stream", e))?,
+                    next = stream.next_if_any() => next,
                 };
-                let item = match next {
-                    Some(event) => match self.converter.change(event, now_ms()) {
-                        Converted::Item(item) if item.records.is_empty() => {
-                            // Not captured: only worth a checkpoint now and then.
-                            if last_progress.elapsed() < self.idle_checkpoint_interval {
-                                continue;
-                            }
-                            item
-                        }
-                        Converted::Item(item) => item,
-                        Converted::Copy(copy) => {
-                            let Recopy { markers, ns, at, progress } = *copy;
-                            if !self.copy(markers, &ns, at, &shutdown).await? {
-                                return Ok(());
-                            }
-                            Item { records: Vec::new(), progress: Some(progress), cluster_time: Some(at) }
-                        }
-                        Converted::Invalidate { cluster_time } => {
-                            // startAfter is not available on DocumentDB: reopen just after the
-                            // invalidating event instead.
-                            let after = cluster_time.unwrap_or_default();
-                            start = Start::After(after);
-                            self.metrics.restarts.with_label_values(&["invalidate"]).inc();
-                            tracing::info!(?after, "change stream invalidated: reopening after it");
-                            continue 'reopen;
-                        }
-                    },
-                    None => {
-                        // Idle: the post-batch resume token still advances the checkpoint.
-                        if last_progress.elapsed() < self.idle_checkpoint_interval {
-                            continue;
-                        }
-                        match stream.resume_token().and_then(|t| bson::to_document(&t).ok()) {
-                            Some(resume_token) => {
-                                let mut item = Item::progress_only(Progress::Stream {
-                                    resume_token: resume_token.clone(),
-                                    cluster_time: None,
-                                });
-                                if let Some(topic) = &self.heartbeat_topic {
-                                    item.records.push(self.converter.heartbeat(topic, &resume_token, now_ms()));
+                let step = match next {
+                    Ok(Some(raw)) => match fragments.push(raw)? {
+                        Some(event) => {
+                            let token = bson::to_document(&event.id).unwrap_or_default();
+                            let step = self.event(event, &mut last_progress, &shutdown).await?;
+                            if one_by_one > 0 && matches!(step, Step::Send(_) | Step::Skip) {
+                                one_by_one -= 1;
+                                if one_by_one == 0 {
+                                    // Past a batch's worth: the large event is gone (a smaller
+                                    // lookup); back to whole batches after this event.
+                                    if !self.send(step, &shutdown).await {
+                                        return Ok(());
+                                    }
+                                    start = Start::ResumeAfter(token);
+                                    continue 'reopen;
                                 }
-                                item
                             }
-                            None => continue,
+                            step
+                        }
+                        None => continue, // a fragment of a split event
+                    },
+                    Ok(None) => self.idle(&stream, &mut last_progress),
+                    Err(e) if large_events::is_too_large(&e) => {
+                        let at = match stream.resume_token().and_then(|t| bson::to_document(&t).ok()) {
+                            Some(token) => Start::ResumeAfter(token),
+                            None => start.clone(),
+                        };
+                        self.too_large(&at, &mut one_by_one, split, &shutdown).await?
+                    }
+                    Err(e) => return Err(Error::mongo("change stream", e)),
+                };
+                match step {
+                    Step::Skip => continue,
+                    Step::Reopen(at) => {
+                        start = at;
+                        continue 'reopen;
+                    }
+                    Step::Stop => return Ok(()),
+                    Step::Send(_) => {
+                        if !self.send(step, &shutdown).await {
+                            return Ok(());
                         }
                     }
-                };
-                last_progress = Instant::now();
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    sent = self.tx.send(item) => if sent.is_err() { return Ok(()) },
                 }
             }
+        }
+    }
+
+    /// Converts one whole event.
+    async fn event(
+        &mut self,
+        event: ChangeStreamEvent<Document>,
+        last_progress: &mut Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, Error> {
+        let step = match self.converter.change(event, now_ms()) {
+            // Not captured: only worth a checkpoint now and then.
+            Converted::Item(item)
+                if item.records.is_empty() && last_progress.elapsed() < self.idle_checkpoint_interval =>
+            {
+                return Ok(Step::Skip)
+            }
+            Converted::Item(item) => Step::Send(item),
+            Converted::Copy(copy) => {
+                let Recopy { markers, ns, at, progress } = *copy;
+                if !self.copy(markers, &ns, at, shutdown).await? {
+                    return Ok(Step::Stop);
+                }
+                Step::Send(Item { records: Vec::new(), progress: Some(progress), cluster_time: Some(at) })
+            }
+            Converted::Invalidate { cluster_time } => {
+                // startAfter is not available on DocumentDB: reopen just after the invalidating
+                // event instead.
+                let after = cluster_time.unwrap_or_default();
+                self.metrics.restarts.with_label_values(&["invalidate"]).inc();
+                tracing::info!(?after, "change stream invalidated: reopening after it");
+                return Ok(Step::Reopen(Start::After(after)));
+            }
+        };
+        *last_progress = Instant::now();
+        Ok(step)
+    }
+
+    /// Idle: the post-batch resume token still advances the checkpoint, now and then.
+    fn idle(&self, stream: &ChangeStream<RawDocumentBuf>, last_progress: &mut Instant) -> Step {
+        if last_progress.elapsed() < self.idle_checkpoint_interval {
+            return Step::Skip;
+        }
+        let Some(resume_token) = stream.resume_token().and_then(|t| bson::to_document(&t).ok()) else {
+            return Step::Skip;
+        };
+        let mut item = Item::progress_only(Progress::Stream { resume_token: resume_token.clone(), cluster_time: None });
+        if let Some(topic) = &self.heartbeat_topic {
+            item.records.push(self.converter.heartbeat(topic, &resume_token, now_ms()));
+        }
+        *last_progress = Instant::now();
+        Step::Send(item)
+    }
+
+    /// The server refused an event after `at` for its size: read one at a time from there, or,
+    /// reading one at a time already, read that one again without its documents and go on after it.
+    async fn too_large(
+        &mut self,
+        at: &Start,
+        one_by_one: &mut u32,
+        split: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, Error> {
+        self.metrics.restarts.with_label_values(&["large_event"]).inc();
+        if *one_by_one == 0 {
+            tracing::warn!(position = ?at, "a change event over 16 MiB: reading one event at a time up to it");
+            *one_by_one = self.config.batch_size.max(1);
+            return Ok(Step::Reopen(at.clone()));
+        }
+        let reread = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Step::Stop),
+            reread = large_events::reread(self.client, self.config, at, split) => reread?,
+        };
+        tracing::warn!(position = ?at, found = reread.event.is_some(), "change event over 16 MiB read again without its documents, which were looked up");
+        let progress = Progress::Stream { resume_token: reread.token.clone(), cluster_time: reread.cluster_time };
+        let step = match reread.event {
+            Some(event) => self.event(event, &mut Instant::now(), shutdown).await?,
+            None => Step::Send(Item::progress_only(progress)),
+        };
+        match step {
+            Step::Send(_) | Step::Skip => {
+                if !self.send(step, shutdown).await {
+                    return Ok(Step::Stop);
+                }
+            }
+            Step::Stop => return Ok(Step::Stop),
+            Step::Reopen(after) => return Ok(Step::Reopen(after)),
+        }
+        *one_by_one = 0;
+        Ok(Step::Reopen(Start::ResumeAfter(reread.token)))
+    }
+
+    /// Hands an item to delivery; false when stopping.
+    async fn send(&self, step: Step, shutdown: &CancellationToken) -> bool {
+        let Step::Send(item) = step else { return true };
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            sent = self.tx.send(item) => sent.is_ok(),
         }
     }
 }
@@ -150,81 +252,5 @@ impl StreamLoop<'_> {
         tracing::info!(namespace = %ns, "a rename moved a collection into the captured scope, or one the snapshot was copying: copying it");
         self.metrics.restarts.with_label_values(&["rename_copy"]).inc();
         copier.copy(ns, CollectionProgress::default(), at, shutdown).await
-    }
-}
-
-/// Opens the stream for the configured scope at `start`.
-pub async fn open(
-    client: &mongodb::Client,
-    config: &CaptureConfig,
-    start: &Start,
-) -> Result<ChangeStream<ChangeStreamEvent<Document>>, Error> {
-    let mut options = ChangeStreamOptions::default();
-    options.full_document = Some(FullDocumentType::UpdateLookup);
-    if config.pre_images && config.compat == Compat::Mongodb {
-        options.full_document_before_change = Some(FullDocumentBeforeChangeType::WhenAvailable);
-    }
-    options.max_await_time = Some(Duration::from_millis(config.max_await_ms));
-    options.batch_size = Some(config.batch_size);
-    match start {
-        Start::ResumeAfter(token) => {
-            let token: ResumeToken = bson::from_document(token.clone())
-                .map_err(|e| Error::Fatal(format!("stored resume token is not usable: {e}")))?;
-            options.resume_after = Some(token);
-        }
-        Start::After(time) => options.start_at_operation_time = Some(next_tick(*time).into()),
-        Start::Now => {}
-    }
-    let stream = match config.scope {
-        Scope::Deployment => client.watch().with_options(options).await,
-        Scope::Database => client.database(&config.database).watch().with_options(options).await,
-        Scope::Collections => {
-            let databases: std::collections::BTreeSet<&str> =
-                config.collections.iter().filter_map(|c| c.split_once('.').map(|(db, _)| db)).collect();
-            let pipeline = vec![doc! {"$match": collections_filter(&config.collections)}];
-            match databases.iter().next() {
-                Some(db) if databases.len() == 1 => {
-                    client.database(db).watch().pipeline(pipeline).with_options(options).await
-                }
-                _ => client.watch().pipeline(pipeline).with_options(options).await,
-            }
-        }
-    };
-    stream.map_err(|e| Error::mongo("open change stream", e))
-}
-
-/// `$match` for a list of `db.collection`: their events, renames into them, and `dropDatabase`
-/// of their databases.
-fn collections_filter(collections: &[String]) -> Document {
-    let mut any: Vec<Bson> = Vec::new();
-    let mut databases = std::collections::BTreeSet::new();
-    for name in collections {
-        if let Some((db, coll)) = name.split_once('.') {
-            any.push(Bson::Document(doc! {"ns.db": db, "ns.coll": coll}));
-            any.push(Bson::Document(doc! {"operationType": "rename", "to.db": db, "to.coll": coll}));
-            databases.insert(db.to_string());
-        }
-    }
-    for db in databases {
-        any.push(Bson::Document(doc! {"operationType": "dropDatabase", "ns.db": db}));
-    }
-    any.push(Bson::Document(doc! {"operationType": "invalidate"}));
-    doc! {"$or": any}
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_tick_is_strictly_later() {
-        assert_eq!(next_tick(ClusterTime { t: 5, i: 7 }), ClusterTime { t: 5, i: 8 });
-        assert_eq!(next_tick(ClusterTime { t: 5, i: u32::MAX }), ClusterTime { t: 6, i: 0 });
     }
 }

@@ -225,6 +225,12 @@ pub struct DeliveryConfig {
     pub heartbeat_topic: String,
     /// Events waiting between capture and the producer (bounded: capture pauses when full).
     pub queue_capacity: usize,
+    /// Memory the service's buffers are sized to stay within, whatever the document sizes: half
+    /// for records queued between capture and the producer (and the batch being delivered),
+    /// a quarter for the producer's own buffer (librdkafka's `queue.buffering.max.kbytes`,
+    /// unless `kafka.options` sets it), a quarter for MongoDB reads and encoding. At least
+    /// 4 × `max_message_bytes`. The default fits a 256 MiB container limit with headroom.
+    pub memory_budget_bytes: usize,
     /// Compression of produced batches: `lz4`, `snappy`, `gzip` or `none`.
     pub compression: String,
     /// Largest record the producer sends, in bytes (the broker's `message.max.bytes` must allow it).
@@ -247,6 +253,7 @@ impl Default for DeliveryConfig {
             idle_checkpoint_interval_ms: 1000,
             heartbeat_topic: String::new(),
             queue_capacity: 20_000,
+            memory_budget_bytes: 160 * 1024 * 1024,
             compression: "lz4".to_string(),
             max_message_bytes: 16 * 1024 * 1024,
             max_backoff_ms: 30_000,
@@ -310,11 +317,30 @@ impl Validate for Config {
         if delivery.batch_max_events == 0 || delivery.queue_capacity == 0 || delivery.batch_max_bytes == 0 {
             problems.push("delivery.batch_max_events, batch_max_bytes and queue_capacity must be at least 1".into());
         }
+        if delivery.memory_budget_bytes / 4 < delivery.max_message_bytes {
+            problems.push(format!(
+                "delivery.memory_budget_bytes ({}) must be at least 4 x delivery.max_message_bytes ({}): a quarter of \
+                 the budget is the producer's buffer, which must hold the largest record",
+                delivery.memory_budget_bytes, delivery.max_message_bytes
+            ));
+        }
         if !["lz4", "snappy", "gzip", "none"].contains(&delivery.compression.as_str()) {
             problems
                 .push(format!("delivery.compression '{}' is not one of lz4, snappy, gzip, none", delivery.compression));
         }
         problems
+    }
+}
+
+impl DeliveryConfig {
+    /// Bytes of records the queue to the producer may hold, with the batch being delivered.
+    pub fn queue_bytes(&self) -> usize {
+        self.memory_budget_bytes / 2
+    }
+
+    /// The producer's buffer (librdkafka's `queue.buffering.max.kbytes`), in KiB.
+    pub fn producer_buffer_kbytes(&self) -> usize {
+        self.memory_budget_bytes / 4 / 1024
     }
 }
 
@@ -356,7 +382,8 @@ mod tests {
         config.capture.pre_images = true;
         config.delivery.checkpoint_store = CheckpointStore::File;
         config.delivery.compression = "brotli".into();
+        config.delivery.memory_budget_bytes = 32 * 1024 * 1024;
         let problems = config.validate();
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
     }
 }

@@ -8,16 +8,17 @@ use bson::{doc, Bson, Document};
 use envelope::{ClusterTime, Namespace};
 use futures::TryStreamExt;
 use mongodb::options::{FindOptions, Hint};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::change_stream::now_ms;
 use crate::checkpoint::{CollectionProgress, Progress};
 use crate::config::Compat;
 use crate::convert::Converter;
-use crate::error::Error;
+use crate::error::{command_code, Error};
+use crate::id_order;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::record::Item;
+use crate::server::now_ms;
 
 /// Documents between two updates of the progress metric.
 const METRIC_EVERY: u64 = 1000;
@@ -35,7 +36,7 @@ pub enum Tracking {
 pub struct Copier<'a> {
     pub client: &'a mongodb::Client,
     pub converter: &'a Converter,
-    pub tx: &'a mpsc::Sender<Item>,
+    pub tx: &'a queue::Sender,
     /// Documents per read batch.
     pub batch_size: u32,
     pub compat: Compat,
@@ -59,61 +60,51 @@ impl Copier<'_> {
         let estimated = collection.estimated_document_count().await.map_err(|e| Error::mongo("count", e))?;
         self.metrics.snapshot_estimated.with_label_values(&[&label]).set(i64::try_from(estimated).unwrap_or(i64::MAX));
         let resume_after = progress.last_id();
-        let mut options = FindOptions::default();
-        options.sort = Some(doc! {"_id": 1});
-        options.batch_size = Some(self.batch_size);
-        let mut filter = Document::new();
-        if let Some(last) = &resume_after {
-            match self.compat {
-                // min() is inclusive and, unlike $gt, not limited to one BSON type.
-                Compat::Mongodb | Compat::Auto => {
-                    options.hint = Some(Hint::Keys(doc! {"_id": 1}));
-                    options.min = Some(doc! {"_id": last.clone()});
-                }
-                Compat::Documentdb => filter = doc! {"_id": {"$gt": last.clone()}},
-            }
+        if resume_after.is_some() {
             tracing::info!(namespace = %label, copied = progress.copied, "copy resuming collection");
         }
-        let mut cursor =
-            collection.find(filter).with_options(options).await.map_err(|e| Error::mongo("snapshot read", e))?;
         let mut copied = progress.copied;
         let mut pending: Option<Document> = None;
         let started = Instant::now();
         let mut last_log = Instant::now();
-        loop {
-            if shutdown.is_cancelled() {
-                return Ok(false);
-            }
-            let doc = match cursor.try_next().await {
-                Ok(Some(doc)) => doc,
-                Ok(None) => break,
-                Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
-                    if self.exists(ns).await? {
-                        // Killed for another reason: start again from the last durable read.
-                        return Err(Error::Mongo {
-                            context: format!("copy of {label}"),
-                            retriable: true,
-                            reason: e.kind.to_string(),
-                        });
-                    }
-                    tracing::info!(namespace = %label, copied, "collection dropped or renamed while copied: the change stream brings the rest");
-                    break;
-                }
-                Err(e) => return Err(Error::mongo("snapshot read", e)),
-            };
-            if resume_after.is_some() && copied == progress.copied && doc.get("_id") == resume_after.as_ref() {
-                continue; // min() includes the last document copied before the restart
-            }
-            // One document of look-ahead, so the collection's last read can say so.
-            if let Some(previous) = pending.replace(doc) {
-                copied += 1;
-                if !self.emit(ns, previous, at, copied, false, shutdown).await {
+        'reads: for (filter, options) in self.reads(resume_after.as_ref()) {
+            let mut cursor =
+                collection.find(filter).with_options(options).await.map_err(|e| Error::mongo("snapshot read", e))?;
+            loop {
+                if shutdown.is_cancelled() {
                     return Ok(false);
                 }
-            }
-            if last_log.elapsed() > Duration::from_secs(10) {
-                last_log = Instant::now();
-                self.report(&label, copied, progress.copied, estimated, started);
+                let doc = match cursor.try_next().await {
+                    Ok(Some(doc)) => doc,
+                    Ok(None) => break,
+                    Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
+                        if self.exists(ns).await? {
+                            // Killed for another reason: start again from the last durable read.
+                            return Err(Error::Mongo {
+                                context: format!("copy of {label}"),
+                                retriable: true,
+                                reason: e.kind.to_string(),
+                            });
+                        }
+                        tracing::info!(namespace = %label, copied, "collection dropped or renamed while copied: the change stream brings the rest");
+                        break 'reads;
+                    }
+                    Err(e) => return Err(Error::mongo("snapshot read", e)),
+                };
+                if resume_after.is_some() && copied == progress.copied && doc.get("_id") == resume_after.as_ref() {
+                    continue; // min() includes the last document copied before the restart
+                }
+                // One document of look-ahead, so the collection's last read can say so.
+                if let Some(previous) = pending.replace(doc) {
+                    copied += 1;
+                    if !self.emit(ns, previous, at, copied, false, shutdown).await {
+                        return Ok(false);
+                    }
+                }
+                if last_log.elapsed() > Duration::from_secs(10) {
+                    last_log = Instant::now();
+                    self.report(&label, copied, progress.copied, estimated, started);
+                }
             }
         }
         match pending {
@@ -135,6 +126,23 @@ impl Copier<'_> {
         self.metrics.snapshot_copied.with_label_values(&[&label]).set(i64::try_from(copied).unwrap_or(i64::MAX));
         tracing::info!(namespace = %label, copied, seconds = started.elapsed().as_secs(), "copied collection");
         Ok(true)
+    }
+
+    /// The reads that return the collection in `_id` order after `last` (all of it without).
+    fn reads(&self, last: Option<&Bson>) -> Vec<(Document, FindOptions)> {
+        let mut options = FindOptions::default();
+        options.sort = Some(doc! {"_id": 1});
+        options.batch_size = Some(self.batch_size);
+        let Some(last) = last else { return vec![(Document::new(), options)] };
+        match self.compat {
+            // min() is inclusive and, unlike $gt, not limited to one BSON type.
+            Compat::Mongodb | Compat::Auto => {
+                options.hint = Some(Hint::Keys(doc! {"_id": 1}));
+                options.min = Some(doc! {"_id": last.clone()});
+                vec![(Document::new(), options)]
+            }
+            Compat::Documentdb => id_order::after(last).into_iter().map(|filter| (filter, options.clone())).collect(),
+        }
     }
 
     async fn exists(&self, ns: &Namespace) -> Result<bool, Error> {
@@ -195,13 +203,5 @@ impl Copier<'_> {
             _ = shutdown.cancelled() => false,
             sent = self.tx.send(item) => sent.is_ok(),
         }
-    }
-}
-
-/// The server's error code, for a command error.
-pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
     }
 }

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use service_kit::health::LoopBeat;
-use tokio::sync::mpsc;
 
-use crate::change_stream::now_ms;
 use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::config::DeliveryConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::producer::Producer;
+use crate::queue::{self, Queued};
 use crate::record::Item;
+use crate::server::now_ms;
 
 pub struct Delivery {
     pub producer: Producer,
@@ -28,30 +28,35 @@ pub struct Delivery {
 
 impl Delivery {
     /// Runs until the queue closes and is drained (capture stopped), or a batch fails.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Item>, limits: &DeliveryConfig) -> Result<(), Error> {
+    pub async fn run(mut self, mut rx: queue::Receiver, limits: &DeliveryConfig) -> Result<(), Error> {
         let max_wait = Duration::from_millis(limits.batch_max_wait_ms);
         loop {
             self.beat.beat();
             let first = tokio::select! {
-                item = rx.recv() => item,
+                queued = rx.recv() => queued,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
             };
-            let Some(first) = first else { return Ok(()) };
-            let mut bytes = first.bytes();
-            let mut events = first.records.len();
-            let mut batch = vec![first];
+            let Some(Queued { item, held }) = first else { return Ok(()) };
+            let mut bytes = item.bytes();
+            let mut events = item.records.len();
+            let (mut batch, mut holds) = (vec![item], vec![held]);
             let deadline = tokio::time::Instant::now() + max_wait;
             while events < limits.batch_max_events && bytes < limits.batch_max_bytes {
                 let next = tokio::select! {
-                    item = rx.recv() => item,
+                    queued = rx.recv() => queued,
                     _ = tokio::time::sleep_until(deadline) => break,
                 };
-                let Some(item) = next else { break };
+                let Some(Queued { item, held }) = next else { break };
                 bytes += item.bytes();
                 events += item.records.len();
                 batch.push(item);
+                holds.push(held);
             }
+            self.metrics.queued_bytes.set(i64::try_from(rx.held_bytes()).unwrap_or(i64::MAX));
             self.write(batch, bytes).await?;
+            // Only now, durable, do the batch's bytes leave the memory bound.
+            drop(holds);
+            self.metrics.queued_bytes.set(i64::try_from(rx.held_bytes()).unwrap_or(i64::MAX));
         }
     }
 

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use service_kit::doctor::{self, Report};
 
-use crate::change_stream::{self, Start};
 use crate::checkpoint::{plan, Checkpoint, Plan};
 use crate::config::{CheckpointStore, Compat, Config, Scope};
 use crate::history;
+use crate::large_events::Support;
 use crate::store::Store;
+use crate::watch::{self, How, Start};
 
 /// Runs every check; the report says what blocks the service.
 pub async fn run(mut config: Config) -> Report {
@@ -143,10 +144,20 @@ async fn change_streams(
         Scope::Database => format!("database '{}'", config.capture.database),
         Scope::Collections => format!("collections {}", config.capture.collections.join(", ")),
     };
-    let opened = change_stream::open(client, &config.capture, &start).await;
-    let result = match opened {
+    let support = match Support::of(client, config.capture.compat).await {
+        Ok((support, version)) => {
+            report.ok("large events", format!("server {version}: events over 16 MiB are {}", support.describe()));
+            support
+        }
+        Err(e) => {
+            report.warn("large events", format!("cannot read the server's version: {e}"));
+            Support::Reread
+        }
+    };
+    let how = How::normal(&config.capture, support == Support::Split);
+    let result = match watch::open(client, &config.capture, &start, &how).await {
         Ok(mut stream) => stream.next_if_any().await.map(|_| ()).map_err(|e| doctor::explain_mongo(&e)),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(doctor::explain_mongo(&e)),
     };
     match result {
         Ok(()) => {
@@ -157,7 +168,11 @@ async fn change_streams(
             };
             report.ok("change streams", format!("open on {scope}, {at}"))
         }
-        Err(e) if e.contains("ChangeStreamHistoryLost") || e.contains("resume point may no longer be in the oplog") => {
+        Err(e)
+            if ["ChangeStreamHistoryLost", "CappedPositionLost", "resume point may no longer be in the oplog"]
+                .iter()
+                .any(|lost| e.contains(lost)) =>
+        {
             report.fail("change streams", format!("the checkpoint's position is gone from the source's history: {e}"))
         }
         Err(e) => {
@@ -180,7 +195,7 @@ async fn history_window(
     config: &Config,
     checkpoint: Option<&Checkpoint>,
 ) {
-    let now_s = change_stream::now_ms() / 1000;
+    let now_s = crate::server::now_ms() / 1000;
     let (window, source) = match history::window(client, &config.capture, now_s).await {
         Ok(w) => w,
         Err(e) => {

@@ -90,3 +90,55 @@ impl From<String> for Error {
         Error::Fatal(message)
     }
 }
+
+/// The server's error code, for a command error.
+pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+    use mongodb::error::{CommandError, ErrorKind};
+
+    /// The error the driver makes of a server's `{ok: 0, code, codeName, errmsg}` reply.
+    fn server_error(code: i32, name: &str, message: &str) -> mongodb::error::Error {
+        let reply = doc! {"ok": 0.0, "code": code, "codeName": name, "errmsg": message};
+        let command: CommandError = bson::from_document(reply).expect("a command error reply");
+        mongodb::error::Error::from(ErrorKind::Command(command))
+    }
+
+    #[test]
+    fn every_lost_resume_point_follows_on_history_lost() {
+        let lost = [
+            (
+                286,
+                "ChangeStreamHistoryLost",
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+            ),
+            (280, "ChangeStreamFatalError", "cannot resume stream; the resume token was not found."),
+            // Amazon DocumentDB: the change stream log no longer holds the position.
+            (136, "CappedPositionLost", "CollectionScan died due to position in capped collection being deleted"),
+            // The same conditions as MongoDB before 4.2 reported them.
+            (
+                40576,
+                "Location40576",
+                "resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+            ),
+            (40585, "Location40585", "resume of change stream was not possible, as the resume token was not found."),
+            (40615, "Location40615", "The resume token UUID does not exist. Has the collection been dropped?"),
+        ];
+        for (code, name, message) in lost {
+            let error = Error::mongo("change stream", server_error(code, name, message));
+            assert!(matches!(error, Error::HistoryLost(_)), "{code} {name}: {error:?}");
+        }
+        let elected = Error::mongo("change stream", server_error(10107, "NotWritablePrimary", "not primary"));
+        assert!(elected.is_retriable() && !matches!(elected, Error::HistoryLost(_)));
+        let bad = Error::mongo("change stream", server_error(40324, "Location40324", "Unrecognized pipeline stage"));
+        assert!(!bad.is_retriable() && !matches!(bad, Error::HistoryLost(_)));
+    }
+}

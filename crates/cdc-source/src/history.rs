@@ -46,7 +46,7 @@ pub async fn window(
 /// Keeps `cdc_source_history_window_seconds` current (once a minute; errors leave the last value).
 pub async fn ticker(client: Client, capture: CaptureConfig, metrics: Metrics) {
     loop {
-        let now_s = crate::change_stream::now_ms() / 1000;
+        let now_s = crate::server::now_ms() / 1000;
         match window(&client, &capture, now_s).await {
             Ok((seconds, _)) => metrics.history_window.set(seconds),
             Err(e) => tracing::debug!(error = %e, "cannot read the source's history window"),

@@ -6,8 +6,8 @@
 //!                ▼                                                                  │
 //!   MongoDB ──► snapshot (fix position, copy by _id) ─┐                              │
 //!           └─► change stream (post-batch tokens) ────┴─► convert ─► bounded queue ─► delivery:
-//!                                                      envelope       (backpressure)  batch → producer
-//!                                                                                     (txn: records + checkpoint)
+//!               events > 16 MiB: split or re-read      envelope    (items and bytes:  batch → producer
+//!               rename into scope: markers + copy                   backpressure)     (txn: records + checkpoint)
 //! ```
 //!
 //! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
@@ -30,14 +30,19 @@ mod delivery;
 pub mod doctor;
 mod error;
 mod history;
+mod id_order;
+mod large_events;
 mod metrics;
 mod pipeline;
 mod producer;
+mod queue;
 mod record;
 mod routing;
+mod server;
 mod snapshot;
 mod store;
 mod topics;
+mod watch;
 
 use std::time::Duration;
 
@@ -65,6 +70,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
     let http_shutdown = CancellationToken::new();
     let shell = Shell::start("cdc_source", &config.http, http_shutdown.clone()).await?;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
+    metrics.memory_budget.set(i64::try_from(config.delivery.memory_budget_bytes).unwrap_or(i64::MAX));
     let http_addr = shell.http_addr;
     let stop_timeout = Duration::from_millis(config.delivery.shutdown_timeout_ms);
     let client =
@@ -107,7 +113,7 @@ async fn checkpoint_age_ticker(metrics: metrics::Metrics) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let written = metrics.checkpoint_timestamp.get();
         if written > 0 {
-            metrics.checkpoint_age.set((change_stream::now_ms() / 1000 - written).max(0));
+            metrics.checkpoint_age.set((server::now_ms() / 1000 - written).max(0));
         }
     }
 }

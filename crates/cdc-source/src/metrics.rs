@@ -33,6 +33,10 @@ pub struct Metrics {
     pub history_lost: IntGauge,
     /// How far back the source keeps history (oplog window, or configured retention), seconds.
     pub history_window: IntGauge,
+    /// `delivery.memory_budget_bytes`: what all buffers together are sized to stay within.
+    pub memory_budget: IntGauge,
+    /// Bytes of records queued between capture and delivery or in the batch being delivered.
+    pub queued_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -88,6 +92,14 @@ impl Metrics {
                 "cdc_source_history_window_seconds",
                 "How far back the source keeps change history (oplog window or configured retention).",
             )?,
+            memory_budget: IntGauge::new(
+                "cdc_source_memory_budget_bytes",
+                "The memory budget all buffers are sized within (delivery.memory_budget_bytes).",
+            )?,
+            queued_bytes: IntGauge::new(
+                "cdc_source_queued_bytes",
+                "Bytes of records queued for delivery or in the batch being delivered.",
+            )?,
         };
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
@@ -103,6 +115,8 @@ impl Metrics {
         registry.register(Box::new(metrics.restarts.clone()))?;
         registry.register(Box::new(metrics.history_lost.clone()))?;
         registry.register(Box::new(metrics.history_window.clone()))?;
+        registry.register(Box::new(metrics.memory_budget.clone()))?;
+        registry.register(Box::new(metrics.queued_bytes.clone()))?;
         Ok(metrics)
     }
 }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use service_kit::health::Health;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::change_stream::{Start, StreamLoop};
+use crate::change_stream::StreamLoop;
 use crate::checkpoint::{self, Plan, SnapshotState};
 use crate::config::{Config, HistoryLostPolicy, SnapshotMode};
 use crate::convert::Converter;
@@ -17,8 +16,11 @@ use crate::delivery::Delivery;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::producer::Producer;
+use crate::queue;
 use crate::routing::{NamespaceFilter, TopicRouter};
+use crate::server;
 use crate::snapshot::Snapshot;
+use crate::watch::Start;
 
 /// Readiness component: ready while streaming or snapshotting.
 pub const COMPONENT: &str = "pipeline";
@@ -123,9 +125,9 @@ async fn run_once(
     // in between.
     let plan = match plan {
         Plan::StartNow => {
-            let at = crate::snapshot::cluster_time(client).await?;
+            let at = server::cluster_time(client).await?;
             checkpoint.cluster_time = Some(at.into());
-            checkpoint.written_at_ms = crate::change_stream::now_ms();
+            checkpoint.written_at_ms = server::now_ms();
             producer.write(&[], &checkpoint).await?;
             Plan::StartAfter(at)
         }
@@ -140,11 +142,11 @@ async fn run_once(
         filter.clone(),
         checkpoint.seq,
     );
-    converter.rs = replica_set_name(client).await;
+    converter.rs = server::replica_set_name(client).await;
     converter.recopy_renames_until =
         checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();
-    let (tx, rx) = mpsc::channel(config.delivery.queue_capacity);
+    let (tx, rx) = queue::bounded(config.delivery.queue_capacity, config.delivery.queue_bytes());
     let delivery = Delivery {
         producer,
         checkpoint,
@@ -156,7 +158,8 @@ async fn run_once(
 
     // Capture stops on shutdown and closes the queue; delivery drains it and commits the rest.
     let stop_capture = shutdown.child_token();
-    let capture = capture(config, client, filter, converter, plan, tx, health, metrics, &stop_capture);
+    let capture = Capture { config, client, filter, health, metrics };
+    let capture = capture.run(converter, plan, tx, &stop_capture);
     let drain = async {
         let result = delivery.run(rx, &config.delivery).await;
         if result.is_err() {
@@ -169,84 +172,89 @@ async fn run_once(
     captured
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn capture(
-    config: &Config,
-    client: &mongodb::Client,
-    filter: &NamespaceFilter,
-    converter: Converter,
-    plan: Plan,
-    tx: mpsc::Sender<crate::record::Item>,
-    health: &Health,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) -> Result<(), Error> {
-    let start = match plan {
-        Plan::Idle => {
-            health.set_ready(COMPONENT);
-            tracing::info!("snapshot complete and snapshot.mode = \"initial_only\": not streaming");
-            drop(tx);
-            shutdown.cancelled().await;
-            return Ok(());
-        }
-        Plan::ResumeAfter(token) => Start::ResumeAfter(token),
-        Plan::StartAfter(time) => Start::After(time),
-        Plan::StartNow => Start::Now,
-        Plan::Snapshot(state) => {
-            health.set_ready(COMPONENT);
-            let converter = Arc::new(converter);
-            let snapshot = Snapshot {
-                client,
-                filter,
-                config: &config.snapshot,
-                compat: config.capture.compat,
-                converter: converter.clone(),
-                tx: tx.clone(),
-                metrics: metrics.clone(),
-            };
-            let Some(done) = snapshot.run(state, shutdown).await? else { return Ok(()) };
-            drop(snapshot);
-            if config.snapshot.mode == SnapshotMode::InitialOnly {
-                tracing::info!("snapshot.mode = \"initial_only\": snapshot done, not streaming");
+/// What capture needs besides its own state: the configuration, the source, and the shell.
+struct Capture<'a> {
+    config: &'a Config,
+    client: &'a mongodb::Client,
+    filter: &'a NamespaceFilter,
+    health: &'a Health,
+    metrics: &'a Metrics,
+}
+
+impl Capture<'_> {
+    /// Follows the plan: a snapshot and then the stream, or the stream alone.
+    async fn run(
+        &self,
+        converter: Converter,
+        plan: Plan,
+        tx: queue::Sender,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        let (config, health) = (self.config, self.health);
+        let start = match plan {
+            Plan::Idle => {
                 health.set_ready(COMPONENT);
+                tracing::info!("snapshot complete and snapshot.mode = \"initial_only\": not streaming");
                 drop(tx);
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            let mut converter =
-                Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
-            converter.recopy_renames_until = Some(done.completed_at);
-            let start = Start::After(done.start_at);
-            return stream(config, client, converter, tx, health, metrics, start, shutdown).await;
-        }
-    };
-    stream(config, client, converter, tx, health, metrics, start, shutdown).await
-}
+            Plan::ResumeAfter(token) => Start::ResumeAfter(token),
+            Plan::StartAfter(time) => Start::After(time),
+            Plan::StartNow => Start::Now,
+            Plan::Snapshot(state) => {
+                health.set_ready(COMPONENT);
+                let converter = Arc::new(converter);
+                let snapshot = Snapshot {
+                    client: self.client,
+                    filter: self.filter,
+                    config: &config.snapshot,
+                    compat: config.capture.compat,
+                    converter: converter.clone(),
+                    tx: tx.clone(),
+                    metrics: self.metrics.clone(),
+                };
+                let Some(done) = snapshot.run(state, shutdown).await? else { return Ok(()) };
+                drop(snapshot);
+                if config.snapshot.mode == SnapshotMode::InitialOnly {
+                    tracing::info!("snapshot.mode = \"initial_only\": snapshot done, not streaming");
+                    health.set_ready(COMPONENT);
+                    drop(tx);
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+                let mut converter =
+                    Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
+                converter.recopy_renames_until = Some(done.completed_at);
+                return self.stream(converter, tx, Start::After(done.start_at), shutdown).await;
+            }
+        };
+        self.stream(converter, tx, start, shutdown).await
+    }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    config: &Config,
-    client: &mongodb::Client,
-    converter: Converter,
-    tx: mpsc::Sender<crate::record::Item>,
-    health: &Health,
-    metrics: &Metrics,
-    start: Start,
-    shutdown: &CancellationToken,
-) -> Result<(), Error> {
-    let stream = StreamLoop {
-        client,
-        config: &config.capture,
-        converter,
-        tx,
-        beat: health.register_loop("change-stream", Duration::from_secs(120)),
-        idle_checkpoint_interval: Duration::from_millis(config.delivery.idle_checkpoint_interval_ms),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
-        copy_batch_size: config.snapshot.batch_size,
-    };
-    stream.run(start, shutdown.clone()).await
+    async fn stream(
+        &self,
+        converter: Converter,
+        tx: queue::Sender,
+        start: Start,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        let config = self.config;
+        let stream = StreamLoop {
+            client: self.client,
+            config: &config.capture,
+            converter,
+            tx,
+            beat: self.health.register_loop("change-stream", Duration::from_secs(120)),
+            idle_checkpoint_interval: Duration::from_millis(config.delivery.idle_checkpoint_interval_ms),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            component: COMPONENT,
+            heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
+            copy_batch_size: config.snapshot.batch_size,
+        };
+        stream.run(start, shutdown.clone()).await
+    }
 }
 
 fn plan_name(plan: &Plan) -> &'static str {
@@ -258,10 +266,4 @@ fn plan_name(plan: &Plan) -> &'static str {
         Plan::StartNow => "start now",
         Plan::Idle => "idle",
     }
-}
-
-/// The replica set's name, for `source.rs` (none on a sharded cluster).
-async fn replica_set_name(client: &mongodb::Client) -> Option<String> {
-    let hello = client.database("admin").run_command(bson::doc! {"hello": 1}).await.ok()?;
-    hello.get_str("setName").ok().map(str::to_string)
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 
 use service_kit::kafka_auth::AuthContext;
@@ -45,30 +46,7 @@ impl Producer {
     /// same `capture.name` and aborts its open transaction) and the checkpoint topic.
     pub async fn connect(config: &Config) -> Result<Self, Error> {
         let delivery = &config.delivery;
-        let max_bytes = delivery.max_message_bytes.to_string();
-        let mut defaults: Vec<(&str, String)> = vec![
-            ("enable.idempotence", "true".into()),
-            ("acks", "all".into()),
-            ("compression.type", delivery.compression.clone()),
-            ("linger.ms", "5".into()),
-            ("batch.size", "1000000".into()),
-            ("message.max.bytes", max_bytes),
-            ("max.in.flight.requests.per.connection", "5".into()),
-            ("queue.buffering.max.messages", "200000".into()),
-            ("queue.buffering.max.kbytes", "262144".into()),
-            // The Java client's partitioner, so keys land where Kafka Connect would put them.
-            ("partitioner", "murmur2_random".into()),
-            // Topics are created by this service with the configured partitions, never by a
-            // broker's defaults.
-            ("allow.auto.create.topics", "false".into()),
-        ];
-        if delivery.guarantee == Guarantee::ExactlyOnce {
-            defaults.push(("transactional.id", format!("cdc-source-{}", config.capture.name)));
-            defaults.push(("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string()));
-        }
-        let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let client_config = config.kafka.client_config_with(&defaults);
-        let producer: FutureProducer<AuthContext> = client_config
+        let producer: FutureProducer<AuthContext> = client_config(config)
             .create_with_context(config.kafka.context())
             .map_err(|e| Error::kafka("create producer", e))?;
         if delivery.guarantee == Guarantee::ExactlyOnce {
@@ -269,6 +247,34 @@ impl Producer {
     }
 }
 
+/// The producer's settings: our defaults, under whatever `kafka.options` sets. The buffer of
+/// records not yet acknowledged is a quarter of `delivery.memory_budget_bytes`.
+fn client_config(config: &Config) -> ClientConfig {
+    let delivery = &config.delivery;
+    let mut defaults: Vec<(&str, String)> = vec![
+        ("enable.idempotence", "true".into()),
+        ("acks", "all".into()),
+        ("compression.type", delivery.compression.clone()),
+        ("linger.ms", "5".into()),
+        ("batch.size", "1000000".into()),
+        ("message.max.bytes", delivery.max_message_bytes.to_string()),
+        ("max.in.flight.requests.per.connection", "5".into()),
+        ("queue.buffering.max.messages", "200000".into()),
+        ("queue.buffering.max.kbytes", delivery.producer_buffer_kbytes().to_string()),
+        // The Java client's partitioner, so keys land where Kafka Connect would put them.
+        ("partitioner", "murmur2_random".into()),
+        // Topics are created by this service with the configured partitions, never by a
+        // broker's defaults.
+        ("allow.auto.create.topics", "false".into()),
+    ];
+    if delivery.guarantee == Guarantee::ExactlyOnce {
+        defaults.push(("transactional.id", format!("cdc-source-{}", config.capture.name)));
+        defaults.push(("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string()));
+    }
+    let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    config.kafka.client_config_with(&defaults)
+}
+
 /// The first record the broker refused in a failed transaction, if one was (records purged
 /// because the transaction failed do not count).
 async fn first_failed(deliveries: Vec<DeliveryFuture>) -> Option<Error> {
@@ -300,4 +306,20 @@ async fn await_all(deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producer_buffer_follows_the_memory_budget_unless_set() {
+        let mut config = Config::default();
+        let kbytes = |config: &Config| client_config(config).get("queue.buffering.max.kbytes").map(str::to_string);
+        assert_eq!(kbytes(&config).as_deref(), Some("40960"), "a quarter of the default 160 MiB");
+        config.delivery.memory_budget_bytes = 512 * 1024 * 1024;
+        assert_eq!(kbytes(&config).as_deref(), Some("131072"));
+        config.kafka.options.insert("queue_buffering_max_kbytes".into(), "1000".into());
+        assert_eq!(kbytes(&config).as_deref(), Some("1000"), "an explicit option wins");
+    }
 }

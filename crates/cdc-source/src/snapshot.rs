@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bson::doc;
 use envelope::{ClusterTime, Namespace};
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress, SnapshotState};
@@ -18,8 +17,10 @@ use crate::convert::Converter;
 use crate::copy::{Copier, Tracking};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::record::Item;
 use crate::routing::NamespaceFilter;
+use crate::server::cluster_time;
 
 /// Where a finished snapshot leaves the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub struct Snapshot<'a> {
     pub config: &'a SnapshotConfig,
     pub compat: Compat,
     pub converter: Arc<Converter>,
-    pub tx: mpsc::Sender<Item>,
+    pub tx: queue::Sender,
     pub metrics: Metrics,
 }
 
@@ -117,15 +118,4 @@ impl Snapshot<'_> {
             sent = self.tx.send(item) => sent.is_ok(),
         }
     }
-}
-
-/// The deployment's current cluster time (`operationTime` of a no-op read).
-pub async fn cluster_time(client: &mongodb::Client) -> Result<ClusterTime, Error> {
-    let reply = client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| Error::mongo("ping", e))?;
-    let time = reply
-        .get_timestamp("operationTime")
-        .ok()
-        .or_else(|| reply.get_document("$clusterTime").ok().and_then(|c| c.get_timestamp("clusterTime").ok()));
-    time.map(ClusterTime::from)
-        .ok_or_else(|| Error::Fatal("the source reports no cluster time: is it a replica set (or DocumentDB)?".into()))
 }

@@ -228,6 +228,8 @@ async fn the_last_write_before_the_start_arrives_once() {
     // The snapshot's position is the operationTime of the last write: this one.
     h.collection("docs").insert_one(doc! {"_id": "last"}).await.expect("insert");
     let service = h.start().await;
+    // Written once the copy is on the topic: a write during the copy may be both read and streamed.
+    h.records("docs", 1).await;
     h.collection("docs").insert_one(doc! {"_id": "after"}).await.expect("insert");
     let events = decode(&h.records("docs", 2).await);
     let mut ids: Vec<(String, Op)> = changes(&events).iter().map(|c| (format!("{:?}", c.id()), c.op)).collect();
@@ -250,4 +252,50 @@ async fn starting_now_leaves_out_the_last_write_before_the_start() {
     let ids: Vec<String> = changes(&events).iter().map(|c| format!("{:?}", c.id())).collect();
     assert_eq!(ids, ["Some(String(\"after\"))"], "only what was written after the start");
     service.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_documentdb_snapshot_resumes_after_every_id_type_once() {
+    use bson::{oid::ObjectId, spec::BinarySubtype, Binary, DateTime, Timestamp};
+    let mut h = Harness::new("docdb_ids").await;
+    h.config.capture.compat = cdc_source::Compat::Documentdb;
+    h.config.snapshot.mode = SnapshotMode::Initial;
+    h.config.snapshot.batch_size = 200;
+    h.config.delivery.batch_max_events = 500;
+    // In BSON order: MinKey, null, numbers, strings, documents, binary, ObjectIds, booleans,
+    // dates, timestamps, MaxKey. The restart comes while the numbers are copied.
+    let mut ids: Vec<Bson> = vec![Bson::MinKey, Bson::Null, Bson::MaxKey, Bson::Boolean(false), Bson::Boolean(true)];
+    ids.extend((0..20_000).map(Bson::Int32));
+    ids.extend((0..500).map(|i| Bson::Int64(1_000_000 + i)));
+    ids.extend((0..500).map(|i| Bson::Double(f64::from(i) + 0.5)));
+    ids.extend((0..500).map(|i| Bson::String(format!("s{i:04}"))));
+    ids.extend((0..500).map(|_| Bson::ObjectId(ObjectId::new())));
+    ids.extend((0..300).map(|i| Bson::Document(doc! {"k": i, "t": "x"})));
+    ids.extend((0..300).map(|i| Bson::DateTime(DateTime::from_millis(1_700_000_000_000 + i64::from(i)))));
+    ids.extend((0..100).map(|i| Bson::Timestamp(Timestamp { time: 1_700_000_000, increment: i })));
+    ids.extend((0..100_u8).map(|i| Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: vec![i, 1] })));
+    let docs: Vec<Document> = ids.iter().map(|id| doc! {"_id": id.clone(), "pad": "x".repeat(100)}).collect();
+    for chunk in docs.chunks(5_000) {
+        h.collection("mixed").insert_many(chunk.to_vec()).await.expect("seed");
+    }
+    let first = h.start().await;
+    eventually("part of the snapshot", Duration::from_secs(60), || async {
+        (first.metric("cdc_source_events_total{namespace=").await >= 3_000.0).then_some(())
+    })
+    .await;
+    first.stop().await.expect("clean stop");
+    let copied_before = h.records("mixed", 1).await.len();
+    assert!(copied_before < 20_000, "stopped while the numbers were copied ({copied_before} copied)");
+    let second = h.start().await;
+    let records = h.records("mixed", ids.len()).await;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for change in changes(&decode(&records)) {
+        *counts.entry(format!("{:?}", change.id())).or_default() += 1;
+    }
+    let missing: Vec<String> =
+        ids.iter().map(|id| format!("{:?}", Some(id))).filter(|id| !counts.contains_key(id)).take(5).collect();
+    assert!(missing.is_empty(), "never copied (first five): {missing:?}");
+    assert_eq!(counts.len(), ids.len(), "every document copied");
+    assert!(counts.values().all(|n| *n == 1), "once: {:?}", counts.iter().find(|(_, n)| **n > 1));
+    second.stop().await.expect("clean stop");
 }

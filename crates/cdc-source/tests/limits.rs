@@ -81,3 +81,53 @@ async fn a_topic_that_refuses_a_record_is_named_with_the_fix() {
         assert!(error.contains(part), "'{part}' missing from: {error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_16_mib_arrives_with_its_document_and_the_stream_goes_on() {
+    const MIB: usize = 1024 * 1024;
+    let h = Harness::new("hugeevent").await;
+    let service = h.start().await;
+    let coll = h.collection("docs");
+    coll.insert_one(doc! {"_id": 1, "a": "a".repeat(8 * MIB), "gone": true}).await.expect("insert");
+    // The update's event holds the $set (5 MiB) and the looked-up document (13 MiB): over 16 MiB.
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"b": "b".repeat(5 * MIB)}, "$unset": {"gone": ""}})
+        .await
+        .expect("update");
+    coll.insert_one(doc! {"_id": 2, "small": true}).await.expect("insert after");
+    let expected = coll.find_one(doc! {"_id": 1}).await.expect("read").expect("document");
+    let events = decode(&h.records("docs", 3).await);
+    let changes = changes(&events);
+    let update = changes
+        .iter()
+        .find(|c| c.op == envelope::Op::Update)
+        .unwrap_or_else(|| panic!("the update arrived: {:?}", changes.iter().map(|c| c.op).collect::<Vec<_>>()));
+    assert_eq!(update.after.as_ref(), Some(&expected), "the update carries the document as it is");
+    let description = update.update_description.as_ref().expect("what the description could keep");
+    assert_eq!(description.removed_fields, ["gone"]);
+    let ids: Vec<String> = changes.iter().map(|c| format!("{:?}", c.id())).collect();
+    assert!(ids.contains(&"Some(Int32(2))".to_string()), "the stream went on: {ids:?}");
+    assert_eq!(changes.len(), 3, "each change once: {ids:?}");
+    service.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn doctor_says_how_events_over_16_mib_are_read() {
+    let h = Harness::new("doctor_large").await;
+    let report = cdc_source::doctor::run(h.config.clone()).await.to_string();
+    let line = report.lines().find(|l| l.contains("large events")).unwrap_or_else(|| panic!("no line in:\n{report}"));
+    // The test server is MongoDB 6.0.5: no $changeStreamSplitLargeEvent there.
+    assert!(line.contains("6.0.5") && line.contains("read again without their documents"), "{line}");
+}
+
+#[tokio::test]
+async fn the_memory_budget_and_the_queued_bytes_are_exported() {
+    let mut h = Harness::new("budget").await;
+    h.config.delivery.memory_budget_bytes = 96 * 1024 * 1024;
+    h.config.delivery.max_message_bytes = 8 * 1024 * 1024;
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.records("docs", 1).await;
+    assert_eq!(service.metric("cdc_source_memory_budget_bytes").await, (96 * 1024 * 1024) as f64);
+    assert!(service.metrics().await.contains("\ncdc_source_queued_bytes 0\n"), "nothing held once delivered");
+    service.stop().await.expect("clean stop");
+}

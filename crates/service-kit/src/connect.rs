@@ -300,8 +300,13 @@ pub enum MongoErrorClass {
 pub const TRANSIENT_MONGO_CODES: [i32; 18] =
     [6, 7, 43, 50, 64, 89, 91, 112, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436];
 
-/// ChangeStreamHistoryLost, and the fatal error servers give for a resume token they cannot find.
-const HISTORY_LOST_CODES: [i32; 2] = [286, 280];
+/// Codes that mean the resume point is gone from the source's history: ChangeStreamHistoryLost
+/// (286) and the fatal error for a resume token the server cannot find (280); Amazon DocumentDB's
+/// CappedPositionLost (136: its change stream log no longer holds the position); and the codes
+/// MongoDB before 4.2 (whose API DocumentDB 3.6 / 4.0 follows) gave for the same: 40576 (resume
+/// point no longer in the oplog), 40585 (resume token not found), 40615 (resume token's
+/// collection gone).
+const HISTORY_LOST_CODES: [i32; 6] = [286, 280, 136, 40576, 40585, 40615];
 
 pub fn classify_mongo(e: &mongodb::error::Error) -> MongoErrorClass {
     use mongodb::error::{ErrorKind, WriteFailure};

@@ -1,0 +1,83 @@
+//! Continuing an `_id`-ordered read after a given `_id` with the operators Amazon DocumentDB has
+//! (no `min()`): `$gt` compares within one BSON type bracket only, so the rest of the last
+//! `_id`'s bracket is one read and every later bracket, by `$type`, another. Pure.
+
+use bson::{doc, Bson, Document};
+
+/// BSON type brackets in the server's comparison order, as `$type` numbers. `_id` is never an
+/// array, a regular expression or undefined, but they keep their places.
+const BRACKETS: [&[i32]; 15] = [
+    &[-1],            // MinKey
+    &[10, 6],         // null, undefined
+    &[1, 16, 18, 19], // double, int, long, decimal
+    &[2, 14],         // string, symbol
+    &[3],             // document
+    &[4],             // array
+    &[5],             // binary
+    &[7],             // ObjectId
+    &[8],             // bool
+    &[9],             // date
+    &[17],            // timestamp
+    &[11],            // regular expression
+    &[12],            // DBPointer
+    &[13, 15],        // JavaScript, JavaScript with scope
+    &[127],           // MaxKey
+];
+
+fn bracket(id: &Bson) -> usize {
+    let code = match id {
+        Bson::MinKey => -1,
+        Bson::MaxKey => 127,
+        other => other.element_type() as i32,
+    };
+    BRACKETS.iter().position(|types| types.contains(&code)).unwrap_or(BRACKETS.len() - 1)
+}
+
+/// The filters that, read one after the other each sorted by `_id`, return exactly the
+/// documents whose `_id` sorts after `last`.
+pub fn after(last: &Bson) -> Vec<Document> {
+    let index = bracket(last);
+    let mut filters = Vec::new();
+    // MinKey, null and MaxKey brackets hold one value each: nothing after it within them.
+    if !matches!(last, Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined) {
+        filters.push(doc! {"_id": {"$gt": last.clone()}});
+    }
+    let later: Vec<Bson> =
+        BRACKETS[index + 1..].iter().flat_map(|types| types.iter().map(|t| Bson::Int32(*t))).collect();
+    if !later.is_empty() {
+        filters.push(doc! {"_id": {"$type": later}});
+    }
+    filters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::oid::ObjectId;
+
+    fn types(filter: &Document) -> Vec<i32> {
+        let spec = filter.get_document("_id").expect("an _id condition");
+        spec.get_array("$type").map(|a| a.iter().filter_map(Bson::as_i32).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_number_continues_in_its_bracket_then_every_later_one() {
+        let filters = after(&Bson::Int32(41));
+        assert_eq!(filters[0], doc! {"_id": {"$gt": 41}});
+        assert_eq!(types(&filters[1]), [2, 14, 3, 4, 5, 7, 8, 9, 17, 11, 12, 13, 15, 127]);
+        assert_eq!(types(&after(&Bson::Double(0.5))[1]), types(&filters[1]), "one bracket for every number");
+    }
+
+    #[test]
+    fn single_value_brackets_and_the_last_bracket() {
+        let after_null = after(&Bson::Null);
+        assert_eq!(after_null.len(), 1, "nothing else sorts equal to null");
+        assert_eq!(types(&after_null[0])[..4], [1, 16, 18, 19]);
+        assert_eq!(types(&after(&Bson::MinKey)[0])[..2], [10, 6]);
+        assert!(after(&Bson::MaxKey).is_empty());
+        let after_oid = after(&Bson::ObjectId(ObjectId::new()));
+        assert_eq!(types(&after_oid[1]), [8, 9, 17, 11, 12, 13, 15, 127]);
+        let after_ts = after(&Bson::Timestamp(bson::Timestamp { time: 1, increment: 1 }));
+        assert_eq!(types(&after_ts[1]), [11, 12, 13, 15, 127]);
+    }
+}

@@ -1,0 +1,32 @@
+//! The clock, and what cdc-source asks the source deployment outside its streams and copies: its
+//! cluster time and its replica set name. A leaf: it uses no other module of the crate but
+//! `error`.
+
+use bson::doc;
+use envelope::ClusterTime;
+
+use crate::error::Error;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The deployment's current cluster time (`operationTime` of a no-op read).
+pub async fn cluster_time(client: &mongodb::Client) -> Result<ClusterTime, Error> {
+    let reply = client.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| Error::mongo("ping", e))?;
+    let time = reply
+        .get_timestamp("operationTime")
+        .ok()
+        .or_else(|| reply.get_document("$clusterTime").ok().and_then(|c| c.get_timestamp("clusterTime").ok()));
+    time.map(ClusterTime::from)
+        .ok_or_else(|| Error::Fatal("the source reports no cluster time: is it a replica set (or DocumentDB)?".into()))
+}
+
+/// The replica set's name, for `source.rs` (none on a sharded cluster).
+pub async fn replica_set_name(client: &mongodb::Client) -> Option<String> {
+    let hello = client.database("admin").run_command(doc! {"hello": 1}).await.ok()?;
+    hello.get_str("setName").ok().map(str::to_string)
+}
