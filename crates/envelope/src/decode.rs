@@ -6,10 +6,10 @@ use serde_json::value::RawValue;
 use crate::error::DecodeError;
 use crate::event::{
     ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Namespace, Op, Position, Snapshot, SourceInfo, Transaction,
-    TruncatedArray, UpdateDescription, ENVELOPE_VERSION,
+    TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
 };
 use crate::extjson::{document_from_str, value_from_json};
-use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn};
+use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn, WatermarkIn};
 
 /// Decodes one record. Reads our envelopes in both modes, control events in their key (now)
 /// or value (before), and plain Debezium MongoDB events (with or without Kafka Connect's schema
@@ -19,8 +19,10 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
     let key = key.filter(|k| !k.is_empty());
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         let key = key.ok_or(DecodeError::Empty)?;
-        if let Some(control) = control_in_key(key)? {
-            return control_event(control);
+        match event_in_key(key)? {
+            Some(InKey::Control(control)) => return control_event(*control),
+            Some(InKey::Watermark(watermark)) => return watermark_event(*watermark),
+            None => {}
         }
         return Ok(Event::Tombstone { id: decode_key(key)? });
     };
@@ -94,6 +96,20 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
     })))
 }
 
+fn as_document(value: Bson, field: &'static str) -> Result<Document, DecodeError> {
+    match value {
+        Bson::Document(doc) => Ok(doc),
+        _ => Err(DecodeError::MissingField(field)),
+    }
+}
+
+fn as_array(value: Bson, field: &'static str) -> Result<Vec<Bson>, DecodeError> {
+    match value {
+        Bson::Array(items) => Ok(items),
+        _ => Err(DecodeError::MissingField(field)),
+    }
+}
+
 fn check_version(cdc: Option<&CdcWire>) -> Result<(), DecodeError> {
     let version = cdc.map_or(ENVELOPE_VERSION, |c| c.v);
     if version > ENVELOPE_VERSION {
@@ -102,15 +118,38 @@ fn check_version(cdc: Option<&CdcWire>) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// A key holding a control event (`ddl` an object), if this one is.
-fn control_in_key(key: &[u8]) -> Result<Option<ControlIn>, DecodeError> {
+/// What a key may hold besides a document id.
+enum InKey {
+    Control(Box<ControlIn>),
+    Watermark(Box<WatermarkIn>),
+}
+
+/// A key holding a control event (`ddl` an object) or a watermark, if this one does.
+fn event_in_key(key: &[u8]) -> Result<Option<InKey>, DecodeError> {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(key) else {
         return Ok(None);
     };
-    if !map.get("ddl").is_some_and(serde_json::Value::is_object) {
-        return Ok(None);
+    let is_object = |field: &str| map.get(field).is_some_and(serde_json::Value::is_object);
+    if is_object("ddl") {
+        let control =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| json_error("control key", e))?;
+        return Ok(Some(InKey::Control(Box::new(control))));
     }
-    serde_json::from_value(serde_json::Value::Object(map)).map(Some).map_err(|e| json_error("control key", e))
+    if is_object("watermark") {
+        let watermark =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| json_error("watermark key", e))?;
+        return Ok(Some(InKey::Watermark(Box::new(watermark))));
+    }
+    Ok(None)
+}
+
+fn watermark_event(watermark: WatermarkIn) -> Result<Event, DecodeError> {
+    let source = watermark.source.ok_or(DecodeError::MissingField("source"))?;
+    Ok(Event::Watermark(Box::new(Watermark {
+        cluster_time: ClusterTime { t: watermark.watermark.t, i: watermark.watermark.i },
+        source: source_info(&source),
+        ts_ms: watermark.ts_ms.unwrap_or_default(),
+    })))
 }
 
 fn control_event(control: ControlIn) -> Result<Event, DecodeError> {
@@ -128,6 +167,33 @@ fn control_event(control: ControlIn) -> Result<Event, DecodeError> {
             Ddl::Rename { from: from(ddl.collection.clone())?, to: Namespace::new(&to.db, &to.collection) }
         }
         "dropDatabase" => Ddl::DropDatabase { db: ddl.db.clone() },
+        "create" | "createIndexes" | "dropIndexes" | "modify" => {
+            let ns = from(ddl.collection.clone())?;
+            let text = ddl.spec.as_deref().ok_or(DecodeError::MissingField("ddl.spec"))?;
+            let spec = document_from_str(text).map_err(|e| ext_error("ddl.spec", e))?;
+            let part = |field: &'static str| spec.get(field).cloned().ok_or(DecodeError::MissingField(field));
+            match (ddl.kind.as_str(), part) {
+                ("create", part) => Ddl::Create { ns, options: as_document(part("options")?, "ddl.spec.options")? },
+                ("createIndexes", part) => Ddl::CreateIndexes {
+                    ns,
+                    indexes: as_array(part("indexes")?, "ddl.spec.indexes")?
+                        .into_iter()
+                        .map(|index| as_document(index, "ddl.spec.indexes"))
+                        .collect::<Result<_, _>>()?,
+                },
+                ("dropIndexes", part) => Ddl::DropIndexes {
+                    ns,
+                    names: as_array(part("names")?, "ddl.spec.names")?
+                        .into_iter()
+                        .map(|name| match name {
+                            Bson::String(name) => Ok(name),
+                            _ => Err(DecodeError::MissingField("ddl.spec.names")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
+                (_, part) => Ddl::Modify { ns, changes: as_document(part("changes")?, "ddl.spec.changes")? },
+            }
+        }
         other => return Err(DecodeError::UnknownDdl(other.to_string())),
     };
     Ok(Event::Control(Box::new(ControlEvent {

@@ -1,13 +1,15 @@
 //! Events → Kafka record keys and values.
 
-use bson::{Bson, Document};
+use bson::{doc, Bson, Document};
 use serde_json::value::RawValue;
 
-use crate::event::{ChangeEvent, ControlEvent, Ddl, Mode, Op, Position, Snapshot, SourceInfo, ENVELOPE_VERSION};
+use crate::event::{
+    ChangeEvent, ControlEvent, Ddl, Mode, Op, Position, Snapshot, SourceInfo, Watermark, ENVELOPE_VERSION,
+};
 use crate::extjson::{document_to_string, value_to_string, Style};
 use crate::wire::{
     CdcWire, ChangeOut, ClusterTimeWire, ControlOut, DdlWire, KeyWire, NamespaceWire, PayloadOut, SourceWire,
-    TransactionWire, TruncatedArrayWire, UpdateOut,
+    TransactionWire, TruncatedArrayWire, UpdateOut, WatermarkOut,
 };
 
 /// Our version in `source.version`.
@@ -96,12 +98,17 @@ pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
 /// Flink's `debezium-json` skips empty values; a sink decodes it with [`crate::decode`].
 /// Both parts depend on the marker counts, so a producer encodes them once those are known.
 pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
-    let (to, collection) = match &event.ddl {
-        Ddl::Drop(ns) => (None, Some(ns.coll.clone())),
-        Ddl::Rename { from, to } => {
-            (Some(NamespaceWire { db: to.db.clone(), collection: to.coll.clone() }), Some(from.coll.clone()))
-        }
-        Ddl::DropDatabase { .. } => (None, None),
+    let to = match &event.ddl {
+        Ddl::Rename { to, .. } => Some(NamespaceWire { db: to.db.clone(), collection: to.coll.clone() }),
+        _ => None,
+    };
+    let collection = event.ddl.collection().map(str::to_string);
+    let spec = match &event.ddl {
+        Ddl::Create { options, .. } => Some(doc! {"options": options.clone()}),
+        Ddl::CreateIndexes { indexes, .. } => Some(doc! {"indexes": indexes.clone()}),
+        Ddl::DropIndexes { names, .. } => Some(doc! {"names": names.clone()}),
+        Ddl::Modify { changes, .. } => Some(doc! {"changes": changes.clone()}),
+        Ddl::Drop(_) | Ddl::Rename { .. } | Ddl::DropDatabase { .. } => None,
     };
     let db = event.ddl.db().to_string();
     let key = ControlOut {
@@ -114,9 +121,26 @@ pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
             to,
             markers: event.markers,
             topics: event.topics.clone(),
+            spec: spec.map(|spec| document_to_string(&spec, Style::Strict)),
         },
         ts_ms: event.ts_ms,
         cdc: cdc_wire(&event.position, None),
+    };
+    (to_vec(&key), Vec::new())
+}
+
+/// The key and value of a watermark: like a control event's, the value empty and the key
+/// `{"id": null, "watermark": {"t", "i"}, "source": {…}, "ts_ms": …}`, which Debezium-shaped
+/// consumers skip.
+pub fn encode_watermark(watermark: &Watermark) -> (Vec<u8>, Vec<u8>) {
+    let position = Position { cluster_time: watermark.cluster_time, exact: true, ..Position::default() };
+    let mut source = source_wire(&watermark.source, &position, "", None, watermark.ts_ms);
+    source.db = None;
+    let key = WatermarkOut {
+        id: None,
+        watermark: ClusterTimeWire { t: watermark.cluster_time.t, i: watermark.cluster_time.i },
+        source,
+        ts_ms: watermark.ts_ms,
     };
     (to_vec(&key), Vec::new())
 }

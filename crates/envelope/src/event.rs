@@ -204,7 +204,7 @@ impl ChangeEvent {
 }
 
 /// A namespace-level change (DDL), carried as a control event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Ddl {
     /// The collection was dropped.
     Drop(Namespace),
@@ -212,6 +212,19 @@ pub enum Ddl {
     Rename { from: Namespace, to: Namespace },
     /// The database was dropped.
     DropDatabase { db: String },
+    /// A collection or view was created, with its options as `listCollections` reports them
+    /// (`validator`, `validationLevel`, `collation`, `capped`, `size`, `max`, `timeseries`,
+    /// `clusteredIndex`, `changeStreamPreAndPostImages`, `viewOn` and `pipeline` for a view…).
+    Create { ns: Namespace, options: Document },
+    /// Indexes were built, each as `listIndexes` reports it (`key`, `name`, `unique`, `sparse`,
+    /// `partialFilterExpression`, `expireAfterSeconds`, `collation`, `hidden`, text and geo
+    /// options…).
+    CreateIndexes { ns: Namespace, indexes: Vec<Document> },
+    /// Indexes were dropped, by name.
+    DropIndexes { ns: Namespace, names: Vec<String> },
+    /// Collection options changed: the fields of the `collMod` that changed them (`validator`,
+    /// `validationLevel`, `validationAction`, `index: {name, expireAfterSeconds | hidden}`, …).
+    Modify { ns: Namespace, changes: Document },
 }
 
 impl Ddl {
@@ -220,22 +233,44 @@ impl Ddl {
             Ddl::Drop(_) => "drop",
             Ddl::Rename { .. } => "rename",
             Ddl::DropDatabase { .. } => "dropDatabase",
+            Ddl::Create { .. } => "create",
+            Ddl::CreateIndexes { .. } => "createIndexes",
+            Ddl::DropIndexes { .. } => "dropIndexes",
+            Ddl::Modify { .. } => "modify",
+        }
+    }
+
+    /// The collection the DDL names first (the old name of a rename); none for a database.
+    pub fn namespace(&self) -> Option<&Namespace> {
+        match self {
+            Ddl::Drop(ns)
+            | Ddl::Rename { from: ns, .. }
+            | Ddl::Create { ns, .. }
+            | Ddl::CreateIndexes { ns, .. }
+            | Ddl::DropIndexes { ns, .. }
+            | Ddl::Modify { ns, .. } => Some(ns),
+            Ddl::DropDatabase { .. } => None,
         }
     }
 
     pub fn db(&self) -> &str {
-        match self {
-            Ddl::Drop(ns) | Ddl::Rename { from: ns, .. } => &ns.db,
-            Ddl::DropDatabase { db } => db,
+        match (self, self.namespace()) {
+            (_, Some(ns)) => &ns.db,
+            (Ddl::DropDatabase { db }, None) => db,
+            (_, None) => "",
         }
     }
 
     /// The collection affected, none for a whole database.
     pub fn collection(&self) -> Option<&str> {
-        match self {
-            Ddl::Drop(ns) | Ddl::Rename { from: ns, .. } => Some(&ns.coll),
-            Ddl::DropDatabase { .. } => None,
-        }
+        self.namespace().map(|ns| ns.coll.as_str())
+    }
+
+    /// Whether it ends the life of a collection's documents (drop, rename, dropDatabase): events
+    /// older than it must never be written again. Creating a collection or changing its
+    /// indexes and options leaves its documents as they are.
+    pub fn ends_documents(&self) -> bool {
+        matches!(self, Ddl::Drop(_) | Ddl::Rename { .. } | Ddl::DropDatabase { .. })
     }
 }
 
@@ -256,11 +291,24 @@ pub struct ControlEvent {
     pub ts_ms: i64,
 }
 
+/// A source's promise about one partition: every change it captured at or before
+/// `cluster_time` that belongs on this partition is on it, before this record. Written to every
+/// partition the source writes, now and then, so that idle partitions say how far they are
+/// complete too. On the wire like a control event (key only, empty value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watermark {
+    pub cluster_time: ClusterTime,
+    pub source: SourceInfo,
+    /// When the source wrote it, in milliseconds since the epoch.
+    pub ts_ms: i64,
+}
+
 /// Everything a decoder can find on a topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Change(Box<ChangeEvent>),
     Control(Box<ControlEvent>),
+    Watermark(Box<Watermark>),
     /// The null-valued record that follows a delete, for log compaction. `id` comes from the key.
     Tombstone {
         id: Bson,

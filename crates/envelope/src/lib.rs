@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  cdc-source:  change stream event ──► ChangeEvent ──encode_key/encode_change──► Kafka record
-//!  sink-writer: Kafka record ──decode──► Event::{Change, Control, Tombstone} | DecodeError ──► DLQ
+//!  sink-writer: Kafka record ──decode──► Event::{Change, Control, Watermark, Tombstone} | DecodeError ──► DLQ
 //! ```
 //!
 //! # Specification (envelope version 1)
@@ -58,8 +58,9 @@
 //!   change's own operation where the Debezium `op` differs.
 //!
 //! ## Control events (DDL)
-//! Key `{"id": null, "ddl": {"type": "drop"|"rename"|"dropDatabase", "db", "collection"|null,
-//! "to": {"db", "collection"}|null, "markers": N, "topics": {"<topic>": n, …}}, "source": {…},
+//! Key `{"id": null, "ddl": {"type": "drop"|"rename"|"dropDatabase"|"create"|"createIndexes"|
+//! "dropIndexes"|"modify", "db", "collection"|null, "to": {"db", "collection"}|null, "markers": N,
+//! "topics": {"<topic>": n, …}, "spec"?: "<ext JSON>"}, "source": {…},
 //! "ts_ms", "cdc": {…}}`, value empty (zero bytes; not null, so compaction keeps it). Consumers
 //! of Debezium's format skip it with their default settings: the MongoDB Kafka Connector's
 //! Debezium handlers (`MongoDbHandler`, `ChangeStreamHandler`) skip a record whose key has `id`
@@ -75,6 +76,26 @@
 //! the producer encodes them once it knows the partitions ([`encode_control`]). Control events
 //! written before this shape (key `{"ddl": "<ns>"}`, the event as the value, no `op`) still
 //! decode.
+//!
+//! Schema control events carry what changed in `ddl.spec`, strict extended JSON of a document:
+//! `create` (a collection or view was created; also sent before a snapshot copies a collection)
+//! `{"options": {…}}` as `listCollections` reports them (`validator`, `collation`, `capped`,
+//! `timeseries`, `clusteredIndex`, `viewOn` and `pipeline` for a view, …); `createIndexes`
+//! `{"indexes": [{…}, …]}` as `listIndexes` reports them; `dropIndexes` `{"names": […]}`;
+//! `modify` `{"changes": {…}}`, the fields of the `collMod` (`validator`, `validationLevel`,
+//! `index: {name, expireAfterSeconds | hidden}`, …). They follow the same ordering rule (a copy on
+//! every partition of the namespace's topic, applied once after every earlier change), but they
+//! leave documents as they are: no event is ever skipped because of them.
+//!
+//! ## Watermarks
+//! Key `{"id": null, "watermark": {"t", "i"}, "source": {…, "db": null, "collection": null},
+//! "ts_ms"}`, value empty, so Debezium-shaped consumers skip it as they skip control events.
+//! The source writes one now and then (`delivery.watermark_interval_ms`) to every partition it
+//! writes, in the same transaction as the data in exactly-once mode: every change it captured
+//! at or before that cluster time that belongs on the partition is on it, before the
+//! watermark. A sink that has applied everything before a partition's watermark is consistent
+//! with the source up to that time for the partition; the minimum over all partitions is the
+//! point up to which the target equals the source (`sink_writer_consistent_up_to_timestamp_seconds`).
 //!
 //! Compatibility: a sink-writer built before this shape reads the new control events as
 //! undecodable tombstones and a snapshot read's `ord: -1` as an error, so upgrade sink-writer
@@ -134,7 +155,8 @@
 //!   group a transaction's changes.
 //! - `cdc` is ours (exact position, resume token, exact document key).
 //! - An update whose looked-up document is gone is a `d` (Debezium: `u` with `after` null).
-//! - Control events are ours: Debezium emits nothing for a drop, rename or dropped database.
+//! - Control events are ours: Debezium emits nothing for a drop, rename or dropped database, nor
+//!   for collection options and indexes. Watermarks are ours too.
 //! - Flink mode is ours (objects instead of strings, `before` = key without pre-image,
 //!   `source.table`).
 //! - Keys are identical, with two caveats inherited from the JVM Debezium runs on: a string `_id`
@@ -150,9 +172,9 @@ pub mod extjson;
 mod wire;
 
 pub use decode::{decode, decode_key};
-pub use encode::{encode_change, encode_control, encode_key, CONNECTOR_VERSION};
+pub use encode::{encode_change, encode_control, encode_key, encode_watermark, CONNECTOR_VERSION};
 pub use error::DecodeError;
 pub use event::{
     ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Mode, Namespace, Op, Position, Snapshot, SourceInfo,
-    Transaction, TruncatedArray, UpdateDescription, ENVELOPE_VERSION,
+    Transaction, TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
 };

@@ -127,6 +127,28 @@ pub(crate) struct DdlWire {
     /// Topic → copies on it; omitted when empty.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub topics: std::collections::BTreeMap<String, u32>,
+    /// What a create, createIndexes, dropIndexes or modify carries, as strict extended JSON of
+    /// a document (`{"options": …}`, `{"indexes": […]}`, `{"names": […]}`, `{"changes": …}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+}
+
+/// A watermark's key (its value is empty), shaped like a control event's.
+#[derive(Serialize)]
+pub(crate) struct WatermarkOut {
+    pub id: Option<String>,
+    pub watermark: ClusterTimeWire,
+    pub source: SourceWire,
+    pub ts_ms: i64,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WatermarkIn {
+    pub watermark: ClusterTimeWire,
+    #[serde(default)]
+    pub source: Option<SourceWire>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
 }
 
 /// A control event's key (its value is empty): `id` null first, so Debezium-shaped consumers

@@ -89,6 +89,20 @@ fn control_events_match_fixtures_and_decode_back() {
 }
 
 #[test]
+fn watermarks_match_their_fixture_and_decode_back() {
+    let watermark = common::watermark();
+    let (key, value) = envelope::encode_watermark(&watermark);
+    check("watermark", &key, Some(&value));
+    assert!(value.is_empty(), "a watermark has an empty value");
+    assert!(String::from_utf8_lossy(&key).starts_with(r#"{"id":null,"watermark":{"#));
+    let decoded = decode(Some(&key), Some(&value)).expect("decodes");
+    let Event::Watermark(decoded) = decoded else { panic!("not a watermark: {decoded:?}") };
+    assert_eq!(decoded.cluster_time, watermark.cluster_time);
+    assert_eq!(decoded.ts_ms, watermark.ts_ms);
+    assert_eq!(decoded.source.name, watermark.source.name);
+}
+
+#[test]
 fn keys_render_ids_as_debezium_does() {
     use bson::{doc, oid::ObjectId, Bson};
     let cases: Vec<(Bson, &str)> = vec![

@@ -18,6 +18,8 @@ struct Inner {
     started: Instant,
     loops: Mutex<Vec<LoopEntry>>,
     components: Mutex<BTreeMap<String, Result<(), String>>>,
+    /// Things worth knowing that do not make the service unready (shown on `/health/readyz`).
+    notes: Mutex<BTreeMap<String, String>>,
 }
 
 struct LoopEntry {
@@ -69,6 +71,7 @@ impl Health {
                 started: Instant::now(),
                 loops: Mutex::new(Vec::new()),
                 components: Mutex::new(BTreeMap::new()),
+                notes: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -96,6 +99,22 @@ impl Health {
 
     pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
         self.set(component, Err(reason.into()));
+    }
+
+    /// Sets (or, with `None`, clears) a note: something an operator should see on
+    /// `/health/readyz` that does not make the service unready (e.g. an index the target cannot
+    /// build). Never put a secret in it.
+    pub fn note(&self, topic: &str, note: Option<String>) {
+        let mut notes = lock(&self.inner.notes);
+        match note {
+            Some(note) => notes.insert(topic.to_string(), note),
+            None => notes.remove(topic),
+        };
+    }
+
+    /// The notes, as `topic: note` lines.
+    pub fn notes(&self) -> Vec<String> {
+        lock(&self.inner.notes).iter().map(|(topic, note)| format!("{topic}: {note}")).collect()
     }
 
     /// `Ok` when every loop beat within its limit; otherwise the stalled loops.
@@ -149,6 +168,12 @@ mod tests {
         assert_eq!(health.readiness(), Ok(()));
         health.set_not_ready("kafka", "broker unreachable");
         assert_eq!(health.readiness(), Err(vec!["kafka: broker unreachable".to_string()]));
+        health.set_ready("kafka");
+        health.note("index a.b x_1", Some("duplicate keys".into()));
+        assert_eq!(health.readiness(), Ok(()), "a note does not make the service unready");
+        assert_eq!(health.notes(), vec!["index a.b x_1: duplicate keys".to_string()]);
+        health.note("index a.b x_1", None);
+        assert!(health.notes().is_empty());
     }
 
     #[test]

@@ -67,8 +67,13 @@ async fn livez(State(state): State<AppState>) -> Response {
     probe(state.health.liveness())
 }
 
+/// The readiness, and below it the notes (`note: …` lines) that do not change it.
 async fn readyz(State(state): State<AppState>) -> Response {
-    probe(state.health.readiness())
+    let notes: String = state.health.notes().iter().map(|n| format!("note: {n}\n")).collect();
+    match state.health.readiness() {
+        Ok(()) => (StatusCode::OK, format!("ok\n{notes}")).into_response(),
+        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n{notes}", reasons.join("\n"))).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -73,6 +73,12 @@ pub async fn write_batch(
         }
     }
     retry_conflicts(&shared, &to, waiting, &dead, &stop).await?;
+    // Schema changes the target refused may pass now that data changed.
+    let mut touched: Vec<&envelope::Namespace> = batch.plan.keys.iter().map(|(ns, _)| ns).collect();
+    touched.dedup();
+    for ns in touched {
+        shared.ddl.schema().data_changed(ns).await;
+    }
     if let Some(newest) = batch.plan.newest {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         shared.metrics.replication_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(newest.t))).unwrap_or(0));

@@ -113,6 +113,11 @@ pub struct ApplyConfig {
     /// included), whatever the number of partitions or size of documents. Keep it well below
     /// the container's memory limit.
     pub memory_budget_bytes: usize,
+    /// Who removes documents that a TTL index covers: `source_deletes` (default: the target's
+    /// TTL indexes are created never to expire, the source's deletes remove documents; set the
+    /// real value at a cutover, see `<metadata_database>.ttl`) or `target_expires` (the source's
+    /// `expireAfterSeconds`, on the target's own clock).
+    pub ttl: crate::schema::TtlPolicy,
     /// `auto` (DocumentDB endpoints recognised by host name), `mongodb` or `documentdb`
     /// (no retryable writes).
     pub compat: service_kit::connect::Compat,
@@ -133,6 +138,7 @@ impl Default for ApplyConfig {
             drain_timeout_ms: 30_000,
             conflict_retry_timeout_ms: 300_000,
             memory_budget_bytes: 320 * 1024 * 1024,
+            ttl: crate::schema::TtlPolicy::SourceDeletes,
             compat: service_kit::connect::Compat::Auto,
         }
     }

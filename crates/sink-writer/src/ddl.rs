@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::mapping::Mapper;
 use crate::retry::Retrier;
+use crate::schema::Schema;
 
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
 const NAMESPACE_NOT_FOUND: i32 = 26;
@@ -37,6 +38,7 @@ pub struct DdlApplier {
     /// The consumer group: DDL state is per group (two groups may write different targets).
     group: String,
     retrier: Retrier,
+    schema: Schema,
     /// Applied DDL by source namespace (`db.coll`, or `db.` for a whole database).
     applied: Mutex<HashMap<String, ClusterTime>>,
 }
@@ -59,6 +61,8 @@ enum Step {
     Rename,
     /// `from` does not exist here: the renamed collection is empty, `to` must be too.
     DropTarget,
+    /// A collection, view, index or option change (`schema.rs`).
+    Schema,
 }
 
 impl Step {
@@ -68,11 +72,14 @@ impl Step {
             Step::DropDatabase => "dropDatabase",
             Step::Rename => "rename",
             Step::DropTarget => "dropTarget",
+            Step::Schema => "schema",
         }
     }
 
     fn from_name(name: &str) -> Option<Step> {
-        [Step::Drop, Step::DropDatabase, Step::Rename, Step::DropTarget].into_iter().find(|s| s.name() == name)
+        [Step::Drop, Step::DropDatabase, Step::Rename, Step::DropTarget, Step::Schema]
+            .into_iter()
+            .find(|s| s.name() == name)
     }
 }
 
@@ -83,9 +90,14 @@ impl DdlApplier {
         mapper: Mapper,
         group: &str,
         retrier: Retrier,
+        schema: Schema,
     ) -> Self {
         let log = client.database(metadata_database).collection("ddl");
-        Self { client, log, mapper, group: group.to_string(), retrier, applied: Mutex::new(HashMap::new()) }
+        Self { client, log, mapper, group: group.to_string(), retrier, schema, applied: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
     }
 
     /// Reads what this group applied before (at start, and whenever partitions are assigned: a
@@ -135,8 +147,8 @@ impl DdlApplier {
         stop: &CancellationToken,
     ) -> Result<Passed, Error> {
         let at = event.position.cluster_time;
-        let scopes = scopes(&event.ddl);
-        let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scopes[0], at.t, at.i);
+        let (scope, scopes) = scopes(&event.ddl);
+        let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scope, at.t, at.i);
         let timestamp: bson::Timestamp = at.into();
         let mut entry = self
             .retrier
@@ -146,7 +158,7 @@ impl DdlApplier {
                         doc! {"_id": &id},
                         doc! {
                             "$addToSet": {"arrived": arrival},
-                            "$setOnInsert": {"kind": event.ddl.kind(), "scope": &scopes[0], "scopes": &scopes,
+                            "$setOnInsert": {"kind": event.ddl.kind(), "scope": &scope, "scopes": &scopes,
                                              "cluster_time": timestamp, "markers": i64::from(required),
                                              "group": &self.group},
                         },
@@ -257,6 +269,9 @@ impl DdlApplier {
         Ok(match ddl {
             Ddl::Drop(_) => Step::Drop,
             Ddl::DropDatabase { .. } => Step::DropDatabase,
+            Ddl::Create { .. } | Ddl::CreateIndexes { .. } | Ddl::DropIndexes { .. } | Ddl::Modify { .. } => {
+                Step::Schema
+            }
             Ddl::Rename { from, .. } => {
                 let from = self.mapper.map(from);
                 let names = self
@@ -302,6 +317,10 @@ impl DdlApplier {
                 Ok(None)
             }
             (Step::Rename, Ddl::Rename { from, to }) => self.rename(&self.mapper.map(from), &self.mapper.map(to)).await,
+            (Step::Schema, ddl) => match ddl.namespace() {
+                Some(ns) => self.schema.apply(ddl, &self.mapper.map(ns)).await.map(|()| None),
+                None => Ok(None),
+            },
             (step, ddl) => Ok(Some(format!("step {} does not fit {}", step.name(), ddl.kind()))),
         }
     }
@@ -322,13 +341,19 @@ impl DdlApplier {
     }
 }
 
-/// The namespaces a DDL makes older events obsolete in: the first one names it.
-fn scopes(ddl: &Ddl) -> Vec<String> {
-    match ddl {
-        Ddl::Drop(ns) => vec![ns.to_string()],
+/// What names a DDL in the log, and the namespaces it makes older events obsolete in (none for
+/// DDL that leaves documents as they are).
+fn scopes(ddl: &Ddl) -> (String, Vec<String>) {
+    let scope = match ddl {
+        Ddl::DropDatabase { db } => format!("{db}."),
+        other => other.namespace().map(ToString::to_string).unwrap_or_default(),
+    };
+    let obsolete = match ddl {
         Ddl::Rename { from, to } => vec![from.to_string(), to.to_string()],
-        Ddl::DropDatabase { db } => vec![format!("{db}.")],
-    }
+        other if other.ends_documents() => vec![scope.clone()],
+        _ => Vec::new(),
+    };
+    (scope, obsolete)
 }
 
 fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {

@@ -46,6 +46,7 @@
 //! | `apply.rs` | applying a plan: rounds, unique-index conflicts, dead letters |
 //! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
 //! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
+//! | `schema.rs` | collections, views, indexes, options and TTL on the target; what it refuses |
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
 //! | `fence.rs` | ownership after a stand-still |
 //! | `dlq.rs` | the dead-letter topic |
@@ -71,6 +72,7 @@ mod partition;
 mod partitions;
 mod reader;
 mod retry;
+mod schema;
 mod shared;
 mod subscription;
 mod write_plan;
@@ -133,12 +135,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     metrics.retries.clone(),
                     Duration::from_millis(config.apply.max_backoff_ms),
                 );
+                let schema = schema::Schema::new(
+                    client.clone(),
+                    &config.apply.metadata_database,
+                    config.apply.ttl,
+                    shell.health.clone(),
+                    metrics.schema_conflicts.clone(),
+                );
                 let ddl = ddl::DdlApplier::new(
                     client.clone(),
                     &config.apply.metadata_database,
                     mapper.clone(),
                     &config.consume.group_id,
                     retrier.clone(),
+                    schema,
                 );
                 let shared = Arc::new(shared::Shared {
                     writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub memory_budget_bytes: IntGauge,
     /// Bytes of records held now (queued, batched or being written), against the budget.
     pub buffered_bytes: IntGauge,
+    /// Schema changes (indexes, collection options) the target refuses for now.
+    pub schema_conflicts: IntGauge,
 }
 
 impl Metrics {
@@ -102,6 +104,10 @@ impl Metrics {
                 "sink_writer_buffered_bytes",
                 "Bytes of records held now (queued, batched or being written), against the memory budget.",
             )?,
+            schema_conflicts: IntGauge::new(
+                "sink_writer_schema_conflicts",
+                "Schema changes (indexes, collection options) the target refuses for now; tried again when data changes.",
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.applied.clone()))?;
@@ -119,6 +125,7 @@ impl Metrics {
         registry.register(Box::new(metrics.writes_abandoned.clone()))?;
         registry.register(Box::new(metrics.memory_budget_bytes.clone()))?;
         registry.register(Box::new(metrics.buffered_bytes.clone()))?;
+        registry.register(Box::new(metrics.schema_conflicts.clone()))?;
         Ok(metrics)
     }
 }

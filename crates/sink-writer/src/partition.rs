@@ -181,7 +181,7 @@ impl PartitionTask {
         for Decoded { message, event, reservation } in batch {
             match event {
                 Ok(Event::Change(change)) => changes.push((message.offset(), *change)),
-                Ok(Event::Tombstone { .. } | Event::Control(_)) => {}
+                Ok(Event::Tombstone { .. } | Event::Control(_) | Event::Watermark(_)) => {}
                 Err(e) => undecodable.push((message.offset(), e.to_string())),
             }
             messages.push(message);

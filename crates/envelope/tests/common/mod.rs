@@ -3,7 +3,7 @@
 use bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use envelope::{
     ChangeEvent, ClusterTime, ControlEvent, Ddl, Namespace, Op, Position, Snapshot, SourceInfo, Transaction,
-    TruncatedArray, UpdateDescription,
+    TruncatedArray, UpdateDescription, Watermark,
 };
 
 pub fn pen() -> Document {
@@ -115,7 +115,47 @@ pub fn controls() -> Vec<(&'static str, ControlEvent)> {
     };
     vec![
         ("drop", event(Ddl::Drop(ns.clone()), 5)),
-        ("rename", event(Ddl::Rename { from: ns, to: Namespace::new("archive", "products_2023") }, 6)),
+        ("rename", event(Ddl::Rename { from: ns.clone(), to: Namespace::new("archive", "products_2023") }, 6)),
         ("drop_database", event(Ddl::DropDatabase { db: "inventory".into() }, 7)),
+        (
+            "create",
+            event(
+                Ddl::Create {
+                    ns: ns.clone(),
+                    options: doc! {"validator": {"$jsonSchema": {"required": ["name"]}}, "validationLevel": "strict",
+                    "collation": {"locale": "en", "strength": 2}},
+                },
+                8,
+            ),
+        ),
+        (
+            "create_indexes",
+            event(
+                Ddl::CreateIndexes {
+                    ns: ns.clone(),
+                    indexes: vec![
+                        doc! {"v": 2, "key": {"sku": 1, "store": -1}, "name": "sku_1_store_-1", "unique": true},
+                        doc! {"v": 2, "key": {"qty": 1}, "name": "qty_1", "partialFilterExpression": {"qty": {"$gt": 0_i64}}},
+                        doc! {"v": 2, "key": {"seen": 1}, "name": "seen_1", "expireAfterSeconds": 3600},
+                        doc! {"v": 2, "key": {"_fts": "text", "_ftsx": 1}, "name": "name_text", "weights": {"name": 1},
+                        "default_language": "english", "textIndexVersion": 3},
+                    ],
+                },
+                9,
+            ),
+        ),
+        ("drop_indexes", event(Ddl::DropIndexes { ns: ns.clone(), names: vec!["qty_1".into()] }, 10)),
+        (
+            "modify",
+            event(Ddl::Modify { ns, changes: doc! {"index": {"name": "seen_1", "expireAfterSeconds": 60}} }, 11),
+        ),
     ]
+}
+
+pub fn watermark() -> Watermark {
+    Watermark {
+        cluster_time: ClusterTime { t: 1_700_000_100, i: 3 },
+        source: source(Snapshot::False),
+        ts_ms: 1_700_000_100_500,
+    }
 }
