@@ -14,11 +14,11 @@ use crate::checkpoint::{CollectionProgress, Progress};
 use crate::config::Compat;
 use crate::convert::Converter;
 use crate::error::{command_code, Error};
-use crate::id_order;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
 use crate::server::now_ms;
+use service_kit::id_order;
 
 /// Documents between two updates of the progress metric.
 const METRIC_EVERY: u64 = 1000;

@@ -30,7 +30,6 @@ mod delivery;
 pub mod doctor;
 mod error;
 mod history;
-mod id_order;
 mod large_events;
 mod metrics;
 mod pipeline;

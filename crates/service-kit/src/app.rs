@@ -20,6 +20,18 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default + Validate {
     fn http(&self) -> &HttpConfig;
 }
 
+/// What a service's own command runs: its exit status, on the async runtime.
+pub type CommandFuture = std::pin::Pin<Box<dyn Future<Output = ExitCode> + Send>>;
+
+/// A command of a service's own, run on the async runtime with the configuration and its
+/// arguments; it returns the process' exit status.
+pub struct Command<C> {
+    pub name: &'static str,
+    /// One line of help, after the name.
+    pub help: &'static str,
+    pub run: fn(C, Vec<String>) -> CommandFuture,
+}
+
 /// Runs a service binary to completion and returns its exit status: 0 after a clean stop,
 /// 1 when the service failed, 2 for bad arguments or configuration.
 pub fn main<C, F, Fut, E, D, DFut>(name: &str, env_prefix: &str, run: F, doctor: D) -> ExitCode
@@ -31,7 +43,27 @@ where
     D: FnOnce(C) -> DFut,
     DFut: Future<Output = crate::doctor::Report>,
 {
-    let cli = match cli::parse(std::env::args().skip(1), name, env_prefix) {
+    main_with(name, env_prefix, run, doctor, &[])
+}
+
+/// [`main`] for a service with commands of its own.
+pub fn main_with<C, F, Fut, E, D, DFut>(
+    name: &str,
+    env_prefix: &str,
+    run: F,
+    doctor: D,
+    commands: &[Command<C>],
+) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+    D: FnOnce(C) -> DFut,
+    DFut: Future<Output = crate::doctor::Report>,
+{
+    let names: Vec<(&str, &str)> = commands.iter().map(|c| (c.name, c.help)).collect();
+    let cli = match cli::parse_with(std::env::args().skip(1), name, env_prefix, &names) {
         Ok(cli) => cli,
         Err(CliError::Help(text)) => {
             println!("{text}");
@@ -69,30 +101,23 @@ where
             };
         }
         Action::Doctor => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("{name}: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let Some(runtime) = runtime(name) else { return ExitCode::FAILURE };
             println!("{name} doctor\n");
             let report = runtime.block_on(doctor(config));
             print!("{report}");
             return if report.blockers() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+        Action::Command(command, args) => {
+            let Some(command) = commands.iter().find(|c| c.name == command) else { return ExitCode::from(2) };
+            let Some(runtime) = runtime(name) else { return ExitCode::from(2) };
+            return runtime.block_on((command.run)(config, args.clone()));
         }
     }
     if let Err(e) = telemetry::init(config.log()) {
         eprintln!("{name}: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{name}: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = runtime(name) else { return ExitCode::FAILURE };
     let status = runtime.block_on(async {
         let shutdown = match crate::shutdown::on_signals() {
             Ok(token) => token,
@@ -116,4 +141,15 @@ where
     // unreachable broker: the service has stopped, so do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     status
+}
+
+/// The multi-threaded runtime, or `None` (said on stderr) when it cannot start.
+fn runtime(name: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }

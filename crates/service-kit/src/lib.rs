@@ -26,6 +26,7 @@ pub mod connect;
 pub mod doctor;
 pub mod health;
 pub mod http;
+pub mod id_order;
 pub mod kafka_auth;
 pub mod msk_iam;
 pub mod probe;

@@ -25,6 +25,8 @@ pub struct Config {
     pub kafka: KafkaConnection,
     pub consume: ConsumeConfig,
     pub apply: ApplyConfig,
+    /// `sink-writer verify`: the source to compare with, and how hard to read it.
+    pub verify: VerifyConfig,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             kafka: KafkaConnection::default(),
             consume: ConsumeConfig::default(),
             apply: ApplyConfig::default(),
+            verify: VerifyConfig::default(),
         }
     }
 }
@@ -144,6 +147,43 @@ impl Default for ApplyConfig {
     }
 }
 
+/// What `sink-writer verify` compares, and how hard it may read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// The source deployment to compare the target with (a read-only user is enough). Empty:
+    /// `verify` refuses to run. Credentials are redacted wherever it is printed.
+    pub source_uri: service_kit::config::SecretUri,
+    /// Only source namespaces (`db.collection`) matching this regular expression are compared;
+    /// empty: every collection of every database but `admin`, `config`, `local`.
+    pub include: String,
+    /// Namespaces matching this are not compared.
+    pub exclude: String,
+    /// Most source documents read per second, so it can run against production (0: no limit).
+    pub max_docs_per_second: u64,
+    /// Ranges of `_id` compared at once.
+    pub parallel: usize,
+    /// How long a difference may wait for the consistency point to pass the moment it was seen
+    /// (it may only be in flight) before it is reported, in ms.
+    pub settle_timeout_ms: u64,
+    /// Most `_id`s listed per kind of difference and namespace.
+    pub max_listed: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            source_uri: service_kit::config::SecretUri::new(""),
+            include: String::new(),
+            exclude: String::new(),
+            max_docs_per_second: 20_000,
+            parallel: 4,
+            settle_timeout_ms: 60_000,
+            max_listed: 20,
+        }
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -169,6 +209,14 @@ impl Validate for Config {
         }
         if apply.memory_budget_bytes < MIN_MEMORY_BUDGET {
             problems.push(format!("apply.memory_budget_bytes must be at least {MIN_MEMORY_BUDGET} (16 MiB)"));
+        }
+        for (name, pattern) in [("verify.include", &self.verify.include), ("verify.exclude", &self.verify.exclude)] {
+            if let Err(e) = regex::Regex::new(pattern) {
+                problems.push(format!("{name} '{pattern}' is not a valid regular expression: {e}"));
+            }
+        }
+        if self.verify.parallel == 0 {
+            problems.push("verify.parallel must be at least 1".into());
         }
         if self.consume.topic_refresh_interval_ms == 0 {
             problems.push("consume.topic_refresh_interval_ms must be at least 1".into());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer};
 use service_kit::budget::MemoryBudget;
 use service_kit::health::{Health, LoopBeat};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::Kafka;
@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets;
 use crate::partitions::{Control, Partitions};
+use crate::progress::{self, ProgressBook};
 use crate::subscription::Subscription;
 
 /// Readiness component: the consumer itself fetches without errors.
@@ -29,11 +30,14 @@ pub struct Dispatcher {
     pub control: mpsc::Receiver<Control>,
     pub subscription: Subscription,
     pub subscribed: BTreeSet<String>,
+    /// The topics read, for the progress report.
+    pub topics: watch::Sender<BTreeSet<String>>,
     pub commit_interval: Duration,
     pub refresh_interval: Duration,
     pub health: Health,
     pub metrics: Metrics,
     pub budget: Arc<MemoryBudget>,
+    pub book: ProgressBook,
 }
 
 impl Dispatcher {
@@ -47,11 +51,13 @@ impl Dispatcher {
         self.refresh_topics().await;
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         let mut refresh_tick = tokio::time::interval(self.refresh_interval);
-        let lag = tokio::spawn(lag_reporter(
+        let progress = tokio::spawn(progress::report(
             self.consumer.clone(),
             self.partitions.clone(),
             self.metrics.clone(),
             self.budget.clone(),
+            self.book.clone(),
+            self.topics.subscribe(),
         ));
         let mut consumer_ok = None;
         loop {
@@ -82,7 +88,7 @@ impl Dispatcher {
                 },
             }
         }
-        lag.abort();
+        progress.abort();
         let offsets = self.partitions.stop(None).await;
         if let Err(e) = offsets::commit(self.consumer.as_ref(), &offsets, CommitMode::Sync) {
             tracing::warn!(error = %e, "final commit failed: a restart repeats some writes");
@@ -133,34 +139,10 @@ impl Dispatcher {
         match result {
             Ok(()) => {
                 tracing::info!(topics = ?list, "subscribed");
+                self.topics.send_replace(topics.clone());
                 self.subscribed = topics;
             }
             Err(e) => tracing::warn!(error = %e, "subscribe failed: retried at the next refresh"),
-        }
-    }
-}
-
-/// Every few seconds: high watermark minus the durable offset, per owned partition; the bytes
-/// held against the memory budget.
-async fn lag_reporter(consumer: Arc<Kafka>, partitions: Arc<Partitions>, metrics: Metrics, budget: Arc<MemoryBudget>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        metrics.buffered_bytes.set(i64::try_from(budget.used()).unwrap_or(i64::MAX));
-        let owned = partitions.durable();
-        let fetcher = consumer.clone();
-        let lags = tokio::task::spawn_blocking(move || {
-            owned
-                .into_iter()
-                .filter_map(|((topic, partition), durable)| {
-                    let (_, high) = fetcher.fetch_watermarks(&topic, partition, Duration::from_secs(2)).ok()?;
-                    Some((topic, partition, (high - durable).max(0)))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for (topic, partition, lag) in lags {
-            metrics.consumer_lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
         }
     }
 }

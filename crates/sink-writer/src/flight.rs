@@ -4,17 +4,27 @@
 //! flight waits, so one document's changes reach the target in order.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 
+use envelope::ClusterTime;
+
 use crate::error::Error;
+use crate::offsets::Marks;
 use crate::write_plan::DocKey;
 
-/// A batch's write: on success, the offset everything before which is applied.
-pub type Write = BoxFuture<'static, Result<i64, Error>>;
+/// What a written batch covers: everything before `offset` is applied, and with it the newest
+/// source watermark among its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    pub offset: i64,
+    pub watermark: Option<ClusterTime>,
+}
+
+/// A batch's write.
+pub type Write = BoxFuture<'static, Result<Covered, Error>>;
 
 #[derive(Default)]
 pub struct Flight {
@@ -43,34 +53,35 @@ impl Flight {
 
     /// The oldest batch's outcome, once it completes; pending for ever when nothing is in
     /// flight (for `select!`).
-    pub async fn next_done(&mut self) -> Result<i64, Error> {
+    pub async fn next_done(&mut self) -> Result<Covered, Error> {
         match self.writes.next().await {
             Some(done) => done,
             None => std::future::pending().await,
         }
     }
 
-    /// Records the oldest batch's outcome: its offset becomes durable. A failure is returned and
-    /// the durable offset stays before the batch.
-    pub fn completed(&mut self, done: Result<i64, Error>, durable: &AtomicI64) -> Result<(), Error> {
+    /// Records the oldest batch's outcome: its offset becomes durable (and its watermark the
+    /// partition's). A failure is returned and the marks stay before the batch.
+    pub fn completed(&mut self, done: Result<Covered, Error>, marks: &Marks) -> Result<(), Error> {
         self.keys.pop_front();
-        durable.store(done?, Ordering::Release);
+        let covered = done?;
+        marks.reached(covered.offset, covered.watermark);
         Ok(())
     }
 
     /// Waits for the oldest batch and records it.
-    pub async fn complete_one(&mut self, durable: &AtomicI64) -> Result<(), Error> {
+    pub async fn complete_one(&mut self, marks: &Marks) -> Result<(), Error> {
         if self.is_empty() {
             return Ok(());
         }
         let done = self.next_done().await;
-        self.completed(done, durable)
+        self.completed(done, marks)
     }
 
     /// Waits for every batch in flight, in order.
-    pub async fn drain(&mut self, durable: &AtomicI64) -> Result<(), Error> {
+    pub async fn drain(&mut self, marks: &Marks) -> Result<(), Error> {
         while !self.is_empty() {
-            self.complete_one(durable).await?;
+            self.complete_one(marks).await?;
         }
         Ok(())
     }
@@ -87,12 +98,15 @@ mod tests {
     }
 
     fn write(rx: oneshot::Receiver<Result<i64, Error>>) -> Write {
-        Box::pin(async move { rx.await.unwrap_or(Err(Error::Stopped)) })
+        Box::pin(async move {
+            let offset = rx.await.unwrap_or(Err(Error::Stopped))?;
+            Ok(Covered { offset, watermark: (offset == 20).then_some(ClusterTime { t: 7, i: 1 }) })
+        })
     }
 
     #[tokio::test]
     async fn the_durable_offset_moves_only_in_order() {
-        let durable = AtomicI64::new(-1);
+        let marks = Marks::default();
         let mut flight = Flight::default();
         let (first_tx, first) = oneshot::channel();
         let (second_tx, second) = oneshot::channel();
@@ -102,24 +116,26 @@ mod tests {
         assert!(!flight.overlaps(&keys(&["3"])));
 
         second_tx.send(Ok(20)).expect("send");
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), flight.complete_one(&durable)).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), flight.complete_one(&marks)).await;
         assert!(waited.is_err(), "the second batch cannot complete before the first");
-        assert_eq!(durable.load(Ordering::Acquire), -1);
+        assert_eq!((marks.durable(), marks.consistent()), (-1, None));
 
         first_tx.send(Ok(10)).expect("send");
-        flight.drain(&durable).await.expect("both succeed");
-        assert_eq!(durable.load(Ordering::Acquire), 20);
+        flight.drain(&marks).await.expect("both succeed");
+        assert_eq!(marks.durable(), 20);
+        assert_eq!(marks.consistent(), Some(ClusterTime { t: 7, i: 1 }), "the second batch's watermark");
         assert!(flight.is_empty() && !flight.overlaps(&keys(&["1", "2"])));
     }
 
     #[tokio::test]
     async fn a_failed_batch_keeps_the_durable_offset_before_it() {
-        let durable = AtomicI64::new(5);
+        let marks = Marks::default();
+        marks.reached(5, None);
         let mut flight = Flight::default();
         let (tx, rx) = oneshot::channel();
         flight.push(keys(&["1"]), write(rx));
         tx.send(Err(Error::Stopped)).expect("send");
-        assert!(flight.drain(&durable).await.is_err());
-        assert_eq!(durable.load(Ordering::Acquire), 5);
+        assert!(flight.drain(&marks).await.is_err());
+        assert_eq!(marks.durable(), 5);
     }
 }

@@ -37,7 +37,8 @@
 //! | `dispatch.rs` | the consumer loop: records to partitions, commit tick, topic list refresh |
 //! | `subscription.rs` | which topics are read (never the dead-letter topic) |
 //! | `partitions.rs` | the owned partitions: their tasks, pause/resume, stop on revoke, restart on failure |
-//! | `offsets.rs` | durable offsets and the one place they are committed |
+//! | `offsets.rs` | durable offsets and watermarks reached; the one place offsets are committed |
+//! | `progress.rs` | the consistency point (watermarks of all partitions, all replicas), lag, memory |
 //! | `reader.rs` | records on their way to a task, and their decoding |
 //! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers |
 //! | `shared.rs` | what the partition tasks share |
@@ -53,6 +54,8 @@
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
 //! | `doctor.rs` | `sink-writer doctor` |
+//! | `status.rs` | `sink-writer status`: consistency point, lag, dead letters, DDL waiting, verdict |
+//! | `verify/` | `sink-writer verify`: source and target compared while replication runs |
 //! | `error.rs` | what can go wrong, by what happens next |
 
 mod apply;
@@ -70,11 +73,14 @@ mod metrics;
 mod offsets;
 mod partition;
 mod partitions;
+mod progress;
 mod reader;
 mod retry;
 mod schema;
 mod shared;
+pub mod status;
 mod subscription;
+pub mod verify;
 mod write_plan;
 mod writer;
 
@@ -150,6 +156,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     retrier.clone(),
                     schema,
                 );
+                let book =
+                    progress::ProgressBook::new(&client, &config.apply.metadata_database, &config.consume.group_id);
                 let shared = Arc::new(shared::Shared {
                     writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
                     dead_letters,
@@ -161,7 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     subscription,
                     apply: config.apply.clone(),
                 });
-                consume(&config, shared, &shell, shutdown).await
+                consume(&config, shared, book, &shell, shutdown).await
             }
             Ok(None) => Ok(()),
             Err(e) => Err(e),
@@ -207,6 +215,7 @@ where
 async fn consume(
     config: &Config,
     shared: Arc<shared::Shared>,
+    book: progress::ProgressBook,
     shell: &Shell,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -236,6 +245,8 @@ async fn consume(
         health: shell.health.clone(),
         metrics: shared.metrics.clone(),
         budget,
+        book,
+        topics: tokio::sync::watch::channel(Default::default()).0,
     };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
     dispatcher.run(beat, shutdown).await

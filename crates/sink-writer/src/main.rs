@@ -1,5 +1,27 @@
 use std::process::ExitCode;
 
+use service_kit::app::Command;
+
 fn main() -> ExitCode {
-    service_kit::app::main("sink-writer", sink_writer::ENV_PREFIX, sink_writer::run, sink_writer::doctor::run)
+    let commands = [
+        Command {
+            name: "verify",
+            help: "[--namespace db.coll …] [--full | --sample N] [--json] [--max-docs-per-second N]: compares the \
+                   target with the source (verify.source_uri); exit 1 on differences",
+            run: sink_writer::verify::command,
+        },
+        Command {
+            name: "status",
+            help: "[--json] [--max-lag-seconds N]: consistency point, lag, dead letters, DDL waiting, last verify, \
+                   and whether to cut over now (exit 0 when ready)",
+            run: sink_writer::status::command,
+        },
+    ];
+    service_kit::app::main_with(
+        "sink-writer",
+        sink_writer::ENV_PREFIX,
+        sink_writer::run,
+        sink_writer::doctor::run,
+        &commands,
+    )
 }

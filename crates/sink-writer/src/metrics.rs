@@ -41,6 +41,10 @@ pub struct Metrics {
     pub buffered_bytes: IntGauge,
     /// Schema changes (indexes, collection options) the target refuses for now.
     pub schema_conflicts: IntGauge,
+    /// The source cluster time (seconds) up to which the target equals the source.
+    pub consistent_up_to: IntGauge,
+    /// Now minus that time.
+    pub consistency_lag_seconds: IntGauge,
 }
 
 impl Metrics {
@@ -108,6 +112,14 @@ impl Metrics {
                 "sink_writer_schema_conflicts",
                 "Schema changes (indexes, collection options) the target refuses for now; tried again when data changes.",
             )?,
+            consistent_up_to: IntGauge::new(
+                "sink_writer_consistent_up_to_timestamp_seconds",
+                "Source cluster time up to which every change of every partition read is applied (all replicas).",
+            )?,
+            consistency_lag_seconds: IntGauge::new(
+                "sink_writer_consistency_lag_seconds",
+                "Now minus the source cluster time up to which the target is consistent.",
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.applied.clone()))?;
@@ -126,6 +138,8 @@ impl Metrics {
         registry.register(Box::new(metrics.memory_budget_bytes.clone()))?;
         registry.register(Box::new(metrics.buffered_bytes.clone()))?;
         registry.register(Box::new(metrics.schema_conflicts.clone()))?;
+        registry.register(Box::new(metrics.consistent_up_to.clone()))?;
+        registry.register(Box::new(metrics.consistency_lag_seconds.clone()))?;
         Ok(metrics)
     }
 }

@@ -3,7 +3,7 @@
 //! moved since the last commit is committed on a tick, on revoke and on stop, and by the
 //! ownership fence.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
@@ -13,23 +13,58 @@ use rdkafka::{Offset, TopicPartitionList};
 /// A topic and partition.
 pub type Tp = (String, i32);
 
-/// A partition's durable offset, and what of it was committed.
+/// How far a partition's task got: its durable offset (the next offset to commit: everything
+/// below it is applied or dead-lettered) and the newest source watermark below it (the cluster
+/// time up to which the partition is applied), shared by the task and the consumer.
+#[derive(Debug, Clone)]
+pub struct Marks {
+    pub durable: Arc<AtomicI64>,
+    consistent: Arc<AtomicU64>,
+}
+
+impl Default for Marks {
+    fn default() -> Self {
+        Self { durable: Arc::new(AtomicI64::new(-1)), consistent: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+impl Marks {
+    pub fn durable(&self) -> i64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Moves the durable offset, and the watermark when the covered records held one.
+    pub fn reached(&self, offset: i64, watermark: Option<envelope::ClusterTime>) {
+        self.durable.store(offset, Ordering::Release);
+        if let Some(at) = watermark {
+            self.consistent.fetch_max((u64::from(at.t) << 32) | u64::from(at.i), Ordering::AcqRel);
+        }
+    }
+
+    /// The cluster time up to which the partition is applied, once a watermark was passed.
+    pub fn consistent(&self) -> Option<envelope::ClusterTime> {
+        let packed = self.consistent.load(Ordering::Acquire);
+        (packed != 0).then_some(envelope::ClusterTime { t: (packed >> 32) as u32, i: packed as u32 })
+    }
+}
+
+/// A partition's marks, and what of them was committed.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    pub durable: Arc<AtomicI64>,
+    pub marks: Marks,
     committed: i64,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Self { durable: Arc::new(AtomicI64::new(-1)), committed: -1 }
+        Self { marks: Marks::default(), committed: -1 }
     }
 }
 
 impl Progress {
     /// The durable offset, if it moved since the last commit (which it now counts as done).
     pub fn due(&mut self) -> Option<i64> {
-        let durable = self.durable.load(Ordering::Acquire);
+        let durable = self.marks.durable();
         (durable > self.committed).then(|| {
             self.committed = durable;
             durable
@@ -37,7 +72,7 @@ impl Progress {
     }
 
     pub fn durable(&self) -> i64 {
-        self.durable.load(Ordering::Acquire)
+        self.marks.durable()
     }
 }
 
@@ -65,11 +100,13 @@ mod tests {
     fn only_offsets_that_moved_are_due() {
         let mut progress = Progress::default();
         assert_eq!(progress.due(), None, "nothing durable yet");
-        progress.durable.store(10, Ordering::Release);
+        progress.marks.reached(10, None);
         assert_eq!(progress.due(), Some(10));
         assert_eq!(progress.due(), None, "committed already");
-        progress.durable.store(12, Ordering::Release);
+        progress.marks.reached(12, Some(envelope::ClusterTime { t: 5, i: 2 }));
         assert_eq!(progress.due(), Some(12));
         assert_eq!(progress.durable(), 12);
+        progress.marks.reached(13, Some(envelope::ClusterTime { t: 4, i: 9 }));
+        assert_eq!(progress.marks.consistent(), Some(envelope::ClusterTime { t: 5, i: 2 }), "never backwards");
     }
 }

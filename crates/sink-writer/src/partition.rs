@@ -5,7 +5,6 @@
 //! becomes durable only once the DDL is applied.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use crate::apply::{write_batch, Batch, Destination};
 use crate::dlq::Origin;
 use crate::error::Error;
 use crate::fence::Fence;
-use crate::flight::Flight;
+use crate::flight::{Covered, Flight};
+use crate::offsets::Marks;
 use crate::reader::Decoded;
 use crate::shared::Shared;
 use crate::write_plan::{self, DocKey};
@@ -27,8 +27,9 @@ pub struct PartitionTask {
     pub topic: String,
     pub partition: i32,
     pub shared: Arc<Shared>,
-    /// The next offset to commit: everything below it is applied (or dead-lettered).
-    pub durable: Arc<AtomicI64>,
+    /// The next offset to commit (everything below it is applied or dead-lettered) and the
+    /// watermark reached.
+    pub marks: Marks,
     pub stop: CancellationToken,
     /// Proof of ownership before writing, after the process stood still.
     pub fence: Arc<Fence>,
@@ -45,7 +46,7 @@ impl PartitionTask {
         let outcome = self.work(&mut flight, &mut rx).await;
         // Stopping: what is on the wire is awaited (a write cannot be called back); nothing new
         // starts, as every attempt checks the stop first.
-        let drained = flight.drain(&self.durable).await;
+        let drained = flight.drain(&self.marks).await;
         match outcome {
             Err(Error::Stopped) | Ok(()) => match drained {
                 Err(Error::Stopped) | Ok(()) => Ok(()),
@@ -65,13 +66,20 @@ impl PartitionTask {
                 _ => None,
             };
             let last_offset = batch.last().map_or(-1, |d| d.message.offset());
-            if self.durable.load(Ordering::Acquire) < 0 {
+            if self.marks.durable() < 0 {
                 // Everything before the first record this task received was done by an earlier
                 // owner: the offset an ownership check may commit.
-                self.durable.store(batch.first().map_or(-1, |d| d.message.offset()), Ordering::Release);
+                self.marks.reached(batch.first().map_or(-1, |d| d.message.offset()), None);
             }
             self.shared.metrics.batch_messages.observe(batch.len() as f64);
             self.shared.metrics.consumed.with_label_values(&[&self.topic]).inc_by(batch.len() as u64);
+            let watermark = batch
+                .iter()
+                .filter_map(|d| match &d.event {
+                    Ok(Event::Watermark(w)) => Some(w.cluster_time),
+                    _ => None,
+                })
+                .max();
             let (batch, reservations) = self.plan(batch);
             let keys: HashSet<DocKey> = batch.plan.keys.iter().cloned().collect();
             // Keep per-document order: a batch touching a document still in flight waits for it.
@@ -79,7 +87,7 @@ impl PartitionTask {
                 if self.stop.is_cancelled() {
                     return Err(Error::Stopped);
                 }
-                flight.complete_one(&self.durable).await?;
+                flight.complete_one(&self.marks).await?;
             }
             if self.stop.is_cancelled() {
                 return Err(Error::Stopped);
@@ -97,13 +105,13 @@ impl PartitionTask {
                 Box::pin(async move {
                     let written = write.await;
                     drop(reservations);
-                    written.map(|()| covered)
+                    written.map(|()| Covered { offset: covered, watermark })
                 }),
             );
             if let Some((offset, event)) = control {
-                flight.drain(&self.durable).await?;
+                flight.drain(&self.marks).await?;
                 self.pass_marker(offset, &event).await?;
-                self.durable.store(offset + 1, Ordering::Release);
+                self.marks.reached(offset + 1, None);
             }
         }
         Ok(())
@@ -142,7 +150,7 @@ impl PartitionTask {
         let first = loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(None),
-                done = flight.next_done(), if !flight.is_empty() => flight.completed(done, &self.durable)?,
+                done = flight.next_done(), if !flight.is_empty() => flight.completed(done, &self.marks)?,
                 message = rx.recv() => match message {
                     Some(message) => break message,
                     None => return Ok(None),
@@ -160,7 +168,7 @@ impl PartitionTask {
                 _ = self.stop.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
                 done = flight.next_done(), if !flight.is_empty() => {
-                    flight.completed(done, &self.durable)?;
+                    flight.completed(done, &self.marks)?;
                     continue;
                 }
                 message = rx.recv() => message,

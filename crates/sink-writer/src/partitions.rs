@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::fence::{Fence, Owner, StandStill};
-use crate::offsets::{Progress, Tp};
+use crate::offsets::{Marks, Progress, Tp};
 use crate::partition::PartitionTask;
 use crate::reader::{self, Fetched};
 use crate::shared::Shared;
@@ -107,12 +107,13 @@ impl Partitions {
         let (tx, fetched) = mpsc::channel(QUEUE_RECORDS);
         let (decoded_tx, decoded) = mpsc::channel(QUEUE_RECORDS);
         let stop = CancellationToken::new();
-        let fence = Fence::new(self.owner.clone(), &tp.0, tp.1, progress.durable.clone(), self.standstill.clone());
+        let fence =
+            Fence::new(self.owner.clone(), &tp.0, tp.1, progress.marks.durable.clone(), self.standstill.clone());
         let task = PartitionTask {
             topic: tp.0.clone(),
             partition: tp.1,
             shared: self.shared.clone(),
-            durable: progress.durable.clone(),
+            marks: progress.marks.clone(),
             stop: stop.clone(),
             fence: Arc::new(fence),
         };
@@ -270,9 +271,9 @@ impl Partitions {
         self.lock().iter_mut().filter_map(|(tp, route)| route.progress.due().map(|o| (tp.clone(), o))).collect()
     }
 
-    /// Every owned partition's durable offset (for the lag metric).
-    pub fn durable(&self) -> Vec<(Tp, i64)> {
-        self.lock().iter().map(|(tp, route)| (tp.clone(), route.progress.durable())).collect()
+    /// Every owned partition's marks (durable offset, watermark reached).
+    pub fn marks(&self) -> Vec<(Tp, Marks)> {
+        self.lock().iter().map(|(tp, route)| (tp.clone(), route.progress.marks.clone())).collect()
     }
 }
 

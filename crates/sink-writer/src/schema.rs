@@ -51,12 +51,13 @@ pub enum TtlPolicy {
 struct Pending {
     db: String,
     command: Document,
-    reason: String,
 }
 
 pub struct Schema {
     client: mongodb::Client,
     ttl_log: mongodb::Collection<Document>,
+    /// The refusals, for `sink-writer status` (which runs apart from the service).
+    conflict_log: mongodb::Collection<Document>,
     policy: TtlPolicy,
     health: Health,
     conflicts: IntGauge,
@@ -74,9 +75,11 @@ impl Schema {
         conflicts: IntGauge,
     ) -> Self {
         let ttl_log = client.database(metadata_database).collection("ttl");
+        let conflict_log = client.database(metadata_database).collection("schema_conflicts");
         Self {
             client,
             ttl_log,
+            conflict_log,
             policy,
             health,
             conflicts,
@@ -231,8 +234,11 @@ impl Schema {
                 tracing::warn!(namespace = %target, index = what, %reason, "the target refuses a schema change: replication goes on, tried again later");
                 let topic = note_topic(target, what);
                 self.health.note(&topic, Some(reason.clone()));
+                let (log, entry) =
+                    (self.conflict_log.clone(), doc! {"what": &topic, "reason": &reason, "at": bson::DateTime::now()});
+                tokio::spawn(async move { log.replace_one(doc! {"_id": &topic}, entry).upsert(true).await });
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                pending.insert((target.clone(), what.to_string()), Pending { db: target.db.clone(), command, reason });
+                pending.insert((target.clone(), what.to_string()), Pending { db: target.db.clone(), command });
                 self.conflicts.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
                 Ok(())
             }
@@ -244,7 +250,10 @@ impl Schema {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.remove(&(target.clone(), what.to_string())).is_some() {
             tracing::info!(namespace = %target, index = what, "schema change applied after all");
-            self.health.note(&note_topic(target, what), None);
+            let topic = note_topic(target, what);
+            self.health.note(&topic, None);
+            let log = self.conflict_log.clone();
+            tokio::spawn(async move { log.delete_one(doc! {"_id": topic}).await });
             self.conflicts.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         }
     }
@@ -253,7 +262,10 @@ impl Schema {
     fn forget(&self, target: &Namespace, what: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.remove(&(target.clone(), what.to_string())).is_some() {
-            self.health.note(&note_topic(target, what), None);
+            let topic = note_topic(target, what);
+            self.health.note(&topic, None);
+            let log = self.conflict_log.clone();
+            tokio::spawn(async move { log.delete_one(doc! {"_id": topic}).await });
             self.conflicts.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         }
     }
@@ -279,13 +291,6 @@ impl Schema {
                 Err(e) => tracing::debug!(namespace = %ns, index = %what, error = %e, "schema change still refused"),
             }
         }
-    }
-
-    /// The refused schema changes: (namespace, index or "", reason).
-    #[allow(dead_code)] // read by `sink-writer status`, next
-    pub fn conflicts(&self) -> Vec<(Namespace, String, String)> {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.iter().map(|((ns, what), p)| (ns.clone(), what.clone(), p.reason.clone())).collect()
     }
 }
 

@@ -24,13 +24,27 @@ const BRACKETS: [&[i32]; 15] = [
     &[127],           // MaxKey
 ];
 
-fn bracket(id: &Bson) -> usize {
+/// How many brackets there are.
+pub const BRACKET_COUNT: usize = BRACKETS.len();
+
+/// The `$type` numbers of bracket `index` (as [`bracket`] numbers them).
+pub fn bracket_types(index: usize) -> Vec<Bson> {
+    BRACKETS.get(index).map(|types| types.iter().map(|t| Bson::Int32(*t)).collect()).unwrap_or_default()
+}
+
+/// The place of `id`'s type bracket in the server's comparison order.
+pub fn bracket(id: &Bson) -> usize {
     let code = match id {
         Bson::MinKey => -1,
         Bson::MaxKey => 127,
         other => other.element_type() as i32,
     };
     BRACKETS.iter().position(|types| types.contains(&code)).unwrap_or(BRACKETS.len() - 1)
+}
+
+/// Whether `a` and `b` are compared by value by `$gt`/`$lt` (same type bracket).
+pub fn same_bracket(a: &Bson, b: &Bson) -> bool {
+    bracket(a) == bracket(b)
 }
 
 /// The filters that, read one after the other each sorted by `_id`, return exactly the
