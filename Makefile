@@ -29,10 +29,11 @@ build: prerequisites ## debug build of both services
 build-release: prerequisites ## optimized build of both services
 	$(CARGO) build --release --bin cdc-source --bin sink-writer --bin demo
 
-lint: prerequisites ## rustfmt, clippy (warnings are errors), shell syntax, and everything under deploy/
+lint: prerequisites ## rustfmt, clippy (warnings are errors), ShellCheck on every script, and everything under deploy/
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@for f in scripts/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	@scripts/tools.sh shellcheck
+	.cache/pytools/shellcheck/bin/shellcheck scripts/*.sh scripts/interop/*.sh .ci/run
 	@scripts/check-deploy.sh
 	@echo "lint: ok"
 

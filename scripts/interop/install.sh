@@ -30,7 +30,7 @@ resolve() {
   stamp="$OUT/$name/.resolved-$(sha256sum "$HERE/$name/pom.xml" | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   say "resolving $name from Maven Central into .cache/interop/$name/libs"
-  rm -rf "$OUT/$name"
+  rm -rf "${OUT:?}/${name:?}"
   mkdir -p "$OUT/$name"
   mvn_q -f "$HERE/$name/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$OUT/$name/libs"

@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn serializes_as_json() {
+    fn a_checkpoint_reads_back_as_it_was_written() {
         let mut cp = Checkpoint { v: CHECKPOINT_VERSION, seq: 7, ..Checkpoint::default() };
         cp.apply(Progress::Stream { resume_token: doc! {"_data": "x"}, cluster_time: None });
         let text = serde_json::to_string(&cp).expect("serializes");

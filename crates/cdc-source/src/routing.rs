@@ -122,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn scopes_and_patterns() {
+    fn scope_then_include_then_exclude_decide_what_is_captured() {
         let all = filter(Scope::Deployment, |_| {});
         assert!(all.wants(&Namespace::new("shop", "orders")));
         assert!(!all.wants(&Namespace::new("admin", "users")));

@@ -425,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_legacy_forms() {
+    fn legacy_extended_json_forms_are_read() {
         let doc = document_from_str(
             r#"{"b": {"$binary": "AQID", "$type": "0"}, "r": {"$regex": "^x", "$options": "i"}, "d": {"$date": 5}}"#,
         )
@@ -441,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_documents() {
+    fn a_payload_that_is_not_a_document_is_refused() {
         assert!(document_from_str("[1]").is_err());
         assert!(document_from_str("{").is_err());
         assert!(document_from_str(r#"{"a": {"$numberLong": "x"}}"#).is_err());

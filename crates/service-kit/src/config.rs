@@ -346,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn file_then_environment() {
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
         let dir = std::env::temp_dir().join(format!("service-kit-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("c.toml");

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use envelope::ClusterTime;
 
 use crate::error::Error;
-use crate::offsets::Marks;
 use crate::write_plan::DocKey;
 
 /// What a written batch covers: everything before `offset` is applied, and with it the newest
@@ -26,13 +25,20 @@ pub struct Covered {
 /// A batch's write.
 pub type Write = BoxFuture<'static, Result<Covered, Error>>;
 
-#[derive(Default)]
+/// Where completed batches are reported (the partition's marks, through its parking lot).
+pub type OnDone = Box<dyn Fn(Covered) + Send + Sync>;
+
 pub struct Flight {
     writes: FuturesOrdered<Write>,
     keys: VecDeque<HashSet<DocKey>>,
+    on_done: OnDone,
 }
 
 impl Flight {
+    pub fn new(on_done: OnDone) -> Self {
+        Self { writes: FuturesOrdered::new(), keys: VecDeque::new(), on_done }
+    }
+
     pub fn len(&self) -> usize {
         self.writes.len()
     }
@@ -60,28 +66,27 @@ impl Flight {
         }
     }
 
-    /// Records the oldest batch's outcome: its offset becomes durable (and its watermark the
-    /// partition's). A failure is returned and the marks stay before the batch.
-    pub fn completed(&mut self, done: Result<Covered, Error>, marks: &Marks) -> Result<(), Error> {
+    /// Records the oldest batch's outcome: what it covers is reported. A failure is returned
+    /// and nothing is reported.
+    pub fn completed(&mut self, done: Result<Covered, Error>) -> Result<(), Error> {
         self.keys.pop_front();
-        let covered = done?;
-        marks.reached(covered.offset, covered.watermark);
+        (self.on_done)(done?);
         Ok(())
     }
 
     /// Waits for the oldest batch and records it.
-    pub async fn complete_one(&mut self, marks: &Marks) -> Result<(), Error> {
+    pub async fn complete_one(&mut self) -> Result<(), Error> {
         if self.is_empty() {
             return Ok(());
         }
         let done = self.next_done().await;
-        self.completed(done, marks)
+        self.completed(done)
     }
 
     /// Waits for every batch in flight, in order.
-    pub async fn drain(&mut self, marks: &Marks) -> Result<(), Error> {
+    pub async fn drain(&mut self) -> Result<(), Error> {
         while !self.is_empty() {
-            self.complete_one(marks).await?;
+            self.complete_one().await?;
         }
         Ok(())
     }
@@ -90,8 +95,14 @@ impl Flight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offsets::Marks;
     use envelope::Namespace;
     use tokio::sync::oneshot;
+
+    fn flight(marks: &Marks) -> Flight {
+        let marks = marks.clone();
+        Flight::new(Box::new(move |c: Covered| marks.reached(c.offset, c.watermark)))
+    }
 
     fn keys(ids: &[&str]) -> HashSet<DocKey> {
         ids.iter().map(|id| (Namespace::new("db", "c"), (*id).to_string())).collect()
@@ -107,7 +118,7 @@ mod tests {
     #[tokio::test]
     async fn the_durable_offset_moves_only_in_order() {
         let marks = Marks::default();
-        let mut flight = Flight::default();
+        let mut flight = flight(&marks);
         let (first_tx, first) = oneshot::channel();
         let (second_tx, second) = oneshot::channel();
         flight.push(keys(&["1"]), write(first));
@@ -116,12 +127,12 @@ mod tests {
         assert!(!flight.overlaps(&keys(&["3"])));
 
         second_tx.send(Ok(20)).expect("send");
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), flight.complete_one(&marks)).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), flight.complete_one()).await;
         assert!(waited.is_err(), "the second batch cannot complete before the first");
         assert_eq!((marks.durable(), marks.consistent()), (-1, None));
 
         first_tx.send(Ok(10)).expect("send");
-        flight.drain(&marks).await.expect("both succeed");
+        flight.drain().await.expect("both succeed");
         assert_eq!(marks.durable(), 20);
         assert_eq!(marks.consistent(), Some(ClusterTime { t: 7, i: 1 }), "the second batch's watermark");
         assert!(flight.is_empty() && !flight.overlaps(&keys(&["1", "2"])));
@@ -131,11 +142,11 @@ mod tests {
     async fn a_failed_batch_keeps_the_durable_offset_before_it() {
         let marks = Marks::default();
         marks.reached(5, None);
-        let mut flight = Flight::default();
+        let mut flight = flight(&marks);
         let (tx, rx) = oneshot::channel();
         flight.push(keys(&["1"]), write(rx));
         tx.send(Err(Error::Stopped)).expect("send");
-        assert!(flight.drain(&marks).await.is_err());
+        assert!(flight.drain().await.is_err());
         assert_eq!(marks.durable(), 5);
     }
 }

@@ -44,7 +44,8 @@
 //! | `shared.rs` | what the partition tasks share |
 //! | `flight.rs` | batches in flight and the in-order durable offset |
 //! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
-//! | `apply.rs` | applying a plan: rounds, unique-index conflicts, dead letters |
+//! | `apply.rs` | applying a plan: rounds, dead letters |
+//! | `parking.rs` | writes a unique index refuses for now, parked per document and tried again |
 //! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
 //! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
 //! | `schema.rs` | collections, views, indexes, options and TTL on the target; what it refuses |
@@ -71,6 +72,7 @@ mod flight;
 mod mapping;
 mod metrics;
 mod offsets;
+mod parking;
 mod partition;
 mod partitions;
 mod progress;

@@ -33,9 +33,10 @@ impl Marks {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// Moves the durable offset, and the watermark when the covered records held one.
+    /// Moves the durable offset up (never down), and the watermark when the covered records
+    /// held one.
     pub fn reached(&self, offset: i64, watermark: Option<envelope::ClusterTime>) {
-        self.durable.store(offset, Ordering::Release);
+        self.durable.fetch_max(offset, Ordering::AcqRel);
         if let Some(at) = watermark {
             self.consistent.fetch_max((u64::from(at.t) << 32) | u64::from(at.i), Ordering::AcqRel);
         }

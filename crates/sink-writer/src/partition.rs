@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::fence::Fence;
 use crate::flight::{Covered, Flight};
 use crate::offsets::Marks;
+use crate::parking::Parking;
 use crate::reader::Decoded;
 use crate::shared::Shared;
 use crate::write_plan::{self, DocKey};
@@ -42,11 +43,20 @@ impl PartitionTask {
         // Another replica may have applied DDL while this one did not own the partition.
         let ddl = &self.shared.ddl;
         self.shared.retrier.run(crate::retry::WRITES, &self.stop, || ddl.load()).await?;
-        let mut flight = Flight::default();
-        let outcome = self.work(&mut flight, &mut rx).await;
+        let parking = Arc::new(Parking::default());
+        let retrying = AbortOnDrop(tokio::spawn(parking.clone().run(
+            self.shared.clone(),
+            self.destination(),
+            self.marks.clone(),
+            self.stop.clone(),
+        )));
+        let (lot, marks) = (parking.clone(), self.marks.clone());
+        let mut flight = Flight::new(Box::new(move |covered| lot.covered(covered, &marks)));
+        let outcome = self.work(&mut flight, &parking, &mut rx).await;
         // Stopping: what is on the wire is awaited (a write cannot be called back); nothing new
         // starts, as every attempt checks the stop first.
-        let drained = flight.drain(&self.marks).await;
+        let drained = flight.drain().await;
+        drop(retrying);
         match outcome {
             Err(Error::Stopped) | Ok(()) => match drained {
                 Err(Error::Stopped) | Ok(()) => Ok(()),
@@ -56,7 +66,16 @@ impl PartitionTask {
         }
     }
 
-    async fn work(&self, flight: &mut Flight, rx: &mut mpsc::Receiver<Decoded>) -> Result<(), Error> {
+    fn destination(&self) -> Destination {
+        Destination { topic: self.topic.clone(), partition: self.partition, fence: self.fence.clone() }
+    }
+
+    async fn work(
+        &self,
+        flight: &mut Flight,
+        parking: &Arc<Parking>,
+        rx: &mut mpsc::Receiver<Decoded>,
+    ) -> Result<(), Error> {
         let max_in_flight = self.shared.apply.max_in_flight;
         while let Some(batch) = self.gather(flight, rx).await? {
             let control = match batch.last() {
@@ -87,17 +106,12 @@ impl PartitionTask {
                 if self.stop.is_cancelled() {
                     return Err(Error::Stopped);
                 }
-                flight.complete_one(&self.marks).await?;
+                flight.complete_one().await?;
             }
             if self.stop.is_cancelled() {
                 return Err(Error::Stopped);
             }
-            let write = write_batch(
-                self.shared.clone(),
-                Destination { topic: self.topic.clone(), partition: self.partition, fence: self.fence.clone() },
-                batch,
-                self.stop.clone(),
-            );
+            let write = write_batch(self.shared.clone(), self.destination(), batch, parking.clone(), self.stop.clone());
             // A batch ending in a DDL marker covers everything before the marker, not the marker.
             let covered = if control.is_some() { last_offset } else { last_offset + 1 };
             flight.push(
@@ -109,7 +123,8 @@ impl PartitionTask {
                 }),
             );
             if let Some((offset, event)) = control {
-                flight.drain(&self.marks).await?;
+                flight.drain().await?;
+                parking.until_empty(&self.stop).await?;
                 self.pass_marker(offset, &event).await?;
                 self.marks.reached(offset + 1, None);
             }
@@ -150,7 +165,7 @@ impl PartitionTask {
         let first = loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(None),
-                done = flight.next_done(), if !flight.is_empty() => flight.completed(done, &self.marks)?,
+                done = flight.next_done(), if !flight.is_empty() => flight.completed(done)?,
                 message = rx.recv() => match message {
                     Some(message) => break message,
                     None => return Ok(None),
@@ -168,7 +183,7 @@ impl PartitionTask {
                 _ = self.stop.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
                 done = flight.next_done(), if !flight.is_empty() => {
-                    flight.completed(done, &self.marks)?;
+                    flight.completed(done)?;
                     continue;
                 }
                 message = rx.recv() => message,
@@ -198,5 +213,14 @@ impl PartitionTask {
         let ddl = &self.shared.ddl;
         let plan = write_plan::plan(changes, &self.shared.mapper, |ns, at| ddl.obsolete(ns, at));
         (Batch { plan, messages, undecodable }, reservations)
+    }
+}
+
+/// Aborts the task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

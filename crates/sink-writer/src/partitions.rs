@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::fence::{Fence, Owner, StandStill};
 use crate::offsets::{Marks, Progress, Tp};
-use crate::partition::PartitionTask;
+use crate::partition::{AbortOnDrop, PartitionTask};
 use crate::reader::{self, Fetched};
 use crate::shared::Shared;
 
@@ -295,14 +295,5 @@ fn seek<C: ConsumerContext, K: Consumer<C>>(consumer: &K, tp: &Tp, offset: Offse
     }
     if let Err(e) = consumer.seek_partitions(list, Duration::ZERO) {
         tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot seek the partition");
-    }
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -46,7 +46,8 @@ impl WriteOp {
         }
     }
 
-    fn is_absolute(&self) -> bool {
+    /// A replacement or delete: it makes every earlier write of its document moot.
+    pub fn is_absolute(&self) -> bool {
         !matches!(self.action, Action::Update(_))
     }
 }

@@ -242,7 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_and_buckets() {
+    fn percentiles_pick_the_nearest_rank_and_buckets_count_per_second() {
         let mut v: Vec<i64> = (1..=100).collect();
         assert_eq!(percentile(&mut v, 0.5), 51);
         assert_eq!(percentile(&mut v, 0.99), 99);

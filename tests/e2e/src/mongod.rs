@@ -38,22 +38,7 @@ impl PrivateMongod {
         let direct = mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{port}/?directConnection=true"))
             .await
             .expect("client");
-        let admin = direct.database("admin");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while admin.run_command(doc! {"ping": 1}).await.is_err() {
-            assert!(Instant::now() < deadline, "own mongod did not answer: see {}", dir.display());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        admin
-            .run_command(
-                doc! {"replSetInitiate": {"_id": set, "members": [{"_id": 0, "host": format!("127.0.0.1:{port}")}]}},
-            )
-            .await
-            .expect("replSetInitiate");
-        while !admin.run_command(doc! {"hello": 1}).await.is_ok_and(|h| h.get_bool("isWritablePrimary") == Ok(true)) {
-            assert!(Instant::now() < deadline, "own mongod did not become primary");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        initiate(&direct, set, port, &dir.join("mongod.log")).await;
         let uri = format!("mongodb://127.0.0.1:{port}/?replicaSet={set}");
         let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
         PrivateMongod { _child: child, port, uri, client }
@@ -72,5 +57,32 @@ impl PrivateMongod {
     /// Turns the `failCommand` failpoint off.
     pub async fn fail_nothing(&self) {
         self.fail_command(bson::Bson::String("off".into()), doc! {}).await;
+    }
+}
+
+/// Makes a fresh mongod started with `--replSet set` the primary of a one-node replica set,
+/// through `direct` (a direct connection, before any user exists). Panics with the log's last
+/// lines when it does not answer or elect itself within a minute.
+pub async fn initiate(direct: &mongodb::Client, set: &str, port: u16, log: &std::path::Path) {
+    let admin = direct.database("admin");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tail = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    };
+    while admin.run_command(doc! {"ping": 1}).await.is_err() {
+        let fatal = std::fs::read_to_string(log).unwrap_or_default().contains("\"s\":\"F\"");
+        assert!(Instant::now() < deadline && !fatal, "mongod did not answer: {}", tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    admin
+        .run_command(
+            doc! {"replSetInitiate": {"_id": set, "members": [{"_id": 0, "host": format!("127.0.0.1:{port}")}]}},
+        )
+        .await
+        .expect("replSetInitiate");
+    while !admin.run_command(doc! {"hello": 1}).await.is_ok_and(|h| h.get_bool("isWritablePrimary") == Ok(true)) {
+        assert!(Instant::now() < deadline, "mongod did not become primary: {}", tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

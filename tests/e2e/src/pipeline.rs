@@ -115,6 +115,21 @@ impl Pipeline {
         Started::watch("sink-writer", running, stop).await
     }
 
+    /// A directory of this test's own (logs of the processes it starts).
+    pub fn dir(&self) -> std::path::PathBuf {
+        let dir = test_support::workspace_root().join(".cache/e2e").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("test directory");
+        dir
+    }
+
+    /// A proxy named `target` to the target mongod: the URI that reaches the target through it.
+    pub async fn target_via(&self, toxiproxy: &crate::toxiproxy::Toxiproxy) -> String {
+        let uri = services().mongo_target_uri;
+        let host = uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap_or_default().to_string();
+        let link = toxiproxy.proxy("target", &host).await;
+        format!("mongodb://{link}/?directConnection=true")
+    }
+
     /// The `SINK_WRITER__…` environment of a sink-writer process with this pipeline's sink
     /// settings, serving HTTP on `http` and writing to `mongo_uri`.
     pub fn sink_process_env(&self, http: std::net::SocketAddr, mongo_uri: &str) -> Vec<(String, String)> {
@@ -122,6 +137,7 @@ impl Pipeline {
         let mut env = vec![
             ("HTTP__LISTEN_ADDR".to_string(), http.to_string()),
             ("MONGO__URI".into(), mongo_uri.to_string()),
+            ("MONGO__SERVER_SELECTION_TIMEOUT_MS".into(), c.mongo.server_selection_timeout_ms.to_string()),
             ("KAFKA__BOOTSTRAP_SERVERS".into(), c.kafka.bootstrap_servers.clone()),
             ("CONSUME__TOPICS".into(), c.consume.topics.join(",")),
             ("CONSUME__GROUP_ID".into(), c.consume.group_id.clone()),
@@ -139,6 +155,7 @@ impl Pipeline {
 
     /// Waits until every source collection equals its target collection, document for document
     /// and byte for byte (types and field order), and no extra collection exists in the target.
+    /// A source without documents never counts as converged: the test would prove nothing.
     pub async fn converged(&self, timeout: Duration) {
         let mut last = String::new();
         let outcome = tokio::time::timeout(timeout, async {
@@ -154,9 +171,13 @@ impl Pipeline {
         assert!(outcome.is_ok(), "target did not converge within {timeout:?}: {last}");
     }
 
-    /// The first difference between source and target, if any.
+    /// The first difference between source and target, if any (an empty source is one).
     pub async fn difference(&self) -> Option<String> {
-        self.compare().await.first
+        let comparison = self.compare().await;
+        if comparison.source_documents == 0 && comparison.first.is_none() {
+            return Some("the source holds no documents: nothing would be compared".into());
+        }
+        comparison.first
     }
 
     /// Every collection of the source database against the target's, document by document.
@@ -187,13 +208,13 @@ pub async fn compare_databases(source: &mongodb::Database, target: &mongodb::Dat
     target_names.sort();
     let mut result = Comparison::default();
     for name in target_names.iter().filter(|n| !names.contains(n)) {
-        result.extra += all(target, name).await.len();
+        result.extra += all(target, name, &mut result.first).await.len();
         result.first.get_or_insert_with(|| format!("collection {name} exists only in the target"));
     }
     for name in names {
-        let source_docs = all(source, &name).await;
+        let source_docs = all(source, &name, &mut result.first).await;
         let mut target_docs: std::collections::HashMap<Vec<u8>, Document> =
-            all(target, &name).await.into_iter().map(|d| (id_key(&d), d)).collect();
+            all(target, &name, &mut result.first).await.into_iter().map(|d| (id_key(&d), d)).collect();
         result.source_documents += source_docs.len();
         for s in &source_docs {
             match target_docs.remove(&id_key(s)) {
@@ -221,15 +242,17 @@ fn id_key(d: &Document) -> Vec<u8> {
     bson::to_vec(&doc! {"_id": d.get("_id").cloned().unwrap_or(bson::Bson::Null)}).unwrap_or_default()
 }
 
-async fn all(db: &mongodb::Database, coll: &str) -> Vec<Document> {
-    db.collection::<Document>(coll)
-        .find(doc! {})
-        .sort(doc! {"_id": 1})
-        .await
-        .expect("find")
-        .try_collect()
-        .await
-        .expect("read")
+/// Every document of `coll`; a read interrupted (the sink renaming or dropping the collection
+/// meanwhile) is a difference for now, noted in `first`.
+async fn all(db: &mongodb::Database, coll: &str, first: &mut Option<String>) -> Vec<Document> {
+    let read = async { db.collection::<Document>(coll).find(doc! {}).sort(doc! {"_id": 1}).await?.try_collect().await };
+    match read.await {
+        Ok(docs) => docs,
+        Err(e) => {
+            first.get_or_insert_with(|| format!("{}.{coll}: read interrupted ({e})", db.name()));
+            Vec::new()
+        }
+    }
 }
 
 pub async fn wait_ready(addr: std::net::SocketAddr) {

@@ -273,10 +273,13 @@ async fn namespace_mapping_writes_where_the_rules_say() {
     let sink = p.start_sink().await;
     p.source_db().collection::<Document>("orders").insert_one(doc! {"_id": 1, "v": "x"}).await.expect("insert");
     let target = p.target.database(&format!("{}_eu", p.name)).collection::<Document>("orders_copy");
-    test_support::eventually("the mapped document", Duration::from_secs(60), || async {
+    let mapped = test_support::eventually("the mapped document", Duration::from_secs(60), || async {
         target.find_one(doc! {"_id": 1}).await.ok().flatten()
     })
     .await;
+    assert_eq!(mapped, doc! {"_id": 1, "v": "x"});
+    let unmapped = p.target_db().list_collection_names().await.expect("target collections");
+    assert!(unmapped.is_empty(), "nothing written under the source's own name: {unmapped:?}");
     source.stop().await;
     sink.stop().await;
 }

@@ -127,29 +127,8 @@ impl SecureMongo {
         ))
         .await
         .expect("client");
+        e2e::mongod::initiate(&setup, "secure", port, &dir.join("mongod.log")).await;
         let admin = setup.database("admin");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while admin.run_command(doc! {"ping": 1}).await.is_err() {
-            let log = std::fs::read_to_string(dir.join("mongod.log")).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline && !log.contains("\"s\":\"F\""),
-                "TLS mongod did not answer: {}",
-                log.lines().rev().take(3).collect::<Vec<_>>().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        admin
-            .run_command(doc! {"replSetInitiate": {"_id": "secure", "members": [{"_id": 0, "host": format!("127.0.0.1:{port}")}]}})
-            .await
-            .expect("replSetInitiate");
-        loop {
-            let hello = admin.run_command(doc! {"hello": 1}).await.expect("hello");
-            if hello.get_bool("isWritablePrimary").unwrap_or(false) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "TLS replica set did not elect a primary");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         admin
             .run_command(
                 doc! {"createUser": "replicator", "pwd": PASSWORD, "roles": ["root"], "mechanisms": ["SCRAM-SHA-256"]},

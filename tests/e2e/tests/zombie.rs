@@ -10,26 +10,14 @@ use e2e::process::Proc;
 use e2e::toxiproxy::Toxiproxy;
 use test_support::{eventually, http_get, metric, services};
 
-fn sink_env(p: &Pipeline, http: std::net::SocketAddr, mongo_uri: &str) -> Vec<(String, String)> {
-    let c = &p.sink_config;
-    [
-        ("HTTP__LISTEN_ADDR", http.to_string()),
-        ("MONGO__URI", mongo_uri.to_string()),
-        ("MONGO__SERVER_SELECTION_TIMEOUT_MS", "1000".into()),
-        ("KAFKA__BOOTSTRAP_SERVERS", c.kafka.bootstrap_servers.clone()),
-        ("KAFKA__OPTIONS__SESSION_TIMEOUT_MS", "6000".into()),
-        ("KAFKA__OPTIONS__HEARTBEAT_INTERVAL_MS", "1000".into()),
-        ("KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS", "1000".into()),
-        ("CONSUME__TOPICS", c.consume.topics[0].clone()),
-        ("CONSUME__GROUP_ID", c.consume.group_id.clone()),
-        ("CONSUME__DEAD_LETTER_TOPIC", c.consume.dead_letter_topic.clone()),
-        ("CONSUME__COMMIT_INTERVAL_MS", "200".into()),
-        ("APPLY__METADATA_DATABASE", c.apply.metadata_database.clone()),
-        ("APPLY__MAX_BACKOFF_MS", "500".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))
-    .collect()
+/// Replicas that notice a lost partition within seconds.
+fn quick(mut p: Pipeline) -> Pipeline {
+    let sink = &mut p.sink_config;
+    sink.mongo.server_selection_timeout_ms = 1000;
+    sink.kafka.options.insert("session.timeout.ms".into(), "6000".into());
+    sink.kafka.options.insert("heartbeat.interval.ms".into(), "1000".into());
+    sink.apply.max_backoff_ms = 500;
+    p
 }
 
 async fn target_v(p: &Pipeline) -> Option<i32> {
@@ -44,18 +32,16 @@ async fn wait_v(p: &Pipeline, v: i32, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_that_stood_still_does_not_write_its_stale_batch_after_losing_the_partition() {
     let servers = services();
-    let p = Pipeline::new("zombie", 1).await;
-    let dir = test_support::workspace_root().join(".cache/e2e").join(&p.name);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let p = quick(Pipeline::new("zombie", 1).await);
+    let dir = p.dir();
     let toxiproxy = Toxiproxy::start(&dir).await;
-    let target_host = servers.mongo_target_uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap();
-    let link = toxiproxy.proxy("target", target_host).await;
+    let via_proxy = p.target_via(&toxiproxy).await;
     let source = p.start_source().await;
     let docs = p.source_db().collection::<Document>("docs");
 
     // Replica A reaches the target through the proxy.
     let a_http = e2e::free_addr();
-    let a_env = sink_env(&p, a_http, &format!("mongodb://{link}/?directConnection=true"));
+    let a_env = p.sink_process_env(a_http, &via_proxy);
     let mut a = Proc::new("sink-a", e2e::binary("sink-writer"), vec![], a_env, &dir);
     a.start();
     docs.insert_one(doc! {"_id": 1, "v": 1}).await.expect("insert");
@@ -75,8 +61,13 @@ async fn a_replica_that_stood_still_does_not_write_its_stale_batch_after_losing_
 
     // The group gives the partition to B, which writes v2 and then v3.
     let b_http = e2e::free_addr();
-    let mut b =
-        Proc::new("sink-b", e2e::binary("sink-writer"), vec![], sink_env(&p, b_http, &servers.mongo_target_uri), &dir);
+    let mut b = Proc::new(
+        "sink-b",
+        e2e::binary("sink-writer"),
+        vec![],
+        p.sink_process_env(b_http, &servers.mongo_target_uri),
+        &dir,
+    );
     b.start();
     wait_v(&p, 2, "B applies v2 once A is evicted").await;
     docs.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 3}}).await.expect("update");

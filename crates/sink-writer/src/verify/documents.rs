@@ -106,18 +106,7 @@ async fn split_points(pair: &Pair, parallel: usize) -> Result<Vec<Bson>, Error> 
     if !id_order::same_bracket(&first, &last) {
         return Ok(Vec::new());
     }
-    let sample: Vec<RawDocumentBuf> = pair
-        .source
-        .aggregate(vec![
-            doc! {"$sample": {"size": i64::try_from(parallel * 32).unwrap_or(128)}},
-            doc! {"$project": {"_id": 1}},
-        ])
-        .with_type::<RawDocumentBuf>()
-        .await
-        .map_err(|e| Error::mongo("verify sample", e))?
-        .try_collect()
-        .await
-        .map_err(|e| Error::mongo("verify sample", e))?;
+    let sample = random(&pair.source, parallel * 32, Some(doc! {"$project": {"_id": 1}})).await?;
     let mut ids: Vec<Bson> = sample.iter().filter_map(Seen::of).map(|s| s.id).collect();
     ids.sort_by(compare_in_bracket);
     ids.dedup();
@@ -184,17 +173,26 @@ async fn compare_range(pair: &Pair, lo: Option<Bson>, hi: Option<Bson>, pace: &P
     }
 }
 
-/// Compares `size` random source documents with the target's.
-pub async fn compare_sample(pair: &Pair, size: usize, pace: &Pace) -> Result<Tally, Error> {
-    let sample: Vec<RawDocumentBuf> = pair
-        .source
-        .aggregate(vec![doc! {"$sample": {"size": i64::try_from(size).unwrap_or(i64::MAX)}}])
+/// `size` random documents (`$sample`), through `then` when given.
+async fn random(
+    coll: &mongodb::Collection<RawDocumentBuf>,
+    size: usize,
+    then: Option<bson::Document>,
+) -> Result<Vec<RawDocumentBuf>, Error> {
+    let mut pipeline = vec![doc! {"$sample": {"size": i64::try_from(size).unwrap_or(i64::MAX)}}];
+    pipeline.extend(then);
+    coll.aggregate(pipeline)
         .with_type::<RawDocumentBuf>()
         .await
         .map_err(|e| Error::mongo("verify sample", e))?
         .try_collect()
         .await
-        .map_err(|e| Error::mongo("verify sample", e))?;
+        .map_err(|e| Error::mongo("verify sample", e))
+}
+
+/// Compares `size` random source documents with the target's.
+pub async fn compare_sample(pair: &Pair, size: usize, pace: &Pace) -> Result<Tally, Error> {
+    let sample = random(&pair.source, size, None).await?;
     pace.take(sample.len() as u64).await;
     let mut tally = Tally::default();
     for seen in sample.iter().filter_map(Seen::of) {

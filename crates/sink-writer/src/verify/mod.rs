@@ -256,7 +256,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arguments() {
+    fn arguments_are_parsed_and_unknown_ones_refused() {
         let args: Vec<String> =
             ["--namespace", "a.b", "--sample", "50", "--json"].iter().map(|s| s.to_string()).collect();
         assert_eq!(

@@ -1,0 +1,194 @@
+//! Writes a unique secondary index refuses for now, parked per document. The value is still
+//! held here by another document whose change is on its way (often from another partition, or
+//! from a partition that got ahead): the refused write waits with every later write of the same
+//! document, in order, while the partition goes on with the other documents, and they are tried
+//! again until they pass. Only the document waits, never the partition: two partitions waiting
+//! for each other's documents would otherwise wait for ever. A write still refused after
+//! `apply.conflict_retry_timeout_ms` goes to the dead-letter topic, and its document's next
+//! writes are tried.
+//!
+//! A later replacement or delete of a parked document makes its parked writes moot: they are
+//! dropped and only the newest state waits. (A value refused because a partition that got ahead
+//! already wrote its final holder is never freed: the newest state of the refused document, which
+//! the source made valid, is what passes.)
+//!
+//! The partition's durable offset stays before the first batch that parked a write until the lot
+//! is empty (a restart reads those batches again; writes are idempotent), and so does its
+//! watermark.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use envelope::ClusterTime;
+use service_kit::backoff::Backoff;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{apply_round, DeadLetterer, Destination};
+use crate::error::Error;
+use crate::flight::Covered;
+use crate::offsets::Marks;
+use crate::shared::Shared;
+use crate::write_plan::{DocKey, WriteOp};
+use crate::writer::Outcome;
+
+/// A parked write and what a dead letter of it needs.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    pub op: WriteOp,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// The first offset of its batch: the durable offset stays there while it is parked.
+    pub hold: i64,
+    pub since: Instant,
+}
+
+#[derive(Default)]
+struct Lot {
+    docs: BTreeMap<DocKey, VecDeque<Parked>>,
+    /// The highest offset completed batches covered, and their newest watermark.
+    covered: i64,
+    watermark: Option<ClusterTime>,
+}
+
+impl Lot {
+    fn hold(&self) -> Option<i64> {
+        self.docs.values().flat_map(|q| q.iter().map(|p| p.hold)).min()
+    }
+}
+
+#[derive(Default)]
+pub struct Parking {
+    lot: Mutex<Lot>,
+    parked: Notify,
+    emptied: Notify,
+}
+
+impl Parking {
+    fn lock(&self) -> MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_parked(&self, key: &DocKey) -> bool {
+        self.lock().docs.contains_key(key)
+    }
+
+    /// Parks a write behind its document's parked writes. A replacement or delete makes the
+    /// writes parked before it moot (the refused one too): the document waits for its newest
+    /// state only, which a value held by a partition that got ahead never blocks for ever.
+    pub fn park(&self, key: DocKey, parked: Parked) {
+        let mut lot = self.lock();
+        let queue = lot.docs.entry(key).or_default();
+        if parked.op.is_absolute() {
+            queue.clear();
+        }
+        queue.push_back(parked);
+        drop(lot);
+        self.parked.notify_one();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().docs.is_empty()
+    }
+
+    /// A batch completed: the partition's marks move to what it covers, or stay before the
+    /// first batch with a parked write.
+    pub fn covered(&self, covered: Covered, marks: &Marks) {
+        let mut lot = self.lock();
+        lot.covered = lot.covered.max(covered.offset);
+        lot.watermark = lot.watermark.max(covered.watermark);
+        match lot.hold() {
+            None => marks.reached(covered.offset, covered.watermark),
+            Some(hold) => marks.reached(hold.min(covered.offset), None),
+        }
+    }
+
+    /// Waits until nothing is parked (before a DDL marker: everything before it must be applied).
+    pub async fn until_empty(&self, stop: &CancellationToken) -> Result<(), Error> {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Err(Error::Stopped),
+                _ = emptied => {}
+            }
+        }
+    }
+
+    /// Tries parked writes again until `stop`, the first of each document per round.
+    pub async fn run(self: Arc<Self>, shared: Arc<Shared>, to: Destination, marks: Marks, stop: CancellationToken) {
+        let limit = Duration::from_millis(shared.apply.conflict_retry_timeout_ms);
+        let max_pause = Duration::from_millis(shared.apply.max_backoff_ms).min(Duration::from_secs(2));
+        loop {
+            let parked = self.parked.notified();
+            tokio::pin!(parked);
+            parked.as_mut().enable();
+            if self.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = parked => {}
+                }
+            }
+            let mut backoff = Backoff::new(Duration::from_millis(20), max_pause);
+            while !self.is_empty() {
+                if !backoff.wait(&stop).await {
+                    return;
+                }
+                match self.retry_once(&shared, &to, limit, &stop).await {
+                    Ok(true) => backoff.reset(),
+                    Ok(false) => {}
+                    Err(_) => return,
+                }
+            }
+            let lot = self.lock();
+            if lot.docs.is_empty() {
+                marks.reached(lot.covered, lot.watermark);
+                drop(lot);
+                self.emptied.notify_waiters();
+            }
+        }
+    }
+
+    /// One round over the parked documents; whether any write passed.
+    async fn retry_once(
+        &self,
+        shared: &Shared,
+        to: &Destination,
+        limit: Duration,
+        stop: &CancellationToken,
+    ) -> Result<bool, Error> {
+        let fronts: Vec<(DocKey, Parked)> =
+            self.lock().docs.iter().filter_map(|(k, q)| q.front().map(|p| (k.clone(), p.clone()))).collect();
+        let round: Vec<WriteOp> = fronts.iter().map(|(_, p)| p.op.clone()).collect();
+        let outcomes = apply_round(shared, to, &round, stop).await?;
+        let mut moved = false;
+        for ((key, parked), (_, outcome)) in fronts.into_iter().zip(outcomes) {
+            let give_up = match outcome {
+                Outcome::Applied => None,
+                Outcome::Conflict(reason) if parked.since.elapsed() >= limit => {
+                    Some(format!("{reason} (still a duplicate after {} s)", limit.as_secs()))
+                }
+                Outcome::Conflict(_) => continue,
+                Outcome::Rejected(reason) => Some(reason),
+            };
+            if let Some(reason) = give_up {
+                let dead = DeadLetterer { shared, to, stop };
+                dead.send(parked.op.offset, parked.key.as_deref(), parked.payload.as_deref(), &reason, "apply").await?;
+            }
+            moved = true;
+            let mut lot = self.lock();
+            if let Some(queue) = lot.docs.get_mut(&key) {
+                queue.pop_front();
+                if queue.is_empty() {
+                    lot.docs.remove(&key);
+                }
+            }
+        }
+        Ok(moved)
+    }
+}
