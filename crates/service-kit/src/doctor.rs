@@ -150,18 +150,25 @@ impl ConsumerContext for FirstError {}
 pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<Vec<(String, usize)>> {
     let token_source = connection.token_source();
     if let Some(source) = &token_source {
-        let credentials = crate::aws_credentials::Source::detect(|name| std::env::var(name).ok());
-        match (credentials, source.token()) {
-            (Ok(from), Ok(_)) => report.ok(
+        let signed = match crate::aws_identity::credentials().await {
+            Ok(credentials) => {
+                let (source, described) = (source.clone(), crate::aws_identity::describe(&credentials));
+                tokio::task::spawn_blocking(move || source.token().map(|_| described))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            Err(reason) => Err(reason),
+        };
+        match signed {
+            Ok(described) => report.ok(
                 "kafka auth",
                 format!(
-                    "MSK IAM for {}: credentials from {}, token signed (valid {} s)",
+                    "MSK IAM for {}: credentials from {described}; token signed (valid {} s)",
                     source.region,
-                    from.describe(),
                     source.lifetime.as_secs()
                 ),
             ),
-            (_, Err(reason)) | (Err(reason), _) => {
+            Err(reason) => {
                 report.fail("kafka auth", format!("MSK IAM for {}: {reason}", source.region));
                 return None;
             }
