@@ -80,6 +80,19 @@ impl fmt::Display for Report {
 /// Connects, authenticates and reads the server's identity. Returns the client when usable.
 pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection) -> Option<mongodb::Client> {
     let uri = connection.uri.redacted();
+    let aws = connection.uses_aws_auth();
+    if aws {
+        match crate::aws_identity::credentials().await {
+            Ok(credentials) => report.ok(
+                format!("{name} auth"),
+                format!("MONGODB-AWS: credentials from {}", crate::aws_identity::describe(&credentials)),
+            ),
+            Err(reason) => {
+                report.fail(format!("{name} auth"), format!("MONGODB-AWS: {reason}"));
+                return None;
+            }
+        }
+    }
     let client = match connection.client("doctor").await {
         Ok(client) => client,
         Err(e) => {
@@ -104,10 +117,30 @@ pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection
             report.ok(name, format!("{uri}: {version}, {topology}"));
             Some(client)
         }
+        Err(e) if aws => {
+            report.fail(name, format!("{uri}: {}", explain_mongo_aws(&e)));
+            None
+        }
         Err(e) => {
             report.fail(name, format!("{uri}: {}", explain_mongo(&e)));
             None
         }
+    }
+}
+
+/// A refused MONGODB-AWS authentication in words an operator acts on; the driver's errors
+/// never carry the keys.
+pub fn explain_mongo_aws(e: &mongodb::error::Error) -> String {
+    let text = e.kind.to_string();
+    let refused = ["Authentication failed", "AuthenticationFailed", "MONGODB-AWS", "mechanism"];
+    if refused.iter().any(|word| text.contains(word)) {
+        format!(
+            "{text} (MONGODB-AWS refused: the deployment must accept MONGODB-AWS and know the IAM role or user of \
+             these credentials: on MongoDB Atlas a database user for the role ARN, on Amazon DocumentDB IAM \
+             authentication with a user for the role ARN in $external)"
+        )
+    } else {
+        explain_mongo(e)
     }
 }
 
