@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mongodb::options::ClientOptions;
+use mongodb::options::{AuthMechanism, ClientOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,19 @@ impl Compat {
     }
 }
 
+/// How the services authenticate to MongoDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MongoAuth {
+    /// Whatever `uri` says: SCRAM user and password, X.509, or none.
+    #[default]
+    Uri,
+    /// MONGODB-AWS with the process's AWS credentials (`aws_identity`, the SDK's chain): an
+    /// IAM role as a MongoDB Atlas database user, or Amazon DocumentDB's IAM authentication.
+    /// No user or password in `uri`.
+    Aws,
+}
+
 /// A MongoDB deployment (replica set, Amazon DocumentDB cluster).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,13 +64,19 @@ pub struct MongoConnection {
     /// Connection string, e.g. `mongodb://user:pass@host:27017/?replicaSet=rs0&tls=true`.
     /// Credentials are redacted wherever it is printed.
     pub uri: SecretUri,
+    /// `uri` (default: what the connection string says) or `aws` (MONGODB-AWS).
+    pub auth: MongoAuth,
     /// How long an operation waits for a suitable server before it fails, in milliseconds.
     pub server_selection_timeout_ms: u64,
 }
 
 impl Default for MongoConnection {
     fn default() -> Self {
-        Self { uri: SecretUri::new("mongodb://127.0.0.1:27017/"), server_selection_timeout_ms: 10_000 }
+        Self {
+            uri: SecretUri::new("mongodb://127.0.0.1:27017/"),
+            auth: MongoAuth::Uri,
+            server_selection_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -76,7 +95,29 @@ impl MongoConnection {
         }
         options.app_name = Some(app_name.to_string());
         options.server_selection_timeout = Some(Duration::from_millis(self.server_selection_timeout_ms));
+        self.apply_auth(&mut options);
         mongodb::Client::with_options(options)
+    }
+
+    /// With `auth = "aws"`, or `authMechanism=MONGODB-AWS` in the URI: MONGODB-AWS with the
+    /// process's credential chain and cache (the driver would otherwise load the chain again,
+    /// uncached, for every connection it authenticates).
+    fn apply_auth(&self, options: &mut ClientOptions) {
+        if self.auth == MongoAuth::Aws {
+            let credential = options.credential.get_or_insert_with(Default::default);
+            credential.mechanism = Some(AuthMechanism::MongoDbAws);
+            credential.source = Some("$external".to_string());
+        }
+        if let Some(credential) = options.credential.as_mut() {
+            if credential.mechanism == Some(AuthMechanism::MongoDbAws) && credential.username.is_none() {
+                credential.aws_credential_provider = Some(crate::aws_identity::provider());
+            }
+        }
+    }
+
+    /// Whether MONGODB-AWS authenticates this connection (doctor names the credentials then).
+    pub fn uses_aws_auth(&self) -> bool {
+        self.auth == MongoAuth::Aws || uri_option(self.uri.expose(), "authMechanism").as_deref() == Some("MONGODB-AWS")
     }
 
     pub fn validate(&self, section: &str, problems: &mut Vec<String>) {
@@ -90,7 +131,32 @@ impl MongoConnection {
         if self.server_selection_timeout_ms == 0 {
             problems.push(format!("{section}.server_selection_timeout_ms must be at least 1"));
         }
+        if self.auth == MongoAuth::Aws {
+            let authority = uri.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
+            if authority.contains('@') {
+                problems.push(format!(
+                    "{section}.auth = aws takes the AWS credentials of the process: remove the user and password from {section}.uri"
+                ));
+            }
+            if let Some(mechanism) = uri_option(uri, "authMechanism").filter(|m| m != "MONGODB-AWS") {
+                problems.push(format!(
+                    "{section}.auth = aws uses MONGODB-AWS: remove authMechanism={mechanism} from {section}.uri"
+                ));
+            }
+            if uri_option(uri, "authSource").is_some_and(|s| s != "$external") {
+                problems.push(format!(
+                    "{section}.auth = aws authenticates against $external: remove authSource from {section}.uri"
+                ));
+            }
+        }
     }
+}
+
+/// The value of a connection string option (names are case-insensitive), percent-decoded.
+fn uri_option(uri: &str, name: &str) -> Option<String> {
+    let query = uri.split_once('?')?.1;
+    let value = query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| k.eq_ignore_ascii_case(name))?.1;
+    Some(value.replace("%24", "$").replace("%2D", "-"))
 }
 
 /// Answers whether the deployment responds to `ping`; the error says why not (no secrets).
@@ -388,6 +454,62 @@ pub async fn create_topic<C: rdkafka::ClientContext>(
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod mongo_auth_tests {
+    use super::*;
+
+    fn connection(uri: &str, auth: MongoAuth) -> MongoConnection {
+        MongoConnection { uri: SecretUri::new(uri), auth, ..MongoConnection::default() }
+    }
+
+    fn problems(connection: &MongoConnection) -> Vec<String> {
+        let mut problems = Vec::new();
+        connection.validate("mongo", &mut problems);
+        problems
+    }
+
+    #[tokio::test]
+    async fn aws_auth_is_mongodb_aws_on_external_with_the_process_credential_chain() {
+        let docdb = "mongodb://inventory.cluster-abc.us-west-2.docdb.amazonaws.com:27017/?tls=true&replicaSet=rs0";
+        let aws = connection(docdb, MongoAuth::Aws);
+        assert!(problems(&aws).is_empty(), "{:?}", problems(&aws));
+        assert!(aws.uses_aws_auth());
+        let mut options = ClientOptions::parse(docdb).await.expect("parses");
+        aws.apply_auth(&mut options);
+        let credential = options.credential.expect("a credential");
+        assert_eq!(credential.mechanism, Some(AuthMechanism::MongoDbAws));
+        assert_eq!(credential.source.as_deref(), Some("$external"));
+        assert!(credential.aws_credential_provider.is_some(), "the shared chain, not the driver's own");
+
+        // The same mechanism named in the URI gets the shared chain too.
+        let in_uri = "mongodb://cluster0.abcde.mongodb.net/?authSource=%24external&authMechanism=MONGODB-AWS";
+        let named = connection(in_uri, MongoAuth::Uri);
+        assert!(named.uses_aws_auth());
+        let mut options = ClientOptions::parse(in_uri).await.expect("parses");
+        named.apply_auth(&mut options);
+        assert!(options.credential.expect("credential").aws_credential_provider.is_some());
+
+        // SCRAM stays SCRAM.
+        let scram = connection("mongodb://u:p@db.example:27017/", MongoAuth::Uri);
+        assert!(!scram.uses_aws_auth());
+        let mut options = ClientOptions::parse(scram.uri.expose()).await.expect("parses");
+        scram.apply_auth(&mut options);
+        assert!(options.credential.expect("credential").aws_credential_provider.is_none());
+    }
+
+    #[test]
+    fn aws_auth_refuses_a_password_or_another_mechanism_in_the_uri() {
+        let with_password = connection("mongodb://u:secret@db.example:27017/", MongoAuth::Aws);
+        let found = problems(&with_password);
+        assert!(found.len() == 1 && found[0].contains("remove the user and password"), "{found:?}");
+        assert!(!found[0].contains("secret"));
+        let scram = connection("mongodb://db.example/?authMechanism=SCRAM-SHA-256&authSource=admin", MongoAuth::Aws);
+        let found = problems(&scram);
+        assert!(found.iter().any(|p| p.contains("authMechanism=SCRAM-SHA-256")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("authSource")), "{found:?}");
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,19 @@ impl fmt::Display for Report {
 /// Connects, authenticates and reads the server's identity. Returns the client when usable.
 pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection) -> Option<mongodb::Client> {
     let uri = connection.uri.redacted();
+    let aws = connection.uses_aws_auth();
+    if aws {
+        match crate::aws_identity::credentials().await {
+            Ok(credentials) => report.ok(
+                format!("{name} auth"),
+                format!("MONGODB-AWS: credentials from {}", crate::aws_identity::describe(&credentials)),
+            ),
+            Err(reason) => {
+                report.fail(format!("{name} auth"), format!("MONGODB-AWS: {reason}"));
+                return None;
+            }
+        }
+    }
     let client = match connection.client("doctor").await {
         Ok(client) => client,
         Err(e) => {
@@ -104,10 +117,30 @@ pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection
             report.ok(name, format!("{uri}: {version}, {topology}"));
             Some(client)
         }
+        Err(e) if aws => {
+            report.fail(name, format!("{uri}: {}", explain_mongo_aws(&e)));
+            None
+        }
         Err(e) => {
             report.fail(name, format!("{uri}: {}", explain_mongo(&e)));
             None
         }
+    }
+}
+
+/// A refused MONGODB-AWS authentication in words an operator acts on; the driver's errors
+/// never carry the keys.
+pub fn explain_mongo_aws(e: &mongodb::error::Error) -> String {
+    let text = e.kind.to_string();
+    let refused = ["Authentication failed", "AuthenticationFailed", "MONGODB-AWS", "mechanism"];
+    if refused.iter().any(|word| text.contains(word)) {
+        format!(
+            "{text} (MONGODB-AWS refused: the deployment must accept MONGODB-AWS and know the IAM role or user of \
+             these credentials: on MongoDB Atlas a database user for the role ARN, on Amazon DocumentDB IAM \
+             authentication with a user for the role ARN in $external)"
+        )
+    } else {
+        explain_mongo(e)
     }
 }
 
@@ -150,18 +183,25 @@ impl ConsumerContext for FirstError {}
 pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<Vec<(String, usize)>> {
     let token_source = connection.token_source();
     if let Some(source) = &token_source {
-        let credentials = crate::aws_credentials::Source::detect(|name| std::env::var(name).ok());
-        match (credentials, source.token()) {
-            (Ok(from), Ok(_)) => report.ok(
+        let signed = match crate::aws_identity::credentials().await {
+            Ok(credentials) => {
+                let (source, described) = (source.clone(), crate::aws_identity::describe(&credentials));
+                tokio::task::spawn_blocking(move || source.token().map(|_| described))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            Err(reason) => Err(reason),
+        };
+        match signed {
+            Ok(described) => report.ok(
                 "kafka auth",
                 format!(
-                    "MSK IAM for {}: credentials from {}, token signed (valid {} s)",
+                    "MSK IAM for {}: credentials from {described}; token signed (valid {} s)",
                     source.region,
-                    from.describe(),
                     source.lifetime.as_secs()
                 ),
             ),
-            (_, Err(reason)) | (Err(reason), _) => {
+            Err(reason) => {
                 report.fail("kafka auth", format!("MSK IAM for {}: {reason}", source.region));
                 return None;
             }

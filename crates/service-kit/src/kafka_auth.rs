@@ -2,8 +2,8 @@
 //! OAUTHBEARER with a SigV4-presigned token, handed to every client and renewed before expiry.
 //!
 //! ```text
-//!  aws_credentials::current()  ──►  msk_iam::token(region, lifetime)  ──►  OAUTHBEARER token
-//!  (env keys | ECS task role | EKS Pod Identity)            │
+//!  aws_identity (the AWS SDK's    ──►  msk_iam::token(region, lifetime)  ──►  OAUTHBEARER token
+//!  default credential chain)                                  │
 //!          ┌────────────────────────────────────────────────┴──────────────────┐
 //!          ▼                                                                   ▼
 //!  consumers and producers: librdkafka asks at 80% of the        admin clients, whose main queue
@@ -26,7 +26,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 
-use crate::{aws_credentials, msk_iam};
+use crate::{aws_identity, msk_iam};
 
 /// How the services authenticate to Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -53,9 +53,9 @@ static EXPIRES_MS: AtomicI64 = AtomicI64::new(0);
 impl TokenSource {
     /// A token signed now with the current credentials; counted in the metrics either way.
     pub fn token(&self) -> Result<OAuthToken, String> {
-        let signed = aws_credentials::current().map(|credentials| {
-            let (token, lifetime_ms) = msk_iam::token(&self.region, &credentials, SystemTime::now(), self.lifetime);
-            OAuthToken { token, principal_name: credentials.access_key_id, lifetime_ms }
+        let signed = aws_identity::credentials_blocking().and_then(|credentials| {
+            let (token, lifetime_ms) = msk_iam::token(&self.region, &credentials, SystemTime::now(), self.lifetime)?;
+            Ok(OAuthToken { token, principal_name: credentials.access_key_id().to_string(), lifetime_ms })
         });
         match &signed {
             Ok(token) => {

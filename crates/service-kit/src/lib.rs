@@ -17,7 +17,7 @@
 //! both services share, and the cheap checks that say whether each answers.
 
 pub mod app;
-pub mod aws_credentials;
+pub mod aws_identity;
 pub mod backoff;
 pub mod budget;
 pub mod cli;

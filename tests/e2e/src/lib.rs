@@ -1,6 +1,7 @@
 //! End-to-end helpers: the service binaries as processes (as a user runs them), and both
 //! services in-process with a convergence check.
 
+pub mod aws_endpoints;
 pub mod bench;
 pub mod chaos;
 pub mod interop;

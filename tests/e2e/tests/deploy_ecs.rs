@@ -74,6 +74,14 @@ fn task_definition_problems(task: &Value, service: &str) -> Vec<String> {
             "secrets come from Secrets Manager",
         );
         need(secrets.iter().any(|s| s.ends_with("__MONGO__URI")), "the MongoDB URI is a secret");
+        if env.iter().any(|(k, v)| k.ends_with("__KAFKA__AUTH") && *v == "aws_msk_iam") {
+            // The task role signs the tokens: it must be there, and no SASL secret besides.
+            need(
+                task["taskRoleArn"].as_str().is_some_and(|a| a.starts_with("arn:aws:iam::")),
+                "MSK IAM needs taskRoleArn",
+            );
+            need(!secrets.iter().any(|s| s.contains("__SASL_")), "MSK IAM takes no SASL secrets");
+        }
         let port = env
             .iter()
             .find(|(k, _)| k.ends_with("__HTTP__LISTEN_ADDR"))
@@ -112,6 +120,10 @@ fn task_definitions_have_what_fargate_requires() {
     broken["memory"] = "3000".into();
     let problems = task_definition_problems(&broken, "sink-writer");
     assert_eq!(problems.len(), 2, "{problems:?}");
+    // MSK IAM without a task role has nothing to sign with.
+    let mut roleless = load("sink-writer.task-definition.json");
+    roleless.as_object_mut().expect("object").remove("taskRoleArn");
+    assert_eq!(task_definition_problems(&roleless, "sink-writer"), vec!["MSK IAM needs taskRoleArn".to_string()]);
 }
 
 #[test]
@@ -169,7 +181,9 @@ async fn the_binaries_accept_the_task_environment_and_redact_its_secrets() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!stdout.contains("s3cret"), "{service} printed a secret: {stdout}");
-        assert!(stdout.contains("SCRAM-SHA-512"), "{service}: the Kafka options were read: {stdout}");
+        // cdc-source's task uses SCRAM, sink-writer's MSK IAM with the task role.
+        let kafka_auth = if service == "cdc-source" { "SCRAM-SHA-512" } else { "aws_msk_iam" };
+        assert!(stdout.contains(kafka_auth), "{service}: the Kafka settings were read: {stdout}");
     }
 }
 

@@ -4,54 +4,24 @@
 //! a client that does not renew its token loses its connections within the test: the data still
 //! arriving after three lifetimes, including a topic created by the admin client then, shows
 //! every client kind (transactional producer, admin, checkpoint reader, consumer group,
-//! dead-letter producer, readiness probe) renews. cdc-source takes its keys from the
-//! environment, sink-writer from a container credentials endpoint (ECS task role / EKS Pod
-//! Identity style) served by this test.
+//! dead-letter producer, readiness probe) renews.
+//!
+//! Credentials come from every source of the AWS SDK's chain, served on loopback by
+//! `e2e::aws_endpoints` with the broker's test keys: environment keys and the container endpoint
+//! (ECS task role / EKS Pod Identity) in one pipeline, a web identity token exchanged at STS
+//! (EKS IRSA) and EC2 instance metadata (IMDSv2) in another, and `doctor` on each source plus
+//! a shared profile with keys and an IAM Identity Center (SSO) profile.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bson::doc;
+use e2e::aws_endpoints::{self, Endpoint};
 use e2e::pipeline::compare_databases;
 use e2e::process::Proc;
 use test_support::{eventually, http_get, metric, services, unique};
 
 const LIFETIME_SECONDS: u64 = 20;
-
-/// Serves the test credentials as the ECS agent does, to requests carrying `authorization`.
-fn container_credentials_endpoint(authorization: &'static str) -> (String, Arc<AtomicUsize>) {
-    let iam = services().kafka_iam;
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/v2/credentials/replicator", listener.local_addr().expect("addr"));
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let request = String::from_utf8_lossy(&request[..n]);
-            if !request.contains(&format!("Authorization: {authorization}\r\n")) {
-                let _ = stream.write_all(b"HTTP/1.0 401 Unauthorized\r\n\r\n");
-                continue;
-            }
-            count.fetch_add(1, Ordering::Relaxed);
-            let expiration = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() + 3_600_000);
-            let body = format!(
-                r#"{{"AccessKeyId":"{}","SecretAccessKey":"{}","Token":"{}","Expiration":"{}"}}"#,
-                iam.access_key_id,
-                iam.secret_access_key,
-                iam.session_token,
-                expiration.try_to_rfc3339_string().expect("rfc3339")
-            );
-            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
-        }
-    });
-    (url, served)
-}
 
 fn kafka_env(prefix: &str) -> Vec<(String, String)> {
     let s = services();
@@ -64,37 +34,118 @@ fn kafka_env(prefix: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// Keeps each process's chain to what the test gives it: no shared profile of the machine, no
+/// instance metadata (which would leave loopback) unless the test serves it.
+fn isolated_aws_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("AWS_CONFIG_FILE".into(), dir.join("no-aws-config").display().to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), dir.join("no-aws-credentials").display().to_string()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("AWS_REGION".into(), services().kafka_iam.region),
+    ]
+}
+
+/// `vars` over `base`, a later value replacing an earlier one.
+fn with(base: Vec<(String, String)>, vars: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        base.into_iter().filter(|(k, _)| !vars.iter().any(|(name, _)| name == k)).collect();
+    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+/// AWS variables for one credential source.
+type AwsEnv = Vec<(&'static str, String)>;
+
+fn env_keys() -> AwsEnv {
+    let iam = services().kafka_iam;
+    vec![
+        ("AWS_ACCESS_KEY_ID", iam.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", iam.secret_access_key),
+        ("AWS_SESSION_TOKEN", iam.session_token),
+    ]
+}
+
+fn container_env(endpoint: &Endpoint) -> AwsEnv {
+    vec![
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{}/v2/credentials/replicator", endpoint.url)),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-identity-token".into()),
+    ]
+}
+
+const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/replicator";
+const WEB_IDENTITY_TOKEN: &str = "eyJ-service-account-token-of-the-test";
+
+/// EKS IRSA: the projected service account token and the role, exchanged at STS.
+fn web_identity_env(sts: &Endpoint, dir: &Path) -> AwsEnv {
+    let token_file = dir.join("eks.amazonaws.com-serviceaccount-token");
+    std::fs::write(&token_file, WEB_IDENTITY_TOKEN).expect("token file");
+    vec![
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.display().to_string()),
+        ("AWS_ROLE_ARN", ROLE_ARN.into()),
+        ("AWS_ROLE_SESSION_NAME", "replicator".into()),
+        ("AWS_ENDPOINT_URL_STS", sts.url.clone()),
+    ]
+}
+
+fn imds_env(imds: &Endpoint) -> AwsEnv {
+    vec![("AWS_EC2_METADATA_DISABLED", "false".into()), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.clone())]
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pipeline_runs_on_msk_iam_tokens_renewed_before_they_expire() {
+    let container = aws_endpoints::container("pod-identity-token");
+    let name = unique("iam");
+    run_pipeline_on_iam(&name, &env_keys(), &container_env(&container)).await;
+    assert!(container.served() >= 1, "sink-writer fetched container credentials");
+    // Temporary credentials are cached, not fetched for every token.
+    assert!(container.served() <= 2, "credentials fetched for every token: {}", container.served());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pipeline_runs_on_web_identity_and_instance_profile_credentials() {
+    let (sts, imds) = (aws_endpoints::sts(ROLE_ARN, WEB_IDENTITY_TOKEN), aws_endpoints::imds("replicator-node"));
+    let name = unique("iam-irsa");
+    let dir = log_dir(&name);
+    run_pipeline_on_iam(&name, &web_identity_env(&sts, &dir), &imds_env(&imds)).await;
+    for (endpoint, what) in [(&sts, "STS web identity"), (&imds, "instance metadata")] {
+        assert!(endpoint.served() >= 1, "{what} credentials were not asked for");
+        assert!(endpoint.served() <= 2, "{what} credentials fetched for every token: {}", endpoint.served());
+    }
+}
+
+fn log_dir(name: &str) -> std::path::PathBuf {
+    let dir = test_support::workspace_root().join(".cache/e2e").join(name);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// Runs both services on MSK IAM with 20 s tokens for three lifetimes, cdc-source with
+/// `source_aws` in its environment and sink-writer with `sink_aws`, and checks the target, the
+/// token metrics and that no credential reached logs or metrics.
+async fn run_pipeline_on_iam(name: &str, source_aws: &[(&str, String)], sink_aws: &[(&str, String)]) {
     let servers = services();
     let iam = servers.kafka_iam.clone();
-    let name = unique("iam");
-    let dir = test_support::workspace_root().join(".cache/e2e").join(&name);
-    std::fs::create_dir_all(&dir).expect("log dir");
+    let dir = log_dir(name);
     let (source_http, sink_http) = (e2e::free_addr(), e2e::free_addr());
 
     let mut source_env = kafka_env("CDC_SOURCE");
-    source_env.extend(e2e::source_process_env(&name, 2));
+    source_env.extend(e2e::source_process_env(name, 2));
     source_env.extend([
         ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), source_http.to_string()),
         ("CDC_SOURCE__MONGO__URI".into(), servers.mongo_source_uri.clone()),
-        ("AWS_ACCESS_KEY_ID".into(), iam.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY".into(), iam.secret_access_key.clone()),
-        ("AWS_SESSION_TOKEN".into(), iam.session_token.clone()),
     ]);
-    let (credentials_url, credentials_served) = container_credentials_endpoint("pod-identity-token");
     let mut sink_env = kafka_env("SINK_WRITER");
-    sink_env.extend(e2e::sink_process_env(&name));
+    sink_env.extend(e2e::sink_process_env(name));
     sink_env.extend([
         ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), sink_http.to_string()),
         ("SINK_WRITER__MONGO__URI".into(), servers.mongo_target_uri.clone()),
-        ("AWS_CONTAINER_CREDENTIALS_FULL_URI".into(), credentials_url),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), "pod-identity-token".into()),
     ]);
+    let source_env = with([source_env, isolated_aws_env(&dir)].concat(), source_aws);
+    let sink_env = with([sink_env, isolated_aws_env(&dir)].concat(), sink_aws);
     let mut source = Proc::new("cdc-source", e2e::binary("cdc-source"), vec![], source_env, &dir);
     let mut sink = Proc::new("sink-writer", e2e::binary("sink-writer"), vec![], sink_env, &dir);
-    let source_db = test_support::mongo(&servers.mongo_source_uri).await.database(&name);
-    let target_db = test_support::mongo(&servers.mongo_target_uri).await.database(&name);
+    let source_db = test_support::mongo(&servers.mongo_source_uri).await.database(name);
+    let target_db = test_support::mongo(&servers.mongo_target_uri).await.database(name);
     source_db.collection::<bson::Document>("orders").insert_one(doc! {"_id": -1}).await.expect("insert");
     source.start();
     sink.start();
@@ -146,9 +197,6 @@ async fn the_pipeline_runs_on_msk_iam_tokens_renewed_before_they_expire() {
             assert_eq!(metric(&body, "cdc_source_restarts_total"), 0.0, "pipeline restarts");
         }
     }
-    assert!(credentials_served.load(Ordering::Relaxed) >= 1, "sink-writer fetched container credentials");
-    // Temporary credentials are cached, not fetched for every token.
-    assert!(credentials_served.load(Ordering::Relaxed) <= 2, "credentials fetched for every token");
     sink.stop();
     source.stop();
     for service in ["cdc-source", "sink-writer"] {
@@ -170,6 +218,7 @@ async fn doctor_names_a_rejected_iam_signature_and_missing_credentials_without_p
     let mut env: Vec<(String, String)> =
         kafka_env("X").into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
     env.push(("MONGO__URI".into(), servers.mongo_target_uri.clone()));
+    env.extend(isolated_aws_env(&log_dir(&unique("iam-doctor"))));
 
     // No credentials anywhere: a blocker that says where they are looked for.
     let (ok, report) = doctor_raw("sink-writer", &env).await;
@@ -198,14 +247,114 @@ async fn doctor_names_a_rejected_iam_signature_and_missing_credentials_without_p
     assert!(!report.contains(&iam.secret_access_key) && !report.contains(&iam.session_token), "{report}");
 }
 
+const SSO_ACCESS_TOKEN: &str = "sso-access-token-of-the-test";
+
+/// A developer's IAM Identity Center profile as `aws configure sso` writes it, with the access
+/// token `aws sso login` caches under `home`.
+fn sso_env(portal: &Endpoint, dir: &Path) -> AwsEnv {
+    let home = dir.join("home");
+    let cache = home.join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).expect("sso cache");
+    let config = dir.join("aws-config");
+    std::fs::write(
+        &config,
+        "[profile replicator-dev]\nsso_session = corp\nsso_account_id = 111122223333\nsso_role_name = Replicator\n\
+         region = us-east-1\n\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = us-east-1\n",
+    )
+    .expect("aws config");
+    // The cache file is named by the SHA-1 of the session name: sha1("corp").
+    std::fs::write(
+        cache.join("ee0bfd2552fbd840c02cc48b6e823320543c450f.json"),
+        format!(
+            r#"{{"accessToken":"{SSO_ACCESS_TOKEN}","expiresAt":"2099-01-01T00:00:00Z","region":"us-east-1","startUrl":"https://corp.awsapps.com/start"}}"#
+        ),
+    )
+    .expect("sso token");
+    vec![
+        ("HOME", home.display().to_string()),
+        ("AWS_CONFIG_FILE", config.display().to_string()),
+        ("AWS_PROFILE", "replicator-dev".into()),
+        ("AWS_ENDPOINT_URL_SSO", portal.url.clone()),
+    ]
+}
+
+/// A shared credentials file with a role's keys (`aws configure`).
+fn profile_env(dir: &Path) -> AwsEnv {
+    let iam = services().kafka_iam;
+    let file = dir.join("aws-credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\naws_session_token = {}\n",
+            iam.access_key_id, iam.secret_access_key, iam.session_token
+        ),
+    )
+    .expect("credentials file");
+    vec![("AWS_SHARED_CREDENTIALS_FILE", file.display().to_string())]
+}
+
+#[tokio::test]
+async fn doctor_connects_with_each_credential_source_and_names_it_with_its_expiry() {
+    let servers = services();
+    let iam = servers.kafka_iam.clone();
+    let dir = log_dir(&unique("iam-sources"));
+    let mut base: Vec<(String, String)> =
+        kafka_env("X").into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
+    base.push(("MONGO__URI".into(), servers.mongo_target_uri.clone()));
+    base.extend(isolated_aws_env(&dir));
+    let (container, sts, imds, portal) = (
+        aws_endpoints::container("pod-identity-token"),
+        aws_endpoints::sts(ROLE_ARN, WEB_IDENTITY_TOKEN),
+        aws_endpoints::imds("replicator-node"),
+        aws_endpoints::sso_portal(SSO_ACCESS_TOKEN),
+    );
+    let sources: Vec<(&str, AwsEnv, bool)> = vec![
+        ("environment (AWS_ACCESS_KEY_ID), no expiry", env_keys(), false),
+        ("shared profile (keys), no expiry", profile_env(&dir), false),
+        ("SSO (IAM Identity Center profile), expire ", sso_env(&portal, &dir), true),
+        ("WebIdentityToken (AWS_WEB_IDENTITY_TOKEN_FILE, EKS IRSA), expire ", web_identity_env(&sts, &dir), true),
+        ("container endpoint (ECS task role or EKS Pod Identity), expire ", container_env(&container), true),
+        ("IMDSv2 (EC2 instance profile), expire ", imds_env(&imds), true),
+    ];
+    // Every source is tried; the failures are reported together.
+    let mut failures = Vec::new();
+    for (source, vars, expires) in sources {
+        let (ok, report) = doctor_raw("sink-writer", &with(base.clone(), &vars)).await;
+        let line = report.lines().find(|l| l.starts_with("ok    kafka auth")).unwrap_or_default();
+        let expiry = line.split("expire ").nth(1).and_then(|t| t.split(';').next()).unwrap_or_default();
+        // Within the hour the endpoints grant.
+        let expiry_left = bson::DateTime::parse_rfc3339_str(expiry)
+            .map(|at| at.timestamp_millis() - bson::DateTime::now().timestamp_millis())
+            .unwrap_or(-1);
+        if !(ok && report.contains("broker(s)")) {
+            failures.push(format!("{source}: the broker did not accept its token:\n{report}"));
+        } else if !line.contains(&format!("credentials from {source}")) {
+            failures.push(format!("{source}: not named in '{line}'"));
+        } else if expires && !(3_000_000..=3_600_000).contains(&expiry_left) {
+            failures.push(format!("{source}: expiry '{expiry}' is not the granted one in '{line}'"));
+        }
+        for secret in [&iam.secret_access_key, &iam.session_token] {
+            assert!(!report.contains(secret.as_str()), "{source}: a credential in {report}");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for (endpoint, what) in [(&container, "container"), (&sts, "STS"), (&imds, "IMDS"), (&portal, "SSO portal")] {
+        assert_eq!(endpoint.served(), 1, "{what} credentials asked for once");
+    }
+}
+
 /// `doctor` where the AWS_* variables are passed unprefixed, as AWS tooling sets them.
 async fn doctor_raw(service: &str, env: &[(String, String)]) -> (bool, String) {
     let prefix = if service == "cdc-source" { "CDC_SOURCE" } else { "SINK_WRITER" };
     let env: Vec<(String, String)> = env
         .iter()
-        .map(
-            |(k, v)| if k.starts_with("AWS_") { (k.clone(), v.clone()) } else { (format!("{prefix}__{k}"), v.clone()) },
-        )
+        .map(|(k, v)| {
+            if k.starts_with("AWS_") || k == "HOME" {
+                (k.clone(), v.clone())
+            } else {
+                (format!("{prefix}__{k}"), v.clone())
+            }
+        })
         .collect();
     let out = tokio::process::Command::new(e2e::binary(service))
         .arg("doctor")

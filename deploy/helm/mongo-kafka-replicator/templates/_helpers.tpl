@@ -42,6 +42,10 @@ metadata:
   name: {{ $fullname }}
   labels:
     {{- include "replicator.labels" . | nindent 4 }}
+  {{- with ($c.serviceAccount).annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 automountServiceAccountToken: false
 ---
 apiVersion: apps/v1
