@@ -101,7 +101,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
     }
     let source_connection = service_kit::connect::MongoConnection {
         uri: config.verify.source_uri.clone(),
-        server_selection_timeout_ms: config.mongo.server_selection_timeout_ms,
+        ..config.mongo.clone()
     };
     let source = source_connection
         .client_for("sink-writer-verify", config.apply.compat)
