@@ -135,6 +135,14 @@ where
     }
 }
 
+/// Waits until the service at `addr` answers `/health/readyz` with 200 (a minute at most).
+pub async fn wait_ready(addr: std::net::SocketAddr) {
+    eventually("service ready", Duration::from_secs(60), || async {
+        matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+}
+
 /// A record read back from Kafka.
 #[derive(Debug, Clone)]
 pub struct Consumed {

@@ -6,7 +6,7 @@ use bson::{doc, Document};
 use futures::TryStreamExt;
 use service_kit::config::SecretUri;
 pub use test_support::metric;
-use test_support::{eventually, http_get, services, unique};
+use test_support::{http_get, services, unique};
 use tokio_util::sync::CancellationToken;
 
 /// A source database replicated to a target database of the same name, through its own topics.
@@ -255,9 +255,4 @@ async fn all(db: &mongodb::Database, coll: &str, first: &mut Option<String>) -> 
     }
 }
 
-pub async fn wait_ready(addr: std::net::SocketAddr) {
-    eventually("service ready", Duration::from_secs(60), || async {
-        matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
-}
+pub use test_support::wait_ready;

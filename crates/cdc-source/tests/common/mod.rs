@@ -7,7 +7,7 @@ use std::time::Duration;
 use bson::Document;
 use cdc_source::{Config, Running, Scope, SnapshotMode};
 use envelope::{ChangeEvent, Event};
-use test_support::{consume_all, eventually, http_get, services, unique, Consumed};
+use test_support::{consume_all, http_get, services, unique, Consumed};
 use tokio_util::sync::CancellationToken;
 
 pub struct Harness {
@@ -64,12 +64,7 @@ impl Harness {
     }
 }
 
-pub async fn wait_ready(addr: SocketAddr) {
-    eventually("cdc-source ready", Duration::from_secs(60), || async {
-        matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
-}
+pub use test_support::wait_ready;
 
 pub struct Service {
     running: Option<Running>,

@@ -40,10 +40,8 @@ struct Pipeline {
 }
 
 async fn ready(addr: std::net::SocketAddr, dir: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http_get(addr, "/health/readyz").await, Ok((200, _))) {
-        assert!(Instant::now() < deadline, "a service did not become ready: see {}", dir.display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if tokio::time::timeout(Duration::from_secs(61), test_support::wait_ready(addr)).await.is_err() {
+        panic!("a service did not become ready: see {}", dir.display());
     }
 }
 
