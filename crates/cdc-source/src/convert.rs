@@ -1,19 +1,19 @@
 //! Change stream events and snapshot documents → envelope records. Pure: no I/O.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bson::{Bson, Document};
 use envelope::{
     encode_change, encode_control, encode_key, ChangeEvent, ClusterTime, ControlEvent, Ddl, Mode, Namespace, Op,
-    Position, Snapshot, SourceInfo, Transaction, TruncatedArray, UpdateDescription,
+    Position, Snapshot, SourceInfo, TruncatedArray, UpdateDescription,
 };
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 
 use crate::checkpoint::Progress;
 use crate::record::{Item, Record, Target};
 use crate::routing::{NamespaceFilter, TopicRouter};
+use crate::transaction::{lsid_text, Transactions};
 
 /// What a change stream event turns into.
 #[derive(Debug)]
@@ -50,14 +50,7 @@ pub struct Converter {
     pub recopy_renames_until: Option<ClusterTime>,
     /// The next event sequence number; shared by the stream and snapshot workers.
     pub seq: Arc<AtomicU64>,
-    txn: Option<TxnOrder>,
-}
-
-/// Positions within the transaction being streamed (its events arrive together).
-struct TxnOrder {
-    id: String,
-    total: u64,
-    per_collection: HashMap<String, u64>,
+    txn: Transactions,
 }
 
 impl Converter {
@@ -78,7 +71,7 @@ impl Converter {
             filter,
             recopy_renames_until: None,
             seq: Arc::new(AtomicU64::new(seq)),
-            txn: None,
+            txn: Transactions::default(),
         }
     }
 
@@ -191,13 +184,7 @@ impl Converter {
         source.wall_time_ms = event.wall_time.map(|t| t.timestamp_millis());
         source.lsid = event.lsid.as_ref().and_then(lsid_text);
         source.txn_number = event.txn_number;
-        let transaction = match (&source.lsid, source.txn_number) {
-            (Some(lsid), Some(number)) => Some(self.transaction_order(format!("{lsid}:{number}"), &ns)),
-            _ => {
-                self.txn = None;
-                None
-            }
-        };
+        let transaction = self.txn.order(source.lsid.as_deref(), source.txn_number, &ns);
         let update_description = event.update_description.map(|ud| UpdateDescription {
             updated_fields: ud.updated_fields,
             removed_fields: ud.removed_fields,
@@ -220,17 +207,6 @@ impl Converter {
             position,
             ts_ms: now_ms,
         }
-    }
-
-    fn transaction_order(&mut self, id: String, ns: &Namespace) -> Transaction {
-        let order = match &mut self.txn {
-            Some(order) if order.id == id => order,
-            slot => slot.insert(TxnOrder { id: id.clone(), total: 0, per_collection: HashMap::new() }),
-        };
-        order.total += 1;
-        let per = order.per_collection.entry(ns.to_string()).or_insert(0);
-        *per += 1;
-        Transaction { id, total_order: order.total, data_collection_order: *per }
     }
 
     /// The change record, plus a tombstone after a delete when enabled.
@@ -324,22 +300,11 @@ impl Converter {
     }
 }
 
-/// The session id of a transaction as UUID text (`lsid.id` is a UUID binary).
-fn lsid_text(lsid: &Document) -> Option<String> {
-    match lsid.get("id")? {
-        Bson::Binary(bin) if bin.bytes.len() == 16 => {
-            let hex: String = bin.bytes.iter().map(|b| format!("{b:02x}")).collect();
-            Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
-        }
-        other => Some(envelope::extjson::value_to_string(other, envelope::extjson::Style::Relaxed)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{CaptureConfig, TopicConfig};
-    use bson::{doc, spec::BinarySubtype, Binary, Timestamp};
+    use bson::{doc, Timestamp};
 
     fn converter(exclude: &str, tombstones: bool) -> Converter {
         let capture = CaptureConfig { exclude: exclude.into(), ..CaptureConfig::default() };
@@ -457,26 +422,5 @@ mod tests {
         assert_eq!(names, ["rename:shop.a", "drop:shop.b"]);
         let later = c.change(event("rename", "b", 6, doc! {"to": {"db": "shop", "coll": "c"}}), 5);
         assert!(matches!(later, Converted::Item(_)), "after the snapshot's completion, no copy");
-    }
-
-    #[test]
-    fn transaction_positions_count_per_transaction_and_collection() {
-        let mut c = converter("", true);
-        let lsid = doc! {"id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![0xab; 16] }};
-        let mut orders = Vec::new();
-        for (i, coll) in ["a", "b", "a"].iter().enumerate() {
-            let extra = doc! {"fullDocument": {"_id": 7}, "lsid": lsid.clone(), "txnNumber": 3_i64};
-            let record = &item(c.change(event("insert", coll, i as u32, extra), 5)).records[0];
-            let Ok(envelope::Event::Change(change)) = envelope::decode(Some(&record.key), record.value.as_deref())
-            else {
-                panic!("change");
-            };
-            orders.push(change.transaction.expect("transaction"));
-        }
-        assert_eq!(orders[0].id, "abababab-abab-abab-abab-abababababab:3");
-        assert_eq!(
-            orders.iter().map(|t| (t.total_order, t.data_collection_order)).collect::<Vec<_>>(),
-            vec![(1, 1), (2, 1), (3, 2)]
-        );
     }
 }

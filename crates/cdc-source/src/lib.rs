@@ -42,6 +42,7 @@ mod server;
 mod snapshot;
 mod store;
 mod topics;
+mod transaction;
 mod watch;
 
 use std::time::Duration;
