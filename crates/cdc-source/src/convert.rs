@@ -13,6 +13,7 @@ use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use crate::checkpoint::Progress;
 use crate::record::{Item, Record, Target};
 use crate::routing::{NamespaceFilter, TopicRouter};
+use crate::schema_events::{self, Described};
 use crate::transaction::{lsid_text, Transactions};
 
 /// What a change stream event turns into.
@@ -83,9 +84,14 @@ impl Converter {
         SourceInfo { name: self.name.clone(), rs: self.rs.clone(), snapshot, ..SourceInfo::default() }
     }
 
-    /// Converts one change stream event. Events of namespaces not captured still move the
-    /// checkpoint (as a position-only item).
-    pub fn change(&mut self, event: ChangeStreamEvent<Document>, now_ms: i64) -> Converted {
+    /// Converts one change stream event (with what an expanded event describes). Events of
+    /// namespaces not captured still move the checkpoint (as a position-only item).
+    pub fn change(
+        &mut self,
+        event: ChangeStreamEvent<Document>,
+        described: Option<&Described>,
+        now_ms: i64,
+    ) -> Converted {
         let cluster_time = event.cluster_time.map(ClusterTime::from);
         let token = bson::to_document(&event.id).unwrap_or_default();
         let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
@@ -128,6 +134,15 @@ impl Converter {
             (OperationType::DropDatabase, Some(ns)) if self.filter.wants_database(&ns.db) => {
                 let target = self.router.database_target(&ns.db);
                 self.control_records(Ddl::DropDatabase { db: ns.db }, target, position(self.next_seq()), now_ms)
+            }
+            // Expanded events: creates, index builds and drops, collMod; routed like a drop.
+            (OperationType::Other(kind), Some(ns)) if self.filter.wants(&ns) => {
+                let Some(ddl) = described.and_then(|d| schema_events::ddl(kind, ns.clone(), d)) else {
+                    tracing::info!(namespace = %ns, kind = kind.as_str(), "change event with nothing to replicate");
+                    return Converted::Item(position_only);
+                };
+                let target = Target::AllPartitions(self.router.topic(&ns));
+                self.control_records(ddl, target, position(self.next_seq()), now_ms)
             }
             _ => return Converted::Item(position_only),
         };
@@ -235,6 +250,18 @@ impl Converter {
         records
     }
 
+    /// A schema DDL read from the source rather than streamed (the snapshot's collection
+    /// options and indexes, the periodic index comparison), positioned at `at`: a copy on every
+    /// partition of the namespace's topic, like a streamed one.
+    pub fn schema_records(&self, ddl: Ddl, at: ClusterTime, now_ms: i64) -> Vec<Record> {
+        let topic = match ddl.namespace() {
+            Some(ns) => self.router.topic(ns),
+            None => return Vec::new(),
+        };
+        let position = Position { cluster_time: at, resume_token: None, seq: self.next_seq(), exact: true };
+        self.control_records(ddl, Target::AllPartitions(topic), position, now_ms)
+    }
+
     fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
         let namespace = match ddl.collection() {
             Some(coll) => format!("{}.{coll}", ddl.db()),
@@ -327,7 +354,8 @@ mod tests {
             "clusterTime": Timestamp { time: 100, increment: i },
         };
         raw.extend(extra);
-        bson::from_document(raw).expect("a change stream event")
+        // As the stream reads them: from bytes (the driver's unknown operation types borrow).
+        bson::from_slice(&bson::to_vec(&raw).expect("bytes")).expect("a change stream event")
     }
 
     fn item(converted: Converted) -> Item {
@@ -340,7 +368,7 @@ mod tests {
     #[test]
     fn insert_and_delete_records() {
         let mut c = converter("", true);
-        let insert = item(c.change(event("insert", "orders", 1, doc! {"fullDocument": {"_id": 7, "x": 1}}), 5));
+        let insert = item(c.change(event("insert", "orders", 1, doc! {"fullDocument": {"_id": 7, "x": 1}}), None, 5));
         assert_eq!(insert.records.len(), 1);
         assert_eq!(insert.records[0].target, Target::Keyed("cdc.shop.orders".into()));
         assert_eq!(insert.records[0].key, br#"{"id":"7"}"#.to_vec());
@@ -349,19 +377,19 @@ mod tests {
             matches!(&insert.progress, Some(Progress::Stream { resume_token, .. }) if resume_token == &doc! {"_data": "820001"})
         );
 
-        let delete = item(c.change(event("delete", "orders", 2, doc! {}), 6));
+        let delete = item(c.change(event("delete", "orders", 2, doc! {}), None, 6));
         assert_eq!(delete.records.iter().map(|r| r.op).collect::<Vec<_>>(), vec!["d", "tombstone"]);
         assert_eq!(delete.records[1].value, None);
         assert_eq!(c.seq.load(Ordering::Relaxed), 12, "two events numbered from the checkpoint's 10");
 
         let mut quiet = converter("", false);
-        assert_eq!(item(quiet.change(event("delete", "orders", 3, doc! {}), 6)).records.len(), 1);
+        assert_eq!(item(quiet.change(event("delete", "orders", 3, doc! {}), None, 6)).records.len(), 1);
     }
 
     #[test]
     fn excluded_namespaces_only_move_the_position() {
         let mut c = converter(r"shop\.tmp", true);
-        let skipped = item(c.change(event("insert", "tmp", 1, doc! {"fullDocument": {"_id": 7}}), 5));
+        let skipped = item(c.change(event("insert", "tmp", 1, doc! {"fullDocument": {"_id": 7}}), None, 5));
         assert!(skipped.records.is_empty());
         assert!(skipped.progress.is_some());
     }
@@ -369,9 +397,9 @@ mod tests {
     #[test]
     fn ddl_becomes_markers_and_invalidate_reopens() {
         let mut c = converter("", true);
-        let drop = item(c.change(event("drop", "orders", 1, doc! {}), 5));
+        let drop = item(c.change(event("drop", "orders", 1, doc! {}), None, 5));
         assert_eq!(drop.records[0].target, Target::AllPartitions("cdc.shop.orders".into()));
-        let rename = item(c.change(event("rename", "orders", 2, doc! {"to": {"db": "shop", "coll": "old"}}), 5));
+        let rename = item(c.change(event("rename", "orders", 2, doc! {"to": {"db": "shop", "coll": "old"}}), None, 5));
         let control = rename.records[0].control.as_ref().expect("a control event, encoded by the producer");
         assert!(matches!(&control.ddl, Ddl::Rename { to, .. } if to.coll == "old"));
         let mut raw = event("dropDatabase", "x", 3, doc! {});
@@ -379,9 +407,9 @@ mod tests {
             ns.coll = None;
             ns
         });
-        let dropped = item(c.change(raw, 5));
+        let dropped = item(c.change(raw, None, 5));
         assert_eq!(dropped.records[0].target, Target::AllTopicsWithPrefix("cdc.shop.".into()));
-        assert!(matches!(c.change(event("invalidate", "orders", 4, doc! {}), 5), Converted::Invalidate { .. }));
+        assert!(matches!(c.change(event("invalidate", "orders", 4, doc! {}), None, 5), Converted::Invalidate { .. }));
     }
 
     fn kinds(item: &Item) -> Vec<(String, Target)> {
@@ -392,16 +420,16 @@ mod tests {
     #[test]
     fn renames_order_both_names_and_copy_what_enters_the_scope() {
         let mut c = converter(r"shop\..*_tmp", true);
-        let both = item(c.change(event("rename", "a", 1, doc! {"to": {"db": "shop", "coll": "b"}}), 5));
+        let both = item(c.change(event("rename", "a", 1, doc! {"to": {"db": "shop", "coll": "b"}}), None, 5));
         let topics = vec!["cdc.shop.a".to_string(), "cdc.shop.b".to_string()];
         assert_eq!(kinds(&both), [("rename:shop.a".to_string(), Target::AllPartitionsOf(topics))]);
         assert!(both.progress.is_some());
 
-        let out = item(c.change(event("rename", "a", 2, doc! {"to": {"db": "shop", "coll": "a_tmp"}}), 5));
+        let out = item(c.change(event("rename", "a", 2, doc! {"to": {"db": "shop", "coll": "a_tmp"}}), None, 5));
         assert_eq!(kinds(&out), [("drop:shop.a".to_string(), Target::AllPartitions("cdc.shop.a".into()))]);
 
         let raw = event("rename", "orders_tmp", 3, doc! {"to": {"db": "shop", "coll": "orders"}});
-        let Converted::Copy(copy) = c.change(raw, 5) else { panic!("a copy") };
+        let Converted::Copy(copy) = c.change(raw, None, 5) else { panic!("a copy") };
         let Recopy { markers, ns, at, progress } = *copy;
         assert_eq!(
             kinds(&markers),
@@ -411,16 +439,29 @@ mod tests {
         assert_eq!((ns, at), (Namespace::new("shop", "orders"), ClusterTime { t: 100, i: 3 }));
         assert!(matches!(progress, Progress::Stream { .. }));
 
-        let unseen = item(c.change(event("rename", "x_tmp", 4, doc! {"to": {"db": "shop", "coll": "y_tmp"}}), 5));
+        let unseen = item(c.change(event("rename", "x_tmp", 4, doc! {"to": {"db": "shop", "coll": "y_tmp"}}), None, 5));
         assert!(unseen.records.is_empty());
 
         // Up to the snapshot's completion, a rename between captured names copies its destination.
         c.recopy_renames_until = Some(ClusterTime { t: 100, i: 5 });
         let raw = event("rename", "a", 5, doc! {"to": {"db": "shop", "coll": "b"}});
-        let Converted::Copy(copy) = c.change(raw, 5) else { panic!("a copy") };
+        let Converted::Copy(copy) = c.change(raw, None, 5) else { panic!("a copy") };
         let names: Vec<String> = kinds(&copy.markers).into_iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["rename:shop.a", "drop:shop.b"]);
-        let later = c.change(event("rename", "b", 6, doc! {"to": {"db": "shop", "coll": "c"}}), 5);
+        let later = c.change(event("rename", "b", 6, doc! {"to": {"db": "shop", "coll": "c"}}), None, 5);
         assert!(matches!(later, Converted::Item(_)), "after the snapshot's completion, no copy");
+    }
+
+    #[test]
+    fn expanded_events_become_schema_markers_routed_like_a_drop() {
+        let mut c = converter(r"shop\.tmp", true);
+        let described = Described { description: doc! {"indexes": [{"key": {"a": 1}, "name": "a_1"}]}, before: None };
+        let built = item(c.change(event("createIndexes", "orders", 1, doc! {}), Some(&described), 5));
+        let topic = Target::AllPartitions("cdc.shop.orders".into());
+        assert_eq!(kinds(&built), [("createIndexes:shop.orders".to_string(), topic)]);
+        let excluded = item(c.change(event("createIndexes", "tmp", 2, doc! {}), Some(&described), 5));
+        assert!(excluded.records.is_empty() && excluded.progress.is_some());
+        let sharded = item(c.change(event("shardCollection", "orders", 3, doc! {}), Some(&Described::default()), 5));
+        assert!(sharded.records.is_empty() && sharded.progress.is_some(), "logged, not sent");
     }
 }

@@ -1,13 +1,16 @@
 //! cdc-source: MongoDB / DocumentDB change streams → Kafka, in the source region.
 //!
 //! ```text
-//!                ┌──────────── checkpoint (compacted topic or file) ◄─────────────┐
-//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now        │
-//!                ▼                                                                  │
-//!   MongoDB ──► snapshot (fix position, copy by _id) ─┐                              │
-//!           └─► change stream (post-batch tokens) ────┴─► convert ─► bounded queue ─► delivery:
-//!               events > 16 MiB: split or re-read      envelope    (items and bytes:  batch → producer
-//!               rename into scope: markers + copy                   backpressure)     (txn: records + checkpoint)
+//!                ┌──────────── checkpoint (compacted topic or file) ◄──────────────────────┐
+//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now                 │
+//!                ▼                                                                           │
+//!   MongoDB ──► snapshot (fix position; views; per collection: create + unique indexes,      │
+//!           │             documents by _id, other indexes) ─┐                                │
+//!           └─► change stream (expanded events,            ─┴─► convert ─► bounded queue ─► delivery:
+//!               post-batch tokens)                             envelope    (items and     batch → producer
+//!               events > 16 MiB: split or re-read              records     bytes:         (txn: records +
+//!               rename into scope: markers + copy                          backpressure)  checkpoint)
+//!               no expanded events: index comparison
 //! ```
 //!
 //! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
@@ -20,6 +23,13 @@
 //! Errors: transient MongoDB / Kafka failures restart the pipeline from the last durable
 //! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
 //! `capture.on_history_lost`; anything else ([`Error::Fatal`]) stops the service with the cause.
+//!
+//! Layout: `pipeline` wires the stages. Capture: `snapshot` and `copy` (what is there),
+//! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
+//! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
+//! `routing` (which namespaces, which topics). Delivery: `queue`, `delivery`, `producer`,
+//! `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`, `history`,
+//! `server`, `doctor`.
 
 mod change_stream;
 mod checkpoint;
@@ -38,6 +48,9 @@ mod producer;
 mod queue;
 mod record;
 mod routing;
+mod schema;
+mod schema_check;
+mod schema_events;
 mod server;
 mod snapshot;
 mod store;
@@ -52,7 +65,7 @@ use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, Guarantee, HistoryLostPolicy, Scope,
+    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, Guarantee, HistoryLostPolicy, IndexTiming, Scope,
     SnapshotConfig, SnapshotMode, TopicConfig, ENV_PREFIX,
 };
 pub use error::Error;

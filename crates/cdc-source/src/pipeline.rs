@@ -252,6 +252,7 @@ impl Capture<'_> {
             component: COMPONENT,
             heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
             copy_batch_size: config.snapshot.batch_size,
+            schema_check_interval: Duration::from_millis(config.capture.schema_check_interval_ms),
         };
         stream.run(start, shutdown.clone()).await
     }

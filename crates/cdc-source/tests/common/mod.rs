@@ -107,6 +107,19 @@ impl Drop for Service {
     }
 }
 
+/// Whether a record is a schema control event (`create`, `createIndexes`, `dropIndexes`,
+/// `modify`): the stream reports a collection's creation (also by its first insert) before its
+/// documents.
+pub fn is_schema(record: &Consumed) -> bool {
+    matches!(envelope::decode(record.key.as_deref(), record.value.as_deref()),
+        Ok(Event::Control(c)) if !c.ddl.ends_documents())
+}
+
+/// The records that are not schema control events.
+pub fn without_schema(records: Vec<Consumed>) -> Vec<Consumed> {
+    records.into_iter().filter(|r| !is_schema(r)).collect()
+}
+
 /// Decodes records; panics on anything that does not decode.
 pub fn decode(records: &[Consumed]) -> Vec<Event> {
     records
