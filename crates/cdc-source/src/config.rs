@@ -262,6 +262,10 @@ pub struct DeliveryConfig {
     pub max_backoff_ms: u64,
     /// How long a stop waits for the in-flight batch to be committed, in ms.
     pub shutdown_timeout_ms: u64,
+    /// How often a watermark (the source cluster time up to which every captured change is in
+    /// Kafka) is written to every partition of every topic this source writes, in ms; in the
+    /// same transaction as the data in exactly-once mode. 0 = no watermarks.
+    pub watermark_interval_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -281,6 +285,7 @@ impl Default for DeliveryConfig {
             max_message_bytes: 16 * 1024 * 1024,
             max_backoff_ms: 30_000,
             shutdown_timeout_ms: 20_000,
+            watermark_interval_ms: 1000,
         }
     }
 }

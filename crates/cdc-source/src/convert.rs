@@ -11,7 +11,7 @@ use envelope::{
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 
 use crate::checkpoint::Progress;
-use crate::record::{Item, Record, Target};
+use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::schema_events::{self, Described};
 use crate::transaction::{lsid_text, Transactions};
@@ -287,7 +287,7 @@ impl Converter {
             key: serde_json::json!({ "serverName": self.name }).to_string().into_bytes(),
             value: Some(serde_json::json!({ "ts_ms": now_ms, "resumeToken": token }).to_string().into_bytes()),
             control: None,
-            op: "heartbeat",
+            op: HEARTBEAT,
             namespace: String::new(),
         }
     }

@@ -37,6 +37,8 @@ impl Harness {
         config.topics.prefix = db.clone();
         config.delivery.batch_max_wait_ms = 20;
         config.delivery.idle_checkpoint_interval_ms = 300;
+        // Watermarks have tests of their own (tests/e2e/tests/watermarks.rs).
+        config.delivery.watermark_interval_ms = 0;
         let source = test_support::mongo(&servers.mongo_source_uri).await;
         Self { config, db, source }
     }
