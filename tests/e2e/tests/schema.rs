@@ -127,7 +127,9 @@ async fn a_snapshot_copies_options_indexes_and_views_before_the_documents_that_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_creates_index_changes_and_collmods_follow_the_source() {
-    let p = Pipeline::new("schema_stream", 4).await;
+    let mut p = Pipeline::new("schema_stream", 4).await;
+    // MongoDB's expanded change events, also when the suite runs in the DocumentDB profile.
+    p.source_config.capture.compat = Compat::Mongodb;
     let source = p.start_source().await;
     let sink = p.start_sink().await;
     let db = p.source_db();
@@ -198,6 +200,8 @@ async fn the_target_never_expires_a_document_the_source_still_has() {
     p.target = own_target.client.clone();
     p.sink_config.mongo.uri = SecretUri::new(own_target.uri.clone());
     p.source_config.snapshot.mode = SnapshotMode::Initial;
+    // The collMod is streamed as an expanded event, also in the DocumentDB profile.
+    p.source_config.capture.compat = Compat::Mongodb;
 
     let day_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 86_400_000);
     let sessions = p.source_db().collection::<Document>("sessions");

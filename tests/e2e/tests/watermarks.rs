@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use cdc_source::Guarantee;
+use cdc_source::{Guarantee, SnapshotMode};
 use e2e::ids_on_partition;
 use e2e::pipeline::{metric, Pipeline};
 use envelope::{ClusterTime, Event};
@@ -56,6 +56,8 @@ async fn now(client: &mongodb::Client) -> ClusterTime {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_busy_partitions_get_watermarks_that_advance_also_while_the_stream_is_idle() {
     let mut p = Pipeline::new("wm_idle", 4).await;
+    // Streaming only: a write during a snapshot may be both copied and streamed.
+    p.source_config.snapshot.mode = SnapshotMode::Never;
     p.source_config.delivery.watermark_interval_ms = 200;
     p.source_config.delivery.idle_checkpoint_interval_ms = 200;
     let source = p.start_source().await;
@@ -109,6 +111,8 @@ async fn idle_and_busy_partitions_get_watermarks_that_advance_also_while_the_str
 async fn no_watermark_precedes_an_event_at_or_below_it(test: &str, guarantee: Guarantee) {
     let mut p = Pipeline::new(test, 3).await;
     p.source_config.delivery.guarantee = guarantee;
+    // Streaming only: a write during a snapshot may be both copied and streamed.
+    p.source_config.snapshot.mode = SnapshotMode::Never;
     p.source_config.delivery.watermark_interval_ms = 1;
     p.source_config.delivery.batch_max_events = 7;
     // Created first: a transaction creating a collection conflicts with a concurrent write.
