@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use bson::{Document, RawDocumentBuf};
 use envelope::{ClusterTime, Namespace};
-use mongodb::change_stream::event::ChangeStreamEvent;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::change_stream::ChangeStream;
 use service_kit::health::LoopBeat;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress};
-use crate::config::CaptureConfig;
+use crate::config::{CaptureConfig, IndexTiming};
 use crate::convert::{Converted, Converter, Recopy};
 use crate::copy::{Copier, Tracking};
 use crate::error::Error;
@@ -20,8 +20,11 @@ use crate::large_events::{self, Fragments, Support};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
-use crate::server::now_ms;
-use crate::watch::{open, How, Start};
+use crate::schema;
+use crate::schema_check::IndexCheck;
+use crate::schema_events::{self, Described};
+use crate::server::{self, now_ms};
+use crate::watch::{self, open, How, Start};
 
 pub struct StreamLoop<'a> {
     pub client: &'a mongodb::Client,
@@ -38,6 +41,8 @@ pub struct StreamLoop<'a> {
     pub heartbeat_topic: Option<String>,
     /// Documents per read batch when a rename makes the stream copy a collection.
     pub copy_batch_size: u32,
+    /// How often indexes are compared where the stream does not report their changes.
+    pub schema_check_interval: Duration,
 }
 
 /// What one event (or an idle moment) asks of the loop.
@@ -52,18 +57,24 @@ impl StreamLoop<'_> {
     /// Streams until `shutdown`, or until an error the caller must handle (it restarts from the
     /// last durable checkpoint, or acts on a lost history).
     pub async fn run(mut self, mut start: Start, shutdown: CancellationToken) -> Result<(), Error> {
-        let (support, version) = Support::of(self.client, self.config.compat).await?;
-        tracing::info!(version, "change events over 16 MiB are {}", support.describe());
+        let (version, parts) = server::version(self.client).await?;
+        let support = Support::for_version(self.config.compat, &parts);
+        let expanded = watch::expanded_events(self.config.compat, &parts);
+        tracing::info!(version, expanded, "change events over 16 MiB are {}", support.describe());
         let split = support == Support::Split;
+        let mut index_check = if expanded { None } else { IndexCheck::every(self.schema_check_interval) };
         // After a batch too large to read, events come one at a time (for at most a batch's
         // worth) until the one that is too large: that one is read again without its documents.
         let mut one_by_one: u32 = 0;
         'reopen: loop {
-            let how = How { split, batch_size: if one_by_one > 0 { 1 } else { self.config.batch_size }, project: None };
+            let mut how = How::normal(self.config, split, expanded);
+            if one_by_one > 0 {
+                how.batch_size = 1;
+            }
             let mut stream = match open(self.client, self.config, &start, &how).await {
                 Ok(stream) => stream,
                 Err(e) if large_events::is_too_large(&e) => {
-                    match self.too_large(&start, &mut one_by_one, split, &shutdown).await? {
+                    match self.too_large(&start, &mut one_by_one, &how, &shutdown).await? {
                         Step::Reopen(at) => start = at,
                         _ => return Ok(()),
                     }
@@ -77,15 +88,31 @@ impl StreamLoop<'_> {
             let mut fragments = Fragments::default();
             loop {
                 self.beat.beat();
+                if let Some(check) = index_check.as_mut().filter(|check| check.due()) {
+                    if let Some(item) = check.run(self.client, &self.converter).await? {
+                        if !self.send(Step::Send(item), &shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     next = stream.next_if_any() => next,
                 };
                 let step = match next {
-                    Ok(Some(raw)) => match fragments.push(raw)? {
-                        Some(event) => {
+                    Ok(Some(raw)) => match (schema_events::described(&raw), fragments.push(raw)?) {
+                        (_, None) => continue, // a fragment of a split event
+                        (mut described, Some(event)) => {
                             let token = bson::to_document(&event.id).unwrap_or_default();
-                            let step = self.event(event, &mut last_progress, &shutdown).await?;
+                            if let (Some(described), OperationType::Other(kind), Some(ns)) =
+                                (described.as_mut(), &event.operation_type, &event.ns)
+                            {
+                                let ns = Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default());
+                                if self.converter.filter.wants(&ns) {
+                                    schema::complete(self.client, kind, &ns, described).await?;
+                                }
+                            }
+                            let step = self.event(event, described.as_ref(), &mut last_progress, &shutdown).await?;
                             if one_by_one > 0 && matches!(step, Step::Send(_) | Step::Skip) {
                                 one_by_one -= 1;
                                 if one_by_one == 0 {
@@ -100,7 +127,6 @@ impl StreamLoop<'_> {
                             }
                             step
                         }
-                        None => continue, // a fragment of a split event
                     },
                     Ok(None) => self.idle(&stream, &mut last_progress),
                     Err(e) if large_events::is_too_large(&e) => {
@@ -108,7 +134,7 @@ impl StreamLoop<'_> {
                             Some(token) => Start::ResumeAfter(token),
                             None => start.clone(),
                         };
-                        self.too_large(&at, &mut one_by_one, split, &shutdown).await?
+                        self.too_large(&at, &mut one_by_one, &how, &shutdown).await?
                     }
                     Err(e) => return Err(Error::mongo("change stream", e)),
                 };
@@ -133,10 +159,11 @@ impl StreamLoop<'_> {
     async fn event(
         &mut self,
         event: ChangeStreamEvent<Document>,
+        described: Option<&Described>,
         last_progress: &mut Instant,
         shutdown: &CancellationToken,
     ) -> Result<Step, Error> {
-        let step = match self.converter.change(event, now_ms()) {
+        let step = match self.converter.change(event, described, now_ms()) {
             // Not captured: only worth a checkpoint now and then.
             Converted::Item(item)
                 if item.records.is_empty() && last_progress.elapsed() < self.idle_checkpoint_interval =>
@@ -186,7 +213,7 @@ impl StreamLoop<'_> {
         &mut self,
         at: &Start,
         one_by_one: &mut u32,
-        split: bool,
+        how: &How,
         shutdown: &CancellationToken,
     ) -> Result<Step, Error> {
         self.metrics.restarts.with_label_values(&["large_event"]).inc();
@@ -197,12 +224,12 @@ impl StreamLoop<'_> {
         }
         let reread = tokio::select! {
             _ = shutdown.cancelled() => return Ok(Step::Stop),
-            reread = large_events::reread(self.client, self.config, at, split) => reread?,
+            reread = large_events::reread(self.client, self.config, at, how) => reread?,
         };
         tracing::warn!(position = ?at, found = reread.event.is_some(), "change event over 16 MiB read again without its documents, which were looked up");
         let progress = Progress::Stream { resume_token: reread.token.clone(), cluster_time: reread.cluster_time };
         let step = match reread.event {
-            Some(event) => self.event(event, &mut Instant::now(), shutdown).await?,
+            Some(event) => self.event(event, None, &mut Instant::now(), shutdown).await?,
             None => Step::Send(Item::progress_only(progress)),
         };
         match step {
@@ -245,6 +272,7 @@ impl StreamLoop<'_> {
             compat: self.config.compat,
             metrics: &self.metrics,
             tracking: Tracking::None,
+            indexes: IndexTiming::BeforeCopy,
         };
         if !copier.send(markers, shutdown).await {
             return Ok(false);

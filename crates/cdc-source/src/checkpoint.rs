@@ -1,7 +1,7 @@
 //! The durable position of a source: stream resume token, snapshot progress, sequence. The
 //! state and its transitions are pure; `store.rs` keeps it in Kafka or a file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bson::{Bson, Document};
 use envelope::extjson::{self, Style};
@@ -45,6 +45,10 @@ pub struct Checkpoint {
     pub snapshot: Option<SnapshotState>,
     /// When this checkpoint was made, ms since the epoch.
     pub written_at_ms: i64,
+    /// Every topic this source has written records to: watermarks go to all their partitions,
+    /// also after a restart.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub topics: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -93,6 +93,11 @@ pub struct CaptureConfig {
     /// DocumentDB's `change_stream_log_retention_duration` (default 3 h there). 0 = read the
     /// oplog window (MongoDB), or assume DocumentDB's default of 3 h.
     pub history_retention_hours: u32,
+    /// How often the indexes of every captured collection are listed and compared with the last
+    /// listing, in ms, where the change stream does not report index changes (Amazon DocumentDB,
+    /// MongoDB before 6.0): new indexes go out as `createIndexes`, dropped ones as
+    /// `dropIndexes`. 0 = never (indexes are then copied by the snapshot only).
+    pub schema_check_interval_ms: u64,
 }
 
 impl Default for CaptureConfig {
@@ -112,6 +117,7 @@ impl Default for CaptureConfig {
             max_await_ms: 500,
             on_history_lost: HistoryLostPolicy::Fail,
             history_retention_hours: 0,
+            schema_check_interval_ms: 60_000,
         }
     }
 }
@@ -145,11 +151,28 @@ pub struct SnapshotConfig {
     pub max_parallel_collections: usize,
     /// Documents per read batch, in `_id` order.
     pub batch_size: u32,
+    /// When a copied collection's indexes are sent, relative to its documents: `after_copy`
+    /// (the target builds them once over all documents) or `before_copy` (it maintains them
+    /// while the documents arrive). Unique indexes always go before the documents.
+    pub indexes: IndexTiming,
+}
+
+/// When the snapshot sends a collection's indexes that are not unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexTiming {
+    BeforeCopy,
+    AfterCopy,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        Self { mode: SnapshotMode::Initial, max_parallel_collections: 2, batch_size: 2000 }
+        Self {
+            mode: SnapshotMode::Initial,
+            max_parallel_collections: 2,
+            batch_size: 2000,
+            indexes: IndexTiming::AfterCopy,
+        }
     }
 }
 
@@ -239,6 +262,10 @@ pub struct DeliveryConfig {
     pub max_backoff_ms: u64,
     /// How long a stop waits for the in-flight batch to be committed, in ms.
     pub shutdown_timeout_ms: u64,
+    /// How often a watermark (the source cluster time up to which every captured change is in
+    /// Kafka) is written to every partition of every topic this source writes, in ms; in the
+    /// same transaction as the data in exactly-once mode. 0 = no watermarks.
+    pub watermark_interval_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -258,6 +285,7 @@ impl Default for DeliveryConfig {
             max_message_bytes: 16 * 1024 * 1024,
             max_backoff_ms: 30_000,
             shutdown_timeout_ms: 20_000,
+            watermark_interval_ms: 1000,
         }
     }
 }

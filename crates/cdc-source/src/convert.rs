@@ -1,19 +1,20 @@
 //! Change stream events and snapshot documents → envelope records. Pure: no I/O.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bson::{Bson, Document};
 use envelope::{
     encode_change, encode_control, encode_key, ChangeEvent, ClusterTime, ControlEvent, Ddl, Mode, Namespace, Op,
-    Position, Snapshot, SourceInfo, Transaction, TruncatedArray, UpdateDescription,
+    Position, Snapshot, SourceInfo, TruncatedArray, UpdateDescription,
 };
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 
 use crate::checkpoint::Progress;
-use crate::record::{Item, Record, Target};
+use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::routing::{NamespaceFilter, TopicRouter};
+use crate::schema_events::{self, Described};
+use crate::transaction::{lsid_text, Transactions};
 
 /// What a change stream event turns into.
 #[derive(Debug)]
@@ -50,14 +51,7 @@ pub struct Converter {
     pub recopy_renames_until: Option<ClusterTime>,
     /// The next event sequence number; shared by the stream and snapshot workers.
     pub seq: Arc<AtomicU64>,
-    txn: Option<TxnOrder>,
-}
-
-/// Positions within the transaction being streamed (its events arrive together).
-struct TxnOrder {
-    id: String,
-    total: u64,
-    per_collection: HashMap<String, u64>,
+    txn: Transactions,
 }
 
 impl Converter {
@@ -78,7 +72,7 @@ impl Converter {
             filter,
             recopy_renames_until: None,
             seq: Arc::new(AtomicU64::new(seq)),
-            txn: None,
+            txn: Transactions::default(),
         }
     }
 
@@ -90,9 +84,14 @@ impl Converter {
         SourceInfo { name: self.name.clone(), rs: self.rs.clone(), snapshot, ..SourceInfo::default() }
     }
 
-    /// Converts one change stream event. Events of namespaces not captured still move the
-    /// checkpoint (as a position-only item).
-    pub fn change(&mut self, event: ChangeStreamEvent<Document>, now_ms: i64) -> Converted {
+    /// Converts one change stream event (with what an expanded event describes). Events of
+    /// namespaces not captured still move the checkpoint (as a position-only item).
+    pub fn change(
+        &mut self,
+        event: ChangeStreamEvent<Document>,
+        described: Option<&Described>,
+        now_ms: i64,
+    ) -> Converted {
         let cluster_time = event.cluster_time.map(ClusterTime::from);
         let token = bson::to_document(&event.id).unwrap_or_default();
         let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
@@ -135,6 +134,15 @@ impl Converter {
             (OperationType::DropDatabase, Some(ns)) if self.filter.wants_database(&ns.db) => {
                 let target = self.router.database_target(&ns.db);
                 self.control_records(Ddl::DropDatabase { db: ns.db }, target, position(self.next_seq()), now_ms)
+            }
+            // Expanded events: creates, index builds and drops, collMod; routed like a drop.
+            (OperationType::Other(kind), Some(ns)) if self.filter.wants(&ns) => {
+                let Some(ddl) = described.and_then(|d| schema_events::ddl(kind, ns.clone(), d)) else {
+                    tracing::info!(namespace = %ns, kind = kind.as_str(), "change event with nothing to replicate");
+                    return Converted::Item(position_only);
+                };
+                let target = Target::AllPartitions(self.router.topic(&ns));
+                self.control_records(ddl, target, position(self.next_seq()), now_ms)
             }
             _ => return Converted::Item(position_only),
         };
@@ -191,13 +199,7 @@ impl Converter {
         source.wall_time_ms = event.wall_time.map(|t| t.timestamp_millis());
         source.lsid = event.lsid.as_ref().and_then(lsid_text);
         source.txn_number = event.txn_number;
-        let transaction = match (&source.lsid, source.txn_number) {
-            (Some(lsid), Some(number)) => Some(self.transaction_order(format!("{lsid}:{number}"), &ns)),
-            _ => {
-                self.txn = None;
-                None
-            }
-        };
+        let transaction = self.txn.order(source.lsid.as_deref(), source.txn_number, &ns);
         let update_description = event.update_description.map(|ud| UpdateDescription {
             updated_fields: ud.updated_fields,
             removed_fields: ud.removed_fields,
@@ -220,17 +222,6 @@ impl Converter {
             position,
             ts_ms: now_ms,
         }
-    }
-
-    fn transaction_order(&mut self, id: String, ns: &Namespace) -> Transaction {
-        let order = match &mut self.txn {
-            Some(order) if order.id == id => order,
-            slot => slot.insert(TxnOrder { id: id.clone(), total: 0, per_collection: HashMap::new() }),
-        };
-        order.total += 1;
-        let per = order.per_collection.entry(ns.to_string()).or_insert(0);
-        *per += 1;
-        Transaction { id, total_order: order.total, data_collection_order: *per }
     }
 
     /// The change record, plus a tombstone after a delete when enabled.
@@ -259,6 +250,18 @@ impl Converter {
         records
     }
 
+    /// A schema DDL read from the source rather than streamed (the snapshot's collection
+    /// options and indexes, the periodic index comparison), positioned at `at`: a copy on every
+    /// partition of the namespace's topic, like a streamed one.
+    pub fn schema_records(&self, ddl: Ddl, at: ClusterTime, now_ms: i64) -> Vec<Record> {
+        let topic = match ddl.namespace() {
+            Some(ns) => self.router.topic(ns),
+            None => return Vec::new(),
+        };
+        let position = Position { cluster_time: at, resume_token: None, seq: self.next_seq(), exact: true };
+        self.control_records(ddl, Target::AllPartitions(topic), position, now_ms)
+    }
+
     fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
         let namespace = match ddl.collection() {
             Some(coll) => format!("{}.{coll}", ddl.db()),
@@ -284,7 +287,7 @@ impl Converter {
             key: serde_json::json!({ "serverName": self.name }).to_string().into_bytes(),
             value: Some(serde_json::json!({ "ts_ms": now_ms, "resumeToken": token }).to_string().into_bytes()),
             control: None,
-            op: "heartbeat",
+            op: HEARTBEAT,
             namespace: String::new(),
         }
     }
@@ -324,22 +327,11 @@ impl Converter {
     }
 }
 
-/// The session id of a transaction as UUID text (`lsid.id` is a UUID binary).
-fn lsid_text(lsid: &Document) -> Option<String> {
-    match lsid.get("id")? {
-        Bson::Binary(bin) if bin.bytes.len() == 16 => {
-            let hex: String = bin.bytes.iter().map(|b| format!("{b:02x}")).collect();
-            Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
-        }
-        other => Some(envelope::extjson::value_to_string(other, envelope::extjson::Style::Relaxed)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{CaptureConfig, TopicConfig};
-    use bson::{doc, spec::BinarySubtype, Binary, Timestamp};
+    use bson::{doc, Timestamp};
 
     fn converter(exclude: &str, tombstones: bool) -> Converter {
         let capture = CaptureConfig { exclude: exclude.into(), ..CaptureConfig::default() };
@@ -362,7 +354,8 @@ mod tests {
             "clusterTime": Timestamp { time: 100, increment: i },
         };
         raw.extend(extra);
-        bson::from_document(raw).expect("a change stream event")
+        // As the stream reads them: from bytes (the driver's unknown operation types borrow).
+        bson::from_slice(&bson::to_vec(&raw).expect("bytes")).expect("a change stream event")
     }
 
     fn item(converted: Converted) -> Item {
@@ -375,7 +368,7 @@ mod tests {
     #[test]
     fn insert_and_delete_records() {
         let mut c = converter("", true);
-        let insert = item(c.change(event("insert", "orders", 1, doc! {"fullDocument": {"_id": 7, "x": 1}}), 5));
+        let insert = item(c.change(event("insert", "orders", 1, doc! {"fullDocument": {"_id": 7, "x": 1}}), None, 5));
         assert_eq!(insert.records.len(), 1);
         assert_eq!(insert.records[0].target, Target::Keyed("cdc.shop.orders".into()));
         assert_eq!(insert.records[0].key, br#"{"id":"7"}"#.to_vec());
@@ -384,19 +377,19 @@ mod tests {
             matches!(&insert.progress, Some(Progress::Stream { resume_token, .. }) if resume_token == &doc! {"_data": "820001"})
         );
 
-        let delete = item(c.change(event("delete", "orders", 2, doc! {}), 6));
+        let delete = item(c.change(event("delete", "orders", 2, doc! {}), None, 6));
         assert_eq!(delete.records.iter().map(|r| r.op).collect::<Vec<_>>(), vec!["d", "tombstone"]);
         assert_eq!(delete.records[1].value, None);
         assert_eq!(c.seq.load(Ordering::Relaxed), 12, "two events numbered from the checkpoint's 10");
 
         let mut quiet = converter("", false);
-        assert_eq!(item(quiet.change(event("delete", "orders", 3, doc! {}), 6)).records.len(), 1);
+        assert_eq!(item(quiet.change(event("delete", "orders", 3, doc! {}), None, 6)).records.len(), 1);
     }
 
     #[test]
     fn excluded_namespaces_only_move_the_position() {
         let mut c = converter(r"shop\.tmp", true);
-        let skipped = item(c.change(event("insert", "tmp", 1, doc! {"fullDocument": {"_id": 7}}), 5));
+        let skipped = item(c.change(event("insert", "tmp", 1, doc! {"fullDocument": {"_id": 7}}), None, 5));
         assert!(skipped.records.is_empty());
         assert!(skipped.progress.is_some());
     }
@@ -404,9 +397,9 @@ mod tests {
     #[test]
     fn ddl_becomes_markers_and_invalidate_reopens() {
         let mut c = converter("", true);
-        let drop = item(c.change(event("drop", "orders", 1, doc! {}), 5));
+        let drop = item(c.change(event("drop", "orders", 1, doc! {}), None, 5));
         assert_eq!(drop.records[0].target, Target::AllPartitions("cdc.shop.orders".into()));
-        let rename = item(c.change(event("rename", "orders", 2, doc! {"to": {"db": "shop", "coll": "old"}}), 5));
+        let rename = item(c.change(event("rename", "orders", 2, doc! {"to": {"db": "shop", "coll": "old"}}), None, 5));
         let control = rename.records[0].control.as_ref().expect("a control event, encoded by the producer");
         assert!(matches!(&control.ddl, Ddl::Rename { to, .. } if to.coll == "old"));
         let mut raw = event("dropDatabase", "x", 3, doc! {});
@@ -414,9 +407,9 @@ mod tests {
             ns.coll = None;
             ns
         });
-        let dropped = item(c.change(raw, 5));
+        let dropped = item(c.change(raw, None, 5));
         assert_eq!(dropped.records[0].target, Target::AllTopicsWithPrefix("cdc.shop.".into()));
-        assert!(matches!(c.change(event("invalidate", "orders", 4, doc! {}), 5), Converted::Invalidate { .. }));
+        assert!(matches!(c.change(event("invalidate", "orders", 4, doc! {}), None, 5), Converted::Invalidate { .. }));
     }
 
     fn kinds(item: &Item) -> Vec<(String, Target)> {
@@ -427,16 +420,16 @@ mod tests {
     #[test]
     fn renames_order_both_names_and_copy_what_enters_the_scope() {
         let mut c = converter(r"shop\..*_tmp", true);
-        let both = item(c.change(event("rename", "a", 1, doc! {"to": {"db": "shop", "coll": "b"}}), 5));
+        let both = item(c.change(event("rename", "a", 1, doc! {"to": {"db": "shop", "coll": "b"}}), None, 5));
         let topics = vec!["cdc.shop.a".to_string(), "cdc.shop.b".to_string()];
         assert_eq!(kinds(&both), [("rename:shop.a".to_string(), Target::AllPartitionsOf(topics))]);
         assert!(both.progress.is_some());
 
-        let out = item(c.change(event("rename", "a", 2, doc! {"to": {"db": "shop", "coll": "a_tmp"}}), 5));
+        let out = item(c.change(event("rename", "a", 2, doc! {"to": {"db": "shop", "coll": "a_tmp"}}), None, 5));
         assert_eq!(kinds(&out), [("drop:shop.a".to_string(), Target::AllPartitions("cdc.shop.a".into()))]);
 
         let raw = event("rename", "orders_tmp", 3, doc! {"to": {"db": "shop", "coll": "orders"}});
-        let Converted::Copy(copy) = c.change(raw, 5) else { panic!("a copy") };
+        let Converted::Copy(copy) = c.change(raw, None, 5) else { panic!("a copy") };
         let Recopy { markers, ns, at, progress } = *copy;
         assert_eq!(
             kinds(&markers),
@@ -446,37 +439,29 @@ mod tests {
         assert_eq!((ns, at), (Namespace::new("shop", "orders"), ClusterTime { t: 100, i: 3 }));
         assert!(matches!(progress, Progress::Stream { .. }));
 
-        let unseen = item(c.change(event("rename", "x_tmp", 4, doc! {"to": {"db": "shop", "coll": "y_tmp"}}), 5));
+        let unseen = item(c.change(event("rename", "x_tmp", 4, doc! {"to": {"db": "shop", "coll": "y_tmp"}}), None, 5));
         assert!(unseen.records.is_empty());
 
         // Up to the snapshot's completion, a rename between captured names copies its destination.
         c.recopy_renames_until = Some(ClusterTime { t: 100, i: 5 });
         let raw = event("rename", "a", 5, doc! {"to": {"db": "shop", "coll": "b"}});
-        let Converted::Copy(copy) = c.change(raw, 5) else { panic!("a copy") };
+        let Converted::Copy(copy) = c.change(raw, None, 5) else { panic!("a copy") };
         let names: Vec<String> = kinds(&copy.markers).into_iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["rename:shop.a", "drop:shop.b"]);
-        let later = c.change(event("rename", "b", 6, doc! {"to": {"db": "shop", "coll": "c"}}), 5);
+        let later = c.change(event("rename", "b", 6, doc! {"to": {"db": "shop", "coll": "c"}}), None, 5);
         assert!(matches!(later, Converted::Item(_)), "after the snapshot's completion, no copy");
     }
 
     #[test]
-    fn transaction_positions_count_per_transaction_and_collection() {
-        let mut c = converter("", true);
-        let lsid = doc! {"id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![0xab; 16] }};
-        let mut orders = Vec::new();
-        for (i, coll) in ["a", "b", "a"].iter().enumerate() {
-            let extra = doc! {"fullDocument": {"_id": 7}, "lsid": lsid.clone(), "txnNumber": 3_i64};
-            let record = &item(c.change(event("insert", coll, i as u32, extra), 5)).records[0];
-            let Ok(envelope::Event::Change(change)) = envelope::decode(Some(&record.key), record.value.as_deref())
-            else {
-                panic!("change");
-            };
-            orders.push(change.transaction.expect("transaction"));
-        }
-        assert_eq!(orders[0].id, "abababab-abab-abab-abab-abababababab:3");
-        assert_eq!(
-            orders.iter().map(|t| (t.total_order, t.data_collection_order)).collect::<Vec<_>>(),
-            vec![(1, 1), (2, 1), (3, 2)]
-        );
+    fn expanded_events_become_schema_markers_routed_like_a_drop() {
+        let mut c = converter(r"shop\.tmp", true);
+        let described = Described { description: doc! {"indexes": [{"key": {"a": 1}, "name": "a_1"}]}, before: None };
+        let built = item(c.change(event("createIndexes", "orders", 1, doc! {}), Some(&described), 5));
+        let topic = Target::AllPartitions("cdc.shop.orders".into());
+        assert_eq!(kinds(&built), [("createIndexes:shop.orders".to_string(), topic)]);
+        let excluded = item(c.change(event("createIndexes", "tmp", 2, doc! {}), Some(&described), 5));
+        assert!(excluded.records.is_empty() && excluded.progress.is_some());
+        let sharded = item(c.change(event("shardCollection", "orders", 3, doc! {}), Some(&Described::default()), 5));
+        assert!(sharded.records.is_empty() && sharded.progress.is_some(), "logged, not sent");
     }
 }

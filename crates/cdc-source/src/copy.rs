@@ -1,23 +1,29 @@
 //! Copies one collection into the queue as snapshot reads (`op: r`), in `_id` order, resumable
 //! after the last `_id` copied. The snapshot copies with it, and so does the stream when a rename
 //! brings a collection into the captured scope (or renamed one the snapshot was copying).
+//!
+//! Before the documents go the collection's options (`create`) and the indexes the target needs
+//! first (the unique ones, or all of them); the rest follow the documents, in the item that
+//! marks the collection copied, so a restart cannot skip them.
 
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
-use envelope::{ClusterTime, Namespace};
+use envelope::{ClusterTime, Ddl, Namespace};
 use futures::TryStreamExt;
 use mongodb::options::{FindOptions, Hint};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress};
-use crate::config::Compat;
+use crate::config::{Compat, IndexTiming};
 use crate::convert::Converter;
 use crate::error::{command_code, Error};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
+use crate::schema;
 use crate::server::now_ms;
+use crate::watch::prev_tick;
 use service_kit::id_order;
 
 /// Documents between two updates of the progress metric.
@@ -33,6 +39,16 @@ pub enum Tracking {
     None,
 }
 
+/// Where a read stands in its collection's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Middle,
+    /// The last document; `done` when its progress marks the collection copied.
+    Last {
+        done: bool,
+    },
+}
+
 pub struct Copier<'a> {
     pub client: &'a mongodb::Client,
     pub converter: &'a Converter,
@@ -42,6 +58,8 @@ pub struct Copier<'a> {
     pub compat: Compat,
     pub metrics: &'a Metrics,
     pub tracking: Tracking,
+    /// When a snapshot's indexes that are not unique go (a stream's copy sends all first).
+    pub indexes: IndexTiming,
 }
 
 impl Copier<'_> {
@@ -55,6 +73,7 @@ impl Copier<'_> {
         at: ClusterTime,
         shutdown: &CancellationToken,
     ) -> Result<bool, Error> {
+        let Some(after) = self.schema(ns, at, shutdown).await? else { return Ok(false) };
         let label = ns.to_string();
         let collection = self.client.database(&ns.db).collection::<Document>(&ns.coll);
         let estimated = collection.estimated_document_count().await.map_err(|e| Error::mongo("count", e))?;
@@ -97,7 +116,7 @@ impl Copier<'_> {
                 // One document of look-ahead, so the collection's last read can say so.
                 if let Some(previous) = pending.replace(doc) {
                     copied += 1;
-                    if !self.emit(ns, previous, at, copied, false, shutdown).await {
+                    if !self.emit(ns, previous, at, copied, Place::Middle, shutdown).await {
                         return Ok(false);
                     }
                 }
@@ -107,25 +126,75 @@ impl Copier<'_> {
                 }
             }
         }
-        match pending {
-            Some(last) => {
-                copied += 1;
-                if !self.emit(ns, last, at, copied, true, shutdown).await {
-                    return Ok(false);
-                }
+        // The last read marks the collection copied, unless indexes follow the documents: then
+        // the item carrying them does.
+        let done_with_last = after.is_empty();
+        let mut last_id = Bson::Null;
+        let mut finished = false;
+        if let Some(last) = pending {
+            copied += 1;
+            last_id = last.get("_id").cloned().unwrap_or(Bson::Null);
+            if !self.emit(ns, last, at, copied, Place::Last { done: done_with_last }, shutdown).await {
+                return Ok(false);
             }
-            None if self.tracking == Tracking::Snapshot => {
-                // Empty (or fully copied): mark it done anyway.
-                let done = Progress::SnapshotCollection { ns: label.clone(), last_id: Bson::Null, copied, done: true };
-                if !self.send(Item::progress_only(done), shutdown).await {
-                    return Ok(false);
-                }
+            finished = done_with_last;
+        }
+        if !finished {
+            let records = match after.is_empty() {
+                true => Vec::new(),
+                // Not at `at`, where the ones before the documents are: a sink knows a DDL by
+                // its kind, namespace and time. Streaming starts after `at`: no event has it.
+                false => self.converter.schema_records(
+                    Ddl::CreateIndexes { ns: ns.clone(), indexes: after },
+                    prev_tick(at),
+                    now_ms(),
+                ),
+            };
+            let progress = (self.tracking == Tracking::Snapshot).then(|| Progress::SnapshotCollection {
+                ns: label.clone(),
+                last_id,
+                copied,
+                done: true,
+            });
+            if (!records.is_empty() || progress.is_some())
+                && !self.send(Item { records, progress, cluster_time: Some(at) }, shutdown).await
+            {
+                return Ok(false);
             }
-            None => {}
         }
         self.metrics.snapshot_copied.with_label_values(&[&label]).set(i64::try_from(copied).unwrap_or(i64::MAX));
         tracing::info!(namespace = %label, copied, seconds = started.elapsed().as_secs(), "copied collection");
         Ok(true)
+    }
+
+    /// Sends the collection's options and the indexes that must precede its documents, positioned
+    /// at `at`; returns the indexes to send after the documents (none when gone). `None` when
+    /// stopped.
+    async fn schema(
+        &self,
+        ns: &Namespace,
+        at: ClusterTime,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<Document>>, Error> {
+        let Some(listed) = schema::collection(self.client, ns).await? else { return Ok(Some(Vec::new())) };
+        let mut indexes = schema::indexes(self.client, ns).await?;
+        schema::simple_collation(&listed.options, &mut indexes);
+        let (before, after): (Vec<Document>, Vec<Document>) = match (self.tracking, self.indexes) {
+            (Tracking::Snapshot, IndexTiming::AfterCopy) => indexes.into_iter().partition(schema::before_documents),
+            _ => (indexes, Vec::new()),
+        };
+        let now = now_ms();
+        let mut records =
+            self.converter.schema_records(Ddl::Create { ns: ns.clone(), options: listed.options }, at, now);
+        if !before.is_empty() {
+            records.extend(self.converter.schema_records(
+                Ddl::CreateIndexes { ns: ns.clone(), indexes: before },
+                at,
+                now,
+            ));
+        }
+        let sent = self.send(Item { records, progress: None, cluster_time: Some(at) }, shutdown).await;
+        Ok(sent.then_some(after))
     }
 
     /// The reads that return the collection in `_id` order after `last` (all of it without).
@@ -162,18 +231,18 @@ impl Copier<'_> {
         doc: Document,
         at: ClusterTime,
         copied: u64,
-        last: bool,
+        place: Place,
         shutdown: &CancellationToken,
     ) -> bool {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-        let record = self.converter.snapshot_read(ns, doc, at, last, now_ms());
+        let record = self.converter.snapshot_read(ns, doc, at, place != Place::Middle, now_ms());
         // In a snapshot every read carries its progress, so a restart continues right after the
         // last durable document: no document is copied twice.
         let progress = (self.tracking == Tracking::Snapshot).then(|| Progress::SnapshotCollection {
             ns: ns.to_string(),
             last_id: id,
             copied,
-            done: last,
+            done: place == Place::Last { done: true },
         });
         if copied.is_multiple_of(METRIC_EVERY) {
             self.metrics

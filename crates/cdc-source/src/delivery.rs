@@ -1,5 +1,6 @@
 //! The delivery loop: gathers items from the queue into batches (by count, bytes and time),
-//! advances the checkpoint over them, and has the producer make both durable.
+//! advances the checkpoint over them, adds a watermark when one is due, and has the producer make
+//! them durable together.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use crate::producer::Producer;
 use crate::queue::{self, Queued};
 use crate::record::Item;
 use crate::server::now_ms;
+use crate::watermark::Watermarks;
 
 pub struct Delivery {
     pub producer: Producer,
@@ -24,6 +26,7 @@ pub struct Delivery {
     pub seq: Arc<AtomicU64>,
     pub metrics: Metrics,
     pub beat: LoopBeat,
+    pub watermarks: Watermarks,
 }
 
 impl Delivery {
@@ -70,8 +73,9 @@ impl Delivery {
         next.v = CHECKPOINT_VERSION;
         next.seq = self.seq.load(Ordering::Relaxed);
         next.written_at_ms = now_ms();
+        let watermark = self.watermarks.next(&batch, next.written_at_ms);
         let started = Instant::now();
-        let written = match self.producer.write(&batch, &next).await {
+        let written = match self.producer.write(&batch, &mut next, watermark.as_ref()).await {
             Ok(written) => written,
             Err(e) => {
                 self.metrics.delivery_errors.inc();
@@ -79,6 +83,10 @@ impl Delivery {
             }
         };
         self.checkpoint = next;
+        if let Some(watermark) = &watermark {
+            self.watermarks.written(watermark);
+            self.metrics.watermark_timestamp.set(i64::from(watermark.cluster_time.t));
+        }
         tracing::debug!(
             records = written,
             items = batch.len(),

@@ -144,17 +144,18 @@ async fn change_streams(
         Scope::Database => format!("database '{}'", config.capture.database),
         Scope::Collections => format!("collections {}", config.capture.collections.join(", ")),
     };
-    let support = match Support::of(client, config.capture.compat).await {
-        Ok((support, version)) => {
+    let (support, expanded) = match crate::server::version(client).await {
+        Ok((version, parts)) => {
+            let support = Support::for_version(config.capture.compat, &parts);
             report.ok("large events", format!("server {version}: events over 16 MiB are {}", support.describe()));
-            support
+            (support, watch::expanded_events(config.capture.compat, &parts))
         }
         Err(e) => {
             report.warn("large events", format!("cannot read the server's version: {e}"));
-            Support::Reread
+            (Support::Reread, false)
         }
     };
-    let how = How::normal(&config.capture, support == Support::Split);
+    let how = How::normal(&config.capture, support == Support::Split, expanded);
     let result = match watch::open(client, &config.capture, &start, &how).await {
         Ok(mut stream) => stream.next_if_any().await.map(|_| ()).map_err(|e| doctor::explain_mongo(&e)),
         Err(e) => Err(doctor::explain_mongo(&e)),

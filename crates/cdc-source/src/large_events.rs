@@ -32,20 +32,6 @@ pub enum Support {
 
 impl Support {
     /// What the deployment allows: the split stage needs MongoDB 6.0.9+ or 7.0+.
-    pub async fn of(client: &mongodb::Client, compat: Compat) -> Result<(Support, String), Error> {
-        let info = client
-            .database("admin")
-            .run_command(doc! {"buildInfo": 1})
-            .await
-            .map_err(|e| Error::mongo("buildInfo", e))?;
-        let version = info.get_str("version").unwrap_or("unknown").to_string();
-        let parts: Vec<i64> = info
-            .get_array("versionArray")
-            .map(|a| a.iter().filter_map(|v| v.as_i32().map(i64::from).or_else(|| v.as_i64())).collect())
-            .unwrap_or_default();
-        Ok((Self::for_version(compat, &parts), version))
-    }
-
     pub fn for_version(compat: Compat, version: &[i64]) -> Support {
         let split = match version {
             [major, ..] if *major >= 7 => true,
@@ -107,12 +93,12 @@ pub async fn reread(
     client: &mongodb::Client,
     config: &CaptureConfig,
     start: &Start,
-    split: bool,
+    normal: &How,
 ) -> Result<Reread, Error> {
-    let how = How { split, batch_size: 1, project: Some(without_large_fields()) };
+    let how = How { batch_size: 1, project: Some(without_large_fields()), ..normal.clone() };
     let raw = match first_event(client, config, start, &how).await {
         Ok(raw) => raw,
-        Err(e) if is_too_large(&e) => return Err(unreadable(client, config, start, split).await),
+        Err(e) if is_too_large(&e) => return Err(unreadable(client, config, start, normal).await),
         Err(e) => return Err(Error::mongo("re-read a large change event", e)),
     };
     let event = Document::try_from(raw.as_ref())
@@ -160,8 +146,8 @@ async fn lookup(client: &mongodb::Client, event: &Document) -> Result<Option<Doc
 }
 
 /// The error for an event no stream can read: named as far as the server lets it be.
-async fn unreadable(client: &mongodb::Client, config: &CaptureConfig, start: &Start, split: bool) -> Error {
-    let how = How { split, batch_size: 1, project: Some(names_only()) };
+async fn unreadable(client: &mongodb::Client, config: &CaptureConfig, start: &Start, normal: &How) -> Error {
+    let how = How { batch_size: 1, project: Some(names_only()), ..normal.clone() };
     let named =
         first_event(client, config, start, &how).await.ok().and_then(|raw| Document::try_from(raw.as_ref()).ok());
     let what = match named {

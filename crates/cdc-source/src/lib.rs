@@ -1,13 +1,16 @@
 //! cdc-source: MongoDB / DocumentDB change streams → Kafka, in the source region.
 //!
 //! ```text
-//!                ┌──────────── checkpoint (compacted topic or file) ◄─────────────┐
-//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now        │
-//!                ▼                                                                  │
-//!   MongoDB ──► snapshot (fix position, copy by _id) ─┐                              │
-//!           └─► change stream (post-batch tokens) ────┴─► convert ─► bounded queue ─► delivery:
-//!               events > 16 MiB: split or re-read      envelope    (items and bytes:  batch → producer
-//!               rename into scope: markers + copy                   backpressure)     (txn: records + checkpoint)
+//!                ┌──────────── checkpoint (compacted topic or file) ◄──────────────────────┐
+//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now                 │
+//!                ▼                                                                           │
+//!   MongoDB ──► snapshot (fix position; views; per collection: create + unique indexes,      │
+//!           │             documents by _id, other indexes) ─┐                                │
+//!           └─► change stream (expanded events,            ─┴─► convert ─► bounded queue ─► delivery:
+//!               post-batch tokens)                             envelope    (items and     batch + watermark
+//!               events > 16 MiB: split or re-read              records     bytes:         → producer (txn:
+//!               rename into scope: markers + copy                          backpressure)  records, watermark,
+//!               no expanded events: index comparison                                      checkpoint)
 //! ```
 //!
 //! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
@@ -17,9 +20,20 @@
 //! changes since the last checkpoint but never lose one. One document always maps to one key
 //! and so to one partition, in source order.
 //!
+//! Watermarks (`delivery.watermark_interval_ms`) go to every partition of every topic the source
+//! writes, in the transaction of the batch that proves them: every change captured up to their
+//! cluster time is before them on the partition.
+//!
 //! Errors: transient MongoDB / Kafka failures restart the pipeline from the last durable
 //! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
 //! `capture.on_history_lost`; anything else ([`Error::Fatal`]) stops the service with the cause.
+//!
+//! Layout: `pipeline` wires the stages. Capture: `snapshot` and `copy` (what is there),
+//! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
+//! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
+//! `routing` (which namespaces, which topics). Delivery: `queue`, `delivery`, `watermark`,
+//! `producer`, `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`,
+//! `history`, `server`, `doctor`.
 
 mod change_stream;
 mod checkpoint;
@@ -37,11 +51,16 @@ mod producer;
 mod queue;
 mod record;
 mod routing;
+mod schema;
+mod schema_check;
+mod schema_events;
 mod server;
 mod snapshot;
 mod store;
 mod topics;
+mod transaction;
 mod watch;
+mod watermark;
 
 use std::time::Duration;
 
@@ -50,7 +69,7 @@ use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, Guarantee, HistoryLostPolicy, Scope,
+    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, Guarantee, HistoryLostPolicy, IndexTiming, Scope,
     SnapshotConfig, SnapshotMode, TopicConfig, ENV_PREFIX,
 };
 pub use error::Error;

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub memory_budget: IntGauge,
     /// Bytes of records queued between capture and delivery or in the batch being delivered.
     pub queued_bytes: IntGauge,
+    /// Cluster time (seconds) of the last watermark written: every change captured up to it is
+    /// in Kafka.
+    pub watermark_timestamp: IntGauge,
 }
 
 impl Metrics {
@@ -100,6 +103,10 @@ impl Metrics {
                 "cdc_source_queued_bytes",
                 "Bytes of records queued for delivery or in the batch being delivered.",
             )?,
+            watermark_timestamp: IntGauge::new(
+                "cdc_source_watermark_timestamp_seconds",
+                "Source cluster time (Unix seconds) of the last watermark: every change captured up to it is in Kafka.",
+            )?,
         };
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
@@ -117,6 +124,7 @@ impl Metrics {
         registry.register(Box::new(metrics.history_window.clone()))?;
         registry.register(Box::new(metrics.memory_budget.clone()))?;
         registry.register(Box::new(metrics.queued_bytes.clone()))?;
+        registry.register(Box::new(metrics.watermark_timestamp.clone()))?;
         Ok(metrics)
     }
 }

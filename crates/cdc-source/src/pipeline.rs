@@ -21,6 +21,7 @@ use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::server;
 use crate::snapshot::Snapshot;
 use crate::watch::Start;
+use crate::watermark::Watermarks;
 
 /// Readiness component: ready while streaming or snapshotting.
 pub const COMPONENT: &str = "pipeline";
@@ -128,7 +129,7 @@ async fn run_once(
             let at = server::cluster_time(client).await?;
             checkpoint.cluster_time = Some(at.into());
             checkpoint.written_at_ms = server::now_ms();
-            producer.write(&[], &checkpoint).await?;
+            producer.write(&[], &mut checkpoint, None).await?;
             Plan::StartAfter(at)
         }
         other => other,
@@ -146,6 +147,8 @@ async fn run_once(
     converter.recopy_renames_until =
         checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();
+    let source =
+        envelope::SourceInfo { name: config.capture.name.clone(), rs: converter.rs.clone(), ..Default::default() };
     let (tx, rx) = queue::bounded(config.delivery.queue_capacity, config.delivery.queue_bytes());
     let delivery = Delivery {
         producer,
@@ -153,6 +156,7 @@ async fn run_once(
         seq,
         metrics: metrics.clone(),
         beat: health.register_loop("delivery", Duration::from_secs(120)),
+        watermarks: Watermarks::new(config.delivery.watermark_interval_ms, source),
     };
     metrics.history_lost.set(0);
 
@@ -252,6 +256,7 @@ impl Capture<'_> {
             component: COMPONENT,
             heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
             copy_batch_size: config.snapshot.batch_size,
+            schema_check_interval: Duration::from_millis(config.capture.schema_check_interval_ms),
         };
         stream.run(start, shutdown.clone()).await
     }

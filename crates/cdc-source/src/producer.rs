@@ -1,14 +1,16 @@
 //! Makes batches durable in Kafka together with the checkpoint that covers them.
 //!
-//! Exactly-once: one Kafka transaction per batch holds its records and the checkpoint record;
-//! either both become visible to `read_committed` consumers or neither does.
+//! Exactly-once: one Kafka transaction per batch holds its records, a watermark when one is due,
+//! and the checkpoint record; either all become visible to `read_committed` consumers or none.
 //! At-least-once: every record of the batch is acknowledged (idempotent producer, `acks=all`)
 //! before the checkpoint is written, so the checkpoint never passes an unacknowledged event.
+//! A watermark goes to every partition of every topic the checkpoint lists, after the batch's
+//! records.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use envelope::{encode_control, ControlEvent};
+use envelope::{encode_control, encode_watermark, ControlEvent, Watermark};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
@@ -22,7 +24,7 @@ use service_kit::kafka_auth::AuthContext;
 use crate::checkpoint::Checkpoint;
 use crate::config::{CheckpointStore, Config, Guarantee};
 use crate::error::Error;
-use crate::record::{Item, Record, Target};
+use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::store::{Store, CHECKPOINT_TOPIC_CONFIG};
 use crate::topics::Topics;
 
@@ -92,8 +94,14 @@ impl Producer {
         }
     }
 
-    /// Makes `batch` and then `checkpoint` durable; returns the number of records written.
-    pub async fn write(&mut self, batch: &[Item], checkpoint: &Checkpoint) -> Result<usize, Error> {
+    /// Makes `batch`, then `watermark` (if any) and then `checkpoint` durable; returns the
+    /// number of records written. The checkpoint learns the topics the batch went to.
+    pub async fn write(
+        &mut self,
+        batch: &[Item],
+        checkpoint: &mut Checkpoint,
+        watermark: Option<&Watermark>,
+    ) -> Result<usize, Error> {
         let mut destinations: Vec<(String, Option<i32>, usize, usize)> = Vec::new();
         for (item_index, item) in batch.iter().enumerate() {
             for (record_index, record) in item.records.iter().enumerate() {
@@ -122,6 +130,16 @@ impl Producer {
                 }
             }
         }
+        for (topic, _, item_index, record_index) in &destinations {
+            // Heartbeats have a topic of their own, not one of the source's.
+            if batch[*item_index].records[*record_index].op != HEARTBEAT && !checkpoint.topics.contains(topic) {
+                checkpoint.topics.insert(topic.clone());
+            }
+        }
+        let watermarks = match watermark {
+            Some(watermark) => self.watermarks(watermark, checkpoint).await?,
+            None => Vec::new(),
+        };
         let checkpoint_value = serde_json::to_vec(checkpoint).map_err(|e| Error::Checkpoint(e.to_string()))?;
         if self.guarantee == Guarantee::ExactlyOnce {
             self.producer.begin_transaction().map_err(|e| Error::kafka("begin transaction", e))?;
@@ -148,6 +166,10 @@ impl Producer {
                 None => (record.key.as_slice(), record.value.as_deref()),
             };
             deliveries.push(self.enqueue(topic, *partition, key, value).await?);
+        }
+        let (key, value) = watermark.map(encode_watermark).unwrap_or_default();
+        for (topic, partition) in &watermarks {
+            deliveries.push(self.enqueue(topic, Some(*partition), &key, Some(&value)).await?);
         }
         match (&self.checkpoint, self.guarantee) {
             (CheckpointTarget::Topic { topic, key }, Guarantee::ExactlyOnce) => {
@@ -179,7 +201,20 @@ impl Producer {
                 Store::save_file(path, checkpoint).await?;
             }
         }
-        Ok(destinations.len())
+        Ok(destinations.len() + watermarks.len())
+    }
+
+    /// Every partition of every topic the checkpoint lists that still exists; the others are
+    /// forgotten.
+    async fn watermarks(
+        &mut self,
+        watermark: &Watermark,
+        checkpoint: &mut Checkpoint,
+    ) -> Result<Vec<(String, i32)>, Error> {
+        let existing = self.topics.existing(&checkpoint.topics).await?;
+        checkpoint.topics.retain(|topic| existing.contains_key(topic));
+        tracing::debug!(topics = existing.len(), cluster_time = ?watermark.cluster_time, "watermark");
+        Ok(existing.into_iter().flat_map(|(topic, count)| (0..count).map(move |p| (topic.clone(), p))).collect())
     }
 
     /// Enqueues one record; a full local queue is backpressure: wait and try again.

@@ -4,6 +4,9 @@ use envelope::{ClusterTime, ControlEvent};
 
 use crate::checkpoint::Progress;
 
+/// The `op` of heartbeat records (on `delivery.heartbeat_topic`, not a topic of the source's).
+pub const HEARTBEAT: &str = "heartbeat";
+
 /// Where a record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -30,3 +30,15 @@ pub async fn replica_set_name(client: &mongodb::Client) -> Option<String> {
     let hello = client.database("admin").run_command(doc! {"hello": 1}).await.ok()?;
     hello.get_str("setName").ok().map(str::to_string)
 }
+
+/// The server's version, as text and as numbers (`buildInfo`'s `versionArray`).
+pub async fn version(client: &mongodb::Client) -> Result<(String, Vec<i64>), Error> {
+    let info =
+        client.database("admin").run_command(doc! {"buildInfo": 1}).await.map_err(|e| Error::mongo("buildInfo", e))?;
+    let text = info.get_str("version").unwrap_or("unknown").to_string();
+    let parts = info
+        .get_array("versionArray")
+        .map(|a| a.iter().filter_map(|v| v.as_i32().map(i64::from).or_else(|| v.as_i64())).collect())
+        .unwrap_or_default();
+    Ok((text, parts))
+}

@@ -1,13 +1,13 @@
-//! The initial snapshot: fix the stream position first, then copy every captured collection in
-//! `_id` order (a few at a time, `copy.rs`), resumable from the last `_id` copied. Streaming
+//! The initial snapshot: fix the stream position first, then create every captured view and copy
+//! every captured collection (options, indexes and documents in `_id` order, a few at a time,
+//! `copy.rs`), resumable from the last `_id` copied. Streaming
 //! afterwards starts after the fixed position, so nothing written during the copy is missed; what
 //! overlaps is harmless because the sink applies idempotently. The completion time is kept: a
 //! rename streamed up to it may have moved a collection while it was copied.
 
 use std::sync::Arc;
 
-use bson::doc;
-use envelope::{ClusterTime, Namespace};
+use envelope::{ClusterTime, Ddl, Namespace};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
 use crate::routing::NamespaceFilter;
-use crate::server::cluster_time;
+use crate::schema;
+use crate::server::{cluster_time, now_ms};
 
 /// Where a finished snapshot leaves the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +51,21 @@ impl Snapshot<'_> {
             None => {
                 // Fix the position before reading anything.
                 let start_at = cluster_time(self.client).await?;
-                let namespaces = self.list_namespaces().await?;
-                tracing::info!(?start_at, collections = namespaces.len(), "snapshot starting");
+                let (views, namespaces): (Vec<schema::Listed>, Vec<schema::Listed>) =
+                    schema::captured(self.client, self.filter).await?.into_iter().partition(|l| l.view);
+                let namespaces: Vec<Namespace> = namespaces.into_iter().map(|l| l.ns).collect();
+                tracing::info!(?start_at, collections = namespaces.len(), views = views.len(), "snapshot starting");
                 let progress = Progress::SnapshotStarted {
                     start_at,
                     namespaces: namespaces.iter().map(ToString::to_string).collect(),
                 };
-                if !self.send(Item::progress_only(progress), shutdown).await {
+                // Views have no documents: created with the snapshot's start.
+                let mut started = Item::progress_only(progress);
+                for view in views {
+                    let create = Ddl::Create { ns: view.ns, options: view.options };
+                    started.records.extend(self.converter.schema_records(create, start_at, now_ms()));
+                }
+                if !self.send(started, shutdown).await {
                     return Ok(None);
                 }
                 (start_at, namespaces.into_iter().map(|ns| (ns.to_string(), CollectionProgress::default())).collect())
@@ -75,6 +84,7 @@ impl Snapshot<'_> {
             compat: self.compat,
             metrics: &self.metrics,
             tracking: Tracking::Snapshot,
+            indexes: self.config.indexes,
         };
         let copier = &copier;
         let results: Vec<bool> = futures::stream::iter(pending)
@@ -92,24 +102,6 @@ impl Snapshot<'_> {
         self.metrics.snapshot_remaining_seconds.set(0);
         tracing::info!(?completed_at, "snapshot complete");
         Ok(Some(Done { start_at, completed_at }))
-    }
-
-    async fn list_namespaces(&self) -> Result<Vec<Namespace>, Error> {
-        let mut namespaces = Vec::new();
-        let databases = self.client.list_database_names().await.map_err(|e| Error::mongo("list databases", e))?;
-        for db in databases.into_iter().filter(|db| self.filter.wants_database(db)) {
-            let names = self
-                .client
-                .database(&db)
-                .list_collection_names()
-                .filter(doc! {"type": "collection"})
-                .await
-                .map_err(|e| Error::mongo("list collections", e))?;
-            namespaces
-                .extend(names.into_iter().map(|coll| Namespace::new(&db, coll)).filter(|ns| self.filter.wants(ns)));
-        }
-        namespaces.sort();
-        Ok(namespaces)
     }
 
     async fn send(&self, item: Item, shutdown: &CancellationToken) -> bool {

@@ -1,7 +1,7 @@
 //! Topics: created when missing (with the configured partitions), and their partition counts
 //! for fanning control events out to every partition.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, Producer};
@@ -76,6 +76,20 @@ impl Topics {
         Ok(count)
     }
 
+    /// The partition counts of those of `topics` that exist (one metadata request for all not
+    /// known yet); never creates one.
+    pub async fn existing(&mut self, topics: &BTreeSet<String>) -> Result<BTreeMap<String, i32>, Error> {
+        if topics.iter().any(|topic| !self.known.contains_key(topic)) {
+            let counts = self.partition_counts().await?;
+            for topic in topics {
+                if let Some(count) = counts.get(topic) {
+                    self.known.entry(topic.clone()).or_insert(*count);
+                }
+            }
+        }
+        Ok(topics.iter().filter_map(|topic| self.known.get(topic).map(|count| (topic.clone(), *count))).collect())
+    }
+
     /// Every topic on the cluster whose name starts with `prefix`.
     pub async fn list_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Error> {
         let producer = self.producer.clone();
@@ -90,8 +104,12 @@ impl Topics {
     }
 
     async fn partition_count(&self, topic: &str) -> Result<Option<i32>, Error> {
+        Ok(self.partition_counts().await?.get(topic).copied())
+    }
+
+    /// Every topic on the cluster with its partition count.
+    async fn partition_counts(&self) -> Result<HashMap<String, i32>, Error> {
         let producer = self.producer.clone();
-        let name = topic.to_string();
         tokio::task::spawn_blocking(move || {
             // All topics: librdkafka keeps answering "unknown" for a while after a request that
             // names a topic which did not exist yet.
@@ -100,8 +118,9 @@ impl Topics {
             Ok(metadata
                 .topics()
                 .iter()
-                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)))
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| (t.name().to_string(), i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)))
+                .collect())
         })
         .await
         .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?

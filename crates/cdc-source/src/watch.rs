@@ -28,6 +28,14 @@ pub fn next_tick(time: ClusterTime) -> ClusterTime {
     }
 }
 
+/// The last cluster time before `time`.
+pub fn prev_tick(time: ClusterTime) -> ClusterTime {
+    match time.i.checked_sub(1) {
+        Some(i) => ClusterTime { t: time.t, i },
+        None => ClusterTime { t: time.t.saturating_sub(1), i: u32::MAX },
+    }
+}
+
 /// How a stream is opened beyond its position.
 #[derive(Debug, Clone)]
 pub struct How {
@@ -38,12 +46,20 @@ pub struct How {
     /// A stage leaving out or keeping fields, for an event too large to read whole: no
     /// `updateLookup` and no pre-images then.
     pub project: Option<Document>,
+    /// `showExpandedEvents`: collection and view creation, index builds and drops, `collMod`.
+    pub expanded: bool,
 }
 
 impl How {
-    pub fn normal(config: &CaptureConfig, split: bool) -> Self {
-        Self { split, batch_size: config.batch_size, project: None }
+    pub fn normal(config: &CaptureConfig, split: bool, expanded: bool) -> Self {
+        Self { split, batch_size: config.batch_size, project: None, expanded }
     }
+}
+
+/// Whether the stream can report schema changes (`showExpandedEvents`, MongoDB 6.0+); elsewhere
+/// (Amazon DocumentDB, older MongoDB) a periodic comparison of the indexes stands in.
+pub fn expanded_events(compat: Compat, version: &[i64]) -> bool {
+    compat != Compat::Documentdb && version.first().is_some_and(|major| *major >= 6)
 }
 
 /// Opens the stream for the configured scope at `start`; events come raw (split events arrive
@@ -62,6 +78,9 @@ pub async fn open(
         }
     }
     options.max_await_time = Some(Duration::from_millis(config.max_await_ms));
+    if how.expanded {
+        options.show_expanded_events = Some(true);
+    }
     options.batch_size = Some(how.batch_size);
     match start {
         Start::ResumeAfter(token) => {
@@ -120,8 +139,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_next_tick_is_strictly_later() {
+    fn expanded_events_need_mongodb_6() {
+        assert!(expanded_events(Compat::Mongodb, &[6, 0, 5, 0]));
+        assert!(expanded_events(Compat::Mongodb, &[7, 0, 0, 0]));
+        assert!(!expanded_events(Compat::Mongodb, &[5, 0, 9, 0]));
+        assert!(!expanded_events(Compat::Documentdb, &[8, 0, 0, 0]), "DocumentDB has no expanded events");
+        assert!(!expanded_events(Compat::Mongodb, &[]));
+    }
+
+    #[test]
+    fn the_next_and_previous_ticks_are_strictly_later_and_earlier() {
         assert_eq!(next_tick(ClusterTime { t: 5, i: 7 }), ClusterTime { t: 5, i: 8 });
         assert_eq!(next_tick(ClusterTime { t: 5, i: u32::MAX }), ClusterTime { t: 6, i: 0 });
+        assert_eq!(prev_tick(ClusterTime { t: 5, i: 7 }), ClusterTime { t: 5, i: 6 });
+        assert_eq!(prev_tick(ClusterTime { t: 6, i: 0 }), ClusterTime { t: 5, i: u32::MAX });
     }
 }

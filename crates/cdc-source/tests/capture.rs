@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bson::{doc, Bson};
-use common::{changes, decode, Harness};
+use common::{changes, decode, is_schema, without_schema, Harness};
 use envelope::{Ddl, Event, Op, Snapshot};
 
 #[tokio::test]
@@ -24,7 +24,12 @@ async fn every_op_becomes_its_exact_envelope_in_order() {
     coll.replace_one(doc! {"_id": 1}, doc! {"_id": 1, "replaced": true}).await.expect("replace");
     coll.delete_one(doc! {"_id": 1}).await.expect("delete");
 
-    let records = h.records("items", 6).await;
+    let partitions = h.config.topics.partitions as usize;
+    let (created, records): (Vec<_>, Vec<_>) =
+        h.records("items", 6 + partitions).await.into_iter().partition(is_schema);
+    let created = decode(&created);
+    assert_eq!(created.len(), partitions, "the collection's creation on every partition: {created:?}");
+    assert!(created.iter().all(|e| matches!(e, Event::Control(c) if matches!(c.ddl, Ddl::Create { .. }))));
     assert_eq!(records.len(), 6, "5 changes and a tombstone");
     assert!(records.iter().all(|r| r.partition == records[0].partition), "one document, one partition");
     assert!(records.iter().all(|r| r.key.as_deref() == Some(br#"{"id":"1"}"#.as_slice())));
@@ -70,7 +75,7 @@ async fn include_and_exclude_select_namespaces() {
     h.collection("keep").insert_one(doc! {"_id": "k"}).await.expect("insert");
     h.collection("skip_me").insert_one(doc! {"_id": "s"}).await.expect("insert");
     h.collection("keep").insert_one(doc! {"_id": "k2"}).await.expect("insert");
-    assert_eq!(h.records("keep", 2).await.len(), 2);
+    assert_eq!(without_schema(h.records("keep", 2).await).len(), 2);
     let skipped =
         test_support::consume_all(&h.config.kafka.bootstrap_servers, &[&h.topic("skip_me")], 0, Duration::from_secs(3))
             .await;
@@ -99,7 +104,7 @@ async fn drop_and_rename_are_markers_on_every_partition_after_the_data() {
     h.collection("new").insert_one(doc! {"_id": 100}).await.expect("insert after rename");
 
     let partitions = h.config.topics.partitions as usize;
-    let records = h.records("gone", 20 + partitions).await;
+    let records = without_schema(h.records("gone", 20 + 2 * partitions).await);
     assert_eq!(records.len(), 20 + partitions);
     for partition in 0..partitions as i32 {
         let on_partition: Vec<_> = records.iter().filter(|r| r.partition == partition).collect();
@@ -109,7 +114,7 @@ async fn drop_and_rename_are_markers_on_every_partition_after_the_data() {
         assert!(matches!(last, Event::Control(c) if c.markers as usize == partitions), "marker count: {last:?}");
         assert!(events[..events.len() - 1].iter().all(|e| matches!(e, Event::Change(_))), "data before the marker");
     }
-    let renamed = decode(&h.records("old", 10 + partitions).await);
+    let renamed = decode(&without_schema(h.records("old", 10 + 2 * partitions).await));
     let markers: Vec<_> = renamed
         .iter()
         .filter_map(|e| match e {

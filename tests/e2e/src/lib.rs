@@ -8,6 +8,7 @@ pub mod interop;
 pub mod mongod;
 pub mod pipeline;
 pub mod process;
+pub mod schema;
 pub mod toxiproxy;
 pub mod workload;
 

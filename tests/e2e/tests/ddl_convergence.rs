@@ -97,7 +97,11 @@ async fn a_target_failing_at_a_drop_marker_delays_it_and_the_pipeline_recovers()
         matches!(http_get(addr, "/health/readyz").await, Ok((200, _))).then_some(())
     })
     .await;
-    assert_eq!(metric(&sink.metrics().await, "sink_writer_ddl_applied_total"), 1.0);
+    assert_eq!(
+        metric(&sink.metrics().await, "sink_writer_ddl_applied_total{kind=\"drop\""),
+        1.0,
+        "the drop applied once"
+    );
     sink.stop().await;
     source.stop().await;
 }

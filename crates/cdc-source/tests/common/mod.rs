@@ -37,6 +37,8 @@ impl Harness {
         config.topics.prefix = db.clone();
         config.delivery.batch_max_wait_ms = 20;
         config.delivery.idle_checkpoint_interval_ms = 300;
+        // Watermarks have tests of their own (tests/e2e/tests/watermarks.rs).
+        config.delivery.watermark_interval_ms = 0;
         let source = test_support::mongo(&servers.mongo_source_uri).await;
         Self { config, db, source }
     }
@@ -100,6 +102,19 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Whether a record is a schema control event (`create`, `createIndexes`, `dropIndexes`,
+/// `modify`): the stream reports a collection's creation (also by its first insert) before its
+/// documents.
+pub fn is_schema(record: &Consumed) -> bool {
+    matches!(envelope::decode(record.key.as_deref(), record.value.as_deref()),
+        Ok(Event::Control(c)) if !c.ddl.ends_documents())
+}
+
+/// The records that are not schema control events.
+pub fn without_schema(records: Vec<Consumed>) -> Vec<Consumed> {
+    records.into_iter().filter(|r| !is_schema(r)).collect()
 }
 
 /// Decodes records; panics on anything that does not decode.

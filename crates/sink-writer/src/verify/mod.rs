@@ -99,10 +99,8 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
             "set verify.source_uri (SINK_WRITER__VERIFY__SOURCE_URI) to the source deployment".into(),
         ));
     }
-    let source_connection = service_kit::connect::MongoConnection {
-        uri: config.verify.source_uri.clone(),
-        ..config.mongo.clone()
-    };
+    let source_connection =
+        service_kit::connect::MongoConnection { uri: config.verify.source_uri.clone(), ..config.mongo.clone() };
     let source = source_connection
         .client_for("sink-writer-verify", config.apply.compat)
         .await
@@ -135,8 +133,10 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
             None => documents::compare_all(&pair, config.verify.parallel, &pace).await?,
         };
         let settle = Duration::from_millis(config.verify.settle_timeout_ms);
+        let seen = tally.differences.len() as u64;
         let (differences, confirmed) =
             documents::recheck(&pair, tally.differences, || settled(&source, &point, settle)).await?;
+        let in_flight = seen - differences.len() as u64;
         let schema =
             indexes::differences(&source.database(&ns.db), &ns.coll, &target.database(&mapped.db), &mapped.coll)
                 .await?;
@@ -146,6 +146,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
             tally.compared,
             differences,
             confirmed,
+            in_flight,
             schema,
             config.verify.max_listed,
         ));

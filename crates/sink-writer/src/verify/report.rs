@@ -21,6 +21,8 @@ pub struct NamespaceReport {
     /// Whether replication was seen to pass every difference before it was checked again
     /// (false: the differences may still be in flight).
     pub confirmed: bool,
+    /// Differences seen first that were equal once replication passed them (changes in flight).
+    pub in_flight: u64,
     /// Index and collection option differences.
     pub schema: Vec<String>,
 }
@@ -32,6 +34,7 @@ impl NamespaceReport {
         compared: u64,
         differences: Vec<(Bson, Kind)>,
         confirmed: bool,
+        in_flight: u64,
         schema: Vec<String>,
         max_listed: usize,
     ) -> Self {
@@ -55,6 +58,7 @@ impl NamespaceReport {
             different: count(Kind::Different),
             listed,
             confirmed,
+            in_flight,
             schema,
         }
     }
@@ -100,12 +104,13 @@ impl Report {
                     "namespace": n.source.to_string(), "target": n.target.to_string(), "compared": n.compared,
                     "equal": n.equal_documents(), "missing": n.missing, "extra": n.extra, "different": n.different,
                     "missing_ids": ids(Kind::Missing), "extra_ids": ids(Kind::Extra), "different_ids": ids(Kind::Different),
-                    "schema": n.schema, "confirmed": n.confirmed,
+                    "schema": n.schema, "confirmed": n.confirmed, "in_flight": n.in_flight,
                 })
             })
             .collect();
+        let in_flight: u64 = self.namespaces.iter().map(|n| n.in_flight).sum();
         json!({
-            "equal": self.equal(), "mode": self.mode, "compared": self.compared(), "differences": self.differences(),
+            "equal": self.equal(), "mode": self.mode, "in_flight": in_flight, "compared": self.compared(), "differences": self.differences(),
             "seconds": self.seconds, "docs_per_second": self.compared() as f64 / self.seconds.max(0.001),
             "namespaces": namespaces,
         })
