@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::mapping::Mapper;
 use crate::progress::PointReader;
 use documents::{Pace, Pair};
-pub use report::{NamespaceReport, Report};
+pub use report::{Findings, NamespaceReport, Report};
 
 /// What the command line asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -140,16 +140,8 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         let schema =
             indexes::differences(&source.database(&ns.db), &ns.coll, &target.database(&mapped.db), &mapped.coll)
                 .await?;
-        report.namespaces.push(NamespaceReport::new(
-            ns,
-            mapped,
-            tally.compared,
-            differences,
-            confirmed,
-            in_flight,
-            schema,
-            config.verify.max_listed,
-        ));
+        let findings = Findings { compared: tally.compared, differences, confirmed, in_flight, schema };
+        report.namespaces.push(NamespaceReport::new(ns, mapped, findings, config.verify.max_listed));
     }
     if let Some(ticker) = ticker {
         ticker.abort();

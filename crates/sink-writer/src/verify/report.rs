@@ -27,17 +27,19 @@ pub struct NamespaceReport {
     pub schema: Vec<String>,
 }
 
+/// What comparing one namespace found.
+pub struct Findings {
+    pub compared: u64,
+    /// What stayed different after the rechecks.
+    pub differences: Vec<(Bson, Kind)>,
+    pub confirmed: bool,
+    pub in_flight: u64,
+    pub schema: Vec<String>,
+}
+
 impl NamespaceReport {
-    pub fn new(
-        source: Namespace,
-        target: Namespace,
-        compared: u64,
-        differences: Vec<(Bson, Kind)>,
-        confirmed: bool,
-        in_flight: u64,
-        schema: Vec<String>,
-        max_listed: usize,
-    ) -> Self {
+    pub fn new(source: Namespace, target: Namespace, findings: Findings, max_listed: usize) -> Self {
+        let Findings { compared, differences, confirmed, in_flight, schema } = findings;
         let count = |kind: Kind| differences.iter().filter(|(_, k)| *k == kind).count() as u64;
         let mut listed = Vec::new();
         for kind in [Kind::Missing, Kind::Extra, Kind::Different] {
