@@ -57,6 +57,7 @@ mod schema_events;
 mod server;
 mod snapshot;
 mod store;
+mod supervisor;
 mod topics;
 mod transaction;
 mod watch;
@@ -85,8 +86,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// Starts the service and returns once its HTTP port is bound.
 pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     config.capture.compat = config.capture.compat.resolve(config.mongo.uri.expose());
-    let http_shutdown = CancellationToken::new();
-    let shell = Shell::start("cdc_source", &config.http, http_shutdown.clone()).await?;
+    let shell = Shell::start("cdc_source", &config.http).await?;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     metrics.memory_budget.set(i64::try_from(config.delivery.memory_budget_bytes).unwrap_or(i64::MAX));
     let http_addr = shell.http_addr;
@@ -100,13 +100,13 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
         let watch = tokio::spawn(connect::watch(
             shell.health.clone(),
             "source-mongodb",
-            client,
+            client.clone(),
             "kafka",
             probe,
             Duration::from_secs(5),
             shutdown.clone(),
         ));
-        let pipeline = pipeline::run(config, shell.health.clone(), metrics, shutdown.clone());
+        let pipeline = pipeline::run(config, client, shell.health.clone(), metrics, shutdown.clone());
         tokio::pin!(pipeline);
         let result = tokio::select! {
             result = &mut pipeline => result,
@@ -115,12 +115,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
                 Err(Error::Fatal(format!("did not stop within {} ms of the stop request", stop_timeout.as_millis())))
             }
         };
-        ticker.abort();
-        history.abort();
-        watch.abort();
-        http_shutdown.cancel();
-        shell.stop().await?;
-        result
+        shell.finish(vec![ticker, history, watch], result).await
     });
     Ok(Running::new(http_addr, task))
 }

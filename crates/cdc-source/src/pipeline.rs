@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::change_stream::StreamLoop;
 use crate::checkpoint::{self, Plan, SnapshotState};
-use crate::config::{Config, HistoryLostPolicy, SnapshotMode};
+use crate::config::{Config, SnapshotMode};
 use crate::convert::Converter;
 use crate::delivery::Delivery;
 use crate::error::Error;
@@ -20,25 +20,24 @@ use crate::queue;
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::server;
 use crate::snapshot::Snapshot;
+use crate::supervisor::{Decision, Supervisor};
 use crate::watch::Start;
 use crate::watermark::Watermarks;
 
 /// Readiness component: ready while streaming or snapshotting.
 pub const COMPONENT: &str = "pipeline";
-/// A run that lasted this long resets the backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
-/// Fenced this often within [`FENCE_WINDOW`]: another instance with our capture.name runs.
-const FENCES_TO_GIVE_UP: usize = 3;
-const FENCE_WINDOW: Duration = Duration::from_secs(600);
-
-pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: CancellationToken) -> Result<(), Error> {
+/// Runs the pipeline until `shutdown`, starting it again as the supervisor decides.
+pub async fn run(
+    config: Config,
+    client: mongodb::Client,
+    health: Health,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     health.declare(COMPONENT);
-    let client =
-        config.mongo.client_for("cdc-source", config.capture.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let filter = NamespaceFilter::new(&config.capture).map_err(|e| Error::Fatal(e.to_string()))?;
+    let mut supervisor = Supervisor::new(&config);
     let mut force_snapshot = false;
-    let mut backoff = Duration::from_millis(250);
-    let mut fences: Vec<Instant> = Vec::new();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -50,48 +49,33 @@ pub async fn run(config: Config, health: Health, metrics: Metrics, shutdown: Can
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        if let Error::HistoryLost(_) = &error {
-            let resnapshot = config.capture.on_history_lost == HistoryLostPolicy::Resnapshot
-                || config.snapshot.mode == SnapshotMode::WhenNeeded;
-            metrics.restarts.with_label_values(&["history_lost"]).inc();
-            if resnapshot {
-                tracing::warn!(error = %error, "resume point lost: taking a new snapshot");
-                force_snapshot = true;
-                continue;
-            }
-            metrics.history_lost.set(1);
-            tracing::error!(error = %error, "resume point lost: not ready until an operator acts");
-            health.set_not_ready(COMPONENT, error.to_string());
-            shutdown.cancelled().await;
-            return Err(error);
-        }
-        health.set_not_ready(COMPONENT, format!("restarting after: {error}"));
-        if !error.is_retriable() {
-            return Err(error);
-        }
-        if let Error::Fenced(_) = &error {
-            fences.retain(|at| at.elapsed() < FENCE_WINDOW);
-            fences.push(Instant::now());
-            if fences.len() >= FENCES_TO_GIVE_UP {
-                return Err(Error::Fatal(format!(
-                    "fenced {} times within {} minutes: another cdc-source with capture.name '{}' is running; \
-                     stop one of them",
-                    fences.len(),
-                    FENCE_WINDOW.as_secs() / 60,
-                    config.capture.name
-                )));
-            }
-        }
         metrics.restarts.with_label_values(&[error.kind()]).inc();
-        if started.elapsed() > HEALTHY_RUN {
-            backoff = Duration::from_millis(250);
+        let description = error.to_string();
+        match supervisor.decide(error, started.elapsed(), Instant::now()) {
+            Decision::Resnapshot => {
+                tracing::warn!(error = %description, "resume point lost: taking a new snapshot");
+                force_snapshot = true;
+            }
+            Decision::WaitForOperator(error) => {
+                metrics.history_lost.set(1);
+                tracing::error!(error = %error, "resume point lost: not ready until an operator acts");
+                health.set_not_ready(COMPONENT, error.to_string());
+                shutdown.cancelled().await;
+                return Err(error);
+            }
+            Decision::Stop(error) => {
+                health.set_not_ready(COMPONENT, format!("stopped: {error}"));
+                return Err(error);
+            }
+            Decision::Restart(pause) => {
+                health.set_not_ready(COMPONENT, format!("restarting after: {description}"));
+                tracing::warn!(error = %description, backoff_ms = pause.as_millis() as u64, "pipeline failed: restarting from the checkpoint");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
         }
-        tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "pipeline failed: restarting from the checkpoint");
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(config.delivery.max_backoff_ms));
     }
 }
 

@@ -16,17 +16,15 @@ pub struct Shell {
     /// The bound address (the real port when the configuration asked for port 0).
     pub http_addr: SocketAddr,
     http: JoinHandle<std::io::Result<()>>,
+    http_shutdown: CancellationToken,
 }
 
 impl Shell {
     /// Binds the HTTP port and starts serving. The registry already holds the process metrics
     /// (CPU, RSS, open files) under `process_`, `{metric_prefix}_build_info{version}` = 1 and
     /// `{metric_prefix}_ready` (1 while `/health/readyz` would answer 200).
-    pub async fn start(
-        metric_prefix: &str,
-        config: &HttpConfig,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<Shell> {
+    pub async fn start(metric_prefix: &str, config: &HttpConfig) -> std::io::Result<Shell> {
+        let http_shutdown = CancellationToken::new();
         let registry = Registry::new();
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -50,13 +48,23 @@ impl Shell {
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen_addr)))?;
         let http_addr = listener.local_addr()?;
         tracing::info!(%http_addr, "serving /health/livez, /health/readyz and /metrics");
-        let http = tokio::spawn(http::serve(listener, health.clone(), registry.clone(), shutdown));
-        Ok(Shell { health, registry, http_addr, http })
+        let http = tokio::spawn(http::serve(listener, health.clone(), registry.clone(), http_shutdown.clone()));
+        Ok(Shell { health, registry, http_addr, http, http_shutdown })
     }
 
-    /// Waits for the HTTP server to finish (it does once shutdown is cancelled).
-    pub async fn stop(self) -> std::io::Result<()> {
-        self.http.await.map_err(std::io::Error::other)?
+    /// Ends a service whose pipeline returned `result`: aborts its background tasks (probes,
+    /// tickers), stops serving HTTP, and returns how the service ended.
+    pub async fn finish<E: From<std::io::Error>>(
+        self,
+        background: Vec<JoinHandle<()>>,
+        result: Result<(), E>,
+    ) -> Result<(), E> {
+        for task in background {
+            task.abort();
+        }
+        self.http_shutdown.cancel();
+        self.http.await.map_err(std::io::Error::other)??;
+        result
     }
 }
 

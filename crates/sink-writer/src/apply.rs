@@ -11,22 +11,12 @@ use std::time::Instant;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::dlq::Origin;
 use crate::error::Error;
-use crate::fence::Fence;
 use crate::parking::{Parked, Parking};
-use crate::retry::WRITES;
+use crate::round::{apply_round, DeadLetterer, Destination};
 use crate::shared::Shared;
 use crate::write_plan::{Plan, WriteOp};
 use crate::writer::Outcome;
-
-/// Where a batch goes, and what proves the partition is still this replica's.
-#[derive(Clone)]
-pub struct Destination {
-    pub topic: String,
-    pub partition: i32,
-    pub fence: Arc<Fence>,
-}
 
 /// A planned batch and the messages it came from.
 pub struct Batch {
@@ -91,56 +81,4 @@ pub async fn write_batch(
         shared.metrics.replication_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(newest.t))).unwrap_or(0));
     }
     Ok(())
-}
-
-/// One round, retried until the target answers; each write with its outcome.
-pub async fn apply_round(
-    shared: &Shared,
-    to: &Destination,
-    round: &[WriteOp],
-    stop: &CancellationToken,
-) -> Result<Vec<(WriteOp, Outcome)>, Error> {
-    if round.is_empty() {
-        return Ok(Vec::new());
-    }
-    let started = Instant::now();
-    let outcomes = shared
-        .retrier
-        .run(WRITES, stop, || async {
-            to.fence.check(&shared.metrics, stop).await?;
-            shared.writer.apply(round).await
-        })
-        .await?;
-    shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
-    for op in round.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(op, _)| op) {
-        shared.metrics.applied.with_label_values(&[op.kind()]).inc();
-    }
-    Ok(round.iter().cloned().zip(outcomes).collect())
-}
-
-/// Sends records to the dead-letter topic, unchanged, with the reason.
-pub struct DeadLetterer<'a> {
-    pub shared: &'a Shared,
-    pub to: &'a Destination,
-    pub stop: &'a CancellationToken,
-}
-
-impl DeadLetterer<'_> {
-    pub async fn send(
-        &self,
-        offset: i64,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        reason: &str,
-        stage: &'static str,
-    ) -> Result<(), Error> {
-        let origin = Origin { topic: &self.to.topic, partition: self.to.partition, offset, stage };
-        tracing::warn!(topic = %self.to.topic, partition = self.to.partition, offset, stage, %reason, "record sent to the dead-letter topic");
-        self.shared
-            .retrier
-            .run(crate::dlq::COMPONENT, self.stop, || self.shared.dead_letters.send(&origin, key, payload, reason))
-            .await?;
-        self.shared.metrics.dead_letters.with_label_values(&[stage]).inc();
-        Ok(())
-    }
 }

@@ -44,7 +44,8 @@
 //! | `shared.rs` | what the partition tasks share |
 //! | `flight.rs` | batches in flight and the in-order durable offset |
 //! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
-//! | `apply.rs` | applying a plan: rounds, dead letters |
+//! | `apply.rs` | applying a batch's plan |
+//! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
 //! | `parking.rs` | writes a unique index refuses for now, parked per document and tried again |
 //! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
 //! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
@@ -78,6 +79,7 @@ mod partitions;
 mod progress;
 mod reader;
 mod retry;
+mod round;
 mod schema;
 mod shared;
 pub mod status;
@@ -111,8 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
 /// Starts the service and returns once its HTTP port is bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let http_shutdown = CancellationToken::new();
-    let shell = Shell::start("sink_writer", &config.http, http_shutdown.clone()).await?;
+    let shell = Shell::start("sink_writer", &config.http).await?;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     let client =
         config.mongo.client_for("sink-writer", config.apply.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
@@ -176,10 +177,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
-        watch.abort();
-        http_shutdown.cancel();
-        shell.stop().await?;
-        result
+        shell.finish(vec![watch], result).await
     });
     Ok(Running::new(http_addr, task))
 }

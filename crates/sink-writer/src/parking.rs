@@ -25,10 +25,10 @@ use service_kit::backoff::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_round, DeadLetterer, Destination};
 use crate::error::Error;
 use crate::flight::Covered;
 use crate::offsets::Marks;
+use crate::round::{apply_round, DeadLetterer, Destination};
 use crate::shared::Shared;
 use crate::write_plan::{DocKey, WriteOp};
 use crate::writer::Outcome;

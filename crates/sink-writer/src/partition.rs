@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{write_batch, Batch, Destination};
+use crate::apply::{write_batch, Batch};
 use crate::dlq::Origin;
 use crate::error::Error;
 use crate::fence::Fence;
@@ -21,6 +21,7 @@ use crate::flight::{Covered, Flight};
 use crate::offsets::Marks;
 use crate::parking::Parking;
 use crate::reader::Decoded;
+use crate::round::Destination;
 use crate::shared::Shared;
 use crate::write_plan::{self, DocKey};
 

@@ -1,0 +1,76 @@
+//! One round of writes, retried until the target answers (a stopped partition makes no new
+//! attempt, and one that stood still proves it still owns the partition first), and records sent
+//! to the dead-letter topic; where they go.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq::Origin;
+use crate::error::Error;
+use crate::fence::Fence;
+use crate::retry::WRITES;
+use crate::shared::Shared;
+use crate::write_plan::WriteOp;
+use crate::writer::Outcome;
+
+/// Where a batch goes, and what proves the partition is still this replica's.
+#[derive(Clone)]
+pub struct Destination {
+    pub topic: String,
+    pub partition: i32,
+    pub fence: Arc<Fence>,
+}
+
+/// One round, retried until the target answers; each write with its outcome.
+pub async fn apply_round(
+    shared: &Shared,
+    to: &Destination,
+    round: &[WriteOp],
+    stop: &CancellationToken,
+) -> Result<Vec<(WriteOp, Outcome)>, Error> {
+    if round.is_empty() {
+        return Ok(Vec::new());
+    }
+    let started = Instant::now();
+    let outcomes = shared
+        .retrier
+        .run(WRITES, stop, || async {
+            to.fence.check(&shared.metrics, stop).await?;
+            shared.writer.apply(round).await
+        })
+        .await?;
+    shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
+    for op in round.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(op, _)| op) {
+        shared.metrics.applied.with_label_values(&[op.kind()]).inc();
+    }
+    Ok(round.iter().cloned().zip(outcomes).collect())
+}
+
+/// Sends records to the dead-letter topic, unchanged, with the reason.
+pub struct DeadLetterer<'a> {
+    pub shared: &'a Shared,
+    pub to: &'a Destination,
+    pub stop: &'a CancellationToken,
+}
+
+impl DeadLetterer<'_> {
+    pub async fn send(
+        &self,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        reason: &str,
+        stage: &'static str,
+    ) -> Result<(), Error> {
+        let origin = Origin { topic: &self.to.topic, partition: self.to.partition, offset, stage };
+        tracing::warn!(topic = %self.to.topic, partition = self.to.partition, offset, stage, %reason, "record sent to the dead-letter topic");
+        self.shared
+            .retrier
+            .run(crate::dlq::COMPONENT, self.stop, || self.shared.dead_letters.send(&origin, key, payload, reason))
+            .await?;
+        self.shared.metrics.dead_letters.with_label_values(&[stage]).inc();
+        Ok(())
+    }
+}
