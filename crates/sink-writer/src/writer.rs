@@ -191,17 +191,31 @@ fn command_name(op: &WriteOp) -> &'static str {
 /// `$` goes as a pipeline update (`$replaceWith` of the literal document): the server refuses
 /// such a name in a replacement document (code 52) but stores it.
 fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
-    let statement = match &op.action {
-        Action::Replace(doc) if doc.keys().any(|k| k.starts_with('$')) => doc! {
-            "q": op.filter.clone(),
-            "u": [{"$replaceWith": {"$literal": doc.clone()}}],
-            "upsert": true,
-        },
-        Action::Replace(doc) => doc! {"q": op.filter.clone(), "u": doc.clone(), "upsert": true},
-        Action::Update(update) => doc! {"q": op.filter.clone(), "u": update.clone(), "upsert": false},
-        Action::Delete => doc! {"q": op.filter.clone(), "limit": 1},
+    let raw = |doc: &Document| {
+        RawDocumentBuf::from_document(doc).map_err(|e| format!("cannot encode the write as BSON: {e}"))
     };
-    RawDocumentBuf::from_document(&statement).map_err(|e| format!("cannot encode the write as BSON: {e}"))
+    // Built as BSON directly: the documents are serialized once, never cloned as trees.
+    let mut statement = RawDocumentBuf::new();
+    statement.append("q", raw(&op.filter)?);
+    match &op.action {
+        Action::Replace(doc) if doc.keys().any(|k| k.starts_with('$')) => {
+            let pipeline = raw(&doc! {"u": [{"$replaceWith": {"$literal": doc.clone()}}]})?;
+            statement.append_ref("u", pipeline.get("u").map_err(|e| e.to_string())?.ok_or("no pipeline")?);
+            statement.append("upsert", true);
+        }
+        Action::Replace(doc) => {
+            statement.append("u", raw(doc)?);
+            statement.append("upsert", true);
+        }
+        Action::Update(update) => {
+            let update = raw(&doc! {"u": update.clone()})?;
+            let value = update.get("u").map_err(|e| e.to_string())?.ok_or("no update")?;
+            statement.append_ref("u", value);
+            statement.append("upsert", false);
+        }
+        Action::Delete => statement.append("limit", 1),
+    }
+    Ok(statement)
 }
 
 /// Splits statements into groups under the command limits, keeping their order.
