@@ -248,13 +248,11 @@ pub struct DeliveryConfig {
     pub heartbeat_topic: String,
     /// Events waiting between capture and the producer (bounded: capture pauses when full).
     pub queue_capacity: usize,
-    /// Memory the service's buffers are sized to stay within, whatever the document sizes:
-    /// a quarter for records queued between capture and the producer (and the batch being
-    /// delivered); a twelfth (at least one largest record) for the producer's own buffer
-    /// (librdkafka's `queue.buffering.max.kbytes`, unless `kafka.options` sets it), which
-    /// librdkafka holds three to four times over (the record, its batch, the compressed batch
-    /// in flight; measured); the rest for MongoDB reads, encoding and the process itself. At
-    /// least 4 × `max_message_bytes`. The default fits a 256 MiB container limit with headroom.
+    /// Memory the service's buffers are sized to stay within, whatever the document sizes: half
+    /// for records queued between capture and the producer (and the batch being delivered),
+    /// a quarter for the producer's own buffer (librdkafka's `queue.buffering.max.kbytes`,
+    /// unless `kafka.options` sets it), a quarter for MongoDB reads and encoding. At least
+    /// 4 × `max_message_bytes`. The default fits a 256 MiB container limit with headroom.
     pub memory_budget_bytes: usize,
     /// Compression of produced batches: `lz4`, `snappy`, `gzip` or `none`.
     pub compression: String,
@@ -349,8 +347,8 @@ impl Validate for Config {
         }
         if delivery.memory_budget_bytes / 4 < delivery.max_message_bytes {
             problems.push(format!(
-                "delivery.memory_budget_bytes ({}) must be at least 4 x delivery.max_message_bytes ({}): the producer's \
-                 buffer holds at least the largest record, and librdkafka holds it several times over",
+                "delivery.memory_budget_bytes ({}) must be at least 4 x delivery.max_message_bytes ({}): a quarter of \
+                 the budget is the producer's buffer, which must hold the largest record",
                 delivery.memory_budget_bytes, delivery.max_message_bytes
             ));
         }
@@ -365,12 +363,12 @@ impl Validate for Config {
 impl DeliveryConfig {
     /// Bytes of records the queue to the producer may hold, with the batch being delivered.
     pub fn queue_bytes(&self) -> usize {
-        self.memory_budget_bytes / 4
+        self.memory_budget_bytes / 2
     }
 
     /// The producer's buffer (librdkafka's `queue.buffering.max.kbytes`), in KiB.
     pub fn producer_buffer_kbytes(&self) -> usize {
-        (self.memory_budget_bytes / 12).max(self.max_message_bytes + 1024 * 1024) / 1024
+        self.memory_budget_bytes / 4 / 1024
     }
 }
 
