@@ -194,6 +194,8 @@ pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, time
         consumer.assign(&assignment).expect("assign");
         let mut records = Vec::new();
         let mut last_arrival = Instant::now();
+        // Records other than watermarks: what `at_least` counts.
+        let mut arrived = 0;
         while Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
@@ -202,6 +204,7 @@ pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, time
                     let watermark = m.key().is_some_and(|k| k.starts_with(br#"{"id":null,"watermark""#));
                     if !watermark {
                         last_arrival = Instant::now();
+                        arrived += 1;
                     }
                     records.push(Consumed {
                         topic: m.topic().to_string(),
@@ -214,7 +217,7 @@ pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, time
                 Some(Err(e)) => panic!("consume: {e}"),
                 None => {}
             }
-            if records.len() >= at_least && last_arrival.elapsed() > Duration::from_secs(1) {
+            if arrived >= at_least && last_arrival.elapsed() > Duration::from_secs(1) {
                 break;
             }
         }
