@@ -349,6 +349,11 @@ async fn memory(servers: &Services, docs_per_collection: i64, dir: &std::path::P
     }
 }
 
+/// CPU seconds over a run as microseconds per document.
+fn micros_per_doc(cpu_seconds: f64, docs: i64) -> f64 {
+    cpu_seconds * 1e6 / docs as f64
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -374,15 +379,14 @@ async fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
         // One 4-partition burst and its CPU per document: the quick loop for profiling.
         let b = burst(&servers, docs, 4, &kafka, "burst, 4 partitions", &dir).await;
-        let per_doc = |cpu_seconds: f64| cpu_seconds * 1e6 / docs as f64;
         println!(
             "{}: {:.0} docs/s end to end; cdc-source {:.1} CPU s ({:.1} µs per event), sink-writer {:.1} CPU s ({:.1} µs per document)",
             b.label,
             b.e2e_rate,
             b.source.cpu_seconds,
-            per_doc(b.source.cpu_seconds),
+            micros_per_doc(b.source.cpu_seconds, docs),
             b.sink.cpu_seconds,
-            per_doc(b.sink.cpu_seconds)
+            micros_per_doc(b.sink.cpu_seconds, docs)
         );
         return;
     }
@@ -420,7 +424,6 @@ async fn main() {
     line(&mut report, format!("### Burst: {docs} documents inserted at full speed while the pipeline runs\n"));
     line(&mut report, "| run | source inserts/s | end-to-end docs/s at the target | ceiling (raw bulk upserts/s) | end-to-end / ceiling | drain after the last insert | latency p50 / p95 / p99 | cdc-source CPU s (µs per event), peak RSS | sink-writer CPU s (µs per document), peak RSS |".into());
     line(&mut report, "|---|---|---|---|---|---|---|---|---|".into());
-    let per_doc = |cpu_seconds: f64| cpu_seconds * 1e6 / docs as f64;
     for b in [&one, &four, &cross] {
         line(
             &mut report,
@@ -436,10 +439,10 @@ async fn main() {
                 b.latency[1] as f64 / 1000.0,
                 b.latency[2] as f64 / 1000.0,
                 b.source.cpu_seconds,
-                per_doc(b.source.cpu_seconds),
+                micros_per_doc(b.source.cpu_seconds, docs),
                 mib(b.source.peak_rss_bytes),
                 b.sink.cpu_seconds,
-                per_doc(b.sink.cpu_seconds),
+                micros_per_doc(b.sink.cpu_seconds, docs),
                 mib(b.sink.peak_rss_bytes),
             ),
         );
