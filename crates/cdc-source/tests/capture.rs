@@ -204,14 +204,15 @@ async fn a_dropped_database_is_a_marker_and_the_stream_goes_on() {
     // The database-scoped stream was invalidated; it must reopen and see the database again.
     h.collection("a").insert_one(doc! {"_id": 2}).await.expect("insert after drop");
     let partitions = h.config.topics.partitions as usize;
-    // Two inserts, a drop marker of `a` and a dropDatabase marker on every partition: wait for
-    // all of them (the reopen after the invalidate may pause the stream for more than a second).
-    let events = decode(&h.records("a", 2 + 2 * partitions).await);
+    // Two inserts, and on every partition two create markers of `a` (before each insert), its
+    // drop marker and the dropDatabase marker: wait for all of them (the reopen after the
+    // invalidate may pause the stream for more than a second).
+    let events = decode(&h.records("a", 2 + 4 * partitions).await);
     let markers = events
         .iter()
         .filter(|e| matches!(e, Event::Control(c) if matches!(&c.ddl, Ddl::DropDatabase { db } if *db == h.db)))
         .count();
-    assert_eq!(markers, partitions, "a dropDatabase marker on every partition of the database's topics");
+    assert_eq!(markers, partitions, "a dropDatabase marker on every partition of the database's topics: {events:?}");
     let mut ids: Vec<i32> = changes(&events).iter().filter_map(|c| c.id().and_then(Bson::as_i32)).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 2], "streaming went on after the invalidate");
