@@ -81,6 +81,20 @@ impl MemoryBudget {
         Some(Reservation { budget: self.clone(), holder: holder.clone(), bytes })
     }
 
+    /// Waits until `bytes` more would fit (or `holder` holds nothing), taking nothing: a
+    /// paused reader resumes only with room for more than the one record it waited for.
+    pub async fn room(&self, bytes: usize, holder: &Holder) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if holder.bytes() == 0 || self.used().saturating_add(bytes) <= self.limit {
+                return;
+            }
+            released.await;
+        }
+    }
+
     /// Takes `bytes` for `holder`, waiting until the budget has room (or the holder holds
     /// nothing).
     pub async fn reserve(self: &Arc<Self>, bytes: usize, holder: &Holder) -> Reservation {
@@ -128,5 +142,23 @@ mod tests {
         assert!(!waiter.is_finished(), "waits while the budget is spent");
         drop(held);
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").expect("joins"), 50);
+    }
+
+    #[tokio::test]
+    async fn room_waits_for_a_margin_without_taking_it() {
+        let budget = MemoryBudget::new(100);
+        let (reader, other) = (Holder::default(), Holder::default());
+        let own = budget.try_reserve(10, &reader).expect("room");
+        let others = budget.try_reserve(70, &other).expect("room");
+        let waiter = {
+            let (budget, reader) = (budget.clone(), reader.clone());
+            tokio::spawn(async move { budget.room(50, &reader).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "80 used: no room for 50 more");
+        drop(others);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").expect("joins");
+        assert_eq!(budget.used(), 10, "room takes nothing");
+        drop(own);
     }
 }

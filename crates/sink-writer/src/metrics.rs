@@ -35,6 +35,8 @@ pub struct Metrics {
     pub partition_restarts: IntCounter,
     /// Writes still unanswered when a revoke's drain deadline passed (abandoned).
     pub writes_abandoned: IntCounter,
+    /// Times a partition's fetching paused for a full queue or a spent budget.
+    pub partition_pauses: IntCounter,
     /// The configured memory budget, in bytes.
     pub memory_budget_bytes: IntGauge,
     /// Bytes of records held now (queued, batched or being written), against the budget.
@@ -103,6 +105,11 @@ impl Metrics {
                 "sink_writer_writes_abandoned_total",
                 "Partition tasks whose writes were still unanswered when a revoke's drain deadline passed.",
             )?,
+            partition_pauses: IntCounter::new(
+                "sink_writer_partition_pauses_total",
+                "Times a partition's fetching paused because its queue was full or the memory budget spent \
+                 (what was prefetched for it is fetched again on resume).",
+            )?,
             memory_budget_bytes: IntGauge::new("sink_writer_memory_budget_bytes", "The configured memory budget.")?,
             buffered_bytes: IntGauge::new(
                 "sink_writer_buffered_bytes",
@@ -135,6 +142,7 @@ impl Metrics {
         registry.register(Box::new(metrics.unique_conflicts.clone()))?;
         registry.register(Box::new(metrics.partition_restarts.clone()))?;
         registry.register(Box::new(metrics.writes_abandoned.clone()))?;
+        registry.register(Box::new(metrics.partition_pauses.clone()))?;
         registry.register(Box::new(metrics.memory_budget_bytes.clone()))?;
         registry.register(Box::new(metrics.buffered_bytes.clone()))?;
         registry.register(Box::new(metrics.schema_conflicts.clone()))?;

@@ -1,7 +1,8 @@
 //! The partitions this replica owns: a task each, fed by the consumer through a bounded queue,
 //! every record holding its bytes of the service's memory budget. A partition whose queue is full
 //! or which finds the budget spent is paused at the consumer (its prefetch is dropped) with the
-//! one record in hand waiting for room; it resumes from the record after it. On revoke (and
+//! one record in hand waiting for room; it resumes from the record after it once there is room
+//! for many more (half its queue, an eighth of the budget), so pauses stay rare. On revoke (and
 //! stop) the tasks stop starting writes, the writes already sent are awaited up to the drain
 //! deadline, and the durable offsets are returned for commit. A task that fails is started again
 //! from its durable offset after a pause, and readiness says so meanwhile.
@@ -29,6 +30,11 @@ use crate::shared::Shared;
 /// Records queued per partition between the consumer and the decoder, and between the decoder
 /// and the task (the memory budget bounds their bytes).
 const QUEUE_RECORDS: usize = 1024;
+
+/// A paused partition resumes once its queue has room for this many records...
+const RESUME_ROOM_RECORDS: usize = QUEUE_RECORDS / 2;
+/// ...and the budget this fraction of its bytes (or the partition holds nothing).
+const RESUME_ROOM_BUDGET_DIVISOR: usize = 8;
 
 /// What the partitions tell the consumer loop.
 #[derive(Debug)]
@@ -155,6 +161,7 @@ impl Partitions {
         // No room: stop fetching this partition and wait with the record in hand.
         route.paused = true;
         pause(consumer, &tp, true);
+        self.shared.metrics.partition_pauses.inc();
         let (tx, holder, budget, stop) =
             (route.tx.clone(), route.holder.clone(), self.budget.clone(), route.stop.clone());
         let (control, generation, next) = (self.control.clone(), route.generation, record.offset() + 1);
@@ -163,6 +170,11 @@ impl Partitions {
                 let reservation = budget.reserve(bytes, &holder).await;
                 let permit = tx.reserve().await.ok()?;
                 permit.send(Fetched { message: record, reservation });
+                // Resume with room for many records, not one: a pause drops what librdkafka
+                // prefetched for the partition, so resuming at the first free slot would fetch
+                // (and decompress) the same records again and again.
+                drop(tx.reserve_many(RESUME_ROOM_RECORDS).await.ok()?);
+                budget.room(budget.limit() / RESUME_ROOM_BUDGET_DIVISOR, &holder).await;
                 Some(())
             };
             let delivered = tokio::select! {

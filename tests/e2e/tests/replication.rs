@@ -284,3 +284,44 @@ async fn namespace_mapping_writes_where_the_rules_say() {
     source.stop().await;
     sink.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_many_times_the_memory_budget_converges_through_pauses() {
+    let mut p = Pipeline::new("budget", 4).await;
+    p.sink_config.apply.memory_budget_bytes = 16 * 1024 * 1024;
+    let source = p.start_source().await;
+    // 64 MiB of documents (32 KiB each, text that does not compress) in two collections: the
+    // records' share of a 16 MiB budget holds a few dozen at once.
+    let mut seed = 7u64;
+    let mut text = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                char::from(b'a' + (seed >> 59) as u8 % 26)
+            })
+            .collect()
+    };
+    for coll in ["a", "b"] {
+        for chunk in 0..10 {
+            let docs: Vec<Document> =
+                (0..100).map(|i| doc! {"_id": chunk * 100 + i, "text": text(32 * 1024)}).collect();
+            p.source_db().collection::<Document>(coll).insert_many(docs).await.expect("insert");
+        }
+    }
+    let sink = p.start_sink().await;
+    let mut peak = 0.0f64;
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+        while p.difference().await.is_some() {
+            peak = peak.max(metric(&sink.metrics().await, "sink_writer_buffered_bytes"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "did not converge: {:?}", p.difference().await);
+    let metrics = sink.metrics().await;
+    assert!(metric(&metrics, "sink_writer_partition_pauses_total") >= 1.0, "the budget paused partitions");
+    let budget = metric(&metrics, "sink_writer_memory_budget_bytes");
+    assert!(peak > 0.0 && peak <= budget, "records held {peak} bytes at most, within the budget of {budget}");
+    source.stop().await;
+    sink.stop().await;
+}
