@@ -248,11 +248,13 @@ pub struct DeliveryConfig {
     pub heartbeat_topic: String,
     /// Events waiting between capture and the producer (bounded: capture pauses when full).
     pub queue_capacity: usize,
-    /// Memory the service's buffers are sized to stay within, whatever the document sizes: half
-    /// for records queued between capture and the producer (and the batch being delivered),
-    /// a quarter for the producer's own buffer (librdkafka's `queue.buffering.max.kbytes`,
-    /// unless `kafka.options` sets it), a quarter for MongoDB reads and encoding. At least
-    /// 4 × `max_message_bytes`. The default fits a 256 MiB container limit with headroom.
+    /// Memory the process is sized to stay within, whatever the document sizes. Fixed costs
+    /// first (`FIXED_BYTES`: the process at rest and MongoDB reads, 80 MiB); then a twelfth (at
+    /// least the largest record and 1 MiB) for the producer's own buffer (librdkafka's
+    /// `queue.buffering.max.kbytes`, unless `kafka.options` sets it), which librdkafka holds
+    /// three times over (the record, its batch, the compressed batch in flight; measured); the
+    /// rest, at most a quarter, for records queued between capture and the producer. At least
+    /// 4 × `max_message_bytes`. The default fits the chart's 256 MiB container limit.
     pub memory_budget_bytes: usize,
     /// Compression of produced batches: `lz4`, `snappy`, `gzip` or `none`.
     pub compression: String,
@@ -280,7 +282,7 @@ impl Default for DeliveryConfig {
             idle_checkpoint_interval_ms: 1000,
             heartbeat_topic: String::new(),
             queue_capacity: 20_000,
-            memory_budget_bytes: 160 * 1024 * 1024,
+            memory_budget_bytes: 224 * 1024 * 1024,
             compression: "lz4".to_string(),
             max_message_bytes: 16 * 1024 * 1024,
             max_backoff_ms: 30_000,
@@ -347,8 +349,8 @@ impl Validate for Config {
         }
         if delivery.memory_budget_bytes / 4 < delivery.max_message_bytes {
             problems.push(format!(
-                "delivery.memory_budget_bytes ({}) must be at least 4 x delivery.max_message_bytes ({}): a quarter of \
-                 the budget is the producer's buffer, which must hold the largest record",
+                "delivery.memory_budget_bytes ({}) must be at least 4 x delivery.max_message_bytes ({}): the producer's \
+                 buffer holds at least the largest record, and librdkafka holds it several times over",
                 delivery.memory_budget_bytes, delivery.max_message_bytes
             ));
         }
@@ -361,14 +363,23 @@ impl Validate for Config {
 }
 
 impl DeliveryConfig {
-    /// Bytes of records the queue to the producer may hold, with the batch being delivered.
+    /// What the process holds whatever the budget: ~32 MiB at rest (runtime, clients, pools),
+    /// and MongoDB reads: a change-stream reply of up to 16 MiB, the documents split out of it
+    /// and the events being converted (three times 16 MiB).
+    pub const FIXED_BYTES: usize = (32 + 3 * 16) * 1024 * 1024;
+
+    /// Bytes of records the queue to the producer may hold, with the batch being delivered:
+    /// what the fixed costs and the producer (its buffer held three times over) leave, at
+    /// most a quarter of the budget and at least a sixteenth.
     pub fn queue_bytes(&self) -> usize {
-        self.memory_budget_bytes / 2
+        let budget = self.memory_budget_bytes;
+        let rest = budget.saturating_sub(Self::FIXED_BYTES + 3 * self.producer_buffer_kbytes() * 1024);
+        rest.clamp(budget / 16, budget / 4)
     }
 
     /// The producer's buffer (librdkafka's `queue.buffering.max.kbytes`), in KiB.
     pub fn producer_buffer_kbytes(&self) -> usize {
-        self.memory_budget_bytes / 4 / 1024
+        (self.memory_budget_bytes / 12).max(self.max_message_bytes + 1024 * 1024) / 1024
     }
 }
 
@@ -413,5 +424,21 @@ mod tests {
         config.delivery.memory_budget_bytes = 32 * 1024 * 1024;
         let problems = config.validate();
         assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn the_queue_gets_what_fixed_costs_and_the_producer_leave() {
+        let mut delivery = DeliveryConfig::default();
+        let mib = |n: usize| n * 1024 * 1024;
+        for budget in [64, 160, 224, 512, 2048] {
+            delivery.memory_budget_bytes = mib(budget);
+            let producer = 3 * delivery.producer_buffer_kbytes() * 1024;
+            let queue = delivery.queue_bytes();
+            assert!(queue >= mib(budget) / 16 && queue <= mib(budget) / 4, "{budget} MiB: queue {queue}");
+            if budget >= 224 {
+                let total = DeliveryConfig::FIXED_BYTES + producer + queue;
+                assert!(total <= mib(budget), "{budget} MiB: everything fits ({total})");
+            }
+        }
     }
 }

@@ -283,7 +283,8 @@ impl Producer {
 }
 
 /// The producer's settings: our defaults, under whatever `kafka.options` sets. The buffer of
-/// records not yet acknowledged is a quarter of `delivery.memory_budget_bytes`.
+/// records not yet acknowledged is a twelfth of `delivery.memory_budget_bytes`, at least the
+/// largest record (`DeliveryConfig::producer_buffer_kbytes`).
 fn client_config(config: &Config) -> ClientConfig {
     let delivery = &config.delivery;
     let mut defaults: Vec<(&str, String)> = vec![
@@ -351,9 +352,11 @@ mod tests {
     fn the_producer_buffer_follows_the_memory_budget_unless_set() {
         let mut config = Config::default();
         let kbytes = |config: &Config| client_config(config).get("queue.buffering.max.kbytes").map(str::to_string);
-        assert_eq!(kbytes(&config).as_deref(), Some("40960"), "a quarter of the default 160 MiB");
+        assert_eq!(kbytes(&config).as_deref(), Some("19114"), "a twelfth of the default 224 MiB");
+        config.delivery.memory_budget_bytes = 160 * 1024 * 1024;
+        assert_eq!(kbytes(&config).as_deref(), Some("17408"), "the largest record and 1 MiB: a twelfth is less");
         config.delivery.memory_budget_bytes = 512 * 1024 * 1024;
-        assert_eq!(kbytes(&config).as_deref(), Some("131072"));
+        assert_eq!(kbytes(&config).as_deref(), Some("43690"), "a twelfth");
         config.kafka.options.insert("queue_buffering_max_kbytes".into(), "1000".into());
         assert_eq!(kbytes(&config).as_deref(), Some("1000"), "an explicit option wins");
     }

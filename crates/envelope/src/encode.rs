@@ -188,5 +188,9 @@ fn cdc_wire(position: &Position, document_key: Option<&Document>) -> CdcWire {
 fn to_vec<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Serializing these plain structs into memory cannot fail: no maps with non-string keys,
     // no fallible Serialize implementations.
-    serde_json::to_vec(value).unwrap_or_default()
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    // The buffer grew by doubling: a record waits in queues and producer buffers sized by its
+    // length, so it should hold no more than that.
+    bytes.shrink_to_fit();
+    bytes
 }

@@ -48,6 +48,7 @@
 //! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
 //! | `parking.rs` | writes a unique index refuses for now, parked per document and tried again |
 //! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
+//! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
 //! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
 //! | `schema.rs` | collections, views, indexes, options and TTL on the target; what it refuses |
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
@@ -61,6 +62,7 @@
 //! | `error.rs` | what can go wrong, by what happens next |
 
 mod apply;
+mod command;
 mod config;
 mod consumer;
 mod ddl;

@@ -2,9 +2,6 @@ use std::process::ExitCode;
 
 use service_kit::app::Command;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let commands = [
         Command {

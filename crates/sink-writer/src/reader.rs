@@ -21,10 +21,12 @@ pub struct Decoded {
 }
 
 /// How much memory a record holds from fetch to write: its bytes as fetched, decoded into
-/// documents, and again as the write command (BSON of numbers is larger than their JSON).
+/// documents, its statement, the command holding the statement, and the driver's copy of the
+/// command on the wire (five copies; BSON of numbers is larger than their JSON, and the headroom
+/// covers it).
 pub fn footprint(key: Option<&[u8]>, payload: Option<&[u8]>) -> usize {
     let raw = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
-    raw * 4 + 512
+    raw * 6 + 512
 }
 
 /// Decodes records until either side is gone.

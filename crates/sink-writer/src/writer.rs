@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use bson::{doc, rawdoc, Bson, Document, RawArrayBuf, RawDocumentBuf};
+use bson::{doc, rawdoc, Bson, RawDocumentBuf};
 use envelope::Namespace;
 use service_kit::connect::TRANSIENT_MONGO_CODES;
 
+use crate::command;
 use crate::error::Error;
 use crate::write_plan::{Action, WriteOp};
 
@@ -29,7 +30,7 @@ const ENVIRONMENT_CODES: [i32; 4] = [13, 18, 11, 8000];
 
 pub struct Writer {
     client: mongodb::Client,
-    write_concern: Document,
+    write_concern: RawDocumentBuf,
 }
 
 /// What one write came to.
@@ -53,7 +54,9 @@ struct Command<'a> {
 impl Writer {
     pub fn new(client: mongodb::Client, w: &str, journal: bool) -> Self {
         let w = w.parse::<i32>().map_or_else(|_| Bson::String(w.to_string()), Bson::Int32);
-        Self { client, write_concern: doc! {"w": w, "j": journal} }
+        let write_concern = RawDocumentBuf::from_document(&doc! {"w": w, "j": journal})
+            .unwrap_or_else(|_| rawdoc! {"w": "majority", "j": journal});
+        Self { client, write_concern }
     }
 
     /// Applies a round; the outcomes follow the round's order. A transient failure of any part
@@ -114,18 +117,14 @@ impl Writer {
         name: &'static str,
         statements: &[(usize, RawDocumentBuf)],
     ) -> Result<Vec<(usize, Outcome)>, CommandError> {
-        let mut array = RawArrayBuf::new();
-        for (_, statement) in statements {
-            array.push(statement.clone());
-        }
-        let mut body = RawDocumentBuf::new();
-        body.append(name, ns.coll.as_str());
-        body.append(if name == "update" { "updates" } else { "deletes" }, array);
-        body.append("ordered", false);
-        body.append(
-            "writeConcern",
-            RawDocumentBuf::from_document(&self.write_concern).unwrap_or_else(|_| rawdoc! {"w": "majority"}),
-        );
+        let body = command::write_command(
+            name,
+            &ns.coll,
+            if name == "update" { "updates" } else { "deletes" },
+            statements.iter().map(|(_, statement)| statement),
+            &self.write_concern,
+        )
+        .map_err(|reason| CommandError::Refused { code: 0, reason })?;
         let reply = match self.client.database(&ns.db).run_raw_command(body).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -191,31 +190,43 @@ fn command_name(op: &WriteOp) -> &'static str {
 /// `$` goes as a pipeline update (`$replaceWith` of the literal document): the server refuses
 /// such a name in a replacement document (code 52) but stores it.
 fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
-    let raw = |doc: &Document| {
-        RawDocumentBuf::from_document(doc).map_err(|e| format!("cannot encode the write as BSON: {e}"))
+    // Each document encoded once and copied once into a statement of its exact size.
+    let filter = command::encode(&op.filter)?;
+    let (u, pipeline) = match &op.action {
+        Action::Replace(doc) => (Some(command::encode(doc)?), doc.keys().any(|k| k.starts_with('$'))),
+        Action::Update(update) => command::encode_update(update).map(|(u, pipeline)| (Some(u), pipeline))?,
+        Action::Delete => (None, false),
     };
-    // Built as BSON directly: the documents are serialized once, never cloned as trees.
-    let mut statement = RawDocumentBuf::new();
-    statement.append("q", raw(&op.filter)?);
-    match &op.action {
-        Action::Replace(doc) if doc.keys().any(|k| k.starts_with('$')) => {
-            let pipeline = raw(&doc! {"u": [{"$replaceWith": {"$literal": doc.clone()}}]})?;
-            statement.append_ref("u", pipeline.get("u").map_err(|e| e.to_string())?.ok_or("no pipeline")?);
-            statement.append("upsert", true);
+    let capacity = 4 + 3 + filter.len() + u.as_ref().map_or(0, Vec::len) + 64;
+    let mut statement = command::Builder::with_capacity(capacity);
+    statement.document("q", &filter);
+    match (&op.action, u) {
+        (Action::Replace(_), Some(doc)) if pipeline => {
+            statement.open("u", true);
+            statement.open("0", false);
+            statement.open("$replaceWith", false);
+            statement.document("$literal", &doc);
+            statement.close();
+            statement.close();
+            statement.close();
+            statement.boolean("upsert", true);
         }
-        Action::Replace(doc) => {
-            statement.append("u", raw(doc)?);
-            statement.append("upsert", true);
+        (Action::Replace(_), Some(doc)) => {
+            statement.document("u", &doc);
+            statement.boolean("upsert", true);
         }
-        Action::Update(update) => {
-            let update = raw(&doc! {"u": update.clone()})?;
-            let value = update.get("u").map_err(|e| e.to_string())?.ok_or("no update")?;
-            statement.append_ref("u", value);
-            statement.append("upsert", false);
+        (Action::Update(_), Some(update)) => {
+            // Operators, or an aggregation pipeline (for `$`-prefixed fields).
+            if pipeline {
+                statement.array("u", &update);
+            } else {
+                statement.document("u", &update);
+            }
+            statement.boolean("upsert", false);
         }
-        Action::Delete => statement.append("limit", 1),
+        _ => statement.int32("limit", 1),
     }
-    Ok(statement)
+    statement.finish()
 }
 
 /// Splits statements into groups under the command limits, keeping their order.
@@ -250,6 +261,7 @@ fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::Document;
 
     fn replace(doc: Document) -> WriteOp {
         WriteOp {
