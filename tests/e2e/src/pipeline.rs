@@ -115,6 +115,27 @@ impl Pipeline {
         Started::watch("sink-writer", running, stop).await
     }
 
+    /// Gives the target's `items` a rule the source lacks: `qty` must be a number. Before the
+    /// sink starts, or it may create `items` without it.
+    pub async fn items_need_a_numeric_qty_in_the_target(&self) {
+        self.target_db()
+            .run_command(
+                doc! {"create": "items", "validator": {"qty": {"$type": "number"}}, "validationAction": "error"},
+            )
+            .await
+            .expect("target validator");
+    }
+
+    /// Three source `items`; the target refuses the second (`_id` 2, a text `qty`) under
+    /// [`Pipeline::items_need_a_numeric_qty_in_the_target`].
+    pub async fn insert_items_one_refused(&self) {
+        self.source_db()
+            .collection::<Document>("items")
+            .insert_many(vec![doc! {"_id": 1, "qty": 1}, doc! {"_id": 2, "qty": "many"}, doc! {"_id": 3, "qty": 3}])
+            .await
+            .expect("insert");
+    }
+
     /// A directory of this test's own (logs of the processes it starts).
     pub fn dir(&self) -> std::path::PathBuf {
         let dir = test_support::workspace_root().join(".cache/e2e").join(&self.name);

@@ -107,16 +107,10 @@ async fn a_dead_letter_topic_matched_by_the_subscription_gets_one_dead_letter_pe
     let mut p = Pipeline::new("dlqloop", 1).await;
     // The demo's naming: the pattern matches the dead-letter topic too.
     p.sink_config.consume.dead_letter_topic = format!("{}.dlq", p.name);
-    p.target_db()
-        .run_command(doc! {"create": "items", "validator": {"qty": {"$type": "number"}}, "validationAction": "error"})
-        .await
-        .expect("target validator");
+    p.items_need_a_numeric_qty_in_the_target().await;
     let source = p.start_source().await;
     let sink = p.start_sink().await;
-    let coll = p.source_db().collection::<Document>("items");
-    coll.insert_many(vec![doc! {"_id": 1, "qty": 1}, doc! {"_id": 2, "qty": "many"}, doc! {"_id": 3, "qty": 3}])
-        .await
-        .expect("insert");
+    p.insert_items_one_refused().await;
     let target = p.target_db().collection::<Document>("items");
     eventually("the good documents", Duration::from_secs(60), || async {
         (target.count_documents(doc! {}).await.ok()? == 2).then_some(())

@@ -220,16 +220,10 @@ async fn two_sink_replicas_with_a_rebalance_mid_stream_converge() {
 async fn documents_the_target_refuses_go_to_the_dead_letter_topic_the_rest_applies() {
     let p = Pipeline::new("refused", 1).await;
     // The target has a rule the source does not: documents need a numeric `qty`.
-    p.target_db()
-        .run_command(doc! {"create": "items", "validator": {"qty": {"$type": "number"}}, "validationAction": "error"})
-        .await
-        .expect("target validator");
+    p.items_need_a_numeric_qty_in_the_target().await;
     let source = p.start_source().await;
     let sink = p.start_sink().await;
-    let coll = p.source_db().collection::<Document>("items");
-    coll.insert_many(vec![doc! {"_id": 1, "qty": 1}, doc! {"_id": 2, "qty": "many"}, doc! {"_id": 3, "qty": 3}])
-        .await
-        .expect("insert");
+    p.insert_items_one_refused().await;
     let dlq = test_support::consume_all(
         &p.sink_config.kafka.bootstrap_servers,
         &[&p.sink_config.consume.dead_letter_topic],

@@ -4,7 +4,6 @@
 //! never shows the password.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bson::doc;
@@ -83,9 +82,18 @@ fn certificates(dir: &Path) {
 }
 
 struct SecureMongo {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
+    dir: PathBuf,
     port: u16,
     ca: PathBuf,
+}
+
+impl Drop for SecureMongo {
+    /// Stops it and removes its data and certificates.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl SecureMongo {
@@ -100,26 +108,20 @@ impl SecureMongo {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let port = free_addr().port();
-        let child = tokio::process::Command::new(workspace_root().join(".cache/mongodb/fiftyone/db/bin/mongod"))
-            .args(["--replSet", "secure", "--port", &port.to_string(), "--bind_ip", "127.0.0.1"])
-            .arg("--dbpath")
-            .arg(dir.join("db"))
-            .args(["--tlsMode", "requireTLS", "--tlsAllowConnectionsWithoutCertificates"])
-            .arg("--tlsCertificateKeyFile")
-            .arg(dir.join("server.pem"))
-            .arg("--tlsCAFile")
-            .arg(dir.join("ca.pem"))
-            .arg("--auth")
-            .arg("--keyFile")
-            .arg(&keyfile)
-            .args(["--wiredTigerCacheSizeGB", "0.25"])
-            .arg("--logpath")
-            .arg(dir.join("mongod.log"))
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mongod starts");
-        let mongo = SecureMongo { _child: child, port, ca: dir.join("ca.pem") };
+        let tls: Vec<std::ffi::OsString> = vec![
+            "--tlsMode".into(),
+            "requireTLS".into(),
+            "--tlsAllowConnectionsWithoutCertificates".into(),
+            "--tlsCertificateKeyFile".into(),
+            dir.join("server.pem").into(),
+            "--tlsCAFile".into(),
+            dir.join("ca.pem").into(),
+            "--auth".into(),
+            "--keyFile".into(),
+            keyfile.clone().into(),
+        ];
+        let child = e2e::mongod::spawn(&dir, "secure", port, tls);
+        let mongo = SecureMongo { child, dir: dir.clone(), port, ca: dir.join("ca.pem") };
         // The localhost exception allows initiating the set and creating the first user.
         let setup = mongodb::Client::with_uri_str(format!(
             "mongodb://127.0.0.1:{port}/?directConnection=true&tls=true&tlsCAFile={}",
