@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{CollectionProgress, Progress};
 use crate::config::{Compat, IndexTiming};
 use crate::convert::Converter;
-use crate::error::{command_code, Error};
+use crate::error::{command_code, Error, Failure};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
@@ -99,11 +99,11 @@ impl Copier<'_> {
                     Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
                         if self.exists(ns).await? {
                             // Killed for another reason: start again from the last durable read.
-                            return Err(Error::Mongo {
-                                context: format!("copy of {label}"),
-                                retriable: true,
-                                reason: e.kind.to_string(),
-                            });
+                            return Err(Error::Mongo(Failure::new(
+                                format!("copy of {label}"),
+                                true,
+                                e.kind.to_string(),
+                            )));
                         }
                         tracing::info!(namespace = %label, copied, "collection dropped or renamed while copied: the change stream brings the rest");
                         break 'reads;

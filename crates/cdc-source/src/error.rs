@@ -3,7 +3,8 @@
 //! message naming the cause and the fix; a lost resume point follows `capture.on_history_lost`.
 
 use rdkafka::error::KafkaError;
-use service_kit::connect::{classify_mongo, kafka_is_transient, MongoErrorClass};
+use service_kit::connect::{classify_mongo, MongoErrorClass};
+pub use service_kit::failure::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,10 +13,10 @@ pub enum Error {
     Fatal(String),
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
-    #[error("mongodb ({context}): {reason}")]
-    Mongo { context: String, retriable: bool, reason: String },
-    #[error("kafka ({context}): {reason}")]
-    Kafka { context: String, retriable: bool, reason: String },
+    #[error("mongodb {0}")]
+    Mongo(Failure),
+    #[error("kafka {0}")]
+    Kafka(Failure),
     /// The stored resume point is no longer in the source's history (oplog / change stream
     /// retention too short for the time the source was stopped).
     #[error(
@@ -38,7 +39,7 @@ pub enum Error {
 impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Mongo { retriable, .. } | Error::Kafka { retriable, .. } => *retriable,
+            Error::Mongo(failure) | Error::Kafka(failure) => failure.retriable,
             Error::Checkpoint(_) | Error::Fenced(_) => true,
             Error::Fatal(_) | Error::Http(_) | Error::HistoryLost(_) => false,
         }
@@ -49,8 +50,8 @@ impl Error {
         match self {
             Error::Fatal(_) => "fatal",
             Error::Http(_) => "http",
-            Error::Mongo { .. } => "mongodb",
-            Error::Kafka { .. } => "kafka",
+            Error::Mongo(_) => "mongodb",
+            Error::Kafka(_) => "kafka",
             Error::HistoryLost(_) => "history_lost",
             Error::Checkpoint(_) => "checkpoint",
             Error::Fenced(_) => "fenced",
@@ -60,11 +61,7 @@ impl Error {
     pub fn mongo(context: &str, e: mongodb::error::Error) -> Self {
         match classify_mongo(&e) {
             MongoErrorClass::HistoryLost => Error::HistoryLost(e.kind.to_string()),
-            class => Error::Mongo {
-                context: context.to_string(),
-                retriable: class == MongoErrorClass::Transient,
-                reason: e.kind.to_string(),
-            },
+            _ => Error::Mongo(Failure::mongo(context, &e)),
         }
     }
 
@@ -72,16 +69,14 @@ impl Error {
         if matches!(&e, KafkaError::Transaction(t) if t.code() == rdkafka::types::RDKafkaErrorCode::Fenced) {
             return Error::Fenced(context.to_string());
         }
-        let too_large = matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge));
-        let retriable = kafka_is_transient(&e);
-        let reason = match &e {
-            _ if too_large => format!(
-                "{e}: an event is larger than the broker or producer accepts; raise the topic's max.message.bytes \
-                 and delivery.max_message_bytes"
-            ),
-            _ => e.to_string(),
-        };
-        Error::Kafka { context: context.to_string(), retriable, reason }
+        let mut failure = Failure::kafka(context, &e);
+        if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) {
+            failure.reason.push_str(
+                ": an event is larger than the broker or producer accepts; raise the topic's max.message.bytes and \
+                 delivery.max_message_bytes",
+            );
+        }
+        Error::Kafka(failure)
     }
 }
 

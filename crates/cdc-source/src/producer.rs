@@ -23,7 +23,7 @@ use service_kit::kafka_auth::AuthContext;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{CheckpointStore, Config, Guarantee};
-use crate::error::Error;
+use crate::error::{Error, Failure};
 use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::store::{Store, CHECKPOINT_TOPIC_CONFIG};
 use crate::topics::Topics;
@@ -332,13 +332,7 @@ async fn await_all(deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
         match delivery.await {
             Ok(Ok(_)) => {}
             Ok(Err((e, message))) => return Err(Error::kafka(&format!("delivery to {}", message.topic()), e)),
-            Err(_) => {
-                return Err(Error::Kafka {
-                    context: "delivery".into(),
-                    retriable: true,
-                    reason: "producer closed".into(),
-                })
-            }
+            Err(_) => return Err(Error::Kafka(Failure::new("delivery", true, "producer closed"))),
         }
     }
     Ok(())

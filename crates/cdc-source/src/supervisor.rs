@@ -87,7 +87,7 @@ mod tests {
     use super::*;
 
     fn transient() -> Error {
-        Error::Kafka { context: "x".into(), retriable: true, reason: "down".into() }
+        Error::Kafka(crate::error::Failure::new("x", true, "down"))
     }
 
     #[test]

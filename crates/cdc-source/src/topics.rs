@@ -8,7 +8,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use service_kit::connect::{create_topic, CreateTopicError};
 use service_kit::kafka_auth::{Admin, AuthContext};
 
-use crate::error::Error;
+use crate::error::{Error, Failure};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,11 +63,7 @@ impl Topics {
             Ok(false) => {}
             Err(CreateTopicError::Client(e)) => return Err(Error::kafka("create topic", e)),
             Err(refused) => {
-                return Err(Error::Kafka {
-                    context: format!("create topic {topic}"),
-                    retriable: false,
-                    reason: refused.to_string(),
-                })
+                return Err(Error::Kafka(Failure::new(format!("create topic {topic}"), false, refused.to_string())))
             }
         }
         // Metadata can lag creation by a moment; the configured count is what was created.

@@ -14,7 +14,9 @@
 //!
 //! Liveness is "every registered loop beat recently", readiness is "every declared component
 //! reports ok"; the services set both. `connect` holds the MongoDB and Kafka connection settings
-//! both services share, and the cheap checks that say whether each answers.
+//! both services share, and the cheap checks that say whether each answers; `failure` is the
+//! shape of a failed MongoDB or Kafka call (context, reason, retriable) both services' errors
+//! wrap, deciding "retry or stop" once.
 
 pub mod app;
 pub mod aws_identity;
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod doctor;
+pub mod failure;
 pub mod health;
 pub mod http;
 pub mod id_order;

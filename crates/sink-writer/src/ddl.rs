@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
+use crate::error::{Error, Failure};
 use crate::mapping::Mapper;
 use crate::retry::Retrier;
 use crate::schema::Schema;
@@ -334,7 +334,9 @@ impl DdlApplier {
             Ok(_) => Ok(None),
             Err(e) if mongo_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(None),
             Err(e) => match Error::mongo("rename collection", e) {
-                Error::Mongo { retriable: false, reason, .. } => Ok(Some(format!("rename {from} to {to}: {reason}"))),
+                Error::Mongo(Failure { retriable: false, reason, .. }) => {
+                    Ok(Some(format!("rename {from} to {to}: {reason}")))
+                }
                 other => Err(other),
             },
         }

@@ -6,7 +6,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use service_kit::connect::{create_topic, KafkaConnection};
 use service_kit::kafka_auth::AuthContext;
 
-use crate::error::Error;
+use crate::error::{Error, Failure};
 
 /// Readiness component: dead letters can be written (a failing dead-letter produce shows here,
 /// not as Kafka being unreachable).
@@ -39,11 +39,11 @@ impl DeadLetters {
             Ok(true) => tracing::info!(topic, "created dead-letter topic"),
             Ok(false) => {}
             Err(e) => {
-                return Err(Error::Kafka {
-                    context: format!("create dead-letter topic {topic}"),
-                    retriable: true,
-                    reason: e.to_string(),
-                })
+                return Err(Error::Kafka(Failure::new(
+                    format!("create dead-letter topic {topic}"),
+                    true,
+                    e.to_string(),
+                )))
             }
         }
         let producer = kafka

@@ -3,7 +3,7 @@
 //! dead-letter topic; configuration problems stop the service with the cause.
 
 use rdkafka::error::KafkaError;
-use service_kit::connect::{classify_mongo, kafka_is_transient, MongoErrorClass};
+pub use service_kit::failure::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,10 +12,10 @@ pub enum Error {
     Fatal(String),
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
-    #[error("mongodb ({context}): {reason}")]
-    Mongo { context: String, retriable: bool, reason: String },
-    #[error("kafka ({context}): {reason}")]
-    Kafka { context: String, retriable: bool, reason: String },
+    #[error("mongodb {0}")]
+    Mongo(Failure),
+    #[error("kafka {0}")]
+    Kafka(Failure),
     /// The partition was revoked or the service is stopping: work in flight is abandoned and
     /// redone by whoever owns the partition next.
     #[error("stopped")]
@@ -25,21 +25,17 @@ pub enum Error {
 impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Mongo { retriable, .. } | Error::Kafka { retriable, .. } => *retriable,
+            Error::Mongo(failure) | Error::Kafka(failure) => failure.retriable,
             Error::Fatal(_) | Error::Http(_) | Error::Stopped => false,
         }
     }
 
     pub fn mongo(context: &str, e: mongodb::error::Error) -> Self {
-        Error::Mongo {
-            context: context.to_string(),
-            retriable: classify_mongo(&e) == MongoErrorClass::Transient,
-            reason: e.kind.to_string(),
-        }
+        Error::Mongo(Failure::mongo(context, &e))
     }
 
     pub fn kafka(context: &str, e: KafkaError) -> Self {
-        Error::Kafka { context: context.to_string(), retriable: kafka_is_transient(&e), reason: e.to_string() }
+        Error::Kafka(Failure::kafka(context, &e))
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::consumer::Kafka;
-use crate::error::Error;
+use crate::error::{Error, Failure};
 use crate::metrics::Metrics;
 use crate::offsets::Tp;
 use crate::partitions::Partitions;
@@ -138,7 +138,7 @@ impl PointReader {
         tokio::task::spawn_blocking(move || partitions_of(consumer.as_ref(), |t| subscription.reads(t)))
             .await
             .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
-            .map_err(|reason| Error::Kafka { context: "metadata".into(), retriable: true, reason })
+            .map_err(|reason| Error::Kafka(Failure::new("metadata", true, reason)))
     }
 
     /// The point up to which the target equals the source; none before every partition read

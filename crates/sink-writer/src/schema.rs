@@ -24,7 +24,7 @@ use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use service_kit::health::Health;
 
-use crate::error::Error;
+use crate::error::{Error, Failure};
 
 /// The largest `expireAfterSeconds` the server takes: ~68 years, i.e. never.
 pub const NEVER_EXPIRES: i32 = i32::MAX;
@@ -230,7 +230,7 @@ impl Schema {
         e: mongodb::error::Error,
     ) -> Result<(), Error> {
         match Error::mongo("schema", e) {
-            Error::Mongo { retriable: false, reason, .. } => {
+            Error::Mongo(Failure { retriable: false, reason, .. }) => {
                 tracing::warn!(namespace = %target, index = what, %reason, "the target refuses a schema change: replication goes on, tried again later");
                 let topic = note_topic(target, what);
                 self.health.note(&topic, Some(reason.clone()));

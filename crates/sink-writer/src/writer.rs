@@ -15,7 +15,7 @@ use envelope::Namespace;
 use service_kit::connect::TRANSIENT_MONGO_CODES;
 
 use crate::command;
-use crate::error::Error;
+use crate::error::{Error, Failure};
 use crate::write_plan::{Action, WriteOp};
 
 /// The BSON bytes of statements one command may carry: the server takes commands up to 16 MiB
@@ -96,7 +96,7 @@ impl Writer {
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
                     if ENVIRONMENT_CODES.contains(&code) {
-                        return Err(Error::Mongo { context: command.name.to_string(), retriable: true, reason });
+                        return Err(Error::Mongo(Failure::new(command.name.to_string(), true, reason)));
                     }
                     outcomes.push((statements[0].0, Outcome::Rejected(format!("{}: {reason}", command.ns))));
                 }
@@ -130,7 +130,7 @@ impl Writer {
             Err(e) => {
                 let failed = Error::mongo(name, e.clone());
                 return match (&failed, mongo_code(&e)) {
-                    (Error::Mongo { retriable: false, reason, .. }, Some(code)) => {
+                    (Error::Mongo(Failure { retriable: false, reason, .. }), Some(code)) => {
                         Err(CommandError::Refused { code, reason: reason.clone() })
                     }
                     _ => Err(CommandError::Failed(failed)),
@@ -138,11 +138,11 @@ impl Writer {
             }
         };
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(CommandError::Failed(Error::Mongo {
-                context: name.to_string(),
-                retriable: true,
-                reason: format!("write concern: {}", wce.get_str("errmsg").unwrap_or("unknown")),
-            }));
+            return Err(CommandError::Failed(Error::Mongo(Failure::new(
+                name.to_string(),
+                true,
+                format!("write concern: {}", wce.get_str("errmsg").unwrap_or("unknown")),
+            ))));
         }
         let mut outcomes: Vec<(usize, Outcome)> = statements.iter().map(|(i, _)| (*i, Outcome::Applied)).collect();
         if let Ok(errors) = reply.get_array("writeErrors") {
@@ -150,11 +150,7 @@ impl Writer {
                 let code = error.get_i32("code").unwrap_or(0);
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
                 if TRANSIENT_MONGO_CODES.contains(&code) || ENVIRONMENT_CODES.contains(&code) {
-                    return Err(CommandError::Failed(Error::Mongo {
-                        context: name.to_string(),
-                        retriable: true,
-                        reason: message,
-                    }));
+                    return Err(CommandError::Failed(Error::Mongo(Failure::new(name.to_string(), true, message))));
                 }
                 let Some(slot) =
                     usize::try_from(error.get_i32("index").unwrap_or(-1)).ok().and_then(|i| outcomes.get_mut(i))
