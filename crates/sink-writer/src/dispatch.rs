@@ -69,7 +69,11 @@ impl Dispatcher {
                 Some(control) = self.control.recv() => self.partitions.handle(self.consumer.as_ref(), control),
                 message = self.consumer.recv() => match message {
                     Ok(message) => {
-                        self.partitions.dispatch(self.consumer.as_ref(), &message);
+                        let waiting = self.partitions.dispatch(&message);
+                        drop(message);
+                        if let Some(waiting) = waiting {
+                            self.partitions.wait_or_pause(self.consumer.as_ref(), waiting).await;
+                        }
                         if consumer_ok != Some(true) {
                             self.health.set_ready(CONSUMER);
                             consumer_ok = Some(true);

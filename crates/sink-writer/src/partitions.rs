@@ -1,6 +1,7 @@
 //! The partitions this replica owns: a task each, fed by the consumer through a bounded queue,
 //! every record holding its bytes of the service's memory budget. A partition whose queue is full
-//! or which finds the budget spent is paused at the consumer (its prefetch is dropped) with the
+//! or which finds the budget spent gets a moment to make room (writing frees some within a
+//! round); then it is paused at the consumer (its prefetch is dropped) with the
 //! one record in hand waiting for room; it resumes from the record after it once there is room
 //! for many more (half its queue, an eighth of the budget), so pauses stay rare. On revoke (and
 //! stop) the tasks stop starting writes, the writes already sent are awaited up to the drain
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use service_kit::budget::{Holder, MemoryBudget};
 use tokio::sync::mpsc;
@@ -31,6 +32,9 @@ use crate::shared::Shared;
 /// and the task (the memory budget bounds their bytes).
 const QUEUE_RECORDS: usize = 1024;
 
+/// How long the consumer waits for a full partition to make room before pausing it.
+const WAIT_BEFORE_PAUSE: Duration = Duration::from_millis(100);
+
 /// A paused partition resumes once its queue has room for this many records...
 const RESUME_ROOM_RECORDS: usize = QUEUE_RECORDS / 2;
 /// ...and the budget this fraction of its bytes (or the partition holds nothing).
@@ -45,6 +49,16 @@ pub enum Control {
     Failed { tp: Tp, generation: u64, error: String },
     /// Time to start a failed partition's task again.
     Restart { tp: Tp, generation: u64 },
+}
+
+/// A fetched record its partition has no room for yet.
+pub struct Waiting {
+    tp: Tp,
+    record: OwnedMessage,
+    bytes: usize,
+    tx: mpsc::Sender<Fetched>,
+    holder: Holder,
+    generation: u64,
 }
 
 struct Route {
@@ -142,13 +156,14 @@ impl Partitions {
 
     /// Hands a fetched record to its partition's task. A record of a partition not (or no
     /// longer) ours, one before what its task expects, or one fetched while its partition is
-    /// paused is dropped: it is fetched again where its task needs it.
-    pub fn dispatch<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, message: &BorrowedMessage<'_>) {
+    /// paused is dropped: it is fetched again where its task needs it. A record its partition
+    /// has no room for yet is returned, to [`Partitions::wait_or_pause`].
+    pub fn dispatch(&self, message: &BorrowedMessage<'_>) -> Option<Waiting> {
         let tp: Tp = (message.topic().to_string(), message.partition());
         let mut routes = self.lock();
-        let Some(route) = routes.get_mut(&tp) else { return };
+        let route = routes.get_mut(&tp)?;
         if route.paused || message.offset() < route.next {
-            return;
+            return None;
         }
         route.next = message.offset() + 1;
         let bytes = reader::footprint(message.key(), message.payload());
@@ -156,15 +171,44 @@ impl Partitions {
         if let (Ok(permit), Some(reservation)) = (route.tx.try_reserve(), self.budget.try_reserve(bytes, &route.holder))
         {
             permit.send(Fetched { message: record, reservation });
-            return;
+            return None;
         }
+        let (tx, holder, generation) = (route.tx.clone(), route.holder.clone(), route.generation);
+        Some(Waiting { tp, record, bytes, tx, holder, generation })
+    }
+
+    /// Waits a little for room for `waiting` (a partition being written usually frees some
+    /// within one write); if none comes, pauses the partition at the consumer and waits aside
+    /// with the record in hand. A pause costs a refetch of what was prefetched for the
+    /// partition, the short wait holds up the other partitions: the wait is kept short.
+    pub async fn wait_or_pause<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, waiting: Waiting) {
+        let Waiting { tp, record, bytes, tx, holder, generation } = waiting;
+        let room = async {
+            let reservation = self.budget.reserve(bytes, &holder).await;
+            let permit = tx.reserve().await.ok()?;
+            Some((permit, reservation))
+        };
+        let mut record = Some(record);
+        match tokio::time::timeout(WAIT_BEFORE_PAUSE, room).await {
+            Ok(Some((permit, reservation))) => {
+                permit.send(Fetched { message: record.take().expect("the record"), reservation });
+                return;
+            }
+            // The task is gone (stopped or restarting): its records are fetched again.
+            Ok(None) => return,
+            Err(_) => {}
+        }
+        let record = record.take().expect("the record");
+        let mut routes = self.lock();
+        let Some(route) = routes.get_mut(&tp).filter(|r| r.generation == generation && !r.paused) else {
+            return;
+        };
         // No room: stop fetching this partition and wait with the record in hand.
         route.paused = true;
         pause(consumer, &tp, true);
         self.shared.metrics.partition_pauses.inc();
-        let (tx, holder, budget, stop) =
-            (route.tx.clone(), route.holder.clone(), self.budget.clone(), route.stop.clone());
-        let (control, generation, next) = (self.control.clone(), route.generation, record.offset() + 1);
+        let (budget, stop) = (self.budget.clone(), route.stop.clone());
+        let (control, next) = (self.control.clone(), record.offset() + 1);
         self.runtime.spawn(async move {
             let delivered = async {
                 let reservation = budget.reserve(bytes, &holder).await;
