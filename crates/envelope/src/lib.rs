@@ -169,6 +169,7 @@ mod encode;
 mod error;
 mod event;
 pub mod extjson;
+mod extjson_read;
 mod wire;
 
 pub use decode::{decode, decode_key};

@@ -1,0 +1,191 @@
+//! Extended JSON text → BSON in one pass: numbers, strings, arrays and documents become BSON as
+//! they are read, with no `serde_json::Value` tree in between (the sink reads every document
+//! this way, so the tree was most of its allocations).
+//!
+//! Objects whose keys start with `$` keep the reference reading ([`extjson::value_from_json`]):
+//! a type wrapper (`{"$oid": …}`) is read into JSON and the common canonical ones are converted
+//! directly, anything else (legacy forms, field names that merely start with `$`, malformed
+//! wrappers) goes through the reference; so does a document in which a `$` key follows plain
+//! ones, rebuilt from what was read (canonical extended JSON is exact). Same input, same BSON,
+//! same refusals: a property test holds the two readings equal.
+
+use std::fmt;
+
+use bson::{oid::ObjectId, Bson, DateTime, Decimal128, Document};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::extjson::{value_from_json, ExtJsonError};
+
+/// Reads a document from extended JSON text.
+pub fn document_from_str(text: &str) -> Result<Document, ExtJsonError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = BsonSeed.deserialize(&mut de).map_err(|e| ExtJsonError(e.to_string()))?;
+    de.end().map_err(|e| ExtJsonError(e.to_string()))?;
+    match value {
+        Bson::Document(doc) => Ok(doc),
+        other => Err(ExtJsonError(format!("expected a document, found {:?}", other.element_type()))),
+    }
+}
+
+struct BsonSeed;
+
+impl<'de> DeserializeSeed<'de> for BsonSeed {
+    type Value = Bson;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Bson, D::Error> {
+        deserializer.deserialize_any(BsonVisitor)
+    }
+}
+
+struct BsonVisitor;
+
+impl<'de> Visitor<'de> for BsonVisitor {
+    type Value = Bson;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("extended JSON")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Bson, E> {
+        Ok(Bson::Boolean(v))
+    }
+
+    /// As the reference: an integer within Int32 is one, else Int64.
+    fn visit_i64<E>(self, v: i64) -> Result<Bson, E> {
+        Ok(i32::try_from(v).map_or(Bson::Int64(v), Bson::Int32))
+    }
+
+    /// Beyond Int64 the reference reads a double.
+    fn visit_u64<E>(self, v: u64) -> Result<Bson, E> {
+        Ok(i64::try_from(v).map_or(Bson::Double(v as f64), |v| i32::try_from(v).map_or(Bson::Int64(v), Bson::Int32)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Bson, E> {
+        Ok(Bson::Double(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Bson, E> {
+        Ok(Bson::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Bson, E> {
+        Ok(Bson::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Bson, E> {
+        Ok(Bson::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bson, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(BsonSeed)? {
+            items.push(item);
+        }
+        Ok(Bson::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Bson, A::Error> {
+        let Some(first) = map.next_key::<String>()? else { return Ok(Bson::Document(Document::new())) };
+        if first.starts_with('$') {
+            let mut object = Map::new();
+            object.insert(first, map.next_value::<Value>()?);
+            rest_as_json(&mut map, &mut object)?;
+            return wrapper(&object)
+                .map_or_else(|| value_from_json(Value::Object(object)), Ok)
+                .map_err(A::Error::custom);
+        }
+        let mut doc = Document::new();
+        doc.insert(first, map.next_value_seed(BsonSeed)?);
+        while let Some(key) = map.next_key::<String>()? {
+            if key.starts_with('$') {
+                let mut object: Map<String, Value> =
+                    doc.into_iter().map(|(k, v)| (k, v.into_canonical_extjson())).collect();
+                object.insert(key, map.next_value::<Value>()?);
+                rest_as_json(&mut map, &mut object)?;
+                return value_from_json(Value::Object(object)).map_err(A::Error::custom);
+            }
+            doc.insert(key, map.next_value_seed(BsonSeed)?);
+        }
+        Ok(Bson::Document(doc))
+    }
+}
+
+fn rest_as_json<'de, A: MapAccess<'de>>(map: &mut A, object: &mut Map<String, Value>) -> Result<(), A::Error> {
+    while let Some(key) = map.next_key::<String>()? {
+        let value = map.next_value::<Value>()?;
+        object.insert(key, value);
+    }
+    Ok(())
+}
+
+/// The common canonical wrappers, read directly; `None` leaves the object to the reference
+/// (which also words the refusal of a malformed one).
+fn wrapper(object: &Map<String, Value>) -> Option<Bson> {
+    if object.len() != 1 {
+        return None;
+    }
+    let (key, value) = object.iter().next()?;
+    let text = value.as_str();
+    match key.as_str() {
+        "$oid" => ObjectId::parse_str(text?).ok().map(Bson::ObjectId),
+        "$numberLong" => text?.parse().ok().map(Bson::Int64),
+        "$numberInt" => text?.parse().ok().map(Bson::Int32),
+        "$numberDecimal" => text?.parse::<Decimal128>().ok().map(Bson::Decimal128),
+        "$date" => {
+            let inner = value.as_object().filter(|o| o.len() == 1)?;
+            let millis = inner.get("$numberLong")?.as_str()?.parse().ok()?;
+            Some(Bson::DateTime(DateTime::from_millis(millis)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference reading: JSON first, then the bson crate's conversion.
+    fn reference(text: &str) -> Result<Vec<u8>, ExtJsonError> {
+        crate::extjson::document_from_json_text(text).map(|d| bson::to_vec(&d).expect("bson"))
+    }
+
+    #[test]
+    fn odd_inputs_read_as_the_reference_reads_them() {
+        let cases = [
+            r#"{}"#,
+            r#"{"a": 1, "b": -1, "c": 2147483648, "d": -2147483649, "e": 18446744073709551615, "f": -0, "g": -0.0}"#,
+            r#"{"a": 1.0, "b": 1e21, "c": 5e-324, "d": null, "e": true, "f": "x\u0000y", "g": [1, [2, {}], []]}"#,
+            r#"{"_id": {"$oid": "596e275826f08b2730779e1f"}, "n": {"$numberLong": "5"}, "i": {"$numberInt": "7"}}"#,
+            r#"{"d": {"$date": {"$numberLong": "-5"}}, "r": {"$date": "2023-11-14T22:13:20.123Z"}, "l": {"$date": 5}}"#,
+            r#"{"m": {"$numberDecimal": "1.50"}, "x": {"$numberDouble": "NaN"}, "y": {"$numberDouble": "-0.0"}}"#,
+            r#"{"b": {"$binary": "AQID", "$type": "0"}, "r": {"$regex": "^x", "$options": "i"}}"#,
+            r#"{"b": {"$binary": {"base64": "AQID", "subType": "80"}}, "u": {"$uuid": "00112233-4455-6677-8899-aabbccddeeff"}}"#,
+            r#"{"t": {"$timestamp": {"t": 4294967295, "i": 1}}, "c": {"$code": "f", "$scope": {"a": {"$numberLong": "1"}}}}"#,
+            r#"{"p": {"$dbPointer": {"$ref": "db.c", "$id": {"$oid": "596e275826f08b2730779e1f"}}}}"#,
+            r#"{"k": {"$minKey": 1}, "K": {"$maxKey": 1}, "u": {"$undefined": true}, "s": {"$symbol": "s"}}"#,
+            r#"{"ref": {"$ref": "c", "$id": 5, "$db": "d"}, "dollar": {"$price": 5, "plain": 1}}"#,
+            r#"{"a": 1, "$price": 2, "b": {"c": 3}}"#,
+            r#"{"a": 1, "$regex": "x"}"#,
+            r#"{"a": 1, "$oid": "596e275826f08b2730779e1f"}"#,
+            r#"{"a": {"$oid": "596e275826f08b2730779e1f", "b": 1}}"#,
+            r#"{"a": {"$oid": "nothex"}}"#,
+            r#"{"a": {"$numberLong": 5}}"#,
+            r#"{"a": {"$numberLong": "99999999999999999999"}}"#,
+            r#"{"a": {"$date": {"$numberLong": "1", "x": 2}}}"#,
+            r#"{"a": 1, "a": 2, "b": 3}"#,
+            r#"{"$oid": "596e275826f08b2730779e1f"}"#,
+            r#"[1]"#,
+            r#"{"a": 1} x"#,
+            r#"{"a": "#,
+        ];
+        for text in cases {
+            let fast = document_from_str(text).map(|d| bson::to_vec(&d).expect("bson"));
+            match (fast, reference(text)) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{text}: one pass {a:?}, reference {b:?}"),
+            }
+        }
+    }
+}
