@@ -36,26 +36,27 @@ pub async fn write_batch(
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let dead = DeadLetterer { shared: &shared, to: &to, stop: &stop };
-    let message = |offset: i64| batch.messages.iter().find(|m| m.offset() == offset);
+    let Batch { plan, messages, undecodable } = batch;
+    let Plan { rounds, keys, rejected, newest, .. } = plan;
+    let message = |offset: i64| messages.iter().find(|m| m.offset() == offset);
     let key = |offset: i64| message(offset).and_then(|m| m.key()).map(<[u8]>::to_vec);
     let payload = |offset: i64| message(offset).and_then(|m| m.payload()).map(<[u8]>::to_vec);
-    for (offset, reason) in batch.undecodable.iter().chain(&batch.plan.rejected) {
-        let stage = if batch.undecodable.iter().any(|(o, _)| o == offset) { "decode" } else { "plan" };
+    for (offset, reason) in undecodable.iter().chain(&rejected) {
+        let stage = if undecodable.iter().any(|(o, _)| o == offset) { "decode" } else { "plan" };
         dead.send(*offset, key(*offset).as_deref(), payload(*offset).as_deref(), reason, stage).await?;
     }
-    let hold = batch.messages.first().map_or(0, |m| m.offset());
+    let hold = messages.first().map_or(0, |m| m.offset());
     let park = |op: WriteOp| {
         let parked = Parked { key: key(op.offset), payload: payload(op.offset), hold, since: Instant::now(), op };
-        parking.park(batch.plan.keys[parked.op.doc].clone(), parked);
+        parking.park(keys[parked.op.doc].clone(), parked);
     };
-    for round in &batch.plan.rounds {
-        let (behind, ready): (Vec<&WriteOp>, Vec<&WriteOp>) =
-            round.iter().partition(|op| parking.is_parked(&batch.plan.keys[op.doc]));
+    for round in rounds {
+        let (behind, ready): (Vec<WriteOp>, Vec<WriteOp>) =
+            round.into_iter().partition(|op| parking.is_parked(&keys[op.doc]));
         for op in behind {
-            park(op.clone());
+            park(op);
         }
-        let ready: Vec<WriteOp> = ready.into_iter().cloned().collect();
-        for (op, outcome) in apply_round(&shared, &to, &ready, &stop).await? {
+        for (op, outcome) in apply_round(&shared, &to, ready, &stop).await? {
             match outcome {
                 Outcome::Applied => {}
                 Outcome::Conflict(reason) => {
@@ -71,12 +72,12 @@ pub async fn write_batch(
         }
     }
     // Schema changes the target refused may pass now that data changed.
-    let mut touched: Vec<&envelope::Namespace> = batch.plan.keys.iter().map(|(ns, _)| ns).collect();
+    let mut touched: Vec<&envelope::Namespace> = keys.iter().map(|(ns, _)| ns).collect();
     touched.dedup();
     for ns in touched {
         shared.ddl.schema().data_changed(ns).await;
     }
-    if let Some(newest) = batch.plan.newest {
+    if let Some(newest) = newest {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         shared.metrics.replication_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(newest.t))).unwrap_or(0));
     }

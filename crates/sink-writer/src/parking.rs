@@ -165,7 +165,7 @@ impl Parking {
         let fronts: Vec<(DocKey, Parked)> =
             self.lock().docs.iter().filter_map(|(k, q)| q.front().map(|p| (k.clone(), p.clone()))).collect();
         let round: Vec<WriteOp> = fronts.iter().map(|(_, p)| p.op.clone()).collect();
-        let outcomes = apply_round(shared, to, &round, stop).await?;
+        let outcomes = apply_round(shared, to, round, stop).await?;
         let mut moved = false;
         for ((key, parked), (_, outcome)) in fronts.into_iter().zip(outcomes) {
             let give_up = match outcome {

@@ -27,7 +27,7 @@ pub struct Destination {
 pub async fn apply_round(
     shared: &Shared,
     to: &Destination,
-    round: &[WriteOp],
+    round: Vec<WriteOp>,
     stop: &CancellationToken,
 ) -> Result<Vec<(WriteOp, Outcome)>, Error> {
     if round.is_empty() {
@@ -38,14 +38,14 @@ pub async fn apply_round(
         .retrier
         .run(WRITES, stop, || async {
             to.fence.check(&shared.metrics, stop).await?;
-            shared.writer.apply(round).await
+            shared.writer.apply(&round).await
         })
         .await?;
     shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
     for op in round.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(op, _)| op) {
         shared.metrics.applied.with_label_values(&[op.kind()]).inc();
     }
-    Ok(round.iter().cloned().zip(outcomes).collect())
+    Ok(round.into_iter().zip(outcomes).collect())
 }
 
 /// Sends records to the dead-letter topic, unchanged, with the reason.
