@@ -33,7 +33,7 @@ use crate::shared::Shared;
 const QUEUE_RECORDS: usize = 1024;
 
 /// How long the consumer waits for a full partition to make room before pausing it.
-const WAIT_BEFORE_PAUSE: Duration = Duration::from_millis(100);
+const WAIT_BEFORE_PAUSE: Duration = Duration::from_millis(25);
 
 /// A paused partition resumes once its queue has room for this many records...
 const RESUME_ROOM_RECORDS: usize = QUEUE_RECORDS / 2;
