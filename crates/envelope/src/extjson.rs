@@ -324,65 +324,9 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
     }
 }
 
-/// Why a text is not the extended JSON of a document.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExtJsonError(pub String);
-
-/// Reads a document from extended JSON text (any of the forms the module documentation lists),
-/// in one pass (`extjson_read.rs`).
-pub fn document_from_str(text: &str) -> Result<Document, ExtJsonError> {
-    crate::extjson_read::document_from_str(text)
-}
-
-/// The reference reading of [`document_from_str`]: the text as JSON, then the bson crate's
-/// conversion. Slower; the one-pass reading is held equal to it.
-pub fn document_from_json_text(text: &str) -> Result<Document, ExtJsonError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ExtJsonError(e.to_string()))?;
-    document_from_json(value)
-}
-
-/// Reads a document from an already parsed JSON object.
-pub fn document_from_json(value: serde_json::Value) -> Result<Document, ExtJsonError> {
-    match value_from_json(value)? {
-        Bson::Document(doc) => Ok(doc),
-        other => Err(ExtJsonError(format!("expected a document, found {:?}", other.element_type()))),
-    }
-}
-
-/// Reads one value from parsed JSON.
-pub fn value_from_json(mut value: serde_json::Value) -> Result<Bson, ExtJsonError> {
-    upgrade_legacy(&mut value)?;
-    Bson::try_from(value).map_err(|e| ExtJsonError(e.to_string()))
-}
-
-/// Rewrites the legacy `$binary`/`$type` and `$regex`/`$options` forms into their v2 shapes,
-/// which the bson crate reads.
-fn upgrade_legacy(value: &mut serde_json::Value) -> Result<(), ExtJsonError> {
-    match value {
-        serde_json::Value::Array(items) => items.iter_mut().try_for_each(upgrade_legacy),
-        serde_json::Value::Object(map) => {
-            if map.len() == 2 && map.get("$binary").is_some_and(|v| v.is_string()) {
-                let base64 = map.get("$binary").cloned().unwrap_or_default();
-                let subtype = match map.get("$type") {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    _ => return Err(ExtJsonError("legacy $binary without a string $type".into())),
-                };
-                let subtype = format!("{:0>2}", subtype.to_ascii_lowercase());
-                *value = serde_json::json!({"$binary": {"base64": base64, "subType": subtype}});
-                return Ok(());
-            }
-            if map.contains_key("$regex") && map.get("$regex").is_some_and(|v| v.is_string()) {
-                let pattern = map.get("$regex").cloned().unwrap_or_default();
-                let options = map.get("$options").cloned().unwrap_or(serde_json::Value::String(String::new()));
-                *value = serde_json::json!({"$regularExpression": {"pattern": pattern, "options": options}});
-                return Ok(());
-            }
-            map.values_mut().try_for_each(upgrade_legacy)
-        }
-        _ => Ok(()),
-    }
-}
+pub use crate::extjson_read::{
+    document_from_json, document_from_json_text, document_from_str, value_from_json, ExtJsonError,
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,6 @@
-//! Extended JSON text → BSON in one pass: numbers, strings, arrays and documents become BSON as
+//! Reading extended JSON (the writing is `extjson`, which re-exports this side).
+//!
+//! Text → BSON in one pass: numbers, strings, arrays and documents become BSON as
 //! they are read, with no `serde_json::Value` tree in between (the sink reads every document
 //! this way, so the tree was most of its allocations).
 //!
@@ -15,9 +17,7 @@ use bson::{oid::ObjectId, Bson, DateTime, Decimal128, Document};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::extjson::{value_from_json, ExtJsonError};
-
-/// Reads a document from extended JSON text.
+/// Reads a document from extended JSON text (any of the forms `extjson` lists), in one pass.
 pub fn document_from_str(text: &str) -> Result<Document, ExtJsonError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = BsonSeed.deserialize(&mut de).map_err(|e| ExtJsonError(e.to_string()))?;
@@ -141,13 +141,67 @@ fn wrapper(object: &Map<String, Value>) -> Option<Bson> {
     }
 }
 
+/// Why a text is not the extended JSON of a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExtJsonError(pub String);
+
+/// The reference reading of [`document_from_str`]: the text as JSON, then the bson crate's
+/// conversion. Slower; the one-pass reading is held equal to it.
+pub fn document_from_json_text(text: &str) -> Result<Document, ExtJsonError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ExtJsonError(e.to_string()))?;
+    document_from_json(value)
+}
+
+/// Reads a document from an already parsed JSON object.
+pub fn document_from_json(value: serde_json::Value) -> Result<Document, ExtJsonError> {
+    match value_from_json(value)? {
+        Bson::Document(doc) => Ok(doc),
+        other => Err(ExtJsonError(format!("expected a document, found {:?}", other.element_type()))),
+    }
+}
+
+/// Reads one value from parsed JSON.
+pub fn value_from_json(mut value: serde_json::Value) -> Result<Bson, ExtJsonError> {
+    upgrade_legacy(&mut value)?;
+    Bson::try_from(value).map_err(|e| ExtJsonError(e.to_string()))
+}
+
+/// Rewrites the legacy `$binary`/`$type` and `$regex`/`$options` forms into their v2 shapes,
+/// which the bson crate reads.
+fn upgrade_legacy(value: &mut serde_json::Value) -> Result<(), ExtJsonError> {
+    match value {
+        serde_json::Value::Array(items) => items.iter_mut().try_for_each(upgrade_legacy),
+        serde_json::Value::Object(map) => {
+            if map.len() == 2 && map.get("$binary").is_some_and(|v| v.is_string()) {
+                let base64 = map.get("$binary").cloned().unwrap_or_default();
+                let subtype = match map.get("$type") {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    _ => return Err(ExtJsonError("legacy $binary without a string $type".into())),
+                };
+                let subtype = format!("{:0>2}", subtype.to_ascii_lowercase());
+                *value = serde_json::json!({"$binary": {"base64": base64, "subType": subtype}});
+                return Ok(());
+            }
+            if map.contains_key("$regex") && map.get("$regex").is_some_and(|v| v.is_string()) {
+                let pattern = map.get("$regex").cloned().unwrap_or_default();
+                let options = map.get("$options").cloned().unwrap_or(serde_json::Value::String(String::new()));
+                *value = serde_json::json!({"$regularExpression": {"pattern": pattern, "options": options}});
+                return Ok(());
+            }
+            map.values_mut().try_for_each(upgrade_legacy)
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The reference reading: JSON first, then the bson crate's conversion.
     fn reference(text: &str) -> Result<Vec<u8>, ExtJsonError> {
-        crate::extjson::document_from_json_text(text).map(|d| bson::to_vec(&d).expect("bson"))
+        document_from_json_text(text).map(|d| bson::to_vec(&d).expect("bson"))
     }
 
     #[test]
