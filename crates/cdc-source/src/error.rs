@@ -3,8 +3,8 @@
 //! message naming the cause and the fix; a lost resume point follows `capture.on_history_lost`.
 
 use rdkafka::error::KafkaError;
-use service_kit::connect::{classify_mongo, MongoErrorClass};
 pub use service_kit::failure::Failure;
+use service_kit::failure::{classify_mongo, MongoErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

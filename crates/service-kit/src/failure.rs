@@ -1,10 +1,69 @@
 //! A failed call to MongoDB or Kafka, shaped the same in both services: what was being done,
-//! why it failed, and whether trying again can help (decided once, in `connect`). Each service's
+//! why it failed, and whether trying again can help (decided here, once for both). Each service's
 //! `Error` wraps it in its own `Mongo` and `Kafka` variants and adds what only it has.
 
 use rdkafka::error::KafkaError;
 
-use crate::connect::{classify_mongo, kafka_is_transient, MongoErrorClass};
+/// What to do about a MongoDB error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MongoErrorClass {
+    /// Elections, shutdowns, network: retry with backoff.
+    Transient,
+    /// The change stream's resume point is gone from the source's history.
+    HistoryLost,
+    /// Anything else: retrying will not help.
+    Permanent,
+}
+
+/// Server error codes after which retrying helps (elections, shutdowns, interruptions, network).
+pub const TRANSIENT_MONGO_CODES: [i32; 18] =
+    [6, 7, 43, 50, 64, 89, 91, 112, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436];
+
+/// Codes that mean the resume point is gone from the source's history: ChangeStreamHistoryLost
+/// (286) and the fatal error for a resume token the server cannot find (280); Amazon DocumentDB's
+/// CappedPositionLost (136: its change stream log no longer holds the position); and the codes
+/// MongoDB before 4.2 (whose API DocumentDB 3.6 / 4.0 follows) gave for the same: 40576 (resume
+/// point no longer in the oplog), 40585 (resume token not found), 40615 (resume token's
+/// collection gone).
+const HISTORY_LOST_CODES: [i32; 6] = [286, 280, 136, 40576, 40585, 40615];
+
+pub fn classify_mongo(e: &mongodb::error::Error) -> MongoErrorClass {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    let code = match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(wc)) => Some(wc.code),
+        _ => None,
+    };
+    if code.is_some_and(|c| HISTORY_LOST_CODES.contains(&c)) {
+        return MongoErrorClass::HistoryLost;
+    }
+    let transient = e.contains_label("ResumableChangeStreamError")
+        || e.contains_label("RetryableWriteError")
+        || matches!(
+            e.kind.as_ref(),
+            ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::Io(_)
+        )
+        || code.is_some_and(|c| TRANSIENT_MONGO_CODES.contains(&c));
+    if transient {
+        MongoErrorClass::Transient
+    } else {
+        MongoErrorClass::Permanent
+    }
+}
+
+/// Whether a Kafka error may go away by itself (a fenced or misconfigured client will not,
+/// nor will a record larger than the broker accepts).
+pub fn kafka_is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError;
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) {
+        return false;
+    }
+    match e {
+        KafkaError::Transaction(t) => !t.is_fatal(),
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => false,
+        _ => true,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {

@@ -16,7 +16,7 @@
 //! reports ok"; the services set both. `connect` holds the MongoDB and Kafka connection settings
 //! both services share, and the cheap checks that say whether each answers; `failure` is the
 //! shape of a failed MongoDB or Kafka call (context, reason, retriable) both services' errors
-//! wrap, deciding "retry or stop" once.
+//! wrap, and the one place that decides from a MongoDB or Kafka error whether to retry.
 
 pub mod app;
 pub mod aws_identity;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use bson::{doc, rawdoc, Bson, RawDocumentBuf};
 use envelope::Namespace;
-use service_kit::connect::TRANSIENT_MONGO_CODES;
+use service_kit::failure::TRANSIENT_MONGO_CODES;
 
 use crate::command;
 use crate::error::{Error, Failure};
