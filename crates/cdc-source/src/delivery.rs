@@ -19,6 +19,9 @@ use crate::record::Item;
 use crate::server::now_ms;
 use crate::watermark::Watermarks;
 
+/// A first item that came this fast was waiting in the queue already.
+const BACKLOG_SIGN: Duration = Duration::from_millis(1);
+
 pub struct Delivery {
     pub producer: Producer,
     pub checkpoint: Checkpoint,
@@ -35,6 +38,7 @@ impl Delivery {
         let max_wait = Duration::from_millis(limits.batch_max_wait_ms);
         loop {
             self.beat.beat();
+            let asked = Instant::now();
             let first = tokio::select! {
                 queued = rx.recv() => queued,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -43,9 +47,14 @@ impl Delivery {
             let mut bytes = item.bytes();
             let mut events = item.records.len();
             let (mut batch, mut holds) = (vec![item], vec![held]);
-            let deadline = tokio::time::Instant::now() + max_wait;
+            // Only a batch that starts on an idle queue waits to fill. Items that queued up
+            // while the last batch was being made durable have waited long enough: what is
+            // there goes now (waiting again added up to `batch_max_wait_ms` to every event).
+            let waiting = if asked.elapsed() < BACKLOG_SIGN { Duration::ZERO } else { max_wait };
+            let deadline = tokio::time::Instant::now() + waiting;
             while events < limits.batch_max_events && bytes < limits.batch_max_bytes {
                 let next = tokio::select! {
+                    biased;
                     queued = rx.recv() => queued,
                     _ = tokio::time::sleep_until(deadline) => break,
                 };
