@@ -239,7 +239,8 @@ pub struct DeliveryConfig {
     pub batch_max_events: usize,
     /// Most bytes of record values in one batch.
     pub batch_max_bytes: usize,
-    /// How long a batch waits to fill before it is sent, in ms.
+    /// How long a batch that starts on an idle queue waits to fill before it is sent, in ms
+    /// (events that queued while the previous batch was made durable go at once).
     pub batch_max_wait_ms: u64,
     /// How often an idle stream's position is checkpointed, in ms.
     pub idle_checkpoint_interval_ms: u64,
