@@ -53,8 +53,7 @@ pub fn classify_mongo(e: &mongodb::error::Error) -> MongoErrorClass {
 
 /// Whether a Kafka error may go away by itself (a fenced or misconfigured client will not,
 /// nor will a record larger than the broker accepts).
-pub fn kafka_is_transient(e: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::error::KafkaError;
+pub fn kafka_is_transient(e: &KafkaError) -> bool {
     if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) {
         return false;
     }

@@ -16,7 +16,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
-use service_kit::budget::{Holder, MemoryBudget};
+use service_kit::budget::{Holder, MemoryBudget, Reservation};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -183,22 +183,15 @@ impl Partitions {
     /// partition, the short wait holds up the other partitions: the wait is kept short.
     pub async fn wait_or_pause<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, waiting: Waiting) {
         let Waiting { tp, record, bytes, tx, holder, generation } = waiting;
-        let room = async {
-            let reservation = self.budget.reserve(bytes, &holder).await;
-            let permit = tx.reserve().await.ok()?;
-            Some((permit, reservation))
-        };
-        let mut record = Some(record);
-        match tokio::time::timeout(WAIT_BEFORE_PAUSE, room).await {
+        match tokio::time::timeout(WAIT_BEFORE_PAUSE, room(&self.budget, bytes, &holder, &tx)).await {
             Ok(Some((permit, reservation))) => {
-                permit.send(Fetched { message: record.take().expect("the record"), reservation });
+                permit.send(Fetched { message: record, reservation });
                 return;
             }
             // The task is gone (stopped or restarting): its records are fetched again.
             Ok(None) => return,
             Err(_) => {}
         }
-        let record = record.take().expect("the record");
         let mut routes = self.lock();
         let Some(route) = routes.get_mut(&tp).filter(|r| r.generation == generation && !r.paused) else {
             return;
@@ -211,8 +204,7 @@ impl Partitions {
         let (control, next) = (self.control.clone(), record.offset() + 1);
         self.runtime.spawn(async move {
             let delivered = async {
-                let reservation = budget.reserve(bytes, &holder).await;
-                let permit = tx.reserve().await.ok()?;
+                let (permit, reservation) = room(&budget, bytes, &holder, &tx).await?;
                 permit.send(Fetched { message: record, reservation });
                 // Resume with room for many records, not one: a pause drops what librdkafka
                 // prefetched for the partition, so resuming at the first free slot would fetch
@@ -331,6 +323,19 @@ impl Partitions {
     pub fn marks(&self) -> Vec<(Tp, Marks)> {
         self.lock().iter().map(|(tp, route)| (tp.clone(), route.progress.marks.clone())).collect()
     }
+}
+
+/// Room for one record of `bytes` in a partition's queue: its share of the budget, then a slot
+/// (`None` when the partition's task is gone).
+async fn room<'a>(
+    budget: &Arc<MemoryBudget>,
+    bytes: usize,
+    holder: &Holder,
+    tx: &'a mpsc::Sender<Fetched>,
+) -> Option<(mpsc::Permit<'a, Fetched>, Reservation)> {
+    let reservation = budget.reserve(bytes, holder).await;
+    let permit = tx.reserve().await.ok()?;
+    Some((permit, reservation))
 }
 
 fn pause<C: ConsumerContext, K: Consumer<C>>(consumer: &K, tp: &Tp, pause: bool) {

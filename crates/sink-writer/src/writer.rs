@@ -96,7 +96,7 @@ impl Writer {
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
                     if ENVIRONMENT_CODES.contains(&code) {
-                        return Err(Error::Mongo(Failure::new(command.name.to_string(), true, reason)));
+                        return Err(Error::Mongo(Failure::new(command.name, true, reason)));
                     }
                     outcomes.push((statements[0].0, Outcome::Rejected(format!("{}: {reason}", command.ns))));
                 }
@@ -139,7 +139,7 @@ impl Writer {
         };
         if let Ok(wce) = reply.get_document("writeConcernError") {
             return Err(CommandError::Failed(Error::Mongo(Failure::new(
-                name.to_string(),
+                name,
                 true,
                 format!("write concern: {}", wce.get_str("errmsg").unwrap_or("unknown")),
             ))));
@@ -150,7 +150,7 @@ impl Writer {
                 let code = error.get_i32("code").unwrap_or(0);
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
                 if TRANSIENT_MONGO_CODES.contains(&code) || ENVIRONMENT_CODES.contains(&code) {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::new(name.to_string(), true, message))));
+                    return Err(CommandError::Failed(Error::Mongo(Failure::new(name, true, message))));
                 }
                 let Some(slot) =
                     usize::try_from(error.get_i32("index").unwrap_or(-1)).ok().and_then(|i| outcomes.get_mut(i))
