@@ -131,3 +131,19 @@ async fn transaction(db: &Database, round: u64, rng: &mut Rng, live: u64) -> u64
     session.commit_transaction().await.expect("commit");
     2 + updated
 }
+
+/// `len` letters and digits from a xorshift generator seeded by `seed`: text that lz4 cannot
+/// shrink (a document of one repeated letter compresses ~250x, and Kafka counts compressed
+/// bytes), for tests and benchmarks of large documents.
+pub fn incompressible(seed: i64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect()
+}

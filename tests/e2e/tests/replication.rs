@@ -286,19 +286,12 @@ async fn a_backlog_many_times_the_memory_budget_converges_through_pauses() {
     let source = p.start_source().await;
     // 64 MiB of documents (32 KiB each, text that does not compress) in two collections: the
     // records' share of a 16 MiB budget holds a few dozen at once.
-    let mut seed = 7u64;
-    let mut text = |len: usize| -> String {
-        (0..len)
-            .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                char::from(b'a' + (seed >> 59) as u8 % 26)
-            })
-            .collect()
-    };
     for coll in ["a", "b"] {
         for chunk in 0..10 {
-            let docs: Vec<Document> =
-                (0..100).map(|i| doc! {"_id": chunk * 100 + i, "text": text(32 * 1024)}).collect();
+            let docs: Vec<Document> = (0..100)
+                .map(|i| chunk * 100 + i)
+                .map(|id| doc! {"_id": id, "text": e2e::workload::incompressible(id.into(), 32 * 1024)})
+                .collect();
             p.source_db().collection::<Document>(coll).insert_many(docs).await.expect("insert");
         }
     }
@@ -310,8 +303,9 @@ async fn a_backlog_many_times_the_memory_budget_converges_through_pauses() {
             let mut peak = 0.0f64;
             loop {
                 let body = test_support::http_get(addr, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
-                peak = peak.max(metric(&body, "sink_writer_buffered_bytes"));
-                if peak > 0.0 && metric(&body, "sink_writer_buffered_bytes") == 0.0 {
+                let held = metric(&body, "sink_writer_buffered_bytes");
+                peak = peak.max(held);
+                if peak > 0.0 && held == 0.0 {
                     return peak;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -314,7 +314,7 @@ async fn memory(servers: &Services, docs_per_collection: i64, dir: &std::path::P
     let target_db = test_support::mongo(&servers.mongo_target_uri).await.database(&p.name);
     // Text that compresses little, as real documents do: 64 KiB of one letter shrinks ~250× under
     // lz4, and the consumer's fetch limits count compressed bytes.
-    let big = |i: i64| doc! {"_id": i, "blob": incompressible(i, 64 * 1024), "n": i};
+    let big = |i: i64| doc! {"_id": i, "blob": e2e::workload::incompressible(i, 64 * 1024), "n": i};
     let total = docs_per_collection * COLLECTIONS as i64;
     let mut source_peak = 0;
     for c in 0..COLLECTIONS {
@@ -372,20 +372,6 @@ async fn memory(servers: &Services, docs_per_collection: i64, dir: &std::path::P
 /// CPU seconds over a run as microseconds per document.
 fn micros_per_doc(cpu_seconds: f64, docs: i64) -> f64 {
     cpu_seconds * 1e6 / docs as f64
-}
-
-/// `len` letters and digits from a xorshift generator seeded by `seed`.
-fn incompressible(seed: i64, len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ALPHABET[(x % 64) as usize] as char
-        })
-        .collect()
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
