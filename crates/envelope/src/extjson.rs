@@ -324,9 +324,7 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
     }
 }
 
-pub use crate::extjson_read::{
-    document_from_json, document_from_json_text, document_from_str, value_from_json, ExtJsonError,
-};
+pub use crate::extjson_read::{document_from_json_text, document_from_str, value_from_json, ExtJsonError};
 
 #[cfg(test)]
 mod tests {

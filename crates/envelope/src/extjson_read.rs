@@ -22,6 +22,10 @@ pub fn document_from_str(text: &str) -> Result<Document, ExtJsonError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = BsonSeed.deserialize(&mut de).map_err(|e| ExtJsonError(e.to_string()))?;
     de.end().map_err(|e| ExtJsonError(e.to_string()))?;
+    into_document(value)
+}
+
+fn into_document(value: Bson) -> Result<Document, ExtJsonError> {
     match value {
         Bson::Document(doc) => Ok(doc),
         other => Err(ExtJsonError(format!("expected a document, found {:?}", other.element_type()))),
@@ -150,15 +154,7 @@ pub struct ExtJsonError(pub String);
 /// conversion. Slower; the one-pass reading is held equal to it.
 pub fn document_from_json_text(text: &str) -> Result<Document, ExtJsonError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ExtJsonError(e.to_string()))?;
-    document_from_json(value)
-}
-
-/// Reads a document from an already parsed JSON object.
-pub fn document_from_json(value: serde_json::Value) -> Result<Document, ExtJsonError> {
-    match value_from_json(value)? {
-        Bson::Document(doc) => Ok(doc),
-        other => Err(ExtJsonError(format!("expected a document, found {:?}", other.element_type()))),
-    }
+    into_document(value_from_json(value)?)
 }
 
 /// Reads one value from parsed JSON.

@@ -117,7 +117,7 @@ pub fn write_command<'a>(
     statements: impl ExactSizeIterator<Item = &'a RawDocumentBuf> + Clone,
     write_concern: &RawDocumentBuf,
 ) -> Result<RawDocumentBuf, String> {
-    let mut keys = itoa_keys();
+    let mut keys = Keys::default();
     let statement_bytes: usize =
         statements.clone().enumerate().map(|(i, s)| element_overhead(keys.get(i)) + s.as_bytes().len()).sum();
     let capacity = 4
@@ -145,12 +145,9 @@ pub fn write_command<'a>(
 }
 
 /// Array keys ("0", "1", …) without an allocation per key.
+#[derive(Default)]
 struct Keys {
     buffer: String,
-}
-
-fn itoa_keys() -> Keys {
-    Keys { buffer: String::with_capacity(8) }
 }
 
 impl Keys {
