@@ -238,10 +238,14 @@ start_kafka() {
   write_kafka_config
   if [ ! -f "$DATA/kafka/meta.properties" ]; then
     mkdir -p "$DATA/kafka"
-    # A KRaft cluster id is 16 random bytes, URL-safe base64 without padding.
-    local cluster_id
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+    # A KRaft cluster id is 16 random bytes, URL-safe base64 without padding. One that
+    # starts with '-' (1 in 64) reads as an option to the storage tool: Kafka's own
+    # generator draws again, and so does this.
+    local cluster_id="-"
+    while [ "${cluster_id:0:1}" = "-" ]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
+    kafka_java kafka.tools.StorageTool format --standalone --cluster-id "$cluster_id" \
       -c "$CACHE/kafka/server.properties" >"$(log_of kafka)" 2>&1 \
       || fail_with_log kafka "formatting the Kafka storage failed"
   fi
