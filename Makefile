@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load chaos bench
+.PHONY: help prerequisites tools services services-down services-status build build-release lint lint-deploy test test-unit demo demo-load chaos bench bench-peers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ test-unit: ## tests that need no server
 bench: prerequisites tools services build-release ## the benchmark report (N=1000000 documents; BENCH_RATE=5000 BENCH_SECONDS=30 steady run; BENCH_ONLY=burst, steady or memory for one scenario)
 	$(CARGO) build --release -p e2e --bin bench
 	source .cache/services.env && target/release/bench $(or $(N),1000000)
+
+bench-peers: prerequisites tools services build-release ## sink-writer vs the MongoDB Kafka Connector sink, cdc-source vs Debezium, same documents (N=1000000)
+	$(CARGO) build --release -p e2e --bin bench
+	source .cache/services.env && BENCH_ONLY=peers target/release/bench $(or $(N),1000000)
 
 chaos: prerequisites tools services build-release ## the full fault suite: >= 1M operations, 24 faults, report (OPS= FAULTS= RATE= SEED=)
 	$(CARGO) build --release -p e2e --bin chaos

@@ -32,10 +32,12 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn java(classpath: &str, log: &Path) -> Command {
+/// The JVM of a test's tool: a small heap and the serial collector (tests run side by side).
+pub const TEST_JVM: &[&str] = &["-Xmx512m", "-XX:+UseSerialGC"];
+
+fn java(classpath: &str, log: &Path, jvm: &[&str]) -> Command {
     let mut cmd = Command::new("java");
-    cmd.arg("-Xmx512m")
-        .arg("-XX:+UseSerialGC")
+    cmd.args(jvm)
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
             test_support::workspace_root().join("scripts/interop/log4j2.properties").display()
@@ -69,6 +71,17 @@ impl Connect {
     /// Starts a standalone worker on the test broker (reading committed records only) with the
     /// given connectors (`(name, properties)`); converters default to JSON without schemas.
     pub async fn start(kind: ConnectKind, dir: &Path, connectors: &[(&str, String)]) -> Connect {
+        Self::start_with(kind, dir, connectors, "", TEST_JVM).await
+    }
+
+    /// [`Connect::start`] with more worker properties (`key=value` lines) and JVM flags.
+    pub async fn start_with(
+        kind: ConnectKind,
+        dir: &Path,
+        connectors: &[(&str, String)],
+        worker_extra: &str,
+        jvm: &[&str],
+    ) -> Connect {
         install();
         let libs = match kind {
             ConnectKind::MongoKafkaConnector => "connect-mkc",
@@ -88,7 +101,7 @@ impl Connect {
                  offset.flush.interval.ms=1000\n\
                  listeners=http://{rest}\n\
                  consumer.isolation.level=read_committed\n\
-                 consumer.auto.offset.reset=earliest\n",
+                 consumer.auto.offset.reset=earliest\n{worker_extra}",
                 bootstrap = test_support::services().kafka_bootstrap,
                 offsets = dir.join("offsets").display(),
             ),
@@ -102,12 +115,17 @@ impl Connect {
         }
         let log = dir.join("connect.log");
         let classpath = format!("{}/*", cache().join(libs).join("libs").display());
-        let child = java(&classpath, &log)
+        let child = java(&classpath, &log, jvm)
             .arg("org.apache.kafka.connect.cli.ConnectStandalone")
             .args(&args)
             .spawn()
             .expect("java starts");
         Connect { child, rest, log }
+    }
+
+    /// The worker's process id (for its CPU time and memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The state of a connector's first task (RUNNING, FAILED with its trace, …), or why none
@@ -167,7 +185,7 @@ pub async fn flink_sql(dir: &Path, statements: &[String]) -> Result<FlinkTable, 
     let classpath = format!("{}:{}/*", flink.join("classes").display(), flink.join("libs").display());
     let log = dir.join("flink.log");
     let started = Instant::now();
-    let mut child = java(&classpath, &log).arg("interop.FlinkSql").arg(&sql).spawn().expect("java starts");
+    let mut child = java(&classpath, &log, TEST_JVM).arg("interop.FlinkSql").arg(&sql).spawn().expect("java starts");
     let status = match tokio::time::timeout(Duration::from_secs(240), child.wait()).await {
         Ok(status) => status.expect("flink runner"),
         Err(_) => {

@@ -1,0 +1,275 @@
+//! Peers side by side (`make bench-peers`, also part of `make bench`): on the same servers and
+//! the same documents,
+//!
+//! - sink: a backlog of DOCS inserts on one 4-partition topic (written by cdc-source), applied
+//!   by sink-writer, then by the MongoDB Kafka Connector sink (2.0.1, Kafka Connect 4.4.0
+//!   standalone, `ChangeStreamHandler`, four tasks) into a database of its own;
+//! - source: DOCS inserts at full speed captured by cdc-source, then (into a fresh database) by
+//!   Debezium's MongoDB connector (3.6.1.Final, Kafka Connect 4.1.1 standalone, topics of four
+//!   partitions, JSON without schemas).
+//!
+//! Start-up is left out on both sides: a sink is timed from its first document in the target to
+//! its last, a source from the first insert to its last event on Kafka (after one warm-up event).
+//! CPU is the process's (the whole JVM for a connector) over the same window.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use e2e::bench::{self, mib, proc_stats};
+use e2e::interop::{Connect, ConnectKind};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use test_support::{unique, Services};
+
+use crate::pipeline::{insert, Pipeline};
+
+/// The connectors' JVM: Java's default collector with room to work (tests use a small serial one).
+const BENCH_JVM: &[&str] = &["-Xmx2g"];
+
+/// One measured run.
+pub struct Run {
+    pub tool: &'static str,
+    pub docs: u64,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.docs as f64 / self.seconds
+    }
+
+    /// CPU seconds per million documents (numerically, CPU µs per document).
+    fn cpu_per_million(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.docs as f64
+    }
+}
+
+/// The four runs.
+pub struct Peers {
+    pub sink: Run,
+    pub connector_sink: Run,
+    pub source: Run,
+    pub debezium: Run,
+}
+
+/// Polls `count` (documents done so far, or why the tool failed) every 100 ms until it reaches
+/// `docs`; the window opens at `opened` or, if `None`, at the first document.
+async fn timed<F, Fut>(tool: &'static str, docs: u64, pid: u32, opened: Option<(Instant, f64)>, mut count: F) -> Run
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut opened = opened;
+    loop {
+        let done = count().await.unwrap_or_else(|why| panic!("{tool}: {why}"));
+        if opened.is_none() && done > 0 {
+            opened = Some((Instant::now(), proc_stats(pid).cpu_seconds));
+        }
+        if let Some((at, _)) = opened {
+            bench::progress(tool, done, docs, done as f64 / at.elapsed().as_secs_f64().max(0.001), "");
+        }
+        if done >= docs {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{tool}: {done} of {docs} documents after an hour");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!();
+    let (at, cpu) = opened.expect("a document was seen");
+    let stats = proc_stats(pid);
+    Run {
+        tool,
+        docs,
+        seconds: at.elapsed().as_secs_f64(),
+        cpu_seconds: stats.cpu_seconds - cpu,
+        peak_rss: stats.peak_rss_bytes,
+    }
+}
+
+/// The records on a topic that no transaction wrote (a Debezium topic): its partitions' high
+/// watermarks summed.
+fn topic_records(consumer: &BaseConsumer, topic: &str) -> u64 {
+    let timeout = Duration::from_secs(10);
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return 0 };
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    partitions
+        .into_iter()
+        .filter_map(|p| consumer.fetch_watermarks(topic, p, timeout).ok())
+        .map(|(_, high)| high.max(0) as u64)
+        .sum()
+}
+
+/// Fails with the connector's trace when its first task failed.
+async fn failed(connect: &Connect, connector: &str) -> Result<(), String> {
+    let state = connect.task_state(connector).await;
+    if state.starts_with("FAILED") {
+        return Err(format!("{state}\n(worker log: {})", connect.log.display()));
+    }
+    Ok(())
+}
+
+/// sink-writer, then the MongoDB Kafka Connector, applying the same backlog.
+async fn sinks(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
+    let mut p = Pipeline::start_with(servers, 4, &servers.kafka_bootstrap, dir, false).await;
+    let source = test_support::mongo(&servers.mongo_source_uri).await.database(&p.name).collection::<Document>("items");
+    insert(source, docs, 0).await;
+    while p.inserts_on_kafka().await < docs as u64 {
+        bench::progress("peers: backlog on Kafka", p.inserts_on_kafka().await, docs as u64, 0.0, "");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!();
+    p.source.stop();
+
+    let target = test_support::mongo(&servers.mongo_target_uri).await;
+    let ours = target.database(&p.name).collection::<Document>("items");
+    p.start_sink().await;
+    let pid = p.sink.pid().expect("sink-writer runs");
+    let sink = timed("sink-writer", docs as u64, pid, None, || async {
+        ours.estimated_document_count().await.map_err(|e| e.to_string())
+    })
+    .await;
+    p.sink.stop();
+
+    let database = format!("{}_mkc", p.name);
+    let topic = format!("{}.{}.items", p.name, p.name);
+    let properties = format!(
+        "connector.class=com.mongodb.kafka.connect.MongoSinkConnector\n\
+         tasks.max=4\n\
+         topics={topic}\n\
+         connection.uri={}\n\
+         database={database}\n\
+         collection=items\n\
+         change.data.capture.handler=com.mongodb.kafka.connect.sink.cdc.debezium.mongodb.ChangeStreamHandler\n",
+        servers.mongo_target_uri
+    );
+    let scratch = dir.join(format!("peers-{}-mkc", p.name));
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let connect =
+        Connect::start_with(ConnectKind::MongoKafkaConnector, &scratch, &[("mkc", properties)], "", BENCH_JVM).await;
+    let pid = connect.pid().expect("the worker runs");
+    let theirs = target.database(&database).collection::<Document>("items");
+    let connector_sink = timed("MongoDB Kafka Connector sink", docs as u64, pid, None, || async {
+        failed(&connect, "mkc").await?;
+        theirs.estimated_document_count().await.map_err(|e| e.to_string())
+    })
+    .await;
+    connect.stop().await;
+    let _ = target.database(&database).drop().await;
+    p.stop(servers).await;
+    (sink, connector_sink)
+}
+
+/// cdc-source, then Debezium's MongoDB connector, capturing the same inserts.
+async fn sources(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
+    let client = test_support::mongo(&servers.mongo_source_uri).await;
+    let warm_up = doc! {"_id": "warm-up"};
+
+    let p = Pipeline::start_with(servers, 4, &servers.kafka_bootstrap, dir, false).await;
+    let items = client.database(&p.name).collection::<Document>("items");
+    items.insert_one(warm_up.clone()).await.expect("warm-up insert");
+    test_support::eventually("cdc-source's warm-up event", Duration::from_secs(60), || async {
+        (p.inserts_on_kafka().await >= 1).then_some(())
+    })
+    .await;
+    let pid = p.source.pid().expect("cdc-source runs");
+    let opened = Some((Instant::now(), proc_stats(pid).cpu_seconds));
+    let inserting = tokio::spawn(insert(items, docs, 0));
+    let source =
+        timed("cdc-source", docs as u64, pid, opened, || async { Ok(p.inserts_on_kafka().await.saturating_sub(1)) })
+            .await;
+    inserting.await.expect("inserts");
+    p.stop(servers).await;
+
+    let db = unique("peers_dbz");
+    let properties = format!(
+        "connector.class=io.debezium.connector.mongodb.MongoDbConnector\n\
+         tasks.max=1\n\
+         mongodb.connection.string={}\n\
+         topic.prefix={db}\n\
+         database.include.list={db}\n\
+         capture.mode=change_streams_update_full\n\
+         topic.creation.default.replication.factor=1\n\
+         topic.creation.default.partitions=4\n\
+         key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         key.converter.schemas.enable=false\n\
+         value.converter.schemas.enable=false\n",
+        servers.mongo_source_uri
+    );
+    let scratch = dir.join(format!("peers-{db}"));
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let connect = Connect::start_with(ConnectKind::Debezium, &scratch, &[("dbz", properties)], "", BENCH_JVM).await;
+    let pid = connect.pid().expect("the worker runs");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers.kafka_bootstrap)
+        .set("group.id", format!("{db}-count"))
+        .create()
+        .expect("a Kafka client");
+    let topic = format!("{db}.{db}.items");
+    let items = client.database(&db).collection::<Document>("items");
+    // The connector streams once its snapshot (of an empty database) ended: the warm-up
+    // document's event says it does.
+    items.insert_one(warm_up).await.expect("warm-up insert");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while tokio::task::block_in_place(|| topic_records(&consumer, &topic)) < 1 {
+        failed(&connect, "dbz").await.unwrap_or_else(|why| panic!("Debezium: {why}"));
+        assert!(Instant::now() < deadline, "Debezium's warm-up event within 180 s (log {})", connect.log.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let opened = Some((Instant::now(), proc_stats(pid).cpu_seconds));
+    let inserting = tokio::spawn(insert(items, docs, 0));
+    let debezium = timed("Debezium MongoDB connector", docs as u64, pid, opened, || async {
+        failed(&connect, "dbz").await?;
+        Ok(tokio::task::block_in_place(|| topic_records(&consumer, &topic)).saturating_sub(1))
+    })
+    .await;
+    inserting.await.expect("inserts");
+    connect.stop().await;
+    let _ = client.database(&db).drop().await;
+    (source, debezium)
+}
+
+pub async fn peers(servers: &Services, docs: i64, dir: &Path) -> Peers {
+    let (sink, connector_sink) = sinks(servers, docs, dir).await;
+    let (source, debezium) = sources(servers, docs, dir).await;
+    Peers { sink, connector_sink, source, debezium }
+}
+
+pub fn peers_report(p: &Peers) -> String {
+    let row = |stage: &str, r: &Run| {
+        format!(
+            "| {stage} | {} | {:.0} | {:.1} s | {:.1} | {} |\n",
+            r.tool,
+            r.rate(),
+            r.seconds,
+            r.cpu_per_million(),
+            mib(r.peak_rss)
+        )
+    };
+    let versus = |what: &str, ours: &Run, peer: &Run, rate_goal: f64, cpu_goal: f64| {
+        let rate = ours.rate() / peer.rate();
+        let cpu = ours.cpu_per_million() / peer.cpu_per_million();
+        format!(
+            "- {what}: {rate:.2}× {}'s docs/s (goal ≥ {rate_goal}×: {}) at {cpu:.2}× its CPU per document (goal ≤ {cpu_goal:.2}×: {}).\n",
+            peer.tool,
+            if rate >= rate_goal { "met" } else { "not met" },
+            if cpu <= cpu_goal { "met" } else { "not met" },
+        )
+    };
+    format!(
+        "\n### Peers side by side: {} documents, same servers\n\n\
+         | stage | tool | docs/s | time (first to last document) | CPU s per 1M documents | peak RSS |\n\
+         |---|---|---|---|---|---|\n{}{}{}{}\n{}{}",
+        p.sink.docs,
+        row("apply a backlog (4 partitions)", &p.sink),
+        row("apply a backlog (4 partitions)", &p.connector_sink),
+        row("capture inserts", &p.source),
+        row("capture inserts", &p.debezium),
+        versus("sink-writer", &p.sink, &p.connector_sink, 2.0, 0.5),
+        versus("cdc-source", &p.source, &p.debezium, 1.0, 1.0 / 3.0),
+    )
+}
