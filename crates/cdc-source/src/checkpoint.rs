@@ -70,13 +70,54 @@ pub struct CollectionProgress {
     pub last_id: Option<String>,
     pub copied: u64,
     pub done: bool,
+    /// A collection copied by several readers: its `_id` ranges, in order, each with its own
+    /// progress. Empty: one reader, the fields above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeProgress>,
+}
+
+/// One `_id` range of a collection's copy: from `from` (inclusive, the collection's start
+/// without) to `to` (exclusive, its end without), in the `_id` index's order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RangeProgress {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub last_id: Option<String>,
+    pub copied: u64,
+    pub done: bool,
+}
+
+/// `{"_id": id}` as strict extended JSON, the form ids are kept in.
+fn id_text(id: Bson) -> String {
+    let mut key = Document::new();
+    key.insert("_id", id);
+    extjson::document_to_string(&key, Style::Strict)
+}
+
+fn id_of(text: Option<&str>) -> Option<Bson> {
+    let doc = extjson::document_from_str(text?).ok()?;
+    doc.get("_id").cloned()
 }
 
 impl CollectionProgress {
     /// The `_id` to continue after.
     pub fn last_id(&self) -> Option<Bson> {
-        let doc = extjson::document_from_str(self.last_id.as_deref()?).ok()?;
-        doc.get("_id").cloned()
+        id_of(self.last_id.as_deref())
+    }
+}
+
+impl RangeProgress {
+    pub fn from(&self) -> Option<Bson> {
+        id_of(self.from.as_deref())
+    }
+
+    pub fn to(&self) -> Option<Bson> {
+        id_of(self.to.as_deref())
+    }
+
+    /// The `_id` to continue after.
+    pub fn last_id(&self) -> Option<Bson> {
+        id_of(self.last_id.as_deref())
     }
 }
 
@@ -89,6 +130,10 @@ pub enum Progress {
     SnapshotStarted { start_at: ClusterTime, namespaces: Vec<String> },
     /// A collection's copy advanced.
     SnapshotCollection { ns: String, last_id: Bson, copied: u64, done: bool },
+    /// A collection is copied by several readers, split at these `_id`s (ascending).
+    SnapshotRanges { ns: String, splits: Vec<Bson> },
+    /// One range of a collection's copy advanced.
+    SnapshotRange { ns: String, range: usize, last_id: Bson, copied: u64, done: bool },
     /// Every collection is copied, by this cluster time.
     SnapshotCompleted { at: ClusterTime },
 }
@@ -132,11 +177,31 @@ impl Checkpoint {
             Progress::SnapshotCollection { ns, last_id, copied, done } => {
                 if let Some(state) = &mut self.snapshot {
                     let entry = state.collections.entry(ns).or_default();
-                    let mut key = Document::new();
-                    key.insert("_id", last_id);
-                    entry.last_id = Some(extjson::document_to_string(&key, Style::Strict));
+                    entry.last_id = Some(id_text(last_id));
                     entry.copied = copied;
                     entry.done = done;
+                }
+            }
+            Progress::SnapshotRanges { ns, splits } => {
+                if let Some(state) = &mut self.snapshot {
+                    let bounds: Vec<Option<String>> =
+                        std::iter::once(None).chain(splits.into_iter().map(|id| Some(id_text(id)))).collect();
+                    let ranges = (0..bounds.len())
+                        .map(|i| RangeProgress {
+                            from: bounds[i].clone(),
+                            to: bounds.get(i + 1).cloned().flatten(),
+                            ..RangeProgress::default()
+                        })
+                        .collect();
+                    state.collections.entry(ns).or_default().ranges = ranges;
+                }
+            }
+            Progress::SnapshotRange { ns, range, last_id, copied, done } => {
+                let entry = self.snapshot.as_mut().and_then(|s| s.collections.get_mut(&ns));
+                if let Some(progress) = entry.and_then(|c| c.ranges.get_mut(range)) {
+                    progress.last_id = Some(id_text(last_id));
+                    progress.copied = copied;
+                    progress.done = done;
                 }
             }
             Progress::SnapshotCompleted { at } => {
@@ -217,6 +282,32 @@ mod tests {
         cp.apply(Progress::Stream { resume_token: token.clone(), cluster_time: Some(ct(101, 2)) });
         assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::ResumeAfter(token));
         assert_eq!(cp.cluster_time, Some(Time { t: 101, i: 2 }));
+    }
+
+    #[test]
+    fn a_collection_split_into_ranges_keeps_each_ranges_progress() {
+        let mut cp = Checkpoint::default();
+        cp.apply(Progress::SnapshotStarted { start_at: ct(100, 1), namespaces: vec!["a.b".into()] });
+        let splits = vec![Bson::Int32(10), Bson::String("m".into())];
+        cp.apply(Progress::SnapshotRanges { ns: "a.b".into(), splits });
+        cp.apply(Progress::SnapshotRange {
+            ns: "a.b".into(),
+            range: 1,
+            last_id: Bson::Int64(12),
+            copied: 3,
+            done: false,
+        });
+        cp.apply(Progress::SnapshotRange { ns: "a.b".into(), range: 2, last_id: Bson::Null, copied: 0, done: true });
+        let text = serde_json::to_string(&cp).expect("serializes");
+        let back: Checkpoint = serde_json::from_str(&text).expect("parses");
+        let Plan::Snapshot(state) = plan(Some(&back), SnapshotMode::Initial) else { panic!("resumes the snapshot") };
+        let ranges = &state.collections["a.b"].ranges;
+        assert_eq!(ranges.len(), 3);
+        assert_eq!((ranges[0].from(), ranges[0].to()), (None, Some(Bson::Int32(10))));
+        assert_eq!((ranges[1].from(), ranges[1].to()), (Some(Bson::Int32(10)), Some(Bson::String("m".into()))));
+        assert_eq!((ranges[2].from(), ranges[2].to()), (Some(Bson::String("m".into())), None));
+        assert_eq!((ranges[1].last_id(), ranges[1].copied, ranges[1].done), (Some(Bson::Int64(12)), 3, false));
+        assert!(ranges[2].done && !ranges[0].done && ranges[0].last_id().is_none());
     }
 
     #[test]

@@ -149,6 +149,13 @@ pub struct SnapshotConfig {
     pub mode: SnapshotMode,
     /// Collections copied at the same time.
     pub max_parallel_collections: usize,
+    /// Readers of one large collection at the same time, each copying an `_id` range (split
+    /// points sampled with `$sample`). 1 = one reader per collection. DocumentDB, which has no
+    /// `min()`/`max()` cursor bounds, always copies a collection with one reader.
+    pub parallel_ranges: usize,
+    /// A collection is split into ranges of at least this many documents (by its estimated
+    /// count): one of fewer than twice this is copied by one reader.
+    pub min_range_documents: u64,
     /// Documents per read batch, in `_id` order.
     pub batch_size: u32,
     /// When a copied collection's indexes are sent, relative to its documents: `after_copy`
@@ -170,6 +177,8 @@ impl Default for SnapshotConfig {
         Self {
             mode: SnapshotMode::Initial,
             max_parallel_collections: 2,
+            parallel_ranges: 4,
+            min_range_documents: 100_000,
             batch_size: 2000,
             indexes: IndexTiming::AfterCopy,
         }
@@ -328,8 +337,11 @@ impl Validate for Config {
         if capture.batch_size == 0 || self.snapshot.batch_size == 0 {
             problems.push("capture.batch_size and snapshot.batch_size must be at least 1".into());
         }
-        if self.snapshot.max_parallel_collections == 0 {
-            problems.push("snapshot.max_parallel_collections must be at least 1".into());
+        if self.snapshot.max_parallel_collections == 0 || self.snapshot.parallel_ranges == 0 {
+            problems.push("snapshot.max_parallel_collections and snapshot.parallel_ranges must be at least 1".into());
+        }
+        if self.snapshot.min_range_documents == 0 {
+            problems.push("snapshot.min_range_documents must be at least 1".into());
         }
         if self.topics.partitions < 1 {
             problems.push("topics.partitions must be at least 1".into());

@@ -6,12 +6,14 @@
 //! first (the unique ones, or all of them); the rest follow the documents, in the item that
 //! marks the collection copied, so a restart cannot skip them.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bson::{doc, Bson, Document};
 use envelope::{ClusterTime, Ddl, Namespace};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::options::{FindOptions, Hint};
+use mongodb::Collection;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CollectionProgress, Progress};
@@ -35,18 +37,60 @@ const QUERY_PLAN_KILLED: i32 = 175;
 /// after the last durable document), or none (the caller moves the checkpoint once it is done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracking {
-    Snapshot,
+    /// A snapshot's copy: large collections are read by several readers, one `_id` range each.
+    Snapshot(Ranges),
     None,
 }
 
-/// Where a read stands in its collection's copy.
+/// How a snapshot splits a large collection among readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranges {
+    /// Readers of one collection at the same time.
+    pub readers: usize,
+    /// Fewest documents per range, by the estimated count.
+    pub min_documents: u64,
+}
+
+/// Where a read stands in its share of the copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     Middle,
-    /// The last document; `done` when its progress marks the collection copied.
+    /// The last document; `done` when its progress marks the share copied.
     Last {
         done: bool,
     },
+}
+
+/// One reader's share of a collection: the whole of it, or one `_id` range.
+#[derive(Debug, Clone)]
+struct Share {
+    /// The range's place in the collection's progress; `None` for the whole collection.
+    range: Option<usize>,
+    /// Inclusive lower bound (`None`: from the start).
+    from: Option<Bson>,
+    /// Exclusive upper bound (`None`: to the end).
+    to: Option<Bson>,
+    /// The last document copied before a restart.
+    resume_after: Option<Bson>,
+    copied: u64,
+}
+
+/// How a share's reading ended.
+struct End {
+    last_id: Bson,
+    /// Whether its last read marked it copied.
+    marked: bool,
+}
+
+/// What the readers of one collection count together: the metric and the progress line.
+struct Tally {
+    label: String,
+    copied: AtomicU64,
+    at_start: u64,
+    estimated: u64,
+    started: Instant,
+    /// Milliseconds after `started` of the last progress line.
+    logged_ms: AtomicU64,
 }
 
 pub struct Copier<'a> {
@@ -78,20 +122,174 @@ impl Copier<'_> {
         let collection = self.client.database(&ns.db).collection::<Document>(&ns.coll);
         let estimated = collection.estimated_document_count().await.map_err(|e| Error::mongo("count", e))?;
         self.metrics.snapshot_estimated.with_label_values(&[&label]).set(i64::try_from(estimated).unwrap_or(i64::MAX));
-        let resume_after = progress.last_id();
-        if resume_after.is_some() {
-            tracing::info!(namespace = %label, copied = progress.copied, "copy resuming collection");
+        let Some((ranged, shares)) = self.shares(ns, &collection, &progress, estimated, at, shutdown).await? else {
+            return Ok(false);
+        };
+        let at_start: u64 = shares.iter().map(|s| s.copied).sum::<u64>().max(progress.copied);
+        if at_start > 0 {
+            tracing::info!(namespace = %label, copied = at_start, "copy resuming collection");
         }
-        let mut copied = progress.copied;
+        let tally = Tally {
+            label: label.clone(),
+            copied: AtomicU64::new(at_start),
+            at_start,
+            estimated,
+            started: Instant::now(),
+            logged_ms: AtomicU64::new(0),
+        };
+        // One reader marks the collection copied with its last read, unless indexes follow the
+        // documents: then the item carrying them does, as it does for a collection in ranges.
+        let done_with_last = !ranged && after.is_empty();
+        let readers = match self.tracking {
+            Tracking::Snapshot(ranges) => ranges.readers,
+            Tracking::None => 1,
+        };
+        let (collection, tally) = (&collection, &tally);
+        let ends: Vec<Option<End>> = futures::stream::iter(shares)
+            .map(|share| self.read(ns, collection, share, done_with_last, at, tally, shutdown))
+            .buffer_unordered(readers)
+            .try_collect()
+            .await?;
+        let Some(ends) = ends.into_iter().collect::<Option<Vec<End>>>() else { return Ok(false) };
+        let copied = tally.copied.load(Ordering::Relaxed);
+        let finished = !ranged && ends.first().is_some_and(|end| end.marked);
+        if !finished {
+            let records = match after.is_empty() {
+                true => Vec::new(),
+                // Not at `at`, where the ones before the documents are: a sink knows a DDL by
+                // its kind, namespace and time. Streaming starts after `at`: no event has it.
+                false => self.converter.schema_records(
+                    Ddl::CreateIndexes { ns: ns.clone(), indexes: after },
+                    prev_tick(at),
+                    now_ms(),
+                ),
+            };
+            let last_id = match ranged {
+                true => Bson::Null,
+                false => ends.into_iter().next().map_or(Bson::Null, |end| end.last_id),
+            };
+            let progress =
+                self.tracked().then(|| Progress::SnapshotCollection { ns: label.clone(), last_id, copied, done: true });
+            if (!records.is_empty() || progress.is_some())
+                && !self.send(Item { records, progress, cluster_time: Some(at) }, shutdown).await
+            {
+                return Ok(false);
+            }
+        }
+        self.metrics.snapshot_copied.with_label_values(&[&label]).set(i64::try_from(copied).unwrap_or(i64::MAX));
+        tracing::info!(namespace = %label, copied, seconds = tally.started.elapsed().as_secs(), "copied collection");
+        Ok(true)
+    }
+
+    fn tracked(&self) -> bool {
+        matches!(self.tracking, Tracking::Snapshot(_))
+    }
+
+    /// How the collection is read: `(ranged, shares)`, the shares left to read. A snapshot splits
+    /// a large collection it starts afresh at `_id`s sampled with `$sample` (the split made
+    /// durable first, so a restart reads the same ranges); `None` when stopped.
+    async fn shares(
+        &self,
+        ns: &Namespace,
+        collection: &Collection<Document>,
+        progress: &CollectionProgress,
+        estimated: u64,
+        at: ClusterTime,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(bool, Vec<Share>)>, Error> {
+        if !progress.ranges.is_empty() {
+            let shares = progress
+                .ranges
+                .iter()
+                .enumerate()
+                .filter(|(_, range)| !range.done)
+                .map(|(i, range)| Share {
+                    range: Some(i),
+                    from: range.from(),
+                    to: range.to(),
+                    resume_after: range.last_id(),
+                    copied: range.copied,
+                })
+                .collect();
+            return Ok(Some((true, shares)));
+        }
+        let whole =
+            Share { range: None, from: None, to: None, resume_after: progress.last_id(), copied: progress.copied };
+        let parts = match self.tracking {
+            Tracking::Snapshot(ranges) => (estimated / ranges.min_documents).min(ranges.readers as u64) as usize,
+            Tracking::None => 1,
+        };
+        // DocumentDB has no min()/max() bounds; a copy under way continues as it began.
+        if parts < 2 || self.compat == Compat::Documentdb || whole.resume_after.is_some() {
+            return Ok(Some((false, vec![whole])));
+        }
+        let splits = self.split_points(collection, parts).await?;
+        if splits.is_empty() {
+            return Ok(Some((false, vec![whole])));
+        }
+        tracing::info!(namespace = %ns, ranges = splits.len() + 1, estimated, "copying the collection in _id ranges");
+        let bounds: Vec<Option<Bson>> = std::iter::once(None).chain(splits.iter().cloned().map(Some)).collect();
+        let shares = (0..bounds.len())
+            .map(|i| Share {
+                range: Some(i),
+                from: bounds[i].clone(),
+                to: bounds.get(i + 1).cloned().flatten(),
+                resume_after: None,
+                copied: 0,
+            })
+            .collect();
+        let split = Item::progress_only(Progress::SnapshotRanges { ns: ns.to_string(), splits });
+        if !self.send(Item { cluster_time: Some(at), ..split }, shutdown).await {
+            return Ok(None);
+        }
+        Ok(Some((true, shares)))
+    }
+
+    /// `parts - 1` ascending `_id`s that cut the collection into about equal ranges, from a
+    /// random sample (the server reads a sample of a large collection without scanning it).
+    async fn split_points(&self, collection: &Collection<Document>, parts: usize) -> Result<Vec<Bson>, Error> {
+        const SAMPLES_PER_PART: usize = 32;
+        let pipeline = [
+            doc! {"$sample": {"size": i64::try_from(parts * SAMPLES_PER_PART).unwrap_or(i64::MAX)}},
+            doc! {"$project": {"_id": 1}},
+            doc! {"$sort": {"_id": 1}},
+        ];
+        let sampled: Vec<Document> = collection
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| Error::mongo("sample split points", e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::mongo("sample split points", e))?;
+        let ids: Vec<Bson> = sampled.into_iter().filter_map(|mut d| d.remove("_id")).collect();
+        let mut splits: Vec<Bson> = (1..parts).filter_map(|k| ids.get(k * ids.len() / parts).cloned()).collect();
+        splits.dedup();
+        Ok(splits)
+    }
+
+    /// Reads one share in `_id` order into the queue; `None` when stopped.
+    #[allow(clippy::too_many_arguments)]
+    async fn read(
+        &self,
+        ns: &Namespace,
+        collection: &Collection<Document>,
+        share: Share,
+        done_with_last: bool,
+        at: ClusterTime,
+        tally: &Tally,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<End>, Error> {
+        let label = &tally.label;
+        let mut copied = share.copied;
         let mut pending: Option<Document> = None;
-        let started = Instant::now();
-        let mut last_log = Instant::now();
-        'reads: for (filter, options) in self.reads(resume_after.as_ref()) {
+        // A range's last read marks it copied; the whole collection's, when nothing follows.
+        let mark_with_last = share.range.is_some() || done_with_last;
+        'reads: for (filter, options) in self.reads(&share) {
             let mut cursor =
                 collection.find(filter).with_options(options).await.map_err(|e| Error::mongo("snapshot read", e))?;
             loop {
                 if shutdown.is_cancelled() {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let doc = match cursor.try_next().await {
                     Ok(Some(doc)) => doc,
@@ -110,61 +308,41 @@ impl Copier<'_> {
                     }
                     Err(e) => return Err(Error::mongo("snapshot read", e)),
                 };
-                if resume_after.is_some() && copied == progress.copied && doc.get("_id") == resume_after.as_ref() {
+                if share.resume_after.is_some()
+                    && copied == share.copied
+                    && doc.get("_id") == share.resume_after.as_ref()
+                {
                     continue; // min() includes the last document copied before the restart
                 }
-                // One document of look-ahead, so the collection's last read can say so.
+                // One document of look-ahead, so the share's last read can say so.
                 if let Some(previous) = pending.replace(doc) {
                     copied += 1;
-                    if !self.emit(ns, previous, at, copied, Place::Middle, shutdown).await {
-                        return Ok(false);
+                    if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await {
+                        return Ok(None);
                     }
                 }
-                if last_log.elapsed() > Duration::from_secs(10) {
-                    last_log = Instant::now();
-                    self.report(&label, copied, progress.copied, estimated, started);
-                }
             }
         }
-        // The last read marks the collection copied, unless indexes follow the documents: then
-        // the item carrying them does.
-        let done_with_last = after.is_empty();
-        let mut last_id = Bson::Null;
-        let mut finished = false;
+        let mut end = End { last_id: Bson::Null, marked: false };
         if let Some(last) = pending {
             copied += 1;
-            last_id = last.get("_id").cloned().unwrap_or(Bson::Null);
-            if !self.emit(ns, last, at, copied, Place::Last { done: done_with_last }, shutdown).await {
-                return Ok(false);
+            end.last_id = last.get("_id").cloned().unwrap_or(Bson::Null);
+            let place = Place::Last { done: mark_with_last };
+            if !self.emit(ns, &share, last, at, copied, place, tally, shutdown).await {
+                return Ok(None);
             }
-            finished = done_with_last;
+            end.marked = mark_with_last;
         }
-        if !finished {
-            let records = match after.is_empty() {
-                true => Vec::new(),
-                // Not at `at`, where the ones before the documents are: a sink knows a DDL by
-                // its kind, namespace and time. Streaming starts after `at`: no event has it.
-                false => self.converter.schema_records(
-                    Ddl::CreateIndexes { ns: ns.clone(), indexes: after },
-                    prev_tick(at),
-                    now_ms(),
-                ),
-            };
-            let progress = (self.tracking == Tracking::Snapshot).then(|| Progress::SnapshotCollection {
-                ns: label.clone(),
-                last_id,
-                copied,
-                done: true,
-            });
-            if (!records.is_empty() || progress.is_some())
-                && !self.send(Item { records, progress, cluster_time: Some(at) }, shutdown).await
-            {
-                return Ok(false);
+        if let (Some(range), false) = (share.range, end.marked) {
+            // An empty range (or one whose collection went away) is copied too.
+            let progress =
+                Progress::SnapshotRange { ns: label.clone(), range, last_id: Bson::Null, copied, done: true };
+            let item = Item::progress_only(progress);
+            if !self.send(Item { cluster_time: Some(at), ..item }, shutdown).await {
+                return Ok(None);
             }
         }
-        self.metrics.snapshot_copied.with_label_values(&[&label]).set(i64::try_from(copied).unwrap_or(i64::MAX));
-        tracing::info!(namespace = %label, copied, seconds = started.elapsed().as_secs(), "copied collection");
-        Ok(true)
+        Ok(Some(end))
     }
 
     /// Sends the collection's options and the indexes that must precede its documents, positioned
@@ -180,7 +358,7 @@ impl Copier<'_> {
         let mut indexes = schema::indexes(self.client, ns).await?;
         schema::simple_collation(&listed.options, &mut indexes);
         let (before, after): (Vec<Document>, Vec<Document>) = match (self.tracking, self.indexes) {
-            (Tracking::Snapshot, IndexTiming::AfterCopy) => indexes.into_iter().partition(schema::before_documents),
+            (Tracking::Snapshot(_), IndexTiming::AfterCopy) => indexes.into_iter().partition(schema::before_documents),
             _ => (indexes, Vec::new()),
         };
         let now = now_ms();
@@ -197,20 +375,30 @@ impl Copier<'_> {
         Ok(sent.then_some(after))
     }
 
-    /// The reads that return the collection in `_id` order after `last` (all of it without).
-    fn reads(&self, last: Option<&Bson>) -> Vec<(Document, FindOptions)> {
+    /// The reads that return a share in `_id` order, after its last document copied if any.
+    fn reads(&self, share: &Share) -> Vec<(Document, FindOptions)> {
         let mut options = FindOptions::default();
         options.sort = Some(doc! {"_id": 1});
         options.batch_size = Some(self.batch_size);
-        let Some(last) = last else { return vec![(Document::new(), options)] };
+        let start = share.resume_after.as_ref().or(share.from.as_ref());
+        if start.is_none() && share.to.is_none() {
+            return vec![(Document::new(), options)];
+        }
         match self.compat {
-            // min() is inclusive and, unlike $gt, not limited to one BSON type.
+            // min() is inclusive and, unlike $gt, not limited to one BSON type; max() exclusive.
             Compat::Mongodb | Compat::Auto => {
                 options.hint = Some(Hint::Keys(doc! {"_id": 1}));
-                options.min = Some(doc! {"_id": last.clone()});
+                options.min = start.map(|id| doc! {"_id": id.clone()});
+                options.max = share.to.as_ref().map(|id| doc! {"_id": id.clone()});
                 vec![(Document::new(), options)]
             }
-            Compat::Documentdb => id_order::after(last).into_iter().map(|filter| (filter, options.clone())).collect(),
+            // Never in ranges (see `shares`): after the last document copied.
+            Compat::Documentdb => start
+                .map(id_order::after)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|filter| (filter, options.clone()))
+                .collect(),
         }
     }
 
@@ -225,42 +413,56 @@ impl Copier<'_> {
         Ok(!names.is_empty())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn emit(
         &self,
         ns: &Namespace,
+        share: &Share,
         doc: Document,
         at: ClusterTime,
         copied: u64,
         place: Place,
+        tally: &Tally,
         shutdown: &CancellationToken,
     ) -> bool {
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-        let record = self.converter.snapshot_read(ns, doc, at, place != Place::Middle, now_ms());
+        // Debezium's `snapshot: last` goes on the collection's greatest `_id`.
+        let last = place != Place::Middle && share.to.is_none();
+        let record = self.converter.snapshot_read(ns, doc, at, last, now_ms());
         // In a snapshot every read carries its progress, so a restart continues right after the
         // last durable document: no document is copied twice.
-        let progress = (self.tracking == Tracking::Snapshot).then(|| Progress::SnapshotCollection {
-            ns: ns.to_string(),
-            last_id: id,
-            copied,
-            done: place == Place::Last { done: true },
+        let done = place == Place::Last { done: true };
+        let progress = self.tracked().then(|| match share.range {
+            Some(range) => Progress::SnapshotRange { ns: ns.to_string(), range, last_id: id, copied, done },
+            None => Progress::SnapshotCollection { ns: ns.to_string(), last_id: id, copied, done },
         });
-        if copied.is_multiple_of(METRIC_EVERY) {
+        let total = tally.copied.fetch_add(1, Ordering::Relaxed) + 1;
+        if total.is_multiple_of(METRIC_EVERY) {
             self.metrics
                 .snapshot_copied
-                .with_label_values(&[&ns.to_string()])
-                .set(i64::try_from(copied).unwrap_or(i64::MAX));
+                .with_label_values(&[&tally.label])
+                .set(i64::try_from(total).unwrap_or(i64::MAX));
+            self.report(tally, total);
         }
         self.send(Item { records: vec![record], progress, cluster_time: Some(at) }, shutdown).await
     }
 
-    fn report(&self, label: &str, copied: u64, at_start: u64, estimated: u64, started: Instant) {
-        let rate = (copied - at_start) as f64 / started.elapsed().as_secs_f64().max(0.001);
-        let remaining = estimated.saturating_sub(copied) as f64 / rate.max(1.0);
+    /// A progress line with an ETA every 10 s, whichever reader gets there.
+    fn report(&self, tally: &Tally, copied: u64) {
+        let elapsed_ms = u64::try_from(tally.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let logged = tally.logged_ms.load(Ordering::Relaxed);
+        if elapsed_ms < logged + 10_000
+            || tally.logged_ms.compare_exchange(logged, elapsed_ms, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let rate = (copied - tally.at_start) as f64 / tally.started.elapsed().as_secs_f64().max(0.001);
+        let remaining = tally.estimated.saturating_sub(copied) as f64 / rate.max(1.0);
         self.metrics.snapshot_remaining_seconds.set(remaining as i64);
         tracing::info!(
-            namespace = label,
+            namespace = %tally.label,
             copied,
-            estimated,
+            estimated = tally.estimated,
             docs_per_second = rate as u64,
             eta_seconds = remaining as u64,
             "copy progress"

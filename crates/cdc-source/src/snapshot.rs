@@ -1,6 +1,7 @@
 //! The initial snapshot: fix the stream position first, then create every captured view and copy
 //! every captured collection (options, indexes and documents in `_id` order, a few at a time,
-//! `copy.rs`), resumable from the last `_id` copied. Streaming
+//! a large one by several readers in `_id` ranges, `copy.rs`), resumable from the last `_id`
+//! copied (of each range). Streaming
 //! afterwards starts after the fixed position, so nothing written during the copy is missed; what
 //! overlaps is harmless because the sink applies idempotently. The completion time is kept: a
 //! rename streamed up to it may have moved a collection while it was copied.
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{CollectionProgress, Progress, SnapshotState};
 use crate::config::{Compat, SnapshotConfig};
 use crate::convert::Converter;
-use crate::copy::{Copier, Tracking};
+use crate::copy::{Copier, Ranges, Tracking};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::queue;
@@ -83,7 +84,10 @@ impl Snapshot<'_> {
             batch_size: self.config.batch_size,
             compat: self.compat,
             metrics: &self.metrics,
-            tracking: Tracking::Snapshot,
+            tracking: Tracking::Snapshot(Ranges {
+                readers: self.config.parallel_ranges,
+                min_documents: self.config.min_range_documents,
+            }),
             indexes: self.config.indexes,
         };
         let copier = &copier;
