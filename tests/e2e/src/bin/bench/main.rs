@@ -6,12 +6,14 @@
 //! 3. steady: BENCH_RATE docs/s (default 5,000) for BENCH_SECONDS (default 30): latency;
 //! 4. cross-region: the 4-partition burst with 35 ms ± 5 ms each way on sink-writer ↔ Kafka;
 //! 5. memory: 64 KiB documents, the sink catching up a backlog, peak RSS against the budgets;
-//! 6. peers: the MongoDB Kafka Connector sink and Debezium's source connector on the same
+//! 6. initial sync: DOCS documents in one collection copied (in `_id` ranges) and applied;
+//! 7. peers: the MongoDB Kafka Connector sink and Debezium's source connector on the same
 //!    documents (see `peers.rs`).
 //!
-//! `BENCH_ONLY=burst|steady|memory|peers` runs one scenario.
+//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers` runs one scenario.
 //! Prints a markdown report (also written to target/bench/report.md) and plots to docs/bench/.
 
+mod initial_sync;
 mod memory;
 mod peers;
 mod pipeline;
@@ -25,6 +27,7 @@ use e2e::toxiproxy::Toxiproxy;
 use futures::StreamExt;
 use test_support::{services, unique, workspace_root, Services};
 
+use initial_sync::{initial_sync, initial_sync_report};
 use memory::{memory, memory_report};
 use peers::{peers, peers_report};
 use pipeline::{document, measure, warm_up, Pipeline};
@@ -124,6 +127,10 @@ async fn main() {
         return;
     }
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("initial-sync") {
+        print!("{}", initial_sync_report(&initial_sync(&servers, docs, &dir).await));
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("peers") {
         let p = peers(&servers, docs, &dir).await;
         print!("{}", peers_report(&p));
@@ -248,6 +255,7 @@ async fn main() {
     );
     let m = memory(&servers, memory_docs, &dir).await;
     report.push_str(&memory_report(&m));
+    report.push_str(&initial_sync_report(&initial_sync(&servers, docs, &dir).await));
     report.push_str(&peers_report(&peers(&servers, docs, &dir).await));
     print!("{report}");
     std::fs::write(dir.join("report.md"), &report).expect("report");

@@ -46,7 +46,18 @@ impl Pipeline {
         dir: &Path,
         with_sink: bool,
     ) -> Pipeline {
-        let name = unique("bench");
+        Self::start_named(unique("bench"), servers, partitions, sink_kafka, dir, with_sink).await
+    }
+
+    /// [`Pipeline::start_with`] capturing database `name` (into topics of that prefix).
+    pub async fn start_named(
+        name: String,
+        servers: &Services,
+        partitions: i32,
+        sink_kafka: &str,
+        dir: &Path,
+        with_sink: bool,
+    ) -> Pipeline {
         let (source_http, sink_http) = (free_addr(), free_addr());
         // Extra settings for experiments: BENCH_CDC_SOURCE__X=… and BENCH_SINK_WRITER__X=… pass
         // CDC_SOURCE__X / SINK_WRITER__X to the services.
@@ -105,10 +116,17 @@ impl Pipeline {
 
     /// Inserts cdc-source has made durable in Kafka, summed over namespaces.
     pub async fn inserts_on_kafka(&self) -> u64 {
+        self.events_on_kafka("c").await
+    }
+
+    /// Events of one kind (`c` insert, `r` snapshot read, …) cdc-source has made durable in
+    /// Kafka, summed over namespaces.
+    pub async fn events_on_kafka(&self, op: &str) -> u64 {
         let body = http_get(self.source_http, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
+        let label = format!("op=\"{op}\"");
         let events: f64 = body
             .lines()
-            .filter(|line| line.starts_with("cdc_source_events_total{") && line.contains("op=\"c\""))
+            .filter(|line| line.starts_with("cdc_source_events_total{") && line.contains(&label))
             .map(|line| test_support::metric(line, "cdc_source_events_total{"))
             .sum();
         events as u64
