@@ -1,6 +1,6 @@
 //! Kafka record (key, value) → [`Event`], with a typed error for anything else.
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 use serde_json::value::RawValue;
 
 use crate::error::DecodeError;
@@ -8,7 +8,7 @@ use crate::event::{
     ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Namespace, Op, Position, Snapshot, SourceInfo, Transaction,
     TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
 };
-use crate::extjson::{document_from_str, value_from_json};
+use crate::extjson::{document_from_str, raw_document_from_str, value_from_json, ExtJsonError};
 use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn, WatermarkIn};
 
 /// Decodes one record. Reads our envelopes in both modes, control events in their key (now)
@@ -16,6 +16,44 @@ use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn, WatermarkIn}
 /// wrapper); those lack the `cdc` block, so their position is approximate, rebuilt from
 /// `source.ts_ms`/`source.ord` ([`Position::exact`] false).
 pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeError> {
+    decode_as(key, value)
+}
+
+/// [`decode`] with `before`/`after` read straight into BSON bytes, for a reader that passes the
+/// documents on unchanged (no `Document` tree is built for them).
+pub fn decode_raw(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event<RawDocumentBuf>, DecodeError> {
+    decode_as(key, value)
+}
+
+/// The form a change event's `before`/`after` documents are read into.
+pub trait Payload: Sized {
+    fn from_ext_json(text: &str) -> Result<Self, ExtJsonError>;
+    /// The document's `_id`.
+    fn id(&self) -> Option<Bson>;
+}
+
+impl Payload for Document {
+    fn from_ext_json(text: &str) -> Result<Self, ExtJsonError> {
+        document_from_str(text)
+    }
+
+    fn id(&self) -> Option<Bson> {
+        self.get("_id").cloned()
+    }
+}
+
+impl Payload for RawDocumentBuf {
+    fn from_ext_json(text: &str) -> Result<Self, ExtJsonError> {
+        raw_document_from_str(text)
+    }
+
+    fn id(&self) -> Option<Bson> {
+        let id = self.get("_id").ok()??;
+        Bson::try_from(id.to_raw_bson()).ok()
+    }
+}
+
+fn decode_as<D: Payload>(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event<D>, DecodeError> {
     let key = key.filter(|k| !k.is_empty());
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         let key = key.ok_or(DecodeError::Empty)?;
@@ -58,7 +96,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
             // document's own `_id`, when the event has the document, is the exact one.
             let key = key.ok_or(DecodeError::MissingKey)?;
             let from_key = decode_key(key)?;
-            let exact = after.as_ref().or(before.as_ref()).and_then(|d| d.get("_id")).cloned();
+            let exact = after.as_ref().or(before.as_ref()).and_then(Payload::id);
             let mut doc = Document::new();
             doc.insert("_id", exact.unwrap_or(from_key));
             doc
@@ -67,7 +105,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeE
     let update_description = match parsed.update_description.take() {
         None => None,
         Some(ud) => Some(UpdateDescription {
-            updated_fields: payload(ud.updated_fields.as_deref(), "updateDescription.updatedFields")?
+            updated_fields: payload::<Document>(ud.updated_fields.as_deref(), "updateDescription.updatedFields")?
                 .unwrap_or_default(),
             removed_fields: ud.removed_fields.unwrap_or_default(),
             truncated_arrays: ud
@@ -143,7 +181,7 @@ fn event_in_key(key: &[u8]) -> Result<Option<InKey>, DecodeError> {
     Ok(None)
 }
 
-fn watermark_event(watermark: WatermarkIn) -> Result<Event, DecodeError> {
+fn watermark_event<D>(watermark: WatermarkIn) -> Result<Event<D>, DecodeError> {
     let source = watermark.source.ok_or(DecodeError::MissingField("source"))?;
     Ok(Event::Watermark(Box::new(Watermark {
         cluster_time: ClusterTime { t: watermark.watermark.t, i: watermark.watermark.i },
@@ -152,7 +190,7 @@ fn watermark_event(watermark: WatermarkIn) -> Result<Event, DecodeError> {
     })))
 }
 
-fn control_event(control: ControlIn) -> Result<Event, DecodeError> {
+fn control_event<D>(control: ControlIn) -> Result<Event<D>, DecodeError> {
     check_version(control.cdc.as_ref())?;
     let source = control.source.ok_or(DecodeError::MissingField("source"))?;
     let position = position(&source, control.cdc.as_ref())?;
@@ -220,16 +258,16 @@ pub fn decode_key(key: &[u8]) -> Result<Bson, DecodeError> {
 }
 
 /// A `before`/`after`/`updatedFields` payload: null, a string of extended JSON, or an object.
-fn payload(raw: Option<&RawValue>, field: &'static str) -> Result<Option<Document>, DecodeError> {
+fn payload<D: Payload>(raw: Option<&RawValue>, field: &'static str) -> Result<Option<D>, DecodeError> {
     let Some(raw) = raw else { return Ok(None) };
     let text = raw.get().trim_start();
     let doc = if text.starts_with('"') {
         let inner: String = serde_json::from_str(text).map_err(|e| ext_error(field, e))?;
-        document_from_str(&inner)
+        D::from_ext_json(&inner)
     } else if text.starts_with("null") {
         return Ok(None);
     } else {
-        document_from_str(text)
+        D::from_ext_json(text)
     };
     doc.map(Some).map_err(|e| ext_error(field, e))
 }

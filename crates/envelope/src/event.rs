@@ -176,18 +176,19 @@ pub struct TruncatedArray {
     pub size: u32,
 }
 
-/// One document change (`op` c, u, d or r).
+/// One document change (`op` c, u, d or r). Its documents are `Document` trees, or for a
+/// reader that only passes them on, BSON bytes (`ChangeEvent<RawDocumentBuf>`, [`crate::decode_raw`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChangeEvent {
+pub struct ChangeEvent<D = Document> {
     pub op: Op,
     pub ns: Namespace,
     /// The change stream's `documentKey`: `_id`, plus shard key fields on sharded sources.
     pub document_key: Document,
     /// Pre-image, when the source collection records them.
-    pub before: Option<Document>,
+    pub before: Option<D>,
     /// The document after the change: the inserted or replacing document, or for updates the
     /// `updateLookup` result (the document as it is *now*; none if deleted since).
-    pub after: Option<Document>,
+    pub after: Option<D>,
     pub update_description: Option<UpdateDescription>,
     pub source: SourceInfo,
     pub transaction: Option<Transaction>,
@@ -196,7 +197,7 @@ pub struct ChangeEvent {
     pub ts_ms: i64,
 }
 
-impl ChangeEvent {
+impl<D> ChangeEvent<D> {
     /// The document's `_id` (every change stream `documentKey` has one).
     pub fn id(&self) -> Option<&Bson> {
         self.document_key.get("_id")
@@ -305,8 +306,8 @@ pub struct Watermark {
 
 /// Everything a decoder can find on a topic.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Change(Box<ChangeEvent>),
+pub enum Event<D = Document> {
+    Change(Box<ChangeEvent<D>>),
     Control(Box<ControlEvent>),
     Watermark(Box<Watermark>),
     /// The null-valued record that follows a delete, for log compaction. `id` comes from the key.

@@ -324,6 +324,7 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
     }
 }
 
+pub use crate::extjson_raw::raw_document_from_str;
 pub use crate::extjson_read::{document_from_json_text, document_from_str, value_from_json, ExtJsonError};
 
 #[cfg(test)]

@@ -136,6 +136,8 @@ fn wrapper(object: &Map<String, Value>) -> Option<Bson> {
         "$numberLong" => text?.parse().ok().map(Bson::Int64),
         "$numberInt" => text?.parse().ok().map(Bson::Int32),
         "$numberDecimal" => text?.parse::<Decimal128>().ok().map(Bson::Decimal128),
+        // What the strict style writes: milliseconds as a JSON integer.
+        "$date" if value.is_i64() => value.as_i64().map(|ms| Bson::DateTime(DateTime::from_millis(ms))),
         "$date" => {
             let inner = value.as_object().filter(|o| o.len() == 1)?;
             let millis = inner.get("$numberLong")?.as_str()?.parse().ok()?;

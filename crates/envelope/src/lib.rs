@@ -169,10 +169,11 @@ mod encode;
 mod error;
 mod event;
 pub mod extjson;
+mod extjson_raw;
 mod extjson_read;
 mod wire;
 
-pub use decode::{decode, decode_key};
+pub use decode::{decode, decode_key, decode_raw, Payload};
 pub use encode::{encode_change, encode_control, encode_key, encode_watermark, CONNECTOR_VERSION};
 pub use error::DecodeError;
 pub use event::{

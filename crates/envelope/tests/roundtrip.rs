@@ -3,7 +3,7 @@
 
 use bson::spec::BinarySubtype;
 use bson::{oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex, Timestamp};
-use envelope::extjson::{document_from_json_text, document_from_str, document_to_string, Style};
+use envelope::extjson::{document_from_json_text, document_from_str, document_to_string, raw_document_from_str, Style};
 use envelope::{
     decode, decode_key, encode_change, encode_key, ChangeEvent, ClusterTime, Event, Mode, Namespace, Op, Position,
     SourceInfo, UpdateDescription,
@@ -145,11 +145,14 @@ proptest! {
         for style in [Style::Strict, Style::Relaxed] {
             let text = document_to_string(&doc, style);
             let fast = document_from_str(&text).map(|d| bytes(&d));
+            let raw = raw_document_from_str(&text).map(|d| d.as_bytes().to_vec());
             let reference = document_from_json_text(&text).map(|d| bytes(&d));
-            match (&fast, &reference) {
-                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}", text),
-                (Err(_), Err(_)) => {}
-                _ => prop_assert!(false, "{}: one pass {:?}, reference {:?}", text, fast, reference),
+            for (reading, read) in [("one pass", &fast), ("raw", &raw)] {
+                match (read, &reference) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{}: {}", reading, text),
+                    (Err(_), Err(_)) => {}
+                    _ => prop_assert!(false, "{}: {} {:?}, reference {:?}", text, reading, read, reference),
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! share of the memory budget), then decoded here, ahead of the writer, so the JSON work of the
 //! next batch overlaps the writes of the last.
 
+use bson::RawDocumentBuf;
 use envelope::{DecodeError, Event};
 use rdkafka::message::{Message, OwnedMessage};
 use service_kit::budget::Reservation;
@@ -16,7 +17,8 @@ pub struct Fetched {
 /// A record and what it decodes to.
 pub struct Decoded {
     pub message: OwnedMessage,
-    pub event: Result<Event, DecodeError>,
+    /// Documents as BSON bytes: they go to the server as they are.
+    pub event: Result<Event<RawDocumentBuf>, DecodeError>,
     pub reservation: Reservation,
 }
 
@@ -32,7 +34,7 @@ pub fn footprint(key: Option<&[u8]>, payload: Option<&[u8]>) -> usize {
 /// Decodes records until either side is gone.
 pub async fn decode(mut rx: mpsc::Receiver<Fetched>, tx: mpsc::Sender<Decoded>) {
     while let Some(Fetched { message, reservation }) = rx.recv().await {
-        let event = envelope::decode(message.key(), message.payload());
+        let event = envelope::decode_raw(message.key(), message.payload());
         if tx.send(Decoded { message, event, reservation }).await.is_err() {
             return;
         }

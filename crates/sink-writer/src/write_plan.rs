@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use envelope::{ChangeEvent, ClusterTime, Namespace, Op, UpdateDescription};
 
 use crate::mapping::Mapper;
@@ -30,8 +30,8 @@ pub struct WriteOp {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Replace the whole document, inserting it when missing.
-    Replace(Document),
+    /// Replace the whole document (as BSON), inserting it when missing.
+    Replace(RawDocumentBuf),
     /// Apply an update (operators, or a pipeline for `$`-prefixed fields) if the document exists.
     Update(Bson),
     Delete,
@@ -72,7 +72,7 @@ pub struct Plan {
 /// Plans a batch of `(offset, event)`; `obsolete` says whether a namespace's event at a cluster
 /// time is older than an applied DDL (and must not be written).
 pub fn plan(
-    events: Vec<(i64, ChangeEvent)>,
+    events: Vec<(i64, ChangeEvent<RawDocumentBuf>)>,
     mapper: &Mapper,
     obsolete: impl Fn(&Namespace, ClusterTime) -> bool,
 ) -> Plan {
@@ -139,7 +139,12 @@ fn identity(filter: &Document) -> String {
     text
 }
 
-fn to_writes(event: ChangeEvent, ns: &Namespace, filter: &Document, offset: i64) -> Result<Vec<WriteOp>, String> {
+fn to_writes(
+    event: ChangeEvent<RawDocumentBuf>,
+    ns: &Namespace,
+    filter: &Document,
+    offset: i64,
+) -> Result<Vec<WriteOp>, String> {
     if filter.get("_id").is_none() {
         return Err("event has no document key _id".into());
     }
@@ -147,7 +152,7 @@ fn to_writes(event: ChangeEvent, ns: &Namespace, filter: &Document, offset: i64)
     match (event.op, event.after, event.update_description) {
         (Op::Delete, _, _) => Ok(vec![write(Action::Delete)]),
         (_, Some(after), _) => {
-            if after.get("_id") != filter.get("_id") {
+            if envelope::Payload::id(&after).as_ref() != filter.get("_id") {
                 return Err("document _id differs from its key".into());
             }
             Ok(vec![write(Action::Replace(after))])
@@ -242,13 +247,19 @@ mod tests {
     use super::*;
     use envelope::{Position, SourceInfo, TruncatedArray};
 
-    fn event(op: Op, id: i32, after: Option<Document>, ud: Option<UpdateDescription>, t: u32) -> ChangeEvent {
+    fn event(
+        op: Op,
+        id: i32,
+        after: Option<Document>,
+        ud: Option<UpdateDescription>,
+        t: u32,
+    ) -> ChangeEvent<RawDocumentBuf> {
         ChangeEvent {
             op,
             ns: Namespace::new("db", "c"),
             document_key: doc! {"_id": id},
             before: None,
-            after,
+            after: after.map(|d| RawDocumentBuf::from_document(&d).expect("bson")),
             update_description: ud,
             source: SourceInfo::default(),
             transaction: None,

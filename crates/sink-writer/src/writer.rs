@@ -8,6 +8,7 @@
 //! reported: applied, refused for now by a unique index (a value another document still holds
 //! here), or refused for good.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bson::{doc, rawdoc, Bson, RawDocumentBuf};
@@ -188,12 +189,14 @@ fn command_name(op: &WriteOp) -> &'static str {
 fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
     // Each document encoded once and copied once into a statement of its exact size.
     let filter = command::encode(&op.filter)?;
-    let (u, pipeline) = match &op.action {
-        Action::Replace(doc) => (Some(command::encode(doc)?), doc.keys().any(|k| k.starts_with('$'))),
-        Action::Update(update) => command::encode_update(update).map(|(u, pipeline)| (Some(u), pipeline))?,
+    let (u, pipeline): (Option<Cow<'_, [u8]>>, bool) = match &op.action {
+        Action::Replace(doc) => (Some(Cow::Borrowed(doc.as_bytes())), dollar_name(doc)),
+        Action::Update(update) => {
+            command::encode_update(update).map(|(u, pipeline)| (Some(Cow::Owned(u)), pipeline))?
+        }
         Action::Delete => (None, false),
     };
-    let capacity = 4 + 3 + filter.len() + u.as_ref().map_or(0, Vec::len) + 64;
+    let capacity = 4 + 3 + filter.len() + u.as_ref().map_or(0, |u| u.len()) + 64;
     let mut statement = command::Builder::with_capacity(capacity);
     statement.document("q", &filter);
     match (&op.action, u) {
@@ -223,6 +226,11 @@ fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
         _ => statement.int32("limit", 1),
     }
     statement.finish()
+}
+
+/// Whether a top-level field name starts with `$`.
+fn dollar_name(doc: &RawDocumentBuf) -> bool {
+    doc.iter_elements().any(|element| element.is_ok_and(|element| element.key().starts_with('$')))
 }
 
 /// Splits statements into groups under the command limits, keeping their order.
@@ -263,7 +271,7 @@ mod tests {
         WriteOp {
             ns: Namespace::new("db", "c"),
             filter: doc! {"_id": 1},
-            action: Action::Replace(doc),
+            action: Action::Replace(RawDocumentBuf::from_document(&doc).expect("bson")),
             offset: 0,
             doc: 0,
         }
