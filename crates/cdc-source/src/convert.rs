@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 use envelope::{
     encode_change, encode_control, encode_key, ChangeEvent, ClusterTime, ControlEvent, Ddl, Mode, Namespace, Op,
-    Position, Snapshot, SourceInfo, TruncatedArray, UpdateDescription,
+    Position, ResumeToken, Snapshot, SourceInfo, TruncatedArray, UpdateDescription,
 };
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 
@@ -95,9 +95,10 @@ impl Converter {
         let cluster_time = event.cluster_time.map(ClusterTime::from);
         let token = bson::to_document(&event.id).unwrap_or_default();
         let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
+        let resume_token = ResumeToken::from_document(&token);
         let position = |seq| Position {
             cluster_time: cluster_time.unwrap_or_default(),
-            resume_token: Some(token.clone()),
+            resume_token: Some(resume_token.clone()),
             seq,
             exact: true,
         };
@@ -161,7 +162,8 @@ impl Converter {
         progress: Progress,
         now_ms: i64,
     ) -> Converted {
-        let position = |seq| Position { cluster_time: at, resume_token: Some(token.clone()), seq, exact: true };
+        let resume_token = ResumeToken::from_document(token);
+        let position = |seq| Position { cluster_time: at, resume_token: Some(resume_token.clone()), seq, exact: true };
         let (wants_from, wants_to) = (self.filter.wants(&from), self.filter.wants(&to));
         let mut records = Vec::new();
         if wants_from && wants_to {

@@ -5,8 +5,8 @@ use serde_json::value::RawValue;
 
 use crate::error::DecodeError;
 use crate::event::{
-    ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Namespace, Op, Position, Snapshot, SourceInfo, Transaction,
-    TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
+    ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Namespace, Op, Position, ResumeToken, Snapshot, SourceInfo,
+    Transaction, TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
 };
 use crate::extjson::{document_from_str, raw_document_from_str, value_from_json, ExtJsonError};
 use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn, WatermarkIn};
@@ -87,8 +87,8 @@ fn decode_as<D: Payload>(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Eve
         source.db.clone().ok_or(DecodeError::MissingField("source.db"))?,
         source.collection.clone().ok_or(DecodeError::MissingField("source.collection"))?,
     );
-    let before = payload(parsed.before.as_deref(), "before")?;
-    let after = payload(parsed.after.as_deref(), "after")?;
+    let before = payload(parsed.before, "before")?;
+    let after = payload(parsed.after, "after")?;
     let document_key = match parsed.cdc.as_ref().and_then(|c| c.document_key.as_deref()) {
         Some(text) => document_from_str(text).map_err(|e| ext_error("cdc.documentKey", e))?,
         None => {
@@ -276,10 +276,7 @@ fn position(source: &SourceWire, cdc: Option<&CdcWire>) -> Result<Position, Deco
     match cdc {
         Some(cdc) => Ok(Position {
             cluster_time: ClusterTime { t: cdc.cluster_time.t, i: cdc.cluster_time.i },
-            resume_token: match &cdc.resume_token {
-                Some(text) => Some(document_from_str(text).map_err(|e| ext_error("cdc.resumeToken", e))?),
-                None => None,
-            },
+            resume_token: cdc.resume_token.clone().map(ResumeToken::from_text),
             seq: cdc.seq,
             exact: true,
         }),

@@ -179,7 +179,7 @@ fn cdc_wire(position: &Position, document_key: Option<&Document>) -> CdcWire {
         v: ENVELOPE_VERSION,
         seq: position.seq,
         cluster_time: ClusterTimeWire { t: position.cluster_time.t, i: position.cluster_time.i },
-        resume_token: position.resume_token.as_ref().map(|t| document_to_string(t, Style::Strict)),
+        resume_token: position.resume_token.as_ref().map(|t| t.as_str().to_owned()),
         document_key: document_key.map(|k| document_to_string(k, Style::Strict)),
         op: None,
     }

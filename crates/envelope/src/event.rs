@@ -154,9 +154,34 @@ pub struct Position {
     /// read against streamed changes nor matches the cluster time to the second.
     pub exact: bool,
     /// The change stream resume token of this event (none for snapshot reads).
-    pub resume_token: Option<Document>,
+    pub resume_token: Option<ResumeToken>,
     /// Per-source sequence number, increasing by one per event the source emits.
     pub seq: u64,
+}
+
+/// A change stream resume token, kept as the strict extended JSON text it travels as
+/// (`{"_data": "…"}`): written once by the source (one text for every event of a transaction),
+/// read into a document only by whoever needs one. A decoded token is the record's text,
+/// checked when [`ResumeToken::document`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeToken(String);
+
+impl ResumeToken {
+    pub fn from_document(token: &Document) -> Self {
+        Self(crate::extjson::document_to_string(token, crate::extjson::Style::Strict))
+    }
+
+    pub(crate) fn from_text(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn document(&self) -> Result<Document, crate::extjson::ExtJsonError> {
+        crate::extjson::document_from_str(&self.0)
+    }
 }
 
 /// What an update changed, as the change stream reports it.

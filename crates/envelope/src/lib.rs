@@ -177,6 +177,6 @@ pub use decode::{decode, decode_key, decode_raw, Payload};
 pub use encode::{encode_change, encode_control, encode_key, encode_watermark, CONNECTOR_VERSION};
 pub use error::DecodeError;
 pub use event::{
-    ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Mode, Namespace, Op, Position, Snapshot, SourceInfo,
-    Transaction, TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
+    ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Mode, Namespace, Op, Position, ResumeToken, Snapshot,
+    SourceInfo, Transaction, TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
 };

@@ -186,12 +186,13 @@ pub(crate) struct UpdateIn {
 
 /// Any value we may meet: ours, Debezium's own, or either wrapped by Kafka Connect's
 /// `JsonConverter` with schemas (`{"schema": …, "payload": …}`).
+/// The documents and the wrapped payload are borrowed from the record, not copied.
 #[derive(Deserialize)]
-pub(crate) struct ValueIn {
-    #[serde(default)]
-    pub before: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub after: Option<Box<RawValue>>,
+pub(crate) struct ValueIn<'a> {
+    #[serde(default, borrow)]
+    pub before: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub after: Option<&'a RawValue>,
     #[serde(rename = "updateDescription", default)]
     pub update_description: Option<UpdateIn>,
     #[serde(default)]
@@ -207,6 +208,6 @@ pub(crate) struct ValueIn {
     pub ddl: Option<DdlWire>,
     #[serde(default)]
     pub cdc: Option<CdcWire>,
-    #[serde(default)]
-    pub payload: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    pub payload: Option<&'a RawValue>,
 }

@@ -2,8 +2,8 @@
 
 use bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use envelope::{
-    ChangeEvent, ClusterTime, ControlEvent, Ddl, Namespace, Op, Position, Snapshot, SourceInfo, Transaction,
-    TruncatedArray, UpdateDescription, Watermark,
+    ChangeEvent, ClusterTime, ControlEvent, Ddl, Namespace, Op, Position, ResumeToken, Snapshot, SourceInfo,
+    Transaction, TruncatedArray, UpdateDescription, Watermark,
 };
 
 pub fn pen() -> Document {
@@ -32,7 +32,9 @@ fn source(snapshot: Snapshot) -> SourceInfo {
 fn position(i: u32, seq: u64, token: bool) -> Position {
     Position {
         cluster_time: ClusterTime { t: 1_700_000_000, i },
-        resume_token: token.then(|| doc! {"_data": format!("8265533A80000000{i:02}2B022C0100296E5A1004")}),
+        resume_token: token.then(|| {
+            ResumeToken::from_document(&doc! {"_data": format!("8265533A80000000{i:02}2B022C0100296E5A1004")})
+        }),
         seq,
         exact: true,
     }
