@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use bson::{Document, RawDocumentBuf};
+use bson::RawDocumentBuf;
 use envelope::{ClusterTime, Namespace};
-use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
+use mongodb::change_stream::event::OperationType;
 use mongodb::change_stream::ChangeStream;
 use service_kit::health::LoopBeat;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use crate::config::{CaptureConfig, IndexTiming};
 use crate::convert::{Converted, Converter, Recopy};
 use crate::copy::{Copier, Tracking};
 use crate::error::Error;
-use crate::large_events::{self, Fragments, Support};
+use crate::large_events::{self, Fragments, StreamEvent, Support};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
@@ -158,7 +158,7 @@ impl StreamLoop<'_> {
     /// Converts one whole event.
     async fn event(
         &mut self,
-        event: ChangeStreamEvent<Document>,
+        event: StreamEvent,
         described: Option<&Described>,
         last_progress: &mut Instant,
         shutdown: &CancellationToken,

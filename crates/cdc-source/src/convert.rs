@@ -3,14 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawDocumentBuf};
 use envelope::{
     encode_change, encode_control, encode_key, ChangeEvent, ClusterTime, ControlEvent, Ddl, Mode, Namespace, Op,
-    Position, ResumeToken, Snapshot, SourceInfo, TruncatedArray, UpdateDescription,
+    Payload, Position, ResumeToken, Snapshot, SourceInfo, TruncatedArray, UpdateDescription,
 };
-use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
+use mongodb::change_stream::event::OperationType;
 
 use crate::checkpoint::Progress;
+use crate::large_events::StreamEvent;
 use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::schema_events::{self, Described};
@@ -86,12 +87,7 @@ impl Converter {
 
     /// Converts one change stream event (with what an expanded event describes). Events of
     /// namespaces not captured still move the checkpoint (as a position-only item).
-    pub fn change(
-        &mut self,
-        event: ChangeStreamEvent<Document>,
-        described: Option<&Described>,
-        now_ms: i64,
-    ) -> Converted {
+    pub fn change(&mut self, event: StreamEvent, described: Option<&Described>, now_ms: i64) -> Converted {
         let cluster_time = event.cluster_time.map(ClusterTime::from);
         let token = bson::to_document(&event.id).unwrap_or_default();
         let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
@@ -186,12 +182,12 @@ impl Converter {
 
     fn change_event(
         &mut self,
-        event: ChangeStreamEvent<Document>,
+        event: StreamEvent,
         ns: Namespace,
         document_key: Document,
         position: Position,
         now_ms: i64,
-    ) -> ChangeEvent {
+    ) -> ChangeEvent<RawDocumentBuf> {
         let op = match event.operation_type {
             OperationType::Insert => Op::Create,
             OperationType::Delete => Op::Delete,
@@ -227,7 +223,7 @@ impl Converter {
     }
 
     /// The change record, plus a tombstone after a delete when enabled.
-    fn data_records(&self, change: &ChangeEvent) -> Vec<Record> {
+    fn data_records<D: Payload>(&self, change: &ChangeEvent<D>) -> Vec<Record> {
         let key = encode_key(change.id().unwrap_or(&Bson::Null));
         let topic = self.router.topic(&change.ns);
         let namespace = change.ns.to_string();
@@ -295,15 +291,15 @@ impl Converter {
     }
 
     /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start.
-    pub fn snapshot_read(
+    pub fn snapshot_read<D: Payload>(
         &self,
         ns: &Namespace,
-        doc: Document,
+        doc: D,
         start_at: ClusterTime,
         last: bool,
         now_ms: i64,
     ) -> Record {
-        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let id = doc.id().unwrap_or(Bson::Null);
         let mut document_key = Document::new();
         document_key.insert("_id", id);
         let event = ChangeEvent {
@@ -347,7 +343,7 @@ mod tests {
         )
     }
 
-    fn event(op: &str, coll: &str, i: u32, extra: Document) -> ChangeStreamEvent<Document> {
+    fn event(op: &str, coll: &str, i: u32, extra: Document) -> StreamEvent {
         let mut raw = doc! {
             "_id": {"_data": format!("82{i:04}")},
             "operationType": op,

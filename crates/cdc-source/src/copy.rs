@@ -9,8 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bson::{doc, Bson, Document};
-use envelope::{ClusterTime, Ddl, Namespace};
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use envelope::{ClusterTime, Ddl, Namespace, Payload};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::{FindOptions, Hint};
 use mongodb::Collection;
@@ -144,7 +144,9 @@ impl Copier<'_> {
             Tracking::Snapshot(ranges) => ranges.readers,
             Tracking::None => 1,
         };
-        let (collection, tally) = (&collection, &tally);
+        // Documents as the server's BSON bytes: written out as extended JSON straight from them.
+        let raw = collection.clone_with_type::<RawDocumentBuf>();
+        let (collection, tally) = (&raw, &tally);
         let ends: Vec<Option<End>> = futures::stream::iter(shares)
             .map(|share| self.read(ns, collection, share, done_with_last, at, tally, shutdown))
             .buffer_unordered(readers)
@@ -272,7 +274,7 @@ impl Copier<'_> {
     async fn read(
         &self,
         ns: &Namespace,
-        collection: &Collection<Document>,
+        collection: &Collection<RawDocumentBuf>,
         share: Share,
         done_with_last: bool,
         at: ClusterTime,
@@ -281,7 +283,7 @@ impl Copier<'_> {
     ) -> Result<Option<End>, Error> {
         let label = &tally.label;
         let mut copied = share.copied;
-        let mut pending: Option<Document> = None;
+        let mut pending: Option<RawDocumentBuf> = None;
         // A range's last read marks it copied; the whole collection's, when nothing follows.
         let mark_with_last = share.range.is_some() || done_with_last;
         'reads: for (filter, options) in self.reads(&share) {
@@ -308,10 +310,7 @@ impl Copier<'_> {
                     }
                     Err(e) => return Err(Error::mongo("snapshot read", e)),
                 };
-                if share.resume_after.is_some()
-                    && copied == share.copied
-                    && doc.get("_id") == share.resume_after.as_ref()
-                {
+                if share.resume_after.is_some() && copied == share.copied && doc.id() == share.resume_after {
                     continue; // min() includes the last document copied before the restart
                 }
                 // One document of look-ahead, so the share's last read can say so.
@@ -326,7 +325,7 @@ impl Copier<'_> {
         let mut end = End { last_id: Bson::Null, marked: false };
         if let Some(last) = pending {
             copied += 1;
-            end.last_id = last.get("_id").cloned().unwrap_or(Bson::Null);
+            end.last_id = last.id().unwrap_or(Bson::Null);
             let place = Place::Last { done: mark_with_last };
             if !self.emit(ns, &share, last, at, copied, place, tally, shutdown).await {
                 return Ok(None);
@@ -418,14 +417,14 @@ impl Copier<'_> {
         &self,
         ns: &Namespace,
         share: &Share,
-        doc: Document,
+        doc: RawDocumentBuf,
         at: ClusterTime,
         copied: u64,
         place: Place,
         tally: &Tally,
         shutdown: &CancellationToken,
     ) -> bool {
-        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let id = doc.id().unwrap_or(Bson::Null);
         // Debezium's `snapshot: last` goes on the collection's greatest `_id`.
         let last = place != Place::Middle && share.to.is_none();
         let record = self.converter.snapshot_read(ns, doc, at, last, now_ms());

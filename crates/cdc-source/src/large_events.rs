@@ -72,9 +72,19 @@ pub fn names_only() -> Document {
     doc! {"$project": {"operationType": 1, "ns": 1, "documentKey": 1, "clusterTime": 1}}
 }
 
+/// A change stream event, its documents kept as the server's BSON bytes (they are written out
+/// as extended JSON straight from them).
+pub type StreamEvent = ChangeStreamEvent<RawDocumentBuf>;
+
 /// The event as typed, from its raw form.
-pub fn typed(raw: &RawDocumentBuf) -> Result<ChangeStreamEvent<Document>, Error> {
+pub fn typed(raw: &RawDocumentBuf) -> Result<StreamEvent, Error> {
     bson::from_slice(raw.as_bytes()).map_err(|e| Error::Fatal(format!("a change event did not decode: {e}")))
+}
+
+/// The event as typed, from an event assembled as a document.
+fn typed_from(event: &Document, what: &str) -> Result<StreamEvent, Error> {
+    let bytes = bson::to_vec(event).map_err(|e| Error::Fatal(format!("{what} did not encode: {e}")))?;
+    bson::from_slice(&bytes).map_err(|e| Error::Fatal(format!("{what} did not decode: {e}")))
 }
 
 /// An event read again without its large fields.
@@ -84,7 +94,7 @@ pub struct Reread {
     pub token: Document,
     pub cluster_time: Option<ClusterTime>,
     /// The event with its looked-up document; `None` when nothing is left to send.
-    pub event: Option<ChangeStreamEvent<Document>>,
+    pub event: Option<StreamEvent>,
 }
 
 /// Reads the event right after `start` again without its large fields and looks its document
@@ -107,10 +117,7 @@ pub async fn reread(
     let cluster_time = event.get_timestamp("clusterTime").ok().map(ClusterTime::from);
     let document = lookup(client, &event).await?;
     let event = match with_document(event, document) {
-        Some(event) => Some(
-            bson::from_document(event)
-                .map_err(|e| Error::Fatal(format!("a re-read change event did not decode: {e}")))?,
-        ),
+        Some(event) => Some(typed_from(&event, "a re-read change event")?),
         None => None,
     };
     Ok(Reread { token, cluster_time, event })
@@ -186,7 +193,7 @@ pub struct Fragments {
 impl Fragments {
     /// Takes one stream document; returns a whole event once there is one (at once for an event
     /// that was not split).
-    pub fn push(&mut self, raw: RawDocumentBuf) -> Result<Option<ChangeStreamEvent<Document>>, Error> {
+    pub fn push(&mut self, raw: RawDocumentBuf) -> Result<Option<StreamEvent>, Error> {
         let split = raw.get_document("splitEvent").ok().map(|s| {
             let number = |key| s.get_i32(key).unwrap_or(0);
             (number("fragment"), number("of"))
@@ -208,9 +215,7 @@ impl Fragments {
             self.event = Some((event, fragment));
             return Ok(None);
         }
-        let event: ChangeStreamEvent<Document> = bson::from_document(event)
-            .map_err(|e| Error::Fatal(format!("a reassembled change event did not decode: {e}")))?;
-        Ok(Some(event))
+        typed_from(&event, "a reassembled change event").map(Some)
     }
 }
 
@@ -269,7 +274,7 @@ mod tests {
             fragment(2, 2, "t2", doc! {"updateDescription": {"updatedFields": {"big": "x"}, "removedFields": []}});
         let event = fragments.push(second).expect("second").expect("whole");
         assert_eq!(bson::to_document(&event.id).expect("token"), doc! {"_data": "t2"});
-        assert_eq!(event.full_document, Some(doc! {"_id": 1, "big": "x"}));
+        assert_eq!(event.full_document, Some(rawdoc! {"_id": 1, "big": "x"}));
         assert_eq!(event.update_description.map(|u| u.updated_fields), Some(doc! {"big": "x"}));
 
         let whole = rawdoc! {"_id": {"_data": "t3"}, "operationType": "delete", "ns": {"db": "d", "coll": "c"},

@@ -8,7 +8,10 @@ use crate::event::{
     ChangeEvent, ClusterTime, ControlEvent, Ddl, Event, Namespace, Op, Position, ResumeToken, Snapshot, SourceInfo,
     Transaction, TruncatedArray, UpdateDescription, Watermark, ENVELOPE_VERSION,
 };
-use crate::extjson::{document_from_str, raw_document_from_str, value_from_json, ExtJsonError};
+use crate::extjson::{
+    document_from_str, document_to_string, raw_document_from_str, raw_document_to_string, value_from_json,
+    ExtJsonError, Style,
+};
 use crate::wire::{CdcWire, ControlIn, KeyWire, SourceWire, ValueIn, WatermarkIn};
 
 /// Decodes one record. Reads our envelopes in both modes, control events in their key (now)
@@ -25,9 +28,11 @@ pub fn decode_raw(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event<RawD
     decode_as(key, value)
 }
 
-/// The form a change event's `before`/`after` documents are read into.
+/// The form a change event's `before`/`after` documents take: a `Document` tree, or BSON bytes
+/// for a reader or writer that only passes them on.
 pub trait Payload: Sized {
     fn from_ext_json(text: &str) -> Result<Self, ExtJsonError>;
+    fn to_ext_json(&self, style: Style) -> String;
     /// The document's `_id`.
     fn id(&self) -> Option<Bson>;
 }
@@ -35,6 +40,10 @@ pub trait Payload: Sized {
 impl Payload for Document {
     fn from_ext_json(text: &str) -> Result<Self, ExtJsonError> {
         document_from_str(text)
+    }
+
+    fn to_ext_json(&self, style: Style) -> String {
+        document_to_string(self, style)
     }
 
     fn id(&self) -> Option<Bson> {
@@ -45,6 +54,10 @@ impl Payload for Document {
 impl Payload for RawDocumentBuf {
     fn from_ext_json(text: &str) -> Result<Self, ExtJsonError> {
         raw_document_from_str(text)
+    }
+
+    fn to_ext_json(&self, style: Style) -> String {
+        raw_document_to_string(self, style)
     }
 
     fn id(&self) -> Option<Bson> {

@@ -3,6 +3,7 @@
 use bson::{doc, Bson, Document};
 use serde_json::value::RawValue;
 
+use crate::decode::Payload;
 use crate::event::{
     ChangeEvent, ControlEvent, Ddl, Mode, Op, Position, Snapshot, SourceInfo, Watermark, ENVELOPE_VERSION,
 };
@@ -31,13 +32,12 @@ pub fn encode_key(id: &Bson) -> Vec<u8> {
 /// Connector and Flink's `debezium-json` both refuse an update without `after`, and both apply
 /// a delete of the key, which is where the document ends anyway. Our decoder reads it back as
 /// the update it is (`updateDescription` kept), so an exact sink loses nothing.
-pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
+pub fn encode_change<D: Payload>(event: &ChangeEvent<D>, mode: Mode) -> Vec<u8> {
     let style = match mode {
         Mode::Debezium => Style::Strict,
         Mode::Flink => Style::Relaxed,
     };
-    let payload = |doc: &Document| -> PayloadOut {
-        let text = document_to_string(doc, style);
+    let payload = |text: String| -> PayloadOut {
         match mode {
             Mode::Debezium => PayloadOut::Text(text),
             // Our writer only produces valid JSON; should that ever break, keep the data as text
@@ -51,14 +51,14 @@ pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
     let gone = event.op == Op::Update && event.after.is_none();
     let wire_op = if gone { Op::Delete } else { event.op };
     let before = match (&event.before, mode, wire_op) {
-        (Some(doc), _, _) => Some(payload(doc)),
+        (Some(doc), _, _) => Some(payload(doc.to_ext_json(style))),
         // Flink's debezium-json needs the key of what an update or delete changed.
-        (None, Mode::Flink, Op::Update | Op::Delete) => Some(payload(&event.document_key)),
+        (None, Mode::Flink, Op::Update | Op::Delete) => Some(payload(document_to_string(&event.document_key, style))),
         (None, _, _) => None,
     };
     let update_description = event.update_description.as_ref().map(|ud| UpdateOut {
         removed_fields: (!ud.removed_fields.is_empty()).then(|| ud.removed_fields.clone()),
-        updated_fields: Some(payload(&ud.updated_fields)),
+        updated_fields: Some(payload(document_to_string(&ud.updated_fields, style))),
         truncated_arrays: (!ud.truncated_arrays.is_empty()).then(|| {
             ud.truncated_arrays.iter().map(|t| TruncatedArrayWire { field: t.field.clone(), size: t.size }).collect()
         }),
@@ -76,7 +76,7 @@ pub fn encode_change(event: &ChangeEvent, mode: Mode) -> Vec<u8> {
     }
     let value = ChangeOut {
         before,
-        after: event.after.as_ref().map(payload),
+        after: event.after.as_ref().map(|doc| payload(doc.to_ext_json(style))),
         update_description,
         source,
         op: wire_op.code(),

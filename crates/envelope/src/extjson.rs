@@ -22,7 +22,7 @@
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawBsonRef, RawDocument};
 
 /// How numbers and dates are written; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,65 @@ pub fn document_to_string(doc: &Document, style: Style) -> String {
     let mut out = String::with_capacity(256);
     write_document(&mut out, doc, style);
     out
+}
+
+/// Extended JSON text of a whole document held as BSON bytes: the same text as
+/// [`document_to_string`] of the same document, written without building its tree (a
+/// property test holds them equal). Bytes that are not valid BSON are read through the tree.
+pub fn raw_document_to_string(doc: &RawDocument, style: Style) -> String {
+    let mut out = String::with_capacity(doc.as_bytes().len() + doc.as_bytes().len() / 4 + 16);
+    if write_raw_document(&mut out, doc, style).is_err() {
+        out.clear();
+        write_document(&mut out, &Document::try_from(doc).unwrap_or_default(), style);
+    }
+    out
+}
+
+/// Bytes that are not valid BSON: the tree reading decides.
+struct Malformed;
+
+fn write_raw_document(out: &mut String, doc: &RawDocument, style: Style) -> Result<(), Malformed> {
+    out.push('{');
+    for (i, element) in doc.iter().enumerate() {
+        let (key, value) = element.map_err(|_| Malformed)?;
+        if i > 0 {
+            out.push_str(style.separator());
+        }
+        write_str_styled(out, key, style);
+        out.push_str(": ");
+        write_raw_value(out, value, style)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+fn write_raw_value(out: &mut String, value: RawBsonRef<'_>, style: Style) -> Result<(), Malformed> {
+    match value {
+        RawBsonRef::Double(v) => write_double_styled(out, v, style),
+        RawBsonRef::String(s) => write_str_styled(out, s, style),
+        RawBsonRef::Document(d) => write_raw_document(out, d, style)?,
+        RawBsonRef::Array(items) => {
+            out.push('[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(style.separator());
+                }
+                write_raw_value(out, item.map_err(|_| Malformed)?, style)?;
+            }
+            out.push(']');
+        }
+        RawBsonRef::Boolean(b) => out.push_str(if b { "true" } else { "false" }),
+        RawBsonRef::Null => out.push_str("null"),
+        RawBsonRef::Int32(v) => {
+            let _ = write!(out, "{v}");
+        }
+        RawBsonRef::Int64(v) => write_int64(out, v, style),
+        RawBsonRef::DateTime(dt) => write_date_time(out, dt, style),
+        RawBsonRef::ObjectId(oid) => write_object_id(out, &oid),
+        // The rarer types through their tree form: one writer for them.
+        other => write_value(out, &Bson::try_from(other.to_raw_bson()).map_err(|_| Malformed)?, style),
+    }
+    Ok(())
 }
 
 /// Extended JSON text of one value.
@@ -216,10 +275,56 @@ fn write_java_iso(out: &mut String, ms: i64) -> bool {
     true
 }
 
+fn write_double_styled(out: &mut String, v: f64, style: Style) {
+    match style {
+        Style::Key => write_java_double(out, v),
+        Style::Strict | Style::Relaxed => write_double(out, v),
+    }
+}
+
+fn write_int64(out: &mut String, v: i64, style: Style) {
+    match style {
+        Style::Strict => {
+            let _ = write!(out, r#"{{"$numberLong": "{v}"}}"#);
+        }
+        Style::Relaxed | Style::Key => {
+            let _ = write!(out, "{v}");
+        }
+    }
+}
+
+fn write_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
+    let _ = write!(out, r#"{{"$oid": "{}"}}"#, oid.to_hex());
+}
+
+fn write_date_time(out: &mut String, dt: bson::DateTime, style: Style) {
+    let ms = dt.timestamp_millis();
+    // Relaxed ISO text exists only for years 1970 to 9999.
+    const LAST_ISO_MS: i64 = 253_402_300_799_999;
+    if style == Style::Key {
+        if !((0..=LAST_ISO_MS).contains(&ms) && write_java_iso(out, ms)) {
+            let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
+        }
+        return;
+    }
+    match (style, dt.try_to_rfc3339_string()) {
+        (Style::Relaxed, Ok(iso)) if (0..=LAST_ISO_MS).contains(&ms) => {
+            out.push_str(r#"{"$date": "#);
+            write_str(out, &iso);
+            out.push('}');
+        }
+        (Style::Relaxed, _) => {
+            let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
+        }
+        (Style::Strict | Style::Key, _) => {
+            let _ = write!(out, r#"{{"$date": {ms}}}"#);
+        }
+    }
+}
+
 fn write_value(out: &mut String, value: &Bson, style: Style) {
     match value {
-        Bson::Double(v) if style == Style::Key => write_java_double(out, *v),
-        Bson::Double(v) => write_double(out, *v),
+        Bson::Double(v) => write_double_styled(out, *v, style),
         Bson::String(s) => write_str_styled(out, s, style),
         Bson::Document(d) => write_document(out, d, style),
         Bson::Array(items) => {
@@ -237,41 +342,9 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
         Bson::Int32(v) => {
             let _ = write!(out, "{v}");
         }
-        Bson::Int64(v) => match style {
-            Style::Strict => {
-                let _ = write!(out, r#"{{"$numberLong": "{v}"}}"#);
-            }
-            Style::Relaxed | Style::Key => {
-                let _ = write!(out, "{v}");
-            }
-        },
-        Bson::DateTime(dt) => {
-            let ms = dt.timestamp_millis();
-            // Relaxed ISO text exists only for years 1970 to 9999.
-            const LAST_ISO_MS: i64 = 253_402_300_799_999;
-            if style == Style::Key {
-                if !((0..=LAST_ISO_MS).contains(&ms) && write_java_iso(out, ms)) {
-                    let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
-                }
-                return;
-            }
-            match (style, dt.try_to_rfc3339_string()) {
-                (Style::Relaxed, Ok(iso)) if (0..=LAST_ISO_MS).contains(&ms) => {
-                    out.push_str(r#"{"$date": "#);
-                    write_str(out, &iso);
-                    out.push('}');
-                }
-                (Style::Relaxed, _) => {
-                    let _ = write!(out, r#"{{"$date": {{"$numberLong": "{ms}"}}}}"#);
-                }
-                (Style::Strict | Style::Key, _) => {
-                    let _ = write!(out, r#"{{"$date": {ms}}}"#);
-                }
-            }
-        }
-        Bson::ObjectId(oid) => {
-            let _ = write!(out, r#"{{"$oid": "{}"}}"#, oid.to_hex());
-        }
+        Bson::Int64(v) => write_int64(out, *v, style),
+        Bson::DateTime(dt) => write_date_time(out, *dt, style),
+        Bson::ObjectId(oid) => write_object_id(out, oid),
         Bson::Binary(bin) => {
             let subtype: u8 = bin.subtype.into();
             out.push_str(r#"{"$binary": {"base64": ""#);

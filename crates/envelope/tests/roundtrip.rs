@@ -3,7 +3,10 @@
 
 use bson::spec::BinarySubtype;
 use bson::{oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex, Timestamp};
-use envelope::extjson::{document_from_json_text, document_from_str, document_to_string, raw_document_from_str, Style};
+use envelope::extjson::{
+    document_from_json_text, document_from_str, document_to_string, raw_document_from_str, raw_document_to_string,
+    Style,
+};
 use envelope::{
     decode, decode_key, encode_change, encode_key, ChangeEvent, ClusterTime, Event, Mode, Namespace, Op, Position,
     SourceInfo, UpdateDescription,
@@ -154,6 +157,15 @@ proptest! {
                     _ => prop_assert!(false, "{}: {} {:?}, reference {:?}", text, reading, read, reference),
                 }
             }
+        }
+    }
+
+    /// Extended JSON written straight from BSON bytes is the text written from the tree.
+    #[test]
+    fn writing_from_bytes_equals_writing_from_the_tree(doc in prop_oneof![document(), dollar_document()]) {
+        let raw = bson::RawDocumentBuf::from_document(&doc).expect("bson");
+        for style in [Style::Strict, Style::Relaxed, Style::Key] {
+            prop_assert_eq!(raw_document_to_string(&raw, style), document_to_string(&doc, style));
         }
     }
 
