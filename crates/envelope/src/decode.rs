@@ -95,10 +95,10 @@ fn decode_as<D: Payload>(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Eve
         Some(own) => own,
         None => parsed.op.take().ok_or(DecodeError::MissingField("op"))?,
     };
-    let op = Op::from_code(&code).ok_or(DecodeError::UnknownOp(code))?;
+    let op = Op::from_code(&code).ok_or_else(|| DecodeError::UnknownOp(code.to_string()))?;
     let ns = Namespace::new(
-        source.db.clone().ok_or(DecodeError::MissingField("source.db"))?,
-        source.collection.clone().ok_or(DecodeError::MissingField("source.collection"))?,
+        source.db.as_deref().ok_or(DecodeError::MissingField("source.db"))?,
+        source.collection.as_deref().ok_or(DecodeError::MissingField("source.collection"))?,
     );
     let before = payload(parsed.before, "before")?;
     let after = payload(parsed.after, "after")?;
@@ -170,25 +170,23 @@ fn check_version(cdc: Option<&CdcWire>) -> Result<(), DecodeError> {
 }
 
 /// What a key may hold besides a document id.
-enum InKey {
-    Control(Box<ControlIn>),
-    Watermark(Box<WatermarkIn>),
+enum InKey<'a> {
+    Control(Box<ControlIn<'a>>),
+    Watermark(Box<WatermarkIn<'a>>),
 }
 
 /// A key holding a control event (`ddl` an object) or a watermark, if this one does.
-fn event_in_key(key: &[u8]) -> Result<Option<InKey>, DecodeError> {
+fn event_in_key(key: &[u8]) -> Result<Option<InKey<'_>>, DecodeError> {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(key) else {
         return Ok(None);
     };
     let is_object = |field: &str| map.get(field).is_some_and(serde_json::Value::is_object);
     if is_object("ddl") {
-        let control =
-            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| json_error("control key", e))?;
+        let control = serde_json::from_slice(key).map_err(|e| json_error("control key", e))?;
         return Ok(Some(InKey::Control(Box::new(control))));
     }
     if is_object("watermark") {
-        let watermark =
-            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| json_error("watermark key", e))?;
+        let watermark = serde_json::from_slice(key).map_err(|e| json_error("watermark key", e))?;
         return Ok(Some(InKey::Watermark(Box::new(watermark))));
     }
     Ok(None)
@@ -289,7 +287,7 @@ fn position(source: &SourceWire, cdc: Option<&CdcWire>) -> Result<Position, Deco
     match cdc {
         Some(cdc) => Ok(Position {
             cluster_time: ClusterTime { t: cdc.cluster_time.t, i: cdc.cluster_time.i },
-            resume_token: cdc.resume_token.clone().map(ResumeToken::from_text),
+            resume_token: cdc.resume_token.as_deref().map(|text| ResumeToken::from_text(text.to_owned())),
             seq: cdc.seq,
             exact: true,
         }),
@@ -309,15 +307,15 @@ fn position(source: &SourceWire, cdc: Option<&CdcWire>) -> Result<Position, Deco
 
 fn source_info(source: &SourceWire) -> SourceInfo {
     SourceInfo {
-        name: source.name.clone(),
-        rs: source.rs.clone(),
+        name: source.name.to_string(),
+        rs: source.rs.as_deref().map(str::to_owned),
         snapshot: match source.snapshot.as_deref() {
             Some("last") => Snapshot::Last,
             Some("true" | "incremental") => Snapshot::True,
             _ => Snapshot::False,
         },
         wall_time_ms: source.wall_time,
-        lsid: source.lsid.clone(),
+        lsid: source.lsid.as_deref().map(str::to_owned),
         txn_number: source.txn_number,
     }
 }

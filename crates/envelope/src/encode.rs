@@ -1,5 +1,7 @@
 //! Events → Kafka record keys and values.
 
+use std::borrow::Cow;
+
 use bson::{doc, Bson, Document};
 use serde_json::value::RawValue;
 
@@ -68,11 +70,11 @@ pub fn encode_change<D: Payload>(event: &ChangeEvent<D>, mode: Mode) -> Vec<u8> 
         source.ord = -1;
     }
     if mode == Mode::Flink {
-        source.table = Some(event.ns.coll.clone());
+        source.table = Some(Cow::Borrowed(&event.ns.coll));
     }
     let mut cdc = cdc_wire(&event.position, Some(&event.document_key));
     if gone {
-        cdc.op = Some(event.op.code().to_string());
+        cdc.op = Some(Cow::Borrowed(event.op.code()));
     }
     let value = ChangeOut {
         before,
@@ -116,8 +118,8 @@ pub fn encode_control(event: &ControlEvent) -> (Vec<u8>, Vec<u8>) {
         source: source_wire(&event.source, &event.position, &db, collection.as_deref(), event.ts_ms),
         ddl: DdlWire {
             kind: event.ddl.kind().to_string(),
-            db,
-            collection,
+            db: db.clone(),
+            collection: collection.clone(),
             to,
             markers: event.markers,
             topics: event.topics.clone(),
@@ -148,39 +150,45 @@ pub fn encode_watermark(watermark: &Watermark) -> (Vec<u8>, Vec<u8>) {
 /// Debezium 3.6's `source`: `ts_ms` is the change's wall time (a snapshot read's read time,
 /// `read_ms`), with `ts_us`/`ts_ns` the same instant in micro- and nanoseconds; `ord` the
 /// cluster time's increment.
-fn source_wire(source: &SourceInfo, position: &Position, db: &str, coll: Option<&str>, read_ms: i64) -> SourceWire {
+fn source_wire<'a>(
+    source: &'a SourceInfo,
+    position: &Position,
+    db: &'a str,
+    coll: Option<&'a str>,
+    read_ms: i64,
+) -> SourceWire<'a> {
     let ts_ms = match (source.wall_time_ms, source.snapshot) {
         (Some(wall), _) => wall,
         (None, Snapshot::True | Snapshot::Last) => read_ms,
         (None, Snapshot::False) => i64::from(position.cluster_time.t) * 1000,
     };
     SourceWire {
-        version: CONNECTOR_VERSION.to_string(),
-        connector: "mongodb".to_string(),
-        name: source.name.clone(),
+        version: Cow::Borrowed(CONNECTOR_VERSION),
+        connector: Cow::Borrowed("mongodb"),
+        name: Cow::Borrowed(&source.name),
         ts_ms,
-        snapshot: Some(source.snapshot.as_str().to_string()),
-        db: Some(db.to_string()),
+        snapshot: Some(Cow::Borrowed(source.snapshot.as_str())),
+        db: Some(Cow::Borrowed(db)),
         sequence: None,
         ts_us: Some(ts_ms.saturating_mul(1_000)),
         ts_ns: Some(ts_ms.saturating_mul(1_000_000)),
-        collection: coll.map(str::to_string),
+        collection: coll.map(Cow::Borrowed),
         table: None,
         ord: i64::from(position.cluster_time.i),
-        lsid: source.lsid.clone(),
+        lsid: source.lsid.as_deref().map(Cow::Borrowed),
         txn_number: source.txn_number,
         wall_time: source.wall_time_ms,
-        rs: source.rs.clone(),
+        rs: source.rs.as_deref().map(Cow::Borrowed),
     }
 }
 
-fn cdc_wire(position: &Position, document_key: Option<&Document>) -> CdcWire {
+fn cdc_wire<'a>(position: &'a Position, document_key: Option<&Document>) -> CdcWire<'a> {
     CdcWire {
         v: ENVELOPE_VERSION,
         seq: position.seq,
         cluster_time: ClusterTimeWire { t: position.cluster_time.t, i: position.cluster_time.i },
-        resume_token: position.resume_token.as_ref().map(|t| t.as_str().to_owned()),
-        document_key: document_key.map(|k| document_to_string(k, Style::Strict)),
+        resume_token: position.resume_token.as_ref().map(|t| Cow::Borrowed(t.as_str())),
+        document_key: document_key.map(|k| Cow::Owned(document_to_string(k, Style::Strict))),
         op: None,
     }
 }

@@ -1,5 +1,7 @@
 //! The JSON shapes on the wire, as serde structs shared by the encoder and the decoder.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -9,32 +11,42 @@ pub(crate) struct KeyWire {
     pub id: Option<String>,
 }
 
-/// Debezium 3.6's MongoDB `source` block, its fields in its order, then ours.
+/// Debezium 3.6's MongoDB `source` block, its fields in its order, then ours. Its text is
+/// borrowed: from the event when written, from the record when read (unless escaped).
 #[derive(Serialize, Deserialize, Default)]
 #[serde(default)]
-pub(crate) struct SourceWire {
-    pub version: String,
-    pub connector: String,
-    pub name: String,
+pub(crate) struct SourceWire<'a> {
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub connector: Cow<'a, str>,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
     pub ts_ms: i64,
-    pub snapshot: Option<String>,
-    pub db: Option<String>,
-    pub sequence: Option<String>,
+    #[serde(borrow)]
+    pub snapshot: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub db: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub sequence: Option<Cow<'a, str>>,
     pub ts_us: Option<i64>,
     pub ts_ns: Option<i64>,
-    pub collection: Option<String>,
+    #[serde(borrow)]
+    pub collection: Option<Cow<'a, str>>,
     /// Flink mode only: the collection again, where Flink's `value.source.table` looks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub table: Option<String>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    pub table: Option<Cow<'a, str>>,
     /// The cluster time's increment; -1 for snapshot reads.
     pub ord: i64,
-    pub lsid: Option<String>,
+    #[serde(borrow)]
+    pub lsid: Option<Cow<'a, str>>,
     #[serde(rename = "txnNumber")]
     pub txn_number: Option<i64>,
     #[serde(rename = "wallTime")]
     pub wall_time: Option<i64>,
     /// Ours: the source replica set.
-    pub rs: Option<String>,
+    #[serde(borrow)]
+    pub rs: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -45,19 +57,19 @@ pub(crate) struct ClusterTimeWire {
 
 /// The additive block our sink reads and standard consumers ignore.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct CdcWire {
+pub(crate) struct CdcWire<'a> {
     pub v: u32,
     pub seq: u64,
     #[serde(rename = "clusterTime")]
     pub cluster_time: ClusterTimeWire,
-    #[serde(rename = "resumeToken", default)]
-    pub resume_token: Option<String>,
-    #[serde(rename = "documentKey", default, skip_serializing_if = "Option::is_none")]
-    pub document_key: Option<String>,
+    #[serde(rename = "resumeToken", default, borrow)]
+    pub resume_token: Option<Cow<'a, str>>,
+    #[serde(rename = "documentKey", default, borrow, skip_serializing_if = "Option::is_none")]
+    pub document_key: Option<Cow<'a, str>>,
     /// The change's own operation when the Debezium `op` had to differ from it: `u` for an
     /// update whose looked-up document is gone, sent as `d`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub op: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub op: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,16 +108,16 @@ pub(crate) struct UpdateOut {
 
 /// A change event's value, fields in Debezium's order.
 #[derive(Serialize)]
-pub(crate) struct ChangeOut {
+pub(crate) struct ChangeOut<'a> {
     pub before: Option<PayloadOut>,
     pub after: Option<PayloadOut>,
     #[serde(rename = "updateDescription")]
     pub update_description: Option<UpdateOut>,
-    pub source: SourceWire,
+    pub source: SourceWire<'a>,
     pub op: &'static str,
     pub ts_ms: i64,
     pub transaction: Option<TransactionWire>,
-    pub cdc: CdcWire,
+    pub cdc: CdcWire<'a>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -135,18 +147,18 @@ pub(crate) struct DdlWire {
 
 /// A watermark's key (its value is empty), shaped like a control event's.
 #[derive(Serialize)]
-pub(crate) struct WatermarkOut {
+pub(crate) struct WatermarkOut<'a> {
     pub id: Option<String>,
     pub watermark: ClusterTimeWire,
-    pub source: SourceWire,
+    pub source: SourceWire<'a>,
     pub ts_ms: i64,
 }
 
 #[derive(Deserialize)]
-pub(crate) struct WatermarkIn {
+pub(crate) struct WatermarkIn<'a> {
     pub watermark: ClusterTimeWire,
-    #[serde(default)]
-    pub source: Option<SourceWire>,
+    #[serde(default, borrow)]
+    pub source: Option<SourceWire<'a>>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
 }
@@ -154,24 +166,24 @@ pub(crate) struct WatermarkIn {
 /// A control event's key (its value is empty): `id` null first, so Debezium-shaped consumers
 /// take the record for a tombstone of no document and skip it.
 #[derive(Serialize)]
-pub(crate) struct ControlOut {
+pub(crate) struct ControlOut<'a> {
     pub id: Option<String>,
     pub ddl: DdlWire,
-    pub source: SourceWire,
+    pub source: SourceWire<'a>,
     pub ts_ms: i64,
-    pub cdc: CdcWire,
+    pub cdc: CdcWire<'a>,
 }
 
 /// A control event as found in a key (now) or a value (envelopes written before).
 #[derive(Deserialize)]
-pub(crate) struct ControlIn {
+pub(crate) struct ControlIn<'a> {
     pub ddl: DdlWire,
-    #[serde(default)]
-    pub source: Option<SourceWire>,
+    #[serde(default, borrow)]
+    pub source: Option<SourceWire<'a>>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
-    #[serde(default)]
-    pub cdc: Option<CdcWire>,
+    #[serde(default, borrow)]
+    pub cdc: Option<CdcWire<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -195,10 +207,10 @@ pub(crate) struct ValueIn<'a> {
     pub after: Option<&'a RawValue>,
     #[serde(rename = "updateDescription", default)]
     pub update_description: Option<UpdateIn>,
-    #[serde(default)]
-    pub source: Option<SourceWire>,
-    #[serde(default)]
-    pub op: Option<String>,
+    #[serde(default, borrow)]
+    pub source: Option<SourceWire<'a>>,
+    #[serde(default, borrow)]
+    pub op: Option<Cow<'a, str>>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
     #[serde(default)]
@@ -206,8 +218,8 @@ pub(crate) struct ValueIn<'a> {
     /// A control event written before they moved to the key.
     #[serde(default)]
     pub ddl: Option<DdlWire>,
-    #[serde(default)]
-    pub cdc: Option<CdcWire>,
+    #[serde(default, borrow)]
+    pub cdc: Option<CdcWire<'a>>,
     #[serde(default, borrow)]
     pub payload: Option<&'a RawValue>,
 }

@@ -51,6 +51,26 @@ fn java(classpath: &str, log: &Path, jvm: &[&str]) -> Command {
     cmd
 }
 
+/// Debezium's MongoDB connector properties capturing `db` into topics prefixed `db` (four
+/// partitions each), JSON with or without schemas.
+pub fn debezium_properties(db: &str, schemas: bool) -> String {
+    format!(
+        "connector.class=io.debezium.connector.mongodb.MongoDbConnector\n\
+         tasks.max=1\n\
+         mongodb.connection.string={}\n\
+         topic.prefix={db}\n\
+         database.include.list={db}\n\
+         capture.mode=change_streams_update_full\n\
+         topic.creation.default.replication.factor=1\n\
+         topic.creation.default.partitions=4\n\
+         key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         key.converter.schemas.enable={schemas}\n\
+         value.converter.schemas.enable={schemas}\n",
+        test_support::services().mongo_source_uri,
+    )
+}
+
 /// Which Kafka Connect installation to run.
 #[derive(Debug, Clone, Copy)]
 pub enum ConnectKind {

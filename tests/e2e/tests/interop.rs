@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bson::spec::BinarySubtype;
 use bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, Regex, Timestamp};
-use e2e::interop::{flink_sql, scratch, wait_while_running, Connect, ConnectKind};
+use e2e::interop::{debezium_properties, flink_sql, scratch, wait_while_running, Connect, ConnectKind};
 use e2e::pipeline::{compare_databases, Pipeline};
 use futures::TryStreamExt;
 
@@ -299,25 +299,6 @@ fn ids() -> Vec<Bson> {
         Bson::MinKey,
         Bson::Document(doc! {"tenant": 4, "n": 77_i64, "tags": [1, [2, 3]]}),
     ]
-}
-
-/// Debezium's MongoDB connector properties capturing `db` into topics prefixed `db`.
-fn debezium_properties(db: &str, schemas: bool) -> String {
-    format!(
-        "connector.class=io.debezium.connector.mongodb.MongoDbConnector\n\
-         tasks.max=1\n\
-         mongodb.connection.string={}\n\
-         topic.prefix={db}\n\
-         database.include.list={db}\n\
-         capture.mode=change_streams_update_full\n\
-         topic.creation.default.replication.factor=1\n\
-         topic.creation.default.partitions=4\n\
-         key.converter=org.apache.kafka.connect.json.JsonConverter\n\
-         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
-         key.converter.schemas.enable={schemas}\n\
-         value.converter.schemas.enable={schemas}\n",
-        test_support::services().mongo_source_uri,
-    )
 }
 
 /// Debezium 3.6.1's own topics (snapshot of existing documents, then streamed changes;

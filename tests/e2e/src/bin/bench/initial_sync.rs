@@ -31,31 +31,12 @@ pub async fn initial_sync(servers: &Services, docs: i64, dir: &Path) -> InitialS
     let started = Instant::now();
     let mut p = Pipeline::start_named(name, servers, 4, &servers.kafka_bootstrap, dir, false).await;
     let docs = docs as u64;
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let copied = p.events_on_kafka("r").await;
-        bench::progress("initial sync: to Kafka", copied, docs, copied as f64 / started.elapsed().as_secs_f64(), "");
-        if copied >= docs {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the copy reached Kafka within an hour");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!();
+    until("initial sync: to Kafka", docs, || p.events_on_kafka("r")).await;
     let to_kafka = started.elapsed();
     let started = Instant::now();
     p.start_sink().await;
     let target = test_support::mongo(&servers.mongo_target_uri).await.database(&p.name).collection::<Document>("items");
-    loop {
-        let applied = target.estimated_document_count().await.unwrap_or(0);
-        bench::progress("initial sync: applied", applied, docs, applied as f64 / started.elapsed().as_secs_f64(), "");
-        if applied >= docs {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the copy reached the target within an hour");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!();
+    until("initial sync: applied", docs, || async { target.estimated_document_count().await.unwrap_or(0) }).await;
     let to_target = started.elapsed();
     let (source, sink) = p.stats();
     p.stop(servers).await;
@@ -67,6 +48,25 @@ pub async fn initial_sync(servers: &Services, docs: i64, dir: &Path) -> InitialS
         source,
         sink,
     }
+}
+
+/// Polls `count` every 100 ms, with a progress line, until it reaches `total` (an hour at most).
+async fn until<F, Fut>(label: &str, total: u64, mut count: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let started = Instant::now();
+    loop {
+        let done = count().await;
+        bench::progress(label, done, total, done as f64 / started.elapsed().as_secs_f64(), "");
+        if done >= total {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3600), "{label}: {done} of {total} within an hour");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!();
 }
 
 pub fn initial_sync_report(s: &InitialSync) -> String {

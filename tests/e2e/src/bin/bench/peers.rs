@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
 use e2e::bench::{self, mib, proc_stats};
-use e2e::interop::{Connect, ConnectKind};
+use e2e::interop::{self, Connect, ConnectKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use test_support::{unique, Services};
@@ -185,21 +185,7 @@ async fn sources(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
     p.stop(servers).await;
 
     let db = unique("peers_dbz");
-    let properties = format!(
-        "connector.class=io.debezium.connector.mongodb.MongoDbConnector\n\
-         tasks.max=1\n\
-         mongodb.connection.string={}\n\
-         topic.prefix={db}\n\
-         database.include.list={db}\n\
-         capture.mode=change_streams_update_full\n\
-         topic.creation.default.replication.factor=1\n\
-         topic.creation.default.partitions=4\n\
-         key.converter=org.apache.kafka.connect.json.JsonConverter\n\
-         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
-         key.converter.schemas.enable=false\n\
-         value.converter.schemas.enable=false\n",
-        servers.mongo_source_uri
-    );
+    let properties = interop::debezium_properties(&db, false);
     let scratch = dir.join(format!("peers-{db}"));
     std::fs::create_dir_all(&scratch).expect("scratch dir");
     let connect = Connect::start_with(ConnectKind::Debezium, &scratch, &[("dbz", properties)], "", BENCH_JVM).await;
