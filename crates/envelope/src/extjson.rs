@@ -124,19 +124,28 @@ fn write_str_styled(out: &mut String, s: &str, style: Style) {
 
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    // Runs without anything to escape go in one copy; everything escaped is ASCII, so every cut
+    // is on a character boundary.
+    let mut run = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escaped);
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -404,6 +413,15 @@ pub use crate::extjson_read::{document_from_json_text, document_from_str, value_
 mod tests {
     use super::*;
     use bson::spec::BinarySubtype;
+
+    #[test]
+    fn strings_escape_what_json_needs_and_keep_the_rest() {
+        let mut out = String::new();
+        write_str(&mut out, "a\"b\\c\nd\re\tf\u{1}\u{1f}g é 😀\u{7f}");
+        assert_eq!(out, "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001\\u001fg é 😀\u{7f}\"");
+        let back: String = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(back, "a\"b\\c\nd\re\tf\u{1}\u{1f}g é 😀\u{7f}");
+    }
     use bson::{doc, oid::ObjectId, Binary, DateTime, Decimal128, Regex, Timestamp};
 
     #[test]

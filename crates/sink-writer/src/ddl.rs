@@ -134,7 +134,9 @@ impl DdlApplier {
     /// Whether an event of `ns` at `at` is older than DDL already applied to its namespace.
     pub fn obsolete(&self, ns: &Namespace, at: ClusterTime) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        [ns.to_string(), format!("{}.", ns.db)].iter().any(|scope| applied.get(scope).is_some_and(|t| at < *t))
+        // Most of the time no DDL was applied: no names to build.
+        !applied.is_empty()
+            && [ns.to_string(), format!("{}.", ns.db)].iter().any(|scope| applied.get(scope).is_some_and(|t| at < *t))
     }
 
     /// Waits until `required` copies of `event`'s marker have arrived (this one included), then

@@ -79,7 +79,7 @@ pub fn plan(
     let mut out = Plan::default();
     let mut order: Vec<DocKey> = Vec::new();
     let mut stages: HashMap<DocKey, (usize, Vec<WriteOp>)> = HashMap::new();
-    for (offset, event) in events {
+    for (offset, mut event) in events {
         out.newest = out.newest.max(Some(event.position.cluster_time));
         // A plain Debezium event's position is only a wall-clock time: it never makes it obsolete.
         if event.position.exact && obsolete(&event.ns, event.position.cluster_time) {
@@ -87,8 +87,9 @@ pub fn plan(
             continue;
         }
         let ns = mapper.map(&event.ns);
-        let filter = event.document_key.clone();
-        let writes = match to_writes(event, &ns, &filter, offset) {
+        let filter = std::mem::take(&mut event.document_key);
+        let key: DocKey = (ns.clone(), identity(&filter));
+        let writes = match to_writes(event, ns, filter, offset) {
             Ok(writes) => writes,
             Err(reason) => {
                 out.rejected.push((offset, reason));
@@ -99,7 +100,6 @@ pub fn plan(
             out.skipped += 1;
             continue;
         }
-        let key: DocKey = (ns, identity(&filter));
         let (index, entry) = stages.entry(key.clone()).or_insert_with(|| {
             order.push(key);
             (order.len() - 1, Vec::new())
@@ -129,42 +129,52 @@ pub fn plan(
 /// A document's identity: its `_id` as the record key renders it (so `8` as an Int32 and as an
 /// Int64, one document to the server, are one document here too), then any shard key fields.
 fn identity(filter: &Document) -> String {
-    let mut text =
-        String::from_utf8_lossy(&envelope::encode_key(filter.get("_id").unwrap_or(&Bson::Null))).into_owned();
+    use envelope::extjson::{value_to_string, Style};
+    // The key's text, without the JSON around it.
+    let mut text = value_to_string(filter.get("_id").unwrap_or(&Bson::Null), Style::Key);
     for (field, value) in filter.iter().filter(|(f, _)| f.as_str() != "_id") {
         text.push_str(field);
         text.push('=');
-        text.push_str(&envelope::extjson::value_to_string(value, envelope::extjson::Style::Strict));
+        text.push_str(&value_to_string(value, Style::Strict));
     }
     text
 }
 
+/// The writes of one event, on `ns` by `filter` (its document key).
 fn to_writes(
     event: ChangeEvent<RawDocumentBuf>,
-    ns: &Namespace,
-    filter: &Document,
+    ns: Namespace,
+    filter: Document,
     offset: i64,
 ) -> Result<Vec<WriteOp>, String> {
     if filter.get("_id").is_none() {
         return Err("event has no document key _id".into());
     }
-    let write = |action: Action| WriteOp { ns: ns.clone(), filter: filter.clone(), action, offset, doc: 0 };
-    match (event.op, event.after, event.update_description) {
-        (Op::Delete, _, _) => Ok(vec![write(Action::Delete)]),
+    let actions: Vec<Action> = match (event.op, event.after, event.update_description) {
+        (Op::Delete, _, _) => vec![Action::Delete],
         (_, Some(after), _) => {
             if envelope::Payload::id(&after).as_ref() != filter.get("_id") {
                 return Err("document _id differs from its key".into());
             }
-            Ok(vec![write(Action::Replace(after))])
+            vec![Action::Replace(after)]
         }
-        (Op::Create | Op::Read, None, _) => Err(format!("{} event without a document", event.op.code())),
-        (Op::Update, None, Some(description)) => {
-            Ok(update_writes(&description)?.into_iter().map(|update| write(Action::Update(update))).collect())
-        }
+        (Op::Create | Op::Read, None, _) => return Err(format!("{} event without a document", event.op.code())),
+        (Op::Update, None, Some(description)) => update_writes(&description)?.into_iter().map(Action::Update).collect(),
         // The document was deleted since (updateLookup found nothing) and there is no delta:
         // the delete that follows does the work.
-        (Op::Update, None, None) => Ok(Vec::new()),
+        (Op::Update, None, None) => Vec::new(),
+    };
+    // The last write (the only one, commonly) takes the namespace and key; earlier ones copy.
+    let mut writes = Vec::with_capacity(actions.len());
+    let mut actions = actions.into_iter();
+    let last = actions.next_back();
+    for action in actions {
+        writes.push(WriteOp { ns: ns.clone(), filter: filter.clone(), action, offset, doc: 0 });
     }
+    if let Some(action) = last {
+        writes.push(WriteOp { ns, filter, action, offset, doc: 0 });
+    }
+    Ok(writes)
 }
 
 /// Updates applying a description exactly: `$set` the updated fields, `$unset` the removed ones,
