@@ -76,7 +76,7 @@ async fn burst(
 
 /// The same documents bulk-written straight into the target: 1,000 per unordered upsert
 /// command, four in flight, `w: majority` (what sink-writer sends, without Kafka in between).
-async fn ceiling(servers: &Services, docs: i64) -> f64 {
+pub(crate) async fn ceiling(servers: &Services, docs: i64) -> f64 {
     let db = test_support::mongo(&servers.mongo_target_uri).await.database(&unique("ceiling"));
     let started = Instant::now();
     futures::stream::iter((0..docs).step_by(1000))

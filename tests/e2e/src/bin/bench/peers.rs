@@ -47,8 +47,10 @@ impl Run {
     }
 }
 
-/// The four runs.
+/// The four runs, and what the target takes at most.
 pub struct Peers {
+    /// Raw bulk upserts per second straight into the target (no Kafka, no decoding).
+    pub ceiling: f64,
     pub sink: Run,
     pub connector_sink: Run,
     pub source: Run,
@@ -222,7 +224,9 @@ async fn sources(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
 pub async fn peers(servers: &Services, docs: i64, dir: &Path) -> Peers {
     let (sink, connector_sink) = sinks(servers, docs, dir).await;
     let (source, debezium) = sources(servers, docs, dir).await;
-    Peers { sink, connector_sink, source, debezium }
+    eprintln!("peers: the target's ceiling…");
+    let ceiling = crate::ceiling(servers, docs).await;
+    Peers { ceiling, sink, connector_sink, source, debezium }
 }
 
 pub fn peers_report(p: &Peers) -> String {
@@ -249,12 +253,18 @@ pub fn peers_report(p: &Peers) -> String {
     format!(
         "\n### Peers side by side: {} documents, same servers\n\n\
          | stage | tool | docs/s | time (first to last document) | CPU s per 1M documents | peak RSS |\n\
-         |---|---|---|---|---|---|\n{}{}{}{}\n{}{}",
+         |---|---|---|---|---|---|\n{}{}{}{}\n\
+         The target's ceiling in the same run (the same documents bulk-upserted straight into it, \
+         1,000 per unordered command, four in flight, `w: majority`): {:.0} docs/s; sink-writer \
+         reaches {:.0}% of it, the Connector {:.0}%.\n\n{}{}",
         p.sink.docs,
         row("apply a backlog (4 partitions)", &p.sink),
         row("apply a backlog (4 partitions)", &p.connector_sink),
         row("capture inserts", &p.source),
         row("capture inserts", &p.debezium),
+        p.ceiling,
+        100.0 * p.sink.rate() / p.ceiling,
+        100.0 * p.connector_sink.rate() / p.ceiling,
         versus("sink-writer", &p.sink, &p.connector_sink, 2.0, 0.5),
         versus("cdc-source", &p.source, &p.debezium, 1.0, 1.0 / 3.0),
     )
