@@ -180,6 +180,8 @@ impl Checkpoint {
                     entry.last_id = Some(id_text(last_id));
                     entry.copied = copied;
                     entry.done = done;
+                    // Read whole (or done): ranges no longer say where it stands.
+                    entry.ranges.clear();
                 }
             }
             Progress::SnapshotRanges { ns, splits } => {
@@ -308,6 +310,10 @@ mod tests {
         assert_eq!((ranges[2].from(), ranges[2].to()), (Some(Bson::String("m".into())), None));
         assert_eq!((ranges[1].last_id(), ranges[1].copied, ranges[1].done), (Some(Bson::Int64(12)), 3, false));
         assert!(ranges[2].done && !ranges[0].done && ranges[0].last_id().is_none());
+
+        // Read whole again (or marked done): the ranges no longer apply.
+        cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int32(3), copied: 1, done: false });
+        assert!(cp.snapshot.as_ref().expect("snapshot").collections["a.b"].ranges.is_empty());
     }
 
     #[test]

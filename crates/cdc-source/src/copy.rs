@@ -22,6 +22,7 @@ use crate::convert::Converter;
 use crate::error::{command_code, Error, Failure};
 use crate::metrics::Metrics;
 use crate::queue;
+use crate::ranges::{resumed_shares, split_points, Ranges, Share};
 use crate::record::Item;
 use crate::schema;
 use crate::server::now_ms;
@@ -42,15 +43,6 @@ pub enum Tracking {
     None,
 }
 
-/// How a snapshot splits a large collection among readers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ranges {
-    /// Readers of one collection at the same time.
-    pub readers: usize,
-    /// Fewest documents per range, by the estimated count.
-    pub min_documents: u64,
-}
-
 /// Where a read stands in its share of the copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -59,20 +51,6 @@ enum Place {
     Last {
         done: bool,
     },
-}
-
-/// One reader's share of a collection: the whole of it, or one `_id` range.
-#[derive(Debug, Clone)]
-struct Share {
-    /// The range's place in the collection's progress; `None` for the whole collection.
-    range: Option<usize>,
-    /// Inclusive lower bound (`None`: from the start).
-    from: Option<Bson>,
-    /// Exclusive upper bound (`None`: to the end).
-    to: Option<Bson>,
-    /// The last document copied before a restart.
-    resume_after: Option<Bson>,
-    copied: u64,
 }
 
 /// How a share's reading ended.
@@ -125,7 +103,10 @@ impl Copier<'_> {
         let Some((ranged, shares)) = self.shares(ns, &collection, &progress, estimated, at, shutdown).await? else {
             return Ok(false);
         };
-        let at_start: u64 = shares.iter().map(|s| s.copied).sum::<u64>().max(progress.copied);
+        let at_start: u64 = match (ranged, progress.ranges.is_empty()) {
+            (true, false) => progress.ranges.iter().map(|r| r.copied).sum(),
+            _ => shares.iter().map(|s| s.copied).sum(),
+        };
         if at_start > 0 {
             tracing::info!(namespace = %label, copied = at_start, "copy resuming collection");
         }
@@ -199,21 +180,11 @@ impl Copier<'_> {
         at: ClusterTime,
         shutdown: &CancellationToken,
     ) -> Result<Option<(bool, Vec<Share>)>, Error> {
-        if !progress.ranges.is_empty() {
-            let shares = progress
-                .ranges
-                .iter()
-                .enumerate()
-                .filter(|(_, range)| !range.done)
-                .map(|(i, range)| Share {
-                    range: Some(i),
-                    from: range.from(),
-                    to: range.to(),
-                    resume_after: range.last_id(),
-                    copied: range.copied,
-                })
-                .collect();
-            return Ok(Some((true, shares)));
+        if let Some(resumed) = resumed_shares(progress, self.compat) {
+            if !resumed.0 {
+                tracing::warn!(namespace = %ns, "the copy was split into _id ranges, which DocumentDB cannot read: copying the collection again with one reader");
+            }
+            return Ok(Some(resumed));
         }
         let whole =
             Share { range: None, from: None, to: None, resume_after: progress.last_id(), copied: progress.copied };
@@ -225,7 +196,7 @@ impl Copier<'_> {
         if parts < 2 || self.compat == Compat::Documentdb || whole.resume_after.is_some() {
             return Ok(Some((false, vec![whole])));
         }
-        let splits = self.split_points(collection, parts).await?;
+        let splits = split_points(collection, parts).await?;
         if splits.is_empty() {
             return Ok(Some((false, vec![whole])));
         }
@@ -245,28 +216,6 @@ impl Copier<'_> {
             return Ok(None);
         }
         Ok(Some((true, shares)))
-    }
-
-    /// `parts - 1` ascending `_id`s that cut the collection into about equal ranges, from a
-    /// random sample (the server reads a sample of a large collection without scanning it).
-    async fn split_points(&self, collection: &Collection<Document>, parts: usize) -> Result<Vec<Bson>, Error> {
-        const SAMPLES_PER_PART: usize = 32;
-        let pipeline = [
-            doc! {"$sample": {"size": i64::try_from(parts * SAMPLES_PER_PART).unwrap_or(i64::MAX)}},
-            doc! {"$project": {"_id": 1}},
-            doc! {"$sort": {"_id": 1}},
-        ];
-        let sampled: Vec<Document> = collection
-            .aggregate(pipeline)
-            .await
-            .map_err(|e| Error::mongo("sample split points", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::mongo("sample split points", e))?;
-        let ids: Vec<Bson> = sampled.into_iter().filter_map(|mut d| d.remove("_id")).collect();
-        let mut splits: Vec<Bson> = (1..parts).filter_map(|k| ids.get(k * ids.len() / parts).cloned()).collect();
-        splits.dedup();
-        Ok(splits)
     }
 
     /// Reads one share in `_id` order into the queue; `None` when stopped.
@@ -310,6 +259,13 @@ impl Copier<'_> {
                     }
                     Err(e) => return Err(Error::mongo("snapshot read", e)),
                 };
+                // Kept as bytes, it must read all the way down (see check_raw_document).
+                if let Err(e) = envelope::extjson::check_raw_document(&doc) {
+                    let id = doc.id().map(|id| id.to_string()).unwrap_or_else(|| "?".into());
+                    return Err(Error::Fatal(format!(
+                        "a document of {label} (_id {id}) did not decode: {e}; fix it in the source, then restart"
+                    )));
+                }
                 if share.resume_after.is_some() && copied == share.copied && doc.id() == share.resume_after {
                     continue; // min() includes the last document copied before the restart
                 }

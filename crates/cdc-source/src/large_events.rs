@@ -78,13 +78,34 @@ pub type StreamEvent = ChangeStreamEvent<RawDocumentBuf>;
 
 /// The event as typed, from its raw form.
 pub fn typed(raw: &RawDocumentBuf) -> Result<StreamEvent, Error> {
-    bson::from_slice(raw.as_bytes()).map_err(|e| Error::Fatal(format!("a change event did not decode: {e}")))
+    let event: StreamEvent =
+        bson::from_slice(raw.as_bytes()).map_err(|e| Error::Fatal(format!("a change event did not decode: {e}")))?;
+    checked(event)
+}
+
+/// The event, once its documents (kept as bytes) read all the way down: one holding a string
+/// that is not UTF-8 stops the service, naming it, as a `Document` event always did.
+fn checked(event: StreamEvent) -> Result<StreamEvent, Error> {
+    for doc in [&event.full_document, &event.full_document_before_change].into_iter().flatten() {
+        if let Err(e) = envelope::extjson::check_raw_document(doc) {
+            let key = event.document_key.as_ref().map(|k| k.to_string()).unwrap_or_default();
+            let ns = event
+                .ns
+                .as_ref()
+                .map(|ns| format!("{}.{}", ns.db, ns.coll.as_deref().unwrap_or("")))
+                .unwrap_or_default();
+            return Err(Error::Fatal(format!(
+                "a change event of {ns} (document {key}) did not decode: {e}; fix the document in the source, then restart"
+            )));
+        }
+    }
+    Ok(event)
 }
 
 /// The event as typed, from an event assembled as a document.
 fn typed_from(event: &Document, what: &str) -> Result<StreamEvent, Error> {
     let bytes = bson::to_vec(event).map_err(|e| Error::Fatal(format!("{what} did not encode: {e}")))?;
-    bson::from_slice(&bytes).map_err(|e| Error::Fatal(format!("{what} did not decode: {e}")))
+    checked(bson::from_slice(&bytes).map_err(|e| Error::Fatal(format!("{what} did not decode: {e}")))?)
 }
 
 /// An event read again without its large fields.

@@ -28,7 +28,7 @@
 //! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
 //! `capture.on_history_lost`; anything else ([`Error::Fatal`]) stops the service with the cause.
 //!
-//! Layout: `pipeline` wires the stages. Capture: `snapshot` and `copy` (what is there),
+//! Layout: `pipeline` wires the stages. Capture: `snapshot`, `copy` and `ranges` (what is there),
 //! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
 //! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
 //! `routing` (which namespaces, which topics). Delivery: `queue`, `delivery`, `watermark`,
@@ -49,6 +49,7 @@ mod metrics;
 mod pipeline;
 mod producer;
 mod queue;
+mod ranges;
 mod record;
 mod routing;
 mod schema;

@@ -75,7 +75,11 @@ async fn include_and_exclude_select_namespaces() {
     h.collection("keep").insert_one(doc! {"_id": "k"}).await.expect("insert");
     h.collection("skip_me").insert_one(doc! {"_id": "s"}).await.expect("insert");
     h.collection("keep").insert_one(doc! {"_id": "k2"}).await.expect("insert");
-    assert_eq!(without_schema(h.records("keep", 2).await).len(), 2);
+    // The collection's create markers arrive first and count as records: wait for the inserts.
+    test_support::eventually("both inserts into keep", Duration::from_secs(30), || async {
+        (without_schema(h.records("keep", 2).await).len() == 2).then_some(())
+    })
+    .await;
     let skipped =
         test_support::consume_all(&h.config.kafka.bootstrap_servers, &[&h.topic("skip_me")], 0, Duration::from_secs(3))
             .await;

@@ -304,3 +304,36 @@ async fn a_documentdb_snapshot_resumes_after_every_id_type_once() {
     assert!(counts.values().all(|n| *n == 1), "once: {:?}", counts.iter().find(|(_, n)| **n > 1));
     second.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn a_copy_split_into_ranges_then_resumed_as_documentdb_copies_every_document() {
+    let mut h = Harness::new("ranges_docdb").await;
+    h.config.capture.compat = cdc_source::Compat::Mongodb;
+    h.config.snapshot.mode = SnapshotMode::Initial;
+    h.config.snapshot.parallel_ranges = 4;
+    h.config.snapshot.min_range_documents = 5_000;
+    h.config.snapshot.batch_size = 200;
+    h.config.delivery.batch_max_events = 500;
+    const DOCS: i32 = 40_000;
+    for from in (0..DOCS).step_by(10_000) {
+        let docs = (from..from + 10_000).map(|i| doc! {"_id": i, "pad": "x".repeat(100)});
+        h.collection("docs").insert_many(docs).await.expect("seed");
+    }
+    let first = h.start().await;
+    eventually("part of the snapshot", Duration::from_secs(60), || async {
+        (first.metric("cdc_source_events_total{namespace=").await >= 4_000.0).then_some(())
+    })
+    .await;
+    first.stop().await.expect("clean stop");
+    let copied_before = h.records("docs", 1).await.len();
+    assert!(copied_before < DOCS as usize, "stopped while ranges were copied ({copied_before} copied)");
+
+    // The same source, now said to be DocumentDB (no min()/max() bounds): the copy goes on.
+    h.config.capture.compat = cdc_source::Compat::Documentdb;
+    let second = h.start().await;
+    let records = h.records("docs", DOCS as usize).await;
+    let ids: std::collections::BTreeSet<String> =
+        changes(&decode(&records)).iter().map(|c| format!("{:?}", c.id())).collect();
+    assert_eq!(ids.len(), DOCS as usize, "every document copied (at least once)");
+    second.stop().await.expect("clean stop");
+}

@@ -131,3 +131,51 @@ async fn the_memory_budget_and_the_queued_bytes_are_exported() {
     assert!(service.metrics().await.contains("\ncdc_source_queued_bytes 0\n"), "nothing held once delivered");
     service.stop().await.expect("clean stop");
 }
+
+/// `{_id: id, s: <the two bytes C3 28, not UTF-8>}` as BSON: the server stores such a string as
+/// a client sends it; the bson crate (and every reader of our events) refuses it.
+fn not_utf8(id: i32) -> bson::RawDocumentBuf {
+    let mut body = vec![0x10];
+    body.extend_from_slice(b"_id\0");
+    body.extend_from_slice(&id.to_le_bytes());
+    body.push(0x02);
+    body.extend_from_slice(b"s\0");
+    body.extend_from_slice(&3_i32.to_le_bytes());
+    body.extend_from_slice(&[0xC3, 0x28, 0x00]);
+    let mut bytes = i32::try_from(body.len() + 5).expect("small").to_le_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    bytes.push(0);
+    bson::RawDocumentBuf::from_bytes(bytes).expect("a document's frame")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_string_that_is_not_utf8_stops_with_its_document_named_and_nothing_empty_is_sent() {
+    // Streamed.
+    let h = Harness::new("notutf8").await;
+    let service = h.start().await;
+    h.collection("docs").insert_one(doc! {"_id": 1}).await.expect("insert");
+    h.records("docs", 1).await;
+    h.collection("docs").clone_with_type::<bson::RawDocumentBuf>().insert_one(not_utf8(2)).await.expect("insert");
+    h.collection("docs").insert_one(doc! {"_id": 3}).await.expect("insert");
+    let error = service.ended(Duration::from_secs(30)).await.expect_err("stops on the document").to_string();
+    let error = error.to_lowercase();
+    for part in [".docs", "\"_id\": 2", "utf-8"] {
+        assert!(error.contains(part), "'{part}' missing from: {error}");
+    }
+    let events = decode(&h.records("docs", 1).await);
+    let ids: Vec<String> = changes(&events).iter().map(|c| format!("{:?}", c.id())).collect();
+    assert_eq!(ids, ["Some(Int32(1))"], "nothing after the document that cannot be read");
+
+    // Copied by a snapshot.
+    let mut h = Harness::new("notutf8snap").await;
+    h.config.snapshot.mode = cdc_source::SnapshotMode::Initial;
+    h.collection("docs").clone_with_type::<bson::RawDocumentBuf>().insert_one(not_utf8(7)).await.expect("insert");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = cdc_source::start(h.config.clone(), stop.clone()).await.expect("starts");
+    let ended = tokio::time::timeout(Duration::from_secs(60), running.wait()).await.expect("stops within 60 s");
+    let error = ended.expect_err("stops on the document").to_string().to_lowercase();
+    drop(stop);
+    for part in [".docs", "_id 7", "utf-8"] {
+        assert!(error.contains(part), "'{part}' missing from: {error}");
+    }
+}

@@ -61,6 +61,32 @@ pub fn raw_document_to_string(doc: &RawDocument, style: Style) -> String {
     out
 }
 
+/// Checks that BSON bytes read as a document all the way down: every element, and every name
+/// and string valid UTF-8 (the server stores what a client sends without checking; the bson
+/// crate, and so every reader of our events, refuses such text). A reader of raw documents
+/// checks them before [`raw_document_to_string`], which has nothing exact to write for them.
+pub fn check_raw_document(doc: &RawDocument) -> Result<(), String> {
+    for element in doc {
+        let (_, value) = element.map_err(|e| e.to_string())?;
+        check_raw_value(value)?;
+    }
+    Ok(())
+}
+
+fn check_raw_value(value: RawBsonRef<'_>) -> Result<(), String> {
+    match value {
+        RawBsonRef::Document(doc) => check_raw_document(doc),
+        RawBsonRef::Array(items) => {
+            for item in items {
+                check_raw_value(item.map_err(|e| e.to_string())?)?;
+            }
+            Ok(())
+        }
+        RawBsonRef::JavaScriptCodeWithScope(code) => check_raw_document(code.scope),
+        _ => Ok(()),
+    }
+}
+
 /// Bytes that are not valid BSON: the tree reading decides.
 struct Malformed;
 
