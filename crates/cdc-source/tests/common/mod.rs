@@ -64,6 +64,20 @@ impl Harness {
     pub async fn records(&self, coll: &str, at_least: usize) -> Vec<Consumed> {
         consume_all(&self.config.kafka.bootstrap_servers, &[&self.topic(coll)], at_least, Duration::from_secs(60)).await
     }
+
+    /// The records of `topic` once at least `changes` of them are not schema control events: a
+    /// collection's create markers come first and would otherwise count towards `at_least`.
+    pub async fn records_with_changes(&self, topic: &str, changes: usize) -> Vec<Consumed> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let records =
+                consume_all(&self.config.kafka.bootstrap_servers, &[topic], changes, Duration::from_secs(60)).await;
+            if records.iter().filter(|r| !is_schema(r)).count() >= changes || std::time::Instant::now() > deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 pub use test_support::wait_ready;
