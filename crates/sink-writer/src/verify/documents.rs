@@ -208,11 +208,13 @@ pub async fn compare_sample(pair: &Pair, size: usize, pace: &Pace) -> Result<Tal
 }
 
 /// Checks differences again, each round once `settled(source time now)` says replication has
-/// passed that moment; what is equal by then was in flight. Returns what stays different, and
-/// whether replication settled every round (false: the differences are unconfirmed).
+/// passed that moment; what is equal by then was in flight, and so is what the source changed
+/// again since the round before the last (a workload that keeps writing a document: its target
+/// copy is always one change behind when read). Returns what stays different, and whether
+/// replication settled every round (false: the differences are unconfirmed).
 pub async fn recheck<F, Fut>(
     pair: &Pair,
-    mut differences: Vec<(Bson, Kind)>,
+    differences: Vec<(Bson, Kind)>,
     settled: F,
 ) -> Result<(Vec<(Bson, Kind)>, bool), Error>
 where
@@ -220,23 +222,33 @@ where
     Fut: std::future::Future<Output = Result<bool, Error>>,
 {
     let mut confirmed = true;
-    for _ in 0..RECHECKS {
-        if differences.is_empty() {
+    // Each difference with the source's state (its hash, or `None` when absent) at the last
+    // round; `None` before the first.
+    let mut pending: Vec<(Bson, Kind, Option<Option<u64>>)> =
+        differences.into_iter().map(|(id, kind)| (id, kind, None)).collect();
+    for round in 0..RECHECKS {
+        if pending.is_empty() {
             break;
         }
         confirmed &= settled().await?;
+        let last = round + 1 == RECHECKS;
         let mut left = Vec::new();
-        for (id, _) in differences {
+        for (id, _, before) in pending {
             let (source, target) = tokio::try_join!(read::one(&pair.source, &id), read::one(&pair.target, &id))?;
-            match (source, target) {
-                (None, None) => {}
-                (Some(s), Some(t)) if s.hash == t.hash => {}
-                (Some(_), None) => left.push((id, Kind::Missing)),
-                (None, Some(_)) => left.push((id, Kind::Extra)),
-                (Some(_), Some(_)) => left.push((id, Kind::Different)),
+            let state = source.as_ref().map(|s| s.hash);
+            let kind = match (source, target) {
+                (None, None) => continue,
+                (Some(s), Some(t)) if s.hash == t.hash => continue,
+                (Some(_), None) => Kind::Missing,
+                (None, Some(_)) => Kind::Extra,
+                (Some(_), Some(_)) => Kind::Different,
+            };
+            if last && before.is_some_and(|before| before != state) {
+                continue; // still changing at the source: in flight
             }
+            left.push((id, kind, Some(state)));
         }
-        differences = left;
+        pending = left;
     }
-    Ok((differences, confirmed))
+    Ok((pending.into_iter().map(|(id, kind, _)| (id, kind)).collect(), confirmed))
 }
