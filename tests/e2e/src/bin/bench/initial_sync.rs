@@ -29,7 +29,7 @@ pub async fn initial_sync(servers: &Services, docs: i64, dir: &Path) -> InitialS
     insert(source, docs, 0).await;
     eprintln!("initial sync: {docs} documents seeded in {:.0} s", seeding.elapsed().as_secs_f64());
     let started = Instant::now();
-    let mut p = Pipeline::start_named(name, servers, 4, &servers.kafka_bootstrap, dir, false).await;
+    let mut p = Pipeline::start_with(name, servers, 4, &servers.kafka_bootstrap, dir, false).await;
     let docs = docs as u64;
     until("initial sync: to Kafka", docs, || p.events_on_kafka("r")).await;
     let to_kafka = started.elapsed();

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
 use e2e::bench::{self, mib, proc_stats};
-use test_support::Services;
+use test_support::{unique, Services};
 
 use crate::env_or;
 use crate::pipeline::Pipeline;
@@ -24,7 +24,7 @@ pub struct Memory {
 pub async fn memory(servers: &Services, docs_per_collection: i64, dir: &std::path::Path) -> Memory {
     const COLLECTIONS: usize = 10;
     const PARTITIONS: i32 = 4;
-    let mut p = Pipeline::start_with(servers, PARTITIONS, &servers.kafka_bootstrap, dir, false).await;
+    let mut p = Pipeline::start_with(unique("bench"), servers, PARTITIONS, &servers.kafka_bootstrap, dir, false).await;
     let source_db = test_support::mongo(&servers.mongo_source_uri).await.database(&p.name);
     let target_db = test_support::mongo(&servers.mongo_target_uri).await.database(&p.name);
     // Text that compresses little, as real documents do: 64 KiB of one letter shrinks ~250× under

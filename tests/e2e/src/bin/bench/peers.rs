@@ -116,7 +116,7 @@ async fn failed(connect: &Connect, connector: &str) -> Result<(), String> {
 
 /// sink-writer, then the MongoDB Kafka Connector, applying the same backlog.
 async fn sinks(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
-    let mut p = Pipeline::start_with(servers, 4, &servers.kafka_bootstrap, dir, false).await;
+    let mut p = Pipeline::start_with(unique("bench"), servers, 4, &servers.kafka_bootstrap, dir, false).await;
     let source = test_support::mongo(&servers.mongo_source_uri).await.database(&p.name).collection::<Document>("items");
     insert(source, docs, 0).await;
     while p.inserts_on_kafka().await < docs as u64 {
@@ -170,7 +170,7 @@ async fn sources(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
     let client = test_support::mongo(&servers.mongo_source_uri).await;
     let warm_up = doc! {"_id": "warm-up"};
 
-    let p = Pipeline::start_with(servers, 4, &servers.kafka_bootstrap, dir, false).await;
+    let p = Pipeline::start_with(unique("bench"), servers, 4, &servers.kafka_bootstrap, dir, false).await;
     let items = client.database(&p.name).collection::<Document>("items");
     items.insert_one(warm_up.clone()).await.expect("warm-up insert");
     test_support::eventually("cdc-source's warm-up event", Duration::from_secs(60), || async {

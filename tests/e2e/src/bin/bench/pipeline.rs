@@ -35,22 +35,12 @@ async fn ready(addr: std::net::SocketAddr, dir: &Path) {
 
 impl Pipeline {
     pub async fn start(servers: &Services, partitions: i32, sink_kafka: &str, dir: &Path) -> Pipeline {
-        Self::start_with(servers, partitions, sink_kafka, dir, true).await
+        Self::start_with(unique("bench"), servers, partitions, sink_kafka, dir, true).await
     }
 
-    /// The source, and the sink unless `with_sink` is false (then [`Pipeline::start_sink`]).
+    /// The source capturing database `name` (into topics of that prefix), and the sink unless
+    /// `with_sink` is false (then [`Pipeline::start_sink`]).
     pub async fn start_with(
-        servers: &Services,
-        partitions: i32,
-        sink_kafka: &str,
-        dir: &Path,
-        with_sink: bool,
-    ) -> Pipeline {
-        Self::start_named(unique("bench"), servers, partitions, sink_kafka, dir, with_sink).await
-    }
-
-    /// [`Pipeline::start_with`] capturing database `name` (into topics of that prefix).
-    pub async fn start_named(
         name: String,
         servers: &Services,
         partitions: i32,
