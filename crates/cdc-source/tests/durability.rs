@@ -184,14 +184,15 @@ async fn initial_only_copies_then_stays_idle() {
     seed(&h, "docs", 50).await;
     let first = h.start().await;
     let partitions = h.config.topics.partitions as usize;
-    let (created, copied): (Vec<_>, Vec<_>) = h.records("docs", 50 + partitions).await.into_iter().partition(is_schema);
+    let (created, copied): (Vec<_>, Vec<_>) =
+        h.all_records("docs", 50 + partitions).await.into_iter().partition(is_schema);
     assert_eq!((created.len(), copied.len()), (partitions, 50), "the collection's creation, then its documents");
     h.collection("docs").insert_one(doc! {"_id": "later"}).await.expect("insert");
     tokio::time::sleep(Duration::from_secs(2)).await;
     first.stop().await.expect("clean stop");
     let second = h.start().await; // the checkpoint says the snapshot is done: nothing more
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let again = h.records("docs", 50 + partitions).await;
+    let again = h.all_records("docs", 50 + partitions).await;
     assert_eq!((again.len(), without_schema(again).len()), (50 + partitions, 50), "no streaming, no second copy");
     second.stop().await.expect("clean stop");
 }

@@ -61,8 +61,17 @@ impl Harness {
     }
 
     /// Every committed record of `coll`'s topic, once at least `at_least` are there.
+    /// The records of `coll`'s topic once at least `at_least` of them are not schema control
+    /// events: a collection's creation markers (one per partition, also for a creation by a first
+    /// insert or by a snapshot) come first and do not count.
     pub async fn records(&self, coll: &str, at_least: usize) -> Vec<Consumed> {
-        consume_all(&self.config.kafka.bootstrap_servers, &[&self.topic(coll)], at_least, Duration::from_secs(60)).await
+        self.records_with_changes(&self.topic(coll), at_least).await
+    }
+
+    /// Every record of `coll`'s topic once at least `total` arrived, creation markers included:
+    /// for tests that count the markers too.
+    pub async fn all_records(&self, coll: &str, total: usize) -> Vec<Consumed> {
+        consume_all(&self.config.kafka.bootstrap_servers, &[&self.topic(coll)], total, Duration::from_secs(60)).await
     }
 
     /// The records of `topic` once at least `changes` of them are not schema control events: a
