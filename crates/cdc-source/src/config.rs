@@ -288,7 +288,7 @@ impl Default for DeliveryConfig {
             checkpoint_file: "cdc-source.checkpoint.json".to_string(),
             batch_max_events: 10_000,
             batch_max_bytes: 16 * 1024 * 1024,
-            batch_max_wait_ms: 50,
+            batch_max_wait_ms: 10,
             idle_checkpoint_interval_ms: 1000,
             heartbeat_topic: String::new(),
             queue_capacity: 20_000,

@@ -174,11 +174,20 @@ impl Producer {
         match (&self.checkpoint, self.guarantee) {
             (CheckpointTarget::Topic { topic, key }, Guarantee::ExactlyOnce) => {
                 let (topic, key) = (topic.clone(), key.clone());
-                self.enqueue(&topic, None, key.as_bytes(), Some(&checkpoint_value)).await?;
+                deliveries.push(self.enqueue(&topic, None, key.as_bytes(), Some(&checkpoint_value)).await?);
+                // Every acknowledgement first: rust-rdkafka's commit flushes what is still in
+                // flight by polling in whole 100 ms steps, which was most of each transaction.
+                // A refused record makes the transaction abortable: the commit then fails.
+                let refused = first_failed(deliveries).await;
                 let producer = self.producer.clone();
                 let committed = tokio::task::spawn_blocking(move || producer.commit_transaction(TRANSACTION_TIMEOUT))
                     .await
                     .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
+                if let (Ok(()), Some(refused)) = (&committed, &refused) {
+                    return Err(Error::Fatal(format!(
+                        "a transaction committed although a record was refused: {refused}"
+                    )));
+                }
                 if let Err(e) = committed {
                     self.abort().await;
                     // A record the broker refused says more than "the transaction failed"; a
@@ -187,7 +196,7 @@ impl Producer {
                     if matches!(failed, Error::Fenced(_)) {
                         return Err(failed);
                     }
-                    return Err(first_failed(deliveries).await.unwrap_or(failed));
+                    return Err(refused.unwrap_or(failed));
                 }
             }
             (CheckpointTarget::Topic { topic, key }, Guarantee::AtLeastOnce) => {
