@@ -137,12 +137,15 @@ async fn main() {
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
-        // One 4-partition burst and its CPU per document: the quick loop for profiling.
+        // One 4-partition burst and its CPU per document (the quick loop for profiling), then
+        // the target's ceiling on the same documents.
         let b = burst(&servers, docs, 4, &kafka, "burst, 4 partitions", &dir).await;
+        let raw = ceiling(&servers, docs).await;
         println!(
-            "{}: {:.0} docs/s end to end; cdc-source {:.1} CPU s ({:.1} µs per event), sink-writer {:.1} CPU s ({:.1} µs per document)",
+            "{}: {:.0} docs/s end to end, {:.0}% of the ceiling ({raw:.0} upserts/s); cdc-source {:.1} CPU s ({:.1} µs per event), sink-writer {:.1} CPU s ({:.1} µs per document)",
             b.label,
             b.e2e_rate,
+            100.0 * b.e2e_rate / raw,
             b.source.cpu_seconds,
             micros_per_doc(b.source.cpu_seconds, docs),
             b.sink.cpu_seconds,
