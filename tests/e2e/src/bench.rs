@@ -44,12 +44,7 @@ impl TargetWatcher {
             // Keep what the driver needs to parse an event (operationType, ns, documentKey).
             doc! {"$project": {"operationType": 1, "ns": 1, "documentKey": 1, "wallTime": 1, "fullDocument.ts": 1}},
         ];
-        let mut stream = target
-            .watch()
-            .pipeline(pipeline)
-            .batch_size(10_000)
-            .await
-            .expect("target change stream");
+        let mut stream = target.watch().pipeline(pipeline).batch_size(10_000).await.expect("target change stream");
         let count = Arc::new(AtomicU64::new(0));
         let applied = Arc::new(Mutex::new(Vec::new()));
         let (count2, applied2) = (count.clone(), applied.clone());
