@@ -60,7 +60,6 @@ impl Harness {
         Service { running: Some(running), stop, addr }
     }
 
-    /// Every committed record of `coll`'s topic, once at least `at_least` are there.
     /// The records of `coll`'s topic once at least `at_least` of them are not schema control
     /// events: a collection's creation markers (one per partition, also for a creation by a first
     /// insert or by a snapshot) come first and do not count.
