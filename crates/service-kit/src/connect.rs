@@ -181,6 +181,11 @@ pub struct KafkaConnection {
     /// The region MSK IAM tokens are signed for; empty: `AWS_REGION`, `AWS_DEFAULT_REGION`, or
     /// the region in an MSK bootstrap host name.
     pub aws_region: String,
+    /// A host name of the cluster as MSK lists its brokers (`b-1.<cluster>.<id>.c2.kafka.<region>.amazonaws.com`)
+    /// whose region MSK IAM tokens are signed for, when `bootstrap_servers` reach the cluster under
+    /// names that carry no region (a DNS alias, a load balancer, a tunnel). Only its region is
+    /// used; nothing connects to it. Empty: the bootstrap hosts.
+    pub aws_region_host: String,
     /// How long an MSK IAM token is valid (at most 900 s, MSK's own clients' value); librdkafka
     /// asks for a new one at 80% of it.
     pub iam_token_lifetime_seconds: u64,
@@ -193,6 +198,7 @@ impl Default for KafkaConnection {
             options: BTreeMap::new(),
             auth: KafkaAuth::Options,
             aws_region: String::new(),
+            aws_region_host: String::new(),
             iam_token_lifetime_seconds: crate::msk_iam::TOKEN_LIFETIME.as_secs(),
         }
     }
@@ -223,6 +229,7 @@ impl KafkaConnection {
             .filter(|r| !r.is_empty())
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or_else(|| kafka_auth::region_of_bootstrap(&self.aws_region_host))
             .or_else(|| kafka_auth::region_of_bootstrap(&self.bootstrap_servers))
     }
 
