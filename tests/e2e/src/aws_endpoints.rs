@@ -1,38 +1,80 @@
 //! AWS credential endpoints served on loopback, handing out the test broker's MSK IAM keys, so
 //! the services' credential chain can be run on each source without leaving the machine:
 //! STS `AssumeRoleWithWebIdentity` (EKS IRSA), EC2 instance metadata (IMDSv2), the IAM Identity
-//! Center portal (`GetRoleCredentials`, SSO profiles) and the container endpoint (ECS task role,
-//! EKS Pod Identity). Each counts the credentials it handed out and refuses requests that lack
-//! what the real service demands (the web identity token, the IMDSv2 session token, the SSO
-//! access token, the container authorization token).
+//! Center portal (`GetRoleCredentials`, SSO profiles), the container endpoint (EKS Pod Identity
+//! with its token file, or a fixed authorization token) and the ECS agent behind
+//! `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`. Each counts the credentials it handed out and the
+//! requests it refused for lacking what the real service demands (the web identity token, the
+//! IMDSv2 session token, the SSO access token, the container authorization token).
+//!
+//! A test can make an endpoint grant short-lived credentials (so they rotate during a run),
+//! answer slowly, or fail (HTTP 503) for a while. The broker accepts one set of keys, so
+//! rotated credentials carry the same keys with a new expiry.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use test_support::services;
 
 /// What a handler sees of a request.
 pub struct Request {
     pub method: String,
-    /// Path and query.
+    /// Path and query (the absolute URL when the endpoint serves as an HTTP proxy).
     pub target: String,
     /// Names in lower case.
     pub headers: HashMap<String, String>,
     pub body: String,
 }
 
+/// What a test sets on a running endpoint, and what it counted.
+struct Control {
+    served: AtomicUsize,
+    refused: AtomicUsize,
+    failing: AtomicBool,
+    /// Lifetime of the credentials handed out, in seconds.
+    lifetime_secs: AtomicU64,
+    /// Pause before every answer with credentials but the first, in ms.
+    slow_ms: AtomicU64,
+}
+
 /// One endpoint: its base URL and how many credentials it handed out.
 pub struct Endpoint {
     pub url: String,
-    served: Arc<AtomicUsize>,
+    control: Arc<Control>,
 }
 
 impl Endpoint {
+    /// Credentials handed out so far.
     pub fn served(&self) -> usize {
-        self.served.load(Ordering::Relaxed)
+        self.control.served.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for a missing or wrong token or path (never the 503s of [`Self::fail`]).
+    pub fn refused(&self) -> usize {
+        self.control.refused.load(Ordering::Relaxed)
+    }
+
+    /// Credentials handed out from now on expire `lifetime` after they are handed out (an hour
+    /// unless set).
+    pub fn grant_for(self, lifetime: Duration) -> Self {
+        self.control.lifetime_secs.store(lifetime.as_secs(), Ordering::Relaxed);
+        self
+    }
+
+    /// Every answer with credentials after the first waits `pause` (an overloaded endpoint).
+    pub fn slow_after_first(self, pause: Duration) -> Self {
+        self.control.slow_ms.store(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self
+    }
+
+    /// While `failing`, every request is answered 503 (the service is down or throttling).
+    pub fn fail(&self, failing: bool) {
+        self.control.failing.store(failing, Ordering::Relaxed);
     }
 }
 
@@ -54,31 +96,61 @@ impl Answer {
     }
 }
 
-/// Serves `handle` on a loopback port, one request per connection.
-fn serve(handle: impl Fn(&Request) -> Answer + Send + 'static) -> Endpoint {
+/// What a handler needs besides the request: when the credentials it hands out expire.
+struct Grant {
+    lifetime_secs: i64,
+}
+
+impl Grant {
+    fn expiration(&self) -> String {
+        expiration_in(self.lifetime_secs)
+    }
+}
+
+/// Serves `handle` on a loopback port, a thread per connection, one request per connection.
+fn serve(handle: impl Fn(&Request, &Grant) -> Answer + Send + Sync + 'static) -> Endpoint {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
+    let control = Arc::new(Control {
+        served: AtomicUsize::new(0),
+        refused: AtomicUsize::new(0),
+        failing: AtomicBool::new(false),
+        lifetime_secs: AtomicU64::new(3600),
+        slow_ms: AtomicU64::new(0),
+    });
+    let (handle, shared) = (Arc::new(handle), control.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Some(request) = read_request(&mut stream) else { continue };
-            let answer = handle(&request);
-            if answer.credentials {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            let headers: String = answer.headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {} X\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-                answer.status,
-                answer.body.len(),
-                answer.body
-            );
+            let (handle, control) = (handle.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let Some(request) = read_request(&mut stream) else { return };
+                let answer = if control.failing.load(Ordering::Relaxed) {
+                    Answer::new(503, "text/plain", "Service Unavailable")
+                } else {
+                    let lifetime_secs = i64::try_from(control.lifetime_secs.load(Ordering::Relaxed)).unwrap_or(3600);
+                    handle(&request, &Grant { lifetime_secs })
+                };
+                if answer.credentials {
+                    if control.served.fetch_add(1, Ordering::Relaxed) > 0 {
+                        std::thread::sleep(Duration::from_millis(control.slow_ms.load(Ordering::Relaxed)));
+                    }
+                } else if matches!(answer.status, 400 | 401 | 403 | 404) {
+                    control.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                let headers: String =
+                    answer.headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {} X\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    answer.status,
+                    answer.body.len(),
+                    answer.body
+                );
+            });
         }
     });
-    Endpoint { url, served }
+    Endpoint { url, control }
 }
 
 fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
@@ -133,10 +205,10 @@ fn form(body: &str) -> HashMap<String, String> {
 }
 
 /// STS answering `AssumeRoleWithWebIdentity` for `role_arn` presented with `web_identity_token`
-/// (what EKS IRSA mounts into the pod), with credentials valid for an hour.
+/// (what EKS IRSA mounts into the pod).
 pub fn sts(role_arn: &'static str, web_identity_token: &'static str) -> Endpoint {
     let iam = services().kafka_iam;
-    serve(move |request| {
+    serve(move |request, grant| {
         let params = form(&request.body);
         let param = |name: &str| params.get(name).map(String::as_str);
         if request.method != "POST"
@@ -161,7 +233,7 @@ pub fn sts(role_arn: &'static str, web_identity_token: &'static str) -> Endpoint
             iam.access_key_id,
             xml_escape(&iam.secret_access_key),
             xml_escape(&iam.session_token),
-            expiration_in(3600)
+            grant.expiration()
         );
         Answer::credentials("text/xml", body)
     })
@@ -172,11 +244,11 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// EC2 instance metadata, IMDSv2 only: a session token from `PUT /latest/api/token`, then the
-/// instance profile's role and its credentials (valid for an hour) with that token.
+/// instance profile's role and its credentials with that token.
 pub fn imds(role: &'static str) -> Endpoint {
     const SESSION: &str = "imds-session-token-for-the-test";
     let iam = services().kafka_iam;
-    serve(move |request| {
+    serve(move |request, grant| {
         let path = request.target.split('?').next().unwrap_or("");
         if request.method == "PUT" && path == "/latest/api/token" {
             return match request.headers.get("x-aws-ec2-metadata-token-ttl-seconds") {
@@ -200,7 +272,7 @@ pub fn imds(role: &'static str) -> Endpoint {
                     iam.access_key_id,
                     iam.secret_access_key,
                     iam.session_token,
-                    expiration_in(3600)
+                    grant.expiration()
                 );
                 Answer::credentials("text/plain", body)
             }
@@ -210,15 +282,15 @@ pub fn imds(role: &'static str) -> Endpoint {
 }
 
 /// The IAM Identity Center portal's `GetRoleCredentials`, for `access_token` (what `aws sso
-/// login` caches), with credentials valid for an hour.
+/// login` caches).
 pub fn sso_portal(access_token: &'static str) -> Endpoint {
     let iam = services().kafka_iam;
-    serve(move |request| {
+    serve(move |request, grant| {
         let federation = request.method == "GET" && request.target.starts_with("/federation/credentials?");
         if !federation || request.headers.get("x-amz-sso_bearer_token").map(String::as_str) != Some(access_token) {
             return Answer::new(401, "application/json", r#"{"message":"Session token not found or invalid"}"#);
         }
-        let expiration_ms = bson::DateTime::now().timestamp_millis() + 3_600_000;
+        let expiration_ms = bson::DateTime::now().timestamp_millis() + grant.lifetime_secs * 1000;
         let body = format!(
             r#"{{"roleCredentials":{{"accessKeyId":"{}","secretAccessKey":"{}","sessionToken":"{}","expiration":{expiration_ms}}}}}"#,
             iam.access_key_id, iam.secret_access_key, iam.session_token
@@ -228,20 +300,50 @@ pub fn sso_portal(access_token: &'static str) -> Endpoint {
 }
 
 /// The container credentials endpoint (ECS agent, EKS Pod Identity agent), for requests
-/// carrying `authorization`.
+/// carrying `authorization` (`AWS_CONTAINER_AUTHORIZATION_TOKEN`).
 pub fn container(authorization: &'static str) -> Endpoint {
-    let iam = services().kafka_iam;
-    serve(move |request| {
+    serve(move |request, grant| {
         if request.headers.get("authorization").map(String::as_str) != Some(authorization) {
             return Answer::new(401, "application/json", "");
         }
-        let body = format!(
-            r#"{{"AccessKeyId":"{}","SecretAccessKey":"{}","Token":"{}","Expiration":"{}"}}"#,
-            iam.access_key_id,
-            iam.secret_access_key,
-            iam.session_token,
-            expiration_in(3600)
-        );
-        Answer::credentials("application/json", body)
+        container_credentials(grant)
     })
+}
+
+/// The EKS Pod Identity agent: accepts the service account token the kubelet keeps projected
+/// into `token_file` (`AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`), as it is *now*: when the
+/// kubelet rotates the file, only the new token is accepted.
+pub fn pod_identity_agent(token_file: PathBuf) -> Endpoint {
+    serve(move |request, grant| {
+        let current = std::fs::read_to_string(&token_file).unwrap_or_default();
+        if current.is_empty() || request.headers.get("authorization") != Some(&current) {
+            return Answer::new(401, "application/json", r#"{"message":"invalid service account token"}"#);
+        }
+        container_credentials(grant)
+    })
+}
+
+/// The ECS agent's credentials endpoint for a task with `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+/// = relative_uri`. The SDK roots that URI at `http://169.254.170.2`, a link-local address the
+/// test cannot serve; this endpoint is reached as the HTTP proxy (`HTTP_PROXY`, which the SDK's
+/// HTTP client honours), so it sees the SDK's own absolute URL and answers it only.
+pub fn ecs_agent(relative_uri: &'static str) -> Endpoint {
+    serve(move |request, grant| {
+        if request.method != "GET" || request.target != format!("http://169.254.170.2{relative_uri}") {
+            return Answer::new(404, "application/json", r#"{"message":"no such task credentials"}"#);
+        }
+        container_credentials(grant)
+    })
+}
+
+fn container_credentials(grant: &Grant) -> Answer {
+    let iam = services().kafka_iam;
+    let body = format!(
+        r#"{{"AccessKeyId":"{}","SecretAccessKey":"{}","Token":"{}","Expiration":"{}"}}"#,
+        iam.access_key_id,
+        iam.secret_access_key,
+        iam.session_token,
+        grant.expiration()
+    );
+    Answer::credentials("application/json", body)
 }

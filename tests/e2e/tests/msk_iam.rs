@@ -1,224 +1,277 @@
 //! Both service binaries authenticating with MSK IAM (SASL OAUTHBEARER, SigV4-presigned token)
 //! to the broker's SASL_SSL listener, whose validator (scripts/kafka/MskIamTokenValidator.java)
-//! checks the signature and ends each session when its token expires. Tokens live 20 s here, so
-//! a client that does not renew its token loses its connections within the test: the data still
-//! arriving after three lifetimes, including a topic created by the admin client then, shows
-//! every client kind (transactional producer, admin, checkpoint reader, consumer group,
-//! dead-letter producer, readiness probe) renews.
+//! accepts only tokens signed for the cluster's region and ends each session when its token
+//! expires. Tokens live 20 s here, so a client that does not renew its token loses its
+//! connections within the test: the data still arriving after three lifetimes, including a topic
+//! created by the admin client then, shows every client kind (transactional producer, admin,
+//! checkpoint reader, consumer group, dead-letter producer, readiness probe) renews.
 //!
-//! Credentials come from every source of the AWS SDK's chain, served on loopback by
-//! `e2e::aws_endpoints` with the broker's test keys: environment keys and the container endpoint
-//! (ECS task role / EKS Pod Identity) in one pipeline, a web identity token exchanged at STS
-//! (EKS IRSA) and EC2 instance metadata (IMDSv2) in another, and `doctor` on each source plus
-//! a shared profile with keys and an IAM Identity Center (SSO) profile.
+//! The processes run as in the target region: `AWS_REGION` is the pod's region, not the
+//! cluster's (`e2e::iam`). Credentials come from every source of the AWS SDK's chain, served on
+//! loopback by `e2e::aws_endpoints` with the broker's test keys: the ECS task role (relative URI)
+//! and EKS Pod Identity (token file, rotated during the run) with credentials that rotate every
+//! 60 s; a web identity token exchanged at a slow STS (EKS IRSA) and EC2 instance metadata
+//! (IMDSv2); an STS outage shorter and longer than the credentials' life; and `doctor` on each
+//! source plus environment keys, a shared profile with keys and an IAM Identity Center (SSO)
+//! profile, and on the region decision.
+//!
+//! `credentials_rotating_every_60_s_through_five_minutes` is ignored by default (5 minutes):
+//! `cargo test -p e2e --test msk_iam -- --ignored`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bson::doc;
 use e2e::aws_endpoints::{self, Endpoint};
-use e2e::pipeline::compare_databases;
-use e2e::process::Proc;
-use test_support::{eventually, http_get, metric, services, unique};
+use e2e::iam::{
+    assert_clean_log, cluster_region, container_env, doctor_raw, ecs_task_env, env_keys, imds_env, isolated_aws_env,
+    kafka_env, log_dir, msk_host, pod_identity_env, pod_region, token_metrics, web_identity_env, with, AwsEnv,
+    IamPipeline, RegionSetting, Service, ROLE_ARN, WEB_IDENTITY_TOKEN,
+};
+use test_support::{eventually, metric, services, unique};
 
 const LIFETIME_SECONDS: u64 = 20;
+const ECS_RELATIVE_URI: &str = "/v2/credentials/6f1c2d0e-replicator-task";
 
-fn kafka_env(prefix: &str) -> Vec<(String, String)> {
-    let s = services();
-    vec![
-        (format!("{prefix}__KAFKA__BOOTSTRAP_SERVERS"), s.kafka_sasl_ssl.bootstrap),
-        (format!("{prefix}__KAFKA__AUTH"), "aws_msk_iam".into()),
-        (format!("{prefix}__KAFKA__AWS_REGION"), s.kafka_iam.region),
-        (format!("{prefix}__KAFKA__IAM_TOKEN_LIFETIME_SECONDS"), LIFETIME_SECONDS.to_string()),
-        (format!("{prefix}__KAFKA__OPTIONS__SSL_CA_LOCATION"), s.kafka_sasl_ssl.ca_file),
-    ]
-}
-
-/// Keeps each process's chain to what the test gives it: no shared profile of the machine, no
-/// instance metadata (which would leave loopback) unless the test serves it.
-fn isolated_aws_env(dir: &Path) -> Vec<(String, String)> {
-    vec![
-        ("AWS_CONFIG_FILE".into(), dir.join("no-aws-config").display().to_string()),
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), dir.join("no-aws-credentials").display().to_string()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("AWS_REGION".into(), services().kafka_iam.region),
-    ]
-}
-
-/// `vars` over `base`, a later value replacing an earlier one.
-fn with(base: Vec<(String, String)>, vars: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        base.into_iter().filter(|(k, _)| !vars.iter().any(|(name, _)| name == k)).collect();
-    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    env
-}
-
-/// AWS variables for one credential source.
-type AwsEnv = Vec<(&'static str, String)>;
-
-fn env_keys() -> AwsEnv {
-    let iam = services().kafka_iam;
-    vec![
-        ("AWS_ACCESS_KEY_ID", iam.access_key_id),
-        ("AWS_SECRET_ACCESS_KEY", iam.secret_access_key),
-        ("AWS_SESSION_TOKEN", iam.session_token),
-    ]
-}
-
-fn container_env(endpoint: &Endpoint) -> AwsEnv {
-    vec![
-        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{}/v2/credentials/replicator", endpoint.url)),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-identity-token".into()),
-    ]
-}
-
-const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/replicator";
-const WEB_IDENTITY_TOKEN: &str = "eyJ-service-account-token-of-the-test";
-
-/// EKS IRSA: the projected service account token and the role, exchanged at STS.
-fn web_identity_env(sts: &Endpoint, dir: &Path) -> AwsEnv {
-    let token_file = dir.join("eks.amazonaws.com-serviceaccount-token");
-    std::fs::write(&token_file, WEB_IDENTITY_TOKEN).expect("token file");
-    vec![
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.display().to_string()),
-        ("AWS_ROLE_ARN", ROLE_ARN.into()),
-        ("AWS_ROLE_SESSION_NAME", "replicator".into()),
-        ("AWS_ENDPOINT_URL_STS", sts.url.clone()),
-    ]
-}
-
-fn imds_env(imds: &Endpoint) -> AwsEnv {
-    vec![("AWS_EC2_METADATA_DISABLED", "false".into()), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.clone())]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_target_region_pipeline_signs_for_the_clusters_region_on_rotating_container_credentials() {
+    rotating_container_credentials(Duration::from_secs(3 * LIFETIME_SECONDS)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_pipeline_runs_on_msk_iam_tokens_renewed_before_they_expire() {
-    let container = aws_endpoints::container("pod-identity-token");
-    let name = unique("iam");
-    run_pipeline_on_iam(&name, &env_keys(), &container_env(&container)).await;
-    assert!(container.served() >= 1, "sink-writer fetched container credentials");
-    // Temporary credentials are cached, not fetched for every token.
-    assert!(container.served() <= 2, "credentials fetched for every token: {}", container.served());
+#[ignore = "five minutes: run with --ignored"]
+async fn credentials_rotating_every_60_s_through_five_minutes() {
+    rotating_container_credentials(Duration::from_secs(300)).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_pipeline_runs_on_web_identity_and_instance_profile_credentials() {
-    let (sts, imds) = (aws_endpoints::sts(ROLE_ARN, WEB_IDENTITY_TOKEN), aws_endpoints::imds("replicator-node"));
-    let name = unique("iam-irsa");
+/// cdc-source on the ECS task role (relative URI), sink-writer on EKS Pod Identity (token file,
+/// rotated by the "kubelet" half-way), both granted credentials for 60 s, in the pod's region
+/// with the region only in the cluster's host name; writes for `run_for`.
+async fn rotating_container_credentials(run_for: Duration) {
+    const CREDENTIALS: Duration = Duration::from_secs(60);
+    let name = unique("iam-rotate");
     let dir = log_dir(&name);
-    run_pipeline_on_iam(&name, &web_identity_env(&sts, &dir), &imds_env(&imds)).await;
-    for (endpoint, what) in [(&sts, "STS web identity"), (&imds, "instance metadata")] {
-        assert!(endpoint.served() >= 1, "{what} credentials were not asked for");
-        assert!(endpoint.served() <= 2, "{what} credentials fetched for every token: {}", endpoint.served());
-    }
-}
-
-fn log_dir(name: &str) -> std::path::PathBuf {
-    let dir = test_support::workspace_root().join(".cache/e2e").join(name);
-    std::fs::create_dir_all(&dir).expect("log dir");
-    dir
-}
-
-/// Runs both services on MSK IAM with 20 s tokens for three lifetimes, cdc-source with
-/// `source_aws` in its environment and sink-writer with `sink_aws`, and checks the target, the
-/// token metrics and that no credential reached logs or metrics.
-async fn run_pipeline_on_iam(name: &str, source_aws: &[(&str, String)], sink_aws: &[(&str, String)]) {
-    let servers = services();
-    let iam = servers.kafka_iam.clone();
-    let dir = log_dir(name);
-    let (source_http, sink_http) = (e2e::free_addr(), e2e::free_addr());
-
-    let mut source_env = kafka_env("CDC_SOURCE");
-    source_env.extend(e2e::source_process_env(name, 2));
-    source_env.extend([
-        ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), source_http.to_string()),
-        ("CDC_SOURCE__MONGO__URI".into(), servers.mongo_source_uri.clone()),
-    ]);
-    let mut sink_env = kafka_env("SINK_WRITER");
-    sink_env.extend(e2e::sink_process_env(name));
-    sink_env.extend([
-        ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), sink_http.to_string()),
-        ("SINK_WRITER__MONGO__URI".into(), servers.mongo_target_uri.clone()),
-    ]);
-    let source_env = with([source_env, isolated_aws_env(&dir)].concat(), source_aws);
-    let sink_env = with([sink_env, isolated_aws_env(&dir)].concat(), sink_aws);
-    let mut source = Proc::new("cdc-source", e2e::binary("cdc-source"), vec![], source_env, &dir);
-    let mut sink = Proc::new("sink-writer", e2e::binary("sink-writer"), vec![], sink_env, &dir);
-    let source_db = test_support::mongo(&servers.mongo_source_uri).await.database(name);
-    let target_db = test_support::mongo(&servers.mongo_target_uri).await.database(name);
-    source_db.collection::<bson::Document>("orders").insert_one(doc! {"_id": -1}).await.expect("insert");
-    source.start();
-    sink.start();
-    for addr in [source_http, sink_http] {
-        eventually("both services ready over MSK IAM", Duration::from_secs(60), || async move {
-            http_get(addr, "/health/readyz").await.ok().filter(|(status, _)| *status == 200)
-        })
-        .await;
-    }
-
-    // Writes for three token lifetimes; a new collection (a topic the admin client creates)
-    // only after two of them.
-    let orders = source_db.collection::<bson::Document>("orders");
+    let token_file = dir.join("eks-pod-identity-token");
+    std::fs::write(&token_file, "pod-identity-token-1").expect("token file");
+    let agent = aws_endpoints::pod_identity_agent(token_file.clone()).grant_for(CREDENTIALS);
+    let ecs = aws_endpoints::ecs_agent(ECS_RELATIVE_URI).grant_for(CREDENTIALS);
     let started = Instant::now();
-    let mut i = 0;
-    while started.elapsed() < Duration::from_secs(3 * LIFETIME_SECONDS) {
-        orders.insert_one(doc! {"_id": i, "at": bson::DateTime::now()}).await.expect("insert");
-        orders.update_one(doc! {"_id": i / 2}, doc! {"$inc": {"n": 1}}).await.expect("update");
-        if started.elapsed() > Duration::from_secs(2 * LIFETIME_SECONDS) && i % 10 == 0 {
-            source_db.collection::<bson::Document>("late").insert_one(doc! {"_id": i}).await.expect("insert");
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let comparison = eventually("the target equals the source", Duration::from_secs(60), || {
-        let (s, t) = (source_db.clone(), target_db.clone());
-        async move { Some(compare_databases(&s, &t).await).filter(|c| c.lost + c.divergent + c.extra == 0) }
-    })
+    let mut p = IamPipeline::start(
+        &name,
+        RegionSetting::FromHost,
+        LIFETIME_SECONDS,
+        &ecs_task_env(&ecs, ECS_RELATIVE_URI),
+        &pod_identity_env(&agent, &token_file),
+    )
     .await;
-    assert!(comparison.source_documents > 300, "{comparison:?}");
-
-    for (addr, prefix) in [(source_http, "cdc_source"), (sink_http, "sink_writer")] {
-        let (status, body) = http_get(addr, "/metrics").await.expect("metrics");
-        assert_eq!(status, 200);
-        let signed = metric(&body, &format!("{prefix}_kafka_auth_tokens_total{{outcome=\"signed\"}}"));
-        let failed = metric(&body, &format!("{prefix}_kafka_auth_tokens_total{{outcome=\"failed\"}}"));
+    let first = p.write_for(run_for / 2).await;
+    std::fs::write(&token_file, "pod-identity-token-2").expect("rotate the token file");
+    let before_rotation = agent.served();
+    let second = p.write_for(run_for / 2).await;
+    assert!(p.converged(Duration::from_secs(60)).await > 300);
+    let elapsed = started.elapsed().as_secs();
+    assert!(agent.served() > before_rotation, "no credentials fetched with the rotated token file");
+    assert_eq!((agent.refused(), ecs.refused()), (0, 0), "a credential request was refused");
+    for (endpoint, what) in [(&agent, "EKS Pod Identity"), (&ecs, "ECS task role")] {
+        // Renewed before they expire (at least once a lifetime), not fetched for every token.
+        let served = endpoint.served() as u64;
+        assert!(served > elapsed / 60, "{what}: {served} fetches of 60 s credentials in {elapsed} s");
+        assert!(served <= 2 + elapsed / 15, "{what}: {served} fetches in {elapsed} s: fetched per token?");
+    }
+    for writes in [&first, &second] {
+        assert!(writes.max_apply_latency < Duration::from_secs(5), "a write took {writes:?} to reach the target");
+    }
+    for service in [Service::Source, Service::Sink] {
+        let body = p.metrics(service).await;
+        let (signed, failed) = token_metrics(&body, service, LIFETIME_SECONDS);
+        let prefix = service.metric_prefix();
         // Every client signs at start and again at 80% of each lifetime.
-        assert!(signed >= 6.0, "{prefix}: {signed} tokens signed in {:?}", started.elapsed());
+        assert!(signed >= 6.0, "{prefix}: {signed} tokens signed in {elapsed} s");
         assert_eq!(failed, 0.0, "{prefix}: token failures");
-        let expiry = metric(&body, &format!("{prefix}_kafka_auth_token_expiry_timestamp_seconds"));
+        let refresh_failures = metric(&body, &format!("{prefix}_aws_credentials_refreshes_total{{outcome=\"failed\"}}"));
+        assert_eq!(refresh_failures, 0.0, "{prefix}: credential refreshes failed");
+        let expiry = metric(&body, &format!("{prefix}_aws_credentials_expiry_timestamp_seconds"));
         let now = bson::DateTime::now().timestamp_millis() as f64 / 1000.0;
-        assert!(expiry > now && expiry <= now + LIFETIME_SECONDS as f64 + 1.0, "{prefix}: expiry {expiry}, now {now}");
-        for secret in [&iam.secret_access_key, &iam.session_token] {
-            assert!(!body.contains(secret.as_str()), "{prefix} metrics show a credential");
-        }
-        if prefix == "cdc_source" {
+        assert!(expiry > now && expiry <= now + 61.0, "{prefix}: credentials expire at {expiry}, now {now}");
+        if service == Service::Source {
             // A client whose token lapsed fails its requests; the pipeline would recover by
             // restarting, which is not what renewal is for.
             assert_eq!(metric(&body, "cdc_source_restarts_total"), 0.0, "pipeline restarts");
         }
     }
-    sink.stop();
-    source.stop();
-    for service in ["cdc-source", "sink-writer"] {
-        let log = std::fs::read_to_string(dir.join(format!("{service}.log"))).expect("log");
-        for secret in [&iam.secret_access_key, &iam.session_token] {
-            assert!(!log.contains(secret.as_str()), "{service} logged a credential");
-        }
-        for lapse in ["invalid_token", "Authentication failure"] {
-            assert!(!log.contains(lapse), "{service}: a token lapsed ({lapse}); log in {}", dir.display());
-        }
+    p.stop();
+    for service in [Service::Source, Service::Sink] {
+        assert_clean_log(service, &p.log(service), &p.dir);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_sts_never_stalls_the_pipeline_on_web_identity_and_instance_profile_credentials() {
+    // STS answers every exchange after the first in 8 s; the credentials last a minute, so they
+    // are renewed during the run. Signing a token must not wait for STS.
+    let sts = aws_endpoints::sts(ROLE_ARN, WEB_IDENTITY_TOKEN)
+        .grant_for(Duration::from_secs(60))
+        .slow_after_first(Duration::from_secs(8));
+    let imds = aws_endpoints::imds("replicator-node").grant_for(Duration::from_secs(60));
+    let name = unique("iam-irsa");
+    let dir = log_dir(&name);
+    // Here kafka.aws_region names the cluster's region: the override, over the pod's AWS_REGION.
+    let mut p = IamPipeline::start(
+        &name,
+        RegionSetting::Configured,
+        LIFETIME_SECONDS,
+        &imds_env(&imds),
+        &web_identity_env(&sts, &dir),
+    )
+    .await;
+    let writes = p.write_for(Duration::from_secs(3 * LIFETIME_SECONDS)).await;
+    assert!(p.converged(Duration::from_secs(60)).await > 300);
+    assert!(writes.probes >= 20, "{writes:?}");
+    assert!(writes.max_apply_latency < Duration::from_secs(5), "a write took {writes:?} to reach the target");
+    for (endpoint, what) in [(&sts, "STS web identity"), (&imds, "instance metadata")] {
+        assert!(endpoint.served() >= 2, "{what} credentials were not renewed: {}", endpoint.served());
+        assert!(endpoint.served() <= 8, "{what} credentials fetched for every token: {}", endpoint.served());
+    }
+    for service in [Service::Source, Service::Sink] {
+        let (signed, failed) = token_metrics(&p.metrics(service).await, service, LIFETIME_SECONDS);
+        assert!(signed >= 6.0 && failed == 0.0, "{service:?}: {signed} signed, {failed} failed");
+    }
+    p.stop();
+    for service in [Service::Source, Service::Sink] {
+        assert_clean_log(service, &p.log(service), &p.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sts_outage_keeps_sessions_while_credentials_last_and_shows_once_they_expired() {
+    const TOKENS: u64 = 10;
+    let sts = aws_endpoints::sts(ROLE_ARN, WEB_IDENTITY_TOKEN).grant_for(Duration::from_secs(30));
+    let name = unique("iam-outage");
+    let dir = log_dir(&name);
+    let mut p =
+        IamPipeline::start(&name, RegionSetting::Configured, TOKENS, &env_keys(), &web_identity_env(&sts, &dir)).await;
+    let sink_metric = |body: &str, name: &str| metric(body, &format!("sink_writer_{name}"));
+
+    // 1. STS fails right after a renewal for 22 s: longer than the renewal interval (half the
+    //    credentials' 30 s) and than a token's (8 s), shorter than the credentials' life.
+    let fetched = sts.served();
+    while sts.served() == fetched {
+        p.write_for(Duration::from_millis(500)).await;
+    }
+    sts.fail(true);
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(22) {
+        p.write_for(Duration::from_secs(1)).await;
+        let (status, body) = p.readyz(Service::Sink).await;
+        assert_eq!(status, 200, "not ready {:?} into an outage the credentials outlast: {body}", outage.elapsed());
+    }
+    sts.fail(false);
+    let renewed = sts.served();
+    let back = Instant::now();
+    while sts.served() == renewed {
+        assert!(back.elapsed() < Duration::from_secs(20), "credentials not renewed after STS came back");
+        p.write_for(Duration::from_millis(500)).await;
+    }
+    let body = p.metrics(Service::Sink).await;
+    assert!(sink_metric(&body, "aws_credentials_refreshes_total{outcome=\"failed\"}") >= 1.0, "{body}");
+    assert_eq!(sink_metric(&body, "kafka_auth_tokens_total{outcome=\"failed\"}"), 0.0, "a token failed");
+    // No session ended for a lapsed token while the old credentials were valid.
+    assert_clean_log(Service::Sink, &p.log(Service::Sink), &p.dir);
+    let log_before = p.log(Service::Sink).len();
+
+    // 2. STS fails until the credentials expire: no token can be signed; readiness, metrics and
+    //    the log say why, and all recovers once STS answers again.
+    sts.fail(true);
+    let (_, reason) = eventually("sink-writer not ready once its credentials expired", Duration::from_secs(60), || {
+        let addr = p.sink_http;
+        async move {
+            let (status, body) = test_support::http_get(addr, "/health/readyz").await.ok()?;
+            (status == 503 && body.contains("aws-credentials")).then_some((status, body))
+        }
+    })
+    .await;
+    assert!(reason.contains("expired"), "readiness names the expired credentials: {reason}");
+    let body = p.metrics(Service::Sink).await;
+    let now = bson::DateTime::now().timestamp_millis() as f64 / 1000.0;
+    assert!(sink_metric(&body, "aws_credentials_expiry_timestamp_seconds") < now, "{body}");
+    eventually("a token request failed", Duration::from_secs(30), || async {
+        let body = p.metrics(Service::Sink).await;
+        (sink_metric(&body, "kafka_auth_tokens_total{outcome=\"failed\"}") >= 1.0).then_some(())
+    })
+    .await;
+    sts.fail(false);
+    eventually("sink-writer ready again after STS came back", Duration::from_secs(90), || async {
+        (p.readyz(Service::Sink).await.0 == 200).then_some(())
+    })
+    .await;
+    p.write_for(Duration::from_secs(5)).await;
+    assert!(p.converged(Duration::from_secs(90)).await > 100);
+    p.stop();
+    let log = p.log(Service::Sink);
+    assert!(log[..log_before].contains("cannot refresh AWS credentials"), "the failed renewals are logged");
+    assert!(log[log_before..].contains("AWS credentials expired"), "the expiry is logged");
+    let iam = services().kafka_iam;
+    assert!(!log.contains(&iam.secret_access_key) && !log.contains(&iam.session_token), "a credential logged");
+    assert_clean_log(Service::Source, &p.log(Service::Source), &p.dir);
+}
+
+/// The doctor's environment (unprefixed keys) for the SASL_SSL listener with MSK IAM.
+fn doctor_env(region: RegionSetting, dir: &Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = kafka_env("X", region, LIFETIME_SECONDS)
+        .into_iter()
+        .map(|(k, v)| (k.replacen("X__", "", 1), v))
+        .collect();
+    env.push(("MONGO__URI".into(), services().mongo_target_uri.clone()));
+    env.extend(isolated_aws_env(dir));
+    env
+}
+
+#[tokio::test]
+async fn doctor_shows_the_region_it_signs_for_and_why() {
+    let (cluster, pod) = (cluster_region(), pod_region());
+    let dir = log_dir(&unique("iam-region"));
+    let keys: Vec<(&str, String)> = env_keys();
+    let line = |report: &str, check: &str| -> String {
+        report.lines().filter(|l| l.contains(check)).collect::<Vec<_>>().join("\n")
+    };
+
+    // The target-region deployment: the pod's AWS_REGION, the cluster's region in its host name.
+    let env = with(doctor_env(RegionSetting::FromHost, &dir), &keys);
+    let (ok, report) = doctor_raw("sink-writer", &env).await;
+    assert!(ok && report.contains("broker(s)"), "the broker accepts tokens for the cluster's region: {report}");
+    let region = line(&report, "kafka region");
+    assert!(region.contains(&format!("ok    kafka region  {cluster}")), "{report}");
+    assert!(region.contains(&msk_host(&cluster)), "the host it read the region from: {report}");
+    assert!(
+        region.contains("WARN") && region.contains(&format!("AWS_REGION is {pod}")),
+        "the differing environment region is pointed out: {report}"
+    );
+    assert!(line(&report, "kafka auth").contains(&format!("MSK IAM for {cluster}")), "{report}");
+
+    // kafka.aws_region overrides the host, here wrongly (the pod's region): said, and refused.
+    let wrong = with(env.clone(), &[("KAFKA__AWS_REGION", pod.to_string())]);
+    let (ok, report) = doctor_raw("sink-writer", &wrong).await;
+    assert!(!ok, "{report}");
+    let region = line(&report, "kafka region");
+    assert!(region.contains(pod) && region.contains("kafka.aws_region"), "{report}");
+    assert!(region.contains("WARN") && region.contains(&cluster), "the host's region is named: {report}");
+    assert!(report.contains("FAIL  kafka "), "the broker refuses tokens for {pod}: {report}");
+
+    // No region in any host name: AWS_REGION, said so.
+    let mut from_env: Vec<(String, String)> =
+        env.iter().filter(|(k, _)| k != "KAFKA__AWS_REGION_HOST").cloned().collect();
+    from_env = with(from_env, &[("AWS_REGION", cluster.clone())]);
+    let (ok, report) = doctor_raw("sink-writer", &from_env).await;
+    assert!(ok, "{report}");
+    let region = line(&report, "kafka region");
+    assert!(region.contains(&format!("ok    kafka region  {cluster}")) && region.contains("AWS_REGION"), "{report}");
+    assert!(!region.contains("WARN"), "{report}");
 }
 
 #[tokio::test]
 async fn doctor_names_a_rejected_iam_signature_and_missing_credentials_without_printing_secrets() {
-    let servers = services();
-    let iam = servers.kafka_iam.clone();
+    let iam = services().kafka_iam;
     let wrong = "Wrong/secret+key-for-msk-iam";
-    let mut env: Vec<(String, String)> =
-        kafka_env("X").into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
-    env.push(("MONGO__URI".into(), servers.mongo_target_uri.clone()));
-    env.extend(isolated_aws_env(&log_dir(&unique("iam-doctor"))));
+    let env = doctor_env(RegionSetting::Configured, &log_dir(&unique("iam-doctor")));
 
     // No credentials anywhere: a blocker that says where they are looked for.
     let (ok, report) = doctor_raw("sink-writer", &env).await;
@@ -295,13 +348,9 @@ fn profile_env(dir: &Path) -> AwsEnv {
 
 #[tokio::test]
 async fn doctor_connects_with_each_credential_source_and_names_it_with_its_expiry() {
-    let servers = services();
-    let iam = servers.kafka_iam.clone();
+    let iam = services().kafka_iam;
     let dir = log_dir(&unique("iam-sources"));
-    let mut base: Vec<(String, String)> =
-        kafka_env("X").into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
-    base.push(("MONGO__URI".into(), servers.mongo_target_uri.clone()));
-    base.extend(isolated_aws_env(&dir));
+    let base = doctor_env(RegionSetting::Configured, &dir);
     let (container, sts, imds, portal) = (
         aws_endpoints::container("pod-identity-token"),
         aws_endpoints::sts(ROLE_ARN, WEB_IDENTITY_TOKEN),
@@ -341,27 +390,4 @@ async fn doctor_connects_with_each_credential_source_and_names_it_with_its_expir
     for (endpoint, what) in [(&container, "container"), (&sts, "STS"), (&imds, "IMDS"), (&portal, "SSO portal")] {
         assert_eq!(endpoint.served(), 1, "{what} credentials asked for once");
     }
-}
-
-/// `doctor` where the AWS_* variables are passed unprefixed, as AWS tooling sets them.
-async fn doctor_raw(service: &str, env: &[(String, String)]) -> (bool, String) {
-    let prefix = if service == "cdc-source" { "CDC_SOURCE" } else { "SINK_WRITER" };
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| {
-            if k.starts_with("AWS_") || k == "HOME" {
-                (k.clone(), v.clone())
-            } else {
-                (format!("{prefix}__{k}"), v.clone())
-            }
-        })
-        .collect();
-    let out = tokio::process::Command::new(e2e::binary(service))
-        .arg("doctor")
-        .env_clear()
-        .envs(env)
-        .output()
-        .await
-        .expect("doctor runs");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
