@@ -1,16 +1,15 @@
-//! Connection settings for MongoDB and Kafka, shared by both services, and the cheap checks
-//! that tell readiness whether each answers.
+//! Connection settings for MongoDB and Kafka (`kafka_connection`), shared by both services, and
+//! the cheap checks that tell readiness whether each answers.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mongodb::options::{AuthMechanism, ClientOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{deserialize_string_map, serialize_redacted_map, SecretUri};
-use crate::kafka_auth::{self, AuthContext, KafkaAuth, TokenSource};
+use crate::config::SecretUri;
+use crate::kafka_auth::AuthContext;
+pub use crate::kafka_connection::KafkaConnection;
 
 /// What the services may ask of the MongoDB deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,122 +161,6 @@ fn uri_option(uri: &str, name: &str) -> Option<String> {
 /// Answers whether the deployment responds to `ping`; the error says why not (no secrets).
 pub async fn ping_mongo(client: &mongodb::Client) -> Result<(), String> {
     client.database("admin").run_command(bson::doc! {"ping": 1}).await.map(|_| ()).map_err(|e| e.kind.to_string())
-}
-
-/// A Kafka cluster (Amazon MSK or Apache Kafka).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConnection {
-    /// Comma-separated `host:port` bootstrap list.
-    pub bootstrap_servers: String,
-    /// librdkafka properties passed through, e.g. `"security.protocol" = "SASL_SSL"`,
-    /// `"sasl.mechanism"`, `"ssl.ca.location"`, `"linger.ms"`. `_` in a key stands for `.`
-    /// (librdkafka names have no `_`), so the environment can set them:
-    /// `…__KAFKA__OPTIONS__SASL_PASSWORD`. Credential-like values are redacted when printed.
-    #[serde(serialize_with = "serialize_redacted_map", deserialize_with = "deserialize_string_map")]
-    pub options: BTreeMap<String, String>,
-    /// `options` (default: SCRAM, TLS or plaintext as the options say) or `aws_msk_iam`.
-    pub auth: KafkaAuth,
-    /// The region MSK IAM tokens are signed for; empty: `AWS_REGION`, `AWS_DEFAULT_REGION`, or
-    /// the region in an MSK bootstrap host name.
-    pub aws_region: String,
-    /// A host name of the cluster as MSK lists its brokers (`b-1.<cluster>.<id>.c2.kafka.<region>.amazonaws.com`)
-    /// whose region MSK IAM tokens are signed for, when `bootstrap_servers` reach the cluster under
-    /// names that carry no region (a DNS alias, a load balancer, a tunnel). Only its region is
-    /// used; nothing connects to it. Empty: the bootstrap hosts.
-    pub aws_region_host: String,
-    /// How long an MSK IAM token is valid (at most 900 s, MSK's own clients' value); librdkafka
-    /// asks for a new one at 80% of it.
-    pub iam_token_lifetime_seconds: u64,
-}
-
-impl Default for KafkaConnection {
-    fn default() -> Self {
-        Self {
-            bootstrap_servers: "127.0.0.1:9092".to_string(),
-            options: BTreeMap::new(),
-            auth: KafkaAuth::Options,
-            aws_region: String::new(),
-            aws_region_host: String::new(),
-            iam_token_lifetime_seconds: crate::msk_iam::TOKEN_LIFETIME.as_secs(),
-        }
-    }
-}
-
-impl KafkaConnection {
-    /// Where MSK IAM tokens come from; `None` unless `auth = "aws_msk_iam"`.
-    pub fn token_source(&self) -> Option<TokenSource> {
-        (self.auth == KafkaAuth::AwsMskIam).then(|| TokenSource {
-            region: self.region().unwrap_or_default(),
-            lifetime: Duration::from_secs(self.iam_token_lifetime_seconds),
-        })
-    }
-
-    /// The context for a client that needs nothing but authentication.
-    pub fn context(&self) -> AuthContext {
-        AuthContext(self.token_source())
-    }
-
-    /// An admin client that stays authenticated.
-    pub fn admin(&self) -> rdkafka::error::KafkaResult<kafka_auth::Admin> {
-        kafka_auth::Admin::new(&self.client_config(), self.token_source())
-    }
-
-    fn region(&self) -> Option<String> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Some(self.aws_region.clone())
-            .filter(|r| !r.is_empty())
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .or_else(|| kafka_auth::region_of_bootstrap(&self.aws_region_host))
-            .or_else(|| kafka_auth::region_of_bootstrap(&self.bootstrap_servers))
-    }
-
-    /// librdkafka configuration: bootstrap servers, then the pass-through options.
-    pub fn client_config(&self) -> ClientConfig {
-        self.client_config_with(&[])
-    }
-
-    /// The service's `defaults` first, then the bootstrap servers and the pass-through options,
-    /// so an operator can override any default.
-    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        for (key, value) in defaults {
-            config.set(*key, *value);
-        }
-        config.set("bootstrap.servers", &self.bootstrap_servers);
-        if self.auth == KafkaAuth::AwsMskIam {
-            config.set("security.protocol", "SASL_SSL").set("sasl.mechanism", "OAUTHBEARER");
-        }
-        for (key, value) in &self.options {
-            config.set(key.replace('_', "."), value);
-        }
-        config
-    }
-
-    pub fn validate(&self, section: &str, problems: &mut Vec<String>) {
-        if self.bootstrap_servers.trim().is_empty() {
-            problems.push(format!("{section}.bootstrap_servers must name at least one host:port"));
-        }
-        if self.options.contains_key("bootstrap.servers") {
-            problems.push(format!("{section}.options must not set bootstrap.servers: use {section}.bootstrap_servers"));
-        }
-        if self.auth == KafkaAuth::AwsMskIam {
-            if self.region().is_none() {
-                problems.push(format!(
-                    "{section}.auth = aws_msk_iam needs a region: set {section}.aws_region or AWS_REGION"
-                ));
-            }
-            if self.client_config().get("sasl.mechanism") != Some("OAUTHBEARER") {
-                problems.push(format!(
-                    "{section}.auth = aws_msk_iam uses SASL OAUTHBEARER: remove sasl.mechanism from {section}.options"
-                ));
-            }
-        }
-        if !(10..=900).contains(&self.iam_token_lifetime_seconds) {
-            problems.push(format!("{section}.iam_token_lifetime_seconds must be between 10 and 900"));
-        }
-    }
 }
 
 /// A Kafka client used only to ask for cluster metadata.

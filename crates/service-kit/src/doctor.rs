@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 
 use crate::connect::{KafkaConnection, MongoConnection};
+use crate::msk_region::{self, RegionSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -179,9 +180,55 @@ impl ClientContext for FirstError {
 
 impl ConsumerContext for FirstError {}
 
+/// The region MSK IAM tokens are signed for and why; a warning when `kafka.aws_region`
+/// overrides the region the cluster's host names, or when the process's own region differs.
+pub fn kafka_region(report: &mut Report, connection: &KafkaConnection) -> bool {
+    const CHECK: &str = "kafka region";
+    let signing = match connection.signing_region() {
+        Ok(signing) => signing,
+        Err(e) => {
+            report.fail(CHECK, e.to_string());
+            return false;
+        }
+    };
+    report.ok(CHECK, format!("{signing}; MSK IAM tokens are signed for it"));
+    if signing.source == RegionSource::Configured {
+        if let Ok(Some(named)) = msk_region::region_of_hosts(&connection.aws_region_host, &connection.bootstrap_servers)
+        {
+            if named.region != signing.region {
+                report.warn(
+                    CHECK,
+                    format!(
+                        "kafka.aws_region {} overrides {named}: MSK refuses tokens signed for another region than \
+                         the cluster's; remove kafka.aws_region",
+                        signing.region
+                    ),
+                );
+            }
+        }
+    }
+    let from_env = matches!(signing.source, RegionSource::Environment(_));
+    if let Some((var, region)) = msk_region::environment_region(msk_region::process_env) {
+        if !from_env && region != signing.region {
+            report.warn(
+                CHECK,
+                format!(
+                    "{var} is {region}, the region this process runs in (STS and other AWS calls stay there); \
+                     MSK IAM tokens are signed for {} instead, as a cluster in another region needs",
+                    signing.region
+                ),
+            );
+        }
+    }
+    true
+}
+
 /// Asks a broker for metadata. Returns the topics and their partition counts when usable.
 pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<Vec<(String, usize)>> {
     let token_source = connection.token_source();
+    if token_source.is_some() && !kafka_region(report, connection) {
+        return None;
+    }
     if let Some(source) = &token_source {
         let signed = match crate::aws_identity::credentials().await {
             Ok(credentials) => {

@@ -276,33 +276,9 @@ impl prometheus::core::Collector for AuthCollector {
     }
 }
 
-/// The region of an MSK bootstrap host (`b-1.name.abc.c2.kafka.us-east-1.amazonaws.com`,
-/// `boot-x.c1.kafka-serverless.eu-west-1.amazonaws.com`).
-pub fn region_of_bootstrap(bootstrap_servers: &str) -> Option<String> {
-    let host = bootstrap_servers.split(',').next()?.trim().split(':').next()?.to_ascii_lowercase();
-    let labels: Vec<&str> = host.split('.').collect();
-    let at = labels.iter().position(|l| *l == "kafka" || *l == "kafka-serverless")?;
-    let region = labels.get(at + 1)?;
-    (labels.get(at + 2) == Some(&"amazonaws")).then(|| region.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_region_comes_from_an_msk_bootstrap_host() {
-        assert_eq!(
-            region_of_bootstrap("b-1.orders.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-2.x:9098").as_deref(),
-            Some("us-east-1")
-        );
-        assert_eq!(
-            region_of_bootstrap("boot-abc.c1.kafka-serverless.eu-west-1.amazonaws.com:9098").as_deref(),
-            Some("eu-west-1")
-        );
-        assert_eq!(region_of_bootstrap("127.0.0.1:9092"), None);
-        assert_eq!(region_of_bootstrap("kafka.internal:9092"), None);
-    }
 
     #[test]
     fn without_a_token_source_librdkafka_gets_a_reason() {

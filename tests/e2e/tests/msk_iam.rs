@@ -87,7 +87,8 @@ async fn rotating_container_credentials(run_for: Duration) {
         // Every client signs at start and again at 80% of each lifetime.
         assert!(signed >= 6.0, "{prefix}: {signed} tokens signed in {elapsed} s");
         assert_eq!(failed, 0.0, "{prefix}: token failures");
-        let refresh_failures = metric(&body, &format!("{prefix}_aws_credentials_refreshes_total{{outcome=\"failed\"}}"));
+        let refresh_failures =
+            metric(&body, &format!("{prefix}_aws_credentials_refreshes_total{{outcome=\"failed\"}}"));
         assert_eq!(refresh_failures, 0.0, "{prefix}: credential refreshes failed");
         let expiry = metric(&body, &format!("{prefix}_aws_credentials_expiry_timestamp_seconds"));
         let now = bson::DateTime::now().timestamp_millis() as f64 / 1000.0;
@@ -216,13 +217,19 @@ async fn an_sts_outage_keeps_sessions_while_credentials_last_and_shows_once_they
 
 /// The doctor's environment (unprefixed keys) for the SASL_SSL listener with MSK IAM.
 fn doctor_env(region: RegionSetting, dir: &Path) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = kafka_env("X", region, LIFETIME_SECONDS)
-        .into_iter()
-        .map(|(k, v)| (k.replacen("X__", "", 1), v))
-        .collect();
+    let mut env: Vec<(String, String)> =
+        kafka_env("X", region, LIFETIME_SECONDS).into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
     env.push(("MONGO__URI".into(), services().mongo_target_uri.clone()));
     env.extend(isolated_aws_env(dir));
     env
+}
+
+/// The detail of `report`'s line with `status` (`ok`, `WARN`, `FAIL`) for `check`, if any.
+fn check_line<'a>(report: &'a str, status: &str, check: &str) -> Option<&'a str> {
+    report.lines().find_map(|line| {
+        let rest = line.strip_prefix(status)?.trim_start().strip_prefix(check)?;
+        rest.starts_with("  ").then(|| rest.trim_start())
+    })
 }
 
 #[tokio::test]
@@ -230,41 +237,34 @@ async fn doctor_shows_the_region_it_signs_for_and_why() {
     let (cluster, pod) = (cluster_region(), pod_region());
     let dir = log_dir(&unique("iam-region"));
     let keys: Vec<(&str, String)> = env_keys();
-    let line = |report: &str, check: &str| -> String {
-        report.lines().filter(|l| l.contains(check)).collect::<Vec<_>>().join("\n")
-    };
 
     // The target-region deployment: the pod's AWS_REGION, the cluster's region in its host name.
     let env = with(doctor_env(RegionSetting::FromHost, &dir), &keys);
     let (ok, report) = doctor_raw("sink-writer", &env).await;
     assert!(ok && report.contains("broker(s)"), "the broker accepts tokens for the cluster's region: {report}");
-    let region = line(&report, "kafka region");
-    assert!(region.contains(&format!("ok    kafka region  {cluster}")), "{report}");
-    assert!(region.contains(&msk_host(&cluster)), "the host it read the region from: {report}");
-    assert!(
-        region.contains("WARN") && region.contains(&format!("AWS_REGION is {pod}")),
-        "the differing environment region is pointed out: {report}"
-    );
-    assert!(line(&report, "kafka auth").contains(&format!("MSK IAM for {cluster}")), "{report}");
+    let decided = check_line(&report, "ok", "kafka region").unwrap_or_default();
+    assert!(decided.starts_with(&format!("{cluster}, named by the host {}", msk_host(&cluster))), "{report}");
+    let warned = check_line(&report, "WARN", "kafka region").unwrap_or_default();
+    assert!(warned.starts_with(&format!("AWS_REGION is {pod}")), "the pod's other region is pointed out: {report}");
+    assert!(check_line(&report, "ok", "kafka auth").is_some_and(|l| l.starts_with(&format!("MSK IAM for {cluster}:"))));
 
     // kafka.aws_region overrides the host, here wrongly (the pod's region): said, and refused.
     let wrong = with(env.clone(), &[("KAFKA__AWS_REGION", pod.to_string())]);
     let (ok, report) = doctor_raw("sink-writer", &wrong).await;
     assert!(!ok, "{report}");
-    let region = line(&report, "kafka region");
-    assert!(region.contains(pod) && region.contains("kafka.aws_region"), "{report}");
-    assert!(region.contains("WARN") && region.contains(&cluster), "the host's region is named: {report}");
-    assert!(report.contains("FAIL  kafka "), "the broker refuses tokens for {pod}: {report}");
+    let decided = check_line(&report, "ok", "kafka region").unwrap_or_default();
+    assert!(decided.starts_with(&format!("{pod}, set by kafka.aws_region")), "{report}");
+    let warned = check_line(&report, "WARN", "kafka region").unwrap_or_default();
+    assert!(warned.starts_with(&format!("kafka.aws_region {pod} overrides {cluster}, named by")), "{report}");
+    assert!(check_line(&report, "FAIL", "kafka").is_some(), "the broker refuses tokens for {pod}: {report}");
 
-    // No region in any host name: AWS_REGION, said so.
-    let mut from_env: Vec<(String, String)> =
-        env.iter().filter(|(k, _)| k != "KAFKA__AWS_REGION_HOST").cloned().collect();
-    from_env = with(from_env, &[("AWS_REGION", cluster.clone())]);
-    let (ok, report) = doctor_raw("sink-writer", &from_env).await;
+    // No region in any host name: AWS_REGION, said so, nothing to warn about.
+    let from_env: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "KAFKA__AWS_REGION_HOST").cloned().collect();
+    let (ok, report) = doctor_raw("sink-writer", &with(from_env, &[("AWS_REGION", cluster.clone())])).await;
     assert!(ok, "{report}");
-    let region = line(&report, "kafka region");
-    assert!(region.contains(&format!("ok    kafka region  {cluster}")) && region.contains("AWS_REGION"), "{report}");
-    assert!(!region.contains("WARN"), "{report}");
+    let decided = check_line(&report, "ok", "kafka region").unwrap_or_default();
+    assert!(decided.starts_with(&format!("{cluster}, from AWS_REGION: no bootstrap host names a region")), "{report}");
+    assert!(check_line(&report, "WARN", "kafka region").is_none(), "{report}");
 }
 
 #[tokio::test]
