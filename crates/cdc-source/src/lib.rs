@@ -88,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     config.capture.compat = config.capture.compat.resolve(config.mongo.uri.expose());
     let shell = Shell::start("cdc_source", &config.http).await?;
+    config.kafka.prepare_auth().await;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     metrics.memory_budget.set(i64::try_from(config.delivery.memory_budget_bytes).unwrap_or(i64::MAX));
     let http_addr = shell.http_addr;

@@ -9,12 +9,19 @@
 //!  EC2 instance metadata, IMDSv2 (instance profile)                      IMDSv2
 //! ```
 //!
-//! One chain per process, on a runtime of its own: librdkafka asks for tokens synchronously from
-//! its own threads (or from a task polling a consumer), the MongoDB driver asynchronously from
-//! the service's runtime; both wait on this one. The chain does not cache (the SDK's clients
-//! do that themselves), so credentials are kept here until 5 minutes before they expire.
+//! One chain per process, run by a task of its own on a runtime of its own: it looks the
+//! credentials up at start and again before they expire (`credential_cache`: half their remaining
+//! life), retries failures with capped backoff and keeps the previous credentials while they are
+//! valid. Signing an MSK IAM token (in librdkafka's callbacks, which may run on a Tokio worker
+//! polling a consumer) only reads what it keeps ([`current`]), so no thread ever waits for STS,
+//! IMDS or the container endpoint there. The MongoDB driver and `doctor` wait asynchronously
+//! ([`credentials`]). The chain reads the process's own region (`AWS_REGION`): STS calls stay
+//! regional there, whatever region MSK IAM tokens are signed for.
+//!
+//! Every lookup is logged and counted; [`readiness`] is not ready once no valid credentials are
+//! kept, and says why.
 
-use std::sync::{mpsc, OnceLock};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
@@ -23,19 +30,25 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 
-/// Temporary credentials are fetched again this long before they expire.
-const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+use crate::backoff::Backoff;
+use crate::credential_cache::{refresh_delay, retry_delay, rfc3339, CredentialCache};
+
 /// The longest one lookup may take (a chain that ends at IMDS waits for it to time out).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest pause between two lookups after failures.
+const MAX_RETRY: Duration = Duration::from_secs(15);
 
 struct Identity {
     runtime: tokio::runtime::Runtime,
-    chain: tokio::sync::OnceCell<DefaultCredentialsChain>,
-    cached: tokio::sync::Mutex<Option<Credentials>>,
+    started: Once,
+    cache: Mutex<CredentialCache>,
+    /// Counts finished lookups: what [`credentials`] waits on.
+    lookups: tokio::sync::watch::Sender<u64>,
 }
 
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
 fn identity() -> &'static Identity {
-    static IDENTITY: OnceLock<Identity> = OnceLock::new();
     IDENTITY.get_or_init(|| Identity {
         runtime: tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -43,66 +56,117 @@ fn identity() -> &'static Identity {
             .enable_all()
             .build()
             .expect("a one-thread runtime for AWS credentials"),
-        chain: tokio::sync::OnceCell::new(),
-        cached: tokio::sync::Mutex::new(None),
+        started: Once::new(),
+        cache: Mutex::new(CredentialCache::default()),
+        lookups: tokio::sync::watch::Sender::new(0),
     })
 }
 
-impl Identity {
-    async fn current(&self) -> Result<Credentials, CredentialsError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(credentials) = cached.as_ref().filter(|c| is_fresh(c, SystemTime::now())) {
-            return Ok(credentials.clone());
-        }
-        let chain = self.chain.get_or_init(|| DefaultCredentialsChain::builder().build()).await;
+/// The identity, once something asked for AWS credentials.
+fn in_use() -> Option<&'static Identity> {
+    IDENTITY.get().filter(|identity| identity.started.is_completed())
+}
+
+/// A poisoned lock only means a thread panicked while holding it; the cache stays usable.
+fn cache() -> MutexGuard<'static, CredentialCache> {
+    identity().cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts the refreshing task (once per process); returns at once.
+pub fn start() {
+    let identity = identity();
+    identity.started.call_once(|| {
+        identity.runtime.spawn(refresh());
+    });
+}
+
+/// Looks the credentials up, keeps them, and looks again before they expire, for ever.
+async fn refresh() {
+    let chain = DefaultCredentialsChain::builder().build().await;
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_RETRY);
+    loop {
         let loaded = tokio::time::timeout(LOAD_TIMEOUT, chain.provide_credentials())
             .await
             .unwrap_or_else(|_| Err(CredentialsError::provider_timed_out(LOAD_TIMEOUT)));
-        match loaded {
-            Ok(credentials) => {
-                tracing::info!(source = %describe(&credentials), "loaded AWS credentials");
-                *cached = Some(credentials.clone());
-                Ok(credentials)
-            }
-            // Credentials that have not expired yet still work while the source is unavailable.
-            Err(error) => match cached.as_ref().filter(|c| c.expiry().is_none_or(|at| SystemTime::now() < at)) {
-                Some(previous) => {
-                    tracing::warn!(error = %explain(&error), "cannot refresh AWS credentials, using the previous ones");
-                    Ok(previous.clone())
+        let pause = record(loaded.map_err(|e| explain(&e)), SystemTime::now(), &mut backoff);
+        identity().lookups.send_modify(|n| *n += 1);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Keeps, logs and counts what one lookup brought; returns when to look again.
+fn record(loaded: Result<Credentials, String>, now: SystemTime, backoff: &mut Backoff) -> Duration {
+    // A source may hand back what it had (IMDS does while it is unavailable), even expired.
+    let loaded = loaded.and_then(|credentials| match credentials.expiry() {
+        Some(at) if at <= now => Err(format!("the source returned credentials that expired at {}", rfc3339(at))),
+        _ => Ok(credentials),
+    });
+    let mut cache = cache();
+    match loaded {
+        Ok(credentials) => {
+            tracing::info!(source = %describe(&credentials), "loaded AWS credentials");
+            let pause = refresh_delay(credentials.expiry(), now);
+            cache.loaded(credentials);
+            backoff.reset();
+            pause
+        }
+        Err(reason) => {
+            cache.failed(reason.clone());
+            let retry_in = retry_delay(backoff.next_delay(), cache.expiry(), now);
+            match cache.usable(now) {
+                Ok(kept) => {
+                    let until = kept.expiry().map(rfc3339).unwrap_or_default();
+                    tracing::warn!(%reason, %until, retry_in_s = retry_in.as_secs(), "cannot refresh AWS credentials, using the previous ones until they expire");
                 }
-                None => Err(error),
-            },
+                Err(none) => {
+                    tracing::error!(reason = %none, retry_in_s = retry_in.as_secs(), "no usable AWS credentials")
+                }
+            }
+            retry_in
         }
     }
 }
 
-/// Whether cached credentials are still good for more than [`REFRESH_BEFORE_EXPIRY`].
-fn is_fresh(credentials: &Credentials, now: SystemTime) -> bool {
-    credentials.expiry().is_none_or(|at| now + REFRESH_BEFORE_EXPIRY < at)
+/// Credentials valid now, never waiting: for signing tokens in librdkafka's callbacks.
+pub fn current() -> Result<Credentials, String> {
+    start();
+    cache().usable(SystemTime::now())
 }
 
-/// The current credentials; for async callers on any runtime.
+/// Credentials valid now; when none are kept, waits (asynchronously, on any runtime) for the
+/// next lookup to finish.
 pub async fn credentials() -> Result<Credentials, String> {
-    let task = identity().runtime.spawn(async { identity().current().await });
-    match task.await {
-        Ok(result) => result.map_err(|e| explain(&e)),
-        Err(e) => Err(format!("AWS credential lookup failed: {e}")),
+    start();
+    let mut lookups = identity().lookups.subscribe();
+    if let Ok(credentials) = current() {
+        return Ok(credentials);
+    }
+    if tokio::time::timeout(LOAD_TIMEOUT + Duration::from_secs(5), lookups.changed()).await.is_err() {
+        return Err(format!("no AWS credentials within {} s", LOAD_TIMEOUT.as_secs()));
+    }
+    current()
+}
+
+/// Readiness: fine while no AWS credentials are used or valid ones are kept; else why not.
+pub fn readiness() -> Result<(), String> {
+    match in_use() {
+        Some(_) => current().map(|_| ()),
+        None => Ok(()),
     }
 }
 
-/// The current credentials, waiting for them on the calling thread (librdkafka's callbacks).
-pub fn credentials_blocking() -> Result<Credentials, String> {
-    let (answer, receive) = mpsc::sync_channel(1);
-    identity().runtime.spawn(async move {
-        let _ = answer.send(identity().current().await);
-    });
-    match receive.recv_timeout(LOAD_TIMEOUT + Duration::from_secs(5)) {
-        Ok(result) => result.map_err(|e| explain(&e)),
-        Err(_) => Err(format!("no AWS credentials within {} s", LOAD_TIMEOUT.as_secs())),
+/// Lookups that brought credentials, lookups that failed, and when the kept ones expire (Unix
+/// seconds; 0 without any or without an expiry).
+pub fn lookups() -> (u64, u64, i64) {
+    if in_use().is_none() {
+        return (0, 0, 0);
     }
+    let cache = cache();
+    let expiry = cache.expiry().and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok());
+    (cache.loaded, cache.failed, expiry.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
 }
 
-/// The same chain and cache as a provider, for the MongoDB driver's MONGODB-AWS.
+/// The same credentials as a provider, for the MongoDB driver's MONGODB-AWS.
 pub fn provider() -> SharedCredentialsProvider {
     SharedCredentialsProvider::new(Chain)
 }
@@ -115,13 +179,7 @@ impl ProvideCredentials for Chain {
     where
         Self: 'a,
     {
-        future::ProvideCredentials::new(async {
-            identity()
-                .runtime
-                .spawn(async { identity().current().await })
-                .await
-                .unwrap_or_else(|e| Err(CredentialsError::unhandled(e)))
-        })
+        future::ProvideCredentials::new(async { credentials().await.map_err(CredentialsError::provider_error) })
     }
 }
 
@@ -198,13 +256,14 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     #[test]
-    fn temporary_credentials_are_refreshed_five_minutes_before_they_expire() {
+    fn a_lookup_that_brings_expired_credentials_is_a_failure() {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let expiring = |secs| example_credentials(Some("t"), Some(now + Duration::from_secs(secs)));
-        assert!(is_fresh(&expiring(301), now));
-        assert!(!is_fresh(&expiring(300), now));
-        assert!(!is_fresh(&expiring(10), now));
-        assert!(is_fresh(&example_credentials(None, None), now), "long-term keys do not expire");
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_RETRY);
+        let stale = example_credentials(Some("t"), Some(now - Duration::from_secs(1)));
+        let failed_before = cache().failed;
+        let pause = record(Ok(stale), now, &mut backoff);
+        assert_eq!(pause, Duration::from_secs(1), "looked up again soon");
+        assert_eq!(cache().failed, failed_before + 1, "counted as a failure");
     }
 
     #[test]

@@ -231,12 +231,7 @@ pub async fn kafka(report: &mut Report, connection: &KafkaConnection) -> Option<
     }
     if let Some(source) = &token_source {
         let signed = match crate::aws_identity::credentials().await {
-            Ok(credentials) => {
-                let (source, described) = (source.clone(), crate::aws_identity::describe(&credentials));
-                tokio::task::spawn_blocking(move || source.token().map(|_| described))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-            }
+            Ok(credentials) => source.token().map(|_| crate::aws_identity::describe(&credentials)),
             Err(reason) => Err(reason),
         };
         match signed {

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// A component's state, read when readiness is asked for.
+pub type Probe = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Health {
     inner: Arc<Inner>,
@@ -18,6 +21,8 @@ struct Inner {
     started: Instant,
     loops: Mutex<Vec<LoopEntry>>,
     components: Mutex<BTreeMap<String, Result<(), String>>>,
+    /// Components whose state is asked for at every readiness check (process-wide state).
+    probes: Mutex<Vec<(String, Probe)>>,
     /// Things worth knowing that do not make the service unready (shown on `/health/readyz`).
     notes: Mutex<BTreeMap<String, String>>,
 }
@@ -71,6 +76,7 @@ impl Health {
                 started: Instant::now(),
                 loops: Mutex::new(Vec::new()),
                 components: Mutex::new(BTreeMap::new()),
+                probes: Mutex::new(Vec::new()),
                 notes: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -86,6 +92,12 @@ impl Health {
     /// Declares a component that readiness waits for; it starts as not ready.
     pub fn declare(&self, component: &str) {
         lock(&self.inner.components).entry(component.to_string()).or_insert_with(|| Err("starting".to_string()));
+    }
+
+    /// A component whose state `probe` answers at every readiness check: for state the process
+    /// keeps anyway (e.g. whether valid AWS credentials are kept), so nothing has to copy it.
+    pub fn declare_probe(&self, component: &str, probe: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+        lock(&self.inner.probes).push((component.to_string(), Box::new(probe)));
     }
 
     /// Sets a component's state. The reason is shown on `/health/readyz`: never put a secret in it.
@@ -140,10 +152,16 @@ impl Health {
         if components.is_empty() {
             return Err(vec!["starting".to_string()]);
         }
-        let waiting: Vec<String> = components
+        let mut waiting: Vec<String> = components
             .iter()
             .filter_map(|(name, state)| state.as_ref().err().map(|reason| format!("{name}: {reason}")))
             .collect();
+        drop(components);
+        for (name, probe) in lock(&self.inner.probes).iter() {
+            if let Err(reason) = probe() {
+                waiting.push(format!("{name}: {reason}"));
+            }
+        }
         if waiting.is_empty() {
             Ok(())
         } else {
@@ -174,6 +192,18 @@ mod tests {
         assert_eq!(health.notes(), vec!["index a.b x_1: duplicate keys".to_string()]);
         health.note("index a.b x_1", None);
         assert!(health.notes().is_empty());
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let state = failing.clone();
+        health.declare_probe("aws-credentials", move || {
+            if state.load(Ordering::Relaxed) {
+                Err("expired".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(health.readiness(), Err(vec!["aws-credentials: expired".to_string()]), "asked at every check");
+        failing.store(false, Ordering::Relaxed);
+        assert_eq!(health.readiness(), Ok(()));
     }
 
     #[test]

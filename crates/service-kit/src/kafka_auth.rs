@@ -2,8 +2,9 @@
 //! OAUTHBEARER with a SigV4-presigned token, handed to every client and renewed before expiry.
 //!
 //! ```text
-//!  aws_identity (the AWS SDK's    ──►  msk_iam::token(region, lifetime)  ──►  OAUTHBEARER token
-//!  default credential chain)                                  │
+//!  aws_identity (the AWS SDK's chain, ──► msk_iam::token(region, lifetime) ──► OAUTHBEARER token
+//!  kept fresh by a task of its own;        region: the cluster's (msk_region)      │
+//!  read here, never waited for)                                                   │
 //!          ┌────────────────────────────────────────────────┴──────────────────┐
 //!          ▼                                                                   ▼
 //!  consumers and producers: librdkafka asks at 80% of the        admin clients, whose main queue
@@ -49,18 +50,43 @@ pub struct TokenSource {
 static SIGNED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 static EXPIRES_MS: AtomicI64 = AtomicI64::new(0);
+static SIGNED_AT_MS: AtomicI64 = AtomicI64::new(0);
+
+/// The process's MSK IAM tokens so far, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenStats {
+    pub signed: u64,
+    pub failed: u64,
+    /// When the newest token was signed and when it expires, Unix ms (0 before the first).
+    pub signed_at_ms: i64,
+    pub expires_ms: i64,
+}
+
+pub fn token_stats() -> TokenStats {
+    TokenStats {
+        signed: SIGNED.load(Ordering::Relaxed),
+        failed: FAILED.load(Ordering::Relaxed),
+        signed_at_ms: SIGNED_AT_MS.load(Ordering::Relaxed),
+        expires_ms: EXPIRES_MS.load(Ordering::Relaxed),
+    }
+}
 
 impl TokenSource {
-    /// A token signed now with the current credentials; counted in the metrics either way.
+    /// A token signed now with the credentials `aws_identity` keeps, never waiting for a
+    /// credential source; counted in the metrics either way. It lives `lifetime`, or less when
+    /// the credentials expire sooner (a token signed with them is no good after that).
     pub fn token(&self) -> Result<OAuthToken, String> {
-        let signed = aws_identity::credentials_blocking().and_then(|credentials| {
-            let (token, lifetime_ms) = msk_iam::token(&self.region, &credentials, SystemTime::now(), self.lifetime)?;
+        let now = SystemTime::now();
+        let signed = aws_identity::current().and_then(|credentials| {
+            let lifetime = lifetime_within(self.lifetime, credentials.expiry(), now);
+            let (token, lifetime_ms) = msk_iam::token(&self.region, &credentials, now, lifetime)?;
             Ok(OAuthToken { token, principal_name: credentials.access_key_id().to_string(), lifetime_ms })
         });
         match &signed {
             Ok(token) => {
                 SIGNED.fetch_add(1, Ordering::Relaxed);
                 EXPIRES_MS.store(token.lifetime_ms, Ordering::Relaxed);
+                SIGNED_AT_MS.store(unix_ms(now), Ordering::Relaxed);
                 tracing::debug!(region = %self.region, expires_ms = token.lifetime_ms, "signed an MSK IAM token");
             }
             Err(reason) => {
@@ -70,6 +96,18 @@ impl TokenSource {
         }
         signed
     }
+}
+
+/// `lifetime`, cut to the whole seconds the credentials have left (at least one).
+fn lifetime_within(lifetime: Duration, expiry: Option<SystemTime>, now: SystemTime) -> Duration {
+    match expiry.map(|at| at.duration_since(now).unwrap_or_default()) {
+        Some(left) if left < lifetime => Duration::from_secs(left.as_secs().max(1)),
+        _ => lifetime,
+    }
+}
+
+fn unix_ms(at: SystemTime) -> i64 {
+    i64::try_from(at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The context of clients that need nothing but authentication. Other contexts hold a
@@ -230,55 +268,19 @@ mod native {
     }
 }
 
-/// `{prefix}_kafka_auth_tokens_total{outcome="signed|failed"}` and
-/// `{prefix}_kafka_auth_token_expiry_timestamp_seconds`, for the process's MSK IAM tokens.
-pub struct AuthCollector {
-    tokens: prometheus::IntCounterVec,
-    expiry: prometheus::IntGauge,
-}
-
-impl AuthCollector {
-    pub fn new(prefix: &str) -> prometheus::Result<Self> {
-        let tokens = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                format!("{prefix}_kafka_auth_tokens_total"),
-                "MSK IAM tokens signed for the Kafka clients, and failures to sign one.",
-            ),
-            &["outcome"],
-        )?;
-        let expiry = prometheus::IntGauge::new(
-            format!("{prefix}_kafka_auth_token_expiry_timestamp_seconds"),
-            "When the newest MSK IAM token expires (Unix time); 0 without MSK IAM.",
-        )?;
-        for outcome in ["signed", "failed"] {
-            tokens.with_label_values(&[outcome]);
-        }
-        Ok(Self { tokens, expiry })
-    }
-}
-
-impl prometheus::core::Collector for AuthCollector {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        let mut desc = self.tokens.desc();
-        desc.extend(self.expiry.desc());
-        desc
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        for (outcome, total) in [("signed", &SIGNED), ("failed", &FAILED)] {
-            let counter = self.tokens.with_label_values(&[outcome]);
-            counter.inc_by(total.load(Ordering::Relaxed).saturating_sub(counter.get()));
-        }
-        self.expiry.set(EXPIRES_MS.load(Ordering::Relaxed) / 1000);
-        let mut families = self.tokens.collect();
-        families.extend(self.expiry.collect());
-        families
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_never_outlives_its_credentials() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let lifetime = Duration::from_secs(900);
+        assert_eq!(lifetime_within(lifetime, None, now), lifetime, "long-term keys");
+        assert_eq!(lifetime_within(lifetime, Some(now + Duration::from_secs(3600)), now), lifetime);
+        assert_eq!(lifetime_within(lifetime, Some(now + Duration::from_millis(42_700)), now), Duration::from_secs(42));
+        assert_eq!(lifetime_within(lifetime, Some(now), now), Duration::from_secs(1), "X-Amz-Expires is at least 1");
+    }
 
     #[test]
     fn without_a_token_source_librdkafka_gets_a_reason() {

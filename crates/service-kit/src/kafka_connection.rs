@@ -72,6 +72,22 @@ impl KafkaConnection {
         )
     }
 
+    /// With MSK IAM: says which region tokens are signed for, and waits (without blocking a
+    /// thread) for the first AWS credentials, so the clients created next get their first
+    /// token at once. Without them the services start anyway: readiness says what is missing
+    /// and the credentials keep being asked for in the background.
+    pub async fn prepare_auth(&self) {
+        if self.auth != KafkaAuth::AwsMskIam {
+            return;
+        }
+        if let Ok(signing) = self.signing_region() {
+            tracing::info!(region = %signing.region, why = %signing, "MSK IAM tokens are signed for the cluster's region");
+        }
+        if let Err(reason) = crate::aws_identity::credentials().await {
+            tracing::warn!(%reason, "no AWS credentials yet for MSK IAM; still trying");
+        }
+    }
+
     /// The context for a client that needs nothing but authentication.
     pub fn context(&self) -> AuthContext {
         AuthContext(self.token_source())

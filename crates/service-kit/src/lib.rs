@@ -17,6 +17,11 @@
 //! both services share, and the cheap checks that say whether each answers; `failure` is the
 //! shape of a failed MongoDB or Kafka call (context, reason, retriable) both services' errors
 //! wrap, and the one place that decides from a MongoDB or Kafka error whether to retry.
+//!
+//! AWS: `aws_identity` keeps the process's credentials (the SDK's chain, refreshed ahead of
+//! expiry by a task of its own, `credential_cache`); `kafka_auth` signs MSK IAM tokens with
+//! them (`msk_iam`) for the cluster's region (`msk_region`), never waiting for a credential
+//! source; `metrics` exports both, and readiness has an `aws-credentials` component.
 
 pub mod app;
 pub mod aws_identity;
@@ -25,6 +30,7 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod credential_cache;
 pub mod doctor;
 pub mod failure;
 pub mod health;
@@ -32,6 +38,7 @@ pub mod http;
 pub mod id_order;
 pub mod kafka_auth;
 pub mod kafka_connection;
+pub mod metrics;
 pub mod msk_iam;
 pub mod msk_region;
 pub mod probe;

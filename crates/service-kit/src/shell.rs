@@ -21,8 +21,9 @@ pub struct Shell {
 
 impl Shell {
     /// Binds the HTTP port and starts serving. The registry already holds the process metrics
-    /// (CPU, RSS, open files) under `process_`, `{metric_prefix}_build_info{version}` = 1 and
-    /// `{metric_prefix}_ready` (1 while `/health/readyz` would answer 200).
+    /// (CPU, RSS, open files) under `process_`, `{metric_prefix}_build_info{version}` = 1,
+    /// `{metric_prefix}_ready` (1 while `/health/readyz` would answer 200) and the MSK IAM and
+    /// AWS credential metrics (`metrics`).
     pub async fn start(metric_prefix: &str, config: &HttpConfig) -> std::io::Result<Shell> {
         let http_shutdown = CancellationToken::new();
         let registry = Registry::new();
@@ -37,11 +38,13 @@ impl Shell {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(build_info)).map_err(std::io::Error::other)?;
         let health = Health::new();
+        // Not ready once no valid AWS credentials are kept (when any are used: MSK IAM, MONGODB-AWS).
+        health.declare_probe("aws-credentials", crate::aws_identity::readiness);
         registry
             .register(Box::new(ReadinessCollector::new(metric_prefix, health.clone()).map_err(std::io::Error::other)?))
             .map_err(std::io::Error::other)?;
         registry
-            .register(Box::new(crate::kafka_auth::AuthCollector::new(metric_prefix).map_err(std::io::Error::other)?))
+            .register(Box::new(crate::metrics::AuthCollector::new(metric_prefix).map_err(std::io::Error::other)?))
             .map_err(std::io::Error::other)?;
         let listener = http::bind(config)
             .await

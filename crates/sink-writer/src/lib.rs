@@ -116,6 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// Starts the service and returns once its HTTP port is bound.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let shell = Shell::start("sink_writer", &config.http).await?;
+    config.kafka.prepare_auth().await;
     let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
     let client =
         config.mongo.client_for("sink-writer", config.apply.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;

@@ -182,6 +182,7 @@ async fn status(config: &Config, max_lag: u64) -> Result<Status, Error> {
 
 /// Messages not yet committed per partition read, and records in the dead-letter topic.
 async fn kafka_counts(config: &Config, partitions: &[Tp]) -> Result<(BTreeMap<Tp, i64>, i64), Error> {
+    config.kafka.prepare_auth().await;
     let consumer: BaseConsumer<AuthContext> = config
         .kafka
         .client_config_with(&[("group.id", &config.consume.group_id), ("enable.auto.commit", "false")])
