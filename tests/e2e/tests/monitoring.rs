@@ -69,13 +69,16 @@ async fn both_services_metrics_pass_promtool_after_real_traffic() {
     source.stop().await;
 }
 
-/// Every metric name the services define: the literals in each `metrics.rs`, plus what the
-/// shared shell adds (`_build_info`, `_ready`, the process collector) and Prometheus' own `up`.
+/// Every metric name the services define: the literals in each `metrics.rs` and in the shared
+/// shell's (`crates/service-kit/src/metrics.rs`, names under `{prefix}`), plus what the shell
+/// adds besides (`_build_info`, `_ready`, the process collector) and Prometheus' own `up`.
 fn defined_metrics() -> BTreeSet<String> {
     let mut names: BTreeSet<String> =
         ["up", "process_resident_memory_bytes", "process_cpu_seconds_total"].into_iter().map(String::from).collect();
+    let shell = std::fs::read_to_string(root().join("crates/service-kit/src/metrics.rs")).expect("shell metrics.rs");
     for (crate_dir, prefix) in [("crates/cdc-source", "cdc_source"), ("crates/sink-writer", "sink_writer")] {
-        let source = std::fs::read_to_string(root().join(crate_dir).join("src/metrics.rs")).expect("metrics.rs");
+        let own = std::fs::read_to_string(root().join(crate_dir).join("src/metrics.rs")).expect("metrics.rs");
+        let source = format!("{own}\n{}", shell.replace("{prefix}", prefix));
         names.extend(metric_names(&source, prefix).into_iter().filter(|n| source.contains(&format!("\"{n}\""))));
         names.insert(format!("{prefix}_build_info"));
         names.insert(format!("{prefix}_ready"));
@@ -118,6 +121,7 @@ fn referenced(path: &Path) -> BTreeSet<String> {
 fn alerts_and_dashboard_name_only_defined_metrics() {
     let defined = defined_metrics();
     assert!(defined.contains("sink_writer_consumer_lag") && defined.contains("cdc_source_history_window_seconds"));
+    assert!(defined.contains("sink_writer_kafka_auth_tokens_total"), "the shell's metrics count: {defined:?}");
     for file in ["deploy/monitoring/alerts.yml", "deploy/monitoring/grafana-dashboard.json"] {
         let used = referenced(&root().join(file));
         assert!(used.len() >= 10, "{file} refers to {used:?}");
