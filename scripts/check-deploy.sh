@@ -3,7 +3,9 @@
 #   docker/      hadolint on every Dockerfile
 #   helm/        helm lint --strict per region values file; `helm template` output validated
 #                against the Kubernetes schemas (kubernetes-validate --strict); the TOML each
-#                ConfigMap carries accepted by the service binary itself; bad values refused
+#                ConfigMap carries accepted by the service binary itself; with MSK IAM, nothing
+#                that signs for another region than the one the cluster's hosts name; bad
+#                values refused
 #   monitoring/  promtool check rules + promtool test rules; every dashboard query parsed by
 #                promtool (as a recording rule)
 #   ecs/         valid JSON (tests/e2e/tests/deploy_ecs.rs checks the content)
@@ -46,6 +48,56 @@ EOF
     rm -f "$toml"
   done
 done
+# MSK IAM signs for the cluster's region, named by its broker hosts; EKS gives each pod
+# AWS_REGION = its own region. Neither kafka.aws_region nor <PREFIX>__KAFKA__AWS_REGION may name
+# another region than the hosts do (docs/configuration.md, "MSK IAM: the signing region").
+msk_region_check() {
+  PYTHONPATH=$KV python3 - "$1" <<'EOF'
+import re, sys, tomllib, yaml
+MSK = re.compile(r"\.(?:kafka|kafka-serverless|kafka-fips)\.([a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$")
+configs, envs = {}, {}
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if not doc:
+        continue
+    name = doc.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/name")
+    if doc.get("kind") == "ConfigMap":
+        configs[name] = tomllib.loads(doc["data"]["config.toml"])
+    if doc.get("kind") == "Deployment":
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            envs[name] = {e["name"]: e.get("value") for e in c.get("env", [])}
+problems = []
+for name, config in configs.items():
+    kafka = config.get("kafka", {})
+    if kafka.get("auth") != "aws_msk_iam":
+        continue
+    prefix = name.upper().replace("-", "_")
+    hosts = [kafka["aws_region_host"]] if kafka.get("aws_region_host") else kafka.get("bootstrap_servers", "").split(",")
+    named = {m.group(1) for h in hosts if (m := MSK.search(h.strip().split(":")[0].lower()))}
+    if len(named) != 1:
+        problems.append(f"{name}: the bootstrap hosts name no single region ({sorted(named)})")
+        continue
+    cluster = named.pop()
+    env = envs.get(name, {})
+    for where, region in [("kafka.aws_region", kafka.get("aws_region")),
+                          (f"{prefix}__KAFKA__AWS_REGION", env.get(f"{prefix}__KAFKA__AWS_REGION"))]:
+        if region and region != cluster:
+            problems.append(f"{name}: {where} = {region} signs MSK IAM tokens for another region than the cluster's ({cluster})")
+for p in problems:
+    print(f"check-deploy: {p}", file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF
+}
+for values in values-source-region.yaml values-target-region.yaml; do
+  "$HELM" template replicator "$CHART" -f "$CHART/$values" --namespace replication >"$WORK/render.yaml"
+  msk_region_check "$WORK/render.yaml" || fail "$values signs MSK IAM tokens for the wrong region"
+done
+# The check bites: the target region's pod pinned to its own region (us-east-1) is refused.
+"$HELM" template replicator "$CHART" -f "$CHART/values-target-region.yaml" \
+  --set 'sinkWriter.extraEnv[0].name=SINK_WRITER__KAFKA__AWS_REGION,sinkWriter.extraEnv[0].value=us-east-1' >"$WORK/render.yaml"
+if msk_region_check "$WORK/render.yaml" 2>/dev/null; then
+  fail "the MSK region check accepted a sink-writer pinned to its own region"
+fi
+
 # Values that would leave replicas idle are refused at render time.
 if "$HELM" template replicator "$CHART" -f "$CHART/values-target-region.yaml" --set sinkWriter.replicaCount=9 >/dev/null 2>&1; then
   fail "the chart accepted more sink-writer replicas than partitions"

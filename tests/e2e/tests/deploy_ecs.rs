@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use e2e::{binary, free_addr, spawn, terminate};
 use serde_json::Value;
+use service_kit::msk_region;
 use test_support::{eventually, http_get, services};
 
 /// Fargate's CPU units and the memory (MiB) each allows.
@@ -124,6 +125,57 @@ fn task_definitions_have_what_fargate_requires() {
     let mut roleless = load("sink-writer.task-definition.json");
     roleless.as_object_mut().expect("object").remove("taskRoleArn");
     assert_eq!(task_definition_problems(&roleless, "sink-writer"), vec!["MSK IAM needs taskRoleArn".to_string()]);
+}
+
+/// With MSK IAM: why the task would sign its tokens for another region than its cluster's, as
+/// the binary decides in the task's own region (ECS sets `AWS_REGION` to it: the awslogs
+/// region here); `None` when it signs for the cluster's, or uses no MSK IAM.
+fn msk_region_problem(task: &Value, service: &str) -> Option<String> {
+    let prefix = if service == "cdc-source" { "CDC_SOURCE" } else { "SINK_WRITER" };
+    let c = &task["containerDefinitions"][0];
+    let env: HashMap<&str, &str> = c["environment"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    let kafka = |key: &str| env.get(format!("{prefix}__KAFKA__{key}").as_str()).copied().unwrap_or_default();
+    if kafka("AUTH") != "aws_msk_iam" {
+        return None;
+    }
+    let task_region = str_at(c, "/logConfiguration/options/awslogs-region").to_string();
+    let process_env = |var: &str| {
+        env.get(var).map(|v| v.to_string()).or_else(|| (var == "AWS_REGION").then(|| task_region.clone()))
+    };
+    let cluster = match msk_region::region_of_hosts(kafka("AWS_REGION_HOST"), kafka("BOOTSTRAP_SERVERS")) {
+        Ok(Some(named)) => named.region,
+        other => return Some(format!("the bootstrap hosts name no single region: {other:?}")),
+    };
+    match msk_region::signing_region(kafka("AWS_REGION"), kafka("AWS_REGION_HOST"), kafka("BOOTSTRAP_SERVERS"), process_env) {
+        Ok(signing) if signing.region == cluster => None,
+        Ok(signing) => Some(format!("signs for {signing} in a task of {task_region}, the cluster is in {cluster}")),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[test]
+fn msk_iam_tasks_sign_for_their_clusters_region_not_their_own() {
+    for service in ["cdc-source", "sink-writer"] {
+        let task = load(&format!("{service}.task-definition.json"));
+        assert_eq!(msk_region_problem(&task, service), None, "{service}");
+    }
+    // sink-writer runs in the target region and reads the source region's cluster.
+    let sink = load("sink-writer.task-definition.json");
+    let task_region = str_at(&sink, "/containerDefinitions/0/logConfiguration/options/awslogs-region");
+    assert_ne!(task_region, "us-west-2", "the sink's task runs in another region than its cluster");
+    // The check bites: kafka.aws_region set to the task's own region signs for the wrong one.
+    let mut pinned = sink.clone();
+    pinned["containerDefinitions"][0]["environment"]
+        .as_array_mut()
+        .expect("environment")
+        .push(serde_json::json!({"name": "SINK_WRITER__KAFKA__AWS_REGION", "value": task_region}));
+    let problem = msk_region_problem(&pinned, "sink-writer").expect("a wrong region");
+    assert!(problem.contains(&format!("signs for {task_region}, set by kafka.aws_region")), "{problem}");
 }
 
 #[test]
