@@ -2,9 +2,9 @@
 //! OAUTHBEARER with a SigV4-presigned token, handed to every client and renewed before expiry.
 //!
 //! ```text
-//!  aws_identity (the AWS SDK's chain, ──► msk_iam::token(region, lifetime) ──► OAUTHBEARER token
-//!  kept fresh by a task of its own;        region: the cluster's (msk_region)      │
-//!  read here, never waited for)                                                   │
+//!  aws_identity (the AWS SDK's    ──►  msk_iam::token(region, lifetime)  ──►  OAUTHBEARER token
+//!  chain, refreshed in the background,                      │
+//!  only read here)     region: msk_region                   │
 //!          ┌────────────────────────────────────────────────┴──────────────────┐
 //!          ▼                                                                   ▼
 //!  consumers and producers: librdkafka asks at 80% of the        admin clients, whose main queue

@@ -144,14 +144,18 @@ fn msk_region_problem(task: &Value, service: &str) -> Option<String> {
         return None;
     }
     let task_region = str_at(c, "/logConfiguration/options/awslogs-region").to_string();
-    let process_env = |var: &str| {
-        env.get(var).map(|v| v.to_string()).or_else(|| (var == "AWS_REGION").then(|| task_region.clone()))
-    };
+    let process_env =
+        |var: &str| env.get(var).map(|v| v.to_string()).or_else(|| (var == "AWS_REGION").then(|| task_region.clone()));
     let cluster = match msk_region::region_of_hosts(kafka("AWS_REGION_HOST"), kafka("BOOTSTRAP_SERVERS")) {
         Ok(Some(named)) => named.region,
         other => return Some(format!("the bootstrap hosts name no single region: {other:?}")),
     };
-    match msk_region::signing_region(kafka("AWS_REGION"), kafka("AWS_REGION_HOST"), kafka("BOOTSTRAP_SERVERS"), process_env) {
+    match msk_region::signing_region(
+        kafka("AWS_REGION"),
+        kafka("AWS_REGION_HOST"),
+        kafka("BOOTSTRAP_SERVERS"),
+        process_env,
+    ) {
         Ok(signing) if signing.region == cluster => None,
         Ok(signing) => Some(format!("signs for {signing} in a task of {task_region}, the cluster is in {cluster}")),
         Err(e) => Some(e.to_string()),
