@@ -109,13 +109,14 @@ pub fn element_overhead(key: &str) -> usize {
 }
 
 /// A write command (`update`/`delete`) over `statements`, in their order:
-/// `{<name>: <collection>, <list>: [statements…], ordered: false, writeConcern: …}`.
+/// `{<name>: <collection>, <list>: [statements…], ordered: false, writeConcern: …}` (no write
+/// concern inside a transaction: its commit has it).
 pub fn write_command<'a>(
     name: &str,
     collection: &str,
     list: &str,
     statements: impl ExactSizeIterator<Item = &'a RawDocumentBuf> + Clone,
-    write_concern: &RawDocumentBuf,
+    write_concern: Option<&RawDocumentBuf>,
 ) -> Result<RawDocumentBuf, String> {
     let mut keys = Keys::default();
     let statement_bytes: usize =
@@ -130,7 +131,7 @@ pub fn write_command<'a>(
         + element_overhead("ordered")
         + 1
         + element_overhead("writeConcern")
-        + write_concern.as_bytes().len()
+        + write_concern.map_or(0, |w| w.as_bytes().len())
         + 1;
     let mut command = Builder::with_capacity(capacity);
     command.string(name, collection);
@@ -140,7 +141,9 @@ pub fn write_command<'a>(
     }
     command.close();
     command.boolean("ordered", false);
-    command.document("writeConcern", write_concern.as_bytes());
+    if let Some(write_concern) = write_concern {
+        command.document("writeConcern", write_concern.as_bytes());
+    }
     command.finish()
 }
 
@@ -171,7 +174,7 @@ mod tests {
             rawdoc! {"q": {"_id": 2}, "u": {"_id": 2, "n": [1, 2.5, {"d": null}]}, "upsert": true},
         ];
         let concern = rawdoc! {"w": "majority", "j": true};
-        let built = write_command("update", "coll", "updates", statements.iter(), &concern).expect("command");
+        let built = write_command("update", "coll", "updates", statements.iter(), Some(&concern)).expect("command");
         let expected = doc! {
             "update": "coll",
             "updates": [

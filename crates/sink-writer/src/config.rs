@@ -83,16 +83,41 @@ pub struct MappingRule {
     pub target: String,
 }
 
+/// How batches reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMode {
+    /// `exactly_once` where the target has transactions (a replica set, a sharded cluster, Amazon
+    /// DocumentDB), `idempotent` where it has not (a standalone server).
+    #[default]
+    Auto,
+    /// Each batch is one target transaction that also records the partition's offset and checks
+    /// its ownership epoch: a new owner resumes exactly where the target is, nothing is replayed
+    /// and no document ever moves backward; a former owner's late transaction fails. One batch
+    /// of a partition is written at a time.
+    ExactlyOnce,
+    /// Idempotent writes, offsets in Kafka only: after a crash or rebalance the new owner replays
+    /// from the last committed offset, so a document may show older versions for a moment.
+    Idempotent,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApplyConfig {
+    /// `auto` (default), `exactly_once` or `idempotent`: see docs/configuration.md.
+    pub mode: ApplyMode,
+    /// Most bytes of BSON one target transaction writes (`exactly_once`): a batch is cut before
+    /// the record that would pass it (a single larger record goes alone). Amazon DocumentDB
+    /// refuses transactions over 32 MB of change log.
+    pub transaction_max_bytes: usize,
     /// Most messages in one batch (one partition).
     pub batch_max_docs: usize,
     /// Most bytes of message values in one batch.
     pub batch_max_bytes: usize,
     /// How long a batch waits to fill, in ms.
     pub batch_max_wait_ms: u64,
-    /// Bulk writes in flight per partition (batches over disjoint documents overlap).
+    /// Bulk writes in flight per partition (batches over disjoint documents overlap), in the
+    /// `idempotent` mode.
     pub max_in_flight: usize,
     /// Write concern `w`: `majority` (default), or a number.
     pub write_concern: String,
@@ -129,6 +154,8 @@ pub struct ApplyConfig {
 impl Default for ApplyConfig {
     fn default() -> Self {
         Self {
+            mode: ApplyMode::Auto,
+            transaction_max_bytes: 16 * 1024 * 1024,
             batch_max_docs: 2000,
             batch_max_bytes: 8 * 1024 * 1024,
             batch_max_wait_ms: 20,
@@ -206,6 +233,9 @@ impl Validate for Config {
         let apply = &self.apply;
         if apply.batch_max_docs == 0 || apply.batch_max_bytes == 0 || apply.max_in_flight == 0 {
             problems.push("apply.batch_max_docs, batch_max_bytes and max_in_flight must be at least 1".into());
+        }
+        if apply.transaction_max_bytes < 1024 * 1024 {
+            problems.push("apply.transaction_max_bytes must be at least 1048576 (1 MiB)".into());
         }
         if apply.memory_budget_bytes < MIN_MEMORY_BUDGET {
             problems.push(format!("apply.memory_budget_bytes must be at least {MIN_MEMORY_BUDGET} (16 MiB)"));

@@ -16,6 +16,10 @@ pub enum Error {
     Mongo(Failure),
     #[error("kafka {0}")]
     Kafka(Failure),
+    /// Another replica took the partition over in the target's ledger (`exactly_once`): this
+    /// owner's transaction was refused and nothing of it was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The partition was revoked or the service is stopping: work in flight is abandoned and
     /// redone by whoever owns the partition next.
     #[error("stopped")]
@@ -26,7 +30,7 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Mongo(failure) | Error::Kafka(failure) => failure.retriable,
-            Error::Fatal(_) | Error::Http(_) | Error::Stopped => false,
+            Error::Fatal(_) | Error::Http(_) | Error::Fenced(_) | Error::Stopped => false,
         }
     }
 

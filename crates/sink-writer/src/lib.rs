@@ -72,6 +72,8 @@ pub mod doctor;
 mod error;
 mod fence;
 mod flight;
+#[doc(hidden)]
+pub mod hooks;
 mod mapping;
 mod metrics;
 mod offsets;
@@ -99,7 +101,7 @@ use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApplyConfig, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
+pub use config::{ApplyConfig, ApplyMode, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
 pub use error::Error;
 
 /// Readiness component: the target answers (owned by the connectivity watch).

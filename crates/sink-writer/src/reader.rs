@@ -34,6 +34,7 @@ pub fn footprint(key: Option<&[u8]>, payload: Option<&[u8]>) -> usize {
 /// Decodes records until either side is gone.
 pub async fn decode(mut rx: mpsc::Receiver<Fetched>, tx: mpsc::Sender<Decoded>) {
     while let Some(Fetched { message, reservation }) = rx.recv().await {
+        crate::hooks::before_decoding(message.topic(), message.partition());
         let event = envelope::decode_raw(message.key(), message.payload());
         if tx.send(Decoded { message, event, reservation }).await.is_err() {
             return;

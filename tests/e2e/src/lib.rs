@@ -4,6 +4,7 @@
 pub mod aws_endpoints;
 pub mod bench;
 pub mod chaos;
+pub mod delay_line;
 pub mod iam;
 pub mod interop;
 pub mod mongod;

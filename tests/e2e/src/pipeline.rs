@@ -167,6 +167,21 @@ impl Pipeline {
             ("APPLY__METADATA_DATABASE".into(), c.apply.metadata_database.clone()),
             ("APPLY__MAX_BACKOFF_MS".into(), c.apply.max_backoff_ms.to_string()),
             ("APPLY__DRAIN_TIMEOUT_MS".into(), c.apply.drain_timeout_ms.to_string()),
+            ("APPLY__BATCH_MAX_DOCS".into(), c.apply.batch_max_docs.to_string()),
+            ("APPLY__BATCH_MAX_WAIT_MS".into(), c.apply.batch_max_wait_ms.to_string()),
+            ("APPLY__MAX_IN_FLIGHT".into(), c.apply.max_in_flight.to_string()),
+            ("APPLY__CONFLICT_RETRY_TIMEOUT_MS".into(), c.apply.conflict_retry_timeout_ms.to_string()),
+            ("APPLY__MEMORY_BUDGET_BYTES".into(), c.apply.memory_budget_bytes.to_string()),
+            ("CONSUME__MAX_RECORD_BYTES".into(), c.consume.max_record_bytes.to_string()),
+            (
+                "APPLY__MODE".into(),
+                match c.apply.mode {
+                    sink_writer::ApplyMode::Auto => "auto",
+                    sink_writer::ApplyMode::ExactlyOnce => "exactly_once",
+                    sink_writer::ApplyMode::Idempotent => "idempotent",
+                }
+                .into(),
+            ),
         ];
         for (key, value) in &c.kafka.options {
             env.push((format!("KAFKA__OPTIONS__{}", key.replace('.', "_").to_uppercase()), value.clone()));

@@ -64,6 +64,14 @@ impl Toxiproxy {
         }
     }
 
+    /// Delays only what the upstream answers (the replies), by `ms`.
+    pub async fn reply_latency(&self, name: &str, ms: u64) {
+        let body = format!(
+            r#"{{"name":"lat_downstream","type":"latency","stream":"downstream","attributes":{{"latency":{ms},"jitter":0}}}}"#
+        );
+        self.call("POST", &format!("/proxies/{name}/toxics"), &body).await;
+    }
+
     pub async fn clear_latency(&self, name: &str) {
         for stream in ["downstream", "upstream"] {
             self.call("DELETE", &format!("/proxies/{name}/toxics/lat_{stream}"), "").await;

@@ -283,6 +283,8 @@ async fn namespace_mapping_writes_where_the_rules_say() {
 async fn a_backlog_many_times_the_memory_budget_converges_through_pauses() {
     let mut p = Pipeline::new("budget", 4).await;
     p.sink_config.apply.memory_budget_bytes = 16 * 1024 * 1024;
+    // Records of this run stay well under 1 MiB; the budget must fit four of the largest.
+    p.sink_config.consume.max_record_bytes = 4 * 1024 * 1024;
     let source = p.start_source().await;
     // 64 MiB of documents (32 KiB each, text that does not compress) in two collections: the
     // records' share of a 16 MiB budget holds a few dozen at once.
