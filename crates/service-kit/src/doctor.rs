@@ -307,6 +307,32 @@ pub async fn can_write(client: &mongodb::Client, db: &str, collection: &str) -> 
     coll.delete_one(doc! {"_id": &id}).await.map(|_| ()).map_err(|e| explain_mongo(&e))
 }
 
+/// The `max.message.bytes` of each of `topics` (the largest record batch each takes).
+pub async fn topic_record_limits(
+    connection: &KafkaConnection,
+    topics: &[&str],
+) -> Result<Vec<(String, usize)>, String> {
+    use rdkafka::admin::{AdminOptions, OwnedResourceSpecifier, ResourceSpecifier};
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let admin = connection.admin().map_err(|e| e.to_string())?;
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10)));
+    let described = admin.describe_configs(specifiers.iter(), &options).await.map_err(|e| e.to_string())?;
+    Ok(described
+        .into_iter()
+        .flatten()
+        .filter_map(|resource| {
+            let bytes = resource.get("max.message.bytes")?.value.as_deref()?.parse::<usize>().ok()?;
+            match &resource.specifier {
+                OwnedResourceSpecifier::Topic(name) => Some((name.clone(), bytes)),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

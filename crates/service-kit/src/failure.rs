@@ -37,8 +37,11 @@ pub fn classify_mongo(e: &mongodb::error::Error) -> MongoErrorClass {
     if code.is_some_and(|c| HISTORY_LOST_CODES.contains(&c)) {
         return MongoErrorClass::HistoryLost;
     }
+    // A transaction that met a write conflict, an election or a network error is retried whole.
     let transient = e.contains_label("ResumableChangeStreamError")
         || e.contains_label("RetryableWriteError")
+        || e.contains_label("TransientTransactionError")
+        || e.contains_label("UnknownTransactionCommitResult")
         || matches!(
             e.kind.as_ref(),
             ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::Io(_)

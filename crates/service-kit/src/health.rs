@@ -2,7 +2,10 @@
 //!
 //! Liveness means "every registered loop beat within its stall limit": it never depends on
 //! MongoDB or Kafka being up, so an orchestrator restarts a wedged process, not a waiting one.
-//! Readiness means "every declared component reports ok" (connected, assigned, streaming).
+//! Readiness means "every declared component reports ok" (connected, assigned, streaming). A
+//! component many tasks write to (the target's writes, one task per partition) is ready only
+//! while none of its writers fails: each writer's state is kept apart, so one that succeeds never
+//! hides another that fails, and a writer that goes away (a revoked partition) is forgotten.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,8 @@ struct Inner {
     started: Instant,
     loops: Mutex<Vec<LoopEntry>>,
     components: Mutex<BTreeMap<String, Result<(), String>>>,
+    /// Failing writers of shared components: component → writer → reason.
+    failing: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// Components whose state is asked for at every readiness check (process-wide state).
     probes: Mutex<Vec<(String, Probe)>>,
     /// Things worth knowing that do not make the service unready (shown on `/health/readyz`).
@@ -76,6 +81,7 @@ impl Health {
                 started: Instant::now(),
                 loops: Mutex::new(Vec::new()),
                 components: Mutex::new(BTreeMap::new()),
+                failing: Mutex::new(BTreeMap::new()),
                 probes: Mutex::new(Vec::new()),
                 notes: Mutex::new(BTreeMap::new()),
             }),
@@ -107,6 +113,34 @@ impl Health {
 
     pub fn set_ready(&self, component: &str) {
         self.set(component, Ok(()));
+    }
+
+    /// Sets one writer's state of a shared component: the component is ready only while none of
+    /// its writers fails.
+    pub fn set_for(&self, component: &str, writer: &str, state: Result<(), String>) {
+        let mut failing = lock(&self.inner.failing);
+        match state {
+            Ok(()) => {
+                if let Some(writers) = failing.get_mut(component) {
+                    writers.remove(writer);
+                    if writers.is_empty() {
+                        failing.remove(component);
+                    }
+                }
+            }
+            Err(reason) => {
+                failing.entry(component.to_string()).or_default().insert(writer.to_string(), reason);
+            }
+        }
+    }
+
+    /// Forgets a writer that went away (a revoked partition), in every component.
+    pub fn forget_writer(&self, writer: &str) {
+        let mut failing = lock(&self.inner.failing);
+        failing.retain(|_, writers| {
+            writers.remove(writer);
+            !writers.is_empty()
+        });
     }
 
     pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
@@ -157,6 +191,11 @@ impl Health {
             .filter_map(|(name, state)| state.as_ref().err().map(|reason| format!("{name}: {reason}")))
             .collect();
         drop(components);
+        for (name, writers) in lock(&self.inner.failing).iter() {
+            for (writer, reason) in writers {
+                waiting.push(format!("{name} ({writer}): {reason}"));
+            }
+        }
         for (name, probe) in lock(&self.inner.probes).iter() {
             if let Err(reason) = probe() {
                 waiting.push(format!("{name}: {reason}"));
@@ -204,6 +243,20 @@ mod tests {
         assert_eq!(health.readiness(), Err(vec!["aws-credentials: expired".to_string()]), "asked at every check");
         failing.store(false, Ordering::Relaxed);
         assert_eq!(health.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn a_shared_component_is_ready_only_while_none_of_its_writers_fails() {
+        let health = Health::new();
+        health.set_ready("kafka");
+        health.set_for("target-writes", "t/0", Err("refused".into()));
+        health.set_for("target-writes", "t/1", Ok(()));
+        assert_eq!(health.readiness(), Err(vec!["target-writes (t/0): refused".to_string()]), "t/1 hides nothing");
+        health.set_for("target-writes", "t/1", Err("timeout".into()));
+        health.set_for("target-writes", "t/0", Ok(()));
+        assert_eq!(health.readiness(), Err(vec!["target-writes (t/1): timeout".to_string()]));
+        health.forget_writer("t/1");
+        assert_eq!(health.readiness(), Ok(()), "a writer that went away is forgotten");
     }
 
     #[test]
