@@ -55,34 +55,24 @@ pub async fn run(mut config: Config) -> Report {
 }
 
 /// Topics made elsewhere may take smaller records than this service may send (MSK's default is
-/// 1 MB): an event between the two limits would stop the service.
+/// 1 MB): an event between the two limits would stop the service. The limit itself is the
+/// contract with sink-writer, whose `consume.max_record_bytes` must be at least as large.
 async fn record_limits(report: &mut Report, config: &Config, topics: &[&str]) {
-    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
-    let admin = match config.kafka.admin() {
-        Ok(admin) => admin,
-        Err(e) => return report.warn("record size", format!("cannot read topic configurations: {e}")),
-    };
-    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10)));
-    let described = match admin.describe_configs(specifiers.iter(), &options).await {
-        Ok(described) => described,
-        Err(e) => return report.warn("record size", format!("cannot read topic configurations: {e}")),
-    };
     let limit = config.delivery.max_message_bytes;
-    let small: Vec<String> = described
-        .into_iter()
-        .flatten()
-        .filter_map(|resource| {
-            let bytes = resource.get("max.message.bytes")?.value.as_deref()?.parse::<usize>().ok()?;
-            let name = match &resource.specifier {
-                rdkafka::admin::OwnedResourceSpecifier::Topic(name) => name.clone(),
-                _ => return None,
-            };
-            (bytes < limit).then(|| format!("{name} ({bytes})"))
-        })
-        .collect();
+    let limits = match doctor::topic_record_limits(&config.kafka, topics).await {
+        Ok(limits) => limits,
+        Err(e) => return report.warn("record size", format!("cannot read topic configurations: {e}")),
+    };
+    let small: Vec<String> =
+        limits.iter().filter(|(_, bytes)| *bytes < limit).map(|(name, bytes)| format!("{name} ({bytes})")).collect();
     if small.is_empty() {
-        report.ok("record size", format!("every topic takes records up to delivery.max_message_bytes ({limit})"));
+        report.ok(
+            "record size",
+            format!(
+                "records up to delivery.max_message_bytes ({limit}), and every topic takes them; sink-writer's \
+                 consume.max_record_bytes must be at least {limit}"
+            ),
+        );
     } else {
         report.warn(
             "record size",

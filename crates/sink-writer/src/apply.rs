@@ -47,7 +47,8 @@ pub async fn write_batch(
     }
     let hold = messages.first().map_or(0, |m| m.offset());
     let park = |op: WriteOp| {
-        let parked = Parked { key: key(op.offset), payload: payload(op.offset), hold, since: Instant::now(), op };
+        let seq = parking.next_seq(op.offset);
+        let parked = Parked { seq, key: key(op.offset), payload: payload(op.offset), hold, since: Instant::now(), op };
         parking.park(keys[parked.op.doc].clone(), parked);
     };
     for round in rounds {
@@ -59,9 +60,9 @@ pub async fn write_batch(
         for (op, outcome) in apply_round(&shared, &to, ready, &stop).await? {
             match outcome {
                 Outcome::Applied => {}
-                Outcome::Conflict(reason) => {
+                Outcome::Conflict(conflict) => {
                     shared.metrics.unique_conflicts.inc();
-                    tracing::debug!(topic = %to.topic, partition = to.partition, %reason, "a unique index refuses a write for now: parked");
+                    tracing::debug!(topic = %to.topic, partition = to.partition, reason = %conflict.reason, "a unique index refuses a write for now: parked");
                     park(op);
                 }
                 Outcome::Rejected(reason) => {

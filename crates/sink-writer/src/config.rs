@@ -59,6 +59,10 @@ pub struct ConsumeConfig {
     pub commit_interval_ms: u64,
     /// How often the topic list is checked for new topics matching a `^regex` entry, in ms.
     pub topic_refresh_interval_ms: u64,
+    /// The largest record the topics may hold, in bytes: cdc-source's `delivery.max_message_bytes`
+    /// (the `max.message.bytes` it gives the topics it creates). Every record up to it is fetched
+    /// and accounted in the memory budget; `doctor` refuses topics that allow larger ones.
+    pub max_record_bytes: usize,
 }
 
 impl Default for ConsumeConfig {
@@ -69,6 +73,7 @@ impl Default for ConsumeConfig {
             dead_letter_topic: "sink-writer.dlq".to_string(),
             commit_interval_ms: 1000,
             topic_refresh_interval_ms: 5000,
+            max_record_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -239,6 +244,15 @@ impl Validate for Config {
         }
         if apply.memory_budget_bytes < MIN_MEMORY_BUDGET {
             problems.push(format!("apply.memory_budget_bytes must be at least {MIN_MEMORY_BUDGET} (16 MiB)"));
+        }
+        if self.consume.max_record_bytes < 1024 * 1024 {
+            problems.push("consume.max_record_bytes must be at least 1048576 (Kafka's default record limit)".into());
+        } else if apply.memory_budget_bytes < 4 * self.consume.max_record_bytes {
+            problems.push(format!(
+                "apply.memory_budget_bytes ({}) must be at least 4 x consume.max_record_bytes ({}): a fetch of the \
+                 largest record and the record itself must fit",
+                apply.memory_budget_bytes, self.consume.max_record_bytes
+            ));
         }
         for (name, pattern) in [("verify.include", &self.verify.include), ("verify.exclude", &self.verify.exclude)] {
             if let Err(e) = regex::Regex::new(pattern) {

@@ -84,6 +84,9 @@ impl Owner for Member {
 pub struct MemoryPlan {
     pub prefetch_kbytes: usize,
     pub fetch_max_bytes: usize,
+    /// The largest fetch response the client accepts: a full fetch plus the largest record
+    /// batch, which the broker returns whole even past `fetch.max.bytes`.
+    pub receive_max_bytes: usize,
     pub records_bytes: usize,
 }
 
@@ -94,14 +97,23 @@ impl MemoryPlan {
     /// buffers, the allocator's slack (~25 MiB measured at rest; the rest is margin for
     /// fragmentation under large documents).
     pub const BASELINE: usize = 64 * 1024 * 1024;
+    /// A fetch response's own framing, beyond the records it carries.
+    const RESPONSE_OVERHEAD: usize = 1024 * 1024;
 
     /// Measured on a 64 KiB-document backlog over 40 partitions (docs/benchmarks.md): an eighth
-    /// for the prefetch keeps catch-up at full speed; records get the rest.
-    pub fn new(budget: usize) -> Self {
+    /// for the prefetch keeps catch-up at full speed; records get the rest. `max_record` is the
+    /// largest record the topics hold (`consume.max_record_bytes`).
+    pub fn new(budget: usize, max_record: usize) -> Self {
         let prefetch = budget / 8;
         let fetch_max_bytes = (budget / 32).clamp(1024 * 1024, 50 * 1024 * 1024);
-        let rest = budget.saturating_sub(prefetch + fetch_max_bytes + Self::DEAD_LETTER_BUFFER + Self::BASELINE);
-        Self { prefetch_kbytes: (prefetch / 1024).max(1024), fetch_max_bytes, records_bytes: rest.max(budget / 4) }
+        let receive_max_bytes = fetch_max_bytes + max_record + Self::RESPONSE_OVERHEAD;
+        let rest = budget.saturating_sub(prefetch + receive_max_bytes + Self::DEAD_LETTER_BUFFER + Self::BASELINE);
+        Self {
+            prefetch_kbytes: (prefetch / 1024).max(1024),
+            fetch_max_bytes,
+            receive_max_bytes,
+            records_bytes: rest.max(budget / 4),
+        }
     }
 }
 
@@ -109,7 +121,7 @@ impl MemoryPlan {
 pub fn create(config: &Config, partitions: Arc<Partitions>, memory: MemoryPlan) -> Result<Arc<Kafka>, Error> {
     let prefetch = memory.prefetch_kbytes.to_string();
     let fetch_max = memory.fetch_max_bytes.to_string();
-    let receive_max = (memory.fetch_max_bytes + 1024 * 1024).to_string();
+    let receive_max = memory.receive_max_bytes.to_string();
     let client_config = config.kafka.client_config_with(&[
         ("group.id", &config.consume.group_id),
         ("enable.auto.commit", "false"),
@@ -149,8 +161,12 @@ mod tests {
     fn the_memory_plan_stays_within_the_budget() {
         for mib in [16, 64, 320, 1024] {
             let budget = mib * 1024 * 1024;
-            let plan = MemoryPlan::new(budget);
-            let total = plan.prefetch_kbytes * 1024 + plan.fetch_max_bytes + plan.records_bytes;
+            let plan = MemoryPlan::new(budget, 16 * 1024 * 1024);
+            assert!(
+                plan.receive_max_bytes > plan.fetch_max_bytes + 16 * 1024 * 1024,
+                "a full fetch and the largest record"
+            );
+            let total = plan.prefetch_kbytes * 1024 + plan.receive_max_bytes + plan.records_bytes;
             assert!(plan.records_bytes >= budget / 4, "{mib} MiB: records get a fair share");
             if mib >= 320 {
                 assert!(total + MemoryPlan::DEAD_LETTER_BUFFER + MemoryPlan::BASELINE <= budget, "{mib} MiB: {plan:?}");

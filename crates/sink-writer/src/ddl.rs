@@ -41,6 +41,26 @@ pub struct DdlApplier {
     schema: Schema,
     /// Applied DDL by source namespace (`db.coll`, or `db.` for a whole database).
     applied: Mutex<HashMap<String, ClusterTime>>,
+    /// Target namespaces known to exist (forgotten when a DDL drops or renames them).
+    pub collections: Known,
+}
+
+/// Target namespaces known to exist: a transaction cannot create one on Amazon DocumentDB.
+#[derive(Default)]
+pub struct Known(Mutex<std::collections::HashSet<Namespace>>);
+
+impl Known {
+    pub fn known(&self, ns: &Namespace) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(ns)
+    }
+
+    pub fn exists(&self, ns: &Namespace) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(ns.clone());
+    }
+
+    fn forget(&self, gone: impl Fn(&Namespace) -> bool) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|ns| !gone(ns));
+    }
 }
 
 /// How a barrier ended.
@@ -93,7 +113,16 @@ impl DdlApplier {
         schema: Schema,
     ) -> Self {
         let log = client.database(metadata_database).collection("ddl");
-        Self { client, log, mapper, group: group.to_string(), retrier, schema, applied: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            log,
+            mapper,
+            group: group.to_string(),
+            retrier,
+            schema,
+            applied: Mutex::new(HashMap::new()),
+            collections: Known::default(),
+        }
     }
 
     pub fn schema(&self) -> &Schema {
@@ -154,7 +183,7 @@ impl DdlApplier {
         let timestamp: bson::Timestamp = at.into();
         let mut entry = self
             .retrier
-            .run(COMPONENT, stop, || async {
+            .run(COMPONENT, arrival, stop, || async {
                 self.log
                     .find_one_and_update(
                         doc! {"_id": &id},
@@ -184,8 +213,8 @@ impl DdlApplier {
             let arrived = entry.get_array("arrived").map_or(0, Vec::len);
             let markers =
                 entry.get_i64("markers").map_or(required as usize, |m| usize::try_from(m).unwrap_or(usize::MAX));
-            if arrived >= markers && self.retrier.run(COMPONENT, stop, || self.claim(&id, arrival)).await? {
-                let refused = self.apply(&id, &entry, &event.ddl, stop).await?;
+            if arrived >= markers && self.retrier.run(COMPONENT, arrival, stop, || self.claim(&id, arrival)).await? {
+                let refused = self.apply(&id, &entry, &event.ddl, arrival, stop).await?;
                 let mut mark = doc! {"applied": true, "applied_at": DateTime::now()};
                 if let Some(reason) = &refused {
                     tracing::error!(ddl = %id, %reason, "the target refuses this DDL: marked applied, record dead-lettered");
@@ -194,7 +223,7 @@ impl DdlApplier {
                     tracing::info!(ddl = %id, "applied");
                 }
                 self.retrier
-                    .run(COMPONENT, stop, || async {
+                    .run(COMPONENT, arrival, stop, || async {
                         self.log
                             .update_one(doc! {"_id": &id}, doc! {"$set": mark.clone()})
                             .await
@@ -210,7 +239,7 @@ impl DdlApplier {
             }
             entry = self
                 .retrier
-                .run(COMPONENT, stop, || async {
+                .run(COMPONENT, arrival, stop, || async {
                     self.log.find_one(doc! {"_id": &id}).await.map_err(|e| Error::mongo("read ddl state", e))
                 })
                 .await?
@@ -241,16 +270,17 @@ impl DdlApplier {
         id: &str,
         entry: &Document,
         ddl: &Ddl,
+        arrival: &str,
         stop: &CancellationToken,
     ) -> Result<Option<String>, Error> {
         let step = match entry.get_str("step").ok().and_then(Step::from_name) {
             Some(step) => step,
             None => {
-                let step = self.retrier.run(COMPONENT, stop, || self.choose(ddl)).await?;
+                let step = self.retrier.run(COMPONENT, arrival, stop, || self.choose(ddl)).await?;
                 // The first claimer's choice stands: `from` may be gone because it renamed it.
                 let stored = self
                     .retrier
-                    .run(COMPONENT, stop, || async {
+                    .run(COMPONENT, arrival, stop, || async {
                         self.log
                             .update_one(
                                 doc! {"_id": id, "step": {"$exists": false}},
@@ -264,7 +294,7 @@ impl DdlApplier {
                 stored.as_ref().and_then(|d| d.get_str("step").ok()).and_then(Step::from_name).unwrap_or(step)
             }
         };
-        self.retrier.run(COMPONENT, stop, || self.perform(step, ddl)).await
+        self.retrier.run(COMPONENT, arrival, stop, || self.perform(step, ddl)).await
     }
 
     async fn choose(&self, ddl: &Ddl) -> Result<Step, Error> {
@@ -294,6 +324,22 @@ impl DdlApplier {
 
     /// Performs a step; idempotent, so a claimer taking over after a crash may do it again.
     async fn perform(&self, step: Step, ddl: &Ddl) -> Result<Option<String>, Error> {
+        // Whatever it does, what was known of the namespaces it names is stale after it.
+        match ddl {
+            Ddl::DropDatabase { db } => {
+                let db = self.mapper.map_database(db);
+                self.collections.forget(|ns| ns.db == db);
+            }
+            Ddl::Rename { from, to } => {
+                let (from, to) = (self.mapper.map(from), self.mapper.map(to));
+                self.collections.forget(|ns| *ns == from || *ns == to);
+            }
+            other => {
+                if let Some(ns) = other.namespace().map(|ns| self.mapper.map(ns)) {
+                    self.collections.forget(|known| *known == ns);
+                }
+            }
+        }
         let drop = |ns: Namespace| async move {
             self.client
                 .database(&ns.db)

@@ -26,6 +26,7 @@ pub async fn run(config: Config) -> Report {
             format!("nothing matches {:?} yet (subscribed patterns pick up new topics)", config.consume.topics),
         ),
         Ok(found) => {
+            record_limits(&mut report, &config, &found).await;
             let partitions: usize = found.iter().map(|(_, p)| p).sum();
             let names: Vec<String> = found.iter().map(|(n, p)| format!("{n} ({p})")).collect();
             report.ok(
@@ -51,6 +52,38 @@ pub async fn run(config: Config) -> Report {
         report.ok("dead-letter topic", format!("{dlq} absent: created on start (needs Create permission)"));
     }
     report
+}
+
+/// The contract on record size: every record the topics may hold is one this service can always
+/// fetch (a larger one would stall every partition of the consumer).
+async fn record_limits(report: &mut Report, config: &Config, topics: &[(String, usize)]) {
+    let limit = config.consume.max_record_bytes;
+    let names: Vec<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
+    match doctor::topic_record_limits(&config.kafka, &names).await {
+        Err(e) => report.warn("record size", format!("cannot read topic configurations: {e}")),
+        Ok(limits) => {
+            let large: Vec<String> = limits
+                .iter()
+                .filter(|(_, bytes)| *bytes > limit)
+                .map(|(name, bytes)| format!("{name} ({bytes})"))
+                .collect();
+            if large.is_empty() {
+                report.ok(
+                    "record size",
+                    format!("records up to consume.max_record_bytes ({limit}) are fetched; no topic takes larger ones"),
+                );
+            } else {
+                report.fail(
+                    "record size",
+                    format!(
+                        "{} take records larger than consume.max_record_bytes ({limit}): such a record could not be \
+                         fetched; raise consume.max_record_bytes to cdc-source's delivery.max_message_bytes",
+                        large.join(", ")
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The existing topics the configuration selects (never the dead-letter topic).

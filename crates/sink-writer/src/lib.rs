@@ -70,13 +70,17 @@ mod dispatch;
 mod dlq;
 pub mod doctor;
 mod error;
+mod exact;
 mod fence;
 mod flight;
 #[doc(hidden)]
 pub mod hooks;
+mod ledger;
 mod mapping;
 mod metrics;
+mod mode;
 mod offsets;
+mod parked_store;
 mod parking;
 mod partition;
 mod partitions;
@@ -88,6 +92,7 @@ mod schema;
 mod shared;
 pub mod status;
 mod subscription;
+mod transaction;
 pub mod verify;
 mod write_plan;
 mod writer;
@@ -166,7 +171,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 );
                 let book =
                     progress::ProgressBook::new(&client, &config.apply.metadata_database, &config.consume.group_id);
+                let ledger = ledger::Ledger::new(&client, &config.apply.metadata_database, &config.consume.group_id);
+                let exactly_once =
+                    match until_ready("find out whether the target has transactions", &config, &shutdown, || {
+                        mode::exactly_once(&client, config.apply.mode, &ledger)
+                    })
+                    .await?
+                    {
+                        Some(exactly_once) => exactly_once,
+                        None => return shell.finish(vec![watch], Ok(())).await,
+                    };
                 let shared = Arc::new(shared::Shared {
+                    client: client.clone(),
+                    exactly_once,
+                    ledger,
+                    write_concern: transaction::write_concern(&config.apply.write_concern, config.apply.journal),
                     writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
                     dead_letters,
                     ddl,
@@ -224,7 +243,7 @@ async fn consume(
     shell: &Shell,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let memory = consumer::MemoryPlan::new(config.apply.memory_budget_bytes);
+    let memory = consumer::MemoryPlan::new(config.apply.memory_budget_bytes, config.consume.max_record_bytes);
     let budget = MemoryBudget::new(memory.records_bytes);
     shared.metrics.memory_budget_bytes.set(i64::try_from(config.apply.memory_budget_bytes).unwrap_or(i64::MAX));
     let member = Arc::new(consumer::Member::default());

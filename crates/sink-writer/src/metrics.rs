@@ -31,6 +31,7 @@ pub struct Metrics {
     pub ownership_checks: IntCounterVec,
     /// Writes a unique secondary index refused for now (retried until the value is free).
     pub unique_conflicts: IntCounter,
+    pub unique_cycles_broken: IntCounter,
     /// Partition tasks that ended with an error and were started again.
     pub partition_restarts: IntCounter,
     /// Writes still unanswered when a revoke's drain deadline passed (abandoned).
@@ -97,6 +98,10 @@ impl Metrics {
                 "sink_writer_unique_conflicts_total",
                 "Writes a unique secondary index refused for now; retried until the value is free.",
             )?,
+            unique_cycles_broken: IntCounter::new(
+                "sink_writer_unique_cycles_broken_total",
+                "Cycles of unique values among parked writes, resolved together in one transaction.",
+            )?,
             partition_restarts: IntCounter::new(
                 "sink_writer_partition_restarts_total",
                 "Partition tasks that ended with an error and were started again from the durable offset.",
@@ -140,6 +145,7 @@ impl Metrics {
         registry.register(Box::new(metrics.assigned_partitions.clone()))?;
         registry.register(Box::new(metrics.ownership_checks.clone()))?;
         registry.register(Box::new(metrics.unique_conflicts.clone()))?;
+        registry.register(Box::new(metrics.unique_cycles_broken.clone()))?;
         registry.register(Box::new(metrics.partition_restarts.clone()))?;
         registry.register(Box::new(metrics.writes_abandoned.clone()))?;
         registry.register(Box::new(metrics.partition_pauses.clone()))?;

@@ -12,9 +12,13 @@
 //! already wrote its final holder is never freed: the newest state of the refused document, which
 //! the source made valid, is what passes.)
 //!
-//! The partition's durable offset stays before the first batch that parked a write until the lot
-//! is empty (a restart reads those batches again; writes are idempotent), and so does its
-//! watermark.
+//! In the `idempotent` mode the partition's durable offset stays before the first batch that
+//! parked a write until the lot is empty (a restart reads those batches again; writes are
+//! idempotent), and so does its watermark. In the `exactly_once` mode the lot is kept in the
+//! target too (`parked_store.rs`), recorded by the transaction that moves the offset past it.
+//!
+//! Every parked write has its own number: a retry settles exactly the write it tried, never a
+//! newer one of the same document that was parked while the retry was on its way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +40,8 @@ use crate::writer::Outcome;
 /// A parked write and what a dead letter of it needs.
 #[derive(Debug, Clone)]
 pub struct Parked {
+    /// Its place among the partition's parked writes (unique there, in the order they came).
+    pub seq: u64,
     pub op: WriteOp,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -50,6 +56,8 @@ struct Lot {
     /// The highest offset completed batches covered, and their newest watermark.
     covered: i64,
     watermark: Option<ClusterTime>,
+    /// The last number given to a parked write.
+    last_seq: u64,
 }
 
 impl Lot {
@@ -74,22 +82,80 @@ impl Parking {
         self.lock().docs.contains_key(key)
     }
 
+    /// The number the next write parked from `offset` gets: after every earlier one.
+    pub fn next_seq(&self, offset: i64) -> u64 {
+        let mut lot = self.lock();
+        let seq = (u64::try_from(offset).unwrap_or(0) << 10).max(lot.last_seq + 1);
+        lot.last_seq = seq;
+        seq
+    }
+
     /// Parks a write behind its document's parked writes. A replacement or delete makes the
     /// writes parked before it moot (the refused one too): the document waits for its newest
     /// state only, which a value held by a partition that got ahead never blocks for ever.
-    pub fn park(&self, key: DocKey, parked: Parked) {
+    /// Returns the numbers of the writes made moot.
+    pub fn park(&self, key: DocKey, parked: Parked) -> Vec<u64> {
         let mut lot = self.lock();
+        lot.last_seq = lot.last_seq.max(parked.seq);
         let queue = lot.docs.entry(key).or_default();
-        if parked.op.is_absolute() {
-            queue.clear();
-        }
+        let moot = if parked.op.is_absolute() { queue.drain(..).map(|p| p.seq).collect() } else { Vec::new() };
         queue.push_back(parked);
         drop(lot);
         self.parked.notify_one();
+        moot
+    }
+
+    /// Settles one parked write (it passed, or went to the dead-letter topic): whether it was
+    /// still parked (a newer replacement may have made it moot meanwhile).
+    pub fn settle(&self, key: &DocKey, seq: u64) -> bool {
+        let mut lot = self.lock();
+        let Some(queue) = lot.docs.get_mut(key) else { return false };
+        let before = queue.len();
+        queue.retain(|p| p.seq != seq);
+        let settled = queue.len() < before;
+        if queue.is_empty() {
+            lot.docs.remove(key);
+        }
+        if lot.docs.is_empty() {
+            drop(lot);
+            self.emptied.notify_waiters();
+        }
+        settled
+    }
+
+    /// Replaces the whole lot (read back from the target).
+    pub fn reload(&self, entries: Vec<(DocKey, Parked)>) {
+        let mut lot = self.lock();
+        lot.docs.clear();
+        for (key, parked) in entries {
+            lot.last_seq = lot.last_seq.max(parked.seq);
+            lot.docs.entry(key).or_default().push_back(parked);
+        }
+        let empty = lot.docs.is_empty();
+        drop(lot);
+        if empty {
+            self.emptied.notify_waiters();
+        } else {
+            self.parked.notify_one();
+        }
+    }
+
+    /// The first parked write of every document.
+    pub fn fronts(&self) -> Vec<(DocKey, Parked)> {
+        self.lock().docs.iter().filter_map(|(k, q)| q.front().map(|p| (k.clone(), p.clone()))).collect()
+    }
+
+    /// Every parked write of a document, in order.
+    pub fn of(&self, key: &DocKey) -> Vec<Parked> {
+        self.lock().docs.get(key).map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
         self.lock().docs.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().docs.values().map(VecDeque::len).sum()
     }
 
     /// A batch completed: the partition's marks move to what it covers, or stay before the
@@ -162,16 +228,15 @@ impl Parking {
         limit: Duration,
         stop: &CancellationToken,
     ) -> Result<bool, Error> {
-        let fronts: Vec<(DocKey, Parked)> =
-            self.lock().docs.iter().filter_map(|(k, q)| q.front().map(|p| (k.clone(), p.clone()))).collect();
+        let fronts = self.fronts();
         let round: Vec<WriteOp> = fronts.iter().map(|(_, p)| p.op.clone()).collect();
         let outcomes = apply_round(shared, to, round, stop).await?;
         let mut moved = false;
         for ((key, parked), (_, outcome)) in fronts.into_iter().zip(outcomes) {
             let give_up = match outcome {
                 Outcome::Applied => None,
-                Outcome::Conflict(reason) if parked.since.elapsed() >= limit => {
-                    Some(format!("{reason} (still a duplicate after {} s)", limit.as_secs()))
+                Outcome::Conflict(conflict) if parked.since.elapsed() >= limit => {
+                    Some(format!("{} (still a duplicate after {} s)", conflict.reason, limit.as_secs()))
                 }
                 Outcome::Conflict(_) => continue,
                 Outcome::Rejected(reason) => Some(reason),
@@ -181,13 +246,7 @@ impl Parking {
                 dead.send(parked.op.offset, parked.key.as_deref(), parked.payload.as_deref(), &reason, "apply").await?;
             }
             moved = true;
-            let mut lot = self.lock();
-            if let Some(queue) = lot.docs.get_mut(&key) {
-                queue.pop_front();
-                if queue.is_empty() {
-                    lot.docs.remove(&key);
-                }
-            }
+            self.settle(&key, parked.seq);
         }
         Ok(moved)
     }

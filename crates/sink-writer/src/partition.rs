@@ -35,6 +35,10 @@ pub struct PartitionTask {
     pub stop: CancellationToken,
     /// Proof of ownership before writing, after the process stood still.
     pub fence: Arc<Fence>,
+    /// Where the task asks the consumer to move its fetch position.
+    pub control: mpsc::Sender<crate::partitions::Control>,
+    /// This task's generation among the partition's restarts.
+    pub generation: u64,
 }
 
 impl PartitionTask {
@@ -43,7 +47,11 @@ impl PartitionTask {
     pub async fn run(self, mut rx: mpsc::Receiver<Decoded>) -> Result<(), Error> {
         // Another replica may have applied DDL while this one did not own the partition.
         let ddl = &self.shared.ddl;
-        self.shared.retrier.run(crate::retry::WRITES, &self.stop, || ddl.load()).await?;
+        self.shared.retrier.run(crate::retry::WRITES, &self.name(), &self.stop, || ddl.load()).await?;
+        if self.shared.exactly_once {
+            let exact = crate::exact::Exact::claim(&self).await?;
+            return exact.run(&mut rx).await;
+        }
         let parking = Arc::new(Parking::default());
         let retrying = AbortOnDrop(tokio::spawn(parking.clone().run(
             self.shared.clone(),
@@ -67,7 +75,19 @@ impl PartitionTask {
         }
     }
 
-    fn destination(&self) -> Destination {
+    /// `topic/partition`: who this task is in readiness and in the DDL log.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+
+    /// Asks the consumer to fetch this partition from `offset` on (records before it are in the
+    /// target already).
+    pub async fn seek(&self, offset: i64) {
+        let tp = (self.topic.clone(), self.partition);
+        let _ = self.control.send(crate::partitions::Control::Seek { tp, offset, generation: self.generation }).await;
+    }
+
+    pub(crate) fn destination(&self) -> Destination {
         Destination { topic: self.topic.clone(), partition: self.partition, fence: self.fence.clone() }
     }
 
@@ -134,8 +154,8 @@ impl PartitionTask {
     }
 
     /// Waits at a DDL marker until the DDL is applied (here or by another partition).
-    async fn pass_marker(&self, offset: i64, event: &ControlEvent) -> Result<(), Error> {
-        let arrival = format!("{}/{}", self.topic, self.partition);
+    pub(crate) async fn pass_marker(&self, offset: i64, event: &ControlEvent) -> Result<(), Error> {
+        let arrival = self.name();
         let required = event.markers_for(|topic| self.shared.subscription.reads(topic)).max(1);
         let passed = self.shared.ddl.barrier(event, &arrival, required, &self.stop).await?;
         if passed.here {
@@ -146,7 +166,9 @@ impl PartitionTask {
                 let dead = &self.shared.dead_letters;
                 self.shared
                     .retrier
-                    .run(crate::dlq::COMPONENT, &self.stop, || dead.send(&origin, Some(&key), Some(&value), &reason))
+                    .run(crate::dlq::COMPONENT, &arrival, &self.stop, || {
+                        dead.send(&origin, Some(&key), Some(&value), &reason)
+                    })
                     .await?;
                 self.shared.metrics.dead_letters.with_label_values(&["ddl"]).inc();
             }
@@ -197,7 +219,7 @@ impl PartitionTask {
     }
 
     /// The batch's write plan, and the memory its records hold until it is written.
-    fn plan(&self, batch: Vec<Decoded>) -> (Batch, Vec<service_kit::budget::Reservation>) {
+    pub(crate) fn plan(&self, batch: Vec<Decoded>) -> (Batch, Vec<service_kit::budget::Reservation>) {
         let mut changes = Vec::with_capacity(batch.len());
         let mut undecodable = Vec::new();
         let mut messages = Vec::with_capacity(batch.len());

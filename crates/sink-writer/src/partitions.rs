@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::fence::{Fence, Owner, StandStill};
 use crate::offsets::{Marks, Progress, Tp};
-use crate::partition::{AbortOnDrop, PartitionTask};
+use crate::partition::PartitionTask;
 use crate::reader::{self, Fetched};
 use crate::shared::Shared;
 
@@ -40,6 +40,9 @@ const RESUME_ROOM_RECORDS: usize = QUEUE_RECORDS / 2;
 /// ...and the budget this fraction of its bytes (or the partition holds nothing).
 const RESUME_ROOM_BUDGET_DIVISOR: usize = 8;
 
+/// Readiness component: every partition's task runs (a failed one shows here until it restarts).
+const PARTITIONS: &str = "partitions";
+
 /// What the partitions tell the consumer loop.
 #[derive(Debug)]
 pub enum Control {
@@ -49,6 +52,8 @@ pub enum Control {
     Failed { tp: Tp, generation: u64, error: String },
     /// Time to start a failed partition's task again.
     Restart { tp: Tp, generation: u64 },
+    /// The task found the target holds everything before `offset`: fetch from there.
+    Seek { tp: Tp, offset: i64, generation: u64 },
 }
 
 /// A fetched record its partition has no room for yet.
@@ -136,19 +141,29 @@ impl Partitions {
             marks: progress.marks.clone(),
             stop: stop.clone(),
             fence: Arc::new(fence),
+            control: self.control.clone(),
+            generation,
         };
-        let (control, tp_owned) = (self.control.clone(), tp.clone());
+        let (control, tp_owned, stopped) = (self.control.clone(), tp.clone(), stop.clone());
         let task = self.runtime.spawn(async move {
-            let decoder = AbortOnDrop(tokio::spawn(reader::decode(fetched, decoded_tx)));
-            // A panic (a bug) must not leave a silent dead partition either.
+            let mut decoder = tokio::spawn(reader::decode(fetched, decoded_tx));
+            // A panic (a bug) must not leave a silent dead partition either, nor may any end
+            // that was not asked for: every end but a stop is a failure, restarted.
             let outcome = std::panic::AssertUnwindSafe(task.run(decoded)).catch_unwind().await;
-            drop(decoder);
             let error = match outcome {
-                Ok(Ok(()) | Err(Error::Stopped)) => return,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "the task panicked".to_string(),
+                Ok(Err(Error::Stopped)) => None,
+                Ok(Ok(())) if stopped.is_cancelled() => None,
+                Ok(Ok(())) => Some(match tokio::time::timeout(Duration::from_secs(1), &mut decoder).await {
+                    Ok(Err(e)) if e.is_panic() => format!("its decoder panicked: {}", panic_message(e.into_panic())),
+                    _ => "its record queue ended".to_string(),
+                }),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(panic) => Some(format!("the task panicked: {}", panic_message(panic))),
             };
-            let _ = control.send(Control::Failed { tp: tp_owned, generation, error }).await;
+            decoder.abort();
+            if let Some(error) = error {
+                let _ = control.send(Control::Failed { tp: tp_owned, generation, error }).await;
+            }
         });
         let next = progress.durable();
         Route { tx, holder: Holder::default(), progress, stop, task, paused: false, next, generation }
@@ -236,13 +251,22 @@ impl Partitions {
                 seek(consumer, &tp, Offset::Offset(next));
                 pause(consumer, &tp, false);
             }
+            Control::Seek { tp, offset, generation } => {
+                let mut routes = self.lock();
+                let Some(route) = routes.get_mut(&tp).filter(|r| r.generation == generation) else { return };
+                // Only forward: what the consumer holds below the offset the task drops itself.
+                if offset > route.next && !route.paused {
+                    route.next = offset;
+                    seek(consumer, &tp, Offset::Offset(offset));
+                }
+            }
             Control::Failed { tp, generation, error } => {
                 if self.lock().get(&tp).is_none_or(|r| r.generation != generation) {
                     return;
                 }
                 self.shared.metrics.partition_restarts.inc();
-                let component = format!("partition {}/{}", tp.0, tp.1);
-                self.shared.health.set_not_ready(&component, format!("failed, restarting: {error}"));
+                let writer = format!("{}/{}", tp.0, tp.1);
+                self.shared.health.set_for(PARTITIONS, &writer, Err(format!("failed, restarting: {error}")));
                 tracing::error!(topic = %tp.0, partition = tp.1, %error, "partition task failed: starting it again from its durable offset");
                 let (control, pause_for) =
                     (self.control.clone(), Duration::from_millis(self.shared.apply.max_backoff_ms));
@@ -265,7 +289,7 @@ impl Partitions {
                 drop(routes);
                 seek(consumer, &tp, if durable >= 0 { Offset::Offset(durable) } else { Offset::Stored });
                 pause(consumer, &tp, false);
-                self.shared.health.set_ready(&format!("partition {}/{}", tp.0, tp.1));
+                self.shared.health.set_for(PARTITIONS, &format!("{}/{}", tp.0, tp.1), Ok(()));
             }
         }
     }
@@ -290,8 +314,10 @@ impl Partitions {
             self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
             stopped
         };
-        for (_, route) in &stopped {
+        for (tp, route) in &stopped {
             route.stop.cancel();
+            // A partition that went away is no one's concern here any more.
+            self.shared.health.forget_writer(&format!("{}/{}", tp.0, tp.1));
         }
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         let mut offsets = Vec::new();
@@ -323,6 +349,15 @@ impl Partitions {
     pub fn marks(&self) -> Vec<(Tp, Marks)> {
         self.lock().iter().map(|(tp, route)| (tp.clone(), route.progress.marks.clone())).collect()
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// Room for one record of `bytes` in a partition's queue: its share of the budget, then a slot

@@ -1,7 +1,8 @@
 //! The sink's one retry loop (over `service_kit::backoff`): every failure drops the readiness of
-//! the component it concerns, counts a retry and waits, doubling up to `apply.max_backoff_ms`.
-//! Nothing is skipped: a failing write or DDL step stalls its partition visibly, and a stopped
-//! partition makes no new attempt.
+//! the component it concerns for the writer that failed (a partition), counts a retry and waits,
+//! doubling up to `apply.max_backoff_ms`. Nothing is skipped: a failing write or DDL step stalls
+//! its partition visibly, and a stopped partition makes no new attempt. A write refused because
+//! another owner took the partition (`Fenced`) is never retried here: the partition restarts.
 
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use service_kit::health::Health;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+
+/// One attempt's future, borrowing what it was handed.
+pub type LocalAttempt<'s, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 's>>;
 
 /// Readiness component: the target takes our writes and DDL (failures show here).
 pub const WRITES: &str = "target-writes";
@@ -28,10 +32,11 @@ impl Retrier {
     }
 
     /// Runs `attempt` until it succeeds, or `Err(Stopped)` once `stop` is cancelled (checked
-    /// before every attempt).
+    /// before every attempt); `writer` names who tries (a partition, `topic/partition`).
     pub async fn run<T, F, Fut>(
         &self,
         component: &'static str,
+        writer: &str,
         stop: &CancellationToken,
         mut attempt: F,
     ) -> Result<T, Error>
@@ -46,22 +51,63 @@ impl Retrier {
             }
             match attempt().await {
                 Ok(value) => {
-                    self.health.set_ready(component);
+                    self.health.set_for(component, writer, Ok(()));
                     return Ok(value);
                 }
-                Err(Error::Stopped) => return Err(Error::Stopped),
-                Err(e) => {
-                    self.retries.inc();
-                    self.health.set_not_ready(component, e.to_string());
-                    if e.is_retriable() {
-                        tracing::warn!(error = %e, "{component}: failed, retrying");
-                    } else {
-                        tracing::error!(error = %e, "{component}: failed and needs attention, retrying");
-                    }
-                    if !backoff.wait(stop).await {
-                        return Err(Error::Stopped);
-                    }
+                Err(e) => self.failed(component, writer, e)?,
+            }
+            if !backoff.wait(stop).await {
+                return Err(Error::Stopped);
+            }
+        }
+    }
+
+    /// A failed attempt: `Err` when it must not be retried (stopped, fenced); otherwise counted,
+    /// shown on readiness for its writer and logged.
+    fn failed(&self, component: &'static str, writer: &str, e: Error) -> Result<(), Error> {
+        match e {
+            Error::Stopped | Error::Fenced(_) => Err(e),
+            e => {
+                self.retries.inc();
+                self.health.set_for(component, writer, Err(e.to_string()));
+                if e.is_retriable() {
+                    tracing::warn!(error = %e, "{component}: failed, retrying");
+                } else {
+                    tracing::error!(error = %e, "{component}: failed and needs attention, retrying");
                 }
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Retrier::run`] for attempts that need `state` mutably (a session): each attempt gets it.
+    /// (The second argument only tells the compiler that what the attempt borrows besides `state`
+    /// outlives each attempt.)
+    pub async fn run_on<'a, S, T, F>(
+        &self,
+        component: &'static str,
+        writer: &str,
+        stop: &CancellationToken,
+        state: &mut S,
+        mut attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: for<'s> FnMut(&'s mut S, &'s &'a ()) -> LocalAttempt<'s, T>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
+        loop {
+            if stop.is_cancelled() {
+                return Err(Error::Stopped);
+            }
+            match attempt(state, &&()).await {
+                Ok(value) => {
+                    self.health.set_for(component, writer, Ok(()));
+                    return Ok(value);
+                }
+                Err(e) => self.failed(component, writer, e)?,
+            }
+            if !backoff.wait(stop).await {
+                return Err(Error::Stopped);
             }
         }
     }

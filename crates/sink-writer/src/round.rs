@@ -23,6 +23,13 @@ pub struct Destination {
     pub fence: Arc<Fence>,
 }
 
+impl Destination {
+    /// `topic/partition`: the writer named in readiness.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
 /// One round, retried until the target answers; each write with its outcome.
 pub async fn apply_round(
     shared: &Shared,
@@ -36,7 +43,7 @@ pub async fn apply_round(
     let started = Instant::now();
     let outcomes = shared
         .retrier
-        .run(WRITES, stop, || async {
+        .run(WRITES, &to.name(), stop, || async {
             to.fence.check(&shared.metrics, stop).await?;
             shared.writer.apply(&round).await
         })
@@ -68,7 +75,9 @@ impl DeadLetterer<'_> {
         tracing::warn!(topic = %self.to.topic, partition = self.to.partition, offset, stage, %reason, "record sent to the dead-letter topic");
         self.shared
             .retrier
-            .run(crate::dlq::COMPONENT, self.stop, || self.shared.dead_letters.send(&origin, key, payload, reason))
+            .run(crate::dlq::COMPONENT, &self.to.name(), self.stop, || {
+                self.shared.dead_letters.send(&origin, key, payload, reason)
+            })
             .await?;
         self.shared.metrics.dead_letters.with_label_values(&[stage]).inc();
         Ok(())

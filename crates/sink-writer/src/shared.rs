@@ -1,11 +1,16 @@
 //! What every partition task shares: the target writer, the dead-letter topic, DDL state,
 //! namespace mapping, metrics, readiness, the retry loop, the topics read, and the limits.
 
+use bson::doc;
+use envelope::Namespace;
+use mongodb::options::WriteConcern;
 use service_kit::health::Health;
 
 use crate::config::ApplyConfig;
 use crate::ddl::DdlApplier;
 use crate::dlq::DeadLetters;
+use crate::error::Error;
+use crate::ledger::Ledger;
 use crate::mapping::Mapper;
 use crate::metrics::Metrics;
 use crate::retry::Retrier;
@@ -13,7 +18,15 @@ use crate::subscription::Subscription;
 use crate::writer::Writer;
 
 pub struct Shared {
+    pub client: mongodb::Client,
     pub writer: Writer,
+    /// Each batch one transaction with the partition's offset (`apply.mode`).
+    pub exactly_once: bool,
+    /// The partitions' offsets and epochs in the target (`exactly_once`).
+    pub ledger: Ledger,
+    /// The write concern of transactions' commits.
+    pub write_concern: WriteConcern,
+
     pub dead_letters: DeadLetters,
     pub ddl: DdlApplier,
     pub mapper: Mapper,
@@ -23,4 +36,36 @@ pub struct Shared {
     /// The topics this service reads: how many copies of a DDL marker it must reach.
     pub subscription: Subscription,
     pub apply: ApplyConfig,
+}
+
+impl Shared {
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Whether `ns` is known to exist on the target.
+    pub fn collection_known(&self, ns: &Namespace) -> bool {
+        self.ddl.collections.known(ns)
+    }
+
+    /// Creates `ns` on the target when it is missing (plain: a create event from the source
+    /// carries its options, and the snapshot copies them), and remembers it exists.
+    pub async fn create_collection(&self, ns: &Namespace) -> Result<(), Error> {
+        let db = self.client.database(&ns.db);
+        let names = db
+            .list_collection_names()
+            .filter(doc! {"name": &ns.coll})
+            .await
+            .map_err(|e| Error::mongo("list collections", e))?;
+        if names.is_empty() {
+            match db.create_collection(&ns.coll).await {
+                Ok(()) => {}
+                // Created meanwhile (another partition, a DDL).
+                Err(e) if crate::writer::code_of(&e) == Some(48) => {}
+                Err(e) => return Err(Error::mongo("create a collection", e)),
+            }
+        }
+        self.ddl.collections.exists(ns);
+        Ok(())
+    }
 }

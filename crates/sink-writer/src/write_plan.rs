@@ -128,7 +128,7 @@ pub fn plan(
 
 /// A document's identity: its `_id` as the record key renders it (so `8` as an Int32 and as an
 /// Int64, one document to the server, are one document here too), then any shard key fields.
-fn identity(filter: &Document) -> String {
+pub fn identity(filter: &Document) -> String {
     use envelope::extjson::{value_to_string, Style};
     // The key's text, without the JSON around it.
     let mut text = value_to_string(filter.get("_id").unwrap_or(&Bson::Null), Style::Key);

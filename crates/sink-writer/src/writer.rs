@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use bson::{doc, rawdoc, Bson, RawDocumentBuf};
 use envelope::Namespace;
+use mongodb::ClientSession;
 use service_kit::failure::TRANSIENT_MONGO_CODES;
 
 use crate::command;
@@ -39,9 +40,17 @@ pub struct Writer {
 pub enum Outcome {
     Applied,
     /// A unique secondary index refused it: another document holds the value here for now.
-    Conflict(String),
+    Conflict(Conflict),
     /// The target refuses it for good (it goes to the dead-letter topic).
     Rejected(String),
+}
+
+/// A unique index's refusal: why, and the value (as the index keys it) another document holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub reason: String,
+    /// `keyValue` of the duplicate key error: the fields and values the holder has.
+    pub key_value: Option<bson::Document>,
 }
 
 /// A group of statements sent as one command.
@@ -63,20 +72,7 @@ impl Writer {
     /// Applies a round; the outcomes follow the round's order. A transient failure of any part
     /// fails the whole round (it is idempotent and retried).
     pub async fn apply(&self, round: &[WriteOp]) -> Result<Vec<Outcome>, Error> {
-        let mut by_ns: BTreeMap<(&Namespace, &'static str), Vec<(usize, RawDocumentBuf)>> = BTreeMap::new();
-        let mut outcomes = vec![Outcome::Applied; round.len()];
-        for (index, op) in round.iter().enumerate() {
-            match statement(op) {
-                Ok(statement) => by_ns.entry((&op.ns, command_name(op))).or_default().push((index, statement)),
-                Err(reason) => outcomes[index] = Outcome::Rejected(reason),
-            }
-        }
-        let commands: Vec<Command<'_>> = by_ns
-            .into_iter()
-            .flat_map(|((ns, name), statements)| {
-                split(statements).into_iter().map(move |s| Command { ns, name, statements: s })
-            })
-            .collect();
+        let (commands, mut outcomes) = commands(round, false);
         let results = futures::future::join_all(commands.into_iter().map(|c| self.run_isolating(c))).await;
         for result in results {
             for (index, outcome) in result? {
@@ -86,13 +82,56 @@ impl Writer {
         Ok(outcomes)
     }
 
+    /// Applies a round inside `session`'s transaction, one command after the other (statements
+    /// alone when `singly`). The first statement the target refuses ends the transaction (the
+    /// server aborts it): it is returned with what it came to, and nothing counts as applied.
+    pub async fn apply_in(
+        &self,
+        session: &mut ClientSession,
+        round: &[WriteOp],
+        singly: bool,
+    ) -> Result<InTransaction, Error> {
+        let (commands, outcomes) = commands(round, singly);
+        if let Some((index, outcome)) = outcomes.into_iter().enumerate().find(|(_, o)| *o != Outcome::Applied) {
+            return Ok(InTransaction::Refused(index, outcome, Vec::new()));
+        }
+        let mut passed = Vec::with_capacity(round.len());
+        for command in commands {
+            let alone = command.statements.len() == 1;
+            match self.run(command.ns, command.name, &command.statements, Some(&mut *session)).await {
+                Ok(done) => {
+                    // The server stops at the first refused statement inside a transaction.
+                    let refused = done.iter().position(|(_, o)| *o != Outcome::Applied);
+                    let taken = refused.unwrap_or(done.len());
+                    passed.extend(done[..taken].iter().map(|(index, _)| *index));
+                    if let Some(at) = refused {
+                        let (index, outcome) = done[at].clone();
+                        return Ok(InTransaction::Refused(index, outcome, passed));
+                    }
+                }
+                Err(CommandError::Failed(e)) => return Err(e),
+                Err(CommandError::Refused { code, reason }) if alone => {
+                    if ENVIRONMENT_CODES.contains(&code) {
+                        return Err(Error::Mongo(Failure::new(command.name, true, reason)));
+                    }
+                    let index = command.statements[0].0;
+                    let outcome = Outcome::Rejected(format!("{}: {reason}", command.ns));
+                    return Ok(InTransaction::Refused(index, outcome, passed));
+                }
+                // Which statement made the whole command fail is found by sending each alone.
+                Err(CommandError::Refused { .. }) => return Ok(InTransaction::Isolate),
+            }
+        }
+        Ok(InTransaction::Applied)
+    }
+
     /// Runs a command; a refusal of the command as a whole (not of one statement) is narrowed
     /// down by halves to the statement that causes it.
     async fn run_isolating(&self, command: Command<'_>) -> Result<Vec<(usize, Outcome)>, Error> {
         let mut pending = vec![command.statements];
         let mut outcomes = Vec::new();
         while let Some(statements) = pending.pop() {
-            match self.run(command.ns, command.name, &statements).await {
+            match self.run(command.ns, command.name, &statements, None).await {
                 Ok(done) => outcomes.extend(done),
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
@@ -117,16 +156,22 @@ impl Writer {
         ns: &Namespace,
         name: &'static str,
         statements: &[(usize, RawDocumentBuf)],
+        session: Option<&mut ClientSession>,
     ) -> Result<Vec<(usize, Outcome)>, CommandError> {
         let body = command::write_command(
             name,
             &ns.coll,
             if name == "update" { "updates" } else { "deletes" },
             statements.iter().map(|(_, statement)| statement),
-            &self.write_concern,
+            session.is_none().then_some(&self.write_concern),
         )
         .map_err(|reason| CommandError::Refused { code: 0, reason })?;
-        let reply = match self.client.database(&ns.db).run_raw_command(body).await {
+        let db = self.client.database(&ns.db);
+        let sent = match session {
+            Some(session) => db.run_raw_command(body).session(session).await,
+            None => db.run_raw_command(body).await,
+        };
+        let reply = match sent {
             Ok(reply) => reply,
             Err(e) => {
                 let failed = Error::mongo(name, e.clone());
@@ -147,19 +192,35 @@ impl Writer {
         }
         let mut outcomes: Vec<(usize, Outcome)> = statements.iter().map(|(i, _)| (*i, Outcome::Applied)).collect();
         if let Ok(errors) = reply.get_array("writeErrors") {
-            for error in errors.iter().filter_map(Bson::as_document) {
+            for error in errors.iter() {
+                let Some(error) = error.as_document() else {
+                    return Err(CommandError::Failed(Error::Mongo(Failure::new(
+                        name,
+                        true,
+                        format!("a write error that is not a document: {error:?}"),
+                    ))));
+                };
                 let code = error.get_i32("code").unwrap_or(0);
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
                 if TRANSIENT_MONGO_CODES.contains(&code) || ENVIRONMENT_CODES.contains(&code) {
                     return Err(CommandError::Failed(Error::Mongo(Failure::new(name, true, message))));
                 }
+                // A statement the reply cannot be matched to is a reply not understood: never
+                // taken as success.
                 let Some(slot) =
                     usize::try_from(error.get_i32("index").unwrap_or(-1)).ok().and_then(|i| outcomes.get_mut(i))
                 else {
-                    continue;
+                    return Err(CommandError::Failed(Error::Mongo(Failure::new(
+                        name,
+                        true,
+                        format!("a write error names no statement of the command: code {code}: {message}"),
+                    ))));
                 };
                 slot.1 = if code == DUPLICATE_KEY {
-                    Outcome::Conflict(format!("{ns}: code {code}: {message}"))
+                    Outcome::Conflict(Conflict {
+                        reason: format!("{ns}: code {code}: {message}"),
+                        key_value: error.get_document("keyValue").ok().cloned(),
+                    })
                 } else {
                     Outcome::Rejected(format!("{ns}: code {code}: {message}"))
                 };
@@ -167,6 +228,40 @@ impl Writer {
         }
         Ok(outcomes)
     }
+}
+
+/// What a round inside a transaction came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InTransaction {
+    /// Every statement was taken (for now: the transaction commits them or none).
+    Applied,
+    /// The statement at this index of the round was refused; the transaction is over. The
+    /// statements the target had taken before it (they would pass again from the same state)
+    /// are listed.
+    Refused(usize, Outcome, Vec<usize>),
+    /// A command was refused as a whole: try again with every statement alone.
+    Isolate,
+}
+
+/// The round's statements as commands per namespace and kind, under the command limits (one
+/// statement each when `singly`), and the outcomes of statements that cannot even be built.
+fn commands(round: &[WriteOp], singly: bool) -> (Vec<Command<'_>>, Vec<Outcome>) {
+    let mut by_ns: BTreeMap<(&Namespace, &'static str), Vec<(usize, RawDocumentBuf)>> = BTreeMap::new();
+    let mut outcomes = vec![Outcome::Applied; round.len()];
+    for (index, op) in round.iter().enumerate() {
+        match statement(op) {
+            Ok(statement) => by_ns.entry((&op.ns, command_name(op))).or_default().push((index, statement)),
+            Err(reason) => outcomes[index] = Outcome::Rejected(reason),
+        }
+    }
+    let commands = by_ns
+        .into_iter()
+        .flat_map(|((ns, name), statements)| {
+            let groups = if singly { statements.into_iter().map(|s| vec![s]).collect() } else { split(statements) };
+            groups.into_iter().map(move |s| Command { ns, name, statements: s })
+        })
+        .collect();
+    (commands, outcomes)
 }
 
 enum CommandError {
@@ -253,6 +348,11 @@ fn split(statements: Vec<(usize, RawDocumentBuf)>) -> Vec<Vec<(usize, RawDocumen
         groups.push(current);
     }
     groups
+}
+
+/// A server error's code, when it has one.
+pub fn code_of(e: &mongodb::error::Error) -> Option<i32> {
+    mongo_code(e)
 }
 
 fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {

@@ -1,0 +1,176 @@
+//! Parked writes kept in the target (`<metadata_database>.parked`, `exactly_once` mode): a write
+//! a unique index refuses for now is recorded in the same transaction that moves the partition's
+//! offset past it, so the offset never waits for it and a new owner finds it there. Each entry
+//! holds the write itself (namespace, key, replacement / update / delete), the record's key and
+//! (when small) its value for a dead letter, and its order among the document's writes.
+
+use bson::spec::BinarySubtype;
+use bson::{doc, Binary, Bson, DateTime, Document, RawDocumentBuf};
+use envelope::Namespace;
+use futures::TryStreamExt;
+
+use crate::error::Error;
+use crate::offsets::Tp;
+use crate::parking::Parked;
+use crate::write_plan::{Action, DocKey, WriteOp};
+
+/// The collection, in the metadata database.
+pub const PARKED: &str = "parked";
+
+/// Record values up to this size are kept with a parked write, for its dead letter; larger ones
+/// are named by topic, partition and offset only.
+const KEEP_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A parked write's `_id`: its partition and its order there.
+pub fn id(group: &str, tp: &Tp, seq: u64) -> String {
+    format!("{group}|{}|{}|{seq:020}", tp.0, tp.1)
+}
+
+/// The text naming a document among parked writes (target namespace and key).
+pub fn doc_name(key: &DocKey) -> String {
+    format!("{}|{}", key.0, key.1)
+}
+
+/// The entry recording `parked` (key `key`) of partition `tp`.
+pub fn encode(group: &str, tp: &Tp, key: &DocKey, parked: &Parked) -> Result<Document, String> {
+    let op = &parked.op;
+    let (action, body) = match &op.action {
+        Action::Replace(doc) => ("replace", Bson::Document(doc.to_document().map_err(|e| e.to_string())?)),
+        Action::Update(update) => ("update", update.clone()),
+        Action::Delete => ("delete", Bson::Null),
+    };
+    let binary = |bytes: &Vec<u8>| Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: bytes.clone() });
+    let mut entry = doc! {
+        "_id": id(group, tp, parked.seq),
+        "group": group,
+        "topic": &tp.0,
+        "partition": tp.1,
+        "seq": i64::try_from(parked.seq).unwrap_or(i64::MAX),
+        "doc": doc_name(key),
+        "identity": &key.1,
+        "db": &op.ns.db,
+        "coll": &op.ns.coll,
+        "filter": op.filter.clone(),
+        "action": action,
+        "body": body,
+        "offset": op.offset,
+        "since": DateTime::now(),
+    };
+    if let Some(record_key) = &parked.key {
+        entry.insert("record_key", binary(record_key));
+    }
+    if let Some(value) = parked.payload.as_ref().filter(|v| v.len() <= KEEP_VALUE_BYTES) {
+        entry.insert("record_value", binary(value));
+    }
+    Ok(entry)
+}
+
+/// A parked write and its document, read back.
+pub fn decode(entry: &Document) -> Result<(DocKey, Parked), String> {
+    let field = |name: &str| format!("parked entry {:?}: {name}", entry.get("_id"));
+    let ns = Namespace::new(
+        entry.get_str("db").map_err(|_| field("db"))?,
+        entry.get_str("coll").map_err(|_| field("coll"))?,
+    );
+    let action = match (entry.get_str("action").map_err(|_| field("action"))?, entry.get("body")) {
+        ("replace", Some(Bson::Document(doc))) => {
+            Action::Replace(RawDocumentBuf::from_document(doc).map_err(|e| e.to_string())?)
+        }
+        ("update", Some(update)) => Action::Update(update.clone()),
+        ("delete", _) => Action::Delete,
+        _ => return Err(field("action/body")),
+    };
+    let bytes = |name: &str| match entry.get(name) {
+        Some(Bson::Binary(b)) => Some(b.bytes.clone()),
+        _ => None,
+    };
+    let op = WriteOp {
+        ns: ns.clone(),
+        filter: entry.get_document("filter").map_err(|_| field("filter"))?.clone(),
+        action,
+        offset: entry.get_i64("offset").map_err(|_| field("offset"))?,
+        doc: 0,
+    };
+    let key = (ns, entry.get_str("identity").map_err(|_| field("identity"))?.to_string());
+    let parked = Parked {
+        seq: u64::try_from(entry.get_i64("seq").map_err(|_| field("seq"))?).unwrap_or(0),
+        op,
+        key: bytes("record_key"),
+        payload: bytes("record_value"),
+        hold: -1,
+        since: std::time::Instant::now(),
+    };
+    Ok((key, parked))
+}
+
+/// Every parked write of partition `tp`, in order.
+pub async fn load(db: &mongodb::Database, group: &str, tp: &Tp) -> Result<Vec<(DocKey, Parked)>, Error> {
+    find(db, doc! {"group": group, "topic": &tp.0, "partition": tp.1}).await
+}
+
+/// Every parked write of one document, whichever partition of `group` parked it, in order.
+pub async fn of_document(db: &mongodb::Database, group: &str, key: &DocKey) -> Result<Vec<(DocKey, Parked)>, Error> {
+    find(db, doc! {"group": group, "doc": doc_name(key)}).await
+}
+
+async fn find(db: &mongodb::Database, filter: Document) -> Result<Vec<(DocKey, Parked)>, Error> {
+    let entries: Vec<Document> = db
+        .collection::<Document>(PARKED)
+        .find(filter)
+        .sort(doc! {"seq": 1})
+        .await
+        .map_err(|e| Error::mongo("read parked writes", e))?
+        .try_collect()
+        .await
+        .map_err(|e| Error::mongo("read parked writes", e))?;
+    entries.iter().map(|e| decode(e).map_err(Error::Fatal)).collect()
+}
+
+/// Whether `op`'s write can be recorded as a parked entry (a document under the server's limit
+/// with the entry's own fields).
+pub fn fits(op: &WriteOp) -> bool {
+    let body = match &op.action {
+        Action::Replace(doc) => doc.as_bytes().len(),
+        _ => 0,
+    };
+    body < 15 * 1024 * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn a_parked_write_reads_back_as_it_was() {
+        let tp: Tp = ("t.db.c".into(), 3);
+        let op = WriteOp {
+            ns: Namespace::new("db", "c.d"),
+            filter: doc! {"_id": 7, "shard": "x"},
+            action: Action::Replace(RawDocumentBuf::from_document(&doc! {"_id": 7, "$p": 1, "a.b": 2}).expect("bson")),
+            offset: 42,
+            doc: 0,
+        };
+        let key: DocKey = (op.ns.clone(), "7shard=\"x\"".into());
+        let parked = Parked {
+            seq: 42 * 1024 + 1,
+            op: op.clone(),
+            key: Some(b"{\"id\":7}".to_vec()),
+            payload: Some(b"{}".to_vec()),
+            hold: 40,
+            since: std::time::Instant::now(),
+        };
+        let entry = encode("g", &tp, &key, &parked).expect("encode");
+        let (back_key, back) = decode(&entry).expect("decode");
+        assert_eq!(back_key, key);
+        assert_eq!(back.op, op);
+        assert_eq!((back.seq, back.key, back.payload), (parked.seq, parked.key.clone(), parked.payload.clone()));
+        assert_eq!(entry.get_str("_id"), Ok("g|t.db.c|3|00000000000000043009"));
+        let update = WriteOp { action: Action::Update(Bson::Document(doc! {"$set": {"a": 1}})), ..op.clone() };
+        let entry = encode("g", &tp, &key, &Parked { op: update.clone(), ..parked.clone() }).expect("encode");
+        assert_eq!(decode(&entry).expect("decode").1.op, update);
+        let delete = WriteOp { action: Action::Delete, ..op };
+        let entry = encode("g", &tp, &key, &Parked { op: delete.clone(), ..parked }).expect("encode");
+        assert_eq!(decode(&entry).expect("decode").1.op, delete);
+    }
+}
