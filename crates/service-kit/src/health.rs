@@ -20,6 +20,8 @@ struct Inner {
     components: Mutex<BTreeMap<String, Result<(), String>>>,
     /// Things worth knowing that do not make the service unready (shown on `/health/readyz`).
     notes: Mutex<BTreeMap<String, String>>,
+    /// What this instance does among several of one kind (`active`, `standby`), when it says.
+    role: Mutex<Option<String>>,
 }
 
 struct LoopEntry {
@@ -72,6 +74,7 @@ impl Health {
                 loops: Mutex::new(Vec::new()),
                 components: Mutex::new(BTreeMap::new()),
                 notes: Mutex::new(BTreeMap::new()),
+                role: Mutex::new(None),
             }),
         }
     }
@@ -115,6 +118,16 @@ impl Health {
     /// The notes, as `topic: note` lines.
     pub fn notes(&self) -> Vec<String> {
         lock(&self.inner.notes).iter().map(|(topic, note)| format!("{topic}: {note}")).collect()
+    }
+
+    /// Sets the role `/health/readyz` reports (`role: <role>`): e.g. a standby instance is ready
+    /// (connected, able to take over) but not working, and says so.
+    pub fn set_role(&self, role: &str) {
+        *lock(&self.inner.role) = Some(role.to_string());
+    }
+
+    pub fn role(&self) -> Option<String> {
+        lock(&self.inner.role).clone()
     }
 
     /// `Ok` when every loop beat within its limit; otherwise the stalled loops.
@@ -174,6 +187,9 @@ mod tests {
         assert_eq!(health.notes(), vec!["index a.b x_1: duplicate keys".to_string()]);
         health.note("index a.b x_1", None);
         assert!(health.notes().is_empty());
+        assert_eq!(health.role(), None);
+        health.set_role("standby");
+        assert_eq!((health.role().as_deref(), health.readiness()), (Some("standby"), Ok(())), "a standby is ready");
     }
 
     #[test]
