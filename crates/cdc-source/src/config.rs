@@ -24,6 +24,8 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub topics: TopicConfig,
     pub delivery: DeliveryConfig,
+    /// Active and standby instances of one capture.
+    pub election: ElectionConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             snapshot: SnapshotConfig::default(),
             topics: TopicConfig::default(),
             delivery: DeliveryConfig::default(),
+            election: ElectionConfig::default(),
         }
     }
 }
@@ -302,6 +305,27 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// Several instances of one capture, one active and the others standing by: the active one is
+/// the member of a Kafka consumer group on the checkpoint topic that holds its partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionConfig {
+    /// Take part in the election (needs `delivery.guarantee = "exactly_once"`: the transactional
+    /// id fences a former active instance). Off: this instance captures alone, always.
+    pub enabled: bool,
+    /// The consumer group of the election. Empty (default): `cdc-source-<capture.name>`.
+    pub group_id: String,
+    /// How long the group waits for a silent active instance (dead, frozen, cut off) before a
+    /// standby takes over, in ms; within the broker's `group.min/max.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self { enabled: false, group_id: String::new(), session_timeout_ms: 10_000 }
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -371,6 +395,16 @@ impl Validate for Config {
             problems
                 .push(format!("delivery.compression '{}' is not one of lz4, snappy, gzip, none", delivery.compression));
         }
+        if self.election.enabled && delivery.guarantee != Guarantee::ExactlyOnce {
+            problems.push(
+                "election.enabled needs delivery.guarantee = \"exactly_once\": only the transactional id fences \
+                 an active instance that lost the election"
+                    .into(),
+            );
+        }
+        if self.election.session_timeout_ms < 1000 {
+            problems.push("election.session_timeout_ms must be at least 1000".into());
+        }
         problems
     }
 }
@@ -397,6 +431,15 @@ impl DeliveryConfig {
 }
 
 impl Config {
+    /// The election's consumer group (see `election.group_id`).
+    pub fn election_group(&self) -> String {
+        if self.election.group_id.is_empty() {
+            format!("cdc-source-{}", self.capture.name)
+        } else {
+            self.election.group_id.clone()
+        }
+    }
+
     /// The checkpoint topic in use (see `topics.checkpoint_topic`).
     pub fn checkpoint_topic(&self) -> String {
         if self.topics.checkpoint_topic.is_empty() {
@@ -437,6 +480,19 @@ mod tests {
         config.delivery.memory_budget_bytes = 32 * 1024 * 1024;
         let problems = config.validate();
         assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn an_election_needs_transactions_to_fence_the_former_active_instance() {
+        let mut config = Config::default();
+        config.election.enabled = true;
+        assert_eq!(config.validate(), Vec::<String>::new());
+        assert_eq!(config.election_group(), "cdc-source-mongo");
+        config.delivery.guarantee = Guarantee::AtLeastOnce;
+        config.election.session_timeout_ms = 10;
+        let problems = config.validate();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("election.enabled needs"), "{problems:#?}");
     }
 
     #[test]
