@@ -44,6 +44,8 @@ struct Membership {
     topic: String,
     active: watch::Sender<bool>,
     tokens: Option<TokenSource>,
+    /// Set once this instance leaves: the revocation that follows is its own doing.
+    leaving: Arc<AtomicBool>,
 }
 
 impl ClientContext for Membership {
@@ -80,8 +82,12 @@ impl ConsumerContext for Membership {
                 self.active.send_replace(true);
             }
             Rebalance::Revoke(list) if ours(list) => {
-                let lost = consumer.assignment_lost();
-                tracing::warn!(topic = %self.topic, lost, "the election group took the checkpoint partition from this instance");
+                if self.leaving.load(Ordering::Acquire) {
+                    tracing::info!(topic = %self.topic, "left the election");
+                } else {
+                    let lost = consumer.assignment_lost();
+                    tracing::warn!(topic = %self.topic, lost, "the election group took the checkpoint partition from this instance");
+                }
                 self.active.send_replace(false);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "election group rebalance failed"),
@@ -97,14 +103,19 @@ impl Election {
         let topic = config.checkpoint_topic();
         let session_timeout = Duration::from_millis(config.election.session_timeout_ms);
         let (sender, active) = watch::channel(false);
-        let membership = Membership { topic: topic.clone(), active: sender, tokens: config.kafka.token_source() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let membership = Membership {
+            topic: topic.clone(),
+            active: sender,
+            tokens: config.kafka.token_source(),
+            leaving: stop.clone(),
+        };
         let consumer: BaseConsumer<Membership> = client_config(config)
             .create_with_context(membership)
             .map_err(|e| Error::kafka("create the election group member", e))?;
         let consumer = Arc::new(consumer);
         ensure_topic(config, &consumer, &topic).await?;
         consumer.subscribe(&[topic.as_str()]).map_err(|e| Error::kafka("join the election group", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
         let beat = health.register_loop("election", Duration::from_secs(60));
         let (polled, stopping) = (consumer.clone(), stop.clone());
         let poller = std::thread::Builder::new()
