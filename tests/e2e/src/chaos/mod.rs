@@ -7,70 +7,44 @@
 //!                                          SIGSTOP                SIGSTOP
 //! ```
 //!
+//! On the three-broker cluster (`Settings::cluster`, `make chaos CLUSTER=3`) cdc-source runs as
+//! an active and a standby instance (`election.enabled`), sink-writer reaches the brokers through
+//! the cluster's client proxies, and the faults of a managed cluster join in (`faults::Fault::
+//! CLUSTER`): a rolling restart, the transaction and group coordinators killed, leaders moved,
+//! a broker cut off from the others, the target region cut off from the cluster.
+//!
 //! When the workload has stopped and every fault is healed, the target must equal the source.
+//! After each fault the report also says when sink-writer's consistency point (the source time up
+//! to which the target equals the source) passed the moment the fault healed.
 //! `make chaos` runs the full suite (`chaos` binary); `tests/chaos.rs` a small one in `make test`.
+//!
+//! Layout: `faults` (kinds, plan), `inject` (how each hits and heals), `cluster` (the brokers).
+
+mod cluster;
+mod faults;
+mod inject;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mongodb::Database;
-use test_support::{services, unique, Services};
+use test_support::{http_get, metric, services, unique};
+use tokio::task::JoinHandle;
+
+pub use faults::{plan, Fault, Rng};
 
 use crate::pipeline::{compare_databases, Comparison};
 use crate::process::Proc;
 use crate::toxiproxy::Toxiproxy;
 use crate::workload::{Workload, WorkloadStats};
-
-/// One kind of fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    KillSource,
-    KillSink,
-    KillKafka,
-    KillTargetMongo,
-    PauseSource,
-    PauseSink,
-    CutSourceLink,
-    CutTargetLink,
-    SlowTargetLink,
-}
-
-impl Fault {
-    pub const ALL: [Fault; 9] = [
-        Fault::KillSource,
-        Fault::KillSink,
-        Fault::KillKafka,
-        Fault::KillTargetMongo,
-        Fault::PauseSource,
-        Fault::PauseSink,
-        Fault::CutSourceLink,
-        Fault::CutTargetLink,
-        Fault::SlowTargetLink,
-    ];
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            Fault::KillSource => "kill -9 cdc-source, restart",
-            Fault::KillSink => "kill -9 sink-writer, restart",
-            Fault::KillKafka => "kill -9 the Kafka broker, restart",
-            Fault::KillTargetMongo => "kill -9 the target mongod, restart",
-            Fault::PauseSource => "SIGSTOP cdc-source past the transaction timeout, SIGCONT",
-            Fault::PauseSink => "SIGSTOP sink-writer past the session timeout, SIGCONT",
-            Fault::CutSourceLink => "cut cdc-source ↔ source mongod (toxiproxy)",
-            Fault::CutTargetLink => "cut sink-writer ↔ target mongod (toxiproxy)",
-            Fault::SlowTargetLink => "300 ms ± 100 ms on sink-writer ↔ target mongod (toxiproxy)",
-        };
-        f.write_str(text)
-    }
-}
+use inject::{Rig, Source};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Operations the workload performs in all.
+    /// Operations the workload performs at least (it writes on until the last fault healed).
     pub operations: u64,
     /// Workload rate, operations per second.
     pub rate: u64,
@@ -78,13 +52,39 @@ pub struct Settings {
     pub faults: usize,
     pub partitions: i32,
     pub seed: u64,
+    /// On the three-broker cluster, with a standby cdc-source and the cluster's faults.
+    pub cluster: bool,
+    /// How long the target region stays cut off from the cluster.
+    pub sink_cut: Duration,
+    /// Kinds never injected (e.g. `KillTargetMongo` while others share the target mongod).
+    pub skip: Vec<Fault>,
+}
+
+impl Settings {
+    /// The kinds this run draws from.
+    pub fn kinds(&self) -> Vec<Fault> {
+        let cluster: &[Fault] = if self.cluster { &Fault::CLUSTER } else { &[] };
+        Fault::ALL.iter().chain(cluster).copied().filter(|f| !self.skip.contains(f)).collect()
+    }
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    /// When it began, after the workload started.
+    pub at: Duration,
+    pub fault: Fault,
+    /// What exactly it hit (a broker, a process, how long).
+    pub detail: String,
+    /// From its healing until sink-writer's consistency point passed that moment.
+    pub caught_up_after: Option<Duration>,
 }
 
 /// What happened.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub settings: Settings,
-    pub faults: Vec<(Duration, Fault)>,
+    pub faults: Vec<Injected>,
     pub workload: WorkloadStats,
     pub comparison: Comparison,
     pub converged_after_last_fault: Option<Duration>,
@@ -103,7 +103,10 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.comparison;
+        let kafka =
+            if self.settings.cluster { "three brokers (RF 3, min ISR 2), standby cdc-source" } else { "one broker" };
         writeln!(f, "| measure | value |\n|---|---|")?;
+        writeln!(f, "| Kafka | {kafka} |")?;
         writeln!(f, "| faults injected | {} |", self.faults.len())?;
         writeln!(f, "| operations written (documents changed) | {} |", self.workload.operations)?;
         writeln!(f, "| documents in the source at the end | {} |", c.source_documents)?;
@@ -115,9 +118,18 @@ impl fmt::Display for Report {
             None => writeln!(f, "| time to converge after the last fault | did not converge |")?,
         }
         writeln!(f, "| whole run | {:.0} s (seed {}) |", self.total.as_secs_f64(), self.settings.seed)?;
-        writeln!(f, "\nFaults, in order (seconds after the workload started):")?;
-        for (at, fault) in &self.faults {
-            writeln!(f, "- {:>6.1} s  {fault}", at.as_secs_f64())?;
+        writeln!(f, "\nFaults, in order (seconds after the workload started; target caught up = sink-writer's")?;
+        writeln!(f, "consistency point past the moment the fault healed):\n")?;
+        writeln!(f, "| at | fault | detail | target caught up after |\n|---|---|---|---|")?;
+        for injected in &self.faults {
+            let caught_up = injected.caught_up_after.map_or("—".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+            writeln!(
+                f,
+                "| {:.1} s | {} | {} | {caught_up} |",
+                injected.at.as_secs_f64(),
+                injected.fault,
+                injected.detail
+            )?;
         }
         if let Some(first) = &c.first {
             writeln!(f, "\nFirst difference: {first}")?;
@@ -126,68 +138,25 @@ impl fmt::Display for Report {
     }
 }
 
-/// A small deterministic random source (xorshift64*), so a failing run can be replayed by seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in `lo..=hi` milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next_u64() % (hi - lo + 1))
-    }
-}
-
-/// The fault plan: every kind once (shuffled) while there is room, then random kinds.
-pub fn plan(count: usize, rng: &mut Rng) -> Vec<Fault> {
-    let mut kinds: Vec<Fault> = Fault::ALL.to_vec();
-    for i in (1..kinds.len()).rev() {
-        kinds.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
-    (0..count)
-        .map(
-            |i| {
-                if i < kinds.len() {
-                    kinds[i]
-                } else {
-                    Fault::ALL[(rng.next_u64() % Fault::ALL.len() as u64) as usize]
-                }
-            },
-        )
-        .collect()
-}
-
 /// The `host:port` of a MongoDB URI like `mongodb://127.0.0.1:27117/?replicaSet=source`.
 fn mongo_host(uri: &str) -> String {
     uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap_or_default().to_string()
 }
 
-fn services_script(servers: &Services, action: &str, name: &str) {
-    let status = std::process::Command::new(&servers.services_script)
-        .args([action, name])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("services.sh runs");
-    assert!(status.success(), "services.sh {action} {name} failed");
-}
-
-/// kill -9 of a server started by services.sh, then its restart (waits until it answers).
-fn kill_and_restart_server(servers: &Services, name: &str) {
-    let pid_file = test_support::workspace_root().join(format!(".cache/run/{name}.pid"));
-    let pid = std::fs::read_to_string(&pid_file).expect("pid file").trim().to_string();
-    let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    services_script(servers, "up", name);
+/// Waits (up to ten minutes) until the consistency point sink-writer at `sink` exports passes
+/// `healed`; how long after `healed` it did.
+fn catch_up(sink: SocketAddr, healed: Instant) -> JoinHandle<Option<Duration>> {
+    let healed_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
+    tokio::spawn(async move {
+        while healed.elapsed() < Duration::from_secs(600) {
+            let body = http_get(sink, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
+            if metric(&body, "sink_writer_consistent_up_to_timestamp_seconds") > healed_at {
+                return Some(healed.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        None
+    })
 }
 
 /// Runs the whole suite and reports; the caller asserts or prints.
@@ -200,30 +169,61 @@ pub async fn run(settings: Settings) -> Report {
     let toxiproxy = Toxiproxy::start(&dir).await;
     let source_link = toxiproxy.proxy("source", &mongo_host(&servers.mongo_source_uri)).await;
     let target_link = toxiproxy.proxy("target", &mongo_host(&servers.mongo_target_uri)).await;
+    let brokers = settings.cluster.then(cluster::Brokers::new);
+    let (source_kafka, sink_kafka) = match &brokers {
+        Some(brokers) => (brokers.cluster.bootstrap.clone(), brokers.cluster.via_proxy.clone()),
+        None => (servers.kafka_bootstrap.clone(), servers.kafka_bootstrap.clone()),
+    };
 
     let mut source_env = crate::source_process_env(&name, settings.partitions);
     source_env.extend([
-        ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
         ("CDC_SOURCE__MONGO__URI".into(), format!("mongodb://{source_link}/?directConnection=true")),
         ("CDC_SOURCE__MONGO__SERVER_SELECTION_TIMEOUT_MS".into(), "3000".into()),
-        ("CDC_SOURCE__KAFKA__BOOTSTRAP_SERVERS".into(), servers.kafka_bootstrap.clone()),
-        ("CDC_SOURCE__KAFKA__OPTIONS__TRANSACTION_TIMEOUT_MS".into(), "10000".into()),
+        ("CDC_SOURCE__KAFKA__BOOTSTRAP_SERVERS".into(), source_kafka),
         ("CDC_SOURCE__DELIVERY__MAX_BACKOFF_MS".into(), "2000".into()),
     ]);
+    if settings.cluster {
+        // A standby takes over from a frozen active instance; transactions keep their default
+        // timeout (a broker's failover must not abort them).
+        source_env.push(("CDC_SOURCE__ELECTION__ENABLED".into(), "true".into()));
+    } else {
+        source_env.push(("CDC_SOURCE__KAFKA__OPTIONS__TRANSACTION_TIMEOUT_MS".into(), "10000".into()));
+    }
+    let instances: &[&str] = if settings.cluster { &["cdc-source-a", "cdc-source-b"] } else { &["cdc-source"] };
+    let mut sources: Vec<Source> = instances
+        .iter()
+        .map(|instance| {
+            let http = crate::free_addr();
+            let mut env = source_env.clone();
+            env.push(("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), http.to_string()));
+            Source { proc: Proc::new(instance, crate::binary("cdc-source"), vec![], env, &dir), http }
+        })
+        .collect();
+    let sink_http = crate::free_addr();
     let mut sink_env = crate::sink_process_env(&name);
     sink_env.extend([
-        ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), sink_http.to_string()),
         ("SINK_WRITER__MONGO__URI".into(), format!("mongodb://{target_link}/?directConnection=true")),
         ("SINK_WRITER__MONGO__SERVER_SELECTION_TIMEOUT_MS".into(), "3000".into()),
-        ("SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS".into(), servers.kafka_bootstrap.clone()),
+        ("SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS".into(), sink_kafka),
         ("SINK_WRITER__KAFKA__OPTIONS__SESSION_TIMEOUT_MS".into(), "6000".into()),
         ("SINK_WRITER__KAFKA__OPTIONS__HEARTBEAT_INTERVAL_MS".into(), "1000".into()),
         ("SINK_WRITER__APPLY__MAX_BACKOFF_MS".into(), "2000".into()),
     ]);
-    let mut source = Proc::new("cdc-source", crate::binary("cdc-source"), vec![], source_env, &dir);
     let mut sink = Proc::new("sink-writer", crate::binary("sink-writer"), vec![], sink_env, &dir);
-    source.start();
+    for source in &mut sources {
+        source.proc.start();
+    }
     sink.start();
+    let mut rig = Rig {
+        name: name.clone(),
+        servers: servers.clone(),
+        sources,
+        sink,
+        toxiproxy,
+        brokers,
+        sink_cut: settings.sink_cut,
+    };
 
     let source_db: Database = test_support::mongo(&servers.mongo_source_uri).await.database(&name);
     let target_db: Database = test_support::mongo(&servers.mongo_target_uri).await.database(&name);
@@ -234,52 +234,22 @@ pub async fn run(settings: Settings) -> Report {
     let expected = Duration::from_secs_f64(settings.operations as f64 / settings.rate as f64);
     let gap = expected.checked_div(settings.faults as u32 + 1).unwrap_or_default().max(Duration::from_secs(2));
     let mut faults = Vec::new();
-    for fault in plan(settings.faults, &mut rng) {
+    let mut catching_up = Vec::new();
+    for fault in plan(settings.faults, &settings.kinds(), &mut rng) {
         tokio::time::sleep(rng.millis(gap.as_millis() as u64 / 2, gap.as_millis() as u64)).await;
-        faults.push((started.elapsed(), fault));
-        eprintln!("chaos: {:>6.1} s  {fault}", started.elapsed().as_secs_f64());
-        match fault {
-            Fault::KillSource | Fault::KillSink => {
-                let proc = if fault == Fault::KillSource { &mut source } else { &mut sink };
-                proc.kill9();
-                tokio::time::sleep(rng.millis(500, 3000)).await;
-                proc.start();
-            }
-            Fault::KillKafka | Fault::KillTargetMongo => {
-                let server = if fault == Fault::KillKafka { "kafka" } else { "mongo-target" };
-                let servers = servers.clone();
-                tokio::task::spawn_blocking(move || kill_and_restart_server(&servers, server)).await.expect(server);
-            }
-            Fault::PauseSource | Fault::PauseSink => {
-                // Past the source's 10 s transaction timeout, or the sink's 6 s session timeout.
-                let (proc, pause) = if fault == Fault::PauseSource {
-                    (&source, rng.millis(11_000, 13_000))
-                } else {
-                    (&sink, rng.millis(8_000, 10_000))
-                };
-                proc.pause();
-                tokio::time::sleep(pause).await;
-                proc.resume();
-            }
-            Fault::CutSourceLink | Fault::CutTargetLink => {
-                let proxy = if fault == Fault::CutSourceLink { "source" } else { "target" };
-                toxiproxy.enable(proxy, false).await;
-                tokio::time::sleep(rng.millis(2_000, 6_000)).await;
-                toxiproxy.enable(proxy, true).await;
-            }
-            Fault::SlowTargetLink => {
-                toxiproxy.latency("target", 300, 100).await;
-                tokio::time::sleep(rng.millis(4_000, 8_000)).await;
-                toxiproxy.clear_latency("target").await;
-            }
-        }
+        let at = started.elapsed();
+        eprintln!("chaos: {:>6.1} s  {fault}", at.as_secs_f64());
+        let detail = rig.inject(fault, &mut rng).await;
+        eprintln!("chaos: {:>6.1} s  healed {detail}", started.elapsed().as_secs_f64());
+        catching_up.push(catch_up(sink_http, Instant::now()));
+        faults.push(Injected { at, fault, detail, caught_up_after: None });
     }
     let last_fault_healed = Instant::now();
     let stats = workload.finish().await;
     eprintln!("chaos: workload done ({} operations); waiting for convergence", stats.operations);
 
     // Converged: equal twice in a row, a second apart (nothing still in flight).
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(if settings.cluster { 900 } else { 300 });
     let mut converged_after = None;
     let mut comparison;
     loop {
@@ -299,9 +269,20 @@ pub async fn run(settings: Settings) -> Report {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let total = started.elapsed();
-    sink.stop();
-    source.stop();
-    drop(toxiproxy);
+    for (injected, mut watcher) in faults.iter_mut().zip(catching_up) {
+        injected.caught_up_after = match tokio::time::timeout(Duration::from_secs(30), &mut watcher).await {
+            Ok(Ok(caught_up)) => caught_up,
+            _ => {
+                watcher.abort();
+                None
+            }
+        };
+    }
+    rig.sink.stop();
+    for source in &mut rig.sources {
+        source.proc.stop();
+    }
+    drop(rig);
     if converged_after.is_some() {
         let _ = source_db.drop().await;
         let _ = target_db.drop().await;
