@@ -12,6 +12,12 @@ use super::faults::{Fault, Rng};
 use crate::process::Proc;
 use crate::toxiproxy::Toxiproxy;
 
+/// What a cluster operation did, or why it went wrong (said in the report; whether the run passed
+/// is the comparison's verdict at the end).
+fn reported(outcome: Result<String, String>) -> String {
+    outcome.unwrap_or_else(|e| format!("FAILED: {e}"))
+}
+
 /// A cdc-source process and where it serves its metrics.
 pub struct Source {
     pub proc: Proc,
@@ -52,7 +58,7 @@ impl Rig {
             Fault::KillKafka => match &self.brokers {
                 Some(brokers) => {
                     let broker = BROKERS[(rng.next_u64() % 3) as usize];
-                    brokers.kill_and_restart(broker, rng.millis(2_000, 10_000)).await
+                    reported(brokers.kill_and_restart(broker, rng.millis(2_000, 10_000)).await)
                 }
                 None => self.kill_and_restart_server("kafka").await,
             },
@@ -86,16 +92,22 @@ impl Rig {
                 self.toxiproxy.clear_latency("target").await;
                 String::new()
             }
-            Fault::RollingRestart => self.brokers().rolling_restart().await,
+            Fault::RollingRestart => reported(self.brokers().rolling_restart().await),
             Fault::KillTransactionCoordinator => {
                 let brokers = self.brokers();
-                let coordinator = brokers.transaction_coordinator(&format!("cdc-source-{}", self.name)).await;
-                brokers.kill_and_restart(coordinator, rng.millis(5_000, 20_000)).await
+                let down = rng.millis(5_000, 20_000);
+                match brokers.transaction_coordinator(&format!("cdc-source-{}", self.name)).await {
+                    Ok(coordinator) => reported(brokers.kill_and_restart(coordinator, down).await),
+                    Err(e) => format!("not injected: {e}"),
+                }
             }
             Fault::KillGroupCoordinator => {
                 let brokers = self.brokers();
-                let coordinator = brokers.group_coordinator(&format!("{}-sink", self.name)).await;
-                brokers.kill_and_restart(coordinator, rng.millis(5_000, 20_000)).await
+                let down = rng.millis(5_000, 20_000);
+                match brokers.group_coordinator(&format!("{}-sink", self.name)).await {
+                    Ok(coordinator) => reported(brokers.kill_and_restart(coordinator, down).await),
+                    Err(e) => format!("not injected: {e}"),
+                }
             }
             Fault::MoveLeaders => {
                 let name = &self.name;
@@ -104,12 +116,12 @@ impl Rig {
                     format!("{name}.{name}.hot"),
                     format!("__cdc_source.{name}.checkpoint"),
                 ];
-                self.brokers().move_leaders(&topics).await
+                reported(self.brokers().move_leaders(&topics).await)
             }
             Fault::IsolateBroker => {
                 let broker = BROKERS[(rng.next_u64() % 3) as usize];
                 // replica.lag.time.max.ms is 30 s (MSK's value).
-                self.brokers().isolate(broker, rng.millis(35_000, 45_000)).await
+                reported(self.brokers().isolate(broker, rng.millis(35_000, 45_000)).await)
             }
             Fault::CutSinkFromCluster => self.brokers().cut_clients(self.sink_cut).await,
         }

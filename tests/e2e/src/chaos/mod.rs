@@ -92,8 +92,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Converged, equal, and every fault injected and healed as planned.
     pub fn passed(&self) -> bool {
-        self.converged_after_last_fault.is_some()
+        let injected = |i: &Injected| !(i.detail.starts_with("FAILED") || i.detail.starts_with("not injected"));
+        self.faults.iter().all(injected)
+            && self.converged_after_last_fault.is_some()
             && self.comparison.lost == 0
             && self.comparison.divergent == 0
             && self.comparison.extra == 0
