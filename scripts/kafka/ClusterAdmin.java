@@ -27,10 +27,11 @@ import org.apache.kafka.common.TopicPartitionInfo;
  *
  *   transaction-coordinator BOOTSTRAP TRANSACTIONAL_ID   the broker id coordinating it
  *   group-coordinator BOOTSTRAP GROUP                    the broker id coordinating the group
- *   move-leaders BOOTSTRAP TOPIC...                      every partition's replica list rotated by
- *                                                        one (same replicas, another preferred
- *                                                        leader), then a preferred leader election:
- *                                                        prints "partition old->new" per move
+ *   move-leaders BOOTSTRAP TOPIC...                      every partition's replica list rotated
+ *                                                        (same replicas) until an in-sync one
+ *                                                        other than the leader is preferred, then a
+ *                                                        preferred leader election: prints
+ *                                                        "partition old->new" per partition
  *   wait-in-sync BOOTSTRAP SECONDS                       waits until no partition of any topic has
  *                                                        fewer in-sync replicas than replicas
  */
@@ -80,10 +81,19 @@ public final class ClusterAdmin {
             for (TopicPartitionInfo partition : topic.partitions()) {
                 List<Integer> replicas = new ArrayList<>();
                 partition.replicas().forEach(node -> replicas.add(node.id()));
-                if (replicas.size() < 2) {
+                Set<Integer> inSync = new HashSet<>();
+                partition.isr().forEach(node -> inSync.add(node.id()));
+                int leader = partition.leader() == null ? -1 : partition.leader().id();
+                // Rotated until an in-sync replica other than the leader comes first: the
+                // preferred leader the election then moves leadership to.
+                int turns = 0;
+                do {
+                    replicas.add(replicas.remove(0));
+                    turns++;
+                } while (turns < replicas.size() && (replicas.get(0) == leader || !inSync.contains(replicas.get(0))));
+                if (replicas.size() < 2 || replicas.get(0) == leader) {
                     continue;
                 }
-                replicas.add(replicas.remove(0));
                 TopicPartition tp = new TopicPartition(topic.name(), partition.partition());
                 rotations.put(tp, Optional.of(new NewPartitionReassignment(replicas)));
                 before.put(tp, partition.leader() == null ? -1 : partition.leader().id());

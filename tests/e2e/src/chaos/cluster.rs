@@ -103,8 +103,9 @@ impl Brokers {
         id.parse().map_err(|_| format!("a broker id, not '{id}'"))
     }
 
-    /// Another leader for every partition of `topics`: each replica list rotated by one, then a
-    /// preferred leader election. Returns how many leaders moved, of how many partitions.
+    /// Another leader for every partition of `topics`: each replica list rotated until an in-sync
+    /// replica other than the leader comes first, then a preferred leader election. Returns how
+    /// many leaders moved, of how many partitions.
     pub async fn move_leaders(&self, topics: &[String]) -> Result<String, String> {
         let mut args = vec!["move-leaders", self.cluster.bootstrap.as_str()];
         args.extend(topics.iter().map(String::as_str));
