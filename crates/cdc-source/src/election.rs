@@ -20,6 +20,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use service_kit::connect::{create_topic, CreateTopicError};
 use service_kit::health::Health;
 use service_kit::kafka_auth::{AuthContext, TokenSource};
@@ -28,6 +29,27 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::error::{Error, Failure};
 use crate::store::CHECKPOINT_TOPIC_CONFIG;
+
+/// Several instances of one capture, one active and the others standing by: the active one is
+/// the member of a Kafka consumer group on the checkpoint topic that holds its partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionConfig {
+    /// Take part in the election (needs `delivery.guarantee = "exactly_once"`: the transactional
+    /// id fences a former active instance). Off: this instance captures alone, always.
+    pub enabled: bool,
+    /// The consumer group of the election. Empty (default): `cdc-source-<capture.name>`.
+    pub group_id: String,
+    /// How long the group waits for a silent active instance (dead, frozen, cut off) before a
+    /// standby takes over, in ms; within the broker's `group.min/max.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self { enabled: false, group_id: String::new(), session_timeout_ms: 10_000 }
+    }
+}
 
 /// A member of the election group, until [`Election::leave`] (or drop).
 pub struct Election {
@@ -114,7 +136,11 @@ impl Election {
             .create_with_context(membership)
             .map_err(|e| Error::kafka("create the election group member", e))?;
         let consumer = Arc::new(consumer);
-        ensure_topic(config, &consumer, &topic).await?;
+        if let Err(e) = ensure_topic(config, &consumer, &topic).await {
+            // Closing a group member blocks: not on the runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+            return Err(e);
+        }
         consumer.subscribe(&[topic.as_str()]).map_err(|e| Error::kafka("join the election group", e))?;
         let beat = health.register_loop("election", Duration::from_secs(60));
         let (polled, stopping) = (consumer.clone(), stop.clone());
@@ -242,5 +268,30 @@ async fn ensure_topic(config: &Config, consumer: &Arc<BaseConsumer<Membership>>,
         }
         Err(CreateTopicError::Client(e)) => Err(Error::kafka("create the checkpoint topic", e)),
         Err(refused) => Err(Error::Kafka(Failure::new(format!("create topic {topic}"), false, refused.to_string()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_member_keeps_the_partition_with_its_holder_and_heartbeats_ten_times_a_session() {
+        let mut config = Config::default();
+        config.capture.name = "inventory".into();
+        let member = client_config(&config);
+        assert_eq!(member.get("group.id"), Some("cdc-source-inventory"));
+        assert_eq!(member.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(
+            (member.get("session.timeout.ms"), member.get("heartbeat.interval.ms")),
+            (Some("10000"), Some("1000"))
+        );
+        config.election.group_id = "elect".into();
+        config.election.session_timeout_ms = 6000;
+        config.kafka.options.insert("security.protocol".into(), "SASL_SSL".into());
+        let member = client_config(&config);
+        assert_eq!(member.get("group.id"), Some("elect"));
+        assert_eq!(member.get("heartbeat.interval.ms"), Some("600"));
+        assert_eq!(member.get("security.protocol"), Some("SASL_SSL"), "kafka.options reach the member");
     }
 }
