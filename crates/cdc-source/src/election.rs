@@ -21,14 +21,15 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use service_kit::connect::{create_topic, CreateTopicError};
+use service_kit::connect::create_topic;
 use service_kit::health::Health;
 use service_kit::kafka_auth::{AuthContext, TokenSource};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::error::{Error, Failure};
+use crate::error::Error;
 use crate::store::CHECKPOINT_TOPIC_CONFIG;
+use crate::topics;
 
 /// Several instances of one capture, one active and the others standing by: the active one is
 /// the member of a Kafka consumer group on the checkpoint topic that holds its partition.
@@ -266,8 +267,7 @@ async fn ensure_topic(config: &Config, consumer: &Arc<BaseConsumer<Membership>>,
             }
             Ok(())
         }
-        Err(CreateTopicError::Client(e)) => Err(Error::kafka("create the checkpoint topic", e)),
-        Err(refused) => Err(Error::Kafka(Failure::new(format!("create topic {topic}"), false, refused.to_string()))),
+        Err(e) => Err(topics::creation_failed(topic, e)),
     }
 }
 
