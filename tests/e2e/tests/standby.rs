@@ -1,125 +1,24 @@
 //! Two cdc-source processes of one capture with `election.enabled`: one captures, the other stands
 //! by (ready, `role: standby`, `cdc_source_active` 0). When the active one dies (kill -9), freezes
 //! past the election's session timeout (SIGSTOP) or is cut off from the broker (Toxiproxy), the
-//! standby takes over within 30 s with its first batch durable, and the committed topic holds
+//! standby takes over within 30 s with its first batch durable and visible to `read_committed`
+//! readers (nothing the former one left open holds it back), and the committed topic holds
 //! every insert exactly once: nothing lost at the handover, nothing the former active one still
 //! had in a transaction. A former active instance that comes back stands by. A stop (SIGTERM)
 //! hands over at once.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::{doc, Document};
 use e2e::pipeline::Pipeline;
-use e2e::process::Proc;
+use e2e::standby::{docs_topic, first_visible, inserts, takeover, writer, Instance, TAKEOVER_LIMIT};
 use e2e::toxiproxy::Toxiproxy;
-use test_support::{eventually, http_get, metric, services};
-
-/// The takeover the issue asks for, from the death to the successor's first durable batch.
-const TAKEOVER_LIMIT: Duration = Duration::from_secs(30);
+use test_support::{metric, services};
 
 /// One scenario at a time: takeover times are what is measured.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Instance {
-    proc: Proc,
-    http: SocketAddr,
-}
-
-impl Instance {
-    fn start(p: &Pipeline, name: &str, bootstrap: &str) -> Instance {
-        let http = e2e::free_addr();
-        let mut env = e2e::source_process_env(&p.name, 4);
-        env.extend(
-            [
-                ("HTTP__LISTEN_ADDR", http.to_string()),
-                ("MONGO__URI", services().mongo_source_uri),
-                ("KAFKA__BOOTSTRAP_SERVERS", bootstrap.to_string()),
-                ("ELECTION__ENABLED", "true".into()),
-                ("DELIVERY__MAX_BACKOFF_MS", "2000".into()),
-                ("DELIVERY__BATCH_MAX_WAIT_MS", "20".into()),
-                ("CAPTURE__COMPAT", format!("{:?}", p.source_config.capture.compat).to_lowercase()),
-            ]
-            .map(|(k, v)| (format!("CDC_SOURCE__{k}"), v)),
-        );
-        let mut proc = Proc::new(name, e2e::binary("cdc-source"), vec![], env, &p.dir());
-        proc.start();
-        Instance { proc, http }
-    }
-
-    async fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
-    }
-
-    /// The readiness status and body.
-    async fn readiness(&self) -> Option<(u16, String)> {
-        http_get(self.http, "/health/readyz").await.ok()
-    }
-
-    /// Waits until it is ready in `role` (and says so in its metric too).
-    async fn wait_role(&self, role: &str, within: Duration) {
-        let active = if role == "active" { 1.0 } else { 0.0 };
-        eventually(&format!("{} ready as {role}", self.http), within, || async {
-            let (status, body) = self.readiness().await?;
-            let metrics = self.metrics().await;
-            (status == 200
-                && body.contains(&format!("role: {role}"))
-                && metric(&metrics, "cdc_source_active") == active)
-                .then_some(())
-        })
-        .await;
-    }
-}
-
-/// Inserts `{_id: i}` one by one until stopped; returns how many.
-fn writer(p: &Pipeline, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i32> {
-    let coll = p.source_db().collection::<Document>("docs");
-    tokio::spawn(async move {
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) || i < 500 {
-            coll.insert_one(doc! {"_id": i, "v": i}).await.expect("insert");
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-        i
-    })
-}
-
-/// Waits until `successor` is elected and has made its first batch durable; returns both times
-/// since `died`.
-async fn takeover(successor: &Instance, died: Instant) -> (Duration, Duration) {
-    let mut elected = None;
-    loop {
-        let body = successor.metrics().await;
-        if elected.is_none() && metric(&body, "cdc_source_active") == 1.0 {
-            elected = Some(died.elapsed());
-        }
-        if elected.is_some() && metric(&body, "cdc_source_events_total") > 0.0 {
-            return (elected.unwrap_or_default(), died.elapsed());
-        }
-        assert!(died.elapsed() < TAKEOVER_LIMIT * 2, "no takeover within {:?}", TAKEOVER_LIMIT * 2);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every insert on the committed topic, with how many times it is there.
-async fn inserts(p: &Pipeline, at_least: usize) -> BTreeMap<String, usize> {
-    let topic = format!("{}.{}.docs", p.name, p.name);
-    let records =
-        test_support::consume_all(&services().kafka_bootstrap, &[&topic], at_least, Duration::from_secs(90)).await;
-    let mut counts = BTreeMap::new();
-    for record in &records {
-        if let Ok(envelope::Event::Change(change)) = envelope::decode(record.key.as_deref(), record.value.as_deref()) {
-            if change.op == envelope::Op::Create {
-                *counts.entry(format!("{:?}", change.id())).or_default() += 1;
-            }
-        }
-    }
-    counts
-}
 
 enum Death {
     Kill,
@@ -143,17 +42,24 @@ async fn scenario(test: &str, death: Death) {
     assert_eq!(metric(&a.metrics().await, "cdc_source_active"), 1.0, "a standby joining leaves the active one be");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(&p, stop.clone());
+    let next = Arc::new(AtomicI32::new(0));
+    let writes = writer(&p, stop.clone(), next.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let died = Instant::now();
+    let visible = first_visible(servers.kafka_bootstrap.clone(), docs_topic(&p), next.load(Ordering::Relaxed), died);
     match death {
         Death::Kill => a.proc.kill9(),
         Death::Freeze => a.proc.pause(),
         Death::Cut => toxiproxy.enable("kafka", false).await,
     }
     let (elected, durable) = takeover(&b, died).await;
-    println!("{test}: standby elected after {elected:?}, first batch durable after {durable:?}");
+    let visible = visible.await.expect("reader");
+    println!(
+        "{test}: standby elected after {elected:?}, first batch durable after {durable:?}, visible after {visible:?}"
+    );
     assert!(durable < TAKEOVER_LIMIT, "{test}: the standby took {durable:?} to take over");
+    let visible = visible.unwrap_or(TAKEOVER_LIMIT * 3);
+    assert!(visible < TAKEOVER_LIMIT, "{test}: new changes reached committed readers only after {visible:?}");
 
     // The former active one comes back and stands by; capture stays with B.
     match death {
@@ -169,7 +75,7 @@ async fn scenario(test: &str, death: Death) {
     }
     stop.store(true, Ordering::Relaxed);
     let written = writes.await.expect("writer") as usize;
-    let counts = inserts(&p, written).await;
+    let counts = inserts(&services().kafka_bootstrap, &p, written).await;
     assert_eq!(counts.len(), written, "{test}: every insert is on the committed topic");
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(repeated.is_empty(), "{test}: inserts twice on the committed topic: {repeated:?}");
@@ -203,7 +109,7 @@ async fn a_stopped_active_instance_hands_over_at_once() {
     let b = Instance::start(&p, "cdc-source-b", &bootstrap);
     b.wait_role("standby", Duration::from_secs(60)).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(&p, stop.clone());
+    let writes = writer(&p, stop.clone(), Arc::new(AtomicI32::new(0)));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopped = Instant::now();
     a.proc.stop();
@@ -213,7 +119,7 @@ async fn a_stopped_active_instance_hands_over_at_once() {
     assert!(durable < Duration::from_secs(8), "a stop handed over only after {durable:?}");
     stop.store(true, Ordering::Relaxed);
     let written = writes.await.expect("writer") as usize;
-    let counts = inserts(&p, written).await;
+    let counts = inserts(&services().kafka_bootstrap, &p, written).await;
     assert_eq!(counts.len(), written, "every insert is on the committed topic");
     assert!(counts.values().all(|n| *n == 1), "an insert twice on the committed topic");
     let mut b = b;
