@@ -316,6 +316,10 @@ start_service() {
 stop_service() {
   local name=$1 pid b
   if [ "$name" = kafka-cluster ]; then
+    # All at once: a broker stopped after the others waits for a controller quorum that is gone.
+    for b in "${CLUSTER_BROKERS[@]}"; do
+      if pid=$(pid_of "kafka-cluster-$b"); then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
     for b in "${CLUSTER_BROKERS[@]}"; do stop_service "kafka-cluster-$b"; done
     stop_service kafka-cluster-proxy
     return 0
@@ -326,11 +330,12 @@ stop_service() {
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 30))
+  local deadline=$((SECONDS + 30)) killed=0
   while kill -0 "$pid" 2>/dev/null; do
-    if [ $SECONDS -ge $deadline ]; then
+    if [ $SECONDS -ge $deadline ] && [ $killed -eq 0 ]; then
       say "$name (pid $pid) ignored SIGTERM for 30 s: killing"
       kill -KILL "$pid" 2>/dev/null || true
+      killed=1
     fi
     sleep 0.2
   done
