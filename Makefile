@@ -56,9 +56,11 @@ bench-peers: prerequisites tools services build-release ## sink-writer vs the Mo
 	$(CARGO) build --release -p e2e --bin bench
 	source .cache/services.env && BENCH_ONLY=peers target/release/bench $(or $(N),1000000)
 
-chaos: prerequisites tools services build-release ## the full fault suite: >= 1M operations, 24 faults, report (OPS= FAULTS= RATE= SEED=)
+chaos: prerequisites tools services build-release ## the full fault suite: >= 1M operations, 24 faults, report (OPS= FAULTS= RATE= SEED=; CLUSTER=3: three brokers, standby cdc-source, MSK's faults, SINK_CUT=600 s; SKIP=kill-target-mongo,…)
 	$(CARGO) build --release -p e2e --bin chaos
-	target/release/chaos $(or $(OPS),1000000) $(or $(FAULTS),24) $(or $(RATE),5000) $(SEED)
+	$(if $(filter 3,$(CLUSTER)),scripts/services.sh up kafka-cluster)
+	CHAOS_CLUSTER=$(CLUSTER) CHAOS_SINK_CUT_SECONDS=$(SINK_CUT) CHAOS_SKIP=$(SKIP) target/release/chaos \
+	  $(or $(OPS),1000000) $(or $(FAULTS),$(if $(filter 3,$(CLUSTER)),15,24)) $(or $(RATE),5000) $(SEED)
 
 demo: prerequisites services build-release ## servers, both services, the inventory.products scenario; Ctrl-C stops
 	@scripts/demo.sh

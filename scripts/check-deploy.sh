@@ -102,6 +102,19 @@ fi
 if "$HELM" template replicator "$CHART" -f "$CHART/values-target-region.yaml" --set sinkWriter.replicaCount=9 >/dev/null 2>&1; then
   fail "the chart accepted more sink-writer replicas than partitions"
 fi
+# cdc-source runs alone (Recreate) or as active + standby (election, rolling, kept apart).
+source_out=$WORK/values-source-region.yaml
+"$HELM" template replicator "$CHART" -f "$CHART/values-source-region.yaml" --namespace replication >"$source_out"
+grep -q "CDC_SOURCE__ELECTION__ENABLED" "$source_out" || fail "two cdc-source replicas without the election"
+grep -q "requiredDuringSchedulingIgnoredDuringExecution" "$source_out" || fail "two cdc-source replicas may share a node"
+single=$WORK/source-single.yaml
+"$HELM" template replicator "$CHART" -f "$CHART/values-source-region.yaml" --set cdcSource.replicaCount=1 >"$single"
+kubernetes_validate --strict --quiet "$single" || fail "one cdc-source replica does not validate"
+grep -q "type: Recreate" "$single" || fail "one cdc-source replica must be recreated, never surged"
+if grep -q "CDC_SOURCE__ELECTION__ENABLED" "$single"; then fail "one cdc-source replica takes part in an election"; fi
+if "$HELM" template replicator "$CHART" -f "$CHART/values-source-region.yaml" --set cdcSource.replicaCount=3 >/dev/null 2>&1; then
+  fail "the chart accepted three cdc-source replicas"
+fi
 
 # --- Monitoring
 promtool check rules --lint-fatal deploy/monitoring/alerts.yml >/dev/null || fail "alert rules"

@@ -3,19 +3,25 @@
 #   mongo-source  single-node replica set "source" (genuine mongod 6.0.5 from a PyPI wheel)
 #   mongo-target  single-node replica set "target"
 #   kafka         Apache Kafka 4.x, KRaft, combined broker + controller (jars from Maven Central)
+#   kafka-cluster three such brokers with Amazon MSK's defaults, their links through Toxiproxy
+#                 (scripts/kafka-cluster.sh); kafka-cluster-1 … kafka-cluster-3 name one broker.
+#                 Not started by default: `make chaos CLUSTER=3` uses it.
 #
 # Usage: scripts/services.sh up|down|status|install [SERVICE...]
 #   up       installs what is missing into .cache/, then starts what is not running (idempotent)
-#   down     stops what runs, by pid file
+#   down     stops what runs, by pid file (a broker gracefully: SIGTERM, controlled shutdown)
 #   status   says what runs
 #   install  only installs
-# With no SERVICE, all three. Ports come from MONGO_SOURCE_PORT (27117), MONGO_TARGET_PORT
+# With no SERVICE, the first three. Ports come from MONGO_SOURCE_PORT (27117), MONGO_TARGET_PORT
 # (27217), KAFKA_PORT (19092) and KAFKA_CONTROLLER_PORT (19093). After `up`, .cache/services.env
 # exports the addresses for the tests and the demo.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE="$ROOT/.cache"
+# The physical path: a git worktree may share the main checkout's .cache through a symlink, and
+# services.env then names the same files whichever of them wrote it.
+mkdir -p "$ROOT/.cache"
+CACHE=$(cd "$ROOT/.cache" && pwd -P)
 RUN="$CACHE/run"
 DATA="$CACHE/data"
 MONGO_SOURCE_PORT=${MONGO_SOURCE_PORT:-27117}
@@ -44,6 +50,8 @@ MONGOD="$CACHE/mongodb/fiftyone/db/bin/mongod"
 PYMONGO_VERSION=4.10.1
 KAFKA_LIBS="$CACHE/kafka/libs"
 ALL_SERVICES=(mongo-source mongo-target kafka)
+# shellcheck source=scripts/kafka-cluster.sh
+source "$ROOT/scripts/kafka-cluster.sh"
 
 say() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
@@ -104,7 +112,11 @@ install_service() {
   case "$1" in
     mongo-source|mongo-target) install_mongod ;;
     kafka) install_kafka ;;
-    *) die "unknown service '$1' (known: ${ALL_SERVICES[*]})" ;;
+    kafka-cluster|kafka-cluster-[123])
+      install_kafka
+      [ -x "$CLUSTER_TOXIPROXY" ] || "$ROOT/scripts/tools.sh" toxiproxy
+      ;;
+    *) die "unknown service '$1' (known: ${ALL_SERVICES[*]} kafka-cluster kafka-cluster-1..3)" ;;
   esac
 }
 
@@ -133,6 +145,8 @@ port_of() {
     mongo-source) echo "$MONGO_SOURCE_PORT" ;;
     mongo-target) echo "$MONGO_TARGET_PORT" ;;
     kafka) echo "$KAFKA_PORT" ;;
+    kafka-cluster) cluster_bootstrap ;;
+    kafka-cluster-[123]) cluster_client_port "${1#kafka-cluster-}" ;;
   esac
 }
 
@@ -275,11 +289,23 @@ start_service() {
     fi
     rm -f "$CACHE/kafka/server.properties.next"
   fi
+  local started=$SECONDS
+  case "$name" in
+    kafka-cluster)
+      start_cluster
+      say "kafka-cluster runs (brokers $(cluster_bootstrap), $((SECONDS - started)) s)"
+      return 0
+      ;;
+    kafka-cluster-[123])
+      start_cluster "${name#kafka-cluster-}"
+      say "$name runs (pid $(pid_of "$name"), port $(port_of "$name"), $((SECONDS - started)) s)"
+      return 0
+      ;;
+  esac
   if pid=$(pid_of "$name"); then
     say "$name already running (pid $pid, port $(port_of "$name"))"
     return 0
   fi
-  local started=$SECONDS
   case "$name" in
     mongo-source|mongo-target) start_mongo "$name" ;;
     kafka) start_kafka ;;
@@ -288,18 +314,28 @@ start_service() {
 }
 
 stop_service() {
-  local name=$1 pid
+  local name=$1 pid b
+  if [ "$name" = kafka-cluster ]; then
+    # All at once: a broker stopped after the others waits for a controller quorum that is gone.
+    for b in "${CLUSTER_BROKERS[@]}"; do
+      if pid=$(pid_of "kafka-cluster-$b"); then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    for b in "${CLUSTER_BROKERS[@]}"; do stop_service "kafka-cluster-$b"; done
+    stop_service kafka-cluster-proxy
+    return 0
+  fi
   if ! pid=$(pid_of "$name"); then
     say "$name not running"
     rm -f "$RUN/$name.pid"
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 30))
+  local deadline=$((SECONDS + 30)) killed=0
   while kill -0 "$pid" 2>/dev/null; do
-    if [ $SECONDS -ge $deadline ]; then
+    if [ $SECONDS -ge $deadline ] && [ $killed -eq 0 ]; then
       say "$name (pid $pid) ignored SIGTERM for 30 s: killing"
       kill -KILL "$pid" 2>/dev/null || true
+      killed=1
     fi
     sleep 0.2
   done
@@ -308,7 +344,8 @@ stop_service() {
 }
 
 write_env() {
-  cat >"$CACHE/services.env" <<EOF
+  # Written aside and renamed: a test reading it meanwhile sees the old file or the new one.
+  cat >"$CACHE/services.env.next" <<EOF
 # Written by scripts/services.sh: the loopback servers the tests and the demo use.
 export MONGO_SOURCE_URI="mongodb://127.0.0.1:$MONGO_SOURCE_PORT/?replicaSet=source"
 export MONGO_TARGET_URI="mongodb://127.0.0.1:$MONGO_TARGET_PORT/?replicaSet=target"
@@ -324,7 +361,13 @@ export KAFKA_IAM_ACCESS_KEY_ID="$KAFKA_IAM_ACCESS_KEY_ID"
 export KAFKA_IAM_SECRET_ACCESS_KEY="$KAFKA_IAM_SECRET_ACCESS_KEY"
 export KAFKA_IAM_SESSION_TOKEN="$KAFKA_IAM_SESSION_TOKEN"
 export SERVICES_SCRIPT="$ROOT/scripts/services.sh"
+# The three-broker cluster (services.sh up kafka-cluster): its brokers, the same brokers behind
+# their Toxiproxy proxies, and that Toxiproxy's API.
+export KAFKA_CLUSTER_BOOTSTRAP="$(cluster_bootstrap)"
+export KAFKA_CLUSTER_VIA_PROXY="$(cluster_via_proxy)"
+export KAFKA_CLUSTER_TOXIPROXY="127.0.0.1:$CLUSTER_TOXIPROXY_PORT"
 EOF
+  mv "$CACHE/services.env.next" "$CACHE/services.env"
 }
 
 main() {
@@ -344,6 +387,12 @@ main() {
     down) for s in "${services[@]}"; do stop_service "$s"; done ;;
     status)
       for s in "${services[@]}"; do
+        if [ "$s" = kafka-cluster ]; then
+          for b in "${CLUSTER_BROKERS[@]}"; do
+            if pid=$(pid_of "kafka-cluster-$b"); then say "kafka-cluster-$b running (pid $pid, port $(port_of "kafka-cluster-$b"))"; else say "kafka-cluster-$b not running"; fi
+          done
+          continue
+        fi
         if pid=$(pid_of "$s"); then say "$s running (pid $pid, port $(port_of "$s"))"; else say "$s not running"; fi
       done
       ;;

@@ -24,6 +24,8 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub topics: TopicConfig,
     pub delivery: DeliveryConfig,
+    /// Active and standby instances of one capture.
+    pub election: ElectionConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             snapshot: SnapshotConfig::default(),
             topics: TopicConfig::default(),
             delivery: DeliveryConfig::default(),
+            election: ElectionConfig::default(),
         }
     }
 }
@@ -53,6 +56,7 @@ pub enum Scope {
     Collections,
 }
 
+pub use crate::election::ElectionConfig;
 pub use service_kit::connect::Compat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -371,6 +375,16 @@ impl Validate for Config {
             problems
                 .push(format!("delivery.compression '{}' is not one of lz4, snappy, gzip, none", delivery.compression));
         }
+        if self.election.enabled && delivery.guarantee != Guarantee::ExactlyOnce {
+            problems.push(
+                "election.enabled needs delivery.guarantee = \"exactly_once\": only the transactional id fences \
+                 an active instance that lost the election"
+                    .into(),
+            );
+        }
+        if self.election.session_timeout_ms < 1000 {
+            problems.push("election.session_timeout_ms must be at least 1000".into());
+        }
         problems
     }
 }
@@ -397,6 +411,15 @@ impl DeliveryConfig {
 }
 
 impl Config {
+    /// The election's consumer group (see `election.group_id`).
+    pub fn election_group(&self) -> String {
+        if self.election.group_id.is_empty() {
+            format!("cdc-source-{}", self.capture.name)
+        } else {
+            self.election.group_id.clone()
+        }
+    }
+
     /// The checkpoint topic in use (see `topics.checkpoint_topic`).
     pub fn checkpoint_topic(&self) -> String {
         if self.topics.checkpoint_topic.is_empty() {
@@ -437,6 +460,19 @@ mod tests {
         config.delivery.memory_budget_bytes = 32 * 1024 * 1024;
         let problems = config.validate();
         assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn an_election_needs_transactions_to_fence_the_former_active_instance() {
+        let mut config = Config::default();
+        config.election.enabled = true;
+        assert_eq!(config.validate(), Vec::<String>::new());
+        assert_eq!(config.election_group(), "cdc-source-mongo");
+        config.delivery.guarantee = Guarantee::AtLeastOnce;
+        config.election.session_timeout_ms = 10;
+        let problems = config.validate();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("election.enabled needs"), "{problems:#?}");
     }
 
     #[test]

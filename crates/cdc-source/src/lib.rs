@@ -28,7 +28,14 @@
 //! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
 //! `capture.on_history_lost`; anything else ([`Error::Fatal`]) stops the service with the cause.
 //!
-//! Layout: `pipeline` wires the stages. Capture: `snapshot`, `copy` and `ranges` (what is there),
+//! Standby (`election.enabled`): several instances of one capture, one active. They are members
+//! of a Kafka consumer group on the checkpoint topic; the one holding its partition captures, the
+//! others wait, ready, and one of them takes over when the group drops the active one (dead,
+//! frozen, cut off: after `election.session_timeout_ms`; stopped: at once). Taking over
+//! initialises the transactional id, which fences the former active instance.
+//!
+//! Layout: `role` runs the pipeline alone or whenever `election` elects this instance;
+//! `pipeline` wires the stages. Capture: `snapshot`, `copy` and `ranges` (what is there),
 //! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
 //! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
 //! `routing` (which namespaces, which topics). Delivery: `queue`, `delivery`, `watermark`,
@@ -42,6 +49,7 @@ mod convert;
 mod copy;
 mod delivery;
 pub mod doctor;
+mod election;
 mod error;
 mod history;
 mod large_events;
@@ -51,6 +59,7 @@ mod producer;
 mod queue;
 mod ranges;
 mod record;
+mod role;
 mod routing;
 mod schema;
 mod schema_check;
@@ -71,8 +80,8 @@ use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, Guarantee, HistoryLostPolicy, IndexTiming, Scope,
-    SnapshotConfig, SnapshotMode, TopicConfig, ENV_PREFIX,
+    CaptureConfig, CheckpointStore, Compat, Config, DeliveryConfig, ElectionConfig, Guarantee, HistoryLostPolicy,
+    IndexTiming, Scope, SnapshotConfig, SnapshotMode, TopicConfig, ENV_PREFIX,
 };
 pub use error::Error;
 
@@ -108,7 +117,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
             Duration::from_secs(5),
             shutdown.clone(),
         ));
-        let pipeline = pipeline::run(config, client, shell.health.clone(), metrics, shutdown.clone());
+        let pipeline = role::run(config, client, shell.health.clone(), metrics, shutdown.clone());
         tokio::pin!(pipeline);
         let result = tokio::select! {
             result = &mut pipeline => result,

@@ -40,9 +40,22 @@ pub struct Metrics {
     /// Cluster time (seconds) of the last watermark written: every change captured up to it is
     /// in Kafka.
     pub watermark_timestamp: IntGauge,
+    /// 1 while this instance captures (alone, or holding the election), 0 while it stands by.
+    pub active: IntGauge,
+    /// Times this instance won the election and took over capture.
+    pub promotions: IntCounter,
 }
 
 impl Metrics {
+    /// Standing by: this instance stores no checkpoint, so the position gauges of a former
+    /// active term must not age on (alerts on them would fire for the standby).
+    pub fn stand_by(&self) {
+        self.active.set(0);
+        self.checkpoint_timestamp.set(0);
+        self.checkpoint_age.set(0);
+        self.seconds_behind_source.set(0);
+    }
+
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
             events: IntCounterVec::new(
@@ -107,6 +120,14 @@ impl Metrics {
                 "cdc_source_watermark_timestamp_seconds",
                 "Source cluster time (Unix seconds) of the last watermark: every change captured up to it is in Kafka.",
             )?,
+            active: IntGauge::new(
+                "cdc_source_active",
+                "1 while this instance captures (alone or elected), 0 while it stands by.",
+            )?,
+            promotions: IntCounter::new(
+                "cdc_source_promotions_total",
+                "Times this instance won the election and took over capture.",
+            )?,
         };
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
@@ -125,6 +146,8 @@ impl Metrics {
         registry.register(Box::new(metrics.memory_budget.clone()))?;
         registry.register(Box::new(metrics.queued_bytes.clone()))?;
         registry.register(Box::new(metrics.watermark_timestamp.clone()))?;
+        registry.register(Box::new(metrics.active.clone()))?;
+        registry.register(Box::new(metrics.promotions.clone()))?;
         Ok(metrics)
     }
 }

@@ -13,6 +13,7 @@ use crate::checkpoint::{self, Plan, SnapshotState};
 use crate::config::{Config, SnapshotMode};
 use crate::convert::Converter;
 use crate::delivery::Delivery;
+use crate::election::Election;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::producer::Producer;
@@ -24,14 +25,17 @@ use crate::supervisor::{Decision, Supervisor};
 use crate::watch::Start;
 use crate::watermark::Watermarks;
 
-/// Readiness component: ready while streaming or snapshotting.
+/// Readiness component: ready while streaming or snapshotting (or standing by).
 pub const COMPONENT: &str = "pipeline";
-/// Runs the pipeline until `shutdown`, starting it again as the supervisor decides.
+/// Runs the pipeline until `shutdown`, starting it again as the supervisor decides. With an
+/// `election`, every start needs this instance's hold on it confirmed first, and a fence with
+/// the hold gone is the successor's doing: the pipeline then ends (`Ok`) instead.
 pub async fn run(
     config: Config,
     client: mongodb::Client,
     health: Health,
     metrics: Metrics,
+    election: Option<&Election>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     health.declare(COMPONENT);
@@ -40,6 +44,11 @@ pub async fn run(
     let mut force_snapshot = false;
     loop {
         if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        // A start initialises the transactional id, fencing whoever holds it: only the elected one may.
+        if let Some(Err(reason)) = confirm(election).await {
+            tracing::warn!(%reason, "not elected any more: not starting capture");
             return Ok(());
         }
         let started = Instant::now();
@@ -51,7 +60,16 @@ pub async fn run(
         };
         metrics.restarts.with_label_values(&[error.kind()]).inc();
         let description = error.to_string();
-        match supervisor.decide(error, started.elapsed(), Instant::now()) {
+        // Only a fence asks the election: who fenced us?
+        let elected = match (&error, election) {
+            (Error::Fenced(_), Some(election)) => Some(election.confirm().await.is_ok()),
+            _ => None,
+        };
+        match supervisor.decide(error, started.elapsed(), Instant::now(), elected) {
+            Decision::StandBy => {
+                tracing::warn!(error = %description, "fenced by the instance elected after this one: capture stops");
+                return Ok(());
+            }
             Decision::Resnapshot => {
                 tracing::warn!(error = %description, "resume point lost: taking a new snapshot");
                 force_snapshot = true;
@@ -244,6 +262,11 @@ impl Capture<'_> {
         };
         stream.run(start, shutdown.clone()).await
     }
+}
+
+/// `None` without an election; otherwise whether the group confirms this instance's hold.
+async fn confirm(election: Option<&Election>) -> Option<Result<(), String>> {
+    Some(election?.confirm().await)
 }
 
 fn plan_name(plan: &Plan) -> &'static str {

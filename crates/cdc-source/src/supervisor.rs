@@ -2,8 +2,15 @@
 //!
 //! A transient failure restarts from the last durable checkpoint after a pause that doubles
 //! (capped) and starts over after a healthy run; a lost resume point takes a new snapshot or waits
-//! for an operator, as configured; three fences in ten minutes mean a second instance runs with the
-//! same `capture.name`; anything else stops the service.
+//! for an operator, as configured; anything else stops the service.
+//!
+//! Fences: a new producer with our transactional id fenced ours. With an election
+//! (`election.enabled`), when the group no longer confirms this instance's hold, the fence is the
+//! successor's doing, expected at a takeover: the instance stands by, nothing is counted. A fence
+//! while this instance alone runs, or still holds the election, means an instance outside the
+//! election (or a transaction that outlived its timeout): restarting fences it in turn, and three
+//! such fences in ten minutes mean a second instance keeps running with the same `capture.name`
+//! outside the election: the service stops, naming it.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +37,8 @@ pub enum Decision {
     WaitForOperator(Error),
     /// Stop the service with this error.
     Stop(Error),
+    /// Another instance was elected and fenced this one: stand by.
+    StandBy,
 }
 
 pub struct Supervisor {
@@ -50,8 +59,9 @@ impl Supervisor {
         }
     }
 
-    /// Decides after a run that lasted `ran_for` failed with `error`, at `now`.
-    pub fn decide(&mut self, error: Error, ran_for: Duration, now: Instant) -> Decision {
+    /// Decides after a run that lasted `ran_for` failed with `error`, at `now`. `elected` is
+    /// whether the election group still confirms this instance's hold (`None` without an election).
+    pub fn decide(&mut self, error: Error, ran_for: Duration, now: Instant, elected: Option<bool>) -> Decision {
         if let Error::HistoryLost(_) = &error {
             return if self.resnapshot_on_history_lost {
                 Decision::Resnapshot
@@ -63,12 +73,15 @@ impl Supervisor {
             return Decision::Stop(error);
         }
         if let Error::Fenced(_) = &error {
+            if elected == Some(false) {
+                return Decision::StandBy;
+            }
             self.fences.retain(|at| now.saturating_duration_since(*at) < FENCE_WINDOW);
             self.fences.push(now);
             if self.fences.len() >= FENCES_TO_GIVE_UP {
                 return Decision::Stop(Error::Fatal(format!(
-                    "fenced {} times within {} minutes: another cdc-source with capture.name '{}' is running; \
-                     stop one of them",
+                    "fenced {} times within {} minutes: another cdc-source with capture.name '{}' is running \
+                     (outside the election, if this one takes part in one); stop one of them",
                     self.fences.len(),
                     FENCE_WINDOW.as_secs() / 60,
                     self.name
@@ -98,9 +111,14 @@ mod tests {
             Decision::Restart(pause) => pause.as_millis(),
             other => panic!("a restart, not {other:?}"),
         };
-        let pauses: Vec<u128> = (0..3).map(|_| pause(supervisor.decide(transient(), Duration::ZERO, now))).collect();
+        let pauses: Vec<u128> =
+            (0..3).map(|_| pause(supervisor.decide(transient(), Duration::ZERO, now, None))).collect();
         assert_eq!(pauses, vec![250, 500, 1000]);
-        assert_eq!(pause(supervisor.decide(transient(), Duration::from_secs(120), now)), 250, "after a healthy run");
+        assert_eq!(
+            pause(supervisor.decide(transient(), Duration::from_secs(120), now, None)),
+            250,
+            "after a healthy run"
+        );
     }
 
     #[test]
@@ -108,16 +126,19 @@ mod tests {
         let mut config = Config::default();
         let lost = || Error::HistoryLost("gone".into());
         assert!(matches!(
-            Supervisor::new(&config).decide(lost(), Duration::ZERO, Instant::now()),
+            Supervisor::new(&config).decide(lost(), Duration::ZERO, Instant::now(), None),
             Decision::WaitForOperator(_)
         ));
         config.capture.on_history_lost = HistoryLostPolicy::Resnapshot;
         assert!(matches!(
-            Supervisor::new(&config).decide(lost(), Duration::ZERO, Instant::now()),
+            Supervisor::new(&config).decide(lost(), Duration::ZERO, Instant::now(), None),
             Decision::Resnapshot
         ));
         let fatal = Error::Fatal("bad".into());
-        assert!(matches!(Supervisor::new(&config).decide(fatal, Duration::ZERO, Instant::now()), Decision::Stop(_)));
+        assert!(matches!(
+            Supervisor::new(&config).decide(fatal, Duration::ZERO, Instant::now(), None),
+            Decision::Stop(_)
+        ));
     }
 
     #[test]
@@ -125,10 +146,28 @@ mod tests {
         let mut supervisor = Supervisor::new(&Config::default());
         let start = Instant::now();
         let fenced = || Error::Fenced("commit".into());
-        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, start), Decision::Restart(_)));
+        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, start, None), Decision::Restart(_)));
         let later = start + Duration::from_secs(700);
-        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later), Decision::Restart(_)), "the first is old");
-        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later), Decision::Restart(_)));
-        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later), Decision::Stop(Error::Fatal(_))));
+        assert!(
+            matches!(supervisor.decide(fenced(), Duration::ZERO, later, None), Decision::Restart(_)),
+            "the first is old"
+        );
+        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later, None), Decision::Restart(_)));
+        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later, None), Decision::Stop(Error::Fatal(_))));
+    }
+
+    #[test]
+    fn fences_by_an_elected_successor_are_takeovers_not_a_second_instance() {
+        let mut supervisor = Supervisor::new(&Config::default());
+        let now = Instant::now();
+        let fenced = || Error::Fenced("commit".into());
+        for _ in 0..5 {
+            assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, now, Some(false)), Decision::StandBy));
+        }
+        // Fenced while still holding the election: someone outside it uses our transactional id.
+        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, now, Some(true)), Decision::Restart(_)));
+        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, now, Some(true)), Decision::Restart(_)));
+        let third = supervisor.decide(fenced(), Duration::ZERO, now, Some(true));
+        assert!(matches!(&third, Decision::Stop(Error::Fatal(m)) if m.contains("outside the election")), "{third:?}");
     }
 }

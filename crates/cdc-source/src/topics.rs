@@ -5,12 +5,40 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use service_kit::connect::{create_topic, CreateTopicError};
 use service_kit::kafka_auth::{Admin, AuthContext};
 
 use crate::error::{Error, Failure};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a failed creation of `topic` means: a refusal the cluster's state explains for now (a
+/// broker down, the controller moving) is retried; any other (permissions, settings) stops.
+pub fn creation_failed(topic: &str, error: CreateTopicError) -> Error {
+    let context = format!("create topic {topic}");
+    let code = match error {
+        CreateTopicError::Client(e) => return Error::kafka(&context, e),
+        CreateTopicError::Refused(code) => code,
+    };
+    let (retriable, hint) = match code {
+        // Live brokers are counted: during a rolling restart one of three is away.
+        RDKafkaErrorCode::InvalidReplicationFactor => (
+            true,
+            ": fewer brokers are up than the replication factor (topics.replication_factor, or the broker's \
+             default): waiting for them (a broker restarting, as during MSK patching); lower \
+             topics.replication_factor if the cluster has fewer brokers",
+        ),
+        RDKafkaErrorCode::RequestTimedOut
+        | RDKafkaErrorCode::NotController
+        | RDKafkaErrorCode::BrokerNotAvailable
+        | RDKafkaErrorCode::LeaderNotAvailable
+        | RDKafkaErrorCode::NetworkException
+        | RDKafkaErrorCode::ThrottlingQuotaExceeded => (true, ""),
+        _ => (false, ""),
+    };
+    Error::Kafka(Failure::new(context, retriable, format!("refused: {code}{hint}")))
+}
 
 pub struct Topics {
     admin: Admin,
@@ -61,10 +89,7 @@ impl Topics {
         match create_topic(&self.admin, topic, partitions, self.replication_factor, &configs).await {
             Ok(true) => tracing::info!(topic, partitions, "created topic"),
             Ok(false) => {}
-            Err(CreateTopicError::Client(e)) => return Err(Error::kafka("create topic", e)),
-            Err(refused) => {
-                return Err(Error::Kafka(Failure::new(format!("create topic {topic}"), false, refused.to_string())))
-            }
+            Err(e) => return Err(creation_failed(topic, e)),
         }
         // Metadata can lag creation by a moment; the configured count is what was created.
         let count = self.partition_count(topic).await?.unwrap_or(partitions);
@@ -120,5 +145,22 @@ impl Topics {
         })
         .await
         .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_the_clusters_state_explains_is_retried_and_others_stop() {
+        let refused = |code| creation_failed("cdc.a.b", CreateTopicError::Refused(code));
+        let missing_brokers = refused(RDKafkaErrorCode::InvalidReplicationFactor);
+        assert!(missing_brokers.is_retriable(), "{missing_brokers}");
+        assert!(missing_brokers.to_string().contains("topics.replication_factor"), "{missing_brokers}");
+        assert!(refused(RDKafkaErrorCode::NotController).is_retriable());
+        for permanent in [RDKafkaErrorCode::TopicAuthorizationFailed, RDKafkaErrorCode::InvalidConfig] {
+            assert!(!refused(permanent).is_retriable(), "{permanent:?}");
+        }
     }
 }

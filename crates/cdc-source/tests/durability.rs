@@ -338,3 +338,28 @@ async fn a_copy_split_into_ranges_then_resumed_as_documentdb_copies_every_docume
     assert_eq!(ids.len(), DOCS as usize, "every document copied (at least once)");
     second.stop().await.expect("clean stop");
 }
+
+/// A three-broker cluster during a rolling restart (Amazon MSK's patching) has two brokers up: a
+/// topic of replication factor 3 cannot be created for those minutes, and the broker says so
+/// (INVALID_REPLICATION_FACTOR). cdc-source must wait for the brokers, not stop. The single test
+/// broker has the same answer for a replication factor of 2.
+#[tokio::test]
+async fn a_replication_factor_the_live_brokers_cannot_meet_is_waited_for_not_fatal() {
+    let mut h = Harness::new("rf").await;
+    h.config.topics.replication_factor = 2;
+    h.config.delivery.max_backoff_ms = 500;
+    let service = h.launch().await;
+    let addr = service.addr;
+    let waiting = eventually("readiness names the replication factor", Duration::from_secs(30), || async {
+        let (status, body) = http_get(addr, "/health/readyz").await.ok()?;
+        (status == 503 && body.contains("replication factor")).then_some(body)
+    })
+    .await;
+    assert!(waiting.contains("brokers"), "the reason says what to wait for or change: {waiting}");
+    eventually("restarts go on", Duration::from_secs(30), || async {
+        (service.metric("cdc_source_restarts_total{reason=\"kafka\"}").await >= 3.0).then_some(())
+    })
+    .await;
+    assert!(service.runs(), "the service stopped instead of waiting for the brokers");
+    service.stop().await.expect("a clean stop when asked");
+}

@@ -30,6 +30,8 @@ struct Inner {
     probes: Mutex<Vec<(String, Probe)>>,
     /// Things worth knowing that do not make the service unready (shown on `/health/readyz`).
     notes: Mutex<BTreeMap<String, String>>,
+    /// What this instance does among several of one kind (`active`, `standby`), when it says.
+    role: Mutex<Option<String>>,
 }
 
 struct LoopEntry {
@@ -84,6 +86,7 @@ impl Health {
                 failing: Mutex::new(BTreeMap::new()),
                 probes: Mutex::new(Vec::new()),
                 notes: Mutex::new(BTreeMap::new()),
+                role: Mutex::new(None),
             }),
         }
     }
@@ -161,6 +164,16 @@ impl Health {
     /// The notes, as `topic: note` lines.
     pub fn notes(&self) -> Vec<String> {
         lock(&self.inner.notes).iter().map(|(topic, note)| format!("{topic}: {note}")).collect()
+    }
+
+    /// Sets the role `/health/readyz` reports (`role: <role>`): e.g. a standby instance is ready
+    /// (connected, able to take over) but not working, and says so.
+    pub fn set_role(&self, role: &str) {
+        *lock(&self.inner.role) = Some(role.to_string());
+    }
+
+    pub fn role(&self) -> Option<String> {
+        lock(&self.inner.role).clone()
     }
 
     /// `Ok` when every loop beat within its limit; otherwise the stalled loops.
@@ -243,6 +256,9 @@ mod tests {
         assert_eq!(health.readiness(), Err(vec!["aws-credentials: expired".to_string()]), "asked at every check");
         failing.store(false, Ordering::Relaxed);
         assert_eq!(health.readiness(), Ok(()));
+        assert_eq!(health.role(), None);
+        health.set_role("standby");
+        assert_eq!((health.role().as_deref(), health.readiness()), (Some("standby"), Ok(())), "a standby is ready");
     }
 
     #[test]

@@ -67,9 +67,12 @@ async fn livez(State(state): State<AppState>) -> Response {
     probe(state.health.liveness())
 }
 
-/// The readiness, and below it the notes (`note: …` lines) that do not change it.
+/// The readiness, and below it the role (`role: …`, when the service has one) and the notes
+/// (`note: …` lines), which do not change it.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let role = state.health.role().map(|role| format!("role: {role}\n")).unwrap_or_default();
     let notes: String = state.health.notes().iter().map(|n| format!("note: {n}\n")).collect();
+    let notes = format!("{role}{notes}");
     match state.health.readiness() {
         Ok(()) => (StatusCode::OK, format!("ok\n{notes}")).into_response(),
         Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n{notes}", reasons.join("\n"))).into_response(),

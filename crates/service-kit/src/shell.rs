@@ -82,6 +82,11 @@ impl<E: From<String>> Running<E> {
         Self { http_addr, task }
     }
 
+    /// Whether the service has ended (by itself, or after a stop request).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Waits for the service to stop and returns how it ended.
     pub async fn wait(self) -> Result<(), E> {
         self.task.await.map_err(|e| E::from(format!("service task failed: {e}")))?

@@ -14,6 +14,11 @@ pub struct Services {
     pub mongo_source_uri: String,
     pub mongo_target_uri: String,
     pub kafka_bootstrap: String,
+    /// The broker's `PROXIED` listener, which advertises `kafka_via_proxy`: a client that
+    /// bootstraps at `kafka_via_proxy` through a proxy forwarding to this listener stays behind
+    /// the proxy for every connection.
+    pub kafka_proxied_listener: String,
+    pub kafka_via_proxy: String,
     /// `scripts/services.sh`, for tests that stop and start a server.
     pub services_script: PathBuf,
     /// The broker's SASL_SSL listener (SCRAM-SHA-512 over TLS) and what a client needs for it.
@@ -45,26 +50,45 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The three-broker cluster `scripts/services.sh up kafka-cluster` starts (Amazon MSK's
+/// defaults: replication factor 3, `min.insync.replicas` 2).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub bootstrap: String,
+    /// The same brokers through Toxiproxy proxies (`sink-1` … `sink-3`): a client bootstrapping
+    /// here can be cut off from the whole cluster.
+    pub via_proxy: String,
+    /// The API of the Toxiproxy that carries every link between two brokers
+    /// (`peer-<b>-from-<p>`, `controller-<b>-from-<p>`) and the `sink-<b>` proxies.
+    pub toxiproxy: std::net::SocketAddr,
+}
+
+/// A setting from the environment, else from `.cache/services.env`.
+fn setting(name: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(name) {
+        return Some(value);
+    }
+    let from_file = std::fs::read_to_string(workspace_root().join(".cache/services.env")).unwrap_or_default();
+    from_file
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|line| line.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"').to_string())
+}
+
 /// Reads the servers' addresses from the environment or `.cache/services.env`. Panics with the
 /// fix when neither has them: tests need real servers.
 pub fn services() -> Services {
-    let from_file = std::fs::read_to_string(workspace_root().join(".cache/services.env")).unwrap_or_default();
     let lookup = |name: &str| -> String {
-        if let Ok(value) = std::env::var(name) {
-            return value;
-        }
-        from_file
-            .lines()
-            .filter_map(|line| line.strip_prefix("export "))
-            .filter_map(|line| line.split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.trim_matches('"').to_string())
-            .unwrap_or_else(|| panic!("{name} is not set: start the servers with `make services` first"))
+        setting(name).unwrap_or_else(|| panic!("{name} is not set: start the servers with `make services` first"))
     };
     Services {
         mongo_source_uri: lookup("MONGO_SOURCE_URI"),
         mongo_target_uri: lookup("MONGO_TARGET_URI"),
         kafka_bootstrap: lookup("KAFKA_BOOTSTRAP"),
+        kafka_proxied_listener: lookup("KAFKA_PROXIED_LISTENER"),
+        kafka_via_proxy: lookup("KAFKA_VIA_PROXY"),
         services_script: workspace_root().join("scripts/services.sh"),
         kafka_sasl_ssl: SaslSsl {
             bootstrap: lookup("KAFKA_SASL_SSL_BOOTSTRAP"),
@@ -78,6 +102,20 @@ pub fn services() -> Services {
             secret_access_key: lookup("KAFKA_IAM_SECRET_ACCESS_KEY"),
             session_token: lookup("KAFKA_IAM_SESSION_TOKEN"),
         },
+    }
+}
+
+/// The three-broker cluster's addresses. Panics with the fix when it was never started.
+pub fn cluster() -> Cluster {
+    let lookup = |name: &str| -> String {
+        setting(name).unwrap_or_else(|| {
+            panic!("{name} is not set: start the cluster with `scripts/services.sh up kafka-cluster`")
+        })
+    };
+    Cluster {
+        bootstrap: lookup("KAFKA_CLUSTER_BOOTSTRAP"),
+        via_proxy: lookup("KAFKA_CLUSTER_VIA_PROXY"),
+        toxiproxy: lookup("KAFKA_CLUSTER_TOXIPROXY").parse().expect("KAFKA_CLUSTER_TOXIPROXY is host:port"),
     }
 }
 

@@ -36,6 +36,10 @@ impl Proc {
         self.child = Some(child);
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The running process' id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

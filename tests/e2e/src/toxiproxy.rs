@@ -8,9 +8,10 @@ use test_support::http_request;
 
 use crate::process::Proc;
 
-/// Toxiproxy, started for the run: a TCP proxy per link whose faults we control.
+/// Toxiproxy, started for the run (or one already running): a TCP proxy per link whose faults
+/// we control.
 pub struct Toxiproxy {
-    _proc: Proc,
+    _proc: Option<Proc>,
     api: SocketAddr,
 }
 
@@ -31,7 +32,12 @@ impl Toxiproxy {
             http_request(api, "GET", "/version", None).await.ok().filter(|(s, _)| *s == 200)
         })
         .await;
-        Toxiproxy { _proc: proc, api }
+        Toxiproxy { _proc: Some(proc), api }
+    }
+
+    /// The Toxiproxy answering at `api`, started by someone else (the three-broker cluster's).
+    pub fn attach(api: SocketAddr) -> Toxiproxy {
+        Toxiproxy { _proc: None, api }
     }
 
     async fn call(&self, method: &str, path: &str, body: &str) {

@@ -194,10 +194,24 @@ fn service_definitions_match_their_tasks() {
         assert!(vpc["securityGroups"].as_array().is_some_and(|s| !s.is_empty()), "{service}: security groups");
         assert!(def["desiredCount"].as_u64().is_some_and(|n| n >= 1));
     }
-    // One cdc-source per capture name: a deployment must stop the old task before starting the new.
+    // cdc-source: alone, a deployment must stop the old task before starting the new (two would
+    // fence each other); with the election, two tasks (active and standby), and a deployment that
+    // starts a new one (standing by) before it stops an old one, so a standby is always there.
     let source = load("cdc-source.service.json");
-    assert_eq!(source["desiredCount"], 1);
-    assert!(source["deploymentConfiguration"]["maximumPercent"].as_u64().is_some_and(|p| p <= 100));
+    let task = load("cdc-source.task-definition.json");
+    let elected = task["containerDefinitions"][0]["environment"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["name"] == "CDC_SOURCE__ELECTION__ENABLED" && e["value"] == "true");
+    let deployment = &source["deploymentConfiguration"];
+    if elected {
+        assert_eq!(source["desiredCount"], 2, "active and standby");
+        assert!(deployment["minimumHealthyPercent"].as_u64().is_some_and(|p| p >= 100), "a standby stays up");
+    } else {
+        assert_eq!(source["desiredCount"], 1);
+        assert!(deployment["maximumPercent"].as_u64().is_some_and(|p| p <= 100));
+    }
 }
 
 /// The container's environment, with each secret replaced by `value_of_secret(name)`.

@@ -77,7 +77,9 @@ async fn binaries_answer_probes_and_stop_cleanly_on_sigterm() {
             }
         })
         .await;
-        assert_eq!(body, "ok\n");
+        // cdc-source says which role it has (alone: always active; see tests/standby.rs).
+        let expected = if service.binary == "cdc-source" { "ok\nrole: active\n" } else { "ok\n" };
+        assert_eq!(body, expected);
         assert_eq!(http_get(addr, "/health/livez").await.expect("livez").0, 200);
         let (status, metrics) = http_get(addr, "/metrics").await.expect("metrics");
         assert_eq!(status, 200);

@@ -53,10 +53,16 @@ impl Harness {
 
     /// Starts the service and waits until it is ready (streaming or snapshotting).
     pub async fn start(&self) -> Service {
+        let service = self.launch().await;
+        wait_ready(service.addr).await;
+        service
+    }
+
+    /// Starts the service without waiting for it to become ready.
+    pub async fn launch(&self) -> Service {
         let stop = CancellationToken::new();
         let running = cdc_source::start(self.config.clone(), stop.clone()).await.expect("starts");
         let addr = running.http_addr;
-        wait_ready(addr).await;
         Service { running: Some(running), stop, addr }
     }
 
@@ -102,6 +108,11 @@ impl Service {
         self.stop.cancel();
         let running = self.running.take().expect("running");
         tokio::time::timeout(Duration::from_secs(30), running.wait()).await.expect("stops within 30 s")
+    }
+
+    /// Whether the service is still running (it has not ended by itself).
+    pub fn runs(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| !r.is_finished())
     }
 
     /// Waits for the service to end by itself (a fatal error) and returns how it ended.

@@ -216,3 +216,33 @@ spec:
       interval: {{ $root.Values.serviceMonitor.interval }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Replicas of one component kept apart: on different nodes (required, or preferred) and, when the
+cluster has them, in different zones (preferred). Arguments: root, name, required (bool).
+*/}}
+{{- define "replicator.spreadAffinity" -}}
+podAntiAffinity:
+  {{- if .required }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "replicator.selectorLabels" . | nindent 10 }}
+  {{- end }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    {{- if not .required }}
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "replicator.selectorLabels" . | nindent 12 }}
+    {{- end }}
+    - weight: 50
+      podAffinityTerm:
+        topologyKey: topology.kubernetes.io/zone
+        labelSelector:
+          matchLabels:
+            {{- include "replicator.selectorLabels" . | nindent 12 }}
+{{- end -}}
