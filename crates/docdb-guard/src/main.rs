@@ -5,6 +5,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match docdb_guard::Config::from_args(std::env::args().skip(1)) {
         Ok(config) => config,

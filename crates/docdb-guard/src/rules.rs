@@ -73,9 +73,9 @@ pub const COMMANDS: Table = &[
     // Role management
     ("createRole", true), ("dropAllRolesFromDatabase", true), ("dropRole", true), ("grantRolesToRole", true),
     ("revokeRolesFromRole", true), ("revokePrivilegesFromRole", true), ("rolesInfo", true), ("updateRole", true),
-    // Sessions (transactions.html lists endSessions as supported; mongo-apis.html, the table
-    // of record here, says No)
-    ("abortTransaction", true), ("commitTransaction", true), ("endSessions", false), ("killAllSessions", true),
+    // Sessions. endSessions: mongo-apis.html says No, transactions.html ("Supported commands")
+    // says Yes; every driver sends it when it closes, DocumentDB has sessions since 4.0: Yes.
+    ("abortTransaction", true), ("commitTransaction", true), ("endSessions", true), ("killAllSessions", true),
     ("killAllSessionsByPattern", false), ("killSessions", true), ("refreshSessions", false), ("startSession", true),
     // User management
     ("createUser", true), ("dropAllUsersFromDatabase", true), ("dropUser", true), ("grantRolesToUser", true),

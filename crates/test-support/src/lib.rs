@@ -11,8 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Addresses of the running servers.
 #[derive(Debug, Clone)]
 pub struct Services {
+    /// The source and target mongods, directly: for the tests' own reads and writes.
     pub mongo_source_uri: String,
     pub mongo_target_uri: String,
+    /// What the services under test connect to: in the DocumentDB profile
+    /// ([`documentdb_profile`]) the same mongods behind docdb-guard (`guard-source`,
+    /// `guard-target`), which refuses what Amazon DocumentDB 5.0 does not support; otherwise the
+    /// direct addresses.
+    pub service_source_uri: String,
+    pub service_target_uri: String,
     pub kafka_bootstrap: String,
     /// `scripts/services.sh`, for tests that stop and start a server.
     pub services_script: PathBuf,
@@ -61,9 +68,21 @@ pub fn services() -> Services {
             .map(|(_, value)| value.trim_matches('"').to_string())
             .unwrap_or_else(|| panic!("{name} is not set: start the servers with `make services` first"))
     };
+    let guarded = |name: &str, direct: &str| -> String {
+        if !documentdb_profile() {
+            return direct.to_string();
+        }
+        if std::env::var(name).is_err() && !from_file.contains(&format!("export {name}=")) {
+            panic!("{name} is not set: start the guards with `scripts/services.sh up guard-source guard-target`");
+        }
+        lookup(name)
+    };
+    let (source, target) = (lookup("MONGO_SOURCE_URI"), lookup("MONGO_TARGET_URI"));
     Services {
-        mongo_source_uri: lookup("MONGO_SOURCE_URI"),
-        mongo_target_uri: lookup("MONGO_TARGET_URI"),
+        service_source_uri: guarded("MONGO_SOURCE_GUARDED_URI", &source),
+        service_target_uri: guarded("MONGO_TARGET_GUARDED_URI", &target),
+        mongo_source_uri: source,
+        mongo_target_uri: target,
         kafka_bootstrap: lookup("KAFKA_BOOTSTRAP"),
         services_script: workspace_root().join("scripts/services.sh"),
         kafka_sasl_ssl: SaslSsl {
@@ -78,6 +97,17 @@ pub fn services() -> Services {
             secret_access_key: lookup("KAFKA_IAM_SECRET_ACCESS_KEY"),
             session_token: lookup("KAFKA_IAM_SESSION_TOKEN"),
         },
+    }
+}
+
+/// Whether the tests run in the Amazon DocumentDB profile (`E2E_COMPAT=documentdb`): the
+/// services use `compat = "documentdb"` and reach MongoDB through docdb-guard. Panics on any
+/// other value than `documentdb` or `mongodb`.
+pub fn documentdb_profile() -> bool {
+    match std::env::var("E2E_COMPAT").as_deref() {
+        Ok("documentdb") => true,
+        Ok("mongodb") | Err(_) => false,
+        Ok(other) => panic!("E2E_COMPAT={other}: expected documentdb or mongodb"),
     }
 }
 

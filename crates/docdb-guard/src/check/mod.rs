@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn commands_documentdb_lacks_are_refused_as_unknown() {
-        for name in ["mapReduce", "dbHash", "connPoolStats", "endSessions", "replSetGetStatus", "validate"] {
+        for name in ["mapReduce", "dbHash", "connPoolStats", "refreshSessions", "replSetGetStatus", "validate"] {
             let refusal = check(&doc! {name: 1, "$db": "app"}).expect_err(name);
             assert_eq!((refusal.code, refusal.errmsg), (59, format!("no such command: '{name}'")));
         }
