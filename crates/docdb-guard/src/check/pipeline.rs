@@ -3,7 +3,7 @@
 
 use bson::{Bson, Document};
 
-use super::{expr, query, Context};
+use super::{expr, query, write, Context};
 use crate::refusal::Refusal;
 use crate::rules;
 
@@ -33,7 +33,8 @@ pub(crate) fn aggregate(cx: Context<'_>, stages: &[Bson]) -> Result<(), Refusal>
     Ok(())
 }
 
-/// The pipeline of a pipeline-style update (`u: [...]`, `findAndModify.update: [...]`).
+/// The pipeline of a pipeline-style update (`u: [...]`, `findAndModify.update: [...]`): its
+/// stages, and the values it writes as `$literal`s, which are stored as they are.
 pub(crate) fn update(stages: &[Bson]) -> Result<(), Refusal> {
     let cx = Context { db: "", in_transaction: false };
     for (name, spec) in stages.iter().filter_map(Bson::as_document).map(stage) {
@@ -41,8 +42,21 @@ pub(crate) fn update(stages: &[Bson]) -> Result<(), Refusal> {
             return Err(Refusal::stage(name));
         }
         contents(cx, name, spec)?;
+        literals(spec)?;
     }
     Ok(())
+}
+
+/// Every `$literal` value inside `value` must be storable.
+fn literals(value: &Bson) -> Result<(), Refusal> {
+    match value {
+        Bson::Document(object) => object.iter().try_for_each(|(key, argument)| match key.as_str() {
+            "$literal" => write::stored(argument),
+            _ => literals(argument),
+        }),
+        Bson::Array(items) => items.iter().try_for_each(literals),
+        _ => Ok(()),
+    }
 }
 
 /// A stage's name and its argument.
@@ -210,11 +224,14 @@ mod tests {
 
     #[test]
     fn pipeline_updates_take_the_supported_update_stages() {
-        let ok = bson!([{"$addFields": {"a": {"$literal": {"$x": 1}}}}, {"$replaceRoot": {"newRoot": {"$literal": {}}}},
+        let ok = bson!([{"$addFields": {"a": {"$literal": {"x": 1}}}}, {"$replaceRoot": {"newRoot": {"$literal": {}}}},
             {"$project": {"gone": 0}}]);
         assert_eq!(update(ok.as_array().expect("array")), Ok(()));
         let with = bson!([{"$replaceWith": {"$literal": {"a": 1}}}]);
         assert_eq!(update(with.as_array().expect("array")).expect_err("replaceWith").code, 304);
+        let dollar = bson!([{"$replaceRoot": {"newRoot": {"$literal": {"_id": 1, "$price": 5}}}}]);
+        let refusal = update(dollar.as_array().expect("array")).expect_err("stored $ name");
+        assert_eq!(refusal.errmsg, "Document can't have $ prefixed field names: $price");
         let set_field =
             bson!([{"$replaceRoot": {"newRoot": {"$setField": {"field": "a", "input": "$$ROOT", "value": 1}}}}]);
         assert!(update(set_field.as_array().expect("array")).is_err());
