@@ -198,8 +198,9 @@ pub async fn run(settings: Settings) -> Report {
     std::fs::create_dir_all(&dir).expect("chaos dir");
     let mut rng = Rng::new(settings.seed);
     let toxiproxy = Toxiproxy::start(&dir).await;
-    let source_link = toxiproxy.proxy("source", &mongo_host(&servers.mongo_source_uri)).await;
-    let target_link = toxiproxy.proxy("target", &mongo_host(&servers.mongo_target_uri)).await;
+    // The services' links: to the guards in the DocumentDB profile.
+    let source_link = toxiproxy.proxy("source", &mongo_host(&servers.service_source_uri)).await;
+    let target_link = toxiproxy.proxy("target", &mongo_host(&servers.service_target_uri)).await;
 
     let mut source_env = crate::source_process_env(&name, settings.partitions);
     source_env.extend([

@@ -132,13 +132,13 @@ async fn run_pipeline_on_iam(name: &str, source_aws: &[(&str, String)], sink_aws
     source_env.extend(e2e::source_process_env(name, 2));
     source_env.extend([
         ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), source_http.to_string()),
-        ("CDC_SOURCE__MONGO__URI".into(), servers.mongo_source_uri.clone()),
+        ("CDC_SOURCE__MONGO__URI".into(), servers.service_source_uri.clone()),
     ]);
     let mut sink_env = kafka_env("SINK_WRITER");
     sink_env.extend(e2e::sink_process_env(name));
     sink_env.extend([
         ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), sink_http.to_string()),
-        ("SINK_WRITER__MONGO__URI".into(), servers.mongo_target_uri.clone()),
+        ("SINK_WRITER__MONGO__URI".into(), servers.service_target_uri.clone()),
     ]);
     let source_env = with([source_env, isolated_aws_env(&dir)].concat(), source_aws);
     let sink_env = with([sink_env, isolated_aws_env(&dir)].concat(), sink_aws);
@@ -217,7 +217,8 @@ async fn doctor_names_a_rejected_iam_signature_and_missing_credentials_without_p
     let wrong = "Wrong/secret+key-for-msk-iam";
     let mut env: Vec<(String, String)> =
         kafka_env("X").into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
-    env.push(("MONGO__URI".into(), servers.mongo_target_uri.clone()));
+    env.push(("MONGO__URI".into(), servers.service_target_uri.clone()));
+    env.extend(e2e::profile_compat("sink-writer"));
     env.extend(isolated_aws_env(&log_dir(&unique("iam-doctor"))));
 
     // No credentials anywhere: a blocker that says where they are looked for.
@@ -300,7 +301,8 @@ async fn doctor_connects_with_each_credential_source_and_names_it_with_its_expir
     let dir = log_dir(&unique("iam-sources"));
     let mut base: Vec<(String, String)> =
         kafka_env("X").into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
-    base.push(("MONGO__URI".into(), servers.mongo_target_uri.clone()));
+    base.push(("MONGO__URI".into(), servers.service_target_uri.clone()));
+    base.extend(e2e::profile_compat("sink-writer"));
     base.extend(isolated_aws_env(&dir));
     let (container, sts, imds, portal) = (
         aws_endpoints::container("pod-identity-token"),
