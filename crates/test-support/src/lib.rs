@@ -181,6 +181,15 @@ pub struct Consumed {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// The record's headers, by name (a dead letter's `error`, `stage`, …).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Consumed {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 }
 
 /// Reads committed records of `topics` from the beginning until at least `at_least` arrived
@@ -188,6 +197,7 @@ pub struct Consumed {
 /// Returns them ordered by topic, partition and offset.
 pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, timeout: Duration) -> Vec<Consumed> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     let bootstrap = bootstrap.to_string();
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
@@ -242,6 +252,15 @@ pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, time
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|headers| {
+                                headers
+                                    .iter()
+                                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     });
                 }
                 Some(Err(e)) => panic!("consume: {e}"),
