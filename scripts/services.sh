@@ -6,14 +6,18 @@
 #   kafka-cluster three such brokers with Amazon MSK's defaults, their links through Toxiproxy
 #                 (scripts/kafka-cluster.sh); kafka-cluster-1 … kafka-cluster-3 name one broker.
 #                 Not started by default: `make chaos CLUSTER=3` uses it.
+#   guard-source  docdb-guard (crates/docdb-guard, built with cargo into target/release) in front
+#   guard-target  of mongo-source / mongo-target: refuses what Amazon DocumentDB 5.0 does not
+#                 support, for the tests' DocumentDB profile (E2E_COMPAT=documentdb)
 #
 # Usage: scripts/services.sh up|down|status|install [SERVICE...]
 #   up       installs what is missing into .cache/, then starts what is not running (idempotent)
 #   down     stops what runs, by pid file (a broker gracefully: SIGTERM, controlled shutdown)
 #   status   says what runs
 #   install  only installs
-# With no SERVICE, the first three. Ports come from MONGO_SOURCE_PORT (27117), MONGO_TARGET_PORT
-# (27217), KAFKA_PORT (19092) and KAFKA_CONTROLLER_PORT (19093). After `up`, .cache/services.env
+# With no SERVICE, the default ones (all but kafka-cluster). Ports come from MONGO_SOURCE_PORT
+# (27117), MONGO_TARGET_PORT (27217), KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093),
+# GUARD_SOURCE_PORT (27118) and GUARD_TARGET_PORT (27218). After `up`, .cache/services.env
 # exports the addresses for the tests and the demo.
 set -euo pipefail
 
@@ -28,6 +32,8 @@ MONGO_SOURCE_PORT=${MONGO_SOURCE_PORT:-27117}
 MONGO_TARGET_PORT=${MONGO_TARGET_PORT:-27217}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+GUARD_SOURCE_PORT=${GUARD_SOURCE_PORT:-27118}
+GUARD_TARGET_PORT=${GUARD_TARGET_PORT:-27218}
 # A second plaintext listener that advertises KAFKA_VIA_PROXY_PORT: clients bootstrapping there
 # through a Toxiproxy listening on that port (forwarding to KAFKA_PROXIED_PORT) stay behind the
 # proxy for every broker connection. `make bench` uses it for the cross-region run.
@@ -49,7 +55,9 @@ KAFKA_HEAP=${KAFKA_HEAP:-768m}
 MONGOD="$CACHE/mongodb/fiftyone/db/bin/mongod"
 PYMONGO_VERSION=4.10.1
 KAFKA_LIBS="$CACHE/kafka/libs"
-ALL_SERVICES=(mongo-source mongo-target kafka)
+# Built into this checkout's target/ (not .cache/): it is part of the repository's code.
+GUARD="$ROOT/target/release/docdb-guard"
+ALL_SERVICES=(mongo-source mongo-target kafka guard-source guard-target)
 # shellcheck source=scripts/kafka-cluster.sh
 source "$ROOT/scripts/kafka-cluster.sh"
 
@@ -108,6 +116,16 @@ install_kafka() {
   fi
 }
 
+# Builds the guard when it is missing or older than its sources.
+install_guard() {
+  if [ -x "$GUARD" ] && [ -z "$(find "$ROOT/crates/docdb-guard" "$ROOT/Cargo.lock" -newer "$GUARD" -type f -print -quit)" ]; then
+    return 0
+  fi
+  command -v cargo >/dev/null || die "cargo is needed to build the DocumentDB guard (crates/docdb-guard)"
+  say "building the DocumentDB guard: cargo build --release -p docdb-guard"
+  (cd "$ROOT" && cargo build --quiet --release -p docdb-guard) || die "building docdb-guard failed"
+}
+
 install_service() {
   case "$1" in
     mongo-source|mongo-target) install_mongod ;;
@@ -116,6 +134,7 @@ install_service() {
       install_kafka
       [ -x "$CLUSTER_TOXIPROXY" ] || "$ROOT/scripts/tools.sh" toxiproxy
       ;;
+    guard-source|guard-target) install_guard ;;
     *) die "unknown service '$1' (known: ${ALL_SERVICES[*]} kafka-cluster kafka-cluster-1..3)" ;;
   esac
 }
@@ -147,7 +166,25 @@ port_of() {
     kafka) echo "$KAFKA_PORT" ;;
     kafka-cluster) cluster_bootstrap ;;
     kafka-cluster-[123]) cluster_client_port "${1#kafka-cluster-}" ;;
+    guard-source) echo "$GUARD_SOURCE_PORT" ;;
+    guard-target) echo "$GUARD_TARGET_PORT" ;;
   esac
+}
+
+# The guard listens on its port and forwards to the mongod it guards (which may start later).
+start_guard() {
+  local name=$1 port upstream
+  port=$(port_of "$name")
+  upstream=$(port_of "mongo-${name#guard-}")
+  : >"$(log_of "$name")"
+  setsid "$GUARD" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$upstream" >>"$(log_of "$name")" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+  local deadline=$((SECONDS + 30))
+  until grep -q "guarding" "$(log_of "$name")"; do
+    pid_of "$name" >/dev/null || fail_with_log "$name" "docdb-guard $name exited while starting"
+    [ $SECONDS -lt $deadline ] || fail_with_log "$name" "docdb-guard $name did not start within 30 s"
+    sleep 0.1
+  done
 }
 
 start_mongo() {
@@ -309,6 +346,7 @@ start_service() {
   case "$name" in
     mongo-source|mongo-target) start_mongo "$name" ;;
     kafka) start_kafka ;;
+    guard-source|guard-target) start_guard "$name" ;;
   esac
   say "$name started (pid $(pid_of "$name"), port $(port_of "$name"), $((SECONDS - started)) s)"
 }
@@ -350,6 +388,9 @@ write_env() {
 export MONGO_SOURCE_URI="mongodb://127.0.0.1:$MONGO_SOURCE_PORT/?replicaSet=source"
 export MONGO_TARGET_URI="mongodb://127.0.0.1:$MONGO_TARGET_PORT/?replicaSet=target"
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+# The same mongods behind docdb-guard (what Amazon DocumentDB 5.0 refuses is refused there).
+export MONGO_SOURCE_GUARDED_URI="mongodb://127.0.0.1:$GUARD_SOURCE_PORT/?replicaSet=source"
+export MONGO_TARGET_GUARDED_URI="mongodb://127.0.0.1:$GUARD_TARGET_PORT/?replicaSet=target"
 export KAFKA_PROXIED_LISTENER="127.0.0.1:$KAFKA_PROXIED_PORT"
 export KAFKA_VIA_PROXY="127.0.0.1:$KAFKA_VIA_PROXY_PORT"
 export KAFKA_SASL_SSL_BOOTSTRAP="127.0.0.1:$KAFKA_SASL_SSL_PORT"

@@ -17,7 +17,7 @@ use crate::watch::{self, How, Start};
 pub async fn run(mut config: Config) -> Report {
     let mut report = Report::default();
     config.capture.compat = config.capture.compat.resolve(config.mongo.uri.expose());
-    let client = doctor::mongo(&mut report, "source mongodb", &config.mongo).await;
+    let client = doctor::mongo(&mut report, "source mongodb", &config.mongo, config.capture.compat).await;
     let topics = doctor::kafka(&mut report, &config.kafka).await;
 
     let checkpoint = if topics.is_some() || config.delivery.checkpoint_store == CheckpointStore::File {

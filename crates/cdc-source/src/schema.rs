@@ -29,8 +29,10 @@ pub async fn captured(client: &mongodb::Client, filter: &NamespaceFilter) -> Res
     let databases = client.list_database_names().await.map_err(|e| Error::mongo("list databases", e))?;
     let mut listed = Vec::new();
     for db in databases.into_iter().filter(|db| filter.wants_database(db)) {
-        let found = list(client, &db, doc! {"type": {"$in": ["collection", "view"]}}).await?;
-        listed.extend(found.into_iter().filter(|l| filter.wants(&l.ns)));
+        // Amazon DocumentDB refuses `type` in a listCollections filter: the kinds are picked here.
+        let entries = entries(client, &db, doc! {}).await?;
+        let kinds = entries.iter().filter(|entry| matches!(entry.get_str("type"), Ok("collection" | "view")));
+        listed.extend(kinds.filter_map(|entry| listed_entry(&db, entry)).filter(|l| filter.wants(&l.ns)));
     }
     listed.sort_by(|a, b| a.ns.cmp(&b.ns));
     Ok(listed)
@@ -42,22 +44,25 @@ pub async fn collection(client: &mongodb::Client, ns: &Namespace) -> Result<Opti
 }
 
 async fn list(client: &mongodb::Client, db: &str, filter: Document) -> Result<Vec<Listed>, Error> {
+    Ok(entries(client, db, filter).await?.iter().filter_map(|entry| listed_entry(db, entry)).collect())
+}
+
+/// `listCollections` of `db` with `filter`, as the server lists them.
+async fn entries(client: &mongodb::Client, db: &str, filter: Document) -> Result<Vec<Document>, Error> {
     let cursor = client
         .database(db)
         .run_cursor_command(doc! {"listCollections": 1, "filter": filter})
         .await
         .map_err(|e| Error::mongo("list collections", e))?;
-    let entries: Vec<Document> = cursor.try_collect().await.map_err(|e| Error::mongo("list collections", e))?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|entry| {
-            let name = entry.get_str("name").ok()?.to_string();
-            let view = entry.get_str("type") == Ok("view");
-            let mut options = entry.get_document("options").cloned().unwrap_or_default();
-            options.remove("uuid");
-            Some(Listed { ns: Namespace::new(db, name), view, options })
-        })
-        .collect())
+    cursor.try_collect().await.map_err(|e| Error::mongo("list collections", e))
+}
+
+fn listed_entry(db: &str, entry: &Document) -> Option<Listed> {
+    let name = entry.get_str("name").ok()?.to_string();
+    let view = entry.get_str("type") == Ok("view");
+    let mut options = entry.get_document("options").cloned().unwrap_or_default();
+    options.remove("uuid");
+    Some(Listed { ns: Namespace::new(db, name), view, options })
 }
 
 /// The collection's indexes as `listIndexes` reports them, but the `_id` index every collection

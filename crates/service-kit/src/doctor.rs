@@ -12,7 +12,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 
-use crate::connect::{KafkaConnection, MongoConnection};
+use crate::connect::{Compat, KafkaConnection, MongoConnection};
 use crate::msk_region::{self, RegionSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +78,15 @@ impl fmt::Display for Report {
     }
 }
 
-/// Connects, authenticates and reads the server's identity. Returns the client when usable.
-pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection) -> Option<mongodb::Client> {
+/// Connects, authenticates and reads the server's identity. Returns the client when usable: one
+/// that asks only what `compat` allows, as the service's own does (on DocumentDB, no retryable
+/// writes, also when the endpoint's name does not say DocumentDB).
+pub async fn mongo(
+    report: &mut Report,
+    name: &str,
+    connection: &MongoConnection,
+    compat: Compat,
+) -> Option<mongodb::Client> {
     let uri = connection.uri.redacted();
     let aws = connection.uses_aws_auth();
     if aws {
@@ -94,7 +101,7 @@ pub async fn mongo(report: &mut Report, name: &str, connection: &MongoConnection
             }
         }
     }
-    let client = match connection.client("doctor").await {
+    let client = match connection.client_for("doctor", compat).await {
         Ok(client) => client,
         Err(e) => {
             report.fail(name, format!("{uri}: {}", e.kind));

@@ -10,7 +10,7 @@ use crate::subscription::Subscription;
 /// Runs every check; the report says what blocks the service.
 pub async fn run(config: Config) -> Report {
     let mut report = Report::default();
-    if let Some(client) = doctor::mongo(&mut report, "target mongodb", &config.mongo).await {
+    if let Some(client) = doctor::mongo(&mut report, "target mongodb", &config.mongo, config.apply.compat).await {
         let db = &config.apply.metadata_database;
         match doctor::can_write(&client, db, "doctor").await {
             Ok(()) => report.ok("target writes", format!("insert and delete allowed (probed in {db}.doctor)")),

@@ -7,6 +7,14 @@
 //! whenever writes reach that namespace (at most every few seconds) until it succeeds or a later
 //! DDL of the same index or collection replaces it.
 //!
+//! A collection whose options the target refuses (Amazon DocumentDB: collations, capped, time
+//! series, clustered, pre/post images) is created with the options it takes, never bare; each
+//! option left out is reported the same way as "not carried", and not tried again. A view the
+//! target refuses is not carried at all (never a collection in its place). An index whose
+//! collation the target refuses is built without it and the collation reported, except the
+//! `simple` one (the source's way to say "not the collection's default") on a target collection
+//! without a default collation, where the two are the same.
+//!
 //! TTL indexes: by default (`apply.ttl = "source_deletes"`) the target's TTL index is created
 //! with `expireAfterSeconds` at its maximum, so the target never deletes a document on its own
 //! clock: the source's deletes (TTL or not) remove documents, in order with everything else.
@@ -20,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
 use envelope::{Ddl, Namespace};
+use futures::TryStreamExt;
 use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use service_kit::health::Health;
@@ -63,6 +72,8 @@ pub struct Schema {
     conflicts: IntGauge,
     /// By namespace and what it concerns (an index name, or "" for the collection).
     pending: Mutex<BTreeMap<(Namespace, String), Pending>>,
+    /// Options and views the target refused and that are left out for good, by note topic.
+    not_carried: Mutex<BTreeMap<String, Namespace>>,
     last_retry: Mutex<Option<Instant>>,
 }
 
@@ -84,6 +95,7 @@ impl Schema {
             health,
             conflicts,
             pending: Mutex::new(BTreeMap::new()),
+            not_carried: Mutex::new(BTreeMap::new()),
             last_retry: Mutex::new(None),
         }
     }
@@ -113,27 +125,69 @@ impl Schema {
     }
 
     async fn create(&self, target: &Namespace, options: &Document) -> Result<(), Error> {
+        self.carried_again(target);
+        let options: Document =
+            options.iter().filter(|(k, _)| k.as_str() != "uuid").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let reason = match self.try_create(target, &options).await? {
+            Created::Yes => return Ok(()),
+            Created::Refused(reason) => reason,
+        };
+        if options.contains_key("viewOn") {
+            // A view is all or nothing: never a collection in its place.
+            self.left_out(target, "view", &reason);
+            return Ok(());
+        }
+        // The options the target takes: one group left out, then as many as it takes.
+        let groups = option_groups(&options);
+        for group in &groups {
+            if let Created::Yes = self.try_create(target, &without(&options, std::slice::from_ref(group))).await? {
+                self.left_out(target, &format!("option {}", group.join("+")), &reason);
+                return Ok(());
+            }
+        }
+        for count in 2..=groups.len() {
+            if let Created::Yes = self.try_create(target, &without(&options, &groups[..count])).await? {
+                for group in &groups[..count] {
+                    self.left_out(target, &format!("option {}", group.join("+")), &reason);
+                }
+                return Ok(());
+            }
+        }
         let mut command = doc! {"create": &target.coll};
-        command.extend(options.iter().filter(|(k, _)| k.as_str() != "uuid").map(|(k, v)| (k.clone(), v.clone())));
-        match self.client.database(&target.db).run_command(command.clone()).await {
+        command.extend(options);
+        self.pend(target, "", command, reason);
+        Ok(())
+    }
+
+    /// Creates the collection with `options`; an existing one gets what can change brought in line.
+    async fn try_create(&self, target: &Namespace, options: &Document) -> Result<Created, Error> {
+        let mut command = doc! {"create": &target.coll};
+        command.extend(options.clone());
+        match self.client.database(&target.db).run_command(command).await {
             Ok(_) => {
                 self.resolved(target, "");
-                Ok(())
+                Ok(Created::Yes)
             }
             // It exists (created by an earlier start, or by a write): bring what can change in line.
             Err(e) if code(&e) == Some(NAMESPACE_EXISTS) => {
-                let mut collmod = doc! {"collMod": &target.coll};
                 for field in ["validator", "validationLevel", "validationAction", "changeStreamPreAndPostImages"] {
-                    if let Some(value) = options.get(field) {
-                        collmod.insert(field, value.clone());
+                    let Some(value) = options.get(field) else { continue };
+                    let collmod = doc! {"collMod": &target.coll, field: value.clone()};
+                    if let Err(e) = self.client.database(&target.db).run_command(collmod).await {
+                        match Error::mongo("schema", e) {
+                            Error::Mongo(Failure { retriable: false, reason, .. }) => {
+                                self.left_out(target, &format!("option {field}"), &reason)
+                            }
+                            other => return Err(other),
+                        }
                     }
                 }
-                if collmod.len() == 1 {
-                    return Ok(());
-                }
-                self.run(target, "", collmod, &[]).await
+                Ok(Created::Yes)
             }
-            Err(e) => self.refused_or_error(target, "", command, e),
+            Err(e) => match Error::mongo("schema", e) {
+                Error::Mongo(Failure { retriable: false, reason, .. }) => Ok(Created::Refused(reason)),
+                other => Err(other),
+            },
         }
     }
 
@@ -150,10 +204,26 @@ impl Schema {
                 spec.insert("expireAfterSeconds", NEVER_EXPIRES);
             }
         }
-        let command = doc! {"createIndexes": &target.coll, "indexes": [spec]};
+        let command = doc! {"createIndexes": &target.coll, "indexes": [spec.clone()]};
         match self.client.database(&target.db).run_command(command.clone()).await {
             Ok(_) => {
                 self.resolved(target, &name);
+                Ok(())
+            }
+            // A collation the target refuses: the index without it (the simple collation is no
+            // collation where the collection has no default one: nothing is lost then).
+            Err(e) if spec.contains_key("collation") && !retriable(&e) => {
+                let simple = spec.get_document("collation").is_ok_and(|c| c == &doc! {"locale": "simple"});
+                spec.remove("collation");
+                let without = doc! {"createIndexes": &target.coll, "indexes": [spec]};
+                if self.client.database(&target.db).run_command(without).await.is_err() {
+                    return self.refused_or_error(target, &name, command, e);
+                }
+                self.resolved(target, &name);
+                if !simple || self.has_default_collation(target).await? {
+                    let reason = Error::mongo("schema", e).to_string();
+                    self.left_out(target, &format!("index {name} option collation"), &reason);
+                }
                 Ok(())
             }
             // An index of that name or key with other options: the source's replaces it.
@@ -167,6 +237,9 @@ impl Schema {
     }
 
     async fn modify(&self, target: &Namespace, changes: &Document) -> Result<(), Error> {
+        if lock(&self.not_carried).contains_key(&format!("collection {target} view")) {
+            return Ok(()); // a view the target refused: nothing to modify
+        }
         let mut command = doc! {"collMod": &target.coll};
         for (field, value) in changes {
             match (field.as_str(), value) {
@@ -189,7 +262,10 @@ impl Schema {
         if command.len() == 1 {
             return Ok(());
         }
-        self.run(target, "", command, &[NAMESPACE_NOT_FOUND]).await
+        // A refused index change is the index's (a later collMod of the collection does not
+        // clear it; a later DDL of the index does).
+        let index = command.get_document("index").ok().and_then(|i| i.get_str("name").ok()).unwrap_or("").to_string();
+        self.run(target, &index, command, &[NAMESPACE_NOT_FOUND]).await
     }
 
     /// The source's `expireAfterSeconds` of an index, for a cutover.
@@ -221,6 +297,47 @@ impl Schema {
         }
     }
 
+    /// Whether the target collection has a default collation.
+    async fn has_default_collation(&self, target: &Namespace) -> Result<bool, Error> {
+        let filter = doc! {"name": &target.coll};
+        let listed = self.client.database(&target.db).list_collections().filter(filter).await;
+        let mut cursor = listed.map_err(|e| Error::mongo("list collections", e))?;
+        let spec = cursor.try_next().await.map_err(|e| Error::mongo("list collections", e))?;
+        Ok(spec.is_some_and(|spec| spec.options.collation.is_some()))
+    }
+
+    /// What the target refuses for good and replication leaves out: logged, noted, counted,
+    /// listed by `status`, not tried again.
+    fn left_out(&self, target: &Namespace, what: &str, reason: &str) {
+        let topic = format!("collection {target} {what}");
+        tracing::warn!(namespace = %target, what, %reason, "the target does not take this: not carried");
+        let note = format!("not carried: {reason}");
+        self.health.note(&topic, Some(note.clone()));
+        let (log, entry) =
+            (self.conflict_log.clone(), doc! {"what": &topic, "reason": note, "at": bson::DateTime::now()});
+        tokio::spawn(async move { log.replace_one(doc! {"_id": &topic}, entry).upsert(true).await });
+        lock(&self.not_carried).insert(format!("collection {target} {what}"), target.clone());
+        self.count();
+    }
+
+    /// A new `create` of `target` starts over: what an earlier one left out no longer applies.
+    fn carried_again(&self, target: &Namespace) {
+        let topics: Vec<String> = {
+            let mut not_carried = lock(&self.not_carried);
+            let topics: Vec<String> =
+                not_carried.iter().filter(|(_, ns)| *ns == target).map(|(t, _)| t.clone()).collect();
+            not_carried.retain(|_, ns| ns != target);
+            topics
+        };
+        topics.into_iter().for_each(|topic| self.unnote(topic));
+        self.count();
+    }
+
+    fn count(&self) {
+        let total = lock(&self.pending).len() + lock(&self.not_carried).len();
+        self.conflicts.set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
     /// A transient failure is returned; a refusal is recorded for a later try.
     fn refused_or_error(
         &self,
@@ -231,54 +348,55 @@ impl Schema {
     ) -> Result<(), Error> {
         match Error::mongo("schema", e) {
             Error::Mongo(Failure { retriable: false, reason, .. }) => {
-                tracing::warn!(namespace = %target, index = what, %reason, "the target refuses a schema change: replication goes on, tried again later");
-                let topic = note_topic(target, what);
-                self.health.note(&topic, Some(reason.clone()));
-                let (log, entry) =
-                    (self.conflict_log.clone(), doc! {"what": &topic, "reason": &reason, "at": bson::DateTime::now()});
-                tokio::spawn(async move { log.replace_one(doc! {"_id": &topic}, entry).upsert(true).await });
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                pending.insert((target.clone(), what.to_string()), Pending { db: target.db.clone(), command });
-                self.conflicts.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+                self.pend(target, what, command, reason);
                 Ok(())
             }
             other => Err(other),
         }
     }
 
+    /// Records a refused schema change for a later try.
+    fn pend(&self, target: &Namespace, what: &str, command: Document, reason: String) {
+        tracing::warn!(namespace = %target, index = what, %reason, "the target refuses a schema change: replication goes on, tried again later");
+        let topic = note_topic(target, what);
+        self.health.note(&topic, Some(reason.clone()));
+        let (log, entry) =
+            (self.conflict_log.clone(), doc! {"what": &topic, "reason": &reason, "at": bson::DateTime::now()});
+        tokio::spawn(async move { log.replace_one(doc! {"_id": &topic}, entry).upsert(true).await });
+        lock(&self.pending).insert((target.clone(), what.to_string()), Pending { db: target.db.clone(), command });
+        self.count();
+    }
+
     fn resolved(&self, target: &Namespace, what: &str) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.remove(&(target.clone(), what.to_string())).is_some() {
+        if lock(&self.pending).remove(&(target.clone(), what.to_string())).is_some() {
             tracing::info!(namespace = %target, index = what, "schema change applied after all");
-            let topic = note_topic(target, what);
-            self.health.note(&topic, None);
-            let log = self.conflict_log.clone();
-            tokio::spawn(async move { log.delete_one(doc! {"_id": topic}).await });
-            self.conflicts.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+            self.unnote(note_topic(target, what));
         }
     }
 
     /// A later DDL of the same index makes a refused one moot.
     fn forget(&self, target: &Namespace, what: &str) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.remove(&(target.clone(), what.to_string())).is_some() {
-            let topic = note_topic(target, what);
-            self.health.note(&topic, None);
-            let log = self.conflict_log.clone();
-            tokio::spawn(async move { log.delete_one(doc! {"_id": topic}).await });
-            self.conflicts.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+        if lock(&self.pending).remove(&(target.clone(), what.to_string())).is_some() {
+            self.unnote(note_topic(target, what));
         }
+    }
+
+    fn unnote(&self, topic: String) {
+        self.health.note(&topic, None);
+        let log = self.conflict_log.clone();
+        tokio::spawn(async move { log.delete_one(doc! {"_id": topic}).await });
+        self.count();
     }
 
     /// After writes reached `target`: tries its refused schema changes again (at most every
     /// few seconds; data that blocked an index may be gone now).
     pub async fn data_changed(&self, target: &Namespace) {
         let due: Vec<((Namespace, String), Pending)> = {
-            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let pending = lock(&self.pending);
             if !pending.keys().any(|(ns, _)| ns == target) {
                 return;
             }
-            let mut last = self.last_retry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock(&self.last_retry);
             if last.is_some_and(|at| at.elapsed() < RETRY_EVERY) {
                 return;
             }
@@ -294,6 +412,50 @@ impl Schema {
     }
 }
 
+/// Whether a create went through.
+enum Created {
+    Yes,
+    Refused(String),
+}
+
+/// A collection's options in the groups that stand or fall together (capped with its sizes,
+/// `expireAfterSeconds` with the time series or clustered index it belongs to), the validation
+/// settings last: they are left out only when nothing else helps.
+fn option_groups(options: &Document) -> Vec<Vec<String>> {
+    let owner = |key: &str| -> String {
+        match key {
+            "size" | "max" => "capped",
+            "expireAfterSeconds" if options.contains_key("timeseries") => "timeseries",
+            "expireAfterSeconds" if options.contains_key("clusteredIndex") => "clusteredIndex",
+            other => other,
+        }
+        .to_string()
+    };
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for key in options.keys() {
+        let owner = owner(key);
+        match groups.iter_mut().find(|group| group[0] == owner) {
+            Some(group) if !group.contains(key) => group.push(key.clone()),
+            Some(_) => {}
+            None if owner == *key => groups.push(vec![owner]),
+            None => groups.push(vec![owner, key.clone()]),
+        }
+    }
+    let validation = |g: &Vec<String>| ["validator", "validationLevel", "validationAction"].contains(&g[0].as_str());
+    groups.sort_by_key(validation);
+    groups
+}
+
+/// `options` without the keys of `groups`.
+fn without(options: &Document, groups: &[Vec<String>]) -> Document {
+    let left_out = |key: &String| groups.iter().any(|group| group.contains(key));
+    options.iter().filter(|(key, _)| !left_out(key)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn note_topic(target: &Namespace, what: &str) -> String {
     if what.is_empty() {
         format!("collection {target}")
@@ -302,9 +464,34 @@ fn note_topic(target: &Namespace, what: &str) -> String {
     }
 }
 
+fn retriable(e: &mongodb::error::Error) -> bool {
+    matches!(Error::mongo("schema", e.clone()), Error::Mongo(Failure { retriable: true, .. }))
+}
+
 fn code(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
         mongodb::error::ErrorKind::Command(c) => Some(c.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_fall_in_groups_with_validation_last() {
+        let options = doc! {"validator": {"$jsonSchema": {}}, "capped": true, "size": 4096, "collation": {"locale": "fr"},
+        "timeseries": {"timeField": "t"}, "expireAfterSeconds": 60, "validationLevel": "strict"};
+        let groups = option_groups(&options);
+        let names: Vec<String> = groups.iter().map(|g| g.join("+")).collect();
+        assert_eq!(
+            names,
+            ["capped+size", "collation", "timeseries+expireAfterSeconds", "validator", "validationLevel"]
+        );
+        assert_eq!(
+            without(&options, &groups[..3]),
+            doc! {"validator": {"$jsonSchema": {}}, "validationLevel": "strict"}
+        );
     }
 }

@@ -11,8 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Addresses of the running servers.
 #[derive(Debug, Clone)]
 pub struct Services {
+    /// The source and target mongods, directly: for the tests' own reads and writes.
     pub mongo_source_uri: String,
     pub mongo_target_uri: String,
+    /// What the services under test connect to: in the DocumentDB profile
+    /// ([`documentdb_profile`]) the same mongods behind docdb-guard (`guard-source`,
+    /// `guard-target`), which refuses what Amazon DocumentDB 5.0 does not support; otherwise the
+    /// direct addresses.
+    pub service_source_uri: String,
+    pub service_target_uri: String,
     pub kafka_bootstrap: String,
     /// The broker's `PROXIED` listener, which advertises `kafka_via_proxy`: a client that
     /// bootstraps at `kafka_via_proxy` through a proxy forwarding to this listener stays behind
@@ -83,9 +90,20 @@ pub fn services() -> Services {
     let lookup = |name: &str| -> String {
         setting(name).unwrap_or_else(|| panic!("{name} is not set: start the servers with `make services` first"))
     };
+    let guarded = |name: &str, direct: &str| -> String {
+        if !documentdb_profile() {
+            return direct.to_string();
+        }
+        setting(name).unwrap_or_else(|| {
+            panic!("{name} is not set: start the guards with `scripts/services.sh up guard-source guard-target`")
+        })
+    };
+    let (source, target) = (lookup("MONGO_SOURCE_URI"), lookup("MONGO_TARGET_URI"));
     Services {
-        mongo_source_uri: lookup("MONGO_SOURCE_URI"),
-        mongo_target_uri: lookup("MONGO_TARGET_URI"),
+        service_source_uri: guarded("MONGO_SOURCE_GUARDED_URI", &source),
+        service_target_uri: guarded("MONGO_TARGET_GUARDED_URI", &target),
+        mongo_source_uri: source,
+        mongo_target_uri: target,
         kafka_bootstrap: lookup("KAFKA_BOOTSTRAP"),
         kafka_proxied_listener: lookup("KAFKA_PROXIED_LISTENER"),
         kafka_via_proxy: lookup("KAFKA_VIA_PROXY"),
@@ -116,6 +134,17 @@ pub fn cluster() -> Cluster {
         bootstrap: lookup("KAFKA_CLUSTER_BOOTSTRAP"),
         via_proxy: lookup("KAFKA_CLUSTER_VIA_PROXY"),
         toxiproxy: lookup("KAFKA_CLUSTER_TOXIPROXY").parse().expect("KAFKA_CLUSTER_TOXIPROXY is host:port"),
+    }
+}
+
+/// Whether the tests run in the Amazon DocumentDB profile (`E2E_COMPAT=documentdb`): the
+/// services use `compat = "documentdb"` and reach MongoDB through docdb-guard. Panics on any
+/// other value than `documentdb` or `mongodb`.
+pub fn documentdb_profile() -> bool {
+    match std::env::var("E2E_COMPAT").as_deref() {
+        Ok("documentdb") => true,
+        Ok("mongodb") | Err(_) => false,
+        Ok(other) => panic!("E2E_COMPAT={other}: expected documentdb or mongodb"),
     }
 }
 
@@ -189,6 +218,15 @@ pub struct Consumed {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// The record's headers, by name (a dead letter's `error`, `stage`, …).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Consumed {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 }
 
 /// Reads committed records of `topics` from the beginning until at least `at_least` arrived
@@ -196,6 +234,7 @@ pub struct Consumed {
 /// Returns them ordered by topic, partition and offset.
 pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, timeout: Duration) -> Vec<Consumed> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     let bootstrap = bootstrap.to_string();
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
@@ -250,6 +289,15 @@ pub async fn consume_all(bootstrap: &str, topics: &[&str], at_least: usize, time
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|headers| {
+                                headers
+                                    .iter()
+                                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     });
                 }
                 Some(Err(e)) => panic!("consume: {e}"),

@@ -207,13 +207,13 @@ impl IamPipeline {
         source_env.extend(crate::source_process_env(name, 2));
         source_env.extend([
             ("CDC_SOURCE__HTTP__LISTEN_ADDR".into(), source_http.to_string()),
-            ("CDC_SOURCE__MONGO__URI".into(), servers.mongo_source_uri.clone()),
+            ("CDC_SOURCE__MONGO__URI".into(), servers.service_source_uri.clone()),
         ]);
         let mut sink_env = kafka_env("SINK_WRITER", region, lifetime_secs);
         sink_env.extend(crate::sink_process_env(name));
         sink_env.extend([
             ("SINK_WRITER__HTTP__LISTEN_ADDR".into(), sink_http.to_string()),
-            ("SINK_WRITER__MONGO__URI".into(), servers.mongo_target_uri.clone()),
+            ("SINK_WRITER__MONGO__URI".into(), servers.service_target_uri.clone()),
         ]);
         let source_env = with([source_env, isolated_aws_env(&dir)].concat(), source_aws);
         let sink_env = with([sink_env, isolated_aws_env(&dir)].concat(), sink_aws);

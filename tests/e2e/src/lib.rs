@@ -68,18 +68,29 @@ pub async fn doctor(service: &str, env: &[(&str, String)]) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// In the DocumentDB profile ([`test_support::documentdb_profile`]), the service's `compat`
+/// setting, without the service's prefix: `CAPTURE__COMPAT` or `APPLY__COMPAT` = `documentdb`.
+pub fn profile_compat(service: &str) -> Option<(String, String)> {
+    test_support::documentdb_profile().then(|| {
+        let key = if service == "cdc-source" { "CAPTURE__COMPAT" } else { "APPLY__COMPAT" };
+        (key.to_string(), "documentdb".to_string())
+    })
+}
+
 /// `CDC_SOURCE__…` settings of a cdc-source process capturing database `name` into topics of
-/// the same prefix with `partitions` each; the caller adds HTTP, MongoDB and Kafka.
+/// the same prefix with `partitions` each (and the profile's `compat`); the caller adds HTTP,
+/// MongoDB and Kafka.
 pub fn source_process_env(name: &str, partitions: i32) -> Vec<(String, String)> {
     [
-        ("CAPTURE__NAME", name.to_string()),
-        ("CAPTURE__SCOPE", "database".into()),
-        ("CAPTURE__DATABASE", name.to_string()),
-        ("CAPTURE__MAX_AWAIT_MS", "200".into()),
-        ("TOPICS__PREFIX", name.to_string()),
-        ("TOPICS__PARTITIONS", partitions.to_string()),
+        ("CAPTURE__NAME".to_string(), name.to_string()),
+        ("CAPTURE__SCOPE".into(), "database".into()),
+        ("CAPTURE__DATABASE".into(), name.to_string()),
+        ("CAPTURE__MAX_AWAIT_MS".into(), "200".into()),
+        ("TOPICS__PREFIX".into(), name.to_string()),
+        ("TOPICS__PARTITIONS".into(), partitions.to_string()),
     ]
     .into_iter()
+    .chain(profile_compat("cdc-source"))
     .map(|(k, v)| (format!("CDC_SOURCE__{k}"), v))
     .collect()
 }
@@ -89,14 +100,15 @@ pub fn source_process_env(name: &str, partitions: i32) -> Vec<(String, String)> 
 /// database); the caller adds HTTP, MongoDB and Kafka.
 pub fn sink_process_env(name: &str) -> Vec<(String, String)> {
     [
-        ("KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS", "1000".into()),
-        ("CONSUME__TOPICS", format!("^{name}\\..*")),
-        ("CONSUME__GROUP_ID", format!("{name}-sink")),
-        ("CONSUME__DEAD_LETTER_TOPIC", format!("{name}-dlq")),
-        ("CONSUME__COMMIT_INTERVAL_MS", "200".into()),
-        ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+        ("KAFKA__OPTIONS__TOPIC_METADATA_REFRESH_INTERVAL_MS".to_string(), "1000".to_string()),
+        ("CONSUME__TOPICS".into(), format!("^{name}\\..*")),
+        ("CONSUME__GROUP_ID".into(), format!("{name}-sink")),
+        ("CONSUME__DEAD_LETTER_TOPIC".into(), format!("{name}-dlq")),
+        ("CONSUME__COMMIT_INTERVAL_MS".into(), "200".into()),
+        ("APPLY__METADATA_DATABASE".into(), format!("{name}_meta")),
     ]
     .into_iter()
+    .chain(profile_compat("sink-writer"))
     .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))
     .collect()
 }

@@ -35,7 +35,7 @@ impl Instance {
         env.extend(
             [
                 ("HTTP__LISTEN_ADDR", http.to_string()),
-                ("MONGO__URI", services().mongo_source_uri),
+                ("MONGO__URI", services().service_source_uri),
                 ("KAFKA__BOOTSTRAP_SERVERS", bootstrap.to_string()),
                 ("ELECTION__ENABLED", "true".into()),
                 ("DELIVERY__MAX_BACKOFF_MS", "2000".into()),

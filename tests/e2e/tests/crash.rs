@@ -43,6 +43,7 @@ fn sink_env(p: &Pipeline, addr: std::net::SocketAddr) -> HashMap<String, String>
         ("CONSUME__DEAD_LETTER_TOPIC", c.consume.dead_letter_topic.clone()),
         ("CONSUME__COMMIT_INTERVAL_MS", "200".into()),
         ("APPLY__METADATA_DATABASE", c.apply.metadata_database.clone()),
+        ("APPLY__COMPAT", format!("{:?}", c.apply.compat).to_lowercase()),
     ]
     .into_iter()
     .map(|(k, v)| (format!("SINK_WRITER__{k}"), v))

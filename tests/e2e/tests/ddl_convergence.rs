@@ -118,7 +118,7 @@ async fn a_replica_taking_over_after_another_applied_a_drop_does_not_resurrect_d
     db.collection::<Document>("t").insert_one(doc! {"_id": 0}).await.expect("t exists");
     let dir = test_support::workspace_root().join(".cache/e2e").join(&p.name);
     std::fs::create_dir_all(&dir).expect("dir");
-    let target_uri = test_support::services().mongo_target_uri;
+    let target_uri = test_support::services().service_target_uri;
 
     // Replica A reads only t's topic; B, in the same group, reads both and gets u's.
     let t_topic = format!("{}.{}.t", p.name, p.name);

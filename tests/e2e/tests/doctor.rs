@@ -8,21 +8,27 @@ use e2e::{doctor, free_addr};
 use test_support::{services, unique, workspace_root};
 
 /// `cdc-source doctor` on the loopback servers, capturing database `name` into topics prefixed
-/// `name`.
+/// `name` (in the DocumentDB profile: `compat = "documentdb"`, through the guard).
 async fn source_doctor(name: &str) -> (bool, String) {
     let servers = services();
     doctor(
         "cdc-source",
         &[
-            ("MONGO__URI", servers.mongo_source_uri.clone()),
+            ("MONGO__URI", servers.service_source_uri.clone()),
             ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
             ("CAPTURE__NAME", name.to_string()),
             ("CAPTURE__SCOPE", "database".into()),
             ("CAPTURE__DATABASE", name.to_string()),
             ("TOPICS__PREFIX", name.to_string()),
+            ("CAPTURE__COMPAT", compat()),
         ],
     )
     .await
+}
+
+/// The services' `compat` in this run's profile.
+fn compat() -> String {
+    if test_support::documentdb_profile() { "documentdb" } else { "auto" }.to_string()
 }
 
 #[tokio::test]
@@ -31,17 +37,18 @@ async fn a_healthy_setup_has_no_blockers() {
     let name = unique("doctor");
     let (ok, report) = source_doctor(&name).await;
     assert!(ok, "{report}");
-    for line in ["ok    source mongodb", "replica set 'source'", "ok    change streams", "oplog window", "no blockers"]
-    {
+    let history = if test_support::documentdb_profile() { "DocumentDB's default retention" } else { "oplog window" };
+    for line in ["ok    source mongodb", "replica set 'source'", "ok    change streams", history, "no blockers"] {
         assert!(report.contains(line), "missing '{line}' in:\n{report}");
     }
     let (ok, report) = doctor(
         "sink-writer",
         &[
-            ("MONGO__URI", servers.mongo_target_uri.clone()),
+            ("MONGO__URI", servers.service_target_uri.clone()),
             ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
             ("CONSUME__TOPICS", format!("^{name}\\..*")),
             ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+            ("APPLY__COMPAT", compat()),
         ],
     )
     .await;

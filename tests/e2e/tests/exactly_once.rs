@@ -81,7 +81,7 @@ async fn a_counter_never_moves_backward_across_kill_9_and_rebalances() {
     let (observed, watcher) = watch_target(p.target_db()).await;
     let source = p.start_source().await;
     let replica = |name: &str| {
-        let env = p.sink_process_env(e2e::free_addr(), &servers.mongo_target_uri);
+        let env = p.sink_process_env(e2e::free_addr(), &servers.service_target_uri);
         Proc::new(name, e2e::binary("sink-writer"), vec![], env, &dir)
     };
     let (mut a, mut b) = (replica("sink-a"), replica("sink-b"));
@@ -275,7 +275,7 @@ async fn a_drop_applied_during_a_takeover_lets_no_older_event_land_after_it() {
         "sink-a",
         e2e::binary("sink-writer"),
         vec![],
-        p.sink_process_env(e2e::free_addr(), &servers.mongo_target_uri),
+        p.sink_process_env(e2e::free_addr(), &servers.service_target_uri),
         &dir,
     );
     a.start();
@@ -356,7 +356,7 @@ async fn a_partition_whose_decoder_panics_turns_readiness_red_and_recovers() {
 async fn a_revoked_partition_on_a_slow_link_writes_nothing_after_the_new_owner_starts() {
     let p = Pipeline::new("slowrevoke", 2).await;
     let target_host =
-        services().mongo_target_uri.trim_start_matches("mongodb://").split(['/', '?']).next().map(str::to_string);
+        services().service_target_uri.trim_start_matches("mongodb://").split(['/', '?']).next().map(str::to_string);
     let link = e2e::delay_line::DelayLine::start(&target_host.expect("target host")).await;
     let via_link = format!("mongodb://{}/?directConnection=true", link.addr);
     let (observed, watcher) = watch_target(p.target_db()).await;

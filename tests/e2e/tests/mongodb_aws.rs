@@ -62,11 +62,14 @@ async fn aws_auth_is_accepted_and_a_password_beside_it_refused() {
 #[tokio::test]
 async fn doctor_names_the_credentials_and_explains_a_refused_mongodb_aws_without_printing_them() {
     let servers = services();
-    let base = vec![
-        ("SINK_WRITER__MONGO__URI", format!("{}&serverSelectionTimeoutMS=5000", servers.mongo_target_uri)),
+    let mut base = vec![
+        ("SINK_WRITER__MONGO__URI", format!("{}&serverSelectionTimeoutMS=5000", servers.service_target_uri)),
         ("SINK_WRITER__MONGO__AUTH", "aws".to_string()),
         ("SINK_WRITER__KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
     ];
+    if let Some((_, compat)) = e2e::profile_compat("sink-writer") {
+        base.push(("SINK_WRITER__APPLY__COMPAT", compat));
+    }
 
     // Credentials found: named with their source; the server refuses the mechanism.
     let (status, report) = sink_writer(&["doctor"], &[base.clone(), keys()].concat()).await;

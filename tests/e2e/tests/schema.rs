@@ -129,7 +129,7 @@ async fn a_snapshot_copies_options_indexes_and_views_before_the_documents_that_n
 async fn streamed_creates_index_changes_and_collmods_follow_the_source() {
     let mut p = Pipeline::new("schema_stream", 4).await;
     // MongoDB's expanded change events, also when the suite runs in the DocumentDB profile.
-    p.source_config.capture.compat = Compat::Mongodb;
+    p.source_is_mongodb();
     let source = p.start_source().await;
     let sink = p.start_sink().await;
     let db = p.source_db();
@@ -159,8 +159,11 @@ async fn streamed_creates_index_changes_and_collmods_follow_the_source() {
         .expect("insert after");
     same_schema(&p, &["items", "cheap_items", "implicit"]).await;
     p.converged(Duration::from_secs(90)).await;
-    let hidden = schema::indexes(&p.target_db(), "items").await;
-    assert_eq!(hidden.get("cheap").and_then(|i| i.get_bool("hidden").ok()), Some(true), "{hidden:?}");
+    if !test_support::documentdb_profile() {
+        // (DocumentDB has no hidden indexes: same_schema required the sink to report it.)
+        let hidden = schema::indexes(&p.target_db(), "items").await;
+        assert_eq!(hidden.get("cheap").and_then(|i| i.get_bool("hidden").ok()), Some(true), "{hidden:?}");
+    }
     source.stop().await;
     sink.stop().await;
 }

@@ -48,7 +48,10 @@ async fn a_wrong_scram_password_is_a_clear_blocker_that_never_shows_the_password
         .collect();
     let mut env: Vec<(&str, String)> = options.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     env.push(("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_sasl_ssl.bootstrap.clone()));
-    env.push(("MONGO__URI", servers.mongo_target_uri.clone()));
+    env.push(("MONGO__URI", servers.service_target_uri.clone()));
+    if let Some((_, compat)) = e2e::profile_compat("sink-writer") {
+        env.push(("APPLY__COMPAT", compat));
+    }
     let (ok, report) = doctor("sink-writer", &env).await;
     assert!(!ok, "{report}");
     assert!(report.contains("FAIL  kafka"), "{report}");

@@ -47,7 +47,15 @@ fn env(service: &Service, pairs: &[(&str, String)]) -> HashMap<String, String> {
             ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
         ]
     };
-    private.iter().chain(pairs).map(|(key, value)| (format!("{}__{key}", service.prefix), value.clone())).collect()
+    let compat = e2e::profile_compat(service.binary);
+    let compat = compat.iter().map(|(key, value)| (key.as_str(), value.clone()));
+    private
+        .iter()
+        .map(|(key, value)| (*key, value.clone()))
+        .chain(compat)
+        .chain(pairs.iter().map(|(key, value)| (*key, value.clone())))
+        .map(|(key, value)| (format!("{}__{key}", service.prefix), value))
+        .collect()
 }
 
 #[tokio::test]
@@ -56,7 +64,7 @@ async fn binaries_answer_probes_and_stop_cleanly_on_sigterm() {
     for service in &SERVICES {
         let addr = free_addr();
         let mongo_uri =
-            if service.binary == "cdc-source" { &servers.mongo_source_uri } else { &servers.mongo_target_uri };
+            if service.binary == "cdc-source" { &servers.service_source_uri } else { &servers.service_target_uri };
         let mut child = spawn(
             service.binary,
             &[],
@@ -189,7 +197,8 @@ async fn refused_credentials_stay_out_of_logs_metrics_and_probes_even_at_debug_l
     let (mongo_password, kafka_password) = ("Mongo-Secret-7391", "Kafka-Secret-4826");
     for service in &SERVICES {
         let addr = free_addr();
-        let mongo = if service.binary == "cdc-source" { &servers.mongo_source_uri } else { &servers.mongo_target_uri };
+        let mongo =
+            if service.binary == "cdc-source" { &servers.service_source_uri } else { &servers.service_target_uri };
         // The loopback servers have no such user: both refuse, and the failures get reported.
         let mongo_uri = mongo.replacen("mongodb://", &format!("mongodb://replicator:{mongo_password}@"), 1);
         let mut child = spawn(

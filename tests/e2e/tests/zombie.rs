@@ -65,7 +65,7 @@ async fn a_replica_that_stood_still_does_not_write_its_stale_batch_after_losing_
         "sink-b",
         e2e::binary("sink-writer"),
         vec![],
-        p.sink_process_env(b_http, &servers.mongo_target_uri),
+        p.sink_process_env(b_http, &servers.service_target_uri),
         &dir,
     );
     b.start();

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document, RawDocumentBuf};
 use envelope::{ClusterTime, Namespace};
+use futures::TryStreamExt;
+use mongodb::results::CollectionType;
 use regex::Regex;
 
 use crate::config::Config;
@@ -175,13 +177,17 @@ async fn namespaces(config: &Config, args: &Args, source: &mongodb::Client) -> R
         if ["admin", "config", "local"].contains(&db.as_str()) || db == config.apply.metadata_database {
             continue;
         }
-        let names = source
+        // Amazon DocumentDB refuses `type` in a listCollections filter: collections are picked here.
+        let specs: Vec<_> = source
             .database(&db)
-            .list_collection_names()
-            .filter(doc! {"type": "collection"})
+            .list_collections()
+            .await
+            .map_err(|e| Error::mongo("list collections", e))?
+            .try_collect()
             .await
             .map_err(|e| Error::mongo("list collections", e))?;
-        for coll in names.into_iter().filter(|c| !c.starts_with("system.")) {
+        let names = specs.into_iter().filter(|s| s.collection_type == CollectionType::Collection).map(|s| s.name);
+        for coll in names.filter(|c| !c.starts_with("system.")) {
             let ns = Namespace::new(&db, coll);
             let name = ns.to_string();
             if include.as_ref().is_none_or(|r| r.is_match(&name))

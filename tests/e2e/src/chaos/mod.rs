@@ -170,8 +170,9 @@ pub async fn run(settings: Settings) -> Report {
     std::fs::create_dir_all(&dir).expect("chaos dir");
     let mut rng = Rng::new(settings.seed);
     let toxiproxy = Toxiproxy::start(&dir).await;
-    let source_link = toxiproxy.proxy("source", &mongo_host(&servers.mongo_source_uri)).await;
-    let target_link = toxiproxy.proxy("target", &mongo_host(&servers.mongo_target_uri)).await;
+    // The services' links: to the guards in the DocumentDB profile.
+    let source_link = toxiproxy.proxy("source", &mongo_host(&servers.service_source_uri)).await;
+    let target_link = toxiproxy.proxy("target", &mongo_host(&servers.service_target_uri)).await;
     let brokers = settings.cluster.then(cluster::Brokers::new);
     let (source_kafka, sink_kafka) = match &brokers {
         Some(brokers) => (brokers.cluster.bootstrap.clone(), brokers.cluster.via_proxy.clone()),
