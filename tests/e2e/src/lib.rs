@@ -10,6 +10,7 @@ pub mod mongod;
 pub mod pipeline;
 pub mod process;
 pub mod schema;
+pub mod sink_commands;
 pub mod toxiproxy;
 pub mod workload;
 
