@@ -29,7 +29,7 @@ use regex::Regex;
 use crate::config::Config;
 use crate::error::Error;
 use crate::mapping::Mapper;
-use crate::progress::PointReader;
+use crate::point::PointReader;
 use documents::{Pace, Pair};
 pub use report::{Findings, NamespaceReport, Report};
 
