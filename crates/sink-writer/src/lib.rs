@@ -58,7 +58,7 @@
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
 //! | `doctor.rs` | `sink-writer doctor` |
-//! | `status.rs` | `sink-writer status`: consistency point, lag, dead letters, DDL waiting, verdict |
+//! | `status/` | `sink-writer status`: consistency point, lag, what blocks a cutover, verdict |
 //! | `verify/` | `sink-writer verify`: source and target compared while replication runs |
 //! | `error.rs` | what can go wrong, by what happens next |
 
