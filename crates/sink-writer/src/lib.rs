@@ -38,7 +38,8 @@
 //! | `subscription.rs` | which topics are read (never the dead-letter topic) |
 //! | `partitions.rs` | the owned partitions: their tasks, pause/resume, stop on revoke, restart on failure |
 //! | `offsets.rs` | durable offsets and watermarks reached; the one place offsets are committed |
-//! | `progress.rs` | the consistency point (watermarks of all partitions, all replicas), lag, memory |
+//! | `progress.rs` | watermarks passed, recorded for all replicas; the point exported; lag, memory |
+//! | `point.rs` | the consistency point: every partition of every topic read, all replicas |
 //! | `reader.rs` | records on their way to a task, and their decoding |
 //! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers |
 //! | `shared.rs` | what the partition tasks share |
@@ -57,7 +58,7 @@
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
 //! | `doctor.rs` | `sink-writer doctor` |
-//! | `status.rs` | `sink-writer status`: consistency point, lag, dead letters, DDL waiting, verdict |
+//! | `status/` | `sink-writer status`: consistency point, lag, what blocks a cutover, verdict |
 //! | `verify/` | `sink-writer verify`: source and target compared while replication runs |
 //! | `error.rs` | what can go wrong, by what happens next |
 
@@ -84,6 +85,7 @@ mod parked_store;
 mod parking;
 mod partition;
 mod partitions;
+mod point;
 mod progress;
 mod reader;
 mod retry;
@@ -269,8 +271,7 @@ async fn consume(
         health: shell.health.clone(),
         metrics: shared.metrics.clone(),
         budget,
-        book,
-        topics: tokio::sync::watch::channel(Default::default()).0,
+        point: Arc::new(point::PointReader::with_book(config, book)?),
     };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
     dispatcher.run(beat, shutdown).await
