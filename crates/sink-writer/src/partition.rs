@@ -249,7 +249,8 @@ impl PartitionTask {
             reservations.push(reservation);
         }
         let ddl = &self.shared.ddl;
-        let plan = write_plan::plan(changes, &self.shared.mapper, |ns, at| ddl.obsolete(ns, at));
+        let plan =
+            write_plan::plan(changes, &self.shared.mapper, self.shared.field_names, |ns, at| ddl.obsolete(ns, at));
         (Batch { plan, messages, undecodable }, reservations)
     }
 }
