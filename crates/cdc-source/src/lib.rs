@@ -59,6 +59,7 @@ mod producer;
 mod queue;
 mod ranges;
 mod record;
+mod resend;
 mod role;
 mod routing;
 mod schema;
