@@ -55,6 +55,8 @@
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
 //! | `fence.rs` | ownership after a stand-still |
 //! | `dlq.rs` | the dead-letter topic |
+//! | `dead_letters/` | dead letters recorded in the target; the points they hold; `sink-writer dead-letters` |
+//! | `resend.rs` | asking cdc-source to send documents' current state again (repair, retry) |
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
 //! | `doctor.rs` | `sink-writer doctor` |
@@ -67,6 +69,7 @@ mod command;
 mod config;
 mod consumer;
 mod ddl;
+pub mod dead_letters;
 mod dispatch;
 mod dlq;
 pub mod doctor;
@@ -88,6 +91,7 @@ mod partitions;
 mod point;
 mod progress;
 mod reader;
+mod resend;
 mod retry;
 mod round;
 mod schema;
@@ -183,6 +187,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                         Some(exactly_once) => exactly_once,
                         None => return shell.finish(vec![watch], Ok(())).await,
                     };
+                let letters =
+                    dead_letters::Book::new(&client, &config.apply.metadata_database, &config.consume.group_id);
+                let dead_letter_book = dead_letters::DeadLetterBook::new(letters);
+                // Partitions with open dead letters hold their point from the first batch on.
+                if until_ready("read open dead letters", &config, &shutdown, || dead_letter_book.refresh())
+                    .await?
+                    .is_none()
+                {
+                    return shell.finish(vec![watch], Ok(())).await;
+                }
                 let shared = Arc::new(shared::Shared {
                     client: client.clone(),
                     exactly_once,
@@ -190,6 +204,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     write_concern: transaction::write_concern(&config.apply.write_concern, config.apply.journal),
                     writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
                     dead_letters,
+                    dead_letter_book,
                     ddl,
                     mapper,
                     metrics,
@@ -274,5 +289,8 @@ async fn consume(
         point: Arc::new(point::PointReader::with_book(config, book)?),
     };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
-    dispatcher.run(beat, shutdown).await
+    let refreshing = partition::AbortOnDrop(tokio::spawn(dead_letters::refresh(shared)));
+    let result = dispatcher.run(beat, shutdown).await;
+    drop(refreshing);
+    result
 }
