@@ -164,7 +164,11 @@
 //! - `transaction` is filled for changes made in a multi-document transaction (Debezium: null
 //!   unless `provide.transaction.metadata=true`, then the same three fields), so consumers can
 //!   group a transaction's changes.
-//! - `cdc` is ours (exact position, resume token, exact document key).
+//! - `cdc` is ours (exact position, resume token, exact document key, `resend`).
+//! - Re-sent documents are shaped as Debezium's incremental snapshot reads, but requested through
+//!   cdc-source's request topic rather than a signalling collection in the source (no source
+//!   writes, so DocumentDB and read-only users work), and a document's own change during the read
+//!   makes its copy moot rather than being buffered beside it.
 //! - An update whose looked-up document is gone is a `d` (Debezium: `u` with `after` null).
 //! - Control events are ours: Debezium emits nothing for a drop, rename or dropped database, nor
 //!   for collection options and indexes. Watermarks are ours too.

@@ -5,6 +5,7 @@
 //!        ▲                    │  rebalance: stop, drain, commit   │ full / budget spent: pause the partition
 //!        │ commit durable      │                                  ▼
 //!        └── offsets ◄─────────┴─ durable offset (in order) ◄── partition task: decode ─✗─► dead-letter topic
+//!                                                                 │                 + dead_letters (hold the point)
 //!                                                                 │ gather: count / bytes / time
 //!                                                                 │ plan: collapse per document
 //!                                                                 │ write: unordered bulks ≤ 16 MiB, ≤ N in flight
@@ -15,7 +16,9 @@
 //!
 //! Delivery guarantee: an offset is committed only after the target acknowledged (with the
 //! configured write concern) every earlier message of its partition, or the message went to
-//! the dead-letter topic; a DDL marker's offset only once the DDL is applied. Every write is
+//! the dead-letter topic and was recorded in `<metadata_database>.dead_letters` (an open dead
+//! letter holds its partition's consistency point until an operator retries or skips it); a DDL
+//! marker's offset only once the DDL is applied. Every write is
 //! idempotent, so messages read again after a crash or rebalance leave the target as it was: it
 //! converges to the source exactly. A revoked partition starts no new write; a replica that stood
 //! still past a third of the session timeout proves it still owns a partition before its next
