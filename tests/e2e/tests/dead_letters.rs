@@ -156,3 +156,53 @@ async fn exactly_once_a_refused_document_holds_the_point_until_retried_or_skippe
 async fn idempotent_a_refused_document_holds_the_point_until_retried_or_skipped() {
     a_refused_document_holds_the_point_until_retried_or_skipped(sink_writer::ApplyMode::Idempotent).await;
 }
+
+/// A write a unique index on the target refuses waits (parked) for `apply.conflict_retry_timeout_ms`
+/// while later batches pass watermarks; when it goes to the dead-letter topic, none of those may
+/// be claimed: the point stays before it.
+async fn a_parked_write_given_up_holds_the_point(mode: sink_writer::ApplyMode) {
+    let mut p = Pipeline::new("dead_parked", 1).await;
+    p.source_config.delivery.watermark_interval_ms = 300;
+    p.sink_config.apply.mode = mode;
+    p.sink_config.apply.conflict_retry_timeout_ms = 4000;
+    // The target holds a rule the source lacks: `u` is unique.
+    p.target_db()
+        .run_command(doc! {"createIndexes": "items", "indexes": [{"key": {"u": 1}, "name": "u", "unique": true}]})
+        .await
+        .expect("unique index on the target");
+    let db = p.source_db();
+    db.collection::<Document>("ticks").insert_one(doc! {"_id": 0, "n": 0_i64}).await.expect("tick");
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let ticker = {
+        let ticks = db.collection::<Document>("ticks");
+        tokio::spawn(async move {
+            loop {
+                ticks.update_one(doc! {"_id": 0}, doc! {"$inc": {"n": 1_i64}}).await.expect("tick");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    timed_write(&db, doc! {"insert": "items", "documents": [{"_id": 1, "u": 1}]}).await;
+    eventually("the point", Duration::from_secs(60), || async {
+        (metric(&sink.metrics().await, POINT) > 0.0).then_some(())
+    })
+    .await;
+    let refused = timed_write(&db, doc! {"insert": "items", "documents": [{"_id": 2, "u": 1}]}).await;
+    let letter = open_letter(&p, 2).await;
+    assert!(letter.get_str("reason").is_ok_and(|r| r.contains("duplicate")), "{letter}");
+    held_before(&p, &sink, refused).await;
+    ticker.abort();
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_a_parked_write_given_up_holds_the_point() {
+    a_parked_write_given_up_holds_the_point(sink_writer::ApplyMode::ExactlyOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_a_parked_write_given_up_holds_the_point() {
+    a_parked_write_given_up_holds_the_point(sink_writer::ApplyMode::Idempotent).await;
+}
