@@ -20,6 +20,7 @@ use crate::large_events::{self, Fragments, StreamEvent, Support};
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::record::Item;
+use crate::resend::Resender;
 use crate::schema;
 use crate::schema_check::IndexCheck;
 use crate::schema_events::{self, Described};
@@ -43,6 +44,8 @@ pub struct StreamLoop<'a> {
     pub copy_batch_size: u32,
     /// How often indexes are compared where the stream does not report their changes.
     pub schema_check_interval: Duration,
+    /// Documents re-sent at an operator's request, ordered with the stream (`resend/`).
+    pub resender: Option<Resender>,
 }
 
 /// What one event (or an idle moment) asks of the loop.
@@ -88,6 +91,13 @@ impl StreamLoop<'_> {
             let mut fragments = Fragments::default();
             loop {
                 self.beat.beat();
+                if let Some(resender) = self.resender.as_mut() {
+                    if let Some(item) = resender.turn(self.client, &self.converter).await? {
+                        if !self.send(Step::Send(item), &shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
                 if let Some(check) = index_check.as_mut().filter(|check| check.due()) {
                     if let Some(item) = check.run(self.client, &self.converter).await? {
                         if !self.send(Step::Send(item), &shutdown).await {
@@ -128,7 +138,15 @@ impl StreamLoop<'_> {
                             step
                         }
                     },
-                    Ok(None) => self.idle(&stream, &mut last_progress),
+                    Ok(None) => {
+                        let at = stream.resume_token().and_then(|t| bson::to_document(&t).ok());
+                        if let Some(at) = at.as_ref().and_then(crate::watermark::token_time) {
+                            if !self.resend_before(at, &shutdown).await {
+                                return Ok(());
+                            }
+                        }
+                        self.idle(&stream, &mut last_progress)
+                    }
                     Err(e) if large_events::is_too_large(&e) => {
                         let at = match stream.resume_token().and_then(|t| bson::to_document(&t).ok()) {
                             Some(token) => Start::ResumeAfter(token),
@@ -163,7 +181,22 @@ impl StreamLoop<'_> {
         last_progress: &mut Instant,
         shutdown: &CancellationToken,
     ) -> Result<Step, Error> {
-        let step = match self.converter.change(event, described, now_ms()) {
+        if let Some(at) = event.cluster_time {
+            if !self.resend_before(at.into(), shutdown).await {
+                return Ok(Step::Stop);
+            }
+        }
+        self.converter.resend = self.resender.as_mut().and_then(|r| r.claim(&event));
+        let converted = self.converter.change(event, described, now_ms());
+        self.converter.resend = None;
+        if let Some(resender) = self.resender.as_mut() {
+            match &converted {
+                Converted::Item(item) => resender.sending(&item.records),
+                Converted::Copy(copy) => resender.sending(&copy.markers.records),
+                Converted::Invalidate { .. } => {}
+            }
+        }
+        let step = match converted {
             // Not captured: only worth a checkpoint now and then.
             Converted::Item(item)
                 if item.records.is_empty() && last_progress.elapsed() < self.idle_checkpoint_interval =>
@@ -243,6 +276,13 @@ impl StreamLoop<'_> {
         }
         *one_by_one = 0;
         Ok(Step::Reopen(Start::ResumeAfter(reread.token)))
+    }
+
+    /// The stream is at `at`: copies of a re-send whose read it passed go out first. False when
+    /// stopping.
+    async fn resend_before(&mut self, at: ClusterTime, shutdown: &CancellationToken) -> bool {
+        let Some(item) = self.resender.as_mut().and_then(|r| r.passed(at, &self.converter)) else { return true };
+        self.send(Step::Send(item), shutdown).await
     }
 
     /// Hands an item to delivery; false when stopping.

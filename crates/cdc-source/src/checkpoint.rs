@@ -49,6 +49,10 @@ pub struct Checkpoint {
     /// also after a restart.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub topics: BTreeSet<String>,
+    /// The next record of the request topic to answer (`resend/`): every request before it was
+    /// answered by a transaction this checkpoint was part of. None: from the topic's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_offset: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -136,6 +140,8 @@ pub enum Progress {
     SnapshotRange { ns: String, range: usize, last_id: Bson, copied: u64, done: bool },
     /// Every collection is copied, by this cluster time.
     SnapshotCompleted { at: ClusterTime },
+    /// Re-send requests before this offset of the request topic are answered.
+    Requests { next: i64 },
 }
 
 /// Where to start, decided from the stored checkpoint and the snapshot mode.
@@ -212,6 +218,7 @@ impl Checkpoint {
                     state.completed_at = Some(at.into());
                 }
             }
+            Progress::Requests { next } => self.requests_offset = Some(self.requests_offset.unwrap_or(0).max(next)),
         }
     }
 
@@ -334,8 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn answered_requests_move_forward_only() {
+        let mut cp = Checkpoint::default();
+        assert_eq!(cp.requests_offset, None, "none answered: read the request topic from its start");
+        cp.apply(Progress::Requests { next: 4 });
+        cp.apply(Progress::Requests { next: 2 });
+        assert_eq!(cp.requests_offset, Some(4));
+        let text = serde_json::to_string(&Checkpoint::default()).expect("serializes");
+        assert!(!text.contains("requests_offset"), "an older cdc-source reads it: {text}");
+    }
+
+    #[test]
     fn a_checkpoint_reads_back_as_it_was_written() {
         let mut cp = Checkpoint { v: CHECKPOINT_VERSION, seq: 7, ..Checkpoint::default() };
+        cp.apply(Progress::Requests { next: 3 });
         cp.apply(Progress::Stream { resume_token: doc! {"_data": "x"}, cluster_time: None });
         let text = serde_json::to_string(&cp).expect("serializes");
         let back: Checkpoint = serde_json::from_str(&text).expect("parses");

@@ -205,6 +205,9 @@ pub struct TopicConfig {
     /// source, so another source's open transaction never hides this one's latest checkpoint
     /// from a `read_committed` reader.
     pub checkpoint_topic: String,
+    /// Topic of re-send requests (`sink-writer verify --repair`, `dead-letters retry`) and the
+    /// replies. Empty (default): `__cdc_source.<capture.name>.requests`.
+    pub request_topic: String,
 }
 
 impl Default for TopicConfig {
@@ -215,6 +218,7 @@ impl Default for TopicConfig {
             partitions: 4,
             replication_factor: -1,
             checkpoint_topic: String::new(),
+            request_topic: String::new(),
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Converter {
     pub recopy_renames_until: Option<ClusterTime>,
     /// The next event sequence number; shared by the stream and snapshot workers.
     pub seq: Arc<AtomicU64>,
+    /// The re-send request the next streamed document change answers (`resend/`), taken by it.
+    pub resend: Option<String>,
     txn: Transactions,
 }
 
@@ -73,15 +75,16 @@ impl Converter {
             filter,
             recopy_renames_until: None,
             seq: Arc::new(AtomicU64::new(seq)),
+            resend: None,
             txn: Transactions::default(),
         }
     }
 
-    fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn source(&self, snapshot: Snapshot) -> SourceInfo {
+    pub(crate) fn source(&self, snapshot: Snapshot) -> SourceInfo {
         SourceInfo { name: self.name.clone(), rs: self.rs.clone(), snapshot, ..SourceInfo::default() }
     }
 
@@ -219,11 +222,12 @@ impl Converter {
             transaction,
             position,
             ts_ms: now_ms,
+            resend: self.resend.take(),
         }
     }
 
     /// The change record, plus a tombstone after a delete when enabled.
-    fn data_records<D: Payload>(&self, change: &ChangeEvent<D>) -> Vec<Record> {
+    pub(crate) fn data_records<D: Payload>(&self, change: &ChangeEvent<D>) -> Vec<Record> {
         let key = encode_key(change.id().unwrap_or(&Bson::Null));
         let topic = self.router.topic(&change.ns);
         let namespace = change.ns.to_string();
@@ -313,6 +317,7 @@ impl Converter {
             transaction: None,
             position: Position { cluster_time: start_at, resume_token: None, seq: self.next_seq(), exact: true },
             ts_ms: now_ms,
+            resend: None,
         };
         Record {
             target: Target::Keyed(self.router.topic(ns)),

@@ -11,6 +11,8 @@
 //!               events > 16 MiB: split or re-read              records     bytes:         → producer (txn:
 //!               rename into scope: markers + copy                          backpressure)  records, watermark,
 //!               no expanded events: index comparison                                      checkpoint)
+//!   request topic ──► re-send window (read by _id; copies out once the stream passes the read,
+//!                     with the reply and the request's offset)
 //! ```
 //!
 //! Delivery guarantee: with `delivery.guarantee = "exactly_once"` (default) every batch of
@@ -23,6 +25,10 @@
 //! Watermarks (`delivery.watermark_interval_ms`) go to every partition of every topic the source
 //! writes, in the transaction of the batch that proves them: every change captured up to their
 //! cluster time is before them on the partition.
+//!
+//! Re-sends (`topics.request_topic`): documents an operator asks for (`sink-writer verify
+//! --repair`, `dead-letters retry`) are read again and sent ordered with the stream, as
+//! incremental reads with `cdc.resend` (`resend/`).
 //!
 //! Errors: transient MongoDB / Kafka failures restart the pipeline from the last durable
 //! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
@@ -38,7 +44,8 @@
 //! `pipeline` wires the stages. Capture: `snapshot`, `copy` and `ranges` (what is there),
 //! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
 //! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
-//! `routing` (which namespaces, which topics). Delivery: `queue`, `delivery`, `watermark`,
+//! `routing` (which namespaces, which topics), `resend/` (documents sent again on request,
+//! ordered with the stream). Delivery: `queue`, `delivery`, `watermark`,
 //! `producer`, `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`,
 //! `history`, `server`, `doctor`.
 
@@ -59,6 +66,7 @@ mod producer;
 mod queue;
 mod ranges;
 mod record;
+mod resend;
 mod role;
 mod routing;
 mod schema;

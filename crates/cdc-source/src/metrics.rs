@@ -44,6 +44,9 @@ pub struct Metrics {
     pub active: IntGauge,
     /// Times this instance won the election and took over capture.
     pub promotions: IntCounter,
+    /// Documents of re-send requests, by outcome: `resent` (read and sent again), `deleted` (the
+    /// source no longer has them), `superseded` (their own change came through the stream first).
+    pub resent: IntCounterVec,
 }
 
 impl Metrics {
@@ -128,6 +131,10 @@ impl Metrics {
                 "cdc_source_promotions_total",
                 "Times this instance won the election and took over capture.",
             )?,
+            resent: IntCounterVec::new(
+                Opts::new("cdc_source_resent_documents_total", "Documents of re-send requests, by outcome."),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
@@ -148,6 +155,7 @@ impl Metrics {
         registry.register(Box::new(metrics.watermark_timestamp.clone()))?;
         registry.register(Box::new(metrics.active.clone()))?;
         registry.register(Box::new(metrics.promotions.clone()))?;
+        registry.register(Box::new(metrics.resent.clone()))?;
         Ok(metrics)
     }
 }

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 use crate::queue;
+use crate::resend::Resender;
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::server;
 use crate::snapshot::Snapshot;
@@ -152,6 +153,7 @@ async fn run_once(
     let source =
         envelope::SourceInfo { name: config.capture.name.clone(), rs: converter.rs.clone(), ..Default::default() };
     let (tx, rx) = queue::bounded(config.delivery.queue_capacity, config.delivery.queue_bytes());
+    let answered = checkpoint.requests_offset;
     let delivery = Delivery {
         producer,
         checkpoint,
@@ -164,7 +166,7 @@ async fn run_once(
 
     // Capture stops on shutdown and closes the queue; delivery drains it and commits the rest.
     let stop_capture = shutdown.child_token();
-    let capture = Capture { config, client, filter, health, metrics };
+    let capture = Capture { config, client, filter, health, metrics, answered };
     let capture = capture.run(converter, plan, tx, &stop_capture);
     let drain = async {
         let result = delivery.run(rx, &config.delivery).await;
@@ -185,6 +187,8 @@ struct Capture<'a> {
     filter: &'a NamespaceFilter,
     health: &'a Health,
     metrics: &'a Metrics,
+    /// The next re-send request to answer, as the checkpoint says.
+    answered: Option<i64>,
 }
 
 impl Capture<'_> {
@@ -246,6 +250,7 @@ impl Capture<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         let config = self.config;
+        let resender = Resender::start(config, self.answered, self.metrics.clone()).await?;
         let stream = StreamLoop {
             client: self.client,
             config: &config.capture,
@@ -259,6 +264,7 @@ impl Capture<'_> {
             heartbeat_topic: Some(config.delivery.heartbeat_topic.clone()).filter(|t| !t.is_empty()),
             copy_batch_size: config.snapshot.batch_size,
             schema_check_interval: Duration::from_millis(config.capture.schema_check_interval_ms),
+            resender: Some(resender),
         };
         stream.run(start, shutdown.clone()).await
     }

@@ -24,11 +24,14 @@ use service_kit::kafka_auth::AuthContext;
 use crate::checkpoint::Checkpoint;
 use crate::config::{CheckpointStore, Config, Guarantee};
 use crate::error::{Error, Failure};
-use crate::record::{Item, Record, Target, HEARTBEAT};
+use crate::record::{Item, Record, Target, HEARTBEAT, REPLY};
 use crate::store::{Store, CHECKPOINT_TOPIC_CONFIG};
 use crate::topics::Topics;
 
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The request topic keeps a week of requests and replies.
+const REQUEST_TOPIC_CONFIG: [(&str, &str); 2] = [("cleanup.policy", "delete"), ("retention.ms", "604800000")];
 
 pub struct Producer {
     producer: FutureProducer<AuthContext>,
@@ -75,6 +78,8 @@ impl Producer {
             }
             CheckpointStore::File => CheckpointTarget::File(PathBuf::from(&delivery.checkpoint_file)),
         };
+        // Re-send requests and their replies: one partition, so they are answered in order.
+        topics.ensure_with_partitions(&crate::resend::request_topic(config), 1, &REQUEST_TOPIC_CONFIG).await?;
         Ok(Self {
             producer,
             guarantee: delivery.guarantee,
@@ -131,8 +136,9 @@ impl Producer {
             }
         }
         for (topic, _, item_index, record_index) in &destinations {
-            // Heartbeats have a topic of their own, not one of the source's.
-            if batch[*item_index].records[*record_index].op != HEARTBEAT && !checkpoint.topics.contains(topic) {
+            // Heartbeats and replies have topics of their own, not ones of the source's.
+            let op = batch[*item_index].records[*record_index].op;
+            if op != HEARTBEAT && op != REPLY && !checkpoint.topics.contains(topic) {
                 checkpoint.topics.insert(topic.clone());
             }
         }

@@ -6,6 +6,8 @@ use crate::checkpoint::Progress;
 
 /// The `op` of heartbeat records (on `delivery.heartbeat_topic`, not a topic of the source's).
 pub const HEARTBEAT: &str = "heartbeat";
+/// The `op` of replies to re-send requests (on the request topic, not a topic of the source's).
+pub const REPLY: &str = "reply";
 
 /// Where a record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -144,6 +144,7 @@ fn decode_as<D: Payload>(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Eve
         }),
         position,
         ts_ms,
+        resend: parsed.cdc.as_ref().and_then(|c| c.resend.as_deref()).map(str::to_owned),
     })))
 }
 
@@ -311,7 +312,8 @@ fn source_info(source: &SourceWire) -> SourceInfo {
         rs: source.rs.as_deref().map(str::to_owned),
         snapshot: match source.snapshot.as_deref() {
             Some("last") => Snapshot::Last,
-            Some("true" | "incremental") => Snapshot::True,
+            Some("true") => Snapshot::True,
+            Some("incremental") => Snapshot::Incremental,
             _ => Snapshot::False,
         },
         wall_time_ms: source.wall_time,

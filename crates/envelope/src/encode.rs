@@ -76,6 +76,7 @@ pub fn encode_change<D: Payload>(event: &ChangeEvent<D>, mode: Mode) -> Vec<u8> 
     if gone {
         cdc.op = Some(Cow::Borrowed(event.op.code()));
     }
+    cdc.resend = event.resend.as_deref().map(Cow::Borrowed);
     let value = ChangeOut {
         before,
         after: event.after.as_ref().map(|doc| payload(doc.to_ext_json(style))),
@@ -159,7 +160,7 @@ fn source_wire<'a>(
 ) -> SourceWire<'a> {
     let ts_ms = match (source.wall_time_ms, source.snapshot) {
         (Some(wall), _) => wall,
-        (None, Snapshot::True | Snapshot::Last) => read_ms,
+        (None, Snapshot::True | Snapshot::Last | Snapshot::Incremental) => read_ms,
         (None, Snapshot::False) => i64::from(position.cluster_time.t) * 1000,
     };
     SourceWire {
@@ -190,6 +191,7 @@ fn cdc_wire<'a>(position: &'a Position, document_key: Option<&Document>) -> CdcW
         resume_token: position.resume_token.as_ref().map(|t| Cow::Borrowed(t.as_str())),
         document_key: document_key.map(|k| Cow::Owned(document_to_string(k, Style::Strict))),
         op: None,
+        resend: None,
     }
 }
 

@@ -103,6 +103,9 @@ pub enum Snapshot {
     True,
     /// The last read of a collection's snapshot.
     Last,
+    /// Read again while streaming, ordered with the stream (an operator's repair or dead-letter
+    /// retry: Debezium's value for its incremental snapshots' reads).
+    Incremental,
 }
 
 impl Snapshot {
@@ -111,6 +114,7 @@ impl Snapshot {
             Snapshot::False => "false",
             Snapshot::True => "true",
             Snapshot::Last => "last",
+            Snapshot::Incremental => "incremental",
         }
     }
 }
@@ -220,6 +224,10 @@ pub struct ChangeEvent<D = Document> {
     pub position: Position,
     /// When the source processed the event, in milliseconds since the epoch.
     pub ts_ms: i64,
+    /// The re-send request this event answers (`cdc.resend`): a document's current state read
+    /// again at an operator's request (`r`, or `d` when the source no longer has it), or a
+    /// streamed change of a requested document that made the copy moot.
+    pub resend: Option<String>,
 }
 
 impl<D> ChangeEvent<D> {

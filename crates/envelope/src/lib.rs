@@ -54,8 +54,19 @@
 //! - `transaction`: null, or `{"id": "<lsid>:<txnNumber>", "total_order", "data_collection_order"}`.
 //! - `cdc` (additive; standard consumers ignore it): `{"v": 1, "seq": <per-source sequence>,
 //!   "clusterTime": {"t", "i"}, "resumeToken": "<ext JSON>"|null, "documentKey": "<ext JSON>",
-//!   "op"?}`. `documentKey` is the exact (strict) key including shard key fields; `op` the
-//!   change's own operation where the Debezium `op` differs.
+//!   "op"?, "resend"?}`. `documentKey` is the exact (strict) key including shard key fields; `op`
+//!   the change's own operation where the Debezium `op` differs; `resend` the id of the re-send
+//!   request the event answers (below).
+//!
+//! ## Re-sent documents
+//! An operator may ask cdc-source to send documents' current state again ([`resend`]: `sink-writer
+//! verify --repair`, `sink-writer dead-letters retry`). cdc-source reads them while streaming and
+//! sends them ordered with the stream, as Debezium's incremental snapshots send their reads: `op:
+//! "r"`, `source.snapshot: "incremental"`, `cdc.clusterTime` the read's time, and `cdc.resend`
+//! the request id; an `_id` the source no longer has goes out as a delete (`op: "d"`, also
+//! `"incremental"`, then a tombstone). A requested document whose own change came through the
+//! stream while it was read gets no copy: that change (which carries the newer state) carries
+//! `cdc.resend` instead. Consumers of Debezium's format apply them as any read or delete.
 //!
 //! ## Control events (DDL)
 //! Key `{"id": null, "ddl": {"type": "drop"|"rename"|"dropDatabase"|"create"|"createIndexes"|
@@ -153,7 +164,11 @@
 //! - `transaction` is filled for changes made in a multi-document transaction (Debezium: null
 //!   unless `provide.transaction.metadata=true`, then the same three fields), so consumers can
 //!   group a transaction's changes.
-//! - `cdc` is ours (exact position, resume token, exact document key).
+//! - `cdc` is ours (exact position, resume token, exact document key, `resend`).
+//! - Re-sent documents are shaped as Debezium's incremental snapshot reads, but requested through
+//!   cdc-source's request topic rather than a signalling collection in the source (no source
+//!   writes, so DocumentDB and read-only users work), and a document's own change during the read
+//!   makes its copy moot rather than being buffered beside it.
 //! - An update whose looked-up document is gone is a `d` (Debezium: `u` with `after` null).
 //! - Control events are ours: Debezium emits nothing for a drop, rename or dropped database, nor
 //!   for collection options and indexes. Watermarks are ours too.
@@ -171,6 +186,7 @@ mod event;
 pub mod extjson;
 mod extjson_raw;
 mod extjson_read;
+pub mod resend;
 mod wire;
 
 pub use decode::{decode, decode_key, decode_raw, Payload};

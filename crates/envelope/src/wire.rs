@@ -70,6 +70,9 @@ pub(crate) struct CdcWire<'a> {
     /// update whose looked-up document is gone, sent as `d`.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub op: Option<Cow<'a, str>>,
+    /// The re-send request the event answers, if it answers one.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub resend: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize, Deserialize)]

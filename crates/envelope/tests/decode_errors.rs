@@ -75,7 +75,7 @@ fn decodes_plain_debezium_with_schema_wrapper() {
     };
     assert_eq!(event.op, Op::Read);
     assert_eq!(event.ns.to_string(), "inventory.customers");
-    assert_eq!(event.source.snapshot, Snapshot::True);
+    assert_eq!(event.source.snapshot, Snapshot::Incremental, "Debezium's incremental snapshot read");
     assert_eq!(event.position.cluster_time.t, 1_558_965_508);
     assert_eq!(event.position.cluster_time.i, 31);
     let after = event.after.expect("after");

@@ -114,6 +114,7 @@ fn event(doc: Document, update: Option<Document>) -> ChangeEvent {
         transaction: None,
         position: Position { cluster_time: ClusterTime { t: 1, i: 2 }, resume_token: None, seq: 3, exact: true },
         ts_ms: 4,
+        resend: None,
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// `sink-writer status`: what "ready to cut over" requires.
     pub status: StatusConfig,
+    /// `verify --repair` and `dead-letters retry`: asking cdc-source to send documents again.
+    pub repair: RepairConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             apply: ApplyConfig::default(),
             verify: VerifyConfig::default(),
             status: StatusConfig::default(),
+            repair: RepairConfig::default(),
         }
     }
 }
@@ -274,6 +277,39 @@ impl StatusConfig {
     }
 }
 
+/// How `verify --repair` and `dead-letters retry` ask cdc-source to send documents again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// cdc-source's request topics (its `topics.request_topic`), one per capture feeding these
+    /// topics; every request goes to each, and the capture of the namespace answers. From the
+    /// environment: comma-separated. Empty (default): `__cdc_source.<name>.requests` for every
+    /// name in `status.capture_names`.
+    #[serde(deserialize_with = "service_kit::config::deserialize_string_list")]
+    pub request_topics: Vec<String>,
+    /// How long to wait for cdc-source's replies, in ms (it answers while streaming, one request
+    /// at a time, each once the stream has passed the documents' read).
+    pub reply_timeout_ms: u64,
+    /// Most `_id`s in one request (more go in several).
+    pub max_ids_per_request: usize,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self { request_topics: Vec::new(), reply_timeout_ms: 120_000, max_ids_per_request: 1000 }
+    }
+}
+
+impl Config {
+    /// The request topics in use (`repair.request_topics`).
+    pub fn request_topics(&self) -> Vec<String> {
+        if !self.repair.request_topics.is_empty() {
+            return self.repair.request_topics.clone();
+        }
+        self.status.capture_names.iter().map(|name| format!("__cdc_source.{name}.requests")).collect()
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -322,6 +358,9 @@ impl Validate for Config {
         }
         if self.verify.max_rechecked == 0 {
             problems.push("verify.max_rechecked must be at least 1".into());
+        }
+        if self.repair.max_ids_per_request == 0 {
+            problems.push("repair.max_ids_per_request must be at least 1".into());
         }
         if self.consume.topic_refresh_interval_ms == 0 {
             problems.push("consume.topic_refresh_interval_ms must be at least 1".into());

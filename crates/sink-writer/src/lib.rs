@@ -6,6 +6,7 @@
 //!        │ commit durable      │                                  ▼
 //!        └── offsets ◄─────────┴─ durable offset (in order) ◄── partition task: decode ─✗─► dead-letter topic
 //!            (lag, tooling)                                       │ claim: epoch + 1, offset read back from the target
+//!                                                                 │                 + dead_letters (hold the point)
 //!                                                                 │ gather: count / bytes / time
 //!                                                                 │ plan: collapse per document
 //!                                                                 │ transaction: ledger (offset, epoch) ·
@@ -23,8 +24,9 @@
 //! follows the ledger. In the `idempotent` mode an offset is committed only after the target
 //! acknowledged every earlier message of its partition; writes are idempotent, so what a new
 //! owner reads again converges (documents may show older versions meanwhile). Either way a
-//! message is passed over only once applied or sent to the dead-letter topic, and a DDL marker's
-//! offset only once the DDL is applied.
+//! message is passed over only once applied or sent to the dead-letter topic and recorded in
+//! `<metadata_database>.dead_letters` (an open dead letter holds its partition's consistency point
+//! until an operator retries or skips it), and a DDL marker's offset only once the DDL is applied.
 //!
 //! Errors: every failure to write, to record or apply DDL, or to send a dead letter is retried
 //! with capped backoff without committing, and readiness says which part fails; a write refused
@@ -66,6 +68,8 @@
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
 //! | `fence.rs` | ownership after a stand-still |
 //! | `dlq.rs` | the dead-letter topic |
+//! | `dead_letters/` | dead letters recorded in the target; the points they hold; `sink-writer dead-letters` |
+//! | `resend.rs` | asking cdc-source to send documents' current state again (repair, retry) |
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
 //! | `doctor.rs` | `sink-writer doctor` |
@@ -78,6 +82,7 @@ mod command;
 mod config;
 mod consumer;
 mod ddl;
+pub mod dead_letters;
 mod dispatch;
 mod dlq;
 pub mod doctor;
@@ -99,6 +104,7 @@ mod partitions;
 mod point;
 mod progress;
 mod reader;
+mod resend;
 mod retry;
 mod round;
 mod schema;
@@ -194,6 +200,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                         Some(exactly_once) => exactly_once,
                         None => return shell.finish(vec![watch], Ok(())).await,
                     };
+                let letters =
+                    dead_letters::Book::new(&client, &config.apply.metadata_database, &config.consume.group_id);
+                let dead_letter_book = dead_letters::DeadLetterBook::new(letters);
+                // Partitions with open dead letters hold their point from the first batch on.
+                if until_ready("read open dead letters", &config, &shutdown, || dead_letter_book.refresh())
+                    .await?
+                    .is_none()
+                {
+                    return shell.finish(vec![watch], Ok(())).await;
+                }
                 let shared = Arc::new(shared::Shared {
                     client: client.clone(),
                     exactly_once,
@@ -205,6 +221,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     },
                     writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
                     dead_letters,
+                    dead_letter_book,
                     ddl,
                     mapper,
                     metrics,
@@ -289,5 +306,8 @@ async fn consume(
         point: Arc::new(point::PointReader::with_book(config, book)?),
     };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
-    dispatcher.run(beat, shutdown).await
+    let refreshing = partition::AbortOnDrop(tokio::spawn(dead_letters::refresh(shared)));
+    let result = dispatcher.run(beat, shutdown).await;
+    drop(refreshing);
+    result
 }

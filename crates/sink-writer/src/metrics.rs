@@ -49,6 +49,8 @@ pub struct Metrics {
     pub consistent_up_to: IntGauge,
     /// Now minus that time.
     pub consistency_lag_seconds: IntGauge,
+    /// Partitions whose consistent point open dead letters hold (of this group).
+    pub held_by_dead_letters: IntGauge,
 }
 
 impl Metrics {
@@ -134,6 +136,10 @@ impl Metrics {
                 "sink_writer_consistency_lag_seconds",
                 "Now minus the source cluster time up to which the target is consistent.",
             )?,
+            held_by_dead_letters: IntGauge::new(
+                "sink_writer_partitions_held_by_dead_letters",
+                "Partitions whose consistent point open dead letters of this group hold.",
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.applied.clone()))?;
@@ -156,6 +162,7 @@ impl Metrics {
         registry.register(Box::new(metrics.schema_conflicts.clone()))?;
         registry.register(Box::new(metrics.consistent_up_to.clone()))?;
         registry.register(Box::new(metrics.consistency_lag_seconds.clone()))?;
+        registry.register(Box::new(metrics.held_by_dead_letters.clone()))?;
         Ok(metrics)
     }
 }

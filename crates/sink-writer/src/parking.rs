@@ -213,7 +213,9 @@ impl Parking {
             }
             let lot = self.lock();
             if lot.docs.is_empty() {
-                marks.reached(lot.covered, lot.watermark);
+                // A write given up meanwhile is an open dead letter: it holds the point.
+                let held = shared.dead_letter_book.holds(&(to.topic.clone(), to.partition));
+                marks.reached(lot.covered, lot.watermark.filter(|_| !held));
                 drop(lot);
                 self.emptied.notify_waiters();
             }

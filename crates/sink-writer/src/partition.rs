@@ -14,14 +14,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{write_batch, Batch};
-use crate::dlq::Origin;
 use crate::error::Error;
 use crate::fence::Fence;
 use crate::flight::{Covered, Flight};
 use crate::offsets::Marks;
 use crate::parking::Parking;
 use crate::reader::Decoded;
-use crate::round::Destination;
+use crate::round::{DeadLetterer, Destination};
 use crate::shared::Shared;
 use crate::write_plan::{self, DocKey};
 
@@ -48,6 +47,12 @@ impl PartitionTask {
         // Another replica may have applied DDL while this one did not own the partition.
         let ddl = &self.shared.ddl;
         self.shared.retrier.run(crate::retry::WRITES, &self.name(), &self.stop, || ddl.load()).await?;
+        // Another replica may have recorded dead letters of it: they hold its point.
+        let (letters, tp) = (&self.shared.dead_letter_book, (self.topic.clone(), self.partition));
+        self.shared
+            .retrier
+            .run(crate::retry::WRITES, &self.name(), &self.stop, || letters.refresh_partition(&tp))
+            .await?;
         if self.shared.exactly_once {
             let exact = crate::exact::Exact::claim(&self).await?;
             return exact.run(&mut rx).await;
@@ -67,8 +72,12 @@ impl PartitionTask {
             self.marks.clone(),
             self.stop.clone(),
         )));
-        let (lot, marks) = (parking.clone(), self.marks.clone());
-        let mut flight = Flight::new(Box::new(move |covered| lot.covered(covered, &marks)));
+        let (lot, marks, shared) = (parking.clone(), self.marks.clone(), self.shared.clone());
+        let mut flight = Flight::new(Box::new(move |covered: Covered| {
+            // An open dead letter holds the partition's point where it is.
+            let held = shared.dead_letter_book.holds(&tp);
+            lot.covered(Covered { watermark: covered.watermark.filter(|_| !held), ..covered }, &marks)
+        }));
         let outcome = self.work(&mut flight, &parking, &mut rx, start).await;
         // Stopping: what is on the wire is awaited (a write cannot be called back); nothing new
         // starts, as every attempt checks the stop first.
@@ -129,6 +138,7 @@ impl PartitionTask {
                     _ => None,
                 })
                 .max();
+            let resent = crate::dead_letters::resent(&batch);
             let (batch, reservations) = self.plan(batch);
             let keys: HashSet<DocKey> = batch.plan.keys.iter().cloned().collect();
             // Keep per-document order: a batch touching a document still in flight waits for it.
@@ -144,12 +154,18 @@ impl PartitionTask {
             let write = write_batch(self.shared.clone(), self.destination(), batch, parking.clone(), self.stop.clone());
             // A batch ending in a DDL marker covers everything before the marker, not the marker.
             let covered = if control.is_some() { last_offset } else { last_offset + 1 };
+            let (shared, name, stop) = (self.shared.clone(), self.name(), self.stop.clone());
+            let tp = (self.topic.clone(), self.partition);
             flight.push(
                 keys,
                 Box::pin(async move {
                     let written = write.await;
                     drop(reservations);
-                    written.map(|()| Covered { offset: covered, watermark })
+                    written?;
+                    // Re-sent documents applied resolve their dead letters before the offset moves.
+                    let letters = &shared.dead_letter_book;
+                    shared.retrier.run(crate::retry::WRITES, &name, &stop, || letters.applied(&tp, &resent)).await?;
+                    Ok(Covered { offset: covered, watermark })
                 }),
             );
             if let Some((offset, event)) = control {
@@ -171,15 +187,9 @@ impl PartitionTask {
             self.shared.metrics.ddl_applied.with_label_values(&[event.ddl.kind()]).inc();
             if let Some(reason) = passed.refused {
                 let (key, value) = envelope::encode_control(event);
-                let origin = Origin { topic: &self.topic, partition: self.partition, offset, stage: "ddl" };
-                let dead = &self.shared.dead_letters;
-                self.shared
-                    .retrier
-                    .run(crate::dlq::COMPONENT, &arrival, &self.stop, || {
-                        dead.send(&origin, Some(&key), Some(&value), &reason)
-                    })
-                    .await?;
-                self.shared.metrics.dead_letters.with_label_values(&["ddl"]).inc();
+                let to = self.destination();
+                let dead = DeadLetterer { shared: &self.shared, to: &to, stop: &self.stop };
+                dead.send(offset, Some(&key), Some(&value), &reason, "ddl").await?;
             }
         }
         Ok(())

@@ -302,6 +302,7 @@ mod tests {
                 transaction: None,
                 position,
                 ts_ms: 0,
+                resend: None,
             }))
         };
         assert_eq!(before_first(&change(Snapshot::False, true, 4)), Some(ClusterTime { t: 60, i: 3 }));

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letters::Letter;
 use crate::dlq::Origin;
 use crate::error::Error;
 use crate::fence::Fence;
@@ -55,7 +56,8 @@ pub async fn apply_round(
     Ok(round.into_iter().zip(outcomes).collect())
 }
 
-/// Sends records to the dead-letter topic, unchanged, with the reason.
+/// Sends records to the dead-letter topic, unchanged, with the reason, and records them in the
+/// target (`dead_letters/`).
 pub struct DeadLetterer<'a> {
     pub shared: &'a Shared,
     pub to: &'a Destination,
@@ -79,6 +81,11 @@ impl DeadLetterer<'_> {
                 self.shared.dead_letters.send(&origin, key, payload, reason)
             })
             .await?;
+        // Recorded before the offset can pass it: the partition's consistent point holds from now.
+        let tp = (self.to.topic.clone(), self.to.partition);
+        let letter = Letter { tp: &tp, offset, stage, reason, key, payload };
+        let book = &self.shared.dead_letter_book;
+        self.shared.retrier.run(WRITES, &self.to.name(), self.stop, || book.record(&letter)).await?;
         self.shared.metrics.dead_letters.with_label_values(&[stage]).inc();
         Ok(())
     }

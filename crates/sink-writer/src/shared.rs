@@ -1,4 +1,4 @@
-//! What every partition task shares: the target writer, the dead-letter topic, DDL state,
+//! What every partition task shares: the target writer, the dead-letter topic and book, DDL state,
 //! namespace mapping, metrics, readiness, the retry loop, the topics read, and the limits.
 
 use bson::doc;
@@ -8,6 +8,7 @@ use service_kit::health::Health;
 
 use crate::config::ApplyConfig;
 use crate::ddl::DdlApplier;
+use crate::dead_letters::DeadLetterBook;
 use crate::dlq::DeadLetters;
 use crate::error::Error;
 use crate::ledger::Ledger;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub write_concern: WriteConcern,
 
     pub dead_letters: DeadLetters,
+    /// The dead letters recorded in the target, and the partitions they hold.
+    pub dead_letter_book: DeadLetterBook,
     pub ddl: DdlApplier,
     pub mapper: Mapper,
     pub metrics: Metrics,

@@ -352,6 +352,7 @@ mod tests {
             transaction: None,
             position: Position { cluster_time: ClusterTime { t, i: 0 }, resume_token: None, seq: 0, exact: true },
             ts_ms: 0,
+            resend: None,
         }
     }
 

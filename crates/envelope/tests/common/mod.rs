@@ -53,6 +53,7 @@ fn change(op: Op, i: u32) -> ChangeEvent {
         transaction: None,
         position: position(i, u64::from(i), true),
         ts_ms: 1_700_000_000_200,
+        resend: None,
     }
 }
 
@@ -95,6 +96,13 @@ pub fn samples() -> Vec<(&'static str, ChangeEvent)> {
     read.source.wall_time_ms = None;
     read.position = position(0, 0, false);
 
+    // The current state read again at an operator's request, ordered with the stream.
+    let mut resend = change(Op::Read, 9);
+    resend.source.snapshot = Snapshot::Incremental;
+    resend.source.wall_time_ms = None;
+    resend.position.resume_token = None;
+    resend.resend = Some("3f0c1d2e-repair-1".into());
+
     vec![
         ("insert", insert),
         ("update", update),
@@ -102,6 +110,7 @@ pub fn samples() -> Vec<(&'static str, ChangeEvent)> {
         ("delete", delete),
         ("update_gone", update_gone),
         ("read", read),
+        ("resend", resend),
     ]
 }
 

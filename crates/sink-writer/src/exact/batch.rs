@@ -50,6 +50,7 @@ impl Exact<'_> {
         self.pending = self.pending.max(watermark);
         shared.metrics.batch_messages.observe(batch.len() as f64);
         shared.metrics.consumed.with_label_values(&[&self.tp.0]).inc_by(batch.len() as u64);
+        let resent = crate::dead_letters::resent(&batch);
         let (batch, reservations) = self.task.plan(batch);
         let Batch { plan, messages, undecodable } = batch;
         let Plan { mut rounds, keys, rejected, newest, .. } = plan;
@@ -83,7 +84,8 @@ impl Exact<'_> {
         loop {
             let (entries, moot) = self.settle_for(&parks)?;
             let settle = Settle { park: entries, unpark: moot.iter().map(String::as_str).collect() };
-            let empty_after = self.parking.is_empty() && parks.is_empty();
+            // Nothing parked, and no open dead letter: the consistent point may move.
+            let empty_after = self.parking.is_empty() && parks.is_empty() && !shared.dead_letter_book.holds(&self.tp);
             let advance = Advance {
                 epoch: self.epoch,
                 offset: covered,
@@ -125,7 +127,10 @@ impl Exact<'_> {
         for (key, parked) in parks {
             self.parking.park(key, parked);
         }
-        let consistent = self.parking.is_empty().then_some(self.pending).flatten();
+        let letters = &shared.dead_letter_book;
+        shared.retrier.run(WRITES, &self.name, &self.task.stop, || letters.applied(&self.tp, &resent)).await?;
+        let held = letters.holds(&self.tp);
+        let consistent = (self.parking.is_empty() && !held).then_some(self.pending).flatten();
         self.task.marks.reached(covered, consistent);
         drop(reservations);
         let mut touched: Vec<&envelope::Namespace> = keys.iter().map(|(ns, _)| ns).collect();

@@ -37,7 +37,7 @@ impl Exact<'_> {
                 .map(|(_, p)| parked_store::id(shared.ledger().group(), &self.tp, p.seq))
                 .collect();
             let settle = Settle { park: Vec::new(), unpark: ids.iter().map(String::as_str).collect() };
-            let empty_after = total == trying.len() + dropped.len();
+            let empty_after = total == trying.len() + dropped.len() && !shared.dead_letter_book.holds(&self.tp);
             let advance = Advance {
                 epoch: self.epoch,
                 offset: self.task.marks.durable(),
@@ -75,7 +75,7 @@ impl Exact<'_> {
         for (key, parked) in trying.iter().chain(&dropped) {
             self.parking.settle(key, parked.seq);
         }
-        if self.parking.is_empty() {
+        if self.parking.is_empty() && !shared.dead_letter_book.holds(&self.tp) {
             self.task.marks.reached(self.task.marks.durable(), self.pending);
         }
         let mut broken = false;

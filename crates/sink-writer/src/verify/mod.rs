@@ -13,8 +13,11 @@
 //!
 //! ```text
 //! sink-writer verify [--config FILE] [--namespace db.coll …] [--full | --sample N] [--json]
-//!                    [--max-docs-per-second N]
+//!                    [--max-docs-per-second N] [--repair]
 //! ```
+//!
+//! `--repair` has cdc-source send the documents found different (or unconfirmed) again, ordered
+//! with its stream, and checks them again (`repair.rs`): what is repaired counts as equal.
 //!
 //! | file | owns |
 //! |---|---|
@@ -23,6 +26,7 @@
 //! | `namespace.rs` | one namespace: documents, rechecks, schema; one only on the target |
 //! | `documents.rs` | documents compared in ranges or a sample, with bounded memory |
 //! | `recheck.rs` | differences checked again against the consistency point |
+//! | `repair.rs` | `--repair`: differences sent again by cdc-source, then checked again |
 //! | `indexes.rs` | what a namespace is, its options and indexes |
 //! | `read.rs` | reading `_id` ranges the way both MongoDB and DocumentDB can |
 //! | `report.rs` | the report, its outcome and exit status |
@@ -32,6 +36,7 @@ mod indexes;
 mod namespace;
 mod read;
 mod recheck;
+mod repair;
 mod report;
 mod scope;
 
@@ -59,6 +64,8 @@ struct Args {
     sample: Option<usize>,
     json: bool,
     max_docs_per_second: Option<u64>,
+    /// Have cdc-source send the documents found different again, then check them again.
+    repair: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -71,6 +78,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--full" => parsed.sample = None,
             "--sample" => parsed.sample = Some(value("a number")?.parse().map_err(|e| format!("--sample: {e}"))?),
             "--json" => parsed.json = true,
+            "--repair" => parsed.repair = true,
             "--max-docs-per-second" => {
                 parsed.max_docs_per_second = Some(value("a number")?.parse().map_err(|e| format!("{arg}: {e}"))?)
             }
@@ -157,6 +165,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         parallel: config.verify.parallel,
         max_rechecked: config.verify.max_rechecked,
     };
+    let mut found = Vec::new();
     for (ns, kind) in namespaces {
         let mapped = mapper.map(&ns);
         let findings = match verifier.compare(&ns, &mapped, kind).await {
@@ -165,6 +174,13 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
             Err(e) if !e.is_retriable() => Findings::unreadable(kind, format!("cannot be compared: {e}")),
             Err(e) => return Err(e),
         };
+        found.push((ns, mapped, findings));
+    }
+    if args.repair {
+        let clients = (&source, &target);
+        report.repair = Some(repair::repair(config, clients, &mut found, &replication, &pace, &held).await?);
+    }
+    for (ns, mapped, findings) in found {
         report.namespaces.push(NamespaceReport::new(ns, mapped, findings, config.verify.max_listed));
     }
     for (ns, kind) in only_on_target {
@@ -228,7 +244,13 @@ mod tests {
             ["--namespace", "a.b", "--sample", "50", "--json"].iter().map(|s| s.to_string()).collect();
         assert_eq!(
             parse(&args),
-            Ok(Args { namespaces: vec!["a.b".into()], sample: Some(50), json: true, max_docs_per_second: None })
+            Ok(Args {
+                namespaces: vec!["a.b".into()],
+                sample: Some(50),
+                json: true,
+                max_docs_per_second: None,
+                repair: false
+            })
         );
         assert!(parse(&["--sample".to_string()]).is_err());
         assert!(parse(&["--bogus".to_string()]).is_err());

@@ -52,6 +52,7 @@ impl Verifier<'_> {
             different: rechecked.different,
             unconfirmed: rechecked.unconfirmed,
             in_flight: rechecked.in_flight,
+            repaired: 0,
             not_rechecked,
             extra_documents: 0,
             schema,

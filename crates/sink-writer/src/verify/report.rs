@@ -54,6 +54,8 @@ pub struct Findings {
     pub unconfirmed: Vec<(Bson, Kind)>,
     /// Found, then seen equal once replication passed it.
     pub in_flight: u64,
+    /// Found, sent again by cdc-source (`--repair`), then seen equal.
+    pub repaired: u64,
     /// Found but not kept to be checked again (over `verify.max_rechecked`).
     pub not_rechecked: u64,
     /// Documents only on the target of a namespace only there.
@@ -75,6 +77,7 @@ impl Findings {
             different: Vec::new(),
             unconfirmed: Vec::new(),
             in_flight: 0,
+            repaired: 0,
             not_rechecked: 0,
             extra_documents: 0,
             schema: vec![why].into_iter().filter(|w| !w.is_empty()).collect(),
@@ -96,6 +99,7 @@ pub struct NamespaceReport {
     pub unconfirmed: u64,
     pub not_rechecked: u64,
     pub in_flight: u64,
+    pub repaired: u64,
     /// Some `_id`s of each kind (at most `max_listed` each), as relaxed extended JSON; the
     /// unconfirmed ones apart.
     pub listed: Vec<(Kind, String)>,
@@ -128,6 +132,7 @@ impl NamespaceReport {
             unconfirmed: findings.unconfirmed.len() as u64 + findings.not_rechecked,
             not_rechecked: findings.not_rechecked,
             in_flight: findings.in_flight,
+            repaired: findings.repaired,
             listed,
             listed_unconfirmed: findings.unconfirmed.iter().take(max_listed).map(|(id, _)| text(id)).collect(),
             schema: findings.schema,
@@ -147,7 +152,7 @@ impl NamespaceReport {
 
     fn equal_documents(&self) -> u64 {
         self.compared.saturating_sub(self.found.missing + self.found.different)
-            + (self.found.missing + self.found.different).min(self.in_flight)
+            + (self.found.missing + self.found.different).min(self.in_flight + self.repaired)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -161,7 +166,7 @@ impl NamespaceReport {
             "different": self.confirmed.different, "missing_ids": ids(Kind::Missing), "extra_ids": ids(Kind::Extra),
             "different_ids": ids(Kind::Different), "unconfirmed": self.unconfirmed,
             "unconfirmed_ids": self.listed_unconfirmed, "not_rechecked": self.not_rechecked,
-            "in_flight": self.in_flight, "schema": self.schema, "schema_unconfirmed": self.schema_unconfirmed,
+            "in_flight": self.in_flight, "repaired": self.repaired, "schema": self.schema, "schema_unconfirmed": self.schema_unconfirmed,
         })
     }
 }
@@ -176,6 +181,8 @@ pub struct Report {
     pub scope: &'static str,
     /// The most document digests held at once.
     pub held_peak: u64,
+    /// What `--repair` asked cdc-source for, and its answers.
+    pub repair: Option<super::repair::Summary>,
 }
 
 impl Report {
@@ -209,6 +216,7 @@ impl Report {
             "scope": self.scope, "in_flight": in_flight, "unconfirmed": self.unconfirmed(),
             "compared": self.compared(), "differences": self.differences(), "seconds": self.seconds,
             "docs_per_second": self.compared() as f64 / self.seconds.max(0.001), "held_peak": self.held_peak,
+            "repaired": self.namespaces.iter().map(|n| n.repaired).sum::<u64>(), "repair": self.repair,
             "namespaces": namespaces,
         })
         .to_string()
@@ -253,9 +261,26 @@ impl fmt::Display for Report {
             for line in &n.schema_unconfirmed {
                 writeln!(f, "    unconfirmed: {line}")?;
             }
+            if n.repaired > 0 {
+                writeln!(f, "    {} documents repaired (sent again by cdc-source, then seen equal)", n.repaired)?;
+            }
             if n.not_rechecked > 0 {
                 writeln!(f, "    {} more differences not checked again (verify.max_rechecked)", n.not_rechecked)?;
             }
+        }
+        if let Some(r) = &self.repair {
+            writeln!(
+                f,
+                "repair: {} documents asked for in {} requests: {} re-sent, {} deleted (gone from the source), {} \
+                 superseded by their own change; {} requests unanswered{}",
+                r.requested,
+                r.requests,
+                r.resent,
+                r.deleted,
+                r.superseded,
+                r.unanswered,
+                if r.refused.is_empty() { String::new() } else { format!("; refused: {}", r.refused.join("; ")) }
+            )?;
         }
         let rate = self.compared() as f64 / self.seconds.max(0.001);
         writeln!(
