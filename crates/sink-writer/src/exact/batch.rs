@@ -73,7 +73,8 @@ impl Exact<'_> {
             // Nothing to write (watermarks, tombstones, events older than an applied DDL): no
             // transaction. The ledger's offset stays behind; what a new owner reads again from
             // there writes nothing either.
-            let consistent = self.parking.is_empty().then_some(self.pending).flatten();
+            let held = shared.dead_letter_book.holds(&self.tp);
+            let consistent = (self.parking.is_empty() && !held).then_some(self.pending).flatten();
             self.task.marks.reached(covered, consistent);
             drop(reservations);
             return Ok(());
