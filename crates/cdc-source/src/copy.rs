@@ -275,6 +275,10 @@ impl Copier<'_> {
                     if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await {
                         return Ok(None);
                     }
+                    if crate::hooks::copy_held(label, copied) {
+                        shutdown.cancelled().await;
+                        return Ok(None);
+                    }
                 }
             }
         }

@@ -40,7 +40,7 @@
 //! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
 //! `routing` (which namespaces, which topics). Delivery: `queue`, `delivery`, `watermark`,
 //! `producer`, `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`,
-//! `history`, `server`, `doctor`.
+//! `history`, `server`, `doctor`; `hooks` (test fault injection).
 
 mod change_stream;
 mod checkpoint;
@@ -52,6 +52,8 @@ pub mod doctor;
 mod election;
 mod error;
 mod history;
+#[doc(hidden)]
+pub mod hooks;
 mod large_events;
 mod metrics;
 mod pipeline;
