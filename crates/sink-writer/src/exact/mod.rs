@@ -74,7 +74,12 @@ impl<'a> Exact<'a> {
         let session = shared
             .retrier
             .run(WRITES, &name, &task.stop, || async {
-                shared.client.start_session().causal_consistency(false).await.map_err(|e| Error::mongo("start a session", e))
+                shared
+                    .client
+                    .start_session()
+                    .causal_consistency(false)
+                    .await
+                    .map_err(|e| Error::mongo("start a session", e))
             })
             .await?;
         let parking = Parking::default();
