@@ -414,7 +414,8 @@ async fn a_snapshot_resumed_after_a_nan_id_copies_every_document_once(compat: cd
         let records = h.records(coll, ids.len()).await;
         let mut copied: Vec<String> = changes(&decode(&records)).iter().map(|c| format!("{:?}", c.id())).collect();
         let mut expected: Vec<String> = ids.iter().map(|id| format!("{:?}", Some(id))).collect();
-        (copied.sort(), expected.sort());
+        copied.sort();
+        expected.sort();
         assert_eq!(copied, expected, "{coll}: every document once");
     }
     second.stop().await.expect("clean stop");

@@ -27,6 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
+use docdb_rules::carried::option_groups;
 use envelope::{Ddl, Namespace};
 use futures::TryStreamExt;
 use prometheus::IntGauge;
@@ -416,34 +417,6 @@ impl Schema {
 enum Created {
     Yes,
     Refused(String),
-}
-
-/// A collection's options in the groups that stand or fall together (capped with its sizes,
-/// `expireAfterSeconds` with the time series or clustered index it belongs to), the validation
-/// settings last: they are left out only when nothing else helps.
-fn option_groups(options: &Document) -> Vec<Vec<String>> {
-    let owner = |key: &str| -> String {
-        match key {
-            "size" | "max" => "capped",
-            "expireAfterSeconds" if options.contains_key("timeseries") => "timeseries",
-            "expireAfterSeconds" if options.contains_key("clusteredIndex") => "clusteredIndex",
-            other => other,
-        }
-        .to_string()
-    };
-    let mut groups: Vec<Vec<String>> = Vec::new();
-    for key in options.keys() {
-        let owner = owner(key);
-        match groups.iter_mut().find(|group| group[0] == owner) {
-            Some(group) if !group.contains(key) => group.push(key.clone()),
-            Some(_) => {}
-            None if owner == *key => groups.push(vec![owner]),
-            None => groups.push(vec![owner, key.clone()]),
-        }
-    }
-    let validation = |g: &Vec<String>| ["validator", "validationLevel", "validationAction"].contains(&g[0].as_str());
-    groups.sort_by_key(validation);
-    groups
 }
 
 /// `options` without the keys of `groups`.
