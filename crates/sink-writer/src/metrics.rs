@@ -44,6 +44,8 @@ pub struct Metrics {
     pub buffered_bytes: IntGauge,
     /// Schema changes (indexes, collection options) the target refuses for now.
     pub schema_conflicts: IntGauge,
+    /// Indexes on the target that the source never announced (reported, left as they are).
+    pub target_only_indexes: IntGauge,
     /// The source cluster time (seconds) up to which the target equals the source.
     pub consistent_up_to: IntGauge,
     /// Now minus that time.
@@ -124,6 +126,10 @@ impl Metrics {
                 "sink_writer_schema_conflicts",
                 "Schema changes (indexes, collection options) the target refuses for now; tried again when data changes.",
             )?,
+            target_only_indexes: IntGauge::new(
+                "sink_writer_target_only_indexes",
+                "Indexes on the target the source never announced, found by the periodic index comparison (left as they are).",
+            )?,
             consistent_up_to: IntGauge::new(
                 "sink_writer_consistent_up_to_timestamp_seconds",
                 "Source cluster time up to which every change of every partition read is applied (all replicas).",
@@ -152,6 +158,7 @@ impl Metrics {
         registry.register(Box::new(metrics.memory_budget_bytes.clone()))?;
         registry.register(Box::new(metrics.buffered_bytes.clone()))?;
         registry.register(Box::new(metrics.schema_conflicts.clone()))?;
+        registry.register(Box::new(metrics.target_only_indexes.clone()))?;
         registry.register(Box::new(metrics.consistent_up_to.clone()))?;
         registry.register(Box::new(metrics.consistency_lag_seconds.clone()))?;
         Ok(metrics)
