@@ -32,13 +32,18 @@ struct Listing {
     indexes: Indexes,
 }
 
-/// The collection options a `collMod` changes, each with the value that means "none".
-const MODIFIABLE: [(&str, fn() -> Bson); 4] = [
-    ("validator", || Bson::Document(Document::new())),
-    ("validationLevel", || Bson::String("strict".into())),
-    ("validationAction", || Bson::String("error".into())),
-    ("changeStreamPreAndPostImages", || Bson::Document(doc! {"enabled": false})),
-];
+/// The collection options a `collMod` changes.
+const MODIFIABLE: [&str; 4] = ["validator", "validationLevel", "validationAction", "changeStreamPreAndPostImages"];
+
+/// The value of a [`MODIFIABLE`] option that means "none" (the server's default).
+fn none(field: &str) -> Bson {
+    match field {
+        "validationLevel" => Bson::String("strict".into()),
+        "validationAction" => Bson::String("error".into()),
+        "changeStreamPreAndPostImages" => Bson::Document(doc! {"enabled": false}),
+        _ => Bson::Document(Document::new()),
+    }
+}
 
 pub struct IndexCheck {
     interval: Duration,
@@ -150,10 +155,10 @@ async fn listing_of(client: &mongodb::Client, listed: &schema::Listed) -> Result
 /// change on a collection that exists.
 fn option_changes(before: &Document, now: &Document) -> Document {
     let mut changes = Document::new();
-    for (field, none) in MODIFIABLE {
+    for field in MODIFIABLE {
         match (before.get(field), now.get(field)) {
             (was, Some(is)) if was != Some(is) => changes.insert(field, is.clone()),
-            (Some(_), None) => changes.insert(field, none()),
+            (Some(_), None) => changes.insert(field, none(field)),
             _ => None,
         };
     }
