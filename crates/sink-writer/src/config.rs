@@ -27,6 +27,8 @@ pub struct Config {
     pub apply: ApplyConfig,
     /// `sink-writer verify`: the source to compare with, and how hard to read it.
     pub verify: VerifyConfig,
+    /// `sink-writer status`: what "ready to cut over" requires.
+    pub status: StatusConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             consume: ConsumeConfig::default(),
             apply: ApplyConfig::default(),
             verify: VerifyConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
@@ -205,6 +208,9 @@ pub struct VerifyConfig {
     pub settle_timeout_ms: u64,
     /// Most `_id`s listed per kind of difference and namespace.
     pub max_listed: usize,
+    /// Most differences per namespace kept to be checked again (memory stays bounded whatever
+    /// the size); more are counted, and reported as unconfirmed (`not_rechecked`).
+    pub max_rechecked: usize,
 }
 
 impl Default for VerifyConfig {
@@ -217,7 +223,59 @@ impl Default for VerifyConfig {
             parallel: 4,
             settle_timeout_ms: 60_000,
             max_listed: 20,
+            max_rechecked: 10_000,
         }
+    }
+}
+
+/// What `sink-writer status` requires before it says "ready to cut over".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Most seconds between the consistency point and now (`--max-lag-seconds` overrides it).
+    pub max_lag_seconds: u64,
+    /// Oldest full `verify` (every namespace, not `--sample`, not `--namespace`) that counts,
+    /// in seconds.
+    pub verify_max_age_seconds: u64,
+    /// `capture.name` of every cdc-source feeding these topics: their checkpoints must be fresh
+    /// (cdc-source alive and making progress). From the environment: comma-separated. Empty:
+    /// status cannot tell, and is never ready.
+    #[serde(deserialize_with = "service_kit::config::deserialize_string_list")]
+    pub capture_names: Vec<String>,
+    /// The checkpoint topic, as cdc-source's `topics.checkpoint_topic`. Empty (default):
+    /// `__cdc_source.<capture name>.checkpoint` for each name.
+    pub checkpoint_topic: String,
+    /// Oldest checkpoint that counts as fresh, in seconds (cdc-source writes one with every
+    /// batch, and every `delivery.idle_checkpoint_interval_ms` when idle).
+    pub checkpoint_max_age_seconds: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            max_lag_seconds: 10,
+            verify_max_age_seconds: 24 * 3600,
+            capture_names: Vec::new(),
+            checkpoint_topic: String::new(),
+            checkpoint_max_age_seconds: 60,
+        }
+    }
+}
+
+impl StatusConfig {
+    /// Each capture name with the topic its checkpoint is in.
+    pub fn checkpoints(&self) -> Vec<(String, String)> {
+        self.capture_names
+            .iter()
+            .map(|name| {
+                let topic = if self.checkpoint_topic.is_empty() {
+                    format!("__cdc_source.{name}.checkpoint")
+                } else {
+                    self.checkpoint_topic.clone()
+                };
+                (name.clone(), topic)
+            })
+            .collect()
     }
 }
 
@@ -266,6 +324,9 @@ impl Validate for Config {
         }
         if self.verify.parallel == 0 {
             problems.push("verify.parallel must be at least 1".into());
+        }
+        if self.verify.max_rechecked == 0 {
+            problems.push("verify.max_rechecked must be at least 1".into());
         }
         if self.consume.topic_refresh_interval_ms == 0 {
             problems.push("consume.topic_refresh_interval_ms must be at least 1".into());

@@ -168,12 +168,36 @@ impl DdlApplier {
             && [ns.to_string(), format!("{}.", ns.db)].iter().any(|scope| applied.get(scope).is_some_and(|t| at < *t))
     }
 
+    /// The offset of the newest marker this partition (`topic/partition`) reached: everything
+    /// before it was applied by whoever owned the partition then, so a new owner starts there and
+    /// replays nothing older (a DDL may be applied meanwhile, from the other partitions).
+    pub async fn reached(&self, arrival: &str) -> Result<Option<i64>, Error> {
+        let found: Vec<Document> = self
+            .log
+            .find(doc! {"group": &self.group, "arrivals.at": arrival})
+            .projection(doc! {"arrivals": 1})
+            .await
+            .map_err(|e| Error::mongo("read ddl arrivals", e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::mongo("read ddl arrivals", e))?;
+        Ok(found
+            .iter()
+            .flat_map(|entry| entry.get_array("arrivals").map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default())
+            .filter_map(|a| a.as_document())
+            .filter(|a| a.get_str("at") == Ok(arrival))
+            .filter_map(|a| a.get_i64("offset").ok())
+            .max())
+    }
+
     /// Waits until `required` copies of `event`'s marker have arrived (this one included), then
-    /// makes sure it is applied exactly once. `arrival` names this partition (`topic/partition`).
+    /// makes sure it is applied exactly once. `arrival` names this partition (`topic/partition`),
+    /// `offset` the marker's offset there (everything before it is applied).
     pub async fn barrier(
         &self,
         event: &ControlEvent,
         arrival: &str,
+        offset: i64,
         required: u32,
         stop: &CancellationToken,
     ) -> Result<Passed, Error> {
@@ -188,7 +212,7 @@ impl DdlApplier {
                     .find_one_and_update(
                         doc! {"_id": &id},
                         doc! {
-                            "$addToSet": {"arrived": arrival},
+                            "$addToSet": {"arrived": arrival, "arrivals": {"at": arrival, "offset": offset}},
                             "$setOnInsert": {"kind": event.ddl.kind(), "scope": &scope, "scopes": &scopes,
                                              "cluster_time": timestamp, "markers": i64::from(required),
                                              "group": &self.group},

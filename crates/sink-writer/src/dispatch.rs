@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer};
 use service_kit::budget::MemoryBudget;
 use service_kit::health::{Health, LoopBeat};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::Kafka;
@@ -18,7 +18,8 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets;
 use crate::partitions::{Control, Partitions};
-use crate::progress::{self, ProgressBook};
+use crate::point::PointReader;
+use crate::progress;
 use crate::subscription::Subscription;
 
 /// Readiness component: the consumer itself fetches without errors.
@@ -30,14 +31,13 @@ pub struct Dispatcher {
     pub control: mpsc::Receiver<Control>,
     pub subscription: Subscription,
     pub subscribed: BTreeSet<String>,
-    /// The topics read, for the progress report.
-    pub topics: watch::Sender<BTreeSet<String>>,
     pub commit_interval: Duration,
     pub refresh_interval: Duration,
     pub health: Health,
     pub metrics: Metrics,
     pub budget: Arc<MemoryBudget>,
-    pub book: ProgressBook,
+    /// The consistency point, for the progress report.
+    pub point: Arc<PointReader>,
 }
 
 impl Dispatcher {
@@ -56,8 +56,7 @@ impl Dispatcher {
             self.partitions.clone(),
             self.metrics.clone(),
             self.budget.clone(),
-            self.book.clone(),
-            self.topics.subscribe(),
+            self.point.clone(),
         ));
         let mut consumer_ok = None;
         loop {
@@ -143,7 +142,6 @@ impl Dispatcher {
         match result {
             Ok(()) => {
                 tracing::info!(topics = ?list, "subscribed");
-                self.topics.send_replace(topics.clone());
                 self.subscribed = topics;
             }
             Err(e) => tracing::warn!(error = %e, "subscribe failed: retried at the next refresh"),

@@ -5,21 +5,26 @@
 //!        ▲                    │  rebalance: stop, drain, commit   │ full / budget spent: pause the partition
 //!        │ commit durable      │                                  ▼
 //!        └── offsets ◄─────────┴─ durable offset (in order) ◄── partition task: decode ─✗─► dead-letter topic
+//!            (lag, tooling)                                       │ claim: epoch + 1, offset read back from the target
 //!                                                                 │ gather: count / bytes / time
 //!                                                                 │ plan: collapse per document
-//!                                                                 │ write: unordered bulks ≤ 16 MiB, ≤ N in flight
-//!                                                                 ▼ over disjoint documents
-//!                                             target MongoDB ◄── update / delete commands
+//!                                                                 │ transaction: ledger (offset, epoch) ·
+//!                                                                 │   update / delete commands · parked writes
+//!                                                                 ▼
+//!                                             target MongoDB ◄── commit (write concern)
 //!                                                                 DDL markers: barrier, then once
 //! ```
 //!
-//! Delivery guarantee: an offset is committed only after the target acknowledged (with the
-//! configured write concern) every earlier message of its partition, or the message went to
-//! the dead-letter topic; a DDL marker's offset only once the DDL is applied. Every write is
-//! idempotent, so messages read again after a crash or rebalance leave the target as it was: it
-//! converges to the source exactly. A revoked partition starts no new write; a replica that stood
-//! still past a third of the session timeout proves it still owns a partition before its next
-//! write to it (`fence`).
+//! Delivery guarantee (`apply.mode = exactly_once`, the default where the target has
+//! transactions): each batch is one target transaction that also moves the partition's offset in
+//! the target's ledger under the owner's epoch, so the target holds exactly the records up to that
+//! offset. A new owner bumps the epoch and resumes from the ledger: nothing is replayed, no
+//! document moves backward, and a former owner's late transaction fails. Kafka's committed offset
+//! follows the ledger. In the `idempotent` mode an offset is committed only after the target
+//! acknowledged every earlier message of its partition; writes are idempotent, so what a new
+//! owner reads again converges (documents may show older versions meanwhile). Either way a
+//! message is passed over only once applied or sent to the dead-letter topic, and a DDL marker's
+//! offset only once the DDL is applied.
 //!
 //! Errors: every failure to write, to record or apply DDL, or to send a dead letter is retried
 //! with capped backoff without committing, and readiness says which part fails; a write refused
@@ -38,15 +43,22 @@
 //! | `subscription.rs` | which topics are read (never the dead-letter topic) |
 //! | `partitions.rs` | the owned partitions: their tasks, pause/resume, stop on revoke, restart on failure |
 //! | `offsets.rs` | durable offsets and watermarks reached; the one place offsets are committed |
-//! | `progress.rs` | the consistency point (watermarks of all partitions, all replicas), lag, memory |
+//! | `progress.rs` | watermarks passed, recorded for all replicas; the point exported; lag, memory |
+//! | `point.rs` | the consistency point: every partition of every topic read, all replicas |
 //! | `reader.rs` | records on their way to a task, and their decoding |
-//! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers |
+//! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers (`idempotent`) |
+//! | `exact/` | one partition's task in the `exactly_once` mode: claim, batches as transactions, parked writes, cycles of unique values |
+//! | `mode.rs` | which mode runs, and the metadata collections it needs |
+//! | `ledger.rs` | the partitions' offsets and ownership epochs in the target |
+//! | `transaction.rs` | one attempt at a partition's transaction: ledger, writes, parked writes, commit |
+//! | `parked_store.rs` | parked writes kept in the target (`exactly_once`) |
+//! | `hooks.rs` | fault injection for the test suites (inert unless a test arms it) |
 //! | `shared.rs` | what the partition tasks share |
 //! | `flight.rs` | batches in flight and the in-order durable offset |
 //! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
 //! | `apply.rs` | applying a batch's plan |
 //! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
-//! | `parking.rs` | writes a unique index refuses for now, parked per document and tried again |
+//! | `parking.rs` | writes a unique index refuses for now, parked per document, numbered, tried again |
 //! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
 //! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
 //! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
@@ -57,7 +69,7 @@
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
 //! | `doctor.rs` | `sink-writer doctor` |
-//! | `status.rs` | `sink-writer status`: consistency point, lag, dead letters, DDL waiting, verdict |
+//! | `status/` | `sink-writer status`: consistency point, lag, what blocks a cutover, verdict |
 //! | `verify/` | `sink-writer verify`: source and target compared while replication runs |
 //! | `error.rs` | what can go wrong, by what happens next |
 
@@ -84,6 +96,7 @@ mod parked_store;
 mod parking;
 mod partition;
 mod partitions;
+mod point;
 mod progress;
 mod reader;
 mod retry;
@@ -193,6 +206,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     exactly_once,
                     ledger,
                     write_concern: transaction::write_concern(&config.apply.write_concern, config.apply.journal),
+                    field_names: match config.apply.compat.resolve(config.mongo.uri.expose()) {
+                        service_kit::connect::Compat::Documentdb => write_plan::FieldNames::NoDotsOrDollars,
+                        _ => write_plan::FieldNames::Any,
+                    },
                     writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
                     dead_letters,
                     ddl,
@@ -276,8 +293,7 @@ async fn consume(
         health: shell.health.clone(),
         metrics: shared.metrics.clone(),
         budget,
-        book,
-        topics: tokio::sync::watch::channel(Default::default()).0,
+        point: Arc::new(point::PointReader::with_book(config, book)?),
     };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
     dispatcher.run(beat, shutdown).await

@@ -46,7 +46,8 @@ pub struct Metrics {
     pub schema_conflicts: IntGauge,
     /// Indexes on the target that the source never announced (reported, left as they are).
     pub target_only_indexes: IntGauge,
-    /// The source cluster time (seconds) up to which the target equals the source.
+    /// The last whole second (source cluster time) every change of which, on every partition
+    /// of every topic read, is on the target (all replicas).
     pub consistent_up_to: IntGauge,
     /// Now minus that time.
     pub consistency_lag_seconds: IntGauge,
@@ -132,7 +133,8 @@ impl Metrics {
             )?,
             consistent_up_to: IntGauge::new(
                 "sink_writer_consistent_up_to_timestamp_seconds",
-                "Source cluster time up to which every change of every partition read is applied (all replicas).",
+                "The last whole second of source cluster time every change of which (every partition of every topic \
+                 read, all replicas) is on the target.",
             )?,
             consistency_lag_seconds: IntGauge::new(
                 "sink_writer_consistency_lag_seconds",

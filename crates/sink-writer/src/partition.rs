@@ -52,6 +52,14 @@ impl PartitionTask {
             let exact = crate::exact::Exact::claim(&self).await?;
             return exact.run(&mut rx).await;
         }
+        // A former owner that reached a DDL marker had applied everything before it: start there.
+        let name = self.name();
+        let reached = self.shared.retrier.run(crate::retry::WRITES, &name, &self.stop, || ddl.reached(&name)).await?;
+        let start = reached.unwrap_or(-1);
+        if start >= 0 {
+            self.marks.reached(start, None);
+            self.seek(start).await;
+        }
         let parking = Arc::new(Parking::default());
         let retrying = AbortOnDrop(tokio::spawn(parking.clone().run(
             self.shared.clone(),
@@ -61,7 +69,7 @@ impl PartitionTask {
         )));
         let (lot, marks) = (parking.clone(), self.marks.clone());
         let mut flight = Flight::new(Box::new(move |covered| lot.covered(covered, &marks)));
-        let outcome = self.work(&mut flight, &parking, &mut rx).await;
+        let outcome = self.work(&mut flight, &parking, &mut rx, start).await;
         // Stopping: what is on the wire is awaited (a write cannot be called back); nothing new
         // starts, as every attempt checks the stop first.
         let drained = flight.drain().await;
@@ -96,9 +104,10 @@ impl PartitionTask {
         flight: &mut Flight,
         parking: &Arc<Parking>,
         rx: &mut mpsc::Receiver<Decoded>,
+        start: i64,
     ) -> Result<(), Error> {
         let max_in_flight = self.shared.apply.max_in_flight;
-        while let Some(batch) = self.gather(flight, rx).await? {
+        while let Some(batch) = self.gather(flight, rx, start).await? {
             let control = match batch.last() {
                 Some(Decoded { message, event: Ok(Event::Control(control)), .. }) => {
                     Some((message.offset(), control.as_ref().clone()))
@@ -157,7 +166,7 @@ impl PartitionTask {
     pub(crate) async fn pass_marker(&self, offset: i64, event: &ControlEvent) -> Result<(), Error> {
         let arrival = self.name();
         let required = event.markers_for(|topic| self.shared.subscription.reads(topic)).max(1);
-        let passed = self.shared.ddl.barrier(event, &arrival, required, &self.stop).await?;
+        let passed = self.shared.ddl.barrier(event, &arrival, offset, required, &self.stop).await?;
         if passed.here {
             self.shared.metrics.ddl_applied.with_label_values(&[event.ddl.kind()]).inc();
             if let Some(reason) = passed.refused {
@@ -183,6 +192,7 @@ impl PartitionTask {
         &self,
         flight: &mut Flight,
         rx: &mut mpsc::Receiver<Decoded>,
+        start: i64,
     ) -> Result<Option<Vec<Decoded>>, Error> {
         let limits = &self.shared.apply;
         let first = loop {
@@ -190,6 +200,8 @@ impl PartitionTask {
                 _ = self.stop.cancelled() => return Ok(None),
                 done = flight.next_done(), if !flight.is_empty() => flight.completed(done)?,
                 message = rx.recv() => match message {
+                    // In the target already (the partition's last DDL marker was reached).
+                    Some(message) if message.message.offset() < start => {}
                     Some(message) => break message,
                     None => return Ok(None),
                 },
@@ -212,6 +224,9 @@ impl PartitionTask {
                 message = rx.recv() => message,
             };
             let Some(message) = next else { break };
+            if message.message.offset() < start {
+                continue;
+            }
             bytes += message.message.payload().map_or(0, <[u8]>::len);
             batch.push(message);
         }
@@ -234,7 +249,8 @@ impl PartitionTask {
             reservations.push(reservation);
         }
         let ddl = &self.shared.ddl;
-        let plan = write_plan::plan(changes, &self.shared.mapper, |ns, at| ddl.obsolete(ns, at));
+        let plan =
+            write_plan::plan(changes, &self.shared.mapper, self.shared.field_names, |ns, at| ddl.obsolete(ns, at));
         (Batch { plan, messages, undecodable }, reservations)
     }
 }

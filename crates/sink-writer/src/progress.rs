@@ -1,28 +1,26 @@
 //! How far the sink is. Every second: each owned partition's watermark (the source cluster time
 //! up to which it is applied) is recorded in `<metadata_database>.progress`, so that every
-//! replica, `verify` and `status` read the same; the consistency point — the least watermark
-//! over every partition of every topic read, across replicas — and its lag are exported. Every
-//! few seconds: consumer lag per owned partition and the bytes held against the memory budget.
+//! replica, `verify` and `status` read the same; the consistency point (`point.rs`: the least
+//! over every partition of every topic read, across replicas) is exported as the last whole
+//! second it completes, with its lag. Every few seconds: consumer lag per owned partition and
+//! the bytes held against the memory budget.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, DateTime, Document};
 use envelope::ClusterTime;
 use futures::TryStreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::Consumer;
 use service_kit::budget::MemoryBudget;
-use service_kit::kafka_auth::AuthContext;
-use tokio::sync::watch;
 
-use crate::config::Config;
 use crate::consumer::Kafka;
-use crate::error::{Error, Failure};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::offsets::Tp;
 use crate::partitions::Partitions;
-use crate::subscription::Subscription;
+use crate::point::{complete_second, PointReader};
 
 /// The watermarks of a consumer group's partitions, in the target's metadata database.
 #[derive(Clone)]
@@ -72,81 +70,6 @@ impl ProgressBook {
             })
             .collect())
     }
-
-    /// The consistency point over `partitions`: their least watermark; `None` while one of them
-    /// has none yet.
-    pub async fn point(&self, partitions: &[Tp]) -> Result<Option<ClusterTime>, Error> {
-        let watermarks = self.watermarks().await?;
-        Ok(least(partitions, &watermarks))
-    }
-}
-
-/// The least watermark of `partitions`, none when one of them has none (or there are none).
-pub fn least(partitions: &[Tp], watermarks: &HashMap<Tp, ClusterTime>) -> Option<ClusterTime> {
-    if partitions.is_empty() {
-        return None;
-    }
-    partitions.iter().map(|tp| watermarks.get(tp).copied()).collect::<Option<Vec<_>>>()?.into_iter().min()
-}
-
-/// Every partition of the topics `wanted` says yes to, from the cluster's metadata.
-pub fn partitions_of<C: ConsumerContext, K: Consumer<C>>(
-    consumer: &K,
-    wanted: impl Fn(&str) -> bool,
-) -> Result<Vec<Tp>, String> {
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| wanted(t.name()))
-        .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_string(), p.id())))
-        .collect())
-}
-
-/// The consistency point as any process (`verify`, `status`) sees it: the partitions of the
-/// topics the configuration reads, and the watermarks the replicas recorded.
-pub struct PointReader {
-    consumer: Arc<BaseConsumer<AuthContext>>,
-    subscription: Subscription,
-    pub book: ProgressBook,
-}
-
-impl PointReader {
-    pub fn new(config: &Config, target: &mongodb::Client) -> Result<Self, Error> {
-        let consumer: BaseConsumer<AuthContext> = config
-            .kafka
-            .client_config()
-            .create_with_context(config.kafka.context())
-            .map_err(|e| Error::kafka("create a metadata client", e))?;
-        let subscription = Subscription::new(&config.consume.topics, &config.consume.dead_letter_topic)
-            .map_err(|e| Error::Fatal(format!("consume.topics: {e}")))?;
-        let book = ProgressBook::new(target, &config.apply.metadata_database, &config.consume.group_id);
-        let consumer = Arc::new(consumer);
-        // Its queue is served while it lives: MSK IAM tokens are set from there.
-        let weak = Arc::downgrade(&consumer);
-        std::thread::spawn(move || {
-            while let Some(consumer) = weak.upgrade() {
-                let _ = consumer.poll(Duration::from_millis(200));
-            }
-        });
-        Ok(Self { consumer, subscription, book })
-    }
-
-    /// Every partition of every topic read.
-    pub async fn partitions(&self) -> Result<Vec<Tp>, Error> {
-        let (consumer, subscription) = (self.consumer.clone(), self.subscription.clone());
-        tokio::task::spawn_blocking(move || partitions_of(consumer.as_ref(), |t| subscription.reads(t)))
-            .await
-            .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
-            .map_err(|reason| Error::Kafka(Failure::new("metadata", true, reason)))
-    }
-
-    /// The point up to which the target equals the source; none before every partition read
-    /// passed a watermark.
-    pub async fn point(&self) -> Result<Option<ClusterTime>, Error> {
-        let partitions = self.partitions().await?;
-        self.book.point(&partitions).await
-    }
 }
 
 /// Reports until aborted.
@@ -155,60 +78,125 @@ pub async fn report(
     partitions: Arc<Partitions>,
     metrics: Metrics,
     budget: Arc<MemoryBudget>,
-    book: ProgressBook,
-    subscribed: watch::Receiver<BTreeSet<String>>,
+    point: Arc<PointReader>,
 ) {
-    let mut recorded: BTreeMap<Tp, ClusterTime> = BTreeMap::new();
-    let mut all: Vec<Tp> = Vec::new();
+    let mut passed = Passed::default();
+    let mut claimed = 0_u32;
     for tick in 0_u64.. {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let owned = partitions.marks();
-        let reached: Vec<(Tp, ClusterTime)> = owned
-            .iter()
-            .filter_map(|(tp, marks)| marks.consistent().map(|at| (tp.clone(), at)))
-            .filter(|(tp, at)| recorded.get(tp) != Some(at))
-            .collect();
-        match book.record(&reached).await {
-            Ok(()) => recorded.extend(reached),
-            Err(e) => tracing::debug!(error = %e, "cannot record progress now"),
+        // The watermark first, then the durable offset: the offset is then at or past it.
+        for (tp, marks) in &owned {
+            if let Some(at) = marks.consistent() {
+                passed.seen(tp, at, marks.durable());
+            }
         }
+        let fetcher = consumer.clone();
+        match tokio::task::spawn_blocking(move || committed(&fetcher)).await {
+            Ok(Ok(committed)) => {
+                let reached = passed.committed(&committed);
+                if let Err(e) = point.book.record(&reached).await {
+                    tracing::debug!(error = %e, "cannot record progress now");
+                    passed.unrecorded(reached);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read committed offsets now"),
+            Err(_) => {}
+        }
+        passed.keep_only(&owned);
         if tick % 5 == 0 {
-            let topics = subscribed.borrow().clone();
             let (fetcher, durable) =
                 (consumer.clone(), owned.iter().map(|(tp, m)| (tp.clone(), m.durable())).collect());
-            if let Ok((listed, lags)) =
-                tokio::task::spawn_blocking(move || lags_and_partitions(&fetcher, &topics, durable)).await
-            {
-                all = listed;
+            if let Ok(lags) = tokio::task::spawn_blocking(move || lags(&fetcher, durable)).await {
                 for ((topic, partition), lag) in lags {
                     metrics.consumer_lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
                 }
             }
             metrics.buffered_bytes.set(i64::try_from(budget.used()).unwrap_or(i64::MAX));
         }
-        if let Ok(Some(point)) = book.point(&all).await {
+        // Unknown (a partition has not passed a watermark yet): the second claimed last stays
+        // true, since the target only moves forward.
+        match point.point().await {
+            Ok(Some(at)) => claimed = claimed.max(complete_second(at)),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the consistency point now"),
+        }
+        if claimed > 0 {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            metrics.consistent_up_to.set(i64::from(point.t));
-            metrics.consistency_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(point.t))).unwrap_or(0));
+            metrics.consistent_up_to.set(i64::from(claimed));
+            metrics.consistency_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(claimed))).unwrap_or(0));
         }
     }
 }
 
-/// The partitions of the topics read, and high watermark minus durable offset per owned one.
-fn lags_and_partitions(
-    consumer: &Kafka,
-    topics: &BTreeSet<String>,
-    durable: Vec<(Tp, i64)>,
-) -> (Vec<Tp>, Vec<(Tp, i64)>) {
-    let listed = partitions_of(consumer, |t| topics.contains(t)).unwrap_or_default();
-    let lags = durable
+/// Watermarks passed by owned partitions, recorded only once the offset they were passed at is
+/// committed: a crash makes the next owner write again from the committed offset, and writes of
+/// records before a recorded watermark would take documents back behind it for a moment. Pure.
+#[derive(Debug, Default)]
+struct Passed {
+    /// Per partition: (durable offset when seen, watermark), oldest first.
+    waiting: HashMap<Tp, Vec<(i64, ClusterTime)>>,
+    last: HashMap<Tp, ClusterTime>,
+}
+
+impl Passed {
+    fn seen(&mut self, tp: &Tp, at: ClusterTime, durable: i64) {
+        if self.last.get(tp).is_some_and(|last| *last >= at) {
+            return;
+        }
+        self.last.insert(tp.clone(), at);
+        self.waiting.entry(tp.clone()).or_default().push((durable, at));
+    }
+
+    /// The newest watermark per partition whose offset `committed` (next offset to read) covers.
+    fn committed(&mut self, committed: &HashMap<Tp, i64>) -> Vec<(Tp, ClusterTime)> {
+        let mut reached = Vec::new();
+        for (tp, waiting) in &mut self.waiting {
+            let Some(&done) = committed.get(tp) else { continue };
+            let covered = waiting.iter().take_while(|(durable, _)| *durable <= done).count();
+            if let Some((_, at)) = waiting.drain(..covered).next_back() {
+                reached.push((tp.clone(), at));
+            }
+        }
+        reached
+    }
+
+    /// Recording failed: try again next time.
+    fn unrecorded(&mut self, reached: Vec<(Tp, ClusterTime)>) {
+        for (tp, at) in reached {
+            self.waiting.entry(tp).or_default().insert(0, (i64::MIN, at));
+        }
+    }
+
+    /// Forgets partitions no longer owned (a new owner records its own).
+    fn keep_only(&mut self, owned: &[(Tp, crate::offsets::Marks)]) {
+        self.waiting.retain(|tp, _| owned.iter().any(|(o, _)| o == tp));
+        self.last.retain(|tp, _| owned.iter().any(|(o, _)| o == tp));
+    }
+}
+
+/// The group's committed offsets of the partitions assigned.
+fn committed(consumer: &Kafka) -> Result<HashMap<Tp, i64>, rdkafka::error::KafkaError> {
+    let list = consumer.committed(Duration::from_secs(5))?;
+    Ok(list
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// High watermark minus durable offset, per owned partition.
+fn lags(consumer: &Kafka, durable: Vec<(Tp, i64)>) -> Vec<(Tp, i64)> {
+    durable
         .into_iter()
         .filter_map(|(tp, durable)| {
             let (_, high) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(2)).ok()?;
             Some((tp, (high - durable).max(0)))
         })
-        .collect();
-    (listed, lags)
+        .collect()
 }
 
 #[cfg(test)]
@@ -216,12 +204,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_point_is_the_least_watermark_and_unknown_while_one_is_missing() {
-        let tp = |p: i32| ("t".to_string(), p);
+    fn a_watermark_is_recorded_once_the_offset_it_was_passed_at_is_committed() {
+        let tp = ("t".to_string(), 0);
         let at = |t: u32| ClusterTime { t, i: 1 };
-        let watermarks: HashMap<Tp, ClusterTime> = [(tp(0), at(20)), (tp(1), at(10))].into_iter().collect();
-        assert_eq!(least(&[tp(0), tp(1)], &watermarks), Some(at(10)));
-        assert_eq!(least(&[tp(0), tp(1), tp(2)], &watermarks), None, "partition 2 has said nothing yet");
-        assert_eq!(least(&[], &watermarks), None);
+        let mut passed = Passed::default();
+        passed.seen(&tp, at(10), 100);
+        passed.seen(&tp, at(10), 120);
+        passed.seen(&tp, at(12), 150);
+        let committed = |o: i64| [(tp.clone(), o)].into_iter().collect::<HashMap<Tp, i64>>();
+        assert_eq!(passed.committed(&committed(99)), vec![], "a restart would write again from 99");
+        assert_eq!(passed.committed(&committed(120)), vec![(tp.clone(), at(10))]);
+        assert_eq!(passed.committed(&committed(120)), vec![], "recorded already");
+        passed.unrecorded(vec![(tp.clone(), at(10))]);
+        assert_eq!(passed.committed(&committed(200)), vec![(tp.clone(), at(12))], "the newest covered");
+        passed.keep_only(&[]);
+        assert!(passed.waiting.is_empty() && passed.last.is_empty());
     }
 }

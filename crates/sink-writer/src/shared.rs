@@ -24,6 +24,8 @@ pub struct Shared {
     pub exactly_once: bool,
     /// The partitions' offsets and epochs in the target (`exactly_once`).
     pub ledger: Ledger,
+    /// What field names the target stores (none with dots or a leading `$` on DocumentDB).
+    pub field_names: crate::write_plan::FieldNames,
     /// The write concern of transactions' commits.
     pub write_concern: WriteConcern,
 

@@ -69,11 +69,23 @@ pub struct Plan {
     pub newest: Option<ClusterTime>,
 }
 
+/// What field names the target stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldNames {
+    /// Any (MongoDB): dotted and `$`-prefixed names too.
+    #[default]
+    Any,
+    /// Amazon DocumentDB: no name with a `.` or a leading `$`, at any depth.
+    NoDotsOrDollars,
+}
+
 /// Plans a batch of `(offset, event)`; `obsolete` says whether a namespace's event at a cluster
-/// time is older than an applied DDL (and must not be written).
+/// time is older than an applied DDL (and must not be written); `names` what the target stores
+/// (an event it cannot store is rejected with the reason).
 pub fn plan(
     events: Vec<(i64, ChangeEvent<RawDocumentBuf>)>,
     mapper: &Mapper,
+    names: FieldNames,
     obsolete: impl Fn(&Namespace, ClusterTime) -> bool,
 ) -> Plan {
     let mut out = Plan::default();
@@ -89,7 +101,7 @@ pub fn plan(
         let ns = mapper.map(&event.ns);
         let filter = std::mem::take(&mut event.document_key);
         let key: DocKey = (ns.clone(), identity(&filter));
-        let writes = match to_writes(event, ns, filter, offset) {
+        let writes = match storable(&event, names).and_then(|()| to_writes(event, ns, filter, offset)) {
             Ok(writes) => writes,
             Err(reason) => {
                 out.rejected.push((offset, reason));
@@ -138,6 +150,71 @@ pub fn identity(filter: &Document) -> String {
         text.push_str(&value_to_string(value, Style::Strict));
     }
     text
+}
+
+/// Whether the target can store what `event` writes: under [`FieldNames::NoDotsOrDollars`], no
+/// field name with a `.` or a leading `$` in its document or its updated fields.
+fn storable(event: &ChangeEvent<RawDocumentBuf>, names: FieldNames) -> Result<(), String> {
+    if names == FieldNames::Any {
+        return Ok(());
+    }
+    let refuse = |name: &str| {
+        Err(format!(
+            "field name '{name}' cannot be stored on Amazon DocumentDB (no '.' in a name, no leading '$'): \
+             the document is not replicated"
+        ))
+    };
+    if let Some(after) = &event.after {
+        if let Some(name) = unstorable_raw(after) {
+            return refuse(&name);
+        }
+    }
+    if let Some(update) = &event.update_description {
+        for (path, value) in &update.updated_fields {
+            if path.split('.').any(|part| part.starts_with('$')) {
+                return refuse(path);
+            }
+            if let Some(name) = unstorable_bson(value) {
+                return refuse(&name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first field name, at any depth, with a `.` or a leading `$`.
+fn unstorable_raw(doc: &bson::RawDocument) -> Option<String> {
+    for element in doc.iter_elements().flatten() {
+        let name = element.key();
+        if name.contains('.') || name.starts_with('$') {
+            return Some(name.to_string());
+        }
+        let nested = match element.value() {
+            Ok(bson::RawBsonRef::Document(d)) => unstorable_raw(d),
+            Ok(bson::RawBsonRef::Array(a)) => {
+                a.into_iter().flatten().find_map(|v| v.as_document().and_then(unstorable_raw))
+            }
+            _ => None,
+        };
+        if nested.is_some() {
+            return nested;
+        }
+    }
+    None
+}
+
+fn unstorable_bson(value: &Bson) -> Option<String> {
+    match value {
+        Bson::Document(d) => d.iter().find_map(|(name, v)| {
+            if name.contains('.') || name.starts_with('$') {
+                Some(name.clone())
+            } else {
+                unstorable_bson(v)
+            }
+        }),
+        Bson::Array(items) => items.iter().find_map(unstorable_bson),
+        _ => None,
+    }
 }
 
 /// The writes of one event, on `ns` by `filter` (its document key).
@@ -294,7 +371,7 @@ mod tests {
             (12, event(Op::Create, 2, Some(doc! {"_id": 2}), None, 3)),
             (13, event(Op::Delete, 1, None, None, 4)),
         ];
-        let plan = plan(events, &Mapper::default(), never);
+        let plan = plan(events, &Mapper::default(), FieldNames::Any, never);
         assert_eq!(plan.rounds.len(), 1);
         assert_eq!(plan.rounds[0].len(), 2);
         assert!(matches!(&plan.rounds[0][0], WriteOp { action: Action::Delete, offset: 13, doc: 0, .. }));
@@ -310,7 +387,7 @@ mod tests {
             (3, event(Op::Update, 1, None, Some(set(doc! {"b": 1})), 3)),
             (4, event(Op::Update, 2, None, Some(set(doc! {"c": 1})), 4)),
         ];
-        let plan = plan(events, &Mapper::default(), never);
+        let plan = plan(events, &Mapper::default(), FieldNames::Any, never);
         let shape: Vec<Vec<&str>> = plan.rounds.iter().map(|r| r.iter().map(WriteOp::kind).collect()).collect();
         assert_eq!(shape, vec![vec!["replace", "update"], vec!["update"], vec!["update"]]);
         assert_eq!(plan.keys.len(), 2);
@@ -360,6 +437,23 @@ mod tests {
     }
 
     #[test]
+    fn documentdb_refuses_dotted_and_dollar_names_at_any_depth() {
+        let ok = doc! {"_id": 1, "a": {"b": [{"c": 1}]}};
+        let events = |doc: Document| vec![(1, event(Op::Create, 1, Some(doc), None, 1))];
+        let plan_of = |doc| plan(events(doc), &Mapper::default(), FieldNames::NoDotsOrDollars, never);
+        assert!(plan_of(ok.clone()).rejected.is_empty());
+        for bad in [doc! {"_id": 1, "a.b": 1}, doc! {"_id": 1, "$p": 1}, doc! {"_id": 1, "n": {"x": [{"$y": 1}]}}] {
+            let planned = plan_of(bad.clone());
+            assert_eq!(planned.rejected.len(), 1, "{bad:?}");
+            assert!(planned.rejected[0].1.contains("Amazon DocumentDB"), "{:?}", planned.rejected);
+        }
+        let update = vec![(1, event(Op::Update, 1, None, Some(set(doc! {"n": {"k.v": 1}})), 1))];
+        assert_eq!(plan(update, &Mapper::default(), FieldNames::NoDotsOrDollars, never).rejected.len(), 1);
+        let dotted_ok = plan(events(doc! {"_id": 1, "a.b": 1}), &Mapper::default(), FieldNames::Any, never);
+        assert!(dotted_ok.rejected.is_empty(), "MongoDB stores them");
+    }
+
+    #[test]
     fn bad_and_obsolete_events_are_set_aside() {
         let events = vec![
             (1, event(Op::Create, 1, None, None, 1)),
@@ -367,13 +461,13 @@ mod tests {
             (3, event(Op::Create, 4, Some(doc! {"_id": 4}), None, 1)),
             (4, event(Op::Update, 5, None, None, 9)),
         ];
-        let obsolete = plan(events, &Mapper::default(), |_, t| t.t < 5);
+        let obsolete = plan(events, &Mapper::default(), FieldNames::Any, |_, t| t.t < 5);
         assert_eq!(obsolete.rejected.len(), 0, "obsolete events are skipped before they are judged");
         assert_eq!(obsolete.skipped, 4);
 
         let events =
             vec![(1, event(Op::Create, 1, None, None, 9)), (2, event(Op::Create, 2, Some(doc! {"_id": 3}), None, 9))];
-        let bad = plan(events, &Mapper::default(), never);
+        let bad = plan(events, &Mapper::default(), FieldNames::Any, never);
         assert_eq!(bad.rejected.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![1, 2]);
         assert!(bad.rounds.is_empty());
     }

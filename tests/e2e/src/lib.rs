@@ -11,6 +11,7 @@ pub mod mongod;
 pub mod pipeline;
 pub mod process;
 pub mod schema;
+pub mod sink_commands;
 pub mod standby;
 pub mod toxiproxy;
 pub mod workload;

@@ -154,19 +154,16 @@ async fn a_replica_taking_over_after_another_applied_a_drop_does_not_resurrect_d
     p.converged(Duration::from_secs(60)).await;
     a.kill9();
 
-    // B takes t's partition over and reads its history again from the start.
+    // B takes t's partition over.
     eventually("B owns both partitions", Duration::from_secs(90), || async {
         let body = http_get(b_addr, "/metrics").await.ok()?.1;
         (metric(&body, "sink_writer_assigned_partitions") == 2.0).then_some(())
     })
     .await;
-    // 60 changes and the drop's marker.
-    let t_consumed = format!("sink_writer_messages_consumed_total{{topic=\"{t_topic}\"}}");
-    eventually("B reads t's history again", Duration::from_secs(60), || async {
-        let body = http_get(b_addr, "/metrics").await.ok()?.1;
-        (metric(&body, &t_consumed) >= 61.0).then_some(())
-    })
-    .await;
+    // B resumes t where the target is (exactly_once), or from the drop's marker A reached, or
+    // reads the history again (idempotent, before any marker): never writing a document of t's
+    // first life back.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     p.converged(Duration::from_secs(30)).await;
     b_stop.cancel();

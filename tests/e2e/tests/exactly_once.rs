@@ -249,8 +249,19 @@ async fn a_parked_write_is_never_dropped_for_the_retry_it_overtook() {
 /// No event older than the drop may land after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_applied_during_a_takeover_lets_no_older_event_land_after_it() {
+    drop_during_takeover(sink_writer::ApplyMode::ExactlyOnce).await;
+}
+
+/// The same in the `idempotent` mode: the new owner starts at the marker the former one reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_applied_during_a_takeover_lets_no_older_event_land_after_it_when_idempotent() {
+    drop_during_takeover(sink_writer::ApplyMode::Idempotent).await;
+}
+
+async fn drop_during_takeover(mode: sink_writer::ApplyMode) {
     let servers = services();
     let mut p = Pipeline::new("takeoverdrop", 2).await;
+    p.sink_config.apply.mode = mode;
     p.sink_config.consume.commit_interval_ms = 600_000;
     p.sink_config.apply.batch_max_docs = 10;
     p.sink_config.apply.max_in_flight = 1;

@@ -8,25 +8,61 @@ use bson::{doc, Document};
 use e2e::pipeline::{metric, Pipeline};
 use test_support::eventually;
 
-/// Runs `sink-writer <command> --json` with this pipeline's sink settings: exit code and JSON.
 async fn sink_command(p: &Pipeline, command: &[&str]) -> (i32, serde_json::Value) {
-    let mut env: Vec<(String, String)> = p.sink_process_env(e2e::free_addr(), p.sink_config.mongo.uri.expose());
-    env.push(("SINK_WRITER__VERIFY__SOURCE_URI".into(), p.source_config.mongo.uri.expose().to_string()));
-    env.push(("SINK_WRITER__VERIFY__INCLUDE".into(), format!("{}\\..*", p.name)));
-    env.push(("SINK_WRITER__VERIFY__SETTLE_TIMEOUT_MS".into(), "30000".into()));
-    let out = tokio::process::Command::new(e2e::binary("sink-writer"))
-        .args(command)
-        .arg("--json")
-        .env_clear()
-        .envs(env)
-        .output()
-        .await
-        .expect("sink-writer runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("{command:?}: not JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    (out.status.code().unwrap_or(-1), json)
+    e2e::sink_commands::sink_command(p, command, &[]).await
+}
+
+/// Issue 22, 1: with the sink stopped and the source changing 20 documents, `verify` must not
+/// call the target equal: nothing was seen to move past the differences, so they are
+/// unconfirmed (exit 3), and `status` does not count such a verify as passing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_sink_is_never_equal_only_unconfirmed_and_status_does_not_count_it() {
+    let mut p = Pipeline::new("stopped", 2).await;
+    p.source_config.delivery.watermark_interval_ms = 300;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("coll");
+    coll.insert_many((0..20).map(|i| doc! {"_id": i, "v": 0})).await.expect("insert");
+    p.converged(Duration::from_secs(90)).await;
+    let quick = [("VERIFY__SETTLE_TIMEOUT_MS", "3000")];
+    let namespace = format!("{}.coll", p.name);
+    let (code, report) = sink_command_with(&p, &["verify"], &quick).await;
+    assert_eq!(code, 0, "equal while the sink runs: {report}");
+    let lenient = ["status", "--max-lag-seconds", "3600"];
+    eventually("ready while the sink runs", Duration::from_secs(30), || async {
+        let (code, status) = sink_command(&p, &lenient).await;
+        (code == 0).then_some(status)
+    })
+    .await;
+
+    sink.stop().await;
+    let updater = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            loop {
+                coll.update_many(doc! {}, doc! {"$inc": {"v": 1}}).await.expect("update");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for args in [&["verify", "--namespace", namespace.as_str()][..], &["verify"][..]] {
+        let (code, report) = sink_command_with(&p, args, &quick).await;
+        assert_eq!(code, 3, "{args:?}: the target is behind on all 20: {report}");
+        assert_eq!(report["equal"], false, "{report}");
+        assert_eq!(report["outcome"], "unconfirmed", "{report}");
+        assert_eq!((report["unconfirmed"].as_u64(), report["in_flight"].as_u64()), (Some(20), Some(0)), "{report}");
+    }
+    let (code, status) = sink_command(&p, &lenient).await;
+    assert_eq!(code, 1, "an unconfirmed verify does not pass: {status}");
+    let verdict = status["verdict"].as_str().unwrap_or_default();
+    assert!(verdict.contains("could not confirm 20"), "{status}");
+    updater.abort();
+    source.stop().await;
+}
+
+async fn sink_command_with(p: &Pipeline, command: &[&str], extra: &[(&str, &str)]) -> (i32, serde_json::Value) {
+    e2e::sink_commands::sink_command(p, command, extra).await
 }
 
 async fn workload(p: &Pipeline, rounds: i32) {
@@ -192,7 +228,7 @@ async fn status_says_ready_only_when_lag_dead_letters_ddl_and_verify_allow() {
     p.converged(Duration::from_secs(90)).await;
     let (code, status) = sink_command(&p, &["status"]).await;
     assert_eq!(code, 1, "no verify yet: {status}");
-    assert!(status["verdict"].as_str().unwrap_or("").contains("no verify"), "{status}");
+    assert!(status["verdict"].as_str().unwrap_or("").contains("no full verify"), "{status}");
     let (code, _) = sink_command(&p, &["verify"]).await;
     assert_eq!(code, 0);
     let (code, status) = eventually("ready", Duration::from_secs(30), || async {

@@ -68,6 +68,15 @@ impl Exact<'_> {
                 self.park(&mut parks, &keys, op, &records).await?;
             }
         }
+        if rounds.iter().all(Vec::is_empty) && parks.is_empty() && undecodable.is_empty() && rejected.is_empty() {
+            // Nothing to write (watermarks, tombstones, events older than an applied DDL): no
+            // transaction. The ledger's offset stays behind; what a new owner reads again from
+            // there writes nothing either.
+            let consistent = self.parking.is_empty().then_some(self.pending).flatten();
+            self.task.marks.reached(covered, consistent);
+            drop(reservations);
+            return Ok(());
+        }
         self.ensure_collections(&rounds).await?;
         let started = Instant::now();
         let mut singly = false;

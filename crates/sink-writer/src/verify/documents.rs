@@ -1,7 +1,8 @@
 //! Comparing one namespace's documents: the source's `_id` space split into ranges read in
-//! parallel (each range from both sides at once, a chunk at a time), or a random sample; then
-//! every difference checked again once replication has passed the moment it was seen, so only
-//! what stays different is reported.
+//! parallel (each range from both sides a chunk at a time: the source's next chunk, then the
+//! target's documents up to its last `_id`, a page at a time), or a random sample. Memory stays
+//! bounded whatever the size: every difference is counted, and only `verify.max_rechecked` of
+//! them are kept to be checked again (`recheck.rs`); [`Held`] counts the documents held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +16,8 @@ use service_kit::id_order;
 use super::read::{self, Seen};
 use crate::error::Error;
 
-/// Documents read per chunk and side.
+/// Documents read per chunk and side (and per page of the target).
 const CHUNK: usize = 1000;
-/// Rounds of checking a difference again before it counts.
-const RECHECKS: usize = 3;
 
 /// The two sides of one namespace.
 pub struct Pair {
@@ -35,11 +34,97 @@ pub enum Kind {
     Different,
 }
 
-#[derive(Debug, Default)]
+/// A document that differed when compared: its `_id`, and the source's state then (the hash of
+/// its BSON, none when the source has no such document).
+#[derive(Debug, Clone)]
+pub struct Difference {
+    pub id: Bson,
+    pub key: Vec<u8>,
+    pub kind: Kind,
+    pub source: Option<u64>,
+}
+
+/// Differences by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, kind: Kind) {
+        match kind {
+            Kind::Missing => self.missing += 1,
+            Kind::Extra => self.extra += 1,
+            Kind::Different => self.different += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.missing + self.extra + self.different
+    }
+}
+
+/// What comparing found: every difference counted, the first `cap` kept.
+#[derive(Debug)]
 pub struct Tally {
     pub compared: u64,
-    pub equal: u64,
-    pub differences: Vec<(Bson, Kind)>,
+    pub found: Counts,
+    pub kept: Vec<Difference>,
+    cap: usize,
+}
+
+impl Tally {
+    pub fn new(cap: usize) -> Self {
+        Self { compared: 0, found: Counts::default(), kept: Vec::new(), cap }
+    }
+
+    fn push(&mut self, difference: Difference, held: &Held) {
+        self.found.add(difference.kind);
+        if self.kept.len() < self.cap {
+            held.add(1);
+            self.kept.push(difference);
+        }
+    }
+
+    fn merge(&mut self, other: Tally, held: &Held) {
+        self.compared += other.compared;
+        self.found.counts_of(other.found);
+        let room = self.cap.saturating_sub(self.kept.len());
+        held.sub(other.kept.len().saturating_sub(room));
+        self.kept.extend(other.kept.into_iter().take(room));
+    }
+}
+
+impl Counts {
+    fn counts_of(&mut self, other: Counts) {
+        self.missing += other.missing;
+        self.extra += other.extra;
+        self.different += other.different;
+    }
+}
+
+/// Documents (their digests) held at once, and the most ever: what memory follows.
+#[derive(Debug, Default)]
+pub struct Held {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Held {
+    pub fn add(&self, n: usize) {
+        let now = self.now.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+        self.peak.fetch_max(now, Ordering::AcqRel);
+    }
+
+    pub fn sub(&self, n: usize) {
+        self.now.fetch_sub(n as u64, Ordering::AcqRel);
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Acquire)
+    }
 }
 
 /// Source reads per second, shared by every reader (0: no limit).
@@ -56,7 +141,7 @@ impl Pace {
         Arc::new(Pace { per_second, started: Instant::now(), taken: AtomicU64::new(0), done: AtomicU64::new(0) })
     }
 
-    async fn take(&self, documents: u64) {
+    pub async fn take(&self, documents: u64) {
         let taken = self.taken.fetch_add(documents, Ordering::AcqRel) + documents;
         if self.per_second == 0 {
             return;
@@ -70,7 +155,7 @@ impl Pace {
 
 /// Compares every document: the `_id` space cut where a sample of the source says, when the
 /// source's smallest and largest `_id` share a type bracket (then every `_id` does).
-pub async fn compare_all(pair: &Pair, parallel: usize, pace: &Pace) -> Result<Tally, Error> {
+pub async fn compare_all(pair: &Pair, parallel: usize, pace: &Pace, held: &Held, cap: usize) -> Result<Tally, Error> {
     let bounds = split_points(pair, parallel).await?;
     let mut ranges: Vec<(Option<Bson>, Option<Bson>)> = Vec::new();
     let mut lo = None;
@@ -79,16 +164,12 @@ pub async fn compare_all(pair: &Pair, parallel: usize, pace: &Pace) -> Result<Ta
         lo = Some(point);
     }
     ranges.push((lo, None));
-    let tallies: Vec<Tally> = futures::stream::iter(ranges)
-        .map(|(lo, hi)| compare_range(pair, lo, hi, pace))
-        .buffer_unordered(parallel.max(1))
-        .try_collect()
-        .await?;
-    let mut tally = Tally::default();
-    for t in tallies {
-        tally.compared += t.compared;
-        tally.equal += t.equal;
-        tally.differences.extend(t.differences);
+    let mut tallies = futures::stream::iter(ranges)
+        .map(|(lo, hi)| compare_range(pair, lo, hi, pace, held, cap))
+        .buffer_unordered(parallel.max(1));
+    let mut tally = Tally::new(cap);
+    while let Some(range) = tallies.try_next().await? {
+        tally.merge(range, held);
     }
     Ok(tally)
 }
@@ -133,43 +214,69 @@ fn compare_in_bracket(a: &Bson, b: &Bson) -> std::cmp::Ordering {
 }
 
 /// Compares `[lo, hi)` a chunk at a time: the source's next chunk, and the target's documents
-/// up to the chunk's last `_id`.
-async fn compare_range(pair: &Pair, lo: Option<Bson>, hi: Option<Bson>, pace: &Pace) -> Result<Tally, Error> {
-    let mut tally = Tally::default();
+/// up to the chunk's last `_id`, a page at a time.
+async fn compare_range(
+    pair: &Pair,
+    lo: Option<Bson>,
+    hi: Option<Bson>,
+    pace: &Pace,
+    held: &Held,
+    cap: usize,
+) -> Result<Tally, Error> {
+    let mut tally = Tally::new(cap);
     let mut from = lo;
     // The last `_id` compared: the next chunk starts there, inclusive, and leaves it out.
     let mut done: Option<Vec<u8>> = None;
     loop {
         let mut chunk = read::read(&pair.source, from.as_ref(), hi.as_ref(), CHUNK + 1).await?;
         chunk.retain(|s| Some(&s.key) != done.as_ref());
-        pace.take(chunk.len() as u64).await;
-        let Some(last) = chunk.last().map(|s| s.id.clone()) else {
-            // The source has nothing more here: whatever the target still has is extra.
-            let rest = read::read(&pair.target, from.as_ref(), hi.as_ref(), usize::MAX).await?;
-            for extra in rest.into_iter().filter(|s| Some(&s.key) != done.as_ref()) {
-                tally.differences.push((extra.id, Kind::Extra));
+        held.add(chunk.len());
+        let read = chunk.len();
+        pace.take(read as u64).await;
+        let last = chunk.last().map(|s| (s.id.clone(), s.key.clone()));
+        let mut sources: HashMap<Vec<u8>, Seen> = chunk.into_iter().map(|s| (s.key.clone(), s)).collect();
+        tally.compared += sources.len() as u64;
+        pace.done.fetch_add(sources.len() as u64, Ordering::Relaxed);
+        let mut compare = |target: Seen, tally: &mut Tally| {
+            let difference = match sources.remove(&target.key) {
+                None => Some((Kind::Extra, None)),
+                Some(s) if s.hash != target.hash => Some((Kind::Different, Some(s.hash))),
+                Some(_) => None,
+            };
+            if let Some((kind, source)) = difference {
+                tally.push(Difference { id: target.id, key: target.key, kind, source }, held);
             }
-            return Ok(tally);
         };
-        let (mut target, last_one) = tokio::try_join!(
-            read::read(&pair.target, from.as_ref(), Some(&last), usize::MAX),
-            read::one(&pair.target, &last)
-        )?;
-        target.extend(last_one);
-        let mut targets: HashMap<Vec<u8>, Seen> =
-            target.into_iter().filter(|s| Some(&s.key) != done.as_ref()).map(|s| (s.key.clone(), s)).collect();
-        for seen in &chunk {
-            tally.compared += 1;
-            match targets.remove(&seen.key) {
-                None => tally.differences.push((seen.id.clone(), Kind::Missing)),
-                Some(t) if t.hash != seen.hash => tally.differences.push((seen.id.clone(), Kind::Different)),
-                Some(_) => tally.equal += 1,
+        // The target up to the chunk's last `_id` (the source has nothing more: up to `hi`), then
+        // that `_id` itself.
+        let until = last.as_ref().map(|(id, _)| id).or(hi.as_ref());
+        let mut skip = done.clone();
+        let mut at = from.clone();
+        loop {
+            let page = read::read(&pair.target, at.as_ref(), until, CHUNK + 1).await?;
+            held.add(page.len());
+            let size = page.len();
+            let next = page.last().map(|s| (s.id.clone(), s.key.clone()));
+            for target in page.into_iter().filter(|t| Some(&t.key) != skip.as_ref()) {
+                compare(target, &mut tally);
+            }
+            held.sub(size);
+            match next {
+                Some((id, key)) if size > CHUNK => (at, skip) = (Some(id), Some(key)),
+                _ => break,
             }
         }
-        tally.differences.extend(targets.into_values().map(|t| (t.id, Kind::Extra)));
-        pace.done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        done = chunk.last().map(|s| s.key.clone());
-        from = Some(last);
+        if let Some((id, _)) = &last {
+            if let Some(target) = read::one(&pair.target, id).await? {
+                compare(target, &mut tally);
+            }
+        }
+        for (key, source) in sources {
+            tally.push(Difference { id: source.id, key, kind: Kind::Missing, source: Some(source.hash) }, held);
+        }
+        held.sub(read);
+        let Some((id, key)) = last else { return Ok(tally) };
+        (from, done) = (Some(id), Some(key));
     }
 }
 
@@ -190,65 +297,29 @@ async fn random(
         .map_err(|e| Error::mongo("verify sample", e))
 }
 
-/// Compares `size` random source documents with the target's.
-pub async fn compare_sample(pair: &Pair, size: usize, pace: &Pace) -> Result<Tally, Error> {
-    let sample = random(&pair.source, size, None).await?;
-    pace.take(sample.len() as u64).await;
-    let mut tally = Tally::default();
-    for seen in sample.iter().filter_map(Seen::of) {
+/// Compares `size` random source documents with the target's, one at a time.
+pub async fn compare_sample(pair: &Pair, size: usize, pace: &Pace, held: &Held, cap: usize) -> Result<Tally, Error> {
+    let mut tally = Tally::new(cap);
+    let sample = vec![doc! {"$sample": {"size": i64::try_from(size).unwrap_or(i64::MAX)}}];
+    let mut cursor = pair
+        .source
+        .aggregate(sample)
+        .with_type::<RawDocumentBuf>()
+        .await
+        .map_err(|e| Error::mongo("verify sample", e))?;
+    while let Some(raw) = cursor.try_next().await.map_err(|e| Error::mongo("verify sample", e))? {
+        pace.take(1).await;
+        let Some(seen) = Seen::of(&raw) else { continue };
         tally.compared += 1;
-        match read::one(&pair.target, &seen.id).await? {
-            None => tally.differences.push((seen.id, Kind::Missing)),
-            Some(t) if t.hash != seen.hash => tally.differences.push((seen.id, Kind::Different)),
-            Some(_) => tally.equal += 1,
+        let kind = match read::one(&pair.target, &seen.id).await? {
+            None => Some(Kind::Missing),
+            Some(t) if t.hash != seen.hash => Some(Kind::Different),
+            Some(_) => None,
+        };
+        if let Some(kind) = kind {
+            tally.push(Difference { id: seen.id, key: seen.key, kind, source: Some(seen.hash) }, held);
         }
         pace.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(tally)
-}
-
-/// Checks differences again, each round once `settled(source time now)` says replication has
-/// passed that moment; what is equal by then was in flight, and so is what the source changed
-/// again since the round before the last (a workload that keeps writing a document: its target
-/// copy is always one change behind when read). Returns what stays different, and whether
-/// replication settled every round (false: the differences are unconfirmed).
-pub async fn recheck<F, Fut>(
-    pair: &Pair,
-    differences: Vec<(Bson, Kind)>,
-    settled: F,
-) -> Result<(Vec<(Bson, Kind)>, bool), Error>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<bool, Error>>,
-{
-    let mut confirmed = true;
-    // Each difference with the source's state (its hash, or `None` when absent) at the last
-    // round; `None` before the first.
-    let mut pending: Vec<(Bson, Kind, Option<Option<u64>>)> =
-        differences.into_iter().map(|(id, kind)| (id, kind, None)).collect();
-    for round in 0..RECHECKS {
-        if pending.is_empty() {
-            break;
-        }
-        confirmed &= settled().await?;
-        let last = round + 1 == RECHECKS;
-        let mut left = Vec::new();
-        for (id, _, before) in pending {
-            let (source, target) = tokio::try_join!(read::one(&pair.source, &id), read::one(&pair.target, &id))?;
-            let state = source.as_ref().map(|s| s.hash);
-            let kind = match (source, target) {
-                (None, None) => continue,
-                (Some(s), Some(t)) if s.hash == t.hash => continue,
-                (Some(_), None) => Kind::Missing,
-                (None, Some(_)) => Kind::Extra,
-                (Some(_), Some(_)) => Kind::Different,
-            };
-            if last && before.is_some_and(|before| before != state) {
-                continue; // still changing at the source: in flight
-            }
-            left.push((id, kind, Some(state)));
-        }
-        pending = left;
-    }
-    Ok((pending.into_iter().map(|(id, kind, _)| (id, kind)).collect(), confirmed))
 }

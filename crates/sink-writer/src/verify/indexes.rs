@@ -1,11 +1,14 @@
-//! Indexes and collection options of one namespace, source against target. A TTL index the
-//! sink holds back by policy (`apply.ttl = "source_deletes"`: never expiring on the target)
-//! is equal when everything else is.
+//! What a namespace is, its collection options (a view's definition, a time-series collection's
+//! settings) and its indexes, source against target. An index's key is compared in order (a
+//! compound index with its fields swapped under the same name is another index); its other
+//! options in any order. A TTL index the sink holds back by policy (`apply.ttl =
+//! "source_deletes"`: never expiring on the target) is equal when everything else is.
 
 use std::collections::BTreeMap;
 
 use bson::{doc, Bson, Document};
 use futures::TryStreamExt;
+use mongodb::results::CollectionType;
 
 use crate::error::Error;
 use crate::schema::NEVER_EXPIRES;
@@ -17,13 +20,26 @@ pub async fn differences(
     target: &mongodb::Database,
     target_coll: &str,
 ) -> Result<Vec<String>, Error> {
-    let (source_indexes, target_indexes) =
-        tokio::try_join!(indexes(source, source_coll), indexes(target, target_coll))?;
-    let mut found = compare_indexes(&source_indexes, &target_indexes);
-    let (source_options, target_options) =
-        tokio::try_join!(options(source, source_coll), options(target, target_coll))?;
+    let (source_spec, target_spec) = tokio::try_join!(spec(source, source_coll), spec(target, target_coll))?;
+    let mut found = Vec::new();
+    let kind =
+        |spec: &Option<(CollectionType, Bson)>| spec.as_ref().map(|(kind, _)| format!("{kind:?}").to_lowercase());
+    match (kind(&source_spec), kind(&target_spec)) {
+        (Some(s), None) => found.push(format!("{s} missing on the target")),
+        (None, Some(t)) => found.push(format!("{t} only on the target")),
+        (Some(s), Some(t)) if s != t => found.push(format!("a {s} on the source but a {t} on the target")),
+        _ => {}
+    }
+    let options = |spec: &Option<(CollectionType, Bson)>| spec.as_ref().map_or(Bson::Null, |(_, o)| o.clone());
+    let (source_options, target_options) = (options(&source_spec), options(&target_spec));
     if source_options != target_options {
         found.push(format!("collection options: source {source_options} but target {target_options}"));
+    }
+    let view = |spec: &Option<(CollectionType, Bson)>| matches!(spec, Some((CollectionType::View, _)));
+    if !view(&source_spec) && !view(&target_spec) {
+        let (source_indexes, target_indexes) =
+            tokio::try_join!(indexes(source, source_coll), indexes(target, target_coll))?;
+        found.extend(compare_indexes(&source_indexes, &target_indexes));
     }
     Ok(found)
 }
@@ -33,7 +49,8 @@ async fn indexes(db: &mongodb::Database, coll: &str) -> Result<BTreeMap<String, 
     let reply = db.run_command(doc! {"listIndexes": coll}).await;
     let reply = match reply {
         Ok(reply) => reply,
-        Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
+        // No such collection (26), or a view (166).
+        Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if [26, 166].contains(&c.code)) => {
             return Ok(BTreeMap::new())
         }
         Err(e) => return Err(Error::mongo("list indexes", e)),
@@ -52,15 +69,16 @@ async fn indexes(db: &mongodb::Database, coll: &str) -> Result<BTreeMap<String, 
         .collect())
 }
 
-/// A collection's options (as `listCollections` gives them), none for a missing collection.
-async fn options(db: &mongodb::Database, coll: &str) -> Result<Bson, Error> {
+/// What a collection is and its options (as `listCollections` gives them); none when missing.
+async fn spec(db: &mongodb::Database, coll: &str) -> Result<Option<(CollectionType, Bson)>, Error> {
     let mut cursor =
         db.list_collections().filter(doc! {"name": coll}).await.map_err(|e| Error::mongo("list collections", e))?;
     let Some(spec) = cursor.try_next().await.map_err(|e| Error::mongo("list collections", e))? else {
-        return Ok(Bson::Null);
+        return Ok(None);
     };
     let options = bson::to_document(&spec.options).map_err(|e| Error::Fatal(format!("collection options: {e}")))?;
-    Ok(Bson::Document(options.into_iter().filter(|(_, v)| *v != Bson::Null).collect()))
+    let options = Bson::Document(options.into_iter().filter(|(_, v)| *v != Bson::Null).collect());
+    Ok(Some((spec.collection_type, options)))
 }
 
 /// Compares index specs by name. Pure.
@@ -90,7 +108,11 @@ fn same_index(source: &Document, target: &Document) -> bool {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    strip(source) == strip(target)
+    // A document compares its fields in any order: the key's order is compared apart.
+    let key_order = |d: &Document| -> Vec<String> {
+        d.get_document("key").map(|k| k.keys().cloned().collect()).unwrap_or_default()
+    };
+    strip(source) == strip(target) && key_order(source) == key_order(target)
 }
 
 #[cfg(test)]
@@ -114,5 +136,17 @@ mod tests {
         target.remove("_id_");
         let found = compare_indexes(&source, &target);
         assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn a_compound_index_with_its_fields_swapped_is_another_index() {
+        let source: BTreeMap<String, Document> =
+            [("ab".to_string(), doc! {"key": {"a": 1, "b": 1}, "name": "ab"})].into_iter().collect();
+        let swapped: BTreeMap<String, Document> =
+            [("ab".to_string(), doc! {"key": {"b": 1, "a": 1}, "name": "ab"})].into_iter().collect();
+        assert_eq!(compare_indexes(&source, &swapped).len(), 1);
+        let reordered: BTreeMap<String, Document> =
+            [("ab".to_string(), doc! {"name": "ab", "key": {"a": 1, "b": 1}})].into_iter().collect();
+        assert!(compare_indexes(&source, &reordered).is_empty(), "the spec's own fields in any order");
     }
 }

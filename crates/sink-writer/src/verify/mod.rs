@@ -1,39 +1,56 @@
 //! `sink-writer verify`: is the target equal to the source? Compares, while replication runs,
 //! every namespace's documents (exact BSON: field order and types count) in `_id` ranges read in
-//! parallel from both sides (or a random sample), its indexes and collection options. A
-//! difference may only be in flight: each is checked again once the consistency point has passed
-//! the moment it was seen, and only what stays different is reported. Reads are paced
-//! (`verify.max_docs_per_second`) so it can run against production, and use only commands
-//! Amazon DocumentDB has. Exit status 0 when everything compared is equal, 1 on differences,
-//! 2 on errors. The result is kept in `<metadata_database>.verify` for `sink-writer status`.
+//! parallel from both sides (or a random sample), what each namespace is (collection, view,
+//! time-series), its options and indexes (keys in order), and on a full verify what exists only
+//! on the target. A difference may only be in flight: each is checked again (`recheck.rs`), and
+//! counts as in flight only when replication is seen to move past it; otherwise it is a
+//! difference, or unconfirmed. Reads and rechecks are paced (`verify.max_docs_per_second`) so it
+//! can run against production, use only commands Amazon DocumentDB has, and hold a bounded
+//! number of documents whatever the size. Exit status: 0 equal, 1 differences, 2 errors, 3
+//! unconfirmed differences only (never "equal"). The result is kept in
+//! `<metadata_database>.verify` for `sink-writer status` (which counts only a full verify of
+//! every namespace that found everything equal).
 //!
 //! ```text
 //! sink-writer verify [--config FILE] [--namespace db.coll …] [--full | --sample N] [--json]
 //!                    [--max-docs-per-second N]
 //! ```
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the command, each namespace compared in turn, the result kept |
+//! | `scope.rs` | which namespaces: the source's selected, and those only on the target |
+//! | `namespace.rs` | one namespace: documents, rechecks, schema; one only on the target |
+//! | `documents.rs` | documents compared in ranges or a sample, with bounded memory |
+//! | `recheck.rs` | differences checked again against the consistency point |
+//! | `indexes.rs` | what a namespace is, its options and indexes |
+//! | `read.rs` | reading `_id` ranges the way both MongoDB and DocumentDB can |
+//! | `report.rs` | the report, its outcome and exit status |
 
 mod documents;
 mod indexes;
+mod namespace;
 mod read;
+mod recheck;
 mod report;
+mod scope;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bson::{doc, Document, RawDocumentBuf};
-use envelope::{ClusterTime, Namespace};
-use futures::TryStreamExt;
-use mongodb::results::CollectionType;
-use regex::Regex;
+use bson::{doc, Document};
+use envelope::Namespace;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::mapping::Mapper;
-use crate::progress::PointReader;
-use documents::{Pace, Pair};
-pub use report::{Findings, NamespaceReport, Report};
+use crate::point::PointReader;
+use documents::{Held, Pace};
+use namespace::Verifier;
+use recheck::Replication;
+pub use report::{Findings, NamespaceReport, Outcome, Report};
 
 /// What the command line asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -81,11 +98,7 @@ pub fn command(config: Config, args: Vec<String>) -> service_kit::app::CommandFu
                 } else {
                     print!("{report}");
                 }
-                if report.equal() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
+                ExitCode::from(report.outcome().exit_code())
             }
             Err(e) => {
                 eprintln!("sink-writer verify: {e}");
@@ -114,36 +127,49 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         .map_err(|e| Error::mongo("mongo.uri", e))?;
     let mapper = Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
     let point = PointReader::new(config, &target)?;
-    let namespaces = namespaces(config, &args, &source).await?;
+    let replication =
+        Replication { source: &source, point: &point, timeout: Duration::from_millis(config.verify.settle_timeout_ms) };
+    let namespaces = scope::source(config, &args.namespaces, &source).await?;
+    let everything = args.namespaces.is_empty();
+    let only_on_target = if everything {
+        let compared: Vec<Namespace> = namespaces.iter().map(|(ns, _)| ns.clone()).collect();
+        scope::only_on_target(config, &compared, &mapper, &target).await?
+    } else {
+        Vec::new()
+    };
     let pace = Pace::new(args.max_docs_per_second.unwrap_or(config.verify.max_docs_per_second));
+    let held = Held::default();
     let mut total = 0;
-    for ns in &namespaces {
+    for (ns, _) in namespaces.iter().filter(|(_, kind)| kind.has_documents()) {
         total += source.database(&ns.db).collection::<Document>(&ns.coll).estimated_document_count().await.unwrap_or(0);
     }
     let started = Instant::now();
     let ticker =
         (std::io::stderr().is_terminal() && !args.json).then(|| tokio::spawn(progress_line(pace.clone(), total)));
     let mut report = Report::default();
-    for ns in namespaces {
+    let verifier = Verifier {
+        source: &source,
+        target: &target,
+        replication: &replication,
+        pace: &pace,
+        held: &held,
+        sample: args.sample,
+        parallel: config.verify.parallel,
+        max_rechecked: config.verify.max_rechecked,
+    };
+    for (ns, kind) in namespaces {
         let mapped = mapper.map(&ns);
-        let pair = Pair {
-            source: source.database(&ns.db).collection::<RawDocumentBuf>(&ns.coll),
-            target: target.database(&mapped.db).collection::<RawDocumentBuf>(&mapped.coll),
+        let findings = match verifier.compare(&ns, &mapped, kind).await {
+            Ok(findings) => findings,
+            // A namespace a server refuses to read (a broken time-series collection, say) differs.
+            Err(e) if !e.is_retriable() => Findings::unreadable(kind, format!("cannot be compared: {e}")),
+            Err(e) => return Err(e),
         };
-        let tally = match args.sample {
-            Some(size) => documents::compare_sample(&pair, size, &pace).await?,
-            None => documents::compare_all(&pair, config.verify.parallel, &pace).await?,
-        };
-        let settle = Duration::from_millis(config.verify.settle_timeout_ms);
-        let seen = tally.differences.len() as u64;
-        let (differences, confirmed) =
-            documents::recheck(&pair, tally.differences, || settled(&source, &point, settle)).await?;
-        let in_flight = seen - differences.len() as u64;
-        let schema =
-            indexes::differences(&source.database(&ns.db), &ns.coll, &target.database(&mapped.db), &mapped.coll)
-                .await?;
-        let findings = Findings { compared: tally.compared, differences, confirmed, in_flight, schema };
         report.namespaces.push(NamespaceReport::new(ns, mapped, findings, config.verify.max_listed));
+    }
+    for (ns, kind) in only_on_target {
+        let findings = verifier.only_on_target(&ns, kind).await?;
+        report.namespaces.push(NamespaceReport::new(ns.clone(), ns, findings, config.verify.max_listed));
     }
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -151,87 +177,29 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.mode = if args.sample.is_some() { "sample" } else { "full" };
+    report.scope = if everything { "all" } else { "namespaces" };
+    report.held_peak = held.peak();
     record(config, &target, &report).await;
     Ok(report)
 }
 
-/// The source namespaces to compare: `--namespace`, else every collection of every user
-/// database that `verify.include`/`exclude` select.
-async fn namespaces(config: &Config, args: &Args, source: &mongodb::Client) -> Result<Vec<Namespace>, Error> {
-    if !args.namespaces.is_empty() {
-        return args
-            .namespaces
-            .iter()
-            .map(|n| {
-                n.split_once('.')
-                    .map(|(d, c)| Namespace::new(d, c))
-                    .ok_or(Error::Fatal(format!("--namespace {n}: not db.collection")))
-            })
-            .collect();
-    }
-    let anchored = |p: &str| Regex::new(&format!("^(?:{p})$")).map_err(|e| Error::Fatal(e.to_string()));
-    let include = (!config.verify.include.is_empty()).then(|| anchored(&config.verify.include)).transpose()?;
-    let exclude = (!config.verify.exclude.is_empty()).then(|| anchored(&config.verify.exclude)).transpose()?;
-    let mut found = Vec::new();
-    for db in source.list_database_names().await.map_err(|e| Error::mongo("list databases", e))? {
-        if ["admin", "config", "local"].contains(&db.as_str()) || db == config.apply.metadata_database {
-            continue;
-        }
-        // Amazon DocumentDB refuses `type` in a listCollections filter: collections are picked here.
-        let specs: Vec<_> = source
-            .database(&db)
-            .list_collections()
-            .await
-            .map_err(|e| Error::mongo("list collections", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::mongo("list collections", e))?;
-        let names = specs.into_iter().filter(|s| s.collection_type == CollectionType::Collection).map(|s| s.name);
-        for coll in names.filter(|c| !c.starts_with("system.")) {
-            let ns = Namespace::new(&db, coll);
-            let name = ns.to_string();
-            if include.as_ref().is_none_or(|r| r.is_match(&name))
-                && !exclude.as_ref().is_some_and(|r| r.is_match(&name))
-            {
-                found.push(ns);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// Waits until the consistency point passes the source's present; `false` when it did not
-/// within `timeout` (or the sink records no point: then after a short grace).
-async fn settled(source: &mongodb::Client, point: &PointReader, timeout: Duration) -> Result<bool, Error> {
-    let reply = source.database("admin").run_command(doc! {"ping": 1}).await.map_err(|e| Error::mongo("ping", e))?;
-    let now: Option<ClusterTime> = reply.get_timestamp("operationTime").ok().map(Into::into);
-    let deadline = Instant::now() + timeout;
-    let grace = Instant::now() + timeout.min(Duration::from_secs(5));
-    loop {
-        match (point.point().await?, now) {
-            (Some(reached), Some(now)) if reached >= now => return Ok(true),
-            (None, _) if Instant::now() >= grace => return Ok(false),
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Keeps the last result where `sink-writer status` finds it.
+/// Keeps the result where `sink-writer status` finds it: a full verify of every namespace under
+/// the group's name (the one that counts), any other beside it.
 async fn record(config: &Config, target: &mongodb::Client, report: &Report) {
     let log = target.database(&config.apply.metadata_database).collection::<Document>("verify");
     let summary = doc! {
         "at": bson::DateTime::now(),
-        "equal": report.equal(),
+        "equal": report.outcome() == Outcome::Equal,
+        "outcome": report.outcome().as_str(),
         "mode": report.mode,
+        "scope": report.scope,
         "namespaces": i64::try_from(report.namespaces.len()).unwrap_or(i64::MAX),
         "differences": i64::try_from(report.differences()).unwrap_or(i64::MAX),
+        "unconfirmed": i64::try_from(report.unconfirmed()).unwrap_or(i64::MAX),
     };
-    let recorded = log.replace_one(doc! {"_id": &config.consume.group_id}, summary).upsert(true).await;
+    let group = &config.consume.group_id;
+    let id = if report.mode == "full" && report.scope == "all" { group.clone() } else { format!("{group}|partial") };
+    let recorded = log.replace_one(doc! {"_id": id}, summary).upsert(true).await;
     if let Err(e) = recorded {
         eprintln!("sink-writer verify: cannot record the result for status: {e}");
     }

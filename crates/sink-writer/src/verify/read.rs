@@ -78,6 +78,27 @@ pub async fn read(
     Ok(seen)
 }
 
+/// The documents with these `_id`s (exactly these: see [`one`]), by `_id` key, read `CHUNK` at a
+/// time.
+pub async fn many(
+    coll: &mongodb::Collection<RawDocumentBuf>,
+    ids: &[&Bson],
+) -> Result<std::collections::HashMap<Vec<u8>, Seen>, Error> {
+    const CHUNK: usize = 1000;
+    let mut found = std::collections::HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let wanted: std::collections::HashSet<Vec<u8>> = chunk.iter().map(|id| key_of(id)).collect();
+        let list: Vec<Bson> = chunk.iter().map(|id| (*id).clone()).collect();
+        let mut cursor = coll.find(doc! {"_id": {"$in": list}}).await.map_err(|e| Error::mongo("verify read", e))?;
+        while let Some(raw) = cursor.try_next().await.map_err(|e| Error::mongo("verify read", e))? {
+            if let Some(seen) = Seen::of(&raw).filter(|s| wanted.contains(&s.key)) {
+                found.insert(seen.key.clone(), seen);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The document with this `_id` (exactly this one: the same value of another numeric type is
 /// another document here), if there is one.
 pub async fn one(coll: &mongodb::Collection<RawDocumentBuf>, id: &Bson) -> Result<Option<Seen>, Error> {

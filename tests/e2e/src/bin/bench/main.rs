@@ -8,13 +8,16 @@
 //! 5. memory: 64 KiB documents, the sink catching up a backlog, peak RSS against the budgets;
 //! 6. initial sync: DOCS documents in one collection copied (in `_id` ranges) and applied;
 //! 7. peers: the MongoDB Kafka Connector sink and Debezium's source connector on the same
-//!    documents (see `peers.rs`).
+//!    documents (see `peers.rs`);
+//! 8. modes: sink-writer's `exactly_once` and `idempotent` apply modes on one backlog and at the
+//!    steady rate (see `modes.rs`).
 //!
-//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers` runs one scenario.
+//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers|modes` runs one scenario.
 //! Prints a markdown report (also written to target/bench/report.md) and plots to docs/bench/.
 
 mod initial_sync;
 mod memory;
+mod modes;
 mod peers;
 mod pipeline;
 
@@ -29,6 +32,7 @@ use test_support::{services, unique, workspace_root, Services};
 
 use initial_sync::{initial_sync, initial_sync_report};
 use memory::{memory, memory_report};
+use modes::{modes, modes_report};
 use peers::{peers, peers_report};
 use pipeline::{document, measure, warm_up, Pipeline};
 
@@ -129,6 +133,10 @@ async fn main() {
 
     if std::env::var("BENCH_ONLY").as_deref() == Ok("initial-sync") {
         print!("{}", initial_sync_report(&initial_sync(&servers, docs, &dir).await));
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("modes") {
+        print!("{}", modes_report(&modes(&servers, docs, steady_rate, steady_seconds, &dir).await));
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("peers") {
@@ -260,6 +268,7 @@ async fn main() {
     report.push_str(&memory_report(&m));
     report.push_str(&initial_sync_report(&initial_sync(&servers, docs, &dir).await));
     report.push_str(&peers_report(&peers(&servers, docs, &dir).await));
+    report.push_str(&modes_report(&modes(&servers, docs, steady_rate, steady_seconds, &dir).await));
     print!("{report}");
     std::fs::write(dir.join("report.md"), &report).expect("report");
     let svg = bench::svg_plot(

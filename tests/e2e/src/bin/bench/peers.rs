@@ -28,7 +28,7 @@ use crate::pipeline::{insert, Pipeline};
 const BENCH_JVM: &[&str] = &["-Xmx2g"];
 
 /// One measured run.
-pub struct Run {
+pub(crate) struct Run {
     pub tool: &'static str,
     pub docs: u64,
     pub seconds: f64,
@@ -37,12 +37,12 @@ pub struct Run {
 }
 
 impl Run {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.docs as f64 / self.seconds
     }
 
     /// CPU seconds per million documents (numerically, CPU µs per document).
-    fn cpu_per_million(&self) -> f64 {
+    pub(crate) fn cpu_per_million(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.docs as f64
     }
 }
@@ -59,7 +59,13 @@ pub struct Peers {
 
 /// Polls `count` (documents done so far, or why the tool failed) every 100 ms until it reaches
 /// `docs`; the window opens at `opened` or, if `None`, at the first document.
-async fn timed<F, Fut>(tool: &'static str, docs: u64, pid: u32, opened: Option<(Instant, f64)>, mut count: F) -> Run
+pub(crate) async fn timed<F, Fut>(
+    tool: &'static str,
+    docs: u64,
+    pid: u32,
+    opened: Option<(Instant, f64)>,
+    mut count: F,
+) -> Run
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64, String>>,

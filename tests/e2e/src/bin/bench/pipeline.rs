@@ -25,6 +25,8 @@ pub struct Pipeline {
     pub source_http: std::net::SocketAddr,
     pub sink_http: std::net::SocketAddr,
     pub dir: PathBuf,
+    /// sink-writer's environment, for a sink started again with other settings.
+    sink_env: Vec<(String, String)>,
 }
 
 async fn ready(addr: std::net::SocketAddr, dir: &Path) {
@@ -89,10 +91,10 @@ impl Pipeline {
         .chain(extra("SINK_WRITER__"))
         .collect();
         let mut source = Proc::new("cdc-source", binary("cdc-source"), vec![], source_env, dir);
-        let sink = Proc::new("sink-writer", binary("sink-writer"), vec![], sink_env, dir);
+        let sink = Proc::new("sink-writer", binary("sink-writer"), vec![], sink_env.clone(), dir);
         source.start();
         ready(source_http, dir).await;
-        let mut p = Pipeline { name, source, sink, source_http, sink_http, dir: dir.to_path_buf() };
+        let mut p = Pipeline { name, source, sink, source_http, sink_http, dir: dir.to_path_buf(), sink_env };
         if with_sink {
             p.start_sink().await;
         }
@@ -102,6 +104,20 @@ impl Pipeline {
     pub async fn start_sink(&mut self) {
         self.sink.start();
         ready(self.sink_http, &self.dir).await;
+    }
+
+    /// Stops sink-writer and starts a new one with `settings` (`SINK_WRITER__` keys without the
+    /// prefix) over the pipeline's own.
+    pub async fn restart_sink_with(&mut self, settings: &[(&str, String)]) {
+        self.sink.stop();
+        let mut env = self.sink_env.clone();
+        for (key, value) in settings {
+            let key = format!("SINK_WRITER__{key}");
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value.clone()));
+        }
+        self.sink = Proc::new("sink-writer", binary("sink-writer"), vec![], env, &self.dir);
+        self.start_sink().await;
     }
 
     /// Inserts cdc-source has made durable in Kafka, summed over namespaces.

@@ -1,14 +1,25 @@
 //! `sink-writer status [--json] [--max-lag-seconds N]`: may I switch now? Per topic and overall:
-//! the consistency point and its lag, messages not yet applied, dead letters waiting, DDL
-//! waiting at a barrier, TTL indexes held back on the target, the last `verify` and its age;
-//! then one verdict line. Exit status 0 when ready to cut over, 1 when not, 2 on errors.
+//! the consistency point (the last whole second every change of which is on the target, and the
+//! exact cluster time) and its lag, messages not yet applied, dead letters of this group still
+//! open, DDL waiting at a barrier, schema changes the target refuses, TTL indexes held back on the
+//! target, the last full verify and its age, cdc-source's checkpoint and its age; then the
+//! verdict: ready to cut over, or every condition that fails. Exit status 0 when ready, 1 when
+//! not, 2 on errors.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the command: gathering the facts, printing them |
+//! | `verdict.rs` | the conditions of a cutover and the blockers (pure) |
+//! | `checkpoints.rs` | cdc-source's checkpoint read from its topic |
+
+mod checkpoints;
+mod verdict;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use envelope::ClusterTime;
 use futures::TryStreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -18,13 +29,14 @@ use service_kit::kafka_auth::AuthContext;
 use crate::config::Config;
 use crate::error::Error;
 use crate::offsets::Tp;
-use crate::progress::{least, PointReader};
+use crate::point::{complete_second, PointReader};
+use verdict::{CheckpointState, Facts, VerifyRecord};
 
 /// One topic's state.
 #[derive(Debug, serde::Serialize)]
 struct TopicState {
     topic: String,
-    /// Source cluster time (seconds) up to which this topic is applied; none without watermarks.
+    /// The last second (source cluster time) every change of which on this topic is applied.
     consistent_up_to: Option<u32>,
     /// Messages not yet committed as applied.
     pending_messages: i64,
@@ -32,16 +44,28 @@ struct TopicState {
 
 #[derive(Debug, serde::Serialize)]
 struct Status {
+    /// The last whole second (source cluster time, seconds since the epoch) every change of which
+    /// is on the target: `consistent_up_to_cluster_time` less a second unless that one is whole.
     consistent_up_to: Option<u32>,
+    /// The consistency point: every change with a cluster time at or before it is applied.
+    consistent_up_to_cluster_time: Option<serde_json::Value>,
     consistency_lag_seconds: Option<u64>,
     pending_messages: i64,
-    dead_letters: i64,
+    /// Dead letters of this consumer group not yet retried or skipped.
+    dead_letters: u64,
+    /// Records in the dead-letter topic, all groups, until retention removes them (information).
+    dead_letter_topic_records: i64,
     ddl_waiting: Vec<String>,
     ttl_held_back: Vec<String>,
     schema_conflicts: Vec<String>,
-    last_verify: Option<serde_json::Value>,
+    /// The last full verify (every namespace, every document): the one that counts.
+    last_verify: Option<VerifyRecord>,
+    /// The last verify of some namespaces or a sample (information).
+    last_partial_verify: Option<VerifyRecord>,
+    checkpoints: Vec<CheckpointState>,
     topics: Vec<TopicState>,
     ready: bool,
+    blockers: Vec<String>,
     verdict: String,
 }
 
@@ -49,7 +73,7 @@ struct Status {
 pub fn command(config: Config, args: Vec<String>) -> service_kit::app::CommandFuture {
     Box::pin(async move {
         let mut json = false;
-        let mut max_lag = 10_u64;
+        let mut max_lag = config.status.max_lag_seconds;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match (arg.as_str(), args.clone().next()) {
@@ -91,27 +115,31 @@ async fn status(config: &Config, max_lag: u64) -> Result<Status, Error> {
         .client_for("sink-writer-status", config.apply.compat)
         .await
         .map_err(|e| Error::mongo("mongo.uri", e))?;
-    let reader = PointReader::new(config, &target)?;
-    let partitions = reader.partitions().await?;
-    let watermarks = reader.book.watermarks().await?;
+    let reading = PointReader::new(config, &target)?.read().await?;
+    let partitions: Vec<Tp> = reading.partitions.keys().filter(|(_, p)| *p >= 0).cloned().collect();
     let meta = target.database(&config.apply.metadata_database);
-    let (pending, dead_letters) = kafka_counts(config, &partitions).await?;
+    let (pending, dead_letter_topic_records) = kafka_counts(config, &partitions).await?;
+    let (kafka, group, captures) = (config.kafka.clone(), config.consume.group_id.clone(), config.status.checkpoints());
+    let checkpoints = tokio::task::spawn_blocking(move || checkpoints::read(&kafka, &group, &captures))
+        .await
+        .map_err(|e| Error::Fatal(format!("checkpoint task: {e}")))?;
 
-    let mut by_topic: BTreeMap<String, Vec<Tp>> = BTreeMap::new();
-    for tp in &partitions {
-        by_topic.entry(tp.0.clone()).or_default().push(tp.clone());
+    let mut by_topic: BTreeMap<&str, Vec<&Tp>> = BTreeMap::new();
+    for tp in reading.partitions.keys() {
+        by_topic.entry(tp.0.as_str()).or_default().push(tp);
     }
     let topics: Vec<TopicState> = by_topic
         .iter()
         .map(|(topic, tps)| TopicState {
-            topic: topic.clone(),
-            consistent_up_to: least(tps, &watermarks).map(|at| at.t),
-            pending_messages: tps.iter().map(|tp| pending.get(tp).copied().unwrap_or(0)).sum(),
+            topic: topic.to_string(),
+            consistent_up_to: reading.topic(topic).map(complete_second),
+            pending_messages: tps.iter().map(|tp| pending.get(*tp).copied().unwrap_or(0)).sum(),
         })
         .collect();
-    let point: Option<ClusterTime> = least(&partitions, &watermarks);
+    let point = reading.point();
+    let second = point.map(complete_second);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let lag = point.map(|p| now.saturating_sub(u64::from(p.t)));
+    let lag = second.map(|s| now.saturating_sub(u64::from(s)));
 
     let group = &config.consume.group_id;
     let ddl_waiting = list(&meta, "ddl", doc! {"group": group, "applied": {"$ne": true}}, |d| {
@@ -132,52 +160,69 @@ async fn status(config: &Config, max_lag: u64) -> Result<Status, Error> {
         format!("{}: {}", d.get_str("what").unwrap_or("?"), d.get_str("reason").unwrap_or("?"))
     })
     .await?;
-    let last_verify = meta
-        .collection::<Document>("verify")
-        .find_one(doc! {"_id": group})
+    // Until the dead-letter ledger exists, there is nothing open in it.
+    let dead_letters = meta
+        .collection::<Document>("dead_letters")
+        .count_documents(doc! {"group": group, "state": "open"})
         .await
-        .map_err(|e| Error::mongo("read verify result", e))?
-        .map(|d| {
-            let age = d
-                .get_datetime("at")
-                .map(|at| (bson::DateTime::now().timestamp_millis() - at.timestamp_millis()) / 1000)
-                .unwrap_or(-1);
-            json!({"equal": d.get_bool("equal").unwrap_or(false), "mode": d.get_str("mode").unwrap_or("?"),
-                   "differences": d.get_i64("differences").unwrap_or(0), "age_seconds": age})
-        });
-    let pending_messages: i64 = pending.values().sum();
-    let mut blockers = Vec::new();
-    match lag {
-        None => blockers.push("no consistency point yet (does cdc-source write watermarks?)".to_string()),
-        Some(lag) if lag > max_lag => blockers.push(format!("consistency lag {lag} s > {max_lag} s")),
-        Some(_) => {}
-    }
-    if dead_letters > 0 {
-        blockers.push(format!("{dead_letters} dead letters waiting"));
-    }
-    if !ddl_waiting.is_empty() {
-        blockers.push(format!("{} DDL waiting at a barrier", ddl_waiting.len()));
-    }
-    match last_verify.as_ref().and_then(|v| v.get("equal")).and_then(serde_json::Value::as_bool) {
-        None => blockers.push("no verify yet".to_string()),
-        Some(false) => blockers.push("the last verify found differences".to_string()),
-        Some(true) => {}
-    }
+        .map_err(|e| Error::mongo("count dead letters", e))?;
+    let last_verify = verify_record(&meta, group).await?;
+    let last_partial_verify = verify_record(&meta, &format!("{group}|partial")).await?;
+
+    let facts = Facts {
+        lag,
+        max_lag,
+        unknown: reading.unknown().iter().map(|(t, p)| format!("{t}/{p}")).collect(),
+        verify: last_verify.clone().filter(VerifyRecord::is_full),
+        verify_max_age: config.status.verify_max_age_seconds,
+        schema_conflicts: schema_conflicts.len(),
+        ddl_waiting: ddl_waiting.len(),
+        open_dead_letters: dead_letters,
+        checkpoints: checkpoints.clone(),
+        checkpoint_max_age: config.status.checkpoint_max_age_seconds,
+    };
+    let blockers = verdict::blockers(&facts);
     let ready = blockers.is_empty();
     let verdict = if ready { "ready to cut over".to_string() } else { format!("not ready: {}", blockers.join("; ")) };
     Ok(Status {
-        consistent_up_to: point.map(|p| p.t),
+        consistent_up_to: second,
+        consistent_up_to_cluster_time: point.map(|p| json!({"t": p.t, "i": p.i})),
         consistency_lag_seconds: lag,
-        pending_messages,
+        pending_messages: pending.values().sum(),
         dead_letters,
+        dead_letter_topic_records,
         ddl_waiting,
         ttl_held_back,
         schema_conflicts,
         last_verify,
+        last_partial_verify,
+        checkpoints,
         topics,
         ready,
+        blockers,
         verdict,
     })
+}
+
+/// A verify result kept by `verify` under `id`, if any.
+async fn verify_record(meta: &mongodb::Database, id: &str) -> Result<Option<VerifyRecord>, Error> {
+    let found = meta
+        .collection::<Document>("verify")
+        .find_one(doc! {"_id": id})
+        .await
+        .map_err(|e| Error::mongo("read verify result", e))?;
+    Ok(found.map(|d| VerifyRecord {
+        mode: d.get_str("mode").unwrap_or("?").to_string(),
+        // Recorded before scopes were: it counts as partial.
+        scope: d.get_str("scope").unwrap_or("?").to_string(),
+        outcome: d.get_str("outcome").unwrap_or("?").to_string(),
+        differences: d.get_i64("differences").unwrap_or(0),
+        unconfirmed: d.get_i64("unconfirmed").unwrap_or(0),
+        age_seconds: d
+            .get_datetime("at")
+            .map(|at| (bson::DateTime::now().timestamp_millis() - at.timestamp_millis()) / 1000)
+            .unwrap_or(-1),
+    }))
 }
 
 /// Messages not yet committed per partition read, and records in the dead-letter topic.
@@ -241,20 +286,24 @@ async fn list(
 
 fn render(s: &Status) -> String {
     let mut out = String::new();
-    let point = |t: Option<u32>| {
+    let second = |t: Option<u32>| {
         t.and_then(|t| bson::DateTime::from_millis(i64::from(t) * 1000).try_to_rfc3339_string().ok())
-            .unwrap_or_else(|| "unknown".into())
+            .map_or_else(|| "unknown".into(), |at| format!("{at} (that second included)"))
     };
-    out.push_str(&format!("{:<50} {:<22} {:>10}\n", "topic", "consistent up to", "pending"));
+    out.push_str(&format!("{:<50} {:<44} {:>10}\n", "topic", "every change up to", "pending"));
     for t in &s.topics {
-        out.push_str(&format!("{:<50} {:<22} {:>10}\n", t.topic, point(t.consistent_up_to), t.pending_messages));
+        out.push_str(&format!("{:<50} {:<44} {:>10}\n", t.topic, second(t.consistent_up_to), t.pending_messages));
     }
     out.push_str(&format!(
-        "\nconsistent up to {} (lag {}), {} messages pending, {} dead letters\n",
-        point(s.consistent_up_to),
+        "\nevery change up to {} is on the target (point {}; lag {}), {} messages pending\n",
+        second(s.consistent_up_to),
+        s.consistent_up_to_cluster_time.as_ref().map_or("unknown".into(), ToString::to_string),
         s.consistency_lag_seconds.map_or("unknown".into(), |l| format!("{l} s")),
         s.pending_messages,
-        s.dead_letters
+    ));
+    out.push_str(&format!(
+        "dead letters of this group still open: {} ({} records in the dead-letter topic, all groups)\n",
+        s.dead_letters, s.dead_letter_topic_records
     ));
     for d in &s.ddl_waiting {
         out.push_str(&format!("DDL waiting: {d}\n"));
@@ -265,10 +314,20 @@ fn render(s: &Status) -> String {
     for t in &s.ttl_held_back {
         out.push_str(&format!("TTL held back on the target (set it at cutover): {t}\n"));
     }
-    match &s.last_verify {
-        Some(v) => out.push_str(&format!("last verify: {v}\n")),
-        None => out.push_str("last verify: none\n"),
+    for c in &s.checkpoints {
+        let age = c.age_seconds.map_or("none found".into(), |a| format!("{a} s old"));
+        out.push_str(&format!("cdc-source checkpoint '{}' ({}): {age}\n", c.capture, c.topic));
     }
+    let verify = |v: &Option<VerifyRecord>| {
+        v.as_ref().map_or("none".into(), |v| {
+            format!(
+                "{} ({} {}, {} differences, {} unconfirmed, {} s ago)",
+                v.outcome, v.mode, v.scope, v.differences, v.unconfirmed, v.age_seconds
+            )
+        })
+    };
+    out.push_str(&format!("last full verify: {}\n", verify(&s.last_verify)));
+    out.push_str(&format!("last partial verify: {}\n", verify(&s.last_partial_verify)));
     out.push_str(&format!("{}\n", s.verdict));
     out
 }
