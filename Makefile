@@ -47,10 +47,12 @@ lint-deploy: ## hadolint, helm lint + schema validation, promtool rules/tests, E
 #               the endpoint's name); the profile's compat is not theirs to set
 #   monitoring  promtool over the alert rules: no MongoDB
 #   index_timing  a measurement, ignored unless asked for
+#   secure_kafka, msk_iam  Kafka's authentication, whatever the MongoDB side: the first pass covers them
 # secure_mongo runs in the profile against a TLS mongod of its own, directly: the guard has no TLS.
 # interop's sink-writer goes through the guard; the JVM tools' own MongoDB clients do not.
 E2E_DOCUMENTDB_SUITES := replication crash exactly_once standby apply_safety ddl_convergence renames schema trust watermarks \
-	zombie doctor service_shells secure_mongo secure_kafka msk_iam mongodb_aws interop target_outage chaos
+	consistency_point status_blockers verify_scope \
+	zombie doctor service_shells secure_mongo mongodb_aws interop target_outage chaos
 
 test: prerequisites tools services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
 	$(CARGO) test --workspace --no-fail-fast
@@ -60,7 +62,7 @@ test: prerequisites tools services lint build ## everything: lint, unit, integra
 test-unit: ## tests that need no server
 	$(CARGO) test --workspace --lib
 
-bench: prerequisites tools services build-release ## the benchmark report (N=1000000 documents; BENCH_RATE=5000 BENCH_SECONDS=30 steady run; BENCH_ONLY=burst, steady or memory for one scenario)
+bench: prerequisites tools services build-release ## the benchmark report (N=1000000 documents; BENCH_RATE=5000 BENCH_SECONDS=30 steady run; BENCH_ONLY=burst, steady, memory, initial-sync, peers or modes for one scenario)
 	$(CARGO) build --release -p e2e --bin bench
 	source .cache/services.env && target/release/bench $(or $(N),1000000)
 

@@ -390,7 +390,15 @@ impl DdlApplier {
             }
             (Step::Rename, Ddl::Rename { from, to }) => self.rename(&self.mapper.map(from), &self.mapper.map(to)).await,
             (Step::Schema, ddl) => match ddl.namespace() {
-                Some(ns) => self.schema.apply(ddl, &self.mapper.map(ns)).await.map(|()| None),
+                Some(ns) => {
+                    let target = self.mapper.map(ns);
+                    self.schema.apply(ddl, &target).await?;
+                    if matches!(ddl, Ddl::Create { .. }) {
+                        // Created (or there already): a transaction may write to it at once.
+                        self.collections.exists(&target);
+                    }
+                    Ok(None)
+                }
                 None => Ok(None),
             },
             (step, ddl) => Ok(Some(format!("step {} does not fit {}", step.name(), ddl.kind()))),

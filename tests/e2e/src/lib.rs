@@ -8,6 +8,7 @@ pub mod delay_line;
 pub mod iam;
 pub mod interop;
 pub mod mongod;
+pub mod monotonic;
 pub mod pipeline;
 pub mod process;
 pub mod schema;

@@ -4,64 +4,17 @@
 //! cycle of unique values, a parked write overtaken by a newer one, a drop applied while a new
 //! owner takes a partition over, and a partition task that dies.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Document};
 use e2e::pipeline::Pipeline;
 use e2e::process::Proc;
 use e2e::toxiproxy::Toxiproxy;
-use futures::StreamExt;
 use test_support::{consume_all, eventually, http_get, metric, services};
 
 async fn dead_letters(p: &Pipeline, wait: Duration) -> usize {
     let topic = p.sink_config.consume.dead_letter_topic.clone();
     consume_all(&p.sink_config.kafka.bootstrap_servers, &[&topic], usize::MAX, wait).await.len()
-}
-
-/// Every value of field `n` the target's own change stream shows per document, and each time
-/// one was lower than the highest seen before it.
-#[derive(Default)]
-struct Observed {
-    highest: HashMap<String, i64>,
-    changes: usize,
-    backward: Vec<String>,
-}
-
-/// Watches the target database: what readers of the target see, version after version.
-async fn watch_target(db: mongodb::Database) -> (Arc<Mutex<Observed>>, tokio::task::JoinHandle<()>) {
-    let observed = Arc::new(Mutex::new(Observed::default()));
-    let mut stream = db.watch().await.expect("target change stream");
-    let seen = observed.clone();
-    let task = tokio::spawn(async move {
-        while let Some(event) = stream.next().await {
-            let event = event.expect("the target's change stream goes on");
-            let Some(key) = event.document_key.as_ref().and_then(|k| k.get("_id")).map(|id| format!("{id}")) else {
-                continue;
-            };
-            let n = match (&event.full_document, &event.update_description) {
-                (Some(doc), _) => doc.get("n").and_then(Bson::as_i64).or_else(|| doc.get_i32("n").ok().map(i64::from)),
-                (None, Some(update)) => update
-                    .updated_fields
-                    .get("n")
-                    .and_then(Bson::as_i64)
-                    .or_else(|| update.updated_fields.get_i32("n").ok().map(i64::from)),
-                _ => None,
-            };
-            let Some(n) = n else { continue };
-            let mut seen = seen.lock().expect("lock");
-            seen.changes += 1;
-            let highest = seen.highest.entry(key.clone()).or_insert(n);
-            if n < *highest {
-                let was = *highest;
-                seen.backward.push(format!("{key}: {was} -> {n}"));
-            } else {
-                *highest = n;
-            }
-        }
-    });
-    (observed, task)
 }
 
 /// Two sink-writer processes under continuous `$inc` updates, each killed with -9 once, with a
@@ -78,7 +31,7 @@ async fn a_counter_never_moves_backward_across_kill_9_and_rebalances() {
     let dir = p.dir();
     let counters = p.source_db().collection::<Document>("counters");
     counters.insert_many((0..200).map(|i| doc! {"_id": i, "n": 0_i64})).await.expect("insert");
-    let (observed, watcher) = watch_target(p.target_db()).await;
+    let watch = e2e::monotonic::Watch::start(p.target_db(), None, "n").await;
     let source = p.start_source().await;
     let replica = |name: &str| {
         let env = p.sink_process_env(e2e::free_addr(), &servers.service_target_uri);
@@ -109,19 +62,15 @@ async fn a_counter_never_moves_backward_across_kill_9_and_rebalances() {
     writer.await.expect("writer");
     p.converged(Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!watcher.is_finished(), "the target's change stream ended: {:?}", watcher.await);
-    watcher.abort();
-    {
-        let observed = observed.lock().expect("lock");
-        assert!(observed.changes > 1000, "the target's change stream showed only {} changes", observed.changes);
-        assert!(
-            observed.backward.is_empty(),
-            "{} of {} changes on the target lowered a counter, e.g. {:?}",
-            observed.backward.len(),
-            observed.changes,
-            &observed.backward[..observed.backward.len().min(5)]
-        );
-    }
+    let observed = watch.finish();
+    assert!(observed.changes > 1000, "the target's change stream showed only {} changes", observed.changes);
+    assert!(
+        observed.backward.is_empty(),
+        "{} of {} changes on the target lowered a counter, e.g. {:?}",
+        observed.backward.len(),
+        observed.changes,
+        &observed.backward[..observed.backward.len().min(5)]
+    );
     a.stop();
     b.stop();
     source.stop().await;
@@ -370,7 +319,7 @@ async fn a_revoked_partition_on_a_slow_link_writes_nothing_after_the_new_owner_s
         services().service_target_uri.trim_start_matches("mongodb://").split(['/', '?']).next().map(str::to_string);
     let link = e2e::delay_line::DelayLine::start(&target_host.expect("target host")).await;
     let via_link = format!("mongodb://{}/?directConnection=true", link.addr);
-    let (observed, watcher) = watch_target(p.target_db()).await;
+    let watch = e2e::monotonic::Watch::start(p.target_db(), None, "n").await;
     let source = p.start_source().await;
     let coll = p.source_db().collection::<Document>("docs");
     coll.insert_many((0..20).map(|i| doc! {"_id": i, "n": 0_i64})).await.expect("insert");
@@ -421,16 +370,13 @@ async fn a_revoked_partition_on_a_slow_link_writes_nothing_after_the_new_owner_s
     p.converged(Duration::from_secs(120)).await;
     // Anything A still sent would land within its link's delay.
     tokio::time::sleep(Duration::from_secs(25)).await;
-    assert!(!watcher.is_finished(), "the target's change stream ended: {:?}", watcher.await);
-    watcher.abort();
-    {
-        let observed = observed.lock().expect("lock");
-        assert!(
-            observed.backward.is_empty(),
-            "a former owner's write landed after the new owner's: {:?}",
-            &observed.backward[..observed.backward.len().min(5)]
-        );
-    }
+    let observed = watch.finish();
+    assert!(observed.changes > 100, "the target's change stream showed only {} changes", observed.changes);
+    assert!(
+        observed.backward.is_empty(),
+        "a former owner's write landed after the new owner's: {:?}",
+        &observed.backward[..observed.backward.len().min(5)]
+    );
     b.stop().await;
     source.stop().await;
 }

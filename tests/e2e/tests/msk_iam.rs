@@ -219,7 +219,7 @@ async fn an_sts_outage_keeps_sessions_while_credentials_last_and_shows_once_they
 fn doctor_env(region: RegionSetting, dir: &Path) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         kafka_env("X", region, LIFETIME_SECONDS).into_iter().map(|(k, v)| (k.replacen("X__", "", 1), v)).collect();
-    env.push(("MONGO__URI".into(), services().service_target_uri.clone()));
+    env.push(("MONGO__URI".into(), services().mongo_target_uri.clone()));
     env.extend(isolated_aws_env(dir));
     env
 }

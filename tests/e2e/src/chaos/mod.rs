@@ -89,6 +89,10 @@ pub struct Report {
     pub comparison: Comparison,
     pub converged_after_last_fault: Option<Duration>,
     pub total: Duration,
+    /// What the target's own change stream showed of the hot documents' counters: changes seen,
+    /// and each one that went back to a lower value (an older version written after a newer).
+    pub target_changes: usize,
+    pub backward: Vec<String>,
 }
 
 impl Report {
@@ -100,6 +104,7 @@ impl Report {
             && self.comparison.lost == 0
             && self.comparison.divergent == 0
             && self.comparison.extra == 0
+            && self.backward.is_empty()
     }
 }
 
@@ -116,6 +121,13 @@ impl fmt::Display for Report {
         writeln!(f, "| documents lost | {} |", c.lost)?;
         writeln!(f, "| documents divergent | {} |", c.divergent)?;
         writeln!(f, "| documents only in the target | {} |", c.extra)?;
+        writeln!(
+            f,
+            "| backward moves on the target (hot counters, from its change stream) | {} of {} changes{} |",
+            self.backward.len(),
+            self.target_changes,
+            self.backward.first().map(|b| format!(", e.g. {b}")).unwrap_or_default()
+        )?;
         match self.converged_after_last_fault {
             Some(d) => writeln!(f, "| time to converge after the last fault | {:.1} s |", d.as_secs_f64())?,
             None => writeln!(f, "| time to converge after the last fault | did not converge |")?,
@@ -231,6 +243,8 @@ pub async fn run(settings: Settings) -> Report {
 
     let source_db: Database = test_support::mongo(&servers.mongo_source_uri).await.database(&name);
     let target_db: Database = test_support::mongo(&servers.mongo_target_uri).await.database(&name);
+    // A reader of the target: the hot documents' counters only ever go up on the source.
+    let watch = crate::monotonic::Watch::start(target_db.clone(), Some("hot"), "hits").await;
     let started = Instant::now();
     let workload = Workload::start(source_db.clone(), settings.operations, settings.rate, settings.seed);
 
@@ -273,6 +287,7 @@ pub async fn run(settings: Settings) -> Report {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let total = started.elapsed();
+    let observed = watch.finish();
     for (injected, mut watcher) in faults.iter_mut().zip(catching_up) {
         injected.caught_up_after = match tokio::time::timeout(Duration::from_secs(30), &mut watcher).await {
             Ok(Ok(caught_up)) => caught_up,
@@ -294,5 +309,14 @@ pub async fn run(settings: Settings) -> Report {
     } else {
         eprintln!("chaos: logs kept in {}", dir.display());
     }
-    Report { settings, faults, workload: stats, comparison, converged_after_last_fault: converged_after, total }
+    Report {
+        settings,
+        faults,
+        workload: stats,
+        comparison,
+        converged_after_last_fault: converged_after,
+        total,
+        target_changes: observed.changes,
+        backward: observed.backward,
+    }
 }
