@@ -6,7 +6,7 @@
 #   kafka-cluster three such brokers with Amazon MSK's defaults, their links through Toxiproxy
 #                 (scripts/kafka-cluster.sh); kafka-cluster-1 … kafka-cluster-3 name one broker.
 #                 Not started by default: `make chaos CLUSTER=3` uses it.
-#   guard-source  docdb-guard (crates/docdb-guard, built with cargo into target/release) in front
+#   guard-source  docdb-guard (crates/docdb-guard with crates/docdb-rules, built with cargo into target/release) in front
 #   guard-target  of mongo-source / mongo-target: refuses what Amazon DocumentDB 5.0 does not
 #                 support, for the tests' DocumentDB profile (E2E_COMPAT=documentdb)
 #
@@ -118,7 +118,7 @@ install_kafka() {
 
 # Builds the guard when it is missing or older than its sources.
 install_guard() {
-  if [ -x "$GUARD" ] && [ -z "$(find "$ROOT/crates/docdb-guard" "$ROOT/Cargo.lock" -newer "$GUARD" -type f -print -quit)" ]; then
+  if [ -x "$GUARD" ] && [ -z "$(find "$ROOT/crates/docdb-guard" "$ROOT/crates/docdb-rules" "$ROOT/Cargo.lock" -newer "$GUARD" -type f -print -quit)" ]; then
     return 0
   fi
   command -v cargo >/dev/null || die "cargo is needed to build the DocumentDB guard (crates/docdb-guard)"

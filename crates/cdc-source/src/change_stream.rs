@@ -48,6 +48,13 @@ pub struct StreamLoop<'a> {
     pub resender: Option<Resender>,
 }
 
+/// The namespace of a change that may be a collection's first (an insert, or an upsert).
+fn first_change(event: &StreamEvent) -> Option<Namespace> {
+    let ns = event.ns.as_ref()?;
+    matches!(event.operation_type, OperationType::Insert | OperationType::Update | OperationType::Replace)
+        .then(|| Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default()))
+}
+
 /// What one event (or an idle moment) asks of the loop.
 enum Step {
     Send(Item),
@@ -120,6 +127,13 @@ impl StreamLoop<'_> {
                                 let ns = Namespace::new(&ns.db, ns.coll.clone().unwrap_or_default());
                                 if self.converter.filter.wants(&ns) {
                                     schema::complete(self.client, kind, &ns, described).await?;
+                                }
+                            }
+                            if let (Some(check), Some(ns)) = (index_check.as_mut(), first_change(&event)) {
+                                if let Some(item) = check.introduce(self.client, &self.converter, &ns).await? {
+                                    if !self.send(Step::Send(item), &shutdown).await {
+                                        return Ok(());
+                                    }
                                 }
                             }
                             let step = self.event(event, described.as_ref(), &mut last_progress, &shutdown).await?;

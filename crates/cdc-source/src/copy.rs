@@ -266,13 +266,21 @@ impl Copier<'_> {
                         "a document of {label} (_id {id}) did not decode: {e}; fix it in the source, then restart"
                     )));
                 }
-                if share.resume_after.is_some() && copied == share.copied && doc.id() == share.resume_after {
-                    continue; // min() includes the last document copied before the restart
+                // min() includes the last document copied before the restart (a NaN too, which
+                // `==` never finds equal).
+                if copied == share.copied
+                    && share.resume_after.as_ref().zip(doc.id()).is_some_and(|(last, id)| id_order::same_key(last, &id))
+                {
+                    continue;
                 }
                 // One document of look-ahead, so the share's last read can say so.
                 if let Some(previous) = pending.replace(doc) {
                     copied += 1;
                     if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await {
+                        return Ok(None);
+                    }
+                    if crate::hooks::copy_held(label, copied) {
+                        shutdown.cancelled().await;
                         return Ok(None);
                     }
                 }

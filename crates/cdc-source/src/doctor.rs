@@ -1,15 +1,19 @@
 //! `cdc-source doctor`: the source deployment, change streams on the configured scope (opened
-//! where a restart would open them), the history window against the checkpoint's age, Kafka
-//! and the topics already there.
+//! where a restart would open them), the history window against the checkpoint's age, what an
+//! Amazon DocumentDB target would not carry of the captured collections, Kafka and the topics
+//! already there.
 
 use std::path::PathBuf;
 
+use envelope::Namespace;
 use service_kit::doctor::{self, Report};
+use service_kit::documentdb_fit;
 
 use crate::checkpoint::{plan, Checkpoint, Plan};
 use crate::config::{CheckpointStore, Compat, Config, Scope};
 use crate::history;
 use crate::large_events::Support;
+use crate::routing::NamespaceFilter;
 use crate::store::Store;
 use crate::watch::{self, How, Start};
 
@@ -28,6 +32,7 @@ pub async fn run(mut config: Config) -> Report {
     if let Some(client) = &client {
         change_streams(&mut report, client, &config, checkpoint.as_ref()).await;
         history_window(&mut report, client, &config, checkpoint.as_ref()).await;
+        documentdb_target(&mut report, client, &config).await;
     }
     if let Some(topics) = topics {
         let prefix = format!("{}.", config.topics.prefix);
@@ -176,6 +181,22 @@ async fn change_streams(
             };
             report.fail("change streams", format!("not usable on {scope}: {e}{hint}"));
         }
+    }
+}
+
+/// What an Amazon DocumentDB target would not carry of the captured collections. This service
+/// does not know its target: warnings to read when it is DocumentDB (sink-writer's `doctor`,
+/// which knows, makes dead-lettered documents a blocker).
+async fn documentdb_target(report: &mut Report, client: &mongodb::Client, config: &Config) {
+    let filter = match NamespaceFilter::new(&config.capture) {
+        Ok(filter) => filter,
+        Err(e) => return report.warn("documentdb target", format!("capture.include / exclude: {e}")),
+    };
+    let wanted = |db: &str, coll: &str| filter.wants(&Namespace::new(db, coll));
+    match documentdb_fit::survey(client, |db| filter.wants_database(db), wanted).await {
+        Ok(fits) => documentdb_fit::report(report, &fits, "if the target is Amazon DocumentDB: ", false),
+        Err(e) => report
+            .warn("documentdb target", format!("cannot read the captured collections: {}", doctor::explain_mongo(&e))),
     }
 }
 

@@ -47,7 +47,7 @@
 //! `routing` (which namespaces, which topics), `resend/` (documents sent again on request,
 //! ordered with the stream). Delivery: `queue`, `delivery`, `watermark`,
 //! `producer`, `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`,
-//! `history`, `server`, `doctor`.
+//! `history`, `server`, `doctor`; `hooks` (test fault injection).
 
 mod change_stream;
 mod checkpoint;
@@ -59,6 +59,8 @@ pub mod doctor;
 mod election;
 mod error;
 mod history;
+#[doc(hidden)]
+pub mod hooks;
 mod large_events;
 mod metrics;
 mod pipeline;

@@ -1,14 +1,18 @@
-//! Where the change stream does not report index changes (Amazon DocumentDB, MongoDB before
-//! 6.0): every `capture.schema_check_interval_ms` the indexes of every captured collection are
-//! listed and compared with the last listing; new or changed ones go out as `createIndexes`,
-//! dropped ones as `dropIndexes`. What changed while the service was stopped is not known, so
-//! the first listing after a start sends every index again (a sink builds an index that exists
-//! already as a no-op); an index dropped while it was stopped stays on the target.
+//! Where the change stream does not report schema changes (Amazon DocumentDB, MongoDB before
+//! 6.0): every `capture.schema_check_interval_ms` every captured collection is listed and
+//! compared with the last listing. A collection new since then goes out as `create` with its
+//! options (so a collection created while streaming reaches the target with its validator, not
+//! bare); changed validation settings as `modify`; new or changed indexes as `createIndexes`,
+//! dropped ones as `dropIndexes`. What changed while the service was stopped is not known, so the
+//! first listing after a start sends every collection and index again (a sink creates what
+//! exists already as a no-op, and brings an existing collection's validation in line); an index
+//! dropped while it was stopped stays on the target. sink-writer compares the target's indexes
+//! with what was announced (extra ones are reported there).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bson::Document;
+use bson::{doc, Bson, Document};
 use envelope::{ClusterTime, Ddl, Namespace};
 
 use crate::convert::Converter;
@@ -21,11 +25,31 @@ use crate::watch::next_tick;
 /// A collection's indexes by name.
 type Indexes = BTreeMap<String, Document>;
 
+/// A collection as listed: its options and its indexes.
+#[derive(Debug, Clone, PartialEq)]
+struct Listing {
+    options: Document,
+    indexes: Indexes,
+}
+
+/// The collection options a `collMod` changes.
+const MODIFIABLE: [&str; 4] = ["validator", "validationLevel", "validationAction", "changeStreamPreAndPostImages"];
+
+/// The value of a [`MODIFIABLE`] option that means "none" (the server's default).
+fn none(field: &str) -> Bson {
+    match field {
+        "validationLevel" => Bson::String("strict".into()),
+        "validationAction" => Bson::String("error".into()),
+        "changeStreamPreAndPostImages" => Bson::Document(doc! {"enabled": false}),
+        _ => Bson::Document(Document::new()),
+    }
+}
+
 pub struct IndexCheck {
     interval: Duration,
     last: Instant,
     /// The last listing; none before the first.
-    known: Option<BTreeMap<Namespace, Indexes>>,
+    known: Option<BTreeMap<Namespace, Listing>>,
     /// Where the last changes were positioned: each comparison's come later.
     at: Option<ClusterTime>,
 }
@@ -33,7 +57,9 @@ pub struct IndexCheck {
 impl IndexCheck {
     /// A check every `interval`; none when it is zero.
     pub fn every(interval: Duration) -> Option<Self> {
-        (!interval.is_zero()).then(|| Self { interval, last: Instant::now(), known: None, at: None })
+        // The first listing is due at once: until it, new collections cannot be told apart.
+        let last = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
+        (!interval.is_zero()).then(|| Self { interval, last, known: None, at: None })
     }
 
     pub fn due(&self) -> bool {
@@ -45,16 +71,22 @@ impl IndexCheck {
         self.last = Instant::now();
         let mut listing = BTreeMap::new();
         for listed in schema::captured(client, &converter.filter).await?.into_iter().filter(|l| !l.view) {
-            let mut specs = schema::indexes(client, &listed.ns).await?;
-            schema::simple_collation(&listed.options, &mut specs);
-            let indexes: Indexes =
-                specs.into_iter().map(|spec| (spec.get_str("name").unwrap_or_default().to_string(), spec)).collect();
-            listing.insert(listed.ns, indexes);
+            let now = listing_of(client, &listed).await?;
+            listing.insert(listed.ns, now);
         }
         let mut ddl = Vec::new();
         for (ns, now) in &listing {
             let before = self.known.as_ref().and_then(|known| known.get(ns));
-            let (created, dropped) = changes(before, now);
+            match before {
+                None => ddl.push(Ddl::Create { ns: ns.clone(), options: now.options.clone() }),
+                Some(before) => {
+                    let changes = option_changes(&before.options, &now.options);
+                    if !changes.is_empty() {
+                        ddl.push(Ddl::Modify { ns: ns.clone(), changes });
+                    }
+                }
+            }
+            let (created, dropped) = changes(before.map(|b| &b.indexes), &now.indexes);
             if !dropped.is_empty() {
                 ddl.push(Ddl::DropIndexes { ns: ns.clone(), names: dropped });
             }
@@ -67,17 +99,70 @@ impl IndexCheck {
         if ddl.is_empty() {
             return Ok(None);
         }
-        // A sink knows a DDL by kind, namespace and time: each comparison gets a time of its own.
+        tracing::info!(changes = ddl.len(), first, "schema comparison: sending what changed");
+        self.item(client, converter, ddl).await.map(Some)
+    }
+
+    /// A captured collection the last listing does not know, met in the stream (a change to a
+    /// collection created since): its `create` with its options and its indexes, to go before
+    /// that change, so that the target creates it as the source did and not bare by the write.
+    /// None when it is known, gone, or before the first listing.
+    pub async fn introduce(
+        &mut self,
+        client: &mongodb::Client,
+        converter: &Converter,
+        ns: &Namespace,
+    ) -> Result<Option<Item>, Error> {
+        let Some(known) = self.known.as_ref() else { return Ok(None) };
+        if known.contains_key(ns) || !converter.filter.wants(ns) {
+            return Ok(None);
+        }
+        let Some(listed) = schema::collection(client, ns).await?.filter(|l| !l.view) else { return Ok(None) };
+        let now = listing_of(client, &listed).await?;
+        let mut ddl = vec![Ddl::Create { ns: ns.clone(), options: now.options.clone() }];
+        if !now.indexes.is_empty() {
+            ddl.push(Ddl::CreateIndexes { ns: ns.clone(), indexes: now.indexes.values().cloned().collect() });
+        }
+        self.known.get_or_insert_with(BTreeMap::new).insert(ns.clone(), now);
+        tracing::info!(namespace = %ns, "schema comparison: a new collection, sent before its first change");
+        self.item(client, converter, ddl).await.map(Some)
+    }
+
+    /// `ddl` as one item. A sink knows a DDL by kind, namespace and time: each item gets a time
+    /// of its own, the source's cluster time now.
+    async fn item(&mut self, client: &mongodb::Client, converter: &Converter, ddl: Vec<Ddl>) -> Result<Item, Error> {
         let mut at = cluster_time(client).await?;
         if let Some(last) = self.at {
             at = at.max(next_tick(last));
         }
         self.at = Some(at);
-        tracing::info!(changes = ddl.len(), first, "index comparison: sending what changed");
         let now = now_ms();
         let records = ddl.into_iter().flat_map(|ddl| converter.schema_records(ddl, at, now)).collect();
-        Ok(Some(Item { records, progress: None, cluster_time: Some(at) }))
+        Ok(Item { records, progress: None, cluster_time: Some(at) })
     }
+}
+
+/// A collection's options and indexes as the target should get them.
+async fn listing_of(client: &mongodb::Client, listed: &schema::Listed) -> Result<Listing, Error> {
+    let mut specs = schema::indexes(client, &listed.ns).await?;
+    schema::simple_collation(&listed.options, &mut specs);
+    let indexes = specs.into_iter().map(|spec| (spec.get_str("name").unwrap_or_default().to_string(), spec)).collect();
+    Ok(Listing { options: listed.options.clone(), indexes })
+}
+
+/// The `collMod` that brings a collection's options from `before` to `now`: the validation
+/// settings and pre/post images that differ (one gone: its "none" value). Other options cannot
+/// change on a collection that exists.
+fn option_changes(before: &Document, now: &Document) -> Document {
+    let mut changes = Document::new();
+    for field in MODIFIABLE {
+        match (before.get(field), now.get(field)) {
+            (was, Some(is)) if was != Some(is) => changes.insert(field, is.clone()),
+            (Some(_), None) => changes.insert(field, none(field)),
+            _ => None,
+        };
+    }
+    changes
 }
 
 /// What changed between two listings of a collection's indexes: the indexes to build (new, or
@@ -94,7 +179,6 @@ pub fn changes(before: Option<&Indexes>, now: &Indexes) -> (Vec<Document>, Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::doc;
 
     fn listing(specs: &[Document]) -> Indexes {
         specs.iter().map(|s| (s.get_str("name").unwrap_or_default().to_string(), s.clone())).collect()
@@ -115,9 +199,26 @@ mod tests {
     }
 
     #[test]
+    fn validation_settings_that_changed_or_went_away() {
+        let before = doc! {"validator": {"$jsonSchema": {"required": ["a"]}}, "validationLevel": "moderate",
+        "collation": {"locale": "fr"}};
+        assert_eq!(option_changes(&before, &before), doc! {});
+        let now = doc! {"validator": {"$jsonSchema": {"required": ["a", "b"]}}, "validationAction": "error",
+        "collation": {"locale": "fr"}};
+        assert_eq!(
+            option_changes(&before, &now),
+            doc! {"validator": {"$jsonSchema": {"required": ["a", "b"]}}, "validationLevel": "strict",
+            "validationAction": "error"}
+        );
+        assert_eq!(option_changes(&now, &doc! {}).get_document("validator").ok(), Some(&doc! {}), "no validator");
+    }
+
+    #[test]
     fn a_check_needs_an_interval() {
         assert!(IndexCheck::every(Duration::ZERO).is_none());
-        let check = IndexCheck::every(Duration::from_secs(3600)).expect("a check");
+        let mut check = IndexCheck::every(Duration::from_secs(3600)).expect("a check");
+        assert!(check.due(), "the first listing at once");
+        check.last = Instant::now();
         assert!(!check.due());
     }
 }

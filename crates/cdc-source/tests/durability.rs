@@ -363,3 +363,70 @@ async fn a_replication_factor_the_live_brokers_cannot_meet_is_waited_for_not_fat
     assert!(service.runs(), "the service stopped instead of waiting for the brokers");
     service.stop().await.expect("a clean stop when asked");
 }
+
+/// `_id`s of every number kind around a NaN (NaN sorts before every other number; `$gt: NaN`
+/// matches no number), in the server's order, with strings, ObjectIds and a boolean after them.
+fn ids_around(nan: Bson) -> Vec<Bson> {
+    use bson::{oid::ObjectId, Decimal128};
+    let decimal = |text: &str| Bson::Decimal128(text.parse::<Decimal128>().expect("decimal"));
+    let mut ids = vec![Bson::MinKey, Bson::Null, nan, Bson::Double(f64::NEG_INFINITY), decimal("-7.5")];
+    ids.extend([Bson::Int32(-5), Bson::Int64(0), Bson::Double(2.5), Bson::Int32(7), Bson::Int64(1 << 40)]);
+    ids.extend([Bson::Double(f64::INFINITY), Bson::String("a".into()), Bson::String("b".into())]);
+    ids.extend((0..3).map(|_| Bson::ObjectId(ObjectId::new())));
+    ids.push(Bson::Boolean(true));
+    ids
+}
+
+/// A snapshot stopped right after a NaN `_id` continues with the numbers after it, and copies
+/// nothing twice: for a double NaN and a decimal one, reading by `min()` (MongoDB) and by `$gt`
+/// and type brackets (DocumentDB, through docdb-guard in the DocumentDB profile).
+async fn a_snapshot_resumed_after_a_nan_id_copies_every_document_once(compat: cdc_source::Compat) {
+    let decimal_nan: bson::Decimal128 = "NaN".parse().expect("decimal NaN");
+    let mut h = Harness::new("nan_resume").await;
+    h.config.capture.compat = compat;
+    if compat == cdc_source::Compat::Documentdb {
+        h.config.mongo.uri = service_kit::config::SecretUri::new(test_support::services().service_source_uri);
+    }
+    h.config.snapshot.mode = SnapshotMode::Initial;
+    h.config.snapshot.batch_size = 2;
+    let collections = [("double", ids_around(Bson::Double(f64::NAN))), ("decimal", ids_around(decimal_nan.into()))];
+    for (coll, ids) in &collections {
+        let docs = ids.iter().map(|id| doc! {"_id": id.clone(), "coll": *coll});
+        h.collection(coll).insert_many(docs).await.expect("seed");
+        // MinKey, null, NaN: the stop comes with NaN the last _id copied.
+        cdc_source::hooks::hold_copy_after(&format!("{}.{coll}", h.db), 3);
+    }
+    let first = h.start().await;
+    for (coll, _) in &collections {
+        let metric = format!("cdc_source_events_total{{namespace=\"{}.{coll}\",op=\"r\"}}", h.db);
+        eventually("the copy up to NaN", Duration::from_secs(60), || async {
+            (first.metric(&metric).await >= 3.0).then_some(())
+        })
+        .await;
+    }
+    first.stop().await.expect("clean stop");
+    for (coll, _) in &collections {
+        let copied = changes(&decode(&h.records(coll, 3).await)).len();
+        assert_eq!(copied, 3, "{coll}: the first run stopped after NaN");
+    }
+    let second = h.start().await;
+    for (coll, ids) in &collections {
+        let records = h.records(coll, ids.len()).await;
+        let mut copied: Vec<String> = changes(&decode(&records)).iter().map(|c| format!("{:?}", c.id())).collect();
+        let mut expected: Vec<String> = ids.iter().map(|id| format!("{:?}", Some(id))).collect();
+        copied.sort();
+        expected.sort();
+        assert_eq!(copied, expected, "{coll}: every document once");
+    }
+    second.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_mongodb_snapshot_resumed_after_a_nan_id_copies_every_document_once() {
+    a_snapshot_resumed_after_a_nan_id_copies_every_document_once(cdc_source::Compat::Mongodb).await;
+}
+
+#[tokio::test]
+async fn a_documentdb_snapshot_resumed_after_a_nan_id_copies_every_document_once() {
+    a_snapshot_resumed_after_a_nan_id_copies_every_document_once(cdc_source::Compat::Documentdb).await;
+}

@@ -27,32 +27,28 @@
 //!
 //! Layout:
 //!
+//! The rule table and the checks are the crate `docdb-rules` (re-exported here as `rules`,
+//! `check` and `refusal`), which the services' `doctor` reads too.
+//!
 //! | file          | what it owns                                                           |
 //! |---------------|------------------------------------------------------------------------|
-//! | `rules.rs`    | THE rule table: DocumentDB 5.0's supported APIs, with its sources      |
-//! | `check/`      | pure checks of one command against the table (see `check/mod.rs`)      |
-//! | `refusal.rs`  | the refusal: code, codeName, errmsg, and the reply body                |
 //! | `wire.rs`     | message framing, OP_MSG, OP_QUERY, OP_REPLY                            |
 //! | `hello.rs`    | the `hello` reply rewrite                                              |
 //! | `proxy.rs`    | accept loop, per-connection tasks, forward / refuse                    |
 //! | `config.rs`   | command-line settings                                                  |
 //! | `error.rs`    | connection and startup errors                                          |
 
-pub mod check;
 pub mod config;
 pub mod error;
 pub mod hello;
 pub mod proxy;
-pub mod refusal;
-pub mod rules;
 pub mod wire;
 
 use std::future::Future;
 
-pub use check::check;
 pub use config::Config;
+pub use docdb_rules::{check, refusal, rules, Refusal};
 pub use error::GuardError;
-pub use refusal::Refusal;
 
 /// Listens on `config.listen` and guards `config.upstream` until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GuardError> {

@@ -1,6 +1,10 @@
 //! Continuing an `_id`-ordered read after a given `_id` with the operators Amazon DocumentDB has
 //! (no `min()`): `$gt` compares within one BSON type bracket only, so the rest of the last
 //! `_id`'s bracket is one read and every later bracket, by `$type`, another. Pure.
+//!
+//! NaN (a double or a decimal) sorts before every other number, but no comparison matches it
+//! but equality: `$gt: NaN` matches no number at all, and `$gte: NaN` only NaN. After a NaN the
+//! rest of the numbers is `$gte: -Infinity` (every number but NaN).
 
 use bson::{doc, Bson, Document};
 
@@ -52,8 +56,10 @@ pub fn same_bracket(a: &Bson, b: &Bson) -> bool {
 pub fn after(last: &Bson) -> Vec<Document> {
     let index = bracket(last);
     let mut filters = Vec::new();
-    // MinKey, null and MaxKey brackets hold one value each: nothing after it within them.
-    if !matches!(last, Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined) {
+    if is_nan(last) {
+        filters.push(doc! {"_id": {"$gte": f64::NEG_INFINITY}});
+    } else if !matches!(last, Bson::MinKey | Bson::MaxKey | Bson::Null | Bson::Undefined) {
+        // MinKey, null and MaxKey brackets hold one value each: nothing after it within them.
         filters.push(doc! {"_id": {"$gt": last.clone()}});
     }
     let later: Vec<Bson> =
@@ -62,6 +68,28 @@ pub fn after(last: &Bson) -> Vec<Document> {
         filters.push(doc! {"_id": {"$type": later}});
     }
     filters
+}
+
+/// Whether `value` is a NaN, double or decimal (a decimal NaN's combination field is 11111).
+pub fn is_nan(value: &Bson) -> bool {
+    match value {
+        Bson::Double(x) => x.is_nan(),
+        Bson::Decimal128(d) => d.bytes()[15] & 0x7c == 0x7c,
+        _ => false,
+    }
+}
+
+/// Whether two `_id`s are the same key, as the server's `_id` index sees it for values of one
+/// type: like `==`, but every NaN is the same as every other (`NaN != NaN` for `f64`).
+pub fn same_key(a: &Bson, b: &Bson) -> bool {
+    match (a, b) {
+        (Bson::Document(x), Bson::Document(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|((kx, vx), (ky, vy))| kx == ky && same_key(vx, vy))
+        }
+        (Bson::Array(x), Bson::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_key(x, y)),
+        (x, y) if is_nan(x) && is_nan(y) => true,
+        (x, y) => x == y,
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +121,22 @@ mod tests {
         assert_eq!(types(&after_oid[1]), [8, 9, 17, 11, 12, 13, 15, 127]);
         let after_ts = after(&Bson::Timestamp(bson::Timestamp { time: 1, increment: 1 }));
         assert_eq!(types(&after_ts[1]), [11, 12, 13, 15, 127]);
+    }
+
+    #[test]
+    fn after_a_nan_come_all_other_numbers() {
+        let decimal_nan = Bson::Decimal128("NaN".parse().expect("decimal NaN"));
+        for nan in [Bson::Double(f64::NAN), decimal_nan.clone()] {
+            let filters = after(&nan);
+            assert_eq!(filters[0], doc! {"_id": {"$gte": f64::NEG_INFINITY}}, "never $gt: NaN, which matches nothing");
+            assert_eq!(types(&filters[1]), types(&after(&Bson::Int32(0))[1]));
+        }
+        assert!(!is_nan(&Bson::Decimal128("Infinity".parse().expect("decimal"))));
+        assert!(!is_nan(&Bson::Decimal128("-7.5".parse().expect("decimal"))));
+        assert!(same_key(&Bson::Double(f64::NAN), &Bson::Double(-f64::NAN)));
+        assert!(same_key(&doc! {"a": f64::NAN}.into(), &doc! {"a": f64::NAN}.into()));
+        assert!(!same_key(&doc! {"a": f64::NAN}.into(), &doc! {"b": f64::NAN}.into()));
+        assert!(!same_key(&Bson::Double(f64::NAN), &Bson::Double(1.0)));
+        assert!(same_key(&decimal_nan, &decimal_nan));
     }
 }

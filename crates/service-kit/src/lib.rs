@@ -18,6 +18,9 @@
 //! shape of a failed MongoDB or Kafka call (context, reason, retriable) both services' errors
 //! wrap, and the one place that decides from a MongoDB or Kafka error whether to retry.
 //!
+//! `doctor` holds the checks both services' `doctor` share; `documentdb_fit` says what an Amazon
+//! DocumentDB target will not carry of a deployment's collections (docdb-rules' table).
+//!
 //! AWS: `aws_identity` keeps the process's credentials (the SDK's chain, refreshed ahead of
 //! expiry by a task of its own, `credential_cache`); `kafka_auth` signs MSK IAM tokens with
 //! them (`msk_iam`) for the cluster's region (`msk_region`), never waiting for a credential
@@ -32,6 +35,7 @@ pub mod config;
 pub mod connect;
 pub mod credential_cache;
 pub mod doctor;
+pub mod documentdb_fit;
 pub mod failure;
 pub mod health;
 pub mod http;

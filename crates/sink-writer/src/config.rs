@@ -157,6 +157,10 @@ pub struct ApplyConfig {
     /// real value at a cutover, see `<metadata_database>.ttl`) or `target_expires` (the source's
     /// `expireAfterSeconds`, on the target's own clock).
     pub ttl: crate::schema::TtlPolicy,
+    /// How often the target's indexes are compared with those the source announced, in ms: an
+    /// index on the target only is reported (never dropped), a TTL or `hidden` that differs is
+    /// set as announced. 0 = never.
+    pub index_check_interval_ms: u64,
     /// `auto` (DocumentDB endpoints recognised by host name), `mongodb` or `documentdb`
     /// (no retryable writes).
     pub compat: service_kit::connect::Compat,
@@ -180,6 +184,7 @@ impl Default for ApplyConfig {
             conflict_retry_timeout_ms: 300_000,
             memory_budget_bytes: 320 * 1024 * 1024,
             ttl: crate::schema::TtlPolicy::SourceDeletes,
+            index_check_interval_ms: 60_000,
             compat: service_kit::connect::Compat::Auto,
         }
     }

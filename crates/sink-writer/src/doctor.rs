@@ -1,8 +1,12 @@
-//! `sink-writer doctor`: the target deployment and write permission there, Kafka, the topics the
-//! configuration selects (with their partition counts, the ceiling on useful replicas) and the
-//! dead-letter topic.
+//! `sink-writer doctor`: the target deployment and write permission there, what an Amazon
+//! DocumentDB target will not carry of the source's collections (read through
+//! `verify.source_uri`), Kafka, the topics the configuration selects (with their partition
+//! counts, the ceiling on useful replicas) and the dead-letter topic.
 
+use regex::Regex;
+use service_kit::connect::{Compat, MongoConnection};
 use service_kit::doctor::{self, Report};
+use service_kit::documentdb_fit;
 
 use crate::config::Config;
 use crate::subscription::Subscription;
@@ -17,6 +21,7 @@ pub async fn run(config: Config) -> Report {
             Err(e) => report.fail("target writes", format!("cannot write to {db}: {e}")),
         }
     }
+    documentdb_target(&mut report, &config).await;
     let Some(topics) = doctor::kafka(&mut report, &config.kafka).await else { return report };
     let selected = select(&config, &topics);
     match selected {
@@ -52,6 +57,43 @@ pub async fn run(config: Config) -> Report {
         report.ok("dead-letter topic", format!("{dlq} absent: created on start (needs Create permission)"));
     }
     report
+}
+
+/// On an Amazon DocumentDB target (by `apply.compat`, or its host's name): what it will not carry
+/// of the source collections `verify.include` / `exclude` select, one line per collection. What
+/// is left out or not built is a warning; documents it cannot store would be dead-lettered, data
+/// the target never gets: a blocker.
+async fn documentdb_target(report: &mut Report, config: &Config) {
+    if config.apply.compat.resolve(config.mongo.uri.expose()) != Compat::Documentdb {
+        return;
+    }
+    if config.verify.source_uri.expose().is_empty() {
+        return report.ok(
+            "documentdb target",
+            "not compared with the source: set verify.source_uri (a read-only user there) to list what this \
+             DocumentDB target will not carry",
+        );
+    }
+    let anchored = |pattern: &str| (!pattern.is_empty()).then(|| Regex::new(&format!("^(?:{pattern})$")));
+    let (include, exclude) =
+        match (anchored(&config.verify.include).transpose(), anchored(&config.verify.exclude).transpose()) {
+            (Ok(include), Ok(exclude)) => (include, exclude),
+            (Err(e), _) | (_, Err(e)) => {
+                return report.fail("documentdb target", format!("verify.include / exclude: {e}"))
+            }
+        };
+    let connection = MongoConnection { uri: config.verify.source_uri.clone(), ..config.mongo.clone() };
+    let Some(source) = doctor::mongo(report, "source mongodb", &connection, config.apply.compat).await else { return };
+    let metadata = &config.apply.metadata_database;
+    let wanted = |db: &str, coll: &str| {
+        let name = format!("{db}.{coll}");
+        include.as_ref().is_none_or(|r| r.is_match(&name)) && !exclude.as_ref().is_some_and(|r| r.is_match(&name))
+    };
+    match documentdb_fit::survey(&source, |db| db != metadata, wanted).await {
+        Ok(fits) => documentdb_fit::report(report, &fits, "", true),
+        Err(e) => report
+            .warn("documentdb target", format!("cannot read the source's collections: {}", doctor::explain_mongo(&e))),
+    }
 }
 
 /// The contract on record size: every record the topics may hold is one this service can always

@@ -64,7 +64,7 @@
 //! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
 //! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
 //! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
-//! | `schema.rs` | collections, views, indexes, options and TTL on the target; what it refuses |
+//! | `schema/` | collections, views, indexes, options and TTL on the target; what it refuses; the periodic index comparison |
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
 //! | `fence.rs` | ownership after a stand-still |
 //! | `dlq.rs` | the dead-letter topic |
@@ -179,6 +179,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     config.apply.ttl,
                     shell.health.clone(),
                     metrics.schema_conflicts.clone(),
+                );
+                // The target's indexes against the source's announcements; stops with this scope.
+                let _index_check = schema::index_check::start(
+                    &client,
+                    &config.apply,
+                    shell.health.clone(),
+                    metrics.target_only_indexes.clone(),
                 );
                 let ddl = ddl::DdlApplier::new(
                     client.clone(),

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub buffered_bytes: IntGauge,
     /// Schema changes (indexes, collection options) the target refuses for now.
     pub schema_conflicts: IntGauge,
+    /// Indexes on the target that the source never announced (reported, left as they are).
+    pub target_only_indexes: IntGauge,
     /// The last whole second (source cluster time) every change of which, on every partition
     /// of every topic read, is on the target (all replicas).
     pub consistent_up_to: IntGauge,
@@ -127,6 +129,10 @@ impl Metrics {
                 "sink_writer_schema_conflicts",
                 "Schema changes (indexes, collection options) the target refuses for now; tried again when data changes.",
             )?,
+            target_only_indexes: IntGauge::new(
+                "sink_writer_target_only_indexes",
+                "Indexes on the target the source never announced, found by the periodic index comparison (left as they are).",
+            )?,
             consistent_up_to: IntGauge::new(
                 "sink_writer_consistent_up_to_timestamp_seconds",
                 "The last whole second of source cluster time every change of which (every partition of every topic \
@@ -160,6 +166,7 @@ impl Metrics {
         registry.register(Box::new(metrics.memory_budget_bytes.clone()))?;
         registry.register(Box::new(metrics.buffered_bytes.clone()))?;
         registry.register(Box::new(metrics.schema_conflicts.clone()))?;
+        registry.register(Box::new(metrics.target_only_indexes.clone()))?;
         registry.register(Box::new(metrics.consistent_up_to.clone()))?;
         registry.register(Box::new(metrics.consistency_lag_seconds.clone()))?;
         registry.register(Box::new(metrics.held_by_dead_letters.clone()))?;

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use bson::doc;
 use e2e::{doctor, free_addr};
 use test_support::{services, unique, workspace_root};
 
@@ -136,4 +137,99 @@ async fn a_topic_that_takes_smaller_records_than_the_source_may_send_is_named() 
     let (ok, report) = source_doctor(&name).await;
     assert!(ok, "a warning, not a blocker: {report}");
     assert!(report.contains("WARN  record size") && report.contains(&format!("{topic} (1048588)")), "{report}");
+}
+
+/// A source database holding what Amazon DocumentDB cannot: a collection with a collation and
+/// indexes DocumentDB lacks (wildcard, 2d, a partial filter with `$in`, hidden) beside two it has
+/// (text, unique), a capped collection, a view, documents with dotted field names; and a plain
+/// collection. Written directly to the source mongod.
+async fn source_documentdb_cannot_hold(name: &str) {
+    let db = test_support::mongo(&services().mongo_source_uri).await.database(name);
+    let run = |command: bson::Document| {
+        let db = db.clone();
+        async move { db.run_command(command.clone()).await.unwrap_or_else(|e| panic!("{command}: {e}")) }
+    };
+    run(doc! {"create": "items", "collation": {"locale": "fr", "strength": 2}}).await;
+    run(doc! {"createIndexes": "items", "indexes": [
+        {"key": {"title": "text"}, "name": "search", "collation": {"locale": "simple"}},
+        {"key": {"sku": 1}, "name": "sku", "unique": true},
+        {"key": {"$**": 1}, "name": "everything", "collation": {"locale": "simple"}},
+        {"key": {"loc": "2d"}, "name": "flat", "collation": {"locale": "simple"}},
+        {"key": {"kind": 1}, "name": "some_kinds", "partialFilterExpression": {"kind": {"$in": ["a", "b"]}}},
+        {"key": {"seen": 1}, "name": "quiet", "hidden": true},
+    ]})
+    .await;
+    run(doc! {"create": "logs", "capped": true, "size": 65536}).await;
+    run(doc! {"create": "cheap", "viewOn": "items", "pipeline": [{"$match": {"price": {"$lt": 5}}}]}).await;
+    db.collection("items").insert_one(doc! {"_id": 1, "sku": "a", "title": "pen"}).await.expect("insert");
+    db.collection("dotted").insert_many([doc! {"_id": 1, "a.b": 1}, doc! {"_id": 2, "a": 1}]).await.expect("insert");
+    db.collection("plain").insert_one(doc! {"_id": 1, "a": 1}).await.expect("insert");
+}
+
+/// The report's line for `ns` among the "documentdb target" checks.
+fn target_line<'a>(report: &'a str, ns: &str) -> Option<&'a str> {
+    report.lines().find(|line| line.contains("documentdb target") && line.contains(&format!("{ns} ")))
+}
+
+#[tokio::test]
+async fn what_a_documentdb_target_will_not_carry_is_listed_per_collection() {
+    let servers = services();
+    let name = unique("doctor_fit");
+    source_documentdb_cannot_hold(&name).await;
+    let ns = |coll: &str| format!("{name}.{coll}");
+    let expected = [
+        ("items", vec!["collation", "index everything", "index flat", "index some_kinds", "index quiet option hidden"]),
+        ("logs", vec!["capped"]),
+        ("cheap", vec!["view"]),
+        ("dotted", vec!["1 of 2 sampled documents", "a.b"]),
+    ];
+    let listed = |report: &str| {
+        for (coll, parts) in &expected {
+            let line = target_line(report, &ns(coll)).unwrap_or_else(|| panic!("no line for {coll}:\n{report}"));
+            for part in parts {
+                assert!(line.contains(part), "'{part}' missing for {coll}: {line}");
+            }
+            // The text index is carried whole; the unique one without the collection's collation.
+            for carried in ["index search", "index sku ("] {
+                assert!(!line.contains(carried), "{carried} is carried: {line}");
+            }
+        }
+        assert!(target_line(report, &ns("plain")).is_none(), "nothing lost of plain:\n{report}");
+    };
+
+    // cdc-source does not know its target: what a DocumentDB target would not carry, as warnings.
+    let (ok, report) = source_doctor(&name).await;
+    assert!(ok, "warnings only:\n{report}");
+    listed(&report);
+    assert!(target_line(&report, &ns("dotted")).is_some_and(|l| l.starts_with("WARN")), "{report}");
+
+    // sink-writer reads the source's collections through verify.source_uri; its target is DocumentDB.
+    let sink_doctor = |compat: &str, exclude: &str| {
+        // A MongoDB target is the target mongod itself, never behind the guard.
+        let target = if compat == "mongodb" { &servers.mongo_target_uri } else { &servers.service_target_uri };
+        let env = [
+            ("MONGO__URI", target.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CONSUME__TOPICS", format!("^{name}\\..*")),
+            ("APPLY__METADATA_DATABASE", format!("{name}_meta")),
+            ("APPLY__COMPAT", compat.to_string()),
+            ("VERIFY__SOURCE_URI", servers.service_source_uri.clone()),
+            ("VERIFY__INCLUDE", format!("{name}\\..*")),
+            ("VERIFY__EXCLUDE", exclude.to_string()),
+        ];
+        async move { doctor("sink-writer", &env).await }
+    };
+    let (ok, report) = sink_doctor("documentdb", &format!("{name}\\.dotted")).await;
+    assert!(ok, "what is left out or not built is a warning:\n{report}");
+    for coll in ["items", "logs", "cheap"] {
+        assert!(target_line(&report, &ns(coll)).is_some_and(|l| l.starts_with("WARN")), "{coll}:\n{report}");
+    }
+    assert!(target_line(&report, &ns("dotted")).is_none(), "excluded:\n{report}");
+    let (ok, report) = sink_doctor("documentdb", "").await;
+    assert!(!ok, "documents the target cannot store are data lost: a blocker\n{report}");
+    listed(&report);
+    assert!(target_line(&report, &ns("dotted")).is_some_and(|l| l.starts_with("FAIL")), "{report}");
+    // A MongoDB target carries everything.
+    let (ok, report) = sink_doctor("mongodb", "").await;
+    assert!(ok && !report.contains("documentdb target"), "{report}");
 }

@@ -247,3 +247,71 @@ async fn the_target_never_expires_a_document_the_source_still_has() {
     source.stop().await;
     sink.stop().await;
 }
+
+/// The readiness body of a service at `addr`.
+async fn readyz(addr: std::net::SocketAddr) -> String {
+    test_support::http_get(addr, "/health/readyz").await.map(|(_, body)| body).unwrap_or_default()
+}
+
+/// Where the change stream reports no schema changes (DocumentDB; also the source mongod read
+/// with `compat = "documentdb"`), the periodic comparisons still follow the source: a TTL, a
+/// validator, `hidden` (MongoDB targets), a collection created with options after the start. And
+/// the target's side is compared too: an index on the target only is reported, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_comparisons_follow_options_and_report_indexes_on_the_target_only() {
+    let mut p = Pipeline::new("schema_compare", 2).await;
+    p.source_config.capture.compat = Compat::Documentdb;
+    p.sink_config.apply.compat = Compat::Documentdb;
+    p.source_config.capture.schema_check_interval_ms = 500;
+    p.sink_config.apply.index_check_interval_ms = 500;
+    if !test_support::documentdb_profile() {
+        // The source mongod read as DocumentDB, the target a MongoDB one (which has hidden indexes).
+        p.sink_config.apply.compat = Compat::Mongodb;
+    }
+    build_items(&p.source_db()).await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(90)).await;
+    same_schema(&p, &["items"]).await;
+
+    let db = p.source_db();
+    command(&db, doc! {"collMod": "items", "index": {"name": "seen_ttl", "expireAfterSeconds": 3600}}).await;
+    command(&db, doc! {"collMod": "items", "validator": {"$jsonSchema": {"required": ["sku", "price"]}}}).await;
+    command(&db, doc! {"create": "later", "validator": {"$jsonSchema": {"required": ["name"]}}}).await;
+    db.collection::<Document>("later").insert_one(doc! {"_id": 1, "name": "x"}).await.expect("insert later");
+    same_schema(&p, &["items", "later"]).await;
+    if !test_support::documentdb_profile() {
+        command(&db, doc! {"collMod": "items", "index": {"name": "cheap", "hidden": true}}).await;
+        same_schema(&p, &["items"]).await;
+        let on_target = schema::indexes(&p.target_db(), "items").await;
+        assert_eq!(on_target.get("cheap").and_then(|i| i.get_bool("hidden").ok()), Some(true), "{on_target:?}");
+    }
+
+    // An index someone built on the target only: reported (readiness note, metric, status), kept.
+    command(&p.target_db(), doc! {"createIndexes": "items", "indexes": [{"key": {"extra": 1}, "name": "target_only"}]})
+        .await;
+    let meta = p.target.database(&p.sink_config.apply.metadata_database);
+    eventually("the target-only index reported", Duration::from_secs(30), || async {
+        let noted = readyz(sink.addr).await.contains("target_only");
+        let counted = e2e::pipeline::metric(&sink.metrics().await, "sink_writer_target_only_indexes") >= 1.0;
+        let listed = meta
+            .collection::<Document>("schema_conflicts")
+            .find_one(doc! {"what": {"$regex": "target_only"}})
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        (noted && counted && listed).then_some(())
+    })
+    .await;
+    assert!(schema::indexes(&p.target_db(), "items").await.contains_key("target_only"), "never dropped");
+    command(&p.target_db(), doc! {"dropIndexes": "items", "index": "target_only"}).await;
+    eventually("the report cleared", Duration::from_secs(30), || async {
+        let noted = readyz(sink.addr).await.contains("target_only");
+        let counted = e2e::pipeline::metric(&sink.metrics().await, "sink_writer_target_only_indexes");
+        (!noted && counted == 0.0).then_some(())
+    })
+    .await;
+    source.stop().await;
+    sink.stop().await;
+}

@@ -1,7 +1,8 @@
 //! THE RULE TABLE: what Amazon DocumentDB 5.0 (instance-based clusters) supports. Everything the
-//! guard refuses is decided from the lists in this file; the checks in `check/` only walk
-//! commands. A newer DocumentDB version is one edit here: flip the `bool` column (it is the
-//! "5.0" column of AWS's tables) and the notes below.
+//! guard refuses, and everything `doctor` says a DocumentDB target will not carry, is decided
+//! from the lists in this file; the checks in `check/` only walk commands. A newer DocumentDB
+//! version is one edit here: flip the `bool` column (it is the "5.0" column of AWS's tables) and
+//! the notes below, then regenerate docs/operations.md's table (`summary.rs`).
 //!
 //! Source, read 2026-12-06 (through stored copies of the pages):
 //! - "Supported MongoDB APIs, operations, and data types in Amazon DocumentDB",
