@@ -45,7 +45,9 @@ pub fn window(lo: Option<&Bson>, hi: Option<&Bson>) -> Vec<Document> {
     (first..=last)
         .map(|b| {
             let mut condition = doc! {"$type": id_order::bracket_types(b)};
-            if let Some(lo) = lo.filter(|_| b == first) {
+            // NaN sorts before every other number but matches no range: from NaN on is the whole
+            // numeric bracket.
+            if let Some(lo) = lo.filter(|lo| b == first && !id_order::is_nan(lo)) {
                 condition.insert("$gte", lo.clone());
             }
             if let Some(hi) = hi.filter(|_| b == last) {
@@ -132,6 +134,16 @@ mod tests {
         assert!(filters[0].get_document("_id").expect("_id").contains_key("$gte"));
         assert!(filters[1].get_document("_id").expect("_id").contains_key("$lt"));
         assert_eq!(window(None, None).len(), id_order::BRACKET_COUNT, "everything: every bracket");
+    }
+
+    #[test]
+    fn a_window_from_a_nan_reads_every_number() {
+        // The server matches no range against NaN (`$gte: NaN` finds only NaN), while NaN sorts
+        // before every other number: a window from NaN is the numbers bracket from its start.
+        let filters = window(Some(&Bson::Double(f64::NAN)), Some(&Bson::Int32(100)));
+        let condition = filters[0].get_document("_id").expect("_id");
+        assert!(!condition.contains_key("$gte"), "{condition:?}");
+        assert_eq!(condition.get("$lt"), Some(&Bson::Int32(100)));
     }
 
     #[test]
