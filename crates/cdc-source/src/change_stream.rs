@@ -178,6 +178,7 @@ impl StreamLoop<'_> {
                 }
                 Step::Send(Item { records: Vec::new(), progress: Some(progress), cluster_time: Some(at) })
             }
+            Converted::Fatal(e) => return Err(e),
             Converted::Invalidate { cluster_time } => {
                 // startAfter is not available on DocumentDB: reopen just after the invalidating
                 // event instead.

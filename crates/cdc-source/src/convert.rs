@@ -11,11 +11,13 @@ use envelope::{
 use mongodb::change_stream::event::OperationType;
 
 use crate::checkpoint::Progress;
+use crate::error::Error;
 use crate::large_events::StreamEvent;
 use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::schema_events::{self, Described};
 use crate::transaction::{lsid_text, Transactions};
+use crate::transforms;
 
 /// What a change stream event turns into.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub enum Converted {
     Invalidate {
         cluster_time: Option<ClusterTime>,
     },
+    /// A document the transform rules cannot read or write back: the service stops on it.
+    Fatal(Error),
 }
 
 /// Markers, then a copy of the collection `ns` as it is now, every read positioned at `at`; only
@@ -52,6 +56,8 @@ pub struct Converter {
     pub recopy_renames_until: Option<ClusterTime>,
     /// The next event sequence number; shared by the stream and snapshot workers.
     pub seq: Arc<AtomicU64>,
+    /// `[transforms]`: what every document, update and schema event goes through first.
+    pub transforms: transform::Rules,
     txn: Transactions,
 }
 
@@ -73,6 +79,7 @@ impl Converter {
             filter,
             recopy_renames_until: None,
             seq: Arc::new(AtomicU64::new(seq)),
+            transforms: transform::Rules::default(),
             txn: Transactions::default(),
         }
     }
@@ -114,8 +121,14 @@ impl Converter {
                     tracing::warn!(namespace = %ns, "change event without documentKey skipped");
                     return Converted::Item(position_only);
                 };
-                let seq = self.next_seq();
-                let change = self.change_event(event, ns, document_key, position(seq), now_ms);
+                let change = self.change_event(event, ns, document_key, position(0), now_ms);
+                // Numbered once the rules say it is sent.
+                let mut change = match transforms::change(&self.transforms, change) {
+                    Ok(Some(change)) => change,
+                    Ok(None) => return Converted::Item(position_only),
+                    Err(e) => return Converted::Fatal(e),
+                };
+                change.position.seq = self.next_seq();
                 self.data_records(&change)
             }
             (OperationType::Drop, Some(ns)) if self.filter.wants(&ns) => {
@@ -261,6 +274,7 @@ impl Converter {
     }
 
     fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
+        let Some(ddl) = transforms::ddl(&self.transforms, ddl) else { return Vec::new() };
         let namespace = match ddl.collection() {
             Some(coll) => format!("{}.{coll}", ddl.db()),
             None => ddl.db().to_string(),
@@ -290,15 +304,17 @@ impl Converter {
         }
     }
 
-    /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start.
-    pub fn snapshot_read<D: Payload>(
+    /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start; `None` when a
+    /// transform rule's filter leaves the document out.
+    pub fn snapshot_read(
         &self,
         ns: &Namespace,
-        doc: D,
+        doc: RawDocumentBuf,
         start_at: ClusterTime,
         last: bool,
         now_ms: i64,
-    ) -> Record {
+    ) -> Result<Option<Record>, Error> {
+        let Some(doc) = transforms::read(&self.transforms, ns, doc)? else { return Ok(None) };
         let id = doc.id().unwrap_or(Bson::Null);
         let mut document_key = Document::new();
         document_key.insert("_id", id);
@@ -314,14 +330,14 @@ impl Converter {
             position: Position { cluster_time: start_at, resume_token: None, seq: self.next_seq(), exact: true },
             ts_ms: now_ms,
         };
-        Record {
+        Ok(Some(Record {
             target: Target::Keyed(self.router.topic(ns)),
             key: encode_key(event.id().unwrap_or(&Bson::Null)),
             value: Some(encode_change(&event, self.mode)),
             control: None,
             op: "r",
             namespace: ns.to_string(),
-        }
+        }))
     }
 }
 
@@ -382,6 +398,34 @@ mod tests {
 
         let mut quiet = converter("", false);
         assert_eq!(item(quiet.change(event("delete", "orders", 3, doc! {}), None, 6)).records.len(), 1);
+    }
+
+    #[test]
+    fn transform_rules_apply_before_encoding_and_the_filter_only_moves_the_position() {
+        let mut c = converter("", true);
+        let config = transform::TransformConfig {
+            rules: vec![transform::RuleConfig {
+                namespaces: r"shop\.orders".into(),
+                exclude: vec!["card".into()],
+                filter: r#"{"x": {"$gte": 1}}"#.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        c.transforms = transform::Rules::load(&config).expect("valid");
+        let sent = item(c.change(
+            event("insert", "orders", 1, doc! {"fullDocument": {"_id": 7, "x": 1, "card": "4111"}}),
+            None,
+            5,
+        ));
+        let value = String::from_utf8(sent.records[0].value.clone().expect("value")).expect("utf8");
+        assert!(value.contains(r#"\"x\": 1"#) && !value.contains("4111"), "{value}");
+        let left = item(c.change(event("insert", "orders", 2, doc! {"fullDocument": {"_id": 8, "x": 0}}), None, 5));
+        assert!(left.records.is_empty() && left.progress.is_some());
+        assert_eq!(c.seq.load(Ordering::Relaxed), 11, "only what is sent is numbered");
+        let raw = RawDocumentBuf::from_document(&doc! {"_id": 9, "x": 0}).expect("raw");
+        let read = c.snapshot_read(&Namespace::new("shop", "orders"), raw, ClusterTime::default(), false, 5);
+        assert!(matches!(read, Ok(None)));
     }
 
     #[test]

@@ -172,11 +172,6 @@ impl Fields {
         self.root.children.is_empty()
     }
 
-    /// Whether any rule changes or removes values (not only names).
-    pub fn changes_values(&self) -> bool {
-        self.root.changes_values()
-    }
-
     /// The document as the rules make it (field order kept; a renamed field stays in place).
     pub fn document(&self, doc: &Document) -> Document {
         if self.is_empty() {
