@@ -29,6 +29,10 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// `sink-writer status`: what "ready to cut over" requires.
     pub status: StatusConfig,
+    /// The rules cdc-source applies (`[transforms]`, the same section or the same
+    /// `rules_file`, and the same hash key): `verify` compares the source passed through them
+    /// with the target. Not used by the apply path.
+    pub transforms: transform::TransformConfig,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             apply: ApplyConfig::default(),
             verify: VerifyConfig::default(),
             status: StatusConfig::default(),
+            transforms: transform::TransformConfig::default(),
         }
     }
 }
@@ -289,6 +294,9 @@ impl Validate for Config {
         }
         if self.consume.group_id.is_empty() {
             problems.push("consume.group_id must be set".into());
+        }
+        if let Err(found) = transform::Rules::load(&self.transforms) {
+            problems.extend(found);
         }
         if self.consume.dead_letter_topic.is_empty() {
             problems.push("consume.dead_letter_topic must be set: bad records go there instead of stalling".into());
