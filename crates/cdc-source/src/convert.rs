@@ -58,6 +58,7 @@ pub struct Converter {
     pub seq: Arc<AtomicU64>,
     /// `[transforms]`: what every document, update and schema event goes through first.
     pub transforms: transform::Rules,
+    reported: Arc<transforms::Reported>,
     txn: Transactions,
 }
 
@@ -80,6 +81,7 @@ impl Converter {
             recopy_renames_until: None,
             seq: Arc::new(AtomicU64::new(seq)),
             transforms: transform::Rules::default(),
+            reported: Arc::default(),
             txn: Transactions::default(),
         }
     }
@@ -274,7 +276,7 @@ impl Converter {
     }
 
     fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
-        let Some(ddl) = transforms::ddl(&self.transforms, ddl) else { return Vec::new() };
+        let Some(ddl) = transforms::ddl(&self.transforms, &self.reported, ddl) else { return Vec::new() };
         let namespace = match ddl.collection() {
             Some(coll) => format!("{}.{coll}", ddl.db()),
             None => ddl.db().to_string(),
@@ -426,6 +428,29 @@ mod tests {
         let raw = RawDocumentBuf::from_document(&doc! {"_id": 9, "x": 0}).expect("raw");
         let read = c.snapshot_read(&Namespace::new("shop", "orders"), raw, ClusterTime::default(), false, 5);
         assert!(matches!(read, Ok(None)));
+    }
+
+    #[test]
+    fn flink_mode_carries_the_same_transformed_event() {
+        let mut c = converter("", true);
+        c.mode = Mode::Flink;
+        let config = transform::TransformConfig {
+            rules: vec![transform::RuleConfig {
+                namespaces: r"shop\.orders".into(),
+                exclude: vec!["card".into()],
+                rename: [("x".to_string(), "y".to_string())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        c.transforms = transform::Rules::load(&config).expect("valid");
+        let update = doc! {"fullDocument": {"_id": 7, "x": 1, "card": "4111"},
+        "updateDescription": {"updatedFields": {"x": 1, "card": "4111"}, "removedFields": []}};
+        let sent = item(c.change(event("update", "orders", 1, update), None, 5));
+        let value: serde_json::Value =
+            serde_json::from_slice(sent.records[0].value.as_deref().expect("value")).expect("json");
+        assert_eq!(value["after"], serde_json::json!({"_id": 7, "y": 1}), "{value}");
+        assert!(!value.to_string().contains("4111"), "{value}");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! what a rule hides never reaches Kafka. Pure but for the log lines saying what a rule leaves
 //! out of the target's schema.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use bson::RawDocumentBuf;
 use envelope::{ChangeEvent, Ddl, Namespace};
 use transform::Rules;
@@ -25,9 +28,21 @@ pub fn read(rules: &Rules, ns: &Namespace, doc: RawDocumentBuf) -> Result<Option
     }
 }
 
+/// What was said in the log already: the periodic index comparison sends every index again
+/// after a start, and each thing left out is worth one line per run of the pipeline.
+#[derive(Debug, Default)]
+pub struct Reported(Mutex<HashSet<String>>);
+
+impl Reported {
+    fn first(&self, line: String) -> Option<String> {
+        let mut seen = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.insert(line.clone()).then_some(line)
+    }
+}
+
 /// A schema event as the target gets it: indexes on hidden fields and validators left out (and
-/// said in the log); `None` when nothing is left of it.
-pub fn ddl(rules: &Rules, ddl: Ddl) -> Option<Ddl> {
+/// said in the log, once); `None` when nothing is left of it.
+pub fn ddl(rules: &Rules, reported: &Reported, ddl: Ddl) -> Option<Ddl> {
     let Some(ns) = ddl.namespace().cloned() else { return Some(ddl) };
     let Some(rule) = rules.for_namespace(&ns.to_string()) else { return Some(ddl) };
     let (ddl, left_out) = match ddl {
@@ -45,8 +60,8 @@ pub fn ddl(rules: &Rules, ddl: Ddl) -> Option<Ddl> {
         }
         other => (other, Vec::new()),
     };
-    for what in &left_out {
-        tracing::warn!(namespace = %ns, rule = %rule.namespaces, "transforms: {what}");
+    for what in left_out.into_iter().filter_map(|what| reported.first(format!("{ns}: {what}"))) {
+        tracing::warn!(rule = %rule.namespaces, "transforms: {what}");
     }
     match &ddl {
         Ddl::CreateIndexes { indexes, .. } if indexes.is_empty() => None,
@@ -73,12 +88,13 @@ mod tests {
         };
         let rules = Rules::load(&config).expect("valid");
         let ns = Namespace::new("crm", "people");
+        let reported = Reported::default();
         let only_ssn = Ddl::CreateIndexes { ns: ns.clone(), indexes: vec![doc! {"key": {"ssn": 1}, "name": "ssn_1"}] };
-        assert_eq!(ddl(&rules, only_ssn), None);
+        assert_eq!(ddl(&rules, &reported, only_ssn), None);
         let validator = Ddl::Modify { ns: ns.clone(), changes: doc! {"validator": {"a": 1}} };
-        assert_eq!(ddl(&rules, validator), None);
+        assert_eq!(ddl(&rules, &reported, validator), None);
         let other = Ddl::CreateIndexes { ns: Namespace::new("crm", "orders"), indexes: vec![doc! {"key": {"ssn": 1}}] };
-        assert_eq!(ddl(&rules, other.clone()), Some(other));
-        assert_eq!(ddl(&rules, Ddl::Drop(ns.clone())), Some(Ddl::Drop(ns)));
+        assert_eq!(ddl(&rules, &reported, other.clone()), Some(other));
+        assert_eq!(ddl(&rules, &reported, Ddl::Drop(ns.clone())), Some(Ddl::Drop(ns)));
     }
 }

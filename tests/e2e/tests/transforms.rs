@@ -278,6 +278,7 @@ async fn the_target_is_the_source_through_the_rules_and_nothing_hidden_reaches_k
     for kind in KINDS {
         workload(&p, kind).await;
     }
+    eprintln!("transforms: snapshot and workload written after {:.1} s", started.elapsed().as_secs_f64());
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = None;
     while Instant::now() < deadline {
@@ -288,6 +289,7 @@ async fn the_target_is_the_source_through_the_rules_and_nothing_hidden_reaches_k
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(last.is_none(), "the target is not the source through the rules: {last:?}");
+    eprintln!("transforms: the target is the source through the rules after {:.1} s", started.elapsed().as_secs_f64());
 
     // Nothing hidden on any topic.
     let bootstrap = p.source_config.kafka.bootstrap_servers.clone();
@@ -330,6 +332,7 @@ async fn the_target_is_the_source_through_the_rules_and_nothing_hidden_reaches_k
     assert!(names("rename").await.contains(&doc! {"addresses.postcode": 1}));
     assert!(names("hash").await.contains(&doc! {"email": 1}));
 
+    eprintln!("transforms: topics scanned, indexes checked after {:.1} s", started.elapsed().as_secs_f64());
     let (code, report) = sink_command(
         &p,
         &["verify"],
@@ -346,4 +349,64 @@ async fn the_target_is_the_source_through_the_rules_and_nothing_hidden_reaches_k
 
 fn transform_key() -> transform::HashKey {
     transform::HashKey::new(KEY)
+}
+
+/// Runs `<service> --config FILE --print-config` with `env`: exit code, stdout and stderr.
+async fn print_config(service: &str, file: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
+    let out = tokio::process::Command::new(e2e::binary(service))
+        .arg("--config")
+        .arg(file)
+        .arg("--print-config")
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn every_configuration_problem_is_reported_at_start_and_the_key_never_printed() {
+    let dir = test_support::workspace_root().join(".cache/e2e").join(test_support::unique("transforms-config"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"[[transforms.rules]]
+namespaces = 'crm\.people'
+exclude = ["ssn", "address"]
+mask = ["address.city"]
+rename = { nick = "ssn" }
+hash = ["email"]
+
+[[transforms.rules]]
+namespaces = 'crm\.orders'
+exclude = ["card"]
+filter = '{"card.number": {"$exists": true}}'
+
+[[transforms.rules]]
+namespaces = 'crm\.x'
+filter = '{"a": {"$near": [1, 2]}}'
+"#,
+    )
+    .expect("write");
+    for service in ["cdc-source", "sink-writer"] {
+        let (code, text) = print_config(service, &bad, &[]).await;
+        assert_eq!(code, 2, "{service}: {text}");
+        for problem in [
+            "path conflict: mask 'address.city' and exclude 'address'",
+            "rename 'nick' to 'ssn'",
+            "hash rules need a key",
+            "the filter reads 'card.number', which is excluded",
+            "unknown operator $near",
+        ] {
+            assert!(text.contains(problem), "{service}: '{problem}' not in {text}");
+        }
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[[transforms.rules]]\nnamespaces = 'crm\\.people'\nhash = ['email']\n").expect("write");
+    let (code, text) = print_config("cdc-source", &good, &[("CDC_SOURCE__TRANSFORMS__HASH_KEY", KEY)]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(r#""hash_key": "***""#) && !text.contains(KEY), "{text}");
 }
