@@ -14,6 +14,9 @@ use crate::error::Error;
 
 /// A change event through its namespace's rule: `None` when nothing is to be sent.
 pub fn change(rules: &Rules, event: ChangeEvent<RawDocumentBuf>) -> Result<Option<ChangeEvent<RawDocumentBuf>>, Error> {
+    if rules.is_empty() {
+        return Ok(Some(event));
+    }
     match rules.for_namespace(&event.ns.to_string()) {
         None => Ok(Some(event)),
         Some(rule) => rule.change(event).map_err(|e| Error::Fatal(e.to_string())),
@@ -22,6 +25,9 @@ pub fn change(rules: &Rules, event: ChangeEvent<RawDocumentBuf>) -> Result<Optio
 
 /// A document read whole: `None` when the filter leaves it out.
 pub fn read(rules: &Rules, ns: &Namespace, doc: RawDocumentBuf) -> Result<Option<RawDocumentBuf>, Error> {
+    if rules.is_empty() {
+        return Ok(Some(doc));
+    }
     match rules.for_namespace(&ns.to_string()) {
         None => Ok(Some(doc)),
         Some(rule) => rule.read(&ns.to_string(), &doc).map_err(|e| Error::Fatal(e.to_string())),
@@ -43,7 +49,7 @@ impl Reported {
 /// A schema event as the target gets it: indexes on hidden fields and validators left out (and
 /// said in the log, once); `None` when nothing is left of it.
 pub fn ddl(rules: &Rules, reported: &Reported, ddl: Ddl) -> Option<Ddl> {
-    let Some(ns) = ddl.namespace().cloned() else { return Some(ddl) };
+    let Some(ns) = ddl.namespace().filter(|_| !rules.is_empty()).cloned() else { return Some(ddl) };
     let Some(rule) = rules.for_namespace(&ns.to_string()) else { return Some(ddl) };
     let (ddl, left_out) = match ddl {
         Ddl::CreateIndexes { ns, indexes } => {

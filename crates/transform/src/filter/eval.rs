@@ -62,7 +62,7 @@ fn descend<'a>(value: &'a Bson, rest: &[&str], out: &mut Vec<Option<&'a Bson>>) 
 }
 
 /// The value, and when it is an array its elements too (what most operators look at).
-fn each<'a>(value: &'a Bson) -> impl Iterator<Item = &'a Bson> {
+fn each(value: &Bson) -> impl Iterator<Item = &Bson> {
     let items: &[Bson] = match value {
         Bson::Array(items) => items,
         _ => &[],
