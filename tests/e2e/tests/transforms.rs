@@ -351,6 +351,30 @@ async fn the_target_is_the_source_through_the_rules_and_nothing_hidden_reaches_k
     assert!(names("rename").await.contains(&doc! {"addresses.postcode": 1}));
     assert!(names("hash").await.contains(&doc! {"email": 1}));
 
+    // doctor: the rule of every captured namespace, and what it leaves out.
+    let servers = test_support::services();
+    let (_, printed) = e2e::doctor(
+        "cdc-source",
+        &[
+            ("MONGO__URI", servers.service_source_uri.clone()),
+            ("KAFKA__BOOTSTRAP_SERVERS", servers.kafka_bootstrap.clone()),
+            ("CAPTURE__NAME", p.name.clone()),
+            ("CAPTURE__SCOPE", "database".into()),
+            ("CAPTURE__DATABASE", p.name.clone()),
+            ("TOPICS__PREFIX", p.name.clone()),
+            ("TRANSFORMS__RULES_FILE", rules_path.clone()),
+            ("TRANSFORMS__HASH_KEY", KEY.into()),
+        ],
+    )
+    .await;
+    for line in [
+        format!("{}.people_all (rule '{}\\.people_all'): addresses.phone: exclude;", p.name, p.name),
+        format!("{}.people_exclude: index ssn_1 not created: its key 'ssn' is excluded", p.name),
+        "filter {\"status\": \"active\"".to_string(),
+    ] {
+        assert!(printed.contains(&line), "doctor does not say {line}: {printed}");
+    }
+    assert!(!printed.contains(KEY), "{printed}");
     eprintln!("transforms: topics scanned, indexes checked after {:.1} s", started.elapsed().as_secs_f64());
     let (code, report) = sink_command(
         &p,
