@@ -104,6 +104,15 @@ impl Pipeline {
         self.source_config.mongo.uri = SecretUri::new(services().mongo_source_uri);
     }
 
+    /// For tests of what only MongoDB has on both sides (views, time series): both services run
+    /// with `compat = "mongodb"` against the mongods directly, also in the DocumentDB profile
+    /// (a DocumentDB source could not hold what such a test writes).
+    pub fn both_mongodb(&mut self) {
+        self.source_is_mongodb();
+        self.sink_config.apply.compat = service_kit::connect::Compat::Mongodb;
+        self.sink_config.mongo.uri = SecretUri::new(services().mongo_target_uri);
+    }
+
     pub fn source_db(&self) -> mongodb::Database {
         self.source.database(&self.name)
     }
@@ -224,12 +233,16 @@ impl Pipeline {
         if comparison.source_documents == 0 && comparison.first.is_none() {
             return Some("the source holds no documents: nothing would be compared".into());
         }
-        comparison.first
+        let Comparison { source_documents, lost, divergent, extra, first } = comparison;
+        first.map(|first| {
+            format!("{first} ({source_documents} source documents: {lost} lost, {divergent} divergent, {extra} extra)")
+        })
     }
 
     /// Every collection of the source database against the target's, document by document.
     pub async fn compare(&self) -> Comparison {
-        compare_databases(&self.source_db(), &self.target_db()).await
+        let views_carried = self.sink_config.apply.compat == service_kit::connect::Compat::Mongodb;
+        compare_databases_carrying(&self.source_db(), &self.target_db(), views_carried).await
     }
 }
 
@@ -251,9 +264,18 @@ pub struct Comparison {
 /// profile, views are left out when DocumentDB cannot hold them (the schema checks require the
 /// sink to report them instead).
 pub async fn compare_databases(source: &mongodb::Database, target: &mongodb::Database) -> Comparison {
-    let specs: Vec<_> = source.list_collections().await.expect("source collections").try_collect().await.expect("list");
     let view = doc! {"create": "v", "viewOn": "c", "pipeline": [], "$db": "db"};
     let views_carried = !test_support::documentdb_profile() || docdb_guard::check(&view).is_ok();
+    compare_databases_carrying(source, target, views_carried).await
+}
+
+/// [`compare_databases`], saying whether the sink carries views (its `compat`).
+pub async fn compare_databases_carrying(
+    source: &mongodb::Database,
+    target: &mongodb::Database,
+    views_carried: bool,
+) -> Comparison {
+    let specs: Vec<_> = source.list_collections().await.expect("source collections").try_collect().await.expect("list");
     let mut names: Vec<String> = specs
         .into_iter()
         .filter(|spec| views_carried || spec.collection_type != mongodb::results::CollectionType::View)

@@ -20,6 +20,8 @@ fn schema_lines(entry: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_target_only_namespaces_views_time_series_and_swapped_index_keys() {
     let mut p = Pipeline::new("scope", 2).await;
+    // Views and time-series collections are MongoDB's: a DocumentDB source has neither.
+    p.both_mongodb();
     p.source_config.delivery.watermark_interval_ms = 300;
     let db = p.source_db();
     db.collection::<Document>("orders")
