@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, Action, CliError};
+use crate::cli::{self, Action};
 use crate::config::{self, Validate};
 use crate::http::HttpConfig;
 use crate::probe;
@@ -20,17 +20,7 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default + Validate {
     fn http(&self) -> &HttpConfig;
 }
 
-/// What a service's own command runs: its exit status, on the async runtime.
-pub type CommandFuture = std::pin::Pin<Box<dyn Future<Output = ExitCode> + Send>>;
-
-/// A command of a service's own, run on the async runtime with the configuration and its
-/// arguments; it returns the process' exit status.
-pub struct Command<C> {
-    pub name: &'static str,
-    /// One line of help, after the name.
-    pub help: &'static str,
-    pub run: fn(C, Vec<String>) -> CommandFuture,
-}
+pub use crate::cli::{Command, CommandFuture};
 
 /// Runs a service binary to completion and returns its exit status: 0 after a clean stop,
 /// 1 when the service failed, 2 for bad arguments or configuration.
@@ -62,16 +52,12 @@ where
     D: FnOnce(C) -> DFut,
     DFut: Future<Output = crate::doctor::Report>,
 {
-    let names: Vec<(&str, &str)> = commands.iter().map(|c| (c.name, c.help)).collect();
-    let cli = match cli::parse_with(std::env::args().skip(1), name, env_prefix, &names) {
+    let cli = match cli::parse(std::env::args(), name, env_prefix, commands) {
         Ok(cli) => cli,
-        Err(CliError::Help(text)) => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(CliError::Usage(text)) => {
-            eprintln!("{name}: {text}");
-            return ExitCode::from(2);
+        Err(e) => {
+            // --help and --version print to stdout and end with 0; usage errors go to stderr, 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     let config: C = match config::load(cli.config_file.as_deref(), env_prefix) {
@@ -107,10 +93,17 @@ where
             print!("{report}");
             return if report.blockers() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
-        Action::Command(command, args) => {
-            let Some(command) = commands.iter().find(|c| c.name == command) else { return ExitCode::from(2) };
+        Action::Command(command, matches) => {
+            let Some(command) = commands.iter().find(|c| c.name() == command) else { return ExitCode::from(2) };
+            let future = match command.start(config, matches) {
+                Ok(future) => future,
+                Err(e) => {
+                    let _ = e.print();
+                    return ExitCode::from(2);
+                }
+            };
             let Some(runtime) = runtime(name) else { return ExitCode::from(2) };
-            return runtime.block_on((command.run)(config, args.clone()));
+            return runtime.block_on(future);
         }
     }
     if let Err(e) = telemetry::init(config.log()) {

@@ -78,6 +78,7 @@
 //! | `error.rs` | what can go wrong, by what happens next |
 
 mod apply;
+pub mod cli;
 mod command;
 mod config;
 mod consumer;

@@ -19,6 +19,56 @@ use crate::error::Error;
 use crate::resend::Resend;
 
 /// What the command line asked for.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Verb,
+    /// Print the result as one JSON object
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Verb {
+    /// List this group's dead letters
+    List {
+        /// Only the open ones (they hold the consistency point)
+        #[arg(long)]
+        open: bool,
+    },
+    /// Ask cdc-source to send each named document's current state again; the dead letter stays open until applied
+    Retry(Chosen),
+    /// Record that the difference is accepted (who, when, why); the dead letter no longer holds the point
+    Skip {
+        #[command(flatten)]
+        chosen: Chosen,
+        /// Why the difference is accepted
+        #[arg(long, value_name = "TEXT", value_parser = not_blank)]
+        reason: String,
+    },
+}
+
+/// Dead letters by id, or all of the open ones (one or the other).
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct Chosen {
+    /// The dead letters' ids (as `list` prints them)
+    #[arg(value_name = "ID")]
+    ids: Vec<String>,
+    /// Every open dead letter
+    #[arg(long)]
+    all: bool,
+}
+
+fn not_blank(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("say why".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+/// What to do.
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     List { open: bool },
@@ -26,53 +76,21 @@ enum Action {
     Skip { ids: Vec<String>, all: bool, reason: String },
 }
 
-fn parse(args: &[String]) -> Result<(Action, bool), String> {
-    let mut args = args.iter();
-    let verb = args.next().ok_or("say list, retry or skip")?.clone();
-    let (mut ids, mut all, mut open, mut json, mut reason) = (Vec::new(), false, false, false, None);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--json" => json = true,
-            "--all" => all = true,
-            "--open" => open = true,
-            "--reason" => reason = Some(args.next().ok_or("--reason needs a text")?.clone()),
-            other if other.starts_with("--") => return Err(format!("unknown argument '{other}'")),
-            id => ids.push(id.to_string()),
-        }
+impl Args {
+    fn action(self) -> (Action, bool) {
+        let action = match self.action {
+            Verb::List { open } => Action::List { open },
+            Verb::Retry(Chosen { ids, all }) => Action::Retry { ids, all },
+            Verb::Skip { chosen: Chosen { ids, all }, reason } => Action::Skip { ids, all, reason },
+        };
+        (action, self.json)
     }
-    let chosen = |ids: &Vec<String>| {
-        if ids.is_empty() != all {
-            Err(format!("{verb}: name dead letters by id, or --all (not both)"))
-        } else {
-            Ok(())
-        }
-    };
-    let action = match verb.as_str() {
-        "list" => Action::List { open },
-        "retry" => {
-            chosen(&ids)?;
-            Action::Retry { ids, all }
-        }
-        "skip" => {
-            chosen(&ids)?;
-            let reason = reason.filter(|r| !r.trim().is_empty()).ok_or("skip needs --reason TEXT: why")?;
-            Action::Skip { ids, all, reason }
-        }
-        other => return Err(format!("unknown action '{other}': list, retry or skip")),
-    };
-    Ok((action, json))
 }
 
 /// The `dead-letters` command.
-pub fn command(config: Config, args: Vec<String>) -> service_kit::app::CommandFuture {
+pub fn command(config: Config, args: Args) -> service_kit::app::CommandFuture {
     Box::pin(async move {
-        let (action, json) = match parse(&args) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                eprintln!("sink-writer dead-letters: {e}");
-                return ExitCode::from(2);
-            }
-        };
+        let (action, json) = args.action();
         match run(&config, action).await {
             Ok((done, text, value)) => {
                 if json {
@@ -269,25 +287,29 @@ fn who() -> String {
 mod tests {
     use super::*;
 
-    fn args(text: &str) -> Vec<String> {
-        text.split_whitespace().map(str::to_string).collect()
+    fn parse(text: &str) -> Result<(Action, bool), clap::Error> {
+        let args: Vec<&str> = text.split_whitespace().collect();
+        service_kit::cli::parse_command::<Args>("dead-letters", &args).map(Args::action)
     }
 
     #[test]
     fn arguments_name_dead_letters_or_all_and_skip_needs_a_reason() {
-        assert_eq!(parse(&args("list --json")), Ok((Action::List { open: false }, true)));
+        assert_eq!(parse("list --json").expect("valid"), (Action::List { open: false }, true));
+        assert_eq!(parse("--json list --open").expect("valid"), (Action::List { open: true }, true));
         assert_eq!(
-            parse(&args("retry a b")),
-            Ok((Action::Retry { ids: vec!["a".into(), "b".into()], all: false }, false))
+            parse("retry a b").expect("valid"),
+            (Action::Retry { ids: vec!["a".into(), "b".into()], all: false }, false)
         );
-        assert_eq!(parse(&args("retry --all")), Ok((Action::Retry { ids: vec![], all: true }, false)));
-        assert!(parse(&args("retry")).is_err(), "nothing named");
-        assert!(parse(&args("retry a --all")).is_err(), "both");
-        assert!(parse(&args("skip --all")).is_err(), "no reason");
+        assert_eq!(parse("retry --all").expect("valid"), (Action::Retry { ids: vec![], all: true }, false));
+        assert!(parse("retry").is_err(), "nothing named");
+        assert!(parse("retry a --all").is_err(), "both");
+        assert!(parse("skip --all").is_err(), "no reason");
+        assert!(parse("skip x --reason").is_err(), "an empty reason");
+        let skip = service_kit::cli::parse_command::<Args>("dead-letters", &["skip", "x", "--reason", "fixed by hand"]);
         assert_eq!(
-            parse(&["skip".into(), "x".into(), "--reason".into(), "fixed by hand".into()]),
-            Ok((Action::Skip { ids: vec!["x".into()], all: false, reason: "fixed by hand".into() }, false))
+            skip.expect("valid").action(),
+            (Action::Skip { ids: vec!["x".into()], all: false, reason: "fixed by hand".into() }, false)
         );
-        assert!(parse(&args("bogus")).is_err());
+        assert!(parse("bogus").is_err());
     }
 }

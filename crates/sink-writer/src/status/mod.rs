@@ -69,25 +69,22 @@ struct Status {
     verdict: String,
 }
 
+/// What the command line asked for.
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Print the status as one JSON object
+    #[arg(long)]
+    json: bool,
+    /// The lag (seconds) above which the target is not ready to cut over; default: status.max_lag_seconds
+    #[arg(long, value_name = "N")]
+    max_lag_seconds: Option<u64>,
+}
+
 /// The `status` command.
-pub fn command(config: Config, args: Vec<String>) -> service_kit::app::CommandFuture {
+pub fn command(config: Config, args: Args) -> service_kit::app::CommandFuture {
     Box::pin(async move {
-        let mut json = false;
-        let mut max_lag = config.status.max_lag_seconds;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            match (arg.as_str(), args.clone().next()) {
-                ("--json", _) => json = true,
-                ("--max-lag-seconds", Some(v)) if v.parse::<u64>().is_ok() => {
-                    max_lag = v.parse().unwrap_or(max_lag);
-                    args.next();
-                }
-                (other, _) => {
-                    eprintln!("sink-writer status: unknown or incomplete argument '{other}'");
-                    return ExitCode::from(2);
-                }
-            }
-        }
+        let json = args.json;
+        let max_lag = args.max_lag_seconds.unwrap_or(config.status.max_lag_seconds);
         match status(&config, max_lag).await {
             Ok(status) => {
                 if json {

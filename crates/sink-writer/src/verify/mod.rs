@@ -61,46 +61,31 @@ use recheck::Replication;
 pub use report::{Findings, NamespaceReport, Outcome, Report};
 
 /// What the command line asked for.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Args {
+#[derive(Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct Args {
+    /// Compare only this namespace (repeat for several); default: every namespace verify.include takes
+    #[arg(long = "namespace", value_name = "DB.COLLECTION")]
     namespaces: Vec<String>,
+    /// Compare every document (the default)
+    #[arg(long, conflicts_with = "sample")]
+    full: bool,
+    /// Compare N documents per namespace, picked at random, instead of all
+    #[arg(long, value_name = "N")]
     sample: Option<usize>,
+    /// Print the report as one JSON object
+    #[arg(long)]
     json: bool,
+    /// Read at most N documents a second from each side
+    #[arg(long, value_name = "N")]
     max_docs_per_second: Option<u64>,
-    /// Have cdc-source send the documents found different again, then check them again.
+    /// Have cdc-source send the documents found different again, ordered with its stream, and check them again
+    #[arg(long)]
     repair: bool,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut parsed = Args::default();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |what: &str| args.next().cloned().ok_or(format!("{arg} needs {what}"));
-        match arg.as_str() {
-            "--namespace" => parsed.namespaces.push(value("db.collection")?),
-            "--full" => parsed.sample = None,
-            "--sample" => parsed.sample = Some(value("a number")?.parse().map_err(|e| format!("--sample: {e}"))?),
-            "--json" => parsed.json = true,
-            "--repair" => parsed.repair = true,
-            "--max-docs-per-second" => {
-                parsed.max_docs_per_second = Some(value("a number")?.parse().map_err(|e| format!("{arg}: {e}"))?)
-            }
-            other => return Err(format!("unknown argument '{other}'")),
-        }
-    }
-    Ok(parsed)
-}
-
 /// The `verify` command.
-pub fn command(config: Config, args: Vec<String>) -> service_kit::app::CommandFuture {
+pub fn command(config: Config, args: Args) -> service_kit::app::CommandFuture {
     Box::pin(async move {
-        let args = match parse(&args) {
-            Ok(args) => args,
-            Err(e) => {
-                eprintln!("sink-writer verify: {e}");
-                return ExitCode::from(2);
-            }
-        };
         let json = args.json;
         match run(&config, args).await {
             Ok(report) => {
@@ -166,7 +151,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         replication: &replication,
         pace: &pace,
         held: &held,
-        sample: args.sample,
+        sample: args.sample.filter(|_| !args.full),
         parallel: config.verify.parallel,
         max_rechecked: config.verify.max_rechecked,
         transforms: &transforms,
@@ -247,19 +232,14 @@ mod tests {
 
     #[test]
     fn arguments_are_parsed_and_unknown_ones_refused() {
-        let args: Vec<String> =
-            ["--namespace", "a.b", "--sample", "50", "--json"].iter().map(|s| s.to_string()).collect();
+        let parse = |args: &[&str]| service_kit::cli::parse_command::<Args>("verify", args);
         assert_eq!(
-            parse(&args),
-            Ok(Args {
-                namespaces: vec!["a.b".into()],
-                sample: Some(50),
-                json: true,
-                max_docs_per_second: None,
-                repair: false
-            })
+            parse(&["--namespace", "a.b", "--sample", "50", "--json", "--namespace=c.d"]).expect("valid"),
+            Args { namespaces: vec!["a.b".into(), "c.d".into()], sample: Some(50), json: true, ..Args::default() }
         );
-        assert!(parse(&["--sample".to_string()]).is_err());
-        assert!(parse(&["--bogus".to_string()]).is_err());
+        assert!(parse(&["--sample"]).is_err());
+        assert!(parse(&["--sample", "many"]).is_err());
+        assert!(parse(&["--full", "--sample", "5"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
     }
 }
