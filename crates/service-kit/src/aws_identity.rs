@@ -262,7 +262,7 @@ mod tests {
         let stale = example_credentials(Some("t"), Some(now - Duration::from_secs(1)));
         let failed_before = cache().failed;
         let pause = record(Ok(stale), now, &mut backoff);
-        assert_eq!(pause, Duration::from_secs(1), "looked up again soon");
+        assert!(pause <= Duration::from_secs(1), "looked up again soon: {pause:?}");
         assert_eq!(cache().failed, failed_before + 1, "counted as a failure");
     }
 

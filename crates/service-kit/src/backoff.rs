@@ -1,28 +1,45 @@
-//! The one retry policy both services use: capped exponential backoff, cut short by a stop.
+//! The one retry policy both services use: capped exponential backoff with jitter, cut short by
+//! a stop. The jitter keeps replicas that failed together (a broker or the target went away)
+//! from retrying in lockstep: each pause is drawn between half and all of its step.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// Pauses between attempts: `initial`, doubling up to `max`.
+/// Pauses between attempts: steps of `initial`, doubling up to `max`, each pause a random point
+/// in the upper half of its step.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
+    /// xorshift64* state, seeded differently in every instance (and every process).
+    random: u64,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.min(max);
-        Self { initial, max, next: initial }
+        let random = RandomState::new().hash_one(std::process::id()) | 1;
+        Self { initial, max, next: initial, random }
     }
 
-    /// The pause before the next attempt (and doubles the one after, up to the cap).
+    /// The pause before the next attempt, in [step/2, step] (and doubles the step, up to the cap).
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
+        let step = self.next;
         self.next = (self.next * 2).min(self.max);
-        delay
+        let half = step / 2;
+        let spread = u64::try_from((step - half).as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(self.random() % spread.saturating_add(1))
+    }
+
+    fn random(&mut self) -> u64 {
+        self.random ^= self.random >> 12;
+        self.random ^= self.random << 25;
+        self.random ^= self.random >> 27;
+        self.random.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// Back to the first pause, after a success.
@@ -45,12 +62,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_up_to_the_cap_and_resets() {
+    fn steps_double_up_to_the_cap_each_pause_in_its_upper_half_and_reset() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let delays: Vec<u128> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, vec![100, 200, 350, 350]);
+        for step in [100, 200, 350, 350] {
+            let delay = backoff.next_delay();
+            let step = Duration::from_millis(step);
+            assert!(delay >= step / 2 && delay <= step, "{delay:?} outside [{:?}, {step:?}]", step / 2);
+        }
         backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn two_instances_that_fail_together_do_not_retry_in_lockstep() {
+        let pauses = || {
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
+            (0..8).map(|_| backoff.next_delay()).collect::<Vec<_>>()
+        };
+        let (a, b) = (pauses(), pauses());
+        assert_ne!(a, b, "the same pauses in both");
+        let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+        assert!(distinct.len() > 1, "one pause repeated: {a:?}");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
+use service_kit::backoff::Backoff;
 use service_kit::budget::{Holder, MemoryBudget, Reservation};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -268,10 +269,11 @@ impl Partitions {
                 let writer = format!("{}/{}", tp.0, tp.1);
                 self.shared.health.set_for(PARTITIONS, &writer, Err(format!("failed, restarting: {error}")));
                 tracing::error!(topic = %tp.0, partition = tp.1, %error, "partition task failed: starting it again from its durable offset");
-                let (control, pause_for) =
-                    (self.control.clone(), Duration::from_millis(self.shared.apply.max_backoff_ms));
+                // Jittered: partitions that failed together (the target went away) start apart.
+                let step = Duration::from_millis(self.shared.apply.max_backoff_ms).min(Duration::from_secs(5));
+                let (control, pause_for) = (self.control.clone(), Backoff::new(step, step).next_delay());
                 tokio::spawn(async move {
-                    tokio::time::sleep(pause_for.min(Duration::from_secs(5))).await;
+                    tokio::time::sleep(pause_for).await;
                     let _ = control.send(Control::Restart { tp, generation }).await;
                 });
             }

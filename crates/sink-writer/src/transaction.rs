@@ -12,6 +12,7 @@ use envelope::{ClusterTime, Namespace};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::ClientSession;
+use service_kit::backoff::Backoff;
 
 use crate::error::Error;
 use crate::ledger::Ledger;
@@ -157,13 +158,14 @@ async fn body(
 /// Commits, asking again while the outcome is unknown (a commit is safe to repeat).
 async fn commit(session: &mut ClientSession) -> Result<Attempt, Error> {
     let mut tries = 0;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         match session.commit_transaction().await {
             Ok(()) => return Ok(Attempt::Committed),
             Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && tries + 1 < COMMIT_TRIES => {
                 tries += 1;
                 tracing::debug!(error = %e, "transaction commit outcome unknown: asking again");
-                tokio::time::sleep(Duration::from_millis(100 * tries as u64)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(transaction_error("commit a transaction", e)),
         }
