@@ -68,7 +68,9 @@ impl TopicTail {
             .collect();
     }
 
-    /// Waits for `count` new records after the mark, prints them, then marks again.
+    /// Waits for `count` new change or DDL records after the mark, prints them, then marks
+    /// again. Watermarks (cdc-source's progress records, interleaved on every partition) are
+    /// counted and summarised in one line: they are not the step's events.
     fn show(&mut self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         // The topic appears with the first event: wait for it.
@@ -84,11 +86,15 @@ impl TopicTail {
             assignment.add_partition_offset(&self.topic, *p, Offset::Offset(*offset)).expect("assign");
         }
         self.consumer.assign(&assignment).expect("assign");
-        let mut seen = 0;
+        let (mut seen, mut watermarks) = (0, 0);
         while seen < count && Instant::now() < deadline {
             if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) {
-                seen += 1;
                 let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                if is_watermark(&key) {
+                    watermarks += 1;
+                    continue;
+                }
+                seen += 1;
                 println!("  ┌ {} partition {} offset {}", m.topic(), m.partition(), m.offset());
                 println!("  │ key   {key}");
                 match m.payload() {
@@ -101,8 +107,16 @@ impl TopicTail {
         if seen < count {
             println!("  (only {seen} of {count} events arrived within 30 s)");
         }
+        if watermarks > 0 {
+            println!("  (and {watermarks} watermark record(s): how far cdc-source has read, for the sink's consistency point)");
+        }
         self.mark();
     }
+}
+
+/// A watermark's key: `{"id": null, "watermark": {…}, …}`.
+fn is_watermark(key: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(key).is_ok_and(|k| k.get("watermark").is_some())
 }
 
 /// The Debezium value, trimmed to what tells the story (the full record carries `source`,
