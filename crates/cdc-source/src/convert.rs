@@ -1,4 +1,8 @@
 //! Change stream events and snapshot documents → envelope records. Pure: no I/O.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `tests/` | its tests too long to sit here (`transforms.rs`: the rules on the way through) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

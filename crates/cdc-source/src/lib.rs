@@ -40,16 +40,47 @@
 //! frozen, cut off: after `election.session_timeout_ms`; stopped: at once). Taking over
 //! initialises the transactional id, which fences the former active instance.
 //!
-//! Layout: `role` runs the pipeline alone or whenever `election` elects this instance;
-//! `pipeline` wires the stages. Capture: `snapshot`, `copy` and `ranges` (what is there),
-//! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
-//! `schema_check` (collection options and indexes), `convert` with `transaction` (into records) and
-//! `transforms` (the `[transforms]` rules every document, update and schema event goes through
-//! first, so what they hide never reaches Kafka),
-//! `routing` (which namespaces, which topics), `resend/` (documents sent again on request,
-//! ordered with the stream). Delivery: `queue`, `delivery`, `watermark`,
-//! `producer`, `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`,
-//! `history`, `server`, `doctor`; `hooks` (test fault injection).
+//! # Layout
+//! | file | owns |
+//! |---|---|
+//! | `lib.rs` | wiring: `run(config, shutdown)`, the shell, readiness |
+//! | `role.rs` | active or standby: runs the pipeline alone, or whenever `election` elects this instance |
+//! | `election.rs` | which instance of a capture is active, elected through the checkpoint topic's group |
+//! | `supervisor.rs` | the restart policy: what a failed run leads to (pure) |
+//! | `pipeline.rs` | wiring one run: plan from the checkpoint, snapshot and/or stream into the queue, delivery |
+//! | *snapshot* | |
+//! | `snapshot.rs` | the initial snapshot: the stream position first, views, each collection copied |
+//! | `copy.rs` | one collection's documents in `_id` order, resumable from the last `_id` |
+//! | `ranges.rs` | a large collection split into `_id` ranges for parallel readers |
+//! | *capture* | |
+//! | `watch.rs` | opening a change stream: position, options, pipeline for the scope; cluster-time arithmetic |
+//! | `change_stream.rs` | the change stream loop: convert every event and hand it to the queue |
+//! | `large_events.rs` | events over 16 MiB: split or the document read again |
+//! | `schema.rs` | a collection's options and indexes read from the source |
+//! | `schema_events.rs` | expanded change events → schema DDL |
+//! | `schema_check.rs` | the periodic schema comparison where the stream reports no schema changes |
+//! | `convert.rs` (`convert/`) | change events and snapshot documents → envelope records (pure) |
+//! | `transaction.rs` | Debezium's `transaction` block for multi-document transactions |
+//! | `transforms.rs` | the `[transforms]` rules every document, update and schema event goes through first |
+//! | `routing.rs` | which namespaces are captured, which topic each goes to (pure) |
+//! | `resend/` | documents sent again on request, ordered with the stream |
+//! | *delivery* | |
+//! | `record.rs` | what capture hands to the producer: records and the checkpoint progress they cover |
+//! | `queue.rs` | the bounded queue between capture and delivery (items and bytes) |
+//! | `delivery.rs` | the delivery loop: batches by count, bytes and time |
+//! | `watermark.rs` | watermarks on every partition, in the transaction that proves them |
+//! | `producer.rs` | batches made durable in Kafka with the checkpoint that covers them |
+//! | `topics.rs` | topics created when missing; partition counts |
+//! | `checkpoint.rs` | the durable position: resume token, snapshot progress, sequence |
+//! | `store.rs` | where the checkpoint lives: a compacted topic or a file |
+//! | *around* | |
+//! | `config.rs` | settings and their validation |
+//! | `error.rs` | what can go wrong, split by what happens next |
+//! | `metrics.rs` | every metric |
+//! | `history.rs` | how far back the source keeps change history |
+//! | `server.rs` | the source's clock and what is asked outside streams and copies |
+//! | `doctor.rs` | `cdc-source doctor` |
+//! | `hooks.rs` | fault injection for the test suites (inert unless a test arms it) |
 
 mod change_stream;
 mod checkpoint;

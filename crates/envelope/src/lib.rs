@@ -178,6 +178,19 @@
 //!   holding code points that JVM's Unicode tables do not know (we use Unicode 16; Java 17 has
 //!   13) is escaped differently, and JDKs before 19 print a few doubles with one digit more than
 //!   the shortest form we (and JDK 19+) write.
+//!
+//! # Layout
+//! | file | owns |
+//! |---|---|
+//! | `event.rs` | the typed events cdc-source builds and sink-writer decodes |
+//! | `wire.rs` | the JSON shapes on the wire (serde structs the encoder and decoder share) |
+//! | `encode.rs` | events → record keys and values |
+//! | `decode.rs` | record keys and values → events, a typed error for anything else |
+//! | `error.rs` | why a record could not be decoded (permanent for that record) |
+//! | `resend.rs` | re-send requests and their replies |
+//! | `extjson.rs` | BSON → extended JSON, written directly: the reference writer |
+//! | `extjson_read.rs` | extended JSON → BSON through a tree: the reference reader |
+//! | `extjson_raw.rs` | extended JSON → BSON bytes in one pass (the sink's hot path), checked against the reference reader |
 
 mod decode;
 mod encode;

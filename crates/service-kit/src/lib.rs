@@ -25,6 +25,33 @@
 //! expiry by a task of its own, `credential_cache`); `kafka_auth` signs MSK IAM tokens with
 //! them (`msk_iam`) for the cluster's region (`msk_region`), never waiting for a credential
 //! source; `metrics` exports both, and readiness has an `aws-credentials` component.
+//!
+//! # Layout
+//! | file | owns |
+//! |---|---|
+//! | `app.rs` | a service's whole `main`: arguments, configuration, logging, runtime, `run(config, shutdown)` |
+//! | `cli.rs` | the command lines (clap): the shell's flags, `doctor`, each service's commands, `--version` |
+//! | `config.rs` | layered configuration, validation, redacted secrets |
+//! | `telemetry.rs` | logging: human or JSON lines, level directives |
+//! | `shutdown.rs` | SIGTERM / SIGINT → the cancellation token |
+//! | `shell.rs` | what every service starts before its pipeline: registry, health, HTTP port |
+//! | `http.rs` | `/health/livez`, `/health/readyz`, `/metrics` |
+//! | `health.rs` | liveness (loops beat) and readiness (components ok) |
+//! | `probe.rs` | `--probe PATH`: the binary asks its own port |
+//! | `metrics.rs` | the metrics the shell adds to every service |
+//! | `backoff.rs` | the one retry policy: capped exponential backoff with jitter |
+//! | `failure.rs` | a failed MongoDB or Kafka call, and whether to retry it (the error-code table) |
+//! | `budget.rs` | the memory budget every growing buffer reserves from |
+//! | `connect.rs` | MongoDB connection settings, clients, `compat`, reachability checks |
+//! | `kafka_connection.rs` | the Kafka cluster: bootstrap servers, security, client options |
+//! | `kafka_auth.rs` | authentication librdkafka cannot express (MSK IAM through OAUTHBEARER) |
+//! | `msk_iam.rs` | MSK IAM tokens: the signed `kafka-cluster:Connect` request |
+//! | `msk_region.rs` | the region MSK IAM tokens are signed for |
+//! | `aws_identity.rs` | the process's AWS credentials: the SDK's chain, refreshed ahead of expiry |
+//! | `credential_cache.rs` | the credentials between two lookups, and when to look again |
+//! | `doctor.rs` | the checks both services' `doctor` share, and the report |
+//! | `documentdb_fit.rs` | what an Amazon DocumentDB target will not carry (docdb-rules' table) |
+//! | `id_order.rs` | continuing an `_id`-ordered read with the operators DocumentDB has |
 
 pub mod app;
 pub mod aws_identity;

@@ -72,6 +72,7 @@
 //! | `resend.rs` | asking cdc-source to send documents' current state again (repair, retry) |
 //! | `mapping.rs` | source → target namespaces |
 //! | `metrics.rs` | every metric |
+//! | `cli.rs` | the service's commands: their help and exit status |
 //! | `doctor.rs` | `sink-writer doctor` |
 //! | `status/` | `sink-writer status`: consistency point, lag, what blocks a cutover, verdict |
 //! | `verify/` | `sink-writer verify`: source and target compared while replication runs |

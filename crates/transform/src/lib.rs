@@ -29,6 +29,7 @@
 //! | `fields.rs` | the field rules as a tree; whole documents; where one dotted path stands |
 //! | `update.rs` | an `updateDescription` through the field rules; what an update touches |
 //! | `event.rs` | one change event (filter decisions, op rewrites) or one document read whole |
+//! | `event_tests.rs` | `event.rs`'s tests |
 //! | `values.rs` | mask values, HMAC-SHA-256 |
 //! | `filter/` | the query subset: parsing (`mod.rs`), evaluation (`eval.rs`), BSON order (`compare.rs`) |
 //! | `schema.rs` | indexes and collection options under a rule |

@@ -13,6 +13,14 @@
 //! retried between batches, each in a transaction that settles them; a cycle of such writes is
 //! broken (`cycle.rs`). The partition's consistent point moves only while nothing is parked. One
 //! transaction at a time: the next batch is decoded meanwhile.
+//!
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the partition's loop: claim, gather, one transaction at a time, the pass marker |
+//! | `batch.rs` | one batch in one transaction: its plan with the writes of documents that have parked writes |
+//! | `parked.rs` | parked writes tried again between batches |
+//! | `cycle.rs` | a cycle of unique values among parked documents, broken |
 
 mod batch;
 mod cycle;

@@ -8,6 +8,13 @@
 //! numbers compare across types, comparisons stay within a type bracket, and `null` matches a
 //! missing field. Anything else (`$regex` and regular expression values, `$elemMatch`, `$all`,
 //! `$expr`, `$where`, `$text`, geo) is refused when the configuration is read.
+//!
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | parsing the query subset, refusing the rest |
+//! | `eval.rs` | a filter evaluated on a document |
+//! | `compare.rs` | BSON values compared as MongoDB's query operators do |
 
 mod compare;
 mod eval;
