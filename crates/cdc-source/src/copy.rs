@@ -32,7 +32,7 @@ use service_kit::id_order;
 /// Documents between two updates of the progress metric.
 const METRIC_EVERY: u64 = 1000;
 /// QueryPlanKilled: the collection under a cursor was dropped or renamed (MongoDB 6.0).
-const QUERY_PLAN_KILLED: i32 = 175;
+use service_kit::failure::code::QUERY_PLAN_KILLED;
 
 /// Whether the copied reads carry the snapshot's per-collection progress (so a restart continues
 /// after the last durable document), or none (the caller moves the checkpoint once it is done).
@@ -248,9 +248,8 @@ impl Copier<'_> {
                     Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
                         if self.exists(ns).await? {
                             // Killed for another reason: start again from the last durable read.
-                            return Err(Error::Mongo(Failure::new(
+                            return Err(Error::Mongo(Failure::retriable(
                                 format!("copy of {label}"),
-                                true,
                                 e.kind.to_string(),
                             )));
                         }

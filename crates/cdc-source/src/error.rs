@@ -87,12 +87,7 @@ impl From<String> for Error {
 }
 
 /// The server's error code, for a command error.
-pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
-}
+pub use service_kit::failure::command_code;
 
 #[cfg(test)]
 mod tests {

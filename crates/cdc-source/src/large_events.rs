@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::watch::{open, How, Start};
 
 /// BSONObjectTooLarge.
-const TOO_LARGE: i32 = 10334;
+use service_kit::failure::code::BSON_OBJECT_TOO_LARGE as TOO_LARGE;
 /// Empty batches after which a re-read gives up finding its event (and the pipeline restarts).
 const REREAD_EMPTY_BATCHES: u32 = 60;
 

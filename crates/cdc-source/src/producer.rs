@@ -347,7 +347,7 @@ async fn await_all(deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
         match delivery.await {
             Ok(Ok(_)) => {}
             Ok(Err((e, message))) => return Err(Error::kafka(&format!("delivery to {}", message.topic()), e)),
-            Err(_) => return Err(Error::Kafka(Failure::new("delivery", true, "producer closed"))),
+            Err(_) => return Err(Error::Kafka(Failure::retriable("delivery", "producer closed"))),
         }
     }
     Ok(())

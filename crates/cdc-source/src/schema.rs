@@ -12,7 +12,7 @@ use crate::routing::NamespaceFilter;
 use crate::schema_events::Described;
 
 /// NamespaceNotFound: the collection is gone.
-const NAMESPACE_NOT_FOUND: i32 = 26;
+use service_kit::failure::code::NAMESPACE_NOT_FOUND;
 
 /// A collection or a view, with its options.
 #[derive(Debug, Clone, PartialEq)]

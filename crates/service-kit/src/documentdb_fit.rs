@@ -12,7 +12,8 @@ use crate::doctor::Report;
 /// Documents sampled per collection for field names and types the target cannot store.
 pub const SAMPLE_DOCUMENTS: i64 = 100;
 /// NamespaceNotFound: dropped while it was read.
-const NAMESPACE_NOT_FOUND: i32 = 26;
+use crate::failure::code::NAMESPACE_NOT_FOUND;
+use crate::failure::command_code as code;
 
 /// One collection or view and what the target will not carry of it.
 #[derive(Debug, Clone)]
@@ -104,11 +105,4 @@ async fn documents(client: &mongodb::Client, db: &str, coll: &str) -> Result<Opt
         outcome: Outcome::DeadLettered,
         reason: format!("{} (first: _id {id})", first.reason),
     }))
-}
-
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
 }

@@ -15,6 +15,32 @@ pub enum MongoErrorClass {
     Permanent,
 }
 
+/// MongoDB's error codes both services name (the server's `error_codes.yml`), in one table.
+pub mod code {
+    pub const UNAUTHORIZED: i32 = 13;
+    pub const AUTHENTICATION_FAILED: i32 = 18;
+    pub const USER_NOT_FOUND: i32 = 11;
+    pub const NAMESPACE_NOT_FOUND: i32 = 26;
+    pub const INDEX_NOT_FOUND: i32 = 27;
+    pub const NAMESPACE_EXISTS: i32 = 48;
+    pub const INDEX_OPTIONS_CONFLICT: i32 = 85;
+    pub const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+    pub const QUERY_PLAN_KILLED: i32 = 175;
+    /// A change event over 16 MiB (BSONObjectTooLarge).
+    pub const BSON_OBJECT_TOO_LARGE: i32 = 10334;
+    pub const DUPLICATE_KEY: i32 = 11000;
+    /// Atlas / DocumentDB: the user may not run the command (AtlasError, DocumentDB's own).
+    pub const ATLAS_UNAUTHORIZED: i32 = 8000;
+}
+
+/// A server error's code, when the error is a command's refusal.
+pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
 /// Server error codes after which retrying helps (elections, shutdowns, interruptions, network).
 pub const TRANSIENT_MONGO_CODES: [i32; 18] =
     [6, 7, 43, 50, 64, 89, 91, 112, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436];
@@ -79,6 +105,16 @@ pub struct Failure {
 impl Failure {
     pub fn new(context: impl Into<String>, retriable: bool, reason: impl Into<String>) -> Self {
         Self { context: context.into(), retriable, reason: reason.into() }
+    }
+
+    /// A failure the same call may get past later.
+    pub fn retriable(context: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::new(context, true, reason)
+    }
+
+    /// A failure no retry gets past.
+    pub fn permanent(context: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::new(context, false, reason)
     }
 
     pub fn mongo(context: &str, e: &mongodb::error::Error) -> Self {

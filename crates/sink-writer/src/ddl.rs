@@ -27,7 +27,8 @@ use crate::retry::Retrier;
 use crate::schema::Schema;
 
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
-const NAMESPACE_NOT_FOUND: i32 = 26;
+use service_kit::failure::code::NAMESPACE_NOT_FOUND;
+use service_kit::failure::command_code as mongo_code;
 /// The readiness component of DDL bookkeeping and application (writes to the target).
 const COMPONENT: &str = crate::retry::WRITES;
 
@@ -436,11 +437,4 @@ fn scopes(ddl: &Ddl) -> (String, Vec<String>) {
         _ => Vec::new(),
     };
     (scope, obsolete)
-}
-
-fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
 }

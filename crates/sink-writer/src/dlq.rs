@@ -39,9 +39,8 @@ impl DeadLetters {
             Ok(true) => tracing::info!(topic, "created dead-letter topic"),
             Ok(false) => {}
             Err(e) => {
-                return Err(Error::Kafka(Failure::new(
+                return Err(Error::Kafka(Failure::retriable(
                     format!("create dead-letter topic {topic}"),
-                    true,
                     e.to_string(),
                 )))
             }

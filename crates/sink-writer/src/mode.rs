@@ -29,7 +29,9 @@ pub async fn exactly_once(client: &mongodb::Client, mode: ApplyMode, ledger: &Le
             {
                 match db.create_collection(name).await {
                     Ok(()) => {}
-                    Err(e) if crate::writer::code_of(&e) == Some(48) => {}
+                    Err(e)
+                        if service_kit::failure::command_code(&e)
+                            == Some(service_kit::failure::code::NAMESPACE_EXISTS) => {}
                     Err(e) => return Err(Error::mongo("create the ledger's collections", e)),
                 }
             }

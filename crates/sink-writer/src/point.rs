@@ -169,7 +169,7 @@ impl PointReader {
             let found = tokio::task::spawn_blocking(move || first_records(&kafka, &group, &unread))
                 .await
                 .map_err(|e| Error::Fatal(format!("first-record task: {e}")))?
-                .map_err(|reason| Error::Kafka(Failure::new("first records", true, reason)))?;
+                .map_err(|reason| Error::Kafka(Failure::retriable("first records", reason)))?;
             let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
             for (tp, at) in found {
                 first.insert(tp.clone(), at);
@@ -208,7 +208,7 @@ impl PointReader {
         })
         .await
         .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
-        .map_err(|reason: String| Error::Kafka(Failure::new("metadata", true, reason)))
+        .map_err(|reason: String| Error::Kafka(Failure::retriable("metadata", reason)))
     }
 }
 

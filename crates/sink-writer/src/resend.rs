@@ -118,9 +118,8 @@ fn ends(kafka: &KafkaConnection, topics: &[String]) -> Result<HashMap<String, i6
     let mut ends = HashMap::new();
     for topic in topics {
         let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).map_err(|e| {
-            Error::Kafka(Failure::new(
+            Error::Kafka(Failure::retriable(
                 format!("read request topic {topic}"),
-                true,
                 format!("{e} (cdc-source creates it when it starts; is status.capture_names right?)"),
             ))
         })?;

@@ -66,7 +66,9 @@ impl Shared {
             match db.create_collection(&ns.coll).await {
                 Ok(()) => {}
                 // Created meanwhile (another partition, a DDL).
-                Err(e) if crate::writer::code_of(&e) == Some(48) => {}
+                Err(e)
+                    if service_kit::failure::command_code(&e) == Some(service_kit::failure::code::NAMESPACE_EXISTS) => {
+                }
                 Err(e) => return Err(Error::mongo("create a collection", e)),
             }
         }

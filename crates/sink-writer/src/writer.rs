@@ -17,6 +17,11 @@ use mongodb::ClientSession;
 use service_kit::failure::TRANSIENT_MONGO_CODES;
 
 use crate::command;
+use service_kit::failure::code::{
+    ATLAS_UNAUTHORIZED, AUTHENTICATION_FAILED, DUPLICATE_KEY, UNAUTHORIZED, USER_NOT_FOUND,
+};
+use service_kit::failure::command_code as mongo_code;
+
 use crate::error::{Error, Failure};
 use crate::write_plan::{Action, WriteOp};
 
@@ -25,10 +30,9 @@ use crate::write_plan::{Action, WriteOp};
 const MAX_COMMAND_STATEMENT_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 /// The server's `maxWriteBatchSize`.
 const MAX_COMMAND_STATEMENTS: usize = 100_000;
-const DUPLICATE_KEY: i32 = 11000;
 /// Refusals that say nothing about the document: the sink's own permissions. Retried (and the
 /// service shows not ready) rather than dead-lettering every document.
-const ENVIRONMENT_CODES: [i32; 4] = [13, 18, 11, 8000];
+const ENVIRONMENT_CODES: [i32; 4] = [UNAUTHORIZED, AUTHENTICATION_FAILED, USER_NOT_FOUND, ATLAS_UNAUTHORIZED];
 
 pub struct Writer {
     client: mongodb::Client,
@@ -112,7 +116,7 @@ impl Writer {
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if alone => {
                     if ENVIRONMENT_CODES.contains(&code) {
-                        return Err(Error::Mongo(Failure::new(command.name, true, reason)));
+                        return Err(Error::Mongo(Failure::retriable(command.name, reason)));
                     }
                     let index = command.statements[0].0;
                     let outcome = Outcome::Rejected(format!("{}: {reason}", command.ns));
@@ -136,7 +140,7 @@ impl Writer {
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
                     if ENVIRONMENT_CODES.contains(&code) {
-                        return Err(Error::Mongo(Failure::new(command.name, true, reason)));
+                        return Err(Error::Mongo(Failure::retriable(command.name, reason)));
                     }
                     outcomes.push((statements[0].0, Outcome::Rejected(format!("{}: {reason}", command.ns))));
                 }
@@ -184,9 +188,8 @@ impl Writer {
             }
         };
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(CommandError::Failed(Error::Mongo(Failure::new(
+            return Err(CommandError::Failed(Error::Mongo(Failure::retriable(
                 name,
-                true,
                 format!("write concern: {}", wce.get_str("errmsg").unwrap_or("unknown")),
             ))));
         }
@@ -194,25 +197,23 @@ impl Writer {
         if let Ok(errors) = reply.get_array("writeErrors") {
             for error in errors.iter() {
                 let Some(error) = error.as_document() else {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::new(
+                    return Err(CommandError::Failed(Error::Mongo(Failure::retriable(
                         name,
-                        true,
                         format!("a write error that is not a document: {error:?}"),
                     ))));
                 };
                 let code = error.get_i32("code").unwrap_or(0);
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
                 if TRANSIENT_MONGO_CODES.contains(&code) || ENVIRONMENT_CODES.contains(&code) {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::new(name, true, message))));
+                    return Err(CommandError::Failed(Error::Mongo(Failure::retriable(name, message))));
                 }
                 // A statement the reply cannot be matched to is a reply not understood: never
                 // taken as success.
                 let Some(slot) =
                     usize::try_from(error.get_i32("index").unwrap_or(-1)).ok().and_then(|i| outcomes.get_mut(i))
                 else {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::new(
+                    return Err(CommandError::Failed(Error::Mongo(Failure::retriable(
                         name,
-                        true,
                         format!("a write error names no statement of the command: code {code}: {message}"),
                     ))));
                 };
@@ -348,18 +349,6 @@ fn split(statements: Vec<(usize, RawDocumentBuf)>) -> Vec<Vec<(usize, RawDocumen
         groups.push(current);
     }
     groups
-}
-
-/// A server error's code, when it has one.
-pub fn code_of(e: &mongodb::error::Error) -> Option<i32> {
-    mongo_code(e)
-}
-
-fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

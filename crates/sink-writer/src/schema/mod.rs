@@ -57,11 +57,10 @@ use announced::Announced;
 
 /// The largest `expireAfterSeconds` the server takes: ~68 years, i.e. never.
 pub const NEVER_EXPIRES: i32 = i32::MAX;
-const NAMESPACE_NOT_FOUND: i32 = 26;
-const INDEX_NOT_FOUND: i32 = 27;
-const NAMESPACE_EXISTS: i32 = 48;
-const INDEX_OPTIONS_CONFLICT: i32 = 85;
-const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+use service_kit::failure::code::{
+    INDEX_KEY_SPECS_CONFLICT, INDEX_NOT_FOUND, INDEX_OPTIONS_CONFLICT, NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND,
+};
+use service_kit::failure::command_code as code;
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// Who removes documents a TTL index covers.
@@ -215,11 +214,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn retriable(e: &mongodb::error::Error) -> bool {
     matches!(Error::mongo("schema", e.clone()), Error::Mongo(Failure { retriable: true, .. }))
-}
-
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
 }
