@@ -228,10 +228,13 @@ async fn every_sampled_point_is_a_second_whose_changes_are_all_on_the_target() {
     assert!(false_claims.is_empty(), "{} false claims in {samples} samples: {false_claims:#?}", false_claims.len());
     assert!(status_claims >= 5, "status named a point {status_claims} times");
     // New topics hold the point until the sink reads them (`consume.topic_refresh_interval_ms`,
-    // 5 s): it moves in steps, but it moves.
+    // 5 s), and the kill -9 holds it until the restarted sink has read every partition again: it
+    // moves in steps, how far depends on the machine's load (the claims above would hold
+    // vacuously for a point that stood still, hence at least 10 s and 6 steps; catching up is
+    // checked below).
     claims.dedup();
     let moved = claims.last().zip(claims.first()).map_or(0, |(last, first)| last - first);
-    assert!(claims.len() >= 6 && moved >= 30, "the point hardly moved while collections appeared: {claims:?}");
+    assert!(claims.len() >= 6 && moved >= 10, "the point hardly moved while collections appeared: {claims:?}");
     // Once the writes stop, the point reaches the last of them.
     let last = log.last().expect("writes");
     eventually("the point past the last write", Duration::from_secs(90), || async {
