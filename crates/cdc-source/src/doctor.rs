@@ -9,13 +9,13 @@ use envelope::Namespace;
 use service_kit::doctor::{self, Report};
 use service_kit::documentdb_fit;
 
-use crate::checkpoint::{plan, Checkpoint, Plan};
+use crate::capture::large_events::Support;
+use crate::capture::routing::NamespaceFilter;
+use crate::capture::watch::{self, How, Start};
 use crate::config::{CheckpointStore, Compat, Config, Scope};
+use crate::delivery::checkpoint::{plan, Checkpoint, Plan};
+use crate::delivery::store::Store;
 use crate::history;
-use crate::large_events::Support;
-use crate::routing::NamespaceFilter;
-use crate::store::Store;
-use crate::watch::{self, How, Start};
 
 /// Runs every check; the report says what blocks the service.
 pub async fn run(mut config: Config) -> Report {
@@ -247,8 +247,8 @@ async fn transforms(report: &mut Report, client: &mongodb::Client, config: &Conf
         Ok(rules) => rules,
         Err(problems) => return report.fail("transforms", problems.join("; ")),
     };
-    let listed = match crate::routing::NamespaceFilter::new(&config.capture) {
-        Ok(filter) => crate::schema::captured(client, &filter).await,
+    let listed = match crate::capture::routing::NamespaceFilter::new(&config.capture) {
+        Ok(filter) => crate::capture::schema::captured(client, &filter).await,
         Err(e) => return report.fail("transforms", format!("capture patterns: {e}")),
     };
     let listed = match listed {
@@ -260,7 +260,7 @@ async fn transforms(report: &mut Report, client: &mongodb::Client, config: &Conf
         let Some(rule) = rules.for_namespace(&l.ns.to_string()) else { continue };
         used.insert(rule.namespaces.clone());
         report.ok("transforms", format!("{} (rule '{}'): {}", l.ns, rule.namespaces, rule.describe().join("; ")));
-        let indexes = crate::schema::indexes(client, &l.ns).await.unwrap_or_default();
+        let indexes = crate::capture::schema::indexes(client, &l.ns).await.unwrap_or_default();
         let (_, mut left_out) = rule.indexes(indexes);
         left_out.extend(rule.options(l.options.clone()).1);
         for what in left_out {

@@ -27,9 +27,9 @@ use service_kit::kafka_auth::{AuthContext, TokenSource};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::delivery::store::CHECKPOINT_TOPIC_CONFIG;
+use crate::delivery::topics;
 use crate::error::Error;
-use crate::store::CHECKPOINT_TOPIC_CONFIG;
-use crate::topics;
 
 /// Several instances of one capture, one active and the others standing by: the active one is
 /// the member of a Kafka consumer group on the checkpoint topic that holds its partition.

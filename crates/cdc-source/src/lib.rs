@@ -48,31 +48,10 @@
 //! | `election.rs` | which instance of a capture is active, elected through the checkpoint topic's group |
 //! | `supervisor.rs` | the restart policy: what a failed run leads to (pure) |
 //! | `pipeline.rs` | wiring one run: plan from the checkpoint, snapshot and/or stream into the queue, delivery |
-//! | *snapshot* | |
-//! | `snapshot.rs` | the initial snapshot: the stream position first, views, each collection copied |
-//! | `copy.rs` | one collection's documents in `_id` order, resumable from the last `_id` |
-//! | `ranges.rs` | a large collection split into `_id` ranges for parallel readers |
-//! | *capture* | |
-//! | `watch.rs` | opening a change stream: position, options, pipeline for the scope; cluster-time arithmetic |
-//! | `change_stream.rs` | the change stream loop: convert every event and hand it to the queue |
-//! | `large_events.rs` | events over 16 MiB: split or the document read again |
-//! | `schema.rs` | a collection's options and indexes read from the source |
-//! | `schema_events.rs` | expanded change events → schema DDL |
-//! | `schema_check.rs` | the periodic schema comparison where the stream reports no schema changes |
-//! | `convert.rs` (`convert/`) | change events and snapshot documents → envelope records (pure) |
-//! | `transaction.rs` | Debezium's `transaction` block for multi-document transactions |
-//! | `transforms.rs` | the `[transforms]` rules every document, update and schema event goes through first |
-//! | `routing.rs` | which namespaces are captured, which topic each goes to (pure) |
+//! | `snapshot/` | what is there: the initial snapshot, each collection copied in `_id` order or in parallel ranges |
+//! | `capture/` | what changes: change streams opened and read, events over 16 MiB, schema changes, conversion to records through the transform rules, routing to topics |
 //! | `resend/` | documents sent again on request, ordered with the stream |
-//! | *delivery* | |
-//! | `record.rs` | what capture hands to the producer: records and the checkpoint progress they cover |
-//! | `queue.rs` | the bounded queue between capture and delivery (items and bytes) |
-//! | `delivery.rs` | the delivery loop: batches by count, bytes and time |
-//! | `watermark.rs` | watermarks on every partition, in the transaction that proves them |
-//! | `producer.rs` | batches made durable in Kafka with the checkpoint that covers them |
-//! | `topics.rs` | topics created when missing; partition counts |
-//! | `checkpoint.rs` | the durable position: resume token, snapshot progress, sequence |
-//! | `store.rs` | where the checkpoint lives: a compacted topic or a file |
+//! | `delivery/` | the bounded queue, batches, watermarks, the producer's transactions with the checkpoint, topics, the checkpoint store |
 //! | *around* | |
 //! | `config.rs` | settings and their validation |
 //! | `error.rs` | what can go wrong, split by what happens next |
@@ -82,11 +61,8 @@
 //! | `doctor.rs` | `cdc-source doctor` |
 //! | `hooks.rs` | fault injection for the test suites (inert unless a test arms it) |
 
-mod change_stream;
-mod checkpoint;
+mod capture;
 mod config;
-mod convert;
-mod copy;
 mod delivery;
 pub mod doctor;
 mod election;
@@ -94,28 +70,13 @@ mod error;
 mod history;
 #[doc(hidden)]
 pub mod hooks;
-mod large_events;
 mod metrics;
 mod pipeline;
-mod producer;
-mod queue;
-mod ranges;
-mod record;
 mod resend;
 mod role;
-mod routing;
-mod schema;
-mod schema_check;
-mod schema_events;
 mod server;
 mod snapshot;
-mod store;
 mod supervisor;
-mod topics;
-mod transaction;
-mod transforms;
-mod watch;
-mod watermark;
 
 use std::time::Duration;
 

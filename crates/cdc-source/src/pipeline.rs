@@ -8,23 +8,23 @@ use std::time::{Duration, Instant};
 use service_kit::health::Health;
 use tokio_util::sync::CancellationToken;
 
-use crate::change_stream::StreamLoop;
-use crate::checkpoint::{self, Plan, SnapshotState};
+use crate::capture::change_stream::StreamLoop;
+use crate::capture::convert::Converter;
+use crate::capture::routing::{NamespaceFilter, TopicRouter};
+use crate::capture::watch::Start;
 use crate::config::{Config, SnapshotMode};
-use crate::convert::Converter;
+use crate::delivery::checkpoint::{self, Plan, SnapshotState};
+use crate::delivery::producer::Producer;
+use crate::delivery::queue;
+use crate::delivery::watermark::Watermarks;
 use crate::delivery::Delivery;
 use crate::election::Election;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::producer::Producer;
-use crate::queue;
 use crate::resend::Resender;
-use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::server;
 use crate::snapshot::Snapshot;
 use crate::supervisor::{Decision, Supervisor};
-use crate::watch::Start;
-use crate::watermark::Watermarks;
 
 /// Readiness component: ready while streaming or snapshotting (or standing by).
 pub const COMPONENT: &str = "pipeline";

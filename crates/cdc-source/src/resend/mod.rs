@@ -37,13 +37,13 @@ use bson::Bson;
 use envelope::resend::{encode_reply, ResendReply, ResendRequest};
 use envelope::{ClusterTime, Namespace};
 
-use crate::checkpoint::Progress;
+use crate::capture::convert::Converter;
+use crate::capture::large_events::StreamEvent;
 use crate::config::Config;
-use crate::convert::Converter;
+use crate::delivery::checkpoint::Progress;
+use crate::delivery::record::{Item, Record, Target, REPLY};
 use crate::error::Error;
-use crate::large_events::StreamEvent;
 use crate::metrics::Metrics;
-use crate::record::{Item, Record, Target, REPLY};
 use crate::server::now_ms;
 use reader::{Incoming, Requests};
 use window::{Counts, Window};

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document, RawDocumentBuf};
 use envelope::{encode_key, ChangeEvent, ClusterTime, Ddl, Namespace, Op, Payload, Position, Snapshot};
 
-use crate::convert::Converter;
-use crate::record::Record;
+use crate::capture::convert::Converter;
+use crate::delivery::record::Record;
 
 /// What a read of the source found, and when.
 #[derive(Debug, Default)]
@@ -98,7 +98,7 @@ impl Window {
                 // they hide never reaches Kafka; one the filter leaves out is a delete.
                 Copy::Document(doc) => {
                     let id = Payload::id(&doc).unwrap_or(Bson::Null);
-                    match crate::transforms::read(&converter.transforms, &self.ns, doc) {
+                    match crate::capture::transforms::read(&converter.transforms, &self.ns, doc) {
                         Ok(Some(doc)) => {
                             counts.resent += 1;
                             (Op::Read, id, Some(doc))
@@ -147,8 +147,8 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::routing::{NamespaceFilter, TopicRouter};
     use crate::config::{CaptureConfig, TopicConfig};
-    use crate::routing::{NamespaceFilter, TopicRouter};
     use bson::rawdoc;
 
     fn converter() -> Converter {

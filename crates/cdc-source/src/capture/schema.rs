@@ -7,9 +7,9 @@ use bson::{doc, Bson, Document};
 use envelope::Namespace;
 use futures::TryStreamExt;
 
+use crate::capture::routing::NamespaceFilter;
+use crate::capture::schema_events::Described;
 use crate::error::{command_code, Error};
-use crate::routing::NamespaceFilter;
-use crate::schema_events::Described;
 
 /// NamespaceNotFound: the collection is gone.
 use service_kit::failure::code::NAMESPACE_NOT_FOUND;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document};
 use envelope::{ClusterTime, SourceInfo, Watermark};
 
-use crate::checkpoint::Progress;
-use crate::record::Item;
-use crate::watch::prev_tick;
+use crate::capture::watch::prev_tick;
+use crate::delivery::checkpoint::Progress;
+use crate::delivery::record::Item;
 
 /// The cluster time a MongoDB resume token stands for: `_data` is the hex of a KeyString whose
 /// first value is the event's Timestamp, type byte `0x82` then the timestamp's 8 bytes,

@@ -5,6 +5,15 @@
 //! afterwards starts after the fixed position, so nothing written during the copy is missed; what
 //! overlaps is harmless because the sink applies idempotently. The completion time is kept: a
 //! rename streamed up to it may have moved a collection while it was copied.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the initial snapshot: the stream position first, views, each collection copied |
+//! | `copy.rs` | one collection's documents in `_id` order, resumable from the last `_id` |
+//! | `ranges.rs` | a large collection split into `_id` ranges for parallel readers |
+
+pub(crate) mod copy;
+pub(crate) mod ranges;
 
 use std::sync::Arc;
 
@@ -12,18 +21,18 @@ use envelope::{ClusterTime, Ddl, Namespace};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{CollectionProgress, Progress, SnapshotState};
+use crate::capture::convert::Converter;
+use crate::capture::routing::NamespaceFilter;
+use crate::capture::schema;
 use crate::config::{Compat, SnapshotConfig};
-use crate::convert::Converter;
-use crate::copy::{Copier, Tracking};
+use crate::delivery::checkpoint::{CollectionProgress, Progress, SnapshotState};
+use crate::delivery::queue;
+use crate::delivery::record::Item;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::queue;
-use crate::ranges::Ranges;
-use crate::record::Item;
-use crate::routing::NamespaceFilter;
-use crate::schema;
 use crate::server::{cluster_time, now_ms};
+use copy::{Copier, Tracking};
+use ranges::Ranges;
 
 /// Where a finished snapshot leaves the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,25 @@
 //! The delivery loop: gathers items from the queue into batches (by count, bytes and time),
 //! advances the checkpoint over them, adds a watermark when one is due, and has the producer make
 //! them durable together.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the delivery loop: batches by count, bytes and time |
+//! | `record.rs` | what capture hands to the producer: records and the checkpoint progress they cover |
+//! | `queue.rs` | the bounded queue between capture and delivery (items and bytes) |
+//! | `watermark.rs` | watermarks on every partition, in the transaction that proves them |
+//! | `producer.rs` | batches made durable in Kafka with the checkpoint that covers them |
+//! | `topics.rs` | topics created when missing; partition counts |
+//! | `checkpoint.rs` | the durable position: resume token, snapshot progress, sequence |
+//! | `store.rs` | where the checkpoint lives: a compacted topic or a file |
+
+pub(crate) mod checkpoint;
+pub(crate) mod producer;
+pub(crate) mod queue;
+pub(crate) mod record;
+pub(crate) mod store;
+pub(crate) mod topics;
+pub(crate) mod watermark;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,15 +28,15 @@ use std::time::{Duration, Instant};
 
 use service_kit::health::LoopBeat;
 
-use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::config::DeliveryConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::producer::Producer;
-use crate::queue::{self, Queued};
-use crate::record::Item;
 use crate::server::now_ms;
-use crate::watermark::Watermarks;
+use checkpoint::{Checkpoint, CHECKPOINT_VERSION};
+use producer::Producer;
+use queue::Queued;
+use record::Item;
+use watermark::Watermarks;
 
 /// A first item that came this fast was waiting in the queue already.
 const BACKLOG_SIGN: Duration = Duration::from_millis(1);

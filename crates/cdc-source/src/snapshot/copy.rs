@@ -16,17 +16,17 @@ use mongodb::options::{FindOptions, Hint};
 use mongodb::Collection;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{CollectionProgress, Progress};
+use crate::capture::convert::Converter;
+use crate::capture::schema;
+use crate::capture::watch::prev_tick;
 use crate::config::{Compat, IndexTiming};
-use crate::convert::Converter;
+use crate::delivery::checkpoint::{CollectionProgress, Progress};
+use crate::delivery::queue;
+use crate::delivery::record::Item;
 use crate::error::{command_code, Error, Failure};
 use crate::metrics::Metrics;
-use crate::queue;
-use crate::ranges::{resumed_shares, split_points, Ranges, Share};
-use crate::record::Item;
-use crate::schema;
 use crate::server::now_ms;
-use crate::watch::prev_tick;
+use crate::snapshot::ranges::{resumed_shares, split_points, Ranges, Share};
 use service_kit::id_order;
 
 /// Documents between two updates of the progress metric.

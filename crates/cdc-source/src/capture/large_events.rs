@@ -12,9 +12,9 @@ use bson::{doc, Bson, Document, RawDocumentBuf};
 use envelope::ClusterTime;
 use mongodb::change_stream::event::ChangeStreamEvent;
 
+use crate::capture::watch::{open, How, Start};
 use crate::config::{CaptureConfig, Compat};
 use crate::error::Error;
-use crate::watch::{open, How, Start};
 
 /// BSONObjectTooLarge.
 use service_kit::failure::code::BSON_OBJECT_TOO_LARGE as TOO_LARGE;

@@ -14,14 +14,14 @@ use envelope::{
 };
 use mongodb::change_stream::event::OperationType;
 
-use crate::checkpoint::Progress;
+use crate::capture::large_events::StreamEvent;
+use crate::capture::routing::{NamespaceFilter, TopicRouter};
+use crate::capture::schema_events::{self, Described};
+use crate::capture::transaction::{lsid_text, Transactions};
+use crate::capture::transforms;
+use crate::delivery::checkpoint::Progress;
+use crate::delivery::record::{Item, Record, Target, HEARTBEAT};
 use crate::error::Error;
-use crate::large_events::StreamEvent;
-use crate::record::{Item, Record, Target, HEARTBEAT};
-use crate::routing::{NamespaceFilter, TopicRouter};
-use crate::schema_events::{self, Described};
-use crate::transaction::{lsid_text, Transactions};
-use crate::transforms;
 
 /// What a change stream event turns into.
 #[derive(Debug)]

@@ -11,21 +11,21 @@ use mongodb::change_stream::ChangeStream;
 use service_kit::health::LoopBeat;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{CollectionProgress, Progress};
+use crate::capture::convert::{Converted, Converter, Recopy};
+use crate::capture::large_events::{self, Fragments, StreamEvent, Support};
+use crate::capture::schema;
+use crate::capture::schema_check::IndexCheck;
+use crate::capture::schema_events::{self, Described};
+use crate::capture::watch::{self, open, How, Start};
 use crate::config::{CaptureConfig, IndexTiming};
-use crate::convert::{Converted, Converter, Recopy};
-use crate::copy::{Copier, Tracking};
+use crate::delivery::checkpoint::{CollectionProgress, Progress};
+use crate::delivery::queue;
+use crate::delivery::record::Item;
 use crate::error::Error;
-use crate::large_events::{self, Fragments, StreamEvent, Support};
 use crate::metrics::Metrics;
-use crate::queue;
-use crate::record::Item;
 use crate::resend::Resender;
-use crate::schema;
-use crate::schema_check::IndexCheck;
-use crate::schema_events::{self, Described};
 use crate::server::{self, now_ms};
-use crate::watch::{self, open, How, Start};
+use crate::snapshot::copy::{Copier, Tracking};
 
 pub struct StreamLoop<'a> {
     pub client: &'a mongodb::Client,
@@ -154,7 +154,7 @@ impl StreamLoop<'_> {
                     },
                     Ok(None) => {
                         let at = stream.resume_token().and_then(|t| bson::to_document(&t).ok());
-                        if let Some(at) = at.as_ref().and_then(crate::watermark::token_time) {
+                        if let Some(at) = at.as_ref().and_then(crate::delivery::watermark::token_time) {
                             if !self.resend_before(at, &shutdown).await {
                                 return Ok(());
                             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::record::Item;
+use crate::delivery::record::Item;
 
 /// An item in the queue, and its share of the byte bound.
 #[derive(Debug)]
@@ -78,7 +78,7 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Record, Target};
+    use crate::delivery::record::{Record, Target};
     use std::time::Duration;
 
     fn item(bytes: usize) -> Item {

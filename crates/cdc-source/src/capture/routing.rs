@@ -4,7 +4,7 @@ use envelope::Namespace;
 use regex::Regex;
 
 use crate::config::{CaptureConfig, Scope, TopicConfig};
-use crate::record::Target;
+use crate::delivery::record::Target;
 
 /// Decides whether a namespace is captured: scope first, then `include`, then `exclude`.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use envelope::{ClusterTime, ControlEvent};
 
-use crate::checkpoint::Progress;
+use crate::delivery::checkpoint::Progress;
 
 /// The `op` of heartbeat records (on `delivery.heartbeat_topic`, not a topic of the source's).
 pub const HEARTBEAT: &str = "heartbeat";

@@ -21,12 +21,12 @@ use rdkafka::Message as _;
 
 use service_kit::kafka_auth::AuthContext;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{CheckpointStore, Config, Guarantee};
+use crate::delivery::checkpoint::Checkpoint;
+use crate::delivery::record::{Item, Record, Target, HEARTBEAT, REPLY};
+use crate::delivery::store::{Store, CHECKPOINT_TOPIC_CONFIG};
+use crate::delivery::topics::Topics;
 use crate::error::{Error, Failure};
-use crate::record::{Item, Record, Target, HEARTBEAT, REPLY};
-use crate::store::{Store, CHECKPOINT_TOPIC_CONFIG};
-use crate::topics::Topics;
 
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -11,7 +11,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use service_kit::connect::KafkaConnection;
 use service_kit::kafka_auth::{self, AuthContext, TokenSource};
 
-use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
+use crate::delivery::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use crate::error::Error;
 
 /// Topic configuration of the checkpoint topic.

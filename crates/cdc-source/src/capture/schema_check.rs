@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use bson::{doc, Bson, Document};
 use envelope::{ClusterTime, Ddl, Namespace};
 
-use crate::convert::Converter;
+use crate::capture::convert::Converter;
+use crate::capture::schema;
+use crate::capture::watch::next_tick;
+use crate::delivery::record::Item;
 use crate::error::Error;
-use crate::record::Item;
-use crate::schema;
 use crate::server::{cluster_time, now_ms};
-use crate::watch::next_tick;
 
 /// A collection's indexes by name.
 type Indexes = BTreeMap<String, Document>;

@@ -6,8 +6,8 @@ use bson::{doc, Bson, Document};
 use futures::TryStreamExt;
 use mongodb::Collection;
 
-use crate::checkpoint::CollectionProgress;
 use crate::config::Compat;
+use crate::delivery::checkpoint::CollectionProgress;
 use crate::error::Error;
 
 /// How a snapshot splits a large collection among readers.
@@ -85,7 +85,7 @@ pub async fn split_points(collection: &Collection<Document>, parts: usize) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{Checkpoint, Progress};
+    use crate::delivery::checkpoint::{Checkpoint, Progress};
     use envelope::ClusterTime;
 
     fn split_progress() -> CollectionProgress {
