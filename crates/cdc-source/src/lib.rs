@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!                ┌──────────── checkpoint (compacted topic or file) ◄──────────────────────┐
-//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now                 │
+//!                │ plan: snapshot | resumeAfter | startAtOperationTime (stored/set) | now    │
 //!                ▼                                                                           │
 //!   MongoDB ──► snapshot (fix position; views; per collection: create + unique indexes,      │
 //!           │             documents by _id, other indexes) ─┐                                │
@@ -41,7 +41,8 @@
 //! initialises the transactional id, which fences the former active instance.
 //!
 //! Layout: `role` runs the pipeline alone or whenever `election` elects this instance;
-//! `pipeline` wires the stages. Capture: `snapshot`, `copy` and `ranges` (what is there),
+//! `pipeline` wires the stages; `start` (a configured start after a cluster time, without a
+//! snapshot: failback). Capture: `snapshot`, `copy` and `ranges` (what is there),
 //! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
 //! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
 //! `routing` (which namespaces, which topics), `resend/` (documents sent again on request,
@@ -76,6 +77,7 @@ mod schema_check;
 mod schema_events;
 mod server;
 mod snapshot;
+mod start;
 mod store;
 mod supervisor;
 mod topics;
