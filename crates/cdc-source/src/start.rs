@@ -27,11 +27,11 @@ pub fn parse(text: &str) -> Result<Option<ClusterTime>, String> {
 pub fn problems(capture: &CaptureConfig, mode: SnapshotMode) -> Vec<String> {
     match parse(&capture.start_after_cluster_time) {
         Err(e) => vec![format!("capture.start_after_cluster_time: {e}")],
-        Ok(Some(_)) if mode != SnapshotMode::Never => vec![
-            "capture.start_after_cluster_time needs snapshot.mode = \"never\": the capture starts from that time \
+        Ok(Some(_)) if mode != SnapshotMode::Never => {
+            vec!["capture.start_after_cluster_time needs snapshot.mode = \"never\": the capture starts from that time \
              instead of a copy"
-                .into(),
-        ],
+                .into()]
+        }
         Ok(_) => Vec::new(),
     }
 }

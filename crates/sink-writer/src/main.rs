@@ -28,6 +28,21 @@ fn main() -> ExitCode {
                    point",
             run: sink_writer::dead_letters::command::command,
         },
+        Command {
+            name: "failover",
+            help: "record [--dry-run] [--json]: with the forward sink stopped, records in the new primary's metadata \
+                   database the consistency point T of the old primary and the new primary's cluster time F \
+                   (where the reverse capture starts)",
+            run: sink_writer::failback::failover_command,
+        },
+        Command {
+            name: "failback",
+            help: "reconcile | switch-back | report [--dry-run] [--json]: with the reverse sink's settings; reconcile \
+                   saves the old primary's writes after T in <metadata>.rollback and has the new primary send those \
+                   documents again; switch-back checks the way back is complete and records the point the original \
+                   direction restarts after; report lists what was rolled back per namespace",
+            run: sink_writer::failback::failback_command,
+        },
     ];
     service_kit::app::main_with(
         "sink-writer",
