@@ -207,7 +207,7 @@ impl StreamLoop<'_> {
             match &converted {
                 Converted::Item(item) => resender.sending(&item.records),
                 Converted::Copy(copy) => resender.sending(&copy.markers.records),
-                Converted::Invalidate { .. } => {}
+                Converted::Invalidate { .. } | Converted::Fatal(_) => {}
             }
         }
         let step = match converted {
@@ -225,6 +225,7 @@ impl StreamLoop<'_> {
                 }
                 Step::Send(Item { records: Vec::new(), progress: Some(progress), cluster_time: Some(at) })
             }
+            Converted::Fatal(e) => return Err(e),
             Converted::Invalidate { cluster_time } => {
                 // startAfter is not available on DocumentDB: reopen just after the invalidating
                 // event instead.

@@ -26,6 +26,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Active and standby instances of one capture.
     pub election: ElectionConfig,
+    /// Per-namespace rules applied before anything is written to Kafka: fields excluded,
+    /// renamed, masked or hashed, documents filtered (docs/configuration.md, "Transforms").
+    pub transforms: transform::TransformConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             topics: TopicConfig::default(),
             delivery: DeliveryConfig::default(),
             election: ElectionConfig::default(),
+            transforms: transform::TransformConfig::default(),
         }
     }
 }
@@ -395,6 +399,9 @@ impl Validate for Config {
         }
         if self.election.session_timeout_ms < 1000 {
             problems.push("election.session_timeout_ms must be at least 1000".into());
+        }
+        if let Err(found) = transform::Rules::load(&self.transforms) {
+            problems.extend(found);
         }
         problems
     }

@@ -11,11 +11,13 @@ use envelope::{
 use mongodb::change_stream::event::OperationType;
 
 use crate::checkpoint::Progress;
+use crate::error::Error;
 use crate::large_events::StreamEvent;
 use crate::record::{Item, Record, Target, HEARTBEAT};
 use crate::routing::{NamespaceFilter, TopicRouter};
 use crate::schema_events::{self, Described};
 use crate::transaction::{lsid_text, Transactions};
+use crate::transforms;
 
 /// What a change stream event turns into.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub enum Converted {
     Invalidate {
         cluster_time: Option<ClusterTime>,
     },
+    /// A document the transform rules cannot read or write back: the service stops on it.
+    Fatal(Error),
 }
 
 /// Markers, then a copy of the collection `ns` as it is now, every read positioned at `at`; only
@@ -54,6 +58,9 @@ pub struct Converter {
     pub seq: Arc<AtomicU64>,
     /// The re-send request the next streamed document change answers (`resend/`), taken by it.
     pub resend: Option<String>,
+    /// `[transforms]`: what every document, update and schema event goes through first.
+    pub transforms: transform::Rules,
+    reported: Arc<transforms::Reported>,
     txn: Transactions,
 }
 
@@ -76,6 +83,8 @@ impl Converter {
             recopy_renames_until: None,
             seq: Arc::new(AtomicU64::new(seq)),
             resend: None,
+            transforms: transform::Rules::default(),
+            reported: Arc::default(),
             txn: Transactions::default(),
         }
     }
@@ -117,8 +126,14 @@ impl Converter {
                     tracing::warn!(namespace = %ns, "change event without documentKey skipped");
                     return Converted::Item(position_only);
                 };
-                let seq = self.next_seq();
-                let change = self.change_event(event, ns, document_key, position(seq), now_ms);
+                let change = self.change_event(event, ns, document_key, position(0), now_ms);
+                // Numbered once the rules say it is sent.
+                let mut change = match transforms::change(&self.transforms, change) {
+                    Ok(Some(change)) => change,
+                    Ok(None) => return Converted::Item(position_only),
+                    Err(e) => return Converted::Fatal(e),
+                };
+                change.position.seq = self.next_seq();
                 self.data_records(&change)
             }
             (OperationType::Drop, Some(ns)) if self.filter.wants(&ns) => {
@@ -265,6 +280,7 @@ impl Converter {
     }
 
     fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
+        let Some(ddl) = transforms::ddl(&self.transforms, &self.reported, ddl) else { return Vec::new() };
         let namespace = match ddl.collection() {
             Some(coll) => format!("{}.{coll}", ddl.db()),
             None => ddl.db().to_string(),
@@ -294,15 +310,17 @@ impl Converter {
         }
     }
 
-    /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start.
-    pub fn snapshot_read<D: Payload>(
+    /// A snapshot read (`op: r`) of `doc`, positioned at the snapshot's start; `None` when a
+    /// transform rule's filter leaves the document out.
+    pub fn snapshot_read(
         &self,
         ns: &Namespace,
-        doc: D,
+        doc: RawDocumentBuf,
         start_at: ClusterTime,
         last: bool,
         now_ms: i64,
-    ) -> Record {
+    ) -> Result<Option<Record>, Error> {
+        let Some(doc) = transforms::read(&self.transforms, ns, doc)? else { return Ok(None) };
         let id = doc.id().unwrap_or(Bson::Null);
         let mut document_key = Document::new();
         document_key.insert("_id", id);
@@ -319,14 +337,14 @@ impl Converter {
             ts_ms: now_ms,
             resend: None,
         };
-        Record {
+        Ok(Some(Record {
             target: Target::Keyed(self.router.topic(ns)),
             key: encode_key(event.id().unwrap_or(&Bson::Null)),
             value: Some(encode_change(&event, self.mode)),
             control: None,
             op: "r",
             namespace: ns.to_string(),
-        }
+        }))
     }
 }
 
@@ -360,6 +378,9 @@ mod tests {
         // As the stream reads them: from bytes (the driver's unknown operation types borrow).
         bson::from_slice(&bson::to_vec(&raw).expect("bytes")).expect("a change stream event")
     }
+
+    /// The `[transforms]` rules on the way through (`convert/tests/transforms.rs`).
+    mod transforms;
 
     fn item(converted: Converted) -> Item {
         match converted {

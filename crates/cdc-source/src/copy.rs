@@ -276,7 +276,7 @@ impl Copier<'_> {
                 // One document of look-ahead, so the share's last read can say so.
                 if let Some(previous) = pending.replace(doc) {
                     copied += 1;
-                    if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await {
+                    if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await? {
                         return Ok(None);
                     }
                     if crate::hooks::copy_held(label, copied) {
@@ -291,7 +291,7 @@ impl Copier<'_> {
             copied += 1;
             end.last_id = last.id().unwrap_or(Bson::Null);
             let place = Place::Last { done: mark_with_last };
-            if !self.emit(ns, &share, last, at, copied, place, tally, shutdown).await {
+            if !self.emit(ns, &share, last, at, copied, place, tally, shutdown).await? {
                 return Ok(None);
             }
             end.marked = mark_with_last;
@@ -387,11 +387,12 @@ impl Copier<'_> {
         place: Place,
         tally: &Tally,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Result<bool, Error> {
         let id = doc.id().unwrap_or(Bson::Null);
         // Debezium's `snapshot: last` goes on the collection's greatest `_id`.
         let last = place != Place::Middle && share.to.is_none();
-        let record = self.converter.snapshot_read(ns, doc, at, last, now_ms());
+        // None when a transform rule's filter leaves the document out: its progress still counts.
+        let record = self.converter.snapshot_read(ns, doc, at, last, now_ms())?;
         // In a snapshot every read carries its progress, so a restart continues right after the
         // last durable document: no document is copied twice.
         let done = place == Place::Last { done: true };
@@ -407,7 +408,7 @@ impl Copier<'_> {
                 .set(i64::try_from(total).unwrap_or(i64::MAX));
             self.report(tally, total);
         }
-        self.send(Item { records: vec![record], progress, cluster_time: Some(at) }, shutdown).await
+        Ok(self.send(Item { records: record.into_iter().collect(), progress, cluster_time: Some(at) }, shutdown).await)
     }
 
     /// A progress line with an ETA every 10 s, whichever reader gets there.

@@ -1,7 +1,7 @@
 //! `cdc-source doctor`: the source deployment, change streams on the configured scope (opened
 //! where a restart would open them), the history window against the checkpoint's age, what an
 //! Amazon DocumentDB target would not carry of the captured collections, Kafka and the topics
-//! already there.
+//! already there, and the transform rules each captured namespace gets.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,7 @@ pub async fn run(mut config: Config) -> Report {
         change_streams(&mut report, client, &config, checkpoint.as_ref()).await;
         history_window(&mut report, client, &config, checkpoint.as_ref()).await;
         documentdb_target(&mut report, client, &config).await;
+        transforms(&mut report, client, &config).await;
     }
     if let Some(topics) = topics {
         let prefix = format!("{}.", config.topics.prefix);
@@ -235,5 +236,38 @@ async fn history_window(
         Some(age) => {
             report.ok("history window", format!("checkpoint {} old of {} kept ({from})", hours(age), hours(window)))
         }
+    }
+}
+
+/// The rules each captured namespace gets, with the indexes and options they leave out of the
+/// target; rules that match no captured namespace are a warning (a typo in `namespaces`?).
+async fn transforms(report: &mut Report, client: &mongodb::Client, config: &Config) {
+    let rules = match transform::Rules::load(&config.transforms) {
+        Ok(rules) if rules.is_empty() => return,
+        Ok(rules) => rules,
+        Err(problems) => return report.fail("transforms", problems.join("; ")),
+    };
+    let listed = match crate::routing::NamespaceFilter::new(&config.capture) {
+        Ok(filter) => crate::schema::captured(client, &filter).await,
+        Err(e) => return report.fail("transforms", format!("capture patterns: {e}")),
+    };
+    let listed = match listed {
+        Ok(listed) => listed,
+        Err(e) => return report.warn("transforms", format!("cannot list the captured namespaces: {e}")),
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for l in listed.iter().filter(|l| !l.view) {
+        let Some(rule) = rules.for_namespace(&l.ns.to_string()) else { continue };
+        used.insert(rule.namespaces.clone());
+        report.ok("transforms", format!("{} (rule '{}'): {}", l.ns, rule.namespaces, rule.describe().join("; ")));
+        let indexes = crate::schema::indexes(client, &l.ns).await.unwrap_or_default();
+        let (_, mut left_out) = rule.indexes(indexes);
+        left_out.extend(rule.options(l.options.clone()).1);
+        for what in left_out {
+            report.warn("transforms", format!("{}: {what}", l.ns));
+        }
+    }
+    for rule in rules.all().filter(|r| !used.contains(&r.namespaces)) {
+        report.warn("transforms", format!("rule '{}' matches no captured collection (yet)", rule.namespaces));
     }
 }

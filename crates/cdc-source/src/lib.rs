@@ -9,8 +9,8 @@
 //!           └─► change stream (expanded events,            ─┴─► convert ─► bounded queue ─► delivery:
 //!               post-batch tokens)                             envelope    (items and     batch + watermark
 //!               events > 16 MiB: split or re-read              records     bytes:         → producer (txn:
-//!               rename into scope: markers + copy                          backpressure)  records, watermark,
-//!               no expanded events: index comparison                                      checkpoint)
+//!               rename into scope: markers + copy              (transform  backpressure)  records, watermark,
+//!               no expanded events: index comparison           rules first)               checkpoint)
 //!   request topic ──► re-send window (read by _id; copies out once the stream passes the read,
 //!                     with the reply and the request's offset)
 //! ```
@@ -44,7 +44,9 @@
 //! `pipeline` wires the stages; `start` (a configured start after a cluster time, without a
 //! snapshot: failback). Capture: `snapshot`, `copy` and `ranges` (what is there),
 //! `change_stream`, `watch` and `large_events` (what changes), `schema`, `schema_events` and
-//! `schema_check` (collection options and indexes), `convert` with `transaction` (into records),
+//! `schema_check` (collection options and indexes), `convert` with `transaction` (into records) and
+//! `transforms` (the `[transforms]` rules every document, update and schema event goes through
+//! first, so what they hide never reaches Kafka),
 //! `routing` (which namespaces, which topics), `resend/` (documents sent again on request,
 //! ordered with the stream). Delivery: `queue`, `delivery`, `watermark`,
 //! `producer`, `topics`, `checkpoint` and `store`. Around them: `config`, `error`, `metrics`,
@@ -82,6 +84,7 @@ mod store;
 mod supervisor;
 mod topics;
 mod transaction;
+mod transforms;
 mod watch;
 mod watermark;
 

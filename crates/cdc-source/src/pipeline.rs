@@ -151,6 +151,8 @@ async fn run_once(
         checkpoint.seq,
     );
     converter.rs = server::replica_set_name(client).await;
+    converter.transforms =
+        transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
     converter.recopy_renames_until =
         checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();

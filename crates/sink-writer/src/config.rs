@@ -33,6 +33,10 @@ pub struct Config {
     pub repair: RepairConfig,
     /// `sink-writer failover record` and `sink-writer failback …`: going back after a failover.
     pub failback: FailbackConfig,
+    /// The rules cdc-source applies (`[transforms]`, the same section or the same
+    /// `rules_file`, and the same hash key): `verify` compares the source passed through them
+    /// with the target. Not used by the apply path.
+    pub transforms: transform::TransformConfig,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             status: StatusConfig::default(),
             repair: RepairConfig::default(),
             failback: FailbackConfig::default(),
+            transforms: transform::TransformConfig::default(),
         }
     }
 }
@@ -374,6 +379,9 @@ impl Validate for Config {
         }
         if self.consume.group_id.is_empty() {
             problems.push("consume.group_id must be set".into());
+        }
+        if let Err(found) = transform::Rules::load(&self.transforms) {
+            problems.extend(found);
         }
         if self.consume.dead_letter_topic.is_empty() {
             problems.push("consume.dead_letter_topic must be set: bad records go there instead of stalling".into());

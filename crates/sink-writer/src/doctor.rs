@@ -1,7 +1,8 @@
 //! `sink-writer doctor`: the target deployment and write permission there, what an Amazon
 //! DocumentDB target will not carry of the source's collections (read through
 //! `verify.source_uri`), Kafka, the topics the configuration selects (with their partition
-//! counts, the ceiling on useful replicas) and the dead-letter topic.
+//! counts, the ceiling on useful replicas) and the dead-letter topic, and the transform rules
+//! `verify` reads the source through.
 
 use regex::Regex;
 use service_kit::connect::{Compat, MongoConnection};
@@ -22,6 +23,7 @@ pub async fn run(config: Config) -> Report {
         }
     }
     documentdb_target(&mut report, &config).await;
+    transforms(&mut report, &config);
     let Some(topics) = doctor::kafka(&mut report, &config.kafka).await else { return report };
     let selected = select(&config, &topics);
     match selected {
@@ -133,6 +135,18 @@ fn select(config: &Config, topics: &[(String, usize)]) -> Result<Vec<(String, us
     let subscription = Subscription::new(&config.consume.topics, &config.consume.dead_letter_topic)
         .map_err(|e| format!("consume.topics: not a valid pattern: {e}"))?;
     Ok(topics.iter().filter(|(name, _)| subscription.reads(name)).cloned().collect())
+}
+
+/// The `[transforms]` rules `verify` applies to the source, one line per rule.
+fn transforms(report: &mut Report, config: &Config) {
+    match transform::Rules::load(&config.transforms) {
+        Ok(rules) => {
+            for rule in rules.all() {
+                report.ok("transforms", format!("verify: '{}': {}", rule.namespaces, rule.describe().join("; ")));
+            }
+        }
+        Err(problems) => report.fail("transforms", problems.join("; ")),
+    }
 }
 
 #[cfg(test)]

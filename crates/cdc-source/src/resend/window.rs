@@ -94,9 +94,24 @@ impl Window {
         let mut records = Vec::new();
         for copy in self.copies.into_values() {
             let (op, id, after) = match copy {
+                // A re-sent document goes through the same `[transforms]` as every other: what
+                // they hide never reaches Kafka; one the filter leaves out is a delete.
                 Copy::Document(doc) => {
-                    counts.resent += 1;
-                    (Op::Read, Payload::id(&doc).unwrap_or(Bson::Null), Some(doc))
+                    let id = Payload::id(&doc).unwrap_or(Bson::Null);
+                    match crate::transforms::read(&converter.transforms, &self.ns, doc) {
+                        Ok(Some(doc)) => {
+                            counts.resent += 1;
+                            (Op::Read, id, Some(doc))
+                        }
+                        Ok(None) => {
+                            counts.deleted += 1;
+                            (Op::Delete, id, None)
+                        }
+                        Err(e) => {
+                            tracing::error!(ns = %self.ns, error = %e, "a re-sent document cannot go through its transform rule: not sent");
+                            continue;
+                        }
+                    }
                 }
                 Copy::Gone(id) => {
                     counts.deleted += 1;

@@ -23,6 +23,14 @@ const CHUNK: usize = 1000;
 pub struct Pair {
     pub source: mongodb::Collection<RawDocumentBuf>,
     pub target: mongodb::Collection<RawDocumentBuf>,
+    /// The transform rule the source's documents go through (`[transforms]`), if any.
+    pub rule: Option<std::sync::Arc<transform::Rule>>,
+}
+
+impl Pair {
+    pub fn view(&self) -> read::View<'_> {
+        self.rule.as_deref()
+    }
 }
 
 /// How a document differs.
@@ -228,13 +236,15 @@ async fn compare_range(
     // The last `_id` compared: the next chunk starts there, inclusive, and leaves it out.
     let mut done: Option<Vec<u8>> = None;
     loop {
-        let mut chunk = read::read(&pair.source, from.as_ref(), hi.as_ref(), CHUNK + 1).await?;
+        let mut chunk = read::read_as(&pair.source, pair.view(), from.as_ref(), hi.as_ref(), CHUNK + 1).await?;
         chunk.retain(|s| Some(&s.key) != done.as_ref());
         held.add(chunk.len());
         let read = chunk.len();
         pace.take(read as u64).await;
         let last = chunk.last().map(|s| (s.id.clone(), s.key.clone()));
-        let mut sources: HashMap<Vec<u8>, Seen> = chunk.into_iter().map(|s| (s.key.clone(), s)).collect();
+        // Left out by the filter: as if the source had no such document.
+        let mut sources: HashMap<Vec<u8>, Seen> =
+            chunk.into_iter().filter(|s| !s.filtered).map(|s| (s.key.clone(), s)).collect();
         tally.compared += sources.len() as u64;
         pace.done.fetch_add(sources.len() as u64, Ordering::Relaxed);
         let mut compare = |target: Seen, tally: &mut Tally| {
@@ -309,7 +319,7 @@ pub async fn compare_sample(pair: &Pair, size: usize, pace: &Pace, held: &Held, 
         .map_err(|e| Error::mongo("verify sample", e))?;
     while let Some(raw) = cursor.try_next().await.map_err(|e| Error::mongo("verify sample", e))? {
         pace.take(1).await;
-        let Some(seen) = Seen::of(&raw) else { continue };
+        let Some(seen) = Seen::viewed(&pair.source, &raw, pair.view())?.filter(|s| !s.filtered) else { continue };
         tally.compared += 1;
         let kind = match read::one(&pair.target, &seen.id).await? {
             None => Some(Kind::Missing),

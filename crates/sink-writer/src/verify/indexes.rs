@@ -2,7 +2,9 @@
 //! settings) and its indexes, source against target. An index's key is compared in order (a
 //! compound index with its fields swapped under the same name is another index); its other
 //! options in any order. A TTL index the sink holds back by policy (`apply.ttl =
-//! "source_deletes"`: never expiring on the target) is equal when everything else is.
+//! "source_deletes"`: never expiring on the target) is equal when everything else is. Under a
+//! transform rule the source's indexes and options are compared as cdc-source sends them
+//! (indexes on hidden fields and validators left out, keys renamed).
 
 use std::collections::BTreeMap;
 
@@ -19,8 +21,12 @@ pub async fn differences(
     source_coll: &str,
     target: &mongodb::Database,
     target_coll: &str,
+    rule: Option<&transform::Rule>,
 ) -> Result<Vec<String>, Error> {
-    let (source_spec, target_spec) = tokio::try_join!(spec(source, source_coll), spec(target, target_coll))?;
+    let (mut source_spec, target_spec) = tokio::try_join!(spec(source, source_coll), spec(target, target_coll))?;
+    if let (Some(rule), Some((_, Bson::Document(options)))) = (rule, source_spec.as_mut()) {
+        *options = rule.options(std::mem::take(options)).0;
+    }
     let mut found = Vec::new();
     let kind =
         |spec: &Option<(CollectionType, Bson)>| spec.as_ref().map(|(kind, _)| format!("{kind:?}").to_lowercase());
@@ -37,8 +43,13 @@ pub async fn differences(
     }
     let view = |spec: &Option<(CollectionType, Bson)>| matches!(spec, Some((CollectionType::View, _)));
     if !view(&source_spec) && !view(&target_spec) {
-        let (source_indexes, target_indexes) =
+        let (mut source_indexes, target_indexes) =
             tokio::try_join!(indexes(source, source_coll), indexes(target, target_coll))?;
+        if let Some(rule) = rule {
+            let kept = rule.indexes(source_indexes.into_values().collect()).0;
+            source_indexes =
+                kept.into_iter().map(|spec| (spec.get_str("name").unwrap_or("").to_string(), spec)).collect();
+        }
         found.extend(compare_indexes(&source_indexes, &target_indexes));
     }
     Ok(found)

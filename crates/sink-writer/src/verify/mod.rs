@@ -2,7 +2,10 @@
 //! every namespace's documents (exact BSON: field order and types count) in `_id` ranges read in
 //! parallel from both sides (or a random sample), what each namespace is (collection, view,
 //! time-series), its options and indexes (keys in order), and on a full verify what exists only
-//! on the target. A difference may only be in flight: each is checked again (`recheck.rs`), and
+//! on the target. Under `[transforms]` (the rules cdc-source applies) the source is read as
+//! cdc-source sends it: each document through its namespace's rule, those its filter leaves out
+//! as absent, and the indexes and options the rule leaves out not expected on the target. A
+//! difference may only be in flight: each is checked again (`recheck.rs`), and
 //! counts as in flight only when replication is seen to move past it; otherwise it is a
 //! difference, or unconfirmed. Reads and rechecks are paced (`verify.max_docs_per_second`) so it
 //! can run against production, use only commands Amazon DocumentDB has, and hold a bounded
@@ -134,6 +137,8 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         .await
         .map_err(|e| Error::mongo("mongo.uri", e))?;
     let mapper = Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
+    let transforms =
+        transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
     let point = PointReader::new(config, &target)?;
     let replication =
         Replication { source: &source, point: &point, timeout: Duration::from_millis(config.verify.settle_timeout_ms) };
@@ -164,6 +169,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         sample: args.sample,
         parallel: config.verify.parallel,
         max_rechecked: config.verify.max_rechecked,
+        transforms: &transforms,
     };
     let mut found = Vec::new();
     for (ns, kind) in namespaces {
@@ -178,7 +184,8 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
     }
     if args.repair {
         let clients = (&source, &target);
-        report.repair = Some(repair::repair(config, clients, &mut found, &replication, &pace, &held).await?);
+        report.repair =
+            Some(repair::repair(config, clients, &transforms, &mut found, &replication, &pace, &held).await?);
     }
     for (ns, mapped, findings) in found {
         report.namespaces.push(NamespaceReport::new(ns, mapped, findings, config.verify.max_listed));

@@ -21,6 +21,8 @@ pub struct Verifier<'a> {
     pub sample: Option<usize>,
     pub parallel: usize,
     pub max_rechecked: usize,
+    /// `[transforms]`: the source as cdc-source sends it is what the target must equal.
+    pub transforms: &'a transform::Rules,
 }
 
 impl Verifier<'_> {
@@ -29,6 +31,7 @@ impl Verifier<'_> {
         let pair = Pair {
             source: self.source.database(&ns.db).collection::<RawDocumentBuf>(&ns.coll),
             target: self.target.database(&mapped.db).collection::<RawDocumentBuf>(&mapped.coll),
+            rule: self.transforms.for_namespace(&ns.to_string()),
         };
         // Documents a server refuses to read (a broken time-series collection, say) differ.
         let (tally, rechecked, unreadable) = match self.documents(&pair, kind).await {
@@ -40,7 +43,7 @@ impl Verifier<'_> {
             Err(e) => return Err(e),
         };
         let (source_db, target_db) = (self.source.database(&ns.db), self.target.database(&mapped.db));
-        let schema = || indexes::differences(&source_db, &ns.coll, &target_db, &mapped.coll);
+        let schema = || indexes::differences(&source_db, &ns.coll, &target_db, &mapped.coll, pair.view());
         let not_rechecked = tally.found.total().saturating_sub(rechecked.total());
         let (mut schema, schema_unconfirmed) = self.settle(schema().await?, schema).await?;
         schema.extend(unreadable);

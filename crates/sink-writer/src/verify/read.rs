@@ -1,7 +1,9 @@
 //! Reading documents in `_id` order between two `_id`s, with only what both MongoDB and Amazon
 //! DocumentDB have: `$gte`/`$lt` compare within one BSON type bracket, so a window that spans
 //! brackets is read bracket by bracket (`$type`), in the server's order. Each document comes
-//! back as its `_id` and a hash of its exact BSON (field order and types count).
+//! back as its `_id` and a hash of its exact BSON (field order and types count); a source
+//! document first goes through its namespace's transform rule (a [`View`]), as cdc-source sends
+//! it: hashed as the rules make it, or marked `filtered` when the rule's filter leaves it out.
 
 use std::hash::{Hash, Hasher};
 
@@ -17,14 +19,33 @@ pub struct Seen {
     pub id: Bson,
     pub key: Vec<u8>,
     pub hash: u64,
+    /// A source document the transform rule's filter leaves out: the target must not have it.
+    pub filtered: bool,
 }
 
 impl Seen {
     pub fn of(raw: &RawDocumentBuf) -> Option<Seen> {
         let id: Bson = raw.get("_id").ok()??.to_raw_bson().try_into().ok()?;
-        Some(Seen { key: key_of(&id), id, hash: hash_of(raw.as_bytes()) })
+        Some(Seen { key: key_of(&id), id, hash: hash_of(raw.as_bytes()), filtered: false })
+    }
+
+    /// A document of `coll` as the target should have it under `view`.
+    pub fn viewed(
+        coll: &mongodb::Collection<RawDocumentBuf>,
+        raw: &RawDocumentBuf,
+        view: View,
+    ) -> Result<Option<Seen>, Error> {
+        let Some(rule) = view else { return Ok(Seen::of(raw)) };
+        let namespace = coll.namespace().to_string();
+        match rule.read(&namespace, raw).map_err(|e| Error::Fatal(e.to_string()))? {
+            Some(transformed) => Ok(Seen::of(&transformed)),
+            None => Ok(Seen::of(raw).map(|s| Seen { filtered: true, ..s })),
+        }
     }
 }
+
+/// The transform rule source documents go through before they are compared, if any.
+pub type View<'a> = Option<&'a transform::Rule>;
 
 /// The exact bytes of an `_id` (an Int32 and an Int64 of the same value differ).
 pub fn key_of(id: &Bson) -> Vec<u8> {
@@ -65,6 +86,17 @@ pub async fn read(
     hi: Option<&Bson>,
     limit: usize,
 ) -> Result<Vec<Seen>, Error> {
+    read_as(coll, None, lo, hi, limit).await
+}
+
+/// [`read`] through a view: documents its filter leaves out come back `filtered`, in their place.
+pub async fn read_as(
+    coll: &mongodb::Collection<RawDocumentBuf>,
+    view: View<'_>,
+    lo: Option<&Bson>,
+    hi: Option<&Bson>,
+    limit: usize,
+) -> Result<Vec<Seen>, Error> {
     let mut seen = Vec::new();
     for filter in window(lo, hi) {
         if seen.len() >= limit {
@@ -74,16 +106,17 @@ pub async fn read(
         let mut cursor =
             coll.find(filter).sort(doc! {"_id": 1}).limit(left).await.map_err(|e| Error::mongo("verify read", e))?;
         while let Some(raw) = cursor.try_next().await.map_err(|e| Error::mongo("verify read", e))? {
-            seen.extend(Seen::of(&raw));
+            seen.extend(Seen::viewed(coll, &raw, view)?);
         }
     }
     Ok(seen)
 }
 
 /// The documents with these `_id`s (exactly these: see [`one`]), by `_id` key, read `CHUNK` at a
-/// time.
-pub async fn many(
+/// time; through a view, documents its filter leaves out are as good as missing.
+pub async fn many_as(
     coll: &mongodb::Collection<RawDocumentBuf>,
+    view: View<'_>,
     ids: &[&Bson],
 ) -> Result<std::collections::HashMap<Vec<u8>, Seen>, Error> {
     const CHUNK: usize = 1000;
@@ -93,7 +126,7 @@ pub async fn many(
         let list: Vec<Bson> = chunk.iter().map(|id| (*id).clone()).collect();
         let mut cursor = coll.find(doc! {"_id": {"$in": list}}).await.map_err(|e| Error::mongo("verify read", e))?;
         while let Some(raw) = cursor.try_next().await.map_err(|e| Error::mongo("verify read", e))? {
-            if let Some(seen) = Seen::of(&raw).filter(|s| wanted.contains(&s.key)) {
+            if let Some(seen) = Seen::viewed(coll, &raw, view)?.filter(|s| !s.filtered && wanted.contains(&s.key)) {
                 found.insert(seen.key.clone(), seen);
             }
         }

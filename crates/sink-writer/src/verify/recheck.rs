@@ -162,15 +162,15 @@ pub async fn recheck(
     if watched.is_empty() {
         return Ok(outcome);
     }
-    let before = side(&pair.source, &watched, pace).await?;
+    let before = side(&pair.source, pair.view(), &watched, pace).await?;
     held.add(before.len());
     if !replication.passes(replication.now().await?).await? {
         held.sub(before.len());
         outcome.unconfirmed = watched.into_iter().map(|w| (w.difference.id, w.difference.kind)).collect();
         return Ok(outcome);
     }
-    let target = side(&pair.target, &watched, pace).await?;
-    let after = side(&pair.source, &watched, pace).await?;
+    let target = side(&pair.target, None, &watched, pace).await?;
+    let after = side(&pair.source, pair.view(), &watched, pace).await?;
     held.add(target.len() + after.len());
     for w in &watched {
         let key = &w.difference.key;
@@ -188,20 +188,21 @@ pub async fn recheck(
 /// The watched documents on one side, the source's reads paced.
 async fn side(
     coll: &mongodb::Collection<bson::RawDocumentBuf>,
+    view: read::View<'_>,
     watched: &[Watched],
     pace: &Pace,
 ) -> Result<HashMap<Vec<u8>, read::Seen>, Error> {
     let ids: Vec<&Bson> = watched.iter().map(|w| &w.difference.id).collect();
     pace.take(ids.len() as u64).await;
-    read::many(coll, &ids).await
+    read::many_as(coll, view, &ids).await
 }
 
 type Sides = (HashMap<Vec<u8>, read::Seen>, HashMap<Vec<u8>, read::Seen>);
 
 /// Both sides, the source first.
 async fn both(pair: &Pair, watched: &[Watched], pace: &Pace) -> Result<Sides, Error> {
-    let source = side(&pair.source, watched, pace).await?;
-    let target = side(&pair.target, watched, pace).await?;
+    let source = side(&pair.source, pair.view(), watched, pace).await?;
+    let target = side(&pair.target, None, watched, pace).await?;
     Ok((source, target))
 }
 

@@ -31,9 +31,11 @@ pub struct Summary {
 
 /// Repairs the document differences of `found` (source namespace, target namespace, findings)
 /// and replaces them by what the recheck after the repair concluded.
+#[allow(clippy::too_many_arguments)]
 pub async fn repair(
     config: &Config,
     clients: (&mongodb::Client, &mongodb::Client),
+    transforms: &transform::Rules,
     found: &mut [(Namespace, Namespace, Findings)],
     replication: &Replication<'_>,
     pace: &Pace,
@@ -51,12 +53,13 @@ pub async fn repair(
         let pair = Pair {
             source: source.database(&ns.db).collection::<RawDocumentBuf>(&ns.coll),
             target: target.database(&mapped.db).collection::<RawDocumentBuf>(&mapped.coll),
+            rule: transforms.for_namespace(&ns.to_string()),
         };
         // The source's states before the request: the target reaching one of them, or a later
         // one, is repaired.
         let ids: Vec<&Bson> = wanted.iter().map(|(id, _)| id).collect();
         pace.take(ids.len() as u64).await;
-        let before = read::many(&pair.source, &ids).await?;
+        let before = read::many_as(&pair.source, pair.view(), &ids).await?;
         let differences: Vec<Difference> = wanted
             .iter()
             .map(|(id, kind)| {

@@ -12,7 +12,9 @@
 //! 8. modes: sink-writer's `exactly_once` and `idempotent` apply modes on one backlog and at the
 //!    steady rate (see `modes.rs`).
 //!
-//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers|modes` runs one scenario.
+//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers|modes` runs one scenario;
+//! `BENCH_ONLY=transforms` (not in the full run) the 4-partition burst without and with a typical
+//! `[transforms]` rule set, for cdc-source's CPU per event (see `transforms.rs`).
 //! Prints a markdown report (also written to target/bench/report.md) and plots to docs/bench/.
 
 mod initial_sync;
@@ -20,6 +22,7 @@ mod memory;
 mod modes;
 mod peers;
 mod pipeline;
+mod transforms;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -137,6 +140,10 @@ async fn main() {
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("modes") {
         print!("{}", modes_report(&modes(&servers, docs, steady_rate, steady_seconds, &dir).await));
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("transforms") {
+        print!("{}", transforms::transforms_report(&transforms::transforms(&servers, docs, &dir).await));
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("peers") {
