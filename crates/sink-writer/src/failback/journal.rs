@@ -202,11 +202,18 @@ pub async fn progress(db: &mongodb::Database, id: &str) -> Result<Progress, Erro
     })
 }
 
-/// Moves failover `id` to `phase`, with `fields` set beside it.
-pub async fn advance(db: &mongodb::Database, id: &str, phase: Phase, fields: Document) -> Result<(), Error> {
+/// The fields that move a failback to `phase`: `fields`, the phase, and when (`<phase>_on`, a
+/// wall-clock time: `switched_back_at` is S, a cluster time). Pure.
+fn progress_update(phase: Phase, fields: Document) -> Document {
     let mut set = fields;
     set.insert("phase", phase.name());
-    set.insert(format!("{}_at", phase.name()), DateTime::now());
+    set.insert(format!("{}_on", phase.name()), DateTime::now());
+    set
+}
+
+/// Moves failover `id` to `phase`, with `fields` set beside it.
+pub async fn advance(db: &mongodb::Database, id: &str, phase: Phase, fields: Document) -> Result<(), Error> {
+    let set = progress_update(phase, fields);
     db.collection::<Document>(PROGRESS)
         .update_one(doc! {"_id": id}, doc! {"$set": set})
         .upsert(true)
@@ -234,6 +241,15 @@ mod tests {
         assert_eq!(Failover::from_document(&back.to_document()).expect("reads"), back);
         assert!(Failover::from_document(&doc! {"_id": "x"}).is_err(), "T and F are required");
         assert_eq!(time_text(ClusterTime { t: 130, i: 1 }), "130:1");
+    }
+
+    #[test]
+    fn a_phase_keeps_the_fields_recorded_with_it() {
+        let s = bson::Timestamp { time: 200, increment: 4 };
+        let set = progress_update(Phase::SwitchedBack, doc! {"switched_back_at": s});
+        assert_eq!(set.get_timestamp("switched_back_at"), Ok(s), "S stays a cluster time");
+        assert_eq!(set.get_str("phase"), Ok("switched_back"));
+        assert!(set.get_datetime("switched_back_on").is_ok());
     }
 
     #[test]

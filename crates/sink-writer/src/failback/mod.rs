@@ -206,7 +206,7 @@ async fn report(config: &Config) -> Result<Outcome, Error> {
         let found: Vec<Document> = meta
             .collection::<Document>(journal::PROGRESS)
             .find(doc! {})
-            .sort(doc! {"saved_at": -1})
+            .sort(doc! {"saved_on": -1})
             .limit(1)
             .await
             .map_err(|e| Error::mongo("read the failback's progress", e))?

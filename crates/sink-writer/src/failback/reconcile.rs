@@ -58,8 +58,6 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
         "failover": failover.json(),
         "dry_run": dry_run,
         "scan": progress.scan.clone().map(|s| Bson::Document(s).into_relaxed_extjson()),
-        "read": {"old_primary": 0, "new_primary": 0},
-        "already_equal": progress.scan.as_ref().and_then(|s| s.get_i64("already_equal").ok()).unwrap_or(0),
     });
     let mut text = String::new();
     if progress.phase < Phase::Saved {
@@ -68,7 +66,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
         let timeout = Duration::from_millis(config.failback.scan_timeout_ms);
         let scan =
             scan::scan(&old, failover.consistent_up_to, &scope, &config.apply.metadata_database, timeout).await?;
-        out["scan"] = scan_json(&failover, &scan, 0);
+        out["scan"] = scan_json(&failover, &scan, None);
         if let Some(blocker) = still_writing(&scan, config.failback.quiet_seconds, "old") {
             blockers.push(blocker);
         }
@@ -76,9 +74,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
             return Ok(Outcome::refused(blockers, out));
         }
         let compared = compare(&old, &new, &scan).await?;
-        out["read"] = json!({"old_primary": compared.read_old, "new_primary": compared.read_new});
-        out["already_equal"] = json!(compared.equal);
-        out["scan"] = scan_json(&failover, &scan, compared.equal);
+        out["scan"] = scan_json(&failover, &scan, Some(&compared));
         if dry_run {
             let rows: Vec<Document> = compared.entries.iter().map(row).collect();
             let reports = rollback::summarize(&rows, config.verify.max_listed);
@@ -185,13 +181,16 @@ pub fn still_writing(scan: &Scan, quiet: u64, side: &str) -> Option<String> {
     })
 }
 
-fn scan_json(failover: &Failover, scan: &Scan, equal: u64) -> serde_json::Value {
+/// What the scan read and found, and (once compared) the documents read on each side: only the
+/// changed ones, by `_id`.
+fn scan_json(failover: &Failover, scan: &Scan, compared: Option<&Compared>) -> serde_json::Value {
     json!({
         "from": time_json(failover.consistent_up_to),
         "up_to": time_json(scan.up_to),
         "events_read": scan.events_read,
         "documents_changed": scan.documents.len(),
-        "already_equal": equal,
+        "already_equal": compared.map(|c| c.equal),
+        "documents_read": compared.map(|c| json!({"old_primary": c.read_old, "new_primary": c.read_new})),
         "last_change": scan.last_change.as_ref().map(|(_, what)| what.clone()),
         "schema_changes": scan.schema_changes,
     })
