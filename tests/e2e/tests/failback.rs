@@ -8,15 +8,17 @@
 //! again from the new point without a snapshot, equal under a final workload. No step copies a
 //! collection: the documents read are counted.
 
-use std::time::Duration;
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
 use e2e::pipeline::{metric, Pipeline};
-use e2e::sink_commands::{sink_command, source_now};
+use e2e::sink_commands::{sink_command, source_now, timed_write};
 use envelope::ClusterTime;
 use futures::TryStreamExt;
 use service_kit::config::SecretUri;
 use test_support::eventually;
+use tokio_util::sync::CancellationToken;
 
 /// Seconds the side being left must have been quiet.
 const QUIET: u64 = 4;
@@ -46,7 +48,17 @@ fn direction(p: &Pipeline, suffix: &str, reverse: bool, start_after: ClusterTime
 
 /// Runs `sink-writer <args> --json` with `p`'s sink settings and a short quiet period.
 async fn command(p: &Pipeline, args: &[&str]) -> (i32, serde_json::Value) {
-    sink_command(p, args, &[("FAILBACK__QUIET_SECONDS", &QUIET.to_string())]).await
+    let started = Instant::now();
+    let out = sink_command(p, args, &[("FAILBACK__QUIET_SECONDS", &QUIET.to_string())]).await;
+    eprintln!("failback: sink-writer {} took {:.1} s", args.join(" "), started.elapsed().as_secs_f64());
+    out
+}
+
+/// One more write of an application to `db` (an `$inc` of document 0), and its cluster time: the
+/// consistency point passes it once every earlier change is applied (an idle DocumentDB stream
+/// tells no position, so the point is awaited past a write, not past the present).
+async fn last_write(db: &mongodb::Database) -> ClusterTime {
+    timed_write(db, doc! {"update": "docs", "updates": [{"q": {"_id": 0}, "u": {"$inc": {"n": 1_i64}}}]}).await
 }
 
 /// Waits until `p`'s consistency point passes `at`.
@@ -64,21 +76,41 @@ fn time_of(value: &serde_json::Value) -> ClusterTime {
     ClusterTime { t: value["t"].as_u64().expect("t") as u32, i: value["i"].as_u64().expect("i") as u32 }
 }
 
-/// Changes documents `ids` of `coll` (`$inc` of `n`), inserts `inserts`, deletes `deletes`, for a
-/// few rounds: an application's writes.
-async fn churn(
-    coll: &mongodb::Collection<Document>,
-    ids: std::ops::Range<i32>,
-    inserts: std::ops::Range<i32>,
-    side: &str,
-) {
-    for id in inserts {
-        coll.insert_one(doc! {"_id": id, "n": 0_i64, "side": side}).await.expect("insert");
-        let target = ids.start + id.rem_euclid(ids.end - ids.start);
-        coll.update_one(doc! {"_id": target}, doc! {"$inc": {"n": 1_i64}, "$set": {"by": side}}).await.expect("update");
-        if id % 5 == 0 {
-            coll.delete_one(doc! {"_id": target + 1}).await.expect("delete");
-        }
+/// An application writing to one side until stopped: every 20 ms an insert (`_id`s from
+/// `first`), an `$inc` of one of `ids`, and every fifth time a delete of another of them. It never
+/// touches the documents the failback rolls back.
+struct Application {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<i32>,
+}
+
+impl Application {
+    fn start(coll: mongodb::Collection<Document>, side: &'static str, ids: Range<i32>, first: i32) -> Self {
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut round = 0;
+            while !stopped.is_cancelled() {
+                coll.insert_one(doc! {"_id": first + round, "n": 0_i64, "side": side}).await.expect("insert");
+                let one = ids.start + round.rem_euclid(ids.len() as i32);
+                coll.update_one(doc! {"_id": one}, doc! {"$inc": {"n": 1_i64}, "$set": {"by": side}})
+                    .await
+                    .expect("update");
+                if round % 5 == 0 {
+                    coll.delete_one(doc! {"_id": one + 1}).await.expect("delete");
+                }
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            round
+        });
+        Self { stop, task }
+    }
+
+    /// Stops it; how many rounds it wrote.
+    async fn stop(self) -> i32 {
+        self.stop.cancel();
+        self.task.await.expect("the application")
     }
 }
 
@@ -97,8 +129,12 @@ async fn rollback_rows(p: &Pipeline) -> Vec<Document> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent_writes_are_rolled_back() {
+    let started = Instant::now();
+    let phase = |what: &str| eprintln!("failback: {what} after {:.1} s", started.elapsed().as_secs_f64());
     let mut p = Pipeline::new("failback", 2).await;
     p.source_config.delivery.watermark_interval_ms = 300;
+    // The pipelines of the way back and of the switch back find their new topics soon.
+    p.sink_config.consume.topic_refresh_interval_ms = 500;
     let (docs_a, orders_a) =
         (p.source_db().collection::<Document>("docs"), p.source_db().collection::<Document>("orders"));
     let (docs_b, orders_b) =
@@ -106,16 +142,20 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     docs_a.insert_many((0..300).map(|i| doc! {"_id": i, "n": 0_i64, "v": "start"})).await.expect("docs");
     orders_a.insert_many((0..100).map(|i| doc! {"_id": format!("o{i}"), "qty": i})).await.expect("orders");
 
+    phase("step 1");
     // 1. A → B under a workload.
     let source = p.start_source().await;
     let sink = p.start_sink().await;
-    churn(&docs_a, 200..260, 1000..1060, "A").await;
+    let app = Application::start(docs_a.clone(), "A", 200..260, 1000);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.stop().await > 10, "the application wrote while A replicated to B");
+    point_passes(&p, last_write(&p.source_db()).await).await;
     p.converged(Duration::from_secs(120)).await;
-    point_passes(&p, source_now(&p).await).await;
     let (code, refused) = command(&p, &["failover", "record"]).await;
     assert_eq!(code, 1, "T still moves while the sink runs: {refused}");
     assert!(refused["blockers"][0].as_str().unwrap_or_default().contains("still runs"), "{refused}");
 
+    phase("step 2");
     // 2. The outage: the sink stops, and A's last changes never cross (they reach Kafka, which
     //    the source region takes down with it).
     sink.stop().await;
@@ -130,6 +170,7 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     tokio::time::sleep(Duration::from_secs(1)).await;
     source.stop().await;
 
+    phase("step 3");
     // 3. Failover: T and F recorded in B's metadata database, once.
     let (code, dry) = command(&p, &["failover", "record", "--dry-run"]).await;
     assert_eq!((code, dry["recorded"].as_bool()), (0, Some(false)), "{dry}");
@@ -141,14 +182,14 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
         time_of(&recorded["failover"]["consistent_up_to_cluster_time"]),
         time_of(&recorded["failover"]["promoted_at_cluster_time"]),
     );
-    assert!(
-        t < divergent_from || t.t <= divergent_from.t,
-        "T {t:?} is before the outage's first write {divergent_from:?}"
-    );
+    assert!(t <= divergent_from, "T {t:?} is before the outage's first write (after {divergent_from:?})");
+    let on_b = docs_b.find_one(doc! {"_id": 1}).await.expect("read").expect("doc 1 on B");
+    assert_eq!(on_b.get_str("v"), Ok("start"), "the outage's changes did not cross");
     let (code, again) = command(&p, &["failover", "record"]).await;
     assert_eq!((code, again["already_recorded"].as_bool()), (0, Some(true)), "{again}");
     assert_eq!(time_of(&again["failover"]["promoted_at_cluster_time"]), f, "F is never taken again");
 
+    phase("step 4");
     // 4. B is promoted: the reverse capture from F, and B's own writes, also to documents A
     //    changed after T.
     let rev = direction(&p, "back", true, f);
@@ -158,8 +199,10 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     docs_b.delete_one(doc! {"_id": 2}).await.expect("B delete of A's update");
     docs_b.insert_one(doc! {"_id": 5000, "side": "B"}).await.expect("B insert of A's _id");
     orders_b.update_one(doc! {"_id": "o3"}, doc! {"$set": {"qty": 333}}).await.expect("B order");
-    churn(&docs_b, 100..140, 7000..7040, "B").await;
+    // B's applications write on through the failback, until the planned switch back.
+    let app_b = Application::start(docs_b.clone(), "B", 100..140, 7000);
 
+    phase("step 5");
     // 5. A is back, and took one more write: the reconciliation refuses while A takes writes.
     docs_a.update_one(doc! {"_id": 150}, doc! {"$set": {"v": "late", "side": "A"}}).await.expect("A late write");
     let (code, refused) = command(&rev, &["failback", "reconcile"]).await;
@@ -230,9 +273,13 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     let (code, again) = command(&rev, &["failback", "reconcile"]).await;
     assert_eq!((code, again["rolled_back"].as_u64()), (0, Some(expected.len() as u64)), "done, nothing more: {again}");
 
+    assert!(app_b.stop().await > 10, "B took writes during the failback");
+    let b_last = last_write(&p.target_db()).await;
+
+    phase("step 6");
     // 6. The reverse sink: B's changes after F, then the re-sent documents; A equals B.
     let rev_sink = rev.start_sink().await;
-    point_passes(&rev, source_now(&rev).await).await;
+    point_passes(&rev, b_last).await;
     rev.converged(Duration::from_secs(120)).await;
     let (code, verified) = command(&rev, &["verify"]).await;
     assert_eq!(code, 0, "A equals B: {verified}");
@@ -246,18 +293,19 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     assert_eq!(metric(&metrics, "cdc_source_snapshot_documents_copied"), 0.0, "no copy on the way back");
     assert_eq!(metric(&metrics, "cdc_source_resent_documents_total"), expected.len() as f64, "only the rolled back");
 
+    phase("step 7");
     // 7. The planned switch back: refused while the reverse sink runs, and while B changed
     //    something A lacks.
     let (code, refused) = command(&rev, &["failback", "switch-back"]).await;
     assert_eq!(code, 1, "{refused}");
     assert!(refused["blockers"].to_string().contains("still runs"), "{refused}");
     rev_sink.stop().await;
-    docs_b.insert_one(doc! {"_id": 8000, "side": "B"}).await.expect("B's last write");
+    let b_last = timed_write(&p.target_db(), doc! {"insert": "docs", "documents": [{"_id": 8000, "side": "B"}]}).await;
     let (code, refused) = command(&rev, &["failback", "switch-back"]).await;
     assert_eq!(code, 1, "{refused}");
     assert!(refused["blockers"].to_string().contains("changed 1 documents"), "{refused}");
     let rev_sink = rev.start_sink().await;
-    point_passes(&rev, source_now(&rev).await).await;
+    point_passes(&rev, b_last).await;
     let (code, verified) = command(&rev, &["verify"]).await;
     assert_eq!(code, 0, "{verified}");
     rev_sink.stop().await;
@@ -272,17 +320,21 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     assert!(record.get_timestamp("switched_back_at").is_ok(), "{record}");
     rev_source.stop().await;
 
+    phase("step 8");
     // 8. A → B again from S, without a snapshot, under a final workload.
     let fwd = direction(&p, "again", false, s);
     let fwd_source = fwd.start_source().await;
     let fwd_sink = fwd.start_sink().await;
-    churn(&docs_a, 20..60, 9000..9060, "A again").await;
+    let app = Application::start(docs_a.clone(), "A again", 20..60, 9000);
     orders_a.delete_one(doc! {"_id": "o5"}).await.expect("A order");
-    point_passes(&fwd, source_now(&fwd).await).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.stop().await > 10, "the final workload wrote");
+    point_passes(&fwd, last_write(&p.source_db()).await).await;
     fwd.converged(Duration::from_secs(120)).await;
     let (code, verified) = command(&fwd, &["verify"]).await;
     assert_eq!(code, 0, "B equals A: {verified}");
     assert_eq!(metric(&fwd_source.metrics().await, "cdc_source_snapshot_documents_copied"), 0.0, "no copy");
     fwd_sink.stop().await;
     fwd_source.stop().await;
+    phase("the end");
 }
