@@ -146,10 +146,13 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     // 1. A → B under a workload.
     let source = p.start_source().await;
     let sink = p.start_sink().await;
+    phase("forward started");
     let app = Application::start(docs_a.clone(), "A", 200..260, 1000);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(app.stop().await > 10, "the application wrote while A replicated to B");
+    phase("forward workload");
     point_passes(&p, last_write(&p.source_db()).await).await;
+    phase("forward point");
     p.converged(Duration::from_secs(120)).await;
     let (code, refused) = command(&p, &["failover", "record"]).await;
     assert_eq!(code, 1, "T still moves while the sink runs: {refused}");
@@ -191,8 +194,14 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
 
     phase("step 4");
     // 4. B is promoted: the reverse capture from F, and B's own writes, also to documents A
-    //    changed after T.
+    //    changed after T. A comes back meanwhile, and takes one more write: the reconciliation
+    //    refuses while A takes writes.
     let rev = direction(&p, "back", true, f);
+    docs_a.update_one(doc! {"_id": 150}, doc! {"$set": {"v": "late", "side": "A"}}).await.expect("A late write");
+    let quiet_from = Instant::now();
+    let (code, refused) = command(&rev, &["failback", "reconcile"]).await;
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused["blockers"].to_string().contains("still taking writes"), "{refused}");
     let rev_source = rev.start_source().await;
     docs_b.update_one(doc! {"_id": 1}, doc! {"$set": {"v": "B wins", "side": "B"}}).await.expect("B update");
     docs_b.update_one(doc! {"_id": 10}, doc! {"$set": {"v": "B kept it"}}).await.expect("B update of A's delete");
@@ -203,13 +212,8 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     let app_b = Application::start(docs_b.clone(), "B", 100..140, 7000);
 
     phase("step 5");
-    // 5. A is back, and took one more write: the reconciliation refuses while A takes writes.
-    docs_a.update_one(doc! {"_id": 150}, doc! {"$set": {"v": "late", "side": "A"}}).await.expect("A late write");
-    let (code, refused) = command(&rev, &["failback", "reconcile"]).await;
-    assert_eq!(code, 1, "{refused}");
-    assert!(refused["blockers"].to_string().contains("still taking writes"), "{refused}");
-    tokio::time::sleep(Duration::from_secs(QUIET + 1)).await;
-
+    // 5. A has been quiet long enough: reconcile.
+    tokio::time::sleep(Duration::from_secs(QUIET + 1).saturating_sub(quiet_from.elapsed())).await;
     let expected: Vec<(&str, Bson)> = [1, 2, 3, 4, 10, 11, 150, 5000, 5001]
         .into_iter()
         .map(|id| ("docs", Bson::Int32(id)))
@@ -280,6 +284,7 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     // 6. The reverse sink: B's changes after F, then the re-sent documents; A equals B.
     let rev_sink = rev.start_sink().await;
     point_passes(&rev, b_last).await;
+    phase("reverse point");
     rev.converged(Duration::from_secs(120)).await;
     let (code, verified) = command(&rev, &["verify"]).await;
     assert_eq!(code, 0, "A equals B: {verified}");
@@ -325,11 +330,13 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     let fwd = direction(&p, "again", false, s);
     let fwd_source = fwd.start_source().await;
     let fwd_sink = fwd.start_sink().await;
+    phase("again started");
     let app = Application::start(docs_a.clone(), "A again", 20..60, 9000);
     orders_a.delete_one(doc! {"_id": "o5"}).await.expect("A order");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(app.stop().await > 10, "the final workload wrote");
     point_passes(&fwd, last_write(&p.source_db()).await).await;
+    phase("again point");
     fwd.converged(Duration::from_secs(120)).await;
     let (code, verified) = command(&fwd, &["verify"]).await;
     assert_eq!(code, 0, "B equals A: {verified}");
