@@ -58,7 +58,13 @@ async fn command(p: &Pipeline, args: &[&str]) -> (i32, serde_json::Value) {
 /// consistency point passes it once every earlier change is applied (an idle DocumentDB stream
 /// tells no position, so the point is awaited past a write, not past the present).
 async fn last_write(db: &mongodb::Database) -> ClusterTime {
-    timed_write(db, doc! {"update": "docs", "updates": [{"q": {"_id": 0}, "u": {"$inc": {"n": 1_i64}}}]}).await
+    let at =
+        timed_write(db, doc! {"update": "docs", "updates": [{"q": {"_id": 0}, "u": {"$inc": {"n": 1_i64}}}]}).await;
+    // Another database's write moves MongoDB's stream position past it at once (an idle replica
+    // set's oplog moves every 10 s); nothing captured.
+    let tick = db.client().database(&format!("{}_tick", db.name()));
+    tick.collection::<Document>("ticks").insert_one(doc! {"at": bson::Timestamp::from(at)}).await.expect("tick");
+    at
 }
 
 /// Waits until `p`'s consistency point passes `at`.
