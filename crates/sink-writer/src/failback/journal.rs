@@ -31,6 +31,9 @@ pub struct Failover {
     pub promoted_at: ClusterTime,
     /// Messages the forward sink had not applied (changes after T that may never cross).
     pub pending_messages: i64,
+    /// The `namespaces` of the `[transforms]` rules the old primary's documents went through on
+    /// their way to the new primary: what it holds of them is not what the old primary had.
+    pub transformed: Vec<String>,
     pub recorded_at: DateTime,
     /// S, once the original direction restarts.
     pub switched_back_at: Option<ClusterTime>,
@@ -43,6 +46,7 @@ impl Failover {
             "consistent_up_to": bson::Timestamp::from(self.consistent_up_to),
             "promoted_at": bson::Timestamp::from(self.promoted_at),
             "pending_messages": self.pending_messages,
+            "transformed": &self.transformed,
             "recorded_at": self.recorded_at,
         };
         if let Some(at) = self.switched_back_at {
@@ -58,6 +62,10 @@ impl Failover {
             consistent_up_to: d.get_timestamp("consistent_up_to").map_err(|_| bad("consistent_up_to"))?.into(),
             promoted_at: d.get_timestamp("promoted_at").map_err(|_| bad("promoted_at"))?.into(),
             pending_messages: d.get_i64("pending_messages").unwrap_or(0),
+            transformed: d
+                .get_array("transformed")
+                .map(|list| list.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
             recorded_at: d.get_datetime("recorded_at").copied().unwrap_or(DateTime::MIN),
             switched_back_at: d.get_timestamp("switched_back_at").ok().map(ClusterTime::from),
         })
@@ -70,6 +78,7 @@ impl Failover {
             "consistent_up_to_cluster_time": time_json(self.consistent_up_to),
             "promoted_at_cluster_time": time_json(self.promoted_at),
             "pending_messages": self.pending_messages,
+            "transformed": self.transformed,
             "recorded_at": self.recorded_at.try_to_rfc3339_string().unwrap_or_default(),
             "switched_back_at_cluster_time": self.switched_back_at.map(time_json),
         })
@@ -233,6 +242,7 @@ mod tests {
             consistent_up_to: ClusterTime { t: 100, i: 3 },
             promoted_at: ClusterTime { t: 130, i: 1 },
             pending_messages: 12,
+            transformed: vec!["app\\.people".into()],
             recorded_at: DateTime::from_millis(1_000),
             switched_back_at: None,
         };

@@ -62,6 +62,9 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
     let mut text = String::new();
     if progress.phase < Phase::Saved {
         let mut blockers = preconditions(config, &meta).await?;
+        let reverse_rules =
+            transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
+        blockers.extend(transformed(&failover, &reverse_rules));
         let scope = Scope::new(config)?;
         let timeout = Duration::from_millis(config.failback.scan_timeout_ms);
         let scan =
@@ -167,6 +170,24 @@ async fn preconditions(config: &Config, meta: &mongodb::Database) -> Result<Vec<
         ));
     }
     Ok(blockers)
+}
+
+/// Why the two sides' documents cannot be compared as they are: rules changed them between the
+/// two (the forward direction's, recorded at the failover, or the reverse capture's). Pure.
+fn transformed(failover: &Failover, reverse: &transform::Rules) -> Option<String> {
+    if !failover.transformed.is_empty() {
+        return Some(format!(
+            "the old primary's documents of {} went through [transforms] rules on their way to the new primary: it \
+             does not hold them as the old primary had them, and a failback would write its versions back; bring \
+             the old primary back by a new pipeline with a snapshot instead",
+            failover.transformed.join(", ")
+        ));
+    }
+    (!reverse.is_empty()).then(|| {
+        "[transforms] has rules: the way back must carry the new primary's documents unchanged; remove them from \
+         the reverse capture and sink"
+            .to_string()
+    })
 }
 
 /// A blocker when the scanned side took a write less than `quiet` seconds before the scan ended.
@@ -295,6 +316,23 @@ async fn resend(
 mod tests {
     use super::*;
     use envelope::ClusterTime;
+
+    #[test]
+    fn documents_changed_by_rules_cannot_be_failed_back() {
+        let mut failover = Failover {
+            id: "sink".into(),
+            consistent_up_to: ClusterTime { t: 1, i: 1 },
+            promoted_at: ClusterTime { t: 2, i: 1 },
+            pending_messages: 0,
+            transformed: Vec::new(),
+            recorded_at: bson::DateTime::MIN,
+            switched_back_at: None,
+        };
+        assert_eq!(transformed(&failover, &transform::Rules::default()), None);
+        failover.transformed = vec!["app\\.people".into()];
+        let blocker = transformed(&failover, &transform::Rules::default()).expect("refused");
+        assert!(blocker.contains("app\\.people") && blocker.contains("snapshot"), "{blocker}");
+    }
 
     #[test]
     fn a_recent_write_means_the_side_still_takes_writes() {

@@ -52,6 +52,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
     if promoted.is_none() {
         blockers.push("F is unknown: the new primary answers without a cluster time".into());
     }
+    let rules = transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
     let partitions: Vec<_> = reading.partitions.keys().filter(|(_, p)| *p >= 0).cloned().collect();
     let (pending, _) = crate::status::kafka_counts(config, &partitions).await?;
     let (Some(consistent_up_to), Some(promoted_at)) = (point, promoted) else {
@@ -65,6 +66,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
         consistent_up_to,
         promoted_at,
         pending_messages: pending.values().sum(),
+        transformed: rules.all().map(|rule| rule.namespaces.clone()).collect(),
         recorded_at: DateTime::now(),
         switched_back_at: None,
     };
@@ -81,11 +83,20 @@ fn describe(f: &Failover) -> String {
     let second = bson::DateTime::from_millis(i64::from(complete_second(f.consistent_up_to)) * 1000)
         .try_to_rfc3339_string()
         .unwrap_or_default();
+    let transformed = if f.transformed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  the documents of {} went through [transforms] rules on their way here: the new primary does not \
+             hold them as the old one did, and `failback reconcile` will refuse\n",
+            f.transformed.join(", ")
+        )
+    };
     format!(
         "  T = {} (every change the old primary made up to {second} is on the new primary)\n  \
          F = {} (the new primary's cluster time at its promotion)\n  \
          {} messages were not applied: the old primary's changes after T, reconciled at the failback\n\
-         next: point the applications at the new primary; start its capture of the way back with\n  \
+         {transformed}next: point the applications at the new primary; start its capture of the way back with\n  \
          CDC_SOURCE__SNAPSHOT__MODE=never CDC_SOURCE__CAPTURE__START_AFTER_CLUSTER_TIME={}\n  \
          (a capture.name and topics.prefix of its own; capture.exclude the metadata databases)\n",
         time_text(f.consistent_up_to),
