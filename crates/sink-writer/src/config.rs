@@ -325,9 +325,9 @@ pub struct FailbackConfig {
     /// That sink's `consume.group_id`, which names its failover. Empty: the one failover recorded
     /// there that was not switched back yet.
     pub failover_group: String,
-    /// The deployment being left (the old primary for `reconcile`, the new one for `switch-back`)
-    /// must have taken no write in the compared namespaces for this long, in seconds: it is not
-    /// taking writes any more.
+    /// At `reconcile`, the old primary must have taken no write in the compared namespaces for
+    /// this long, in seconds: it is not taking writes any more. (`switch-back` refuses on any
+    /// change of the new primary after the reverse consistency point.)
     pub quiet_seconds: u64,
     /// How long reading a deployment's changes up to the present may take, in ms (the read ends at
     /// a marker it writes into the metadata database).
