@@ -187,6 +187,8 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     assert_eq!(failovers.count_documents(doc! {}).await.expect("count"), 0, "a dry run writes nothing");
     let (code, recorded) = command(&p, &["failover", "record"]).await;
     assert_eq!((code, recorded["recorded"].as_bool()), (0, Some(true)), "{recorded}");
+    let pending = recorded["failover"]["pending_messages"].as_i64().expect("pending");
+    assert!(pending >= 10, "the outage's 10 changes are in Kafka, not applied: {recorded}");
     let (t, f) = (
         time_of(&recorded["failover"]["consistent_up_to_cluster_time"]),
         time_of(&recorded["failover"]["promoted_at_cluster_time"]),
@@ -282,6 +284,8 @@ async fn a_failover_is_failed_back_without_a_copy_and_the_old_primarys_divergent
     }
     let (code, again) = command(&rev, &["failback", "reconcile"]).await;
     assert_eq!((code, again["rolled_back"].as_u64()), (0, Some(expected.len() as u64)), "done, nothing more: {again}");
+    let (code, listed) = command(&rev, &["failback", "report"]).await;
+    assert_eq!((code, listed["rolled_back"].as_u64()), (0, Some(expected.len() as u64)), "for the owners: {listed}");
 
     assert!(app_b.stop().await > 10, "B took writes during the failback");
     let b_last = last_write(&p.target_db()).await;
