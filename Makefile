@@ -54,7 +54,7 @@ lint-deploy: ## hadolint, helm lint + schema validation, promtool rules/tests, E
 # interop's sink-writer goes through the guard; the JVM tools' own MongoDB clients do not.
 E2E_DOCUMENTDB_SUITES := replication crash exactly_once standby apply_safety ddl_convergence renames schema trust watermarks \
 	consistency_point status_blockers verify_scope dead_letters repair \
-	zombie doctor service_shells secure_mongo mongodb_aws interop target_outage transforms
+	zombie doctor service_shells secure_mongo mongodb_aws interop target_outage transforms failback
 
 test: prerequisites tools services lint build ## everything: lint, unit, integration and end-to-end tests against real servers
 	$(CARGO) test --workspace --no-fail-fast

@@ -106,6 +106,11 @@ pub struct CaptureConfig {
     /// MongoDB before 6.0): new indexes go out as `createIndexes`, dropped ones as
     /// `dropIndexes`. 0 = never (indexes are then copied by the snapshot only).
     pub schema_check_interval_ms: u64,
+    /// Where a capture without a checkpoint starts, without a snapshot: changes after this source
+    /// cluster time, `"<seconds>:<increment>"` (a failback's reverse capture starts after the new
+    /// primary's promotion, docs/operations.md section 15). Needs `snapshot.mode = "never"`;
+    /// ignored once a checkpoint exists. Empty: not set.
+    pub start_after_cluster_time: String,
 }
 
 impl Default for CaptureConfig {
@@ -126,6 +131,7 @@ impl Default for CaptureConfig {
             on_history_lost: HistoryLostPolicy::Fail,
             history_retention_hours: 0,
             schema_check_interval_ms: 60_000,
+            start_after_cluster_time: String::new(),
         }
     }
 }
@@ -346,6 +352,7 @@ impl Validate for Config {
                 "capture.pre_images is not available on Amazon DocumentDB (capture.compat = \"documentdb\")".into(),
             );
         }
+        problems.extend(crate::start::problems(capture, self.snapshot.mode));
         if capture.batch_size == 0 || self.snapshot.batch_size == 0 {
             problems.push("capture.batch_size and snapshot.batch_size must be at least 1".into());
         }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!                ┌──────────── checkpoint (compacted topic or file) ◄──────────────────────┐
-//!                │ plan: snapshot | resumeAfter | startAtOperationTime | now                 │
+//!                │ plan: snapshot | resumeAfter | startAtOperationTime (stored/set) | now    │
 //!                ▼                                                                           │
 //!   MongoDB ──► snapshot (fix position; views; per collection: create + unique indexes,      │
 //!           │             documents by _id, other indexes) ─┐                                │
@@ -48,6 +48,7 @@
 //! | `election.rs` | which instance of a capture is active, elected through the checkpoint topic's group |
 //! | `supervisor.rs` | the restart policy: what a failed run leads to (pure) |
 //! | `pipeline.rs` | wiring one run: plan from the checkpoint, snapshot and/or stream into the queue, delivery |
+//! | `start.rs` | a configured start after a cluster time, without a snapshot (failback's reverse capture) |
 //! | `snapshot/` | what is there: the initial snapshot, each collection copied in `_id` order or in parallel ranges |
 //! | `capture/` | what changes: change streams opened and read, events over 16 MiB, schema changes, conversion to records through the transform rules, routing to topics |
 //! | `resend/` | documents sent again on request, ordered with the stream |
@@ -76,6 +77,7 @@ mod resend;
 mod role;
 mod server;
 mod snapshot;
+mod start;
 mod supervisor;
 
 use std::time::Duration;

@@ -118,10 +118,14 @@ async fn run_once(
         connected = connect => connected?,
         _ = shutdown.cancelled() => return Ok(()),
     };
+    let configured = crate::start::parse(&config.capture.start_after_cluster_time).map_err(Error::Fatal)?;
+    if configured.is_some() && stored.is_some() {
+        tracing::info!("capture.start_after_cluster_time is not used: the capture has a checkpoint");
+    }
     let plan = if force_snapshot {
         Plan::Snapshot(SnapshotState::default())
     } else {
-        checkpoint::plan(stored.as_ref(), config.snapshot.mode)
+        crate::start::plan(stored.as_ref(), configured, checkpoint::plan(stored.as_ref(), config.snapshot.mode))
     };
     let mut checkpoint = stored.unwrap_or_default();
     // "Now" is fixed durably before streaming: a restart before the first batch is committed (a

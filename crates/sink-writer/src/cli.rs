@@ -6,7 +6,7 @@ use service_kit::app::Command;
 
 use crate::config::Config;
 
-/// `verify`, `status` and `dead-letters`.
+/// `verify`, `status`, `dead-letters`, `failover` and `failback`.
 pub fn commands() -> Vec<Command<Config>> {
     vec![
         Command::new(
@@ -28,6 +28,20 @@ pub fn commands() -> Vec<Command<Config>> {
          decision; open ones hold the consistency point",
             "0 done, 1 a retry was not answered (or refused) by cdc-source in time, 2 errors",
             crate::dead_letters::command::command,
+        ),
+        Command::new(
+            "failover",
+            "At a failover, with the forward sink's settings and the sink stopped: records the old primary's \
+             consistency point T and the new primary's cluster time F (where the reverse capture starts)",
+            "0 done, 1 refused (every unmet precondition listed) or not complete, 2 errors",
+            crate::failback::failover_command,
+        ),
+        Command::new(
+            "failback",
+            "Going back without a full copy, with the reverse sink's settings: reconcile the old primary's writes \
+             after T, switch back, report what was rolled back",
+            "0 done, 1 refused (every unmet precondition listed) or not complete (run it again), 2 errors",
+            crate::failback::failback_command,
         ),
     ]
 }

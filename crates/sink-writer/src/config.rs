@@ -31,6 +31,8 @@ pub struct Config {
     pub status: StatusConfig,
     /// `verify --repair` and `dead-letters retry`: asking cdc-source to send documents again.
     pub repair: RepairConfig,
+    /// `sink-writer failover record` and `sink-writer failback …`: going back after a failover.
+    pub failback: FailbackConfig,
     /// The rules cdc-source applies (`[transforms]`, the same section or the same
     /// `rules_file`, and the same hash key): `verify` compares the source passed through them
     /// with the target. Not used by the apply path.
@@ -49,6 +51,7 @@ impl Default for Config {
             verify: VerifyConfig::default(),
             status: StatusConfig::default(),
             repair: RepairConfig::default(),
+            failback: FailbackConfig::default(),
             transforms: transform::TransformConfig::default(),
         }
     }
@@ -310,7 +313,48 @@ impl Default for RepairConfig {
     }
 }
 
+/// How a failback finds its failover and reads the two deployments (docs/operations.md, section
+/// 15). The `failback` commands run with the reverse sink's settings: `mongo.uri` the old primary,
+/// `verify.source_uri` the new one, `status.capture_names` the reverse capture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailbackConfig {
+    /// The metadata database of the sink that replicated into the new primary, on the new primary:
+    /// where `sink-writer failover record` kept the failover. Empty: `apply.metadata_database`.
+    pub failover_database: String,
+    /// That sink's `consume.group_id`, which names its failover. Empty: the one failover recorded
+    /// there that was not switched back yet.
+    pub failover_group: String,
+    /// At `reconcile`, the old primary must have taken no write in the compared namespaces for
+    /// this long, in seconds: it is not taking writes any more. (`switch-back` refuses on any
+    /// change of the new primary after the reverse consistency point.)
+    pub quiet_seconds: u64,
+    /// How long reading a deployment's changes up to the present may take, in ms (the read ends at
+    /// a marker it writes into the metadata database).
+    pub scan_timeout_ms: u64,
+}
+
+impl Default for FailbackConfig {
+    fn default() -> Self {
+        Self {
+            failover_database: String::new(),
+            failover_group: String::new(),
+            quiet_seconds: 60,
+            scan_timeout_ms: 120_000,
+        }
+    }
+}
+
 impl Config {
+    /// Where the failover is recorded, on the new primary (`failback.failover_database`).
+    pub fn failover_database(&self) -> &str {
+        if self.failback.failover_database.is_empty() {
+            &self.apply.metadata_database
+        } else {
+            &self.failback.failover_database
+        }
+    }
+
     /// The request topics in use (`repair.request_topics`).
     pub fn request_topics(&self) -> Vec<String> {
         if !self.repair.request_topics.is_empty() {

@@ -76,6 +76,7 @@
 //! | `doctor.rs` | `sink-writer doctor` |
 //! | `status/` | `sink-writer status`: consistency point, lag, what blocks a cutover, verdict |
 //! | `verify/` | `sink-writer verify`: source and target compared while replication runs |
+//! | `failback/` | `sink-writer failover record`, `failback reconcile / switch-back / report`: going back after a failover |
 //! | `error.rs` | what can go wrong, by what happens next |
 
 mod apply;
@@ -90,6 +91,7 @@ mod dlq;
 pub mod doctor;
 mod error;
 mod exact;
+pub mod failback;
 mod fence;
 mod flight;
 #[doc(hidden)]

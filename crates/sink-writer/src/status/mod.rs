@@ -13,7 +13,7 @@
 //! | `checkpoints.rs` | cdc-source's checkpoint read from its topic |
 
 mod checkpoints;
-mod verdict;
+pub(crate) mod verdict;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -202,7 +202,7 @@ async fn status(config: &Config, max_lag: u64) -> Result<Status, Error> {
 }
 
 /// A verify result kept by `verify` under `id`, if any.
-async fn verify_record(meta: &mongodb::Database, id: &str) -> Result<Option<VerifyRecord>, Error> {
+pub(crate) async fn verify_record(meta: &mongodb::Database, id: &str) -> Result<Option<VerifyRecord>, Error> {
     let found = meta
         .collection::<Document>("verify")
         .find_one(doc! {"_id": id})
@@ -223,7 +223,7 @@ async fn verify_record(meta: &mongodb::Database, id: &str) -> Result<Option<Veri
 }
 
 /// Messages not yet committed per partition read, and records in the dead-letter topic.
-async fn kafka_counts(config: &Config, partitions: &[Tp]) -> Result<(BTreeMap<Tp, i64>, i64), Error> {
+pub(crate) async fn kafka_counts(config: &Config, partitions: &[Tp]) -> Result<(BTreeMap<Tp, i64>, i64), Error> {
     config.kafka.prepare_auth().await;
     let consumer: BaseConsumer<AuthContext> = config
         .kafka

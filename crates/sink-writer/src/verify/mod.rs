@@ -37,11 +37,11 @@
 mod documents;
 mod indexes;
 mod namespace;
-mod read;
+pub(crate) mod read;
 mod recheck;
 mod repair;
 mod report;
-mod scope;
+pub(crate) mod scope;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
