@@ -164,7 +164,7 @@ pub struct ApplyConfig {
     /// TTL indexes are created never to expire, the source's deletes remove documents; set the
     /// real value at a cutover, see `<metadata_database>.ttl`) or `target_expires` (the source's
     /// `expireAfterSeconds`, on the target's own clock).
-    pub ttl: crate::schema::TtlPolicy,
+    pub ttl: crate::ddl::schema::TtlPolicy,
     /// How often the target's indexes are compared with those the source announced, in ms: an
     /// index on the target only is reported (never dropped), a TTL or `hidden` that differs is
     /// set as announced. 0 = never.
@@ -191,7 +191,7 @@ impl Default for ApplyConfig {
             drain_timeout_ms: 30_000,
             conflict_retry_timeout_ms: 300_000,
             memory_budget_bytes: 320 * 1024 * 1024,
-            ttl: crate::schema::TtlPolicy::SourceDeletes,
+            ttl: crate::ddl::schema::TtlPolicy::SourceDeletes,
             index_check_interval_ms: 60_000,
             compat: service_kit::connect::Compat::Auto,
         }

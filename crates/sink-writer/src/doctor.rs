@@ -10,7 +10,7 @@ use service_kit::doctor::{self, Report};
 use service_kit::documentdb_fit;
 
 use crate::config::Config;
-use crate::subscription::Subscription;
+use crate::consume::subscription::Subscription;
 
 /// Runs every check; the report says what blocks the service.
 pub async fn run(config: Config) -> Report {

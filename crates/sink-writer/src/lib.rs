@@ -40,33 +40,13 @@
 //! |---|---|
 //! | `lib.rs` | wiring: clients, shared state, the consumer loop |
 //! | `config.rs` | settings and their validation |
-//! | `consumer.rs` | the Kafka consumer: its settings from the memory budget, rebalance callbacks |
-//! | `dispatch.rs` | the consumer loop: records to partitions, commit tick, topic list refresh |
-//! | `subscription.rs` | which topics are read (never the dead-letter topic) |
-//! | `partitions.rs` | the owned partitions: their tasks, pause/resume, stop on revoke, restart on failure |
-//! | `offsets.rs` | durable offsets and watermarks reached; the one place offsets are committed |
+//! | `consume/` | Kafka: the consumer and its group, the consumer loop, the owned partitions and their tasks' queues, decoding, durable offsets (committed in one place), ownership fences |
+//! | `apply/` | one partition's task: batch → plan → rounds of writes (parking, retries) → outcome → durable offset; the `exactly_once` mode's transactions and ledger |
+//! | `ddl/` | the DDL barrier across partitions and replicas; collections, views, indexes and options on the target (`schema/`) |
 //! | `progress.rs` | watermarks passed, recorded for all replicas; the point exported; lag, memory |
 //! | `point.rs` | the consistency point: every partition of every topic read, all replicas |
-//! | `reader.rs` | records on their way to a task, and their decoding |
-//! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers (`idempotent`) |
-//! | `exact/` | one partition's task in the `exactly_once` mode: claim, batches as transactions, parked writes, cycles of unique values |
-//! | `mode.rs` | which mode runs, and the metadata collections it needs |
-//! | `ledger.rs` | the partitions' offsets and ownership epochs in the target |
-//! | `transaction.rs` | one attempt at a partition's transaction: ledger, writes, parked writes, commit |
-//! | `parked_store.rs` | parked writes kept in the target (`exactly_once`) |
 //! | `hooks.rs` | fault injection for the test suites (inert unless a test arms it) |
 //! | `shared.rs` | what the partition tasks share |
-//! | `flight.rs` | batches in flight and the in-order durable offset |
-//! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
-//! | `apply.rs` | applying a batch's plan |
-//! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
-//! | `parking.rs` | writes a unique index refuses for now, parked per document, numbered, tried again |
-//! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
-//! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
-//! | `ddl.rs` | the DDL barrier across partitions and replicas, applied DDL |
-//! | `schema/` | collections, views, indexes, options and TTL on the target; what it refuses; the periodic index comparison |
-//! | `retry.rs` | the retry loop and which readiness component a failure shows on |
-//! | `fence.rs` | ownership after a stand-still |
 //! | `dlq.rs` | the dead-letter topic |
 //! | `dead_letters/` | dead letters recorded in the target; the points they hold; `sink-writer dead-letters` |
 //! | `resend.rs` | asking cdc-source to send documents' current state again (repair, retry) |
@@ -81,44 +61,24 @@
 
 mod apply;
 pub mod cli;
-mod command;
 mod config;
-mod consumer;
+mod consume;
 mod ddl;
 pub mod dead_letters;
-mod dispatch;
 mod dlq;
 pub mod doctor;
 mod error;
-mod exact;
 pub mod failback;
-mod fence;
-mod flight;
 #[doc(hidden)]
 pub mod hooks;
-mod ledger;
 mod mapping;
 mod metrics;
-mod mode;
-mod offsets;
-mod parked_store;
-mod parking;
-mod partition;
-mod partitions;
 mod point;
 mod progress;
-mod reader;
 mod resend;
-mod retry;
-mod round;
-mod schema;
 mod shared;
 pub mod status;
-mod subscription;
-mod transaction;
 pub mod verify;
-mod write_plan;
-mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +89,10 @@ use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
+use apply::{ledger, mode, partition, retry, transaction, write_plan, writer};
 pub use config::{ApplyConfig, ApplyMode, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
+use consume::{consumer, dispatch, fence, partitions, subscription};
+use ddl::schema;
 pub use error::Error;
 
 /// Readiness component: the target answers (owned by the connectivity watch).

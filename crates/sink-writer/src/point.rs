@@ -28,10 +28,10 @@ use service_kit::connect::KafkaConnection;
 use service_kit::kafka_auth::AuthContext;
 
 use crate::config::Config;
+use crate::consume::offsets::Tp;
+use crate::consume::subscription::Subscription;
 use crate::error::{Error, Failure};
-use crate::offsets::Tp;
 use crate::progress::ProgressBook;
-use crate::subscription::Subscription;
 
 /// The last second every change of which is applied: (t, i) covers second t whole only when i is
 /// the last increment a second can have; otherwise only the seconds before t. "Every change the

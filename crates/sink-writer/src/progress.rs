@@ -15,11 +15,11 @@ use futures::TryStreamExt;
 use rdkafka::consumer::Consumer;
 use service_kit::budget::MemoryBudget;
 
-use crate::consumer::Kafka;
+use crate::consume::consumer::Kafka;
+use crate::consume::offsets::Tp;
+use crate::consume::partitions::Partitions;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::offsets::Tp;
-use crate::partitions::Partitions;
 use crate::point::{complete_second, PointReader};
 
 /// The watermarks of a consumer group's partitions, in the target's metadata database.
@@ -169,7 +169,7 @@ impl Passed {
     }
 
     /// Forgets partitions no longer owned (a new owner records its own).
-    fn keep_only(&mut self, owned: &[(Tp, crate::offsets::Marks)]) {
+    fn keep_only(&mut self, owned: &[(Tp, crate::consume::offsets::Marks)]) {
         self.waiting.retain(|tp, _| owned.iter().any(|(o, _)| o == tp));
         self.last.retain(|tp, _| owned.iter().any(|(o, _)| o == tp));
     }

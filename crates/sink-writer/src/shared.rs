@@ -6,17 +6,17 @@ use envelope::Namespace;
 use mongodb::options::WriteConcern;
 use service_kit::health::Health;
 
+use crate::apply::ledger::Ledger;
+use crate::apply::retry::Retrier;
+use crate::apply::writer::Writer;
 use crate::config::ApplyConfig;
+use crate::consume::subscription::Subscription;
 use crate::ddl::DdlApplier;
 use crate::dead_letters::DeadLetterBook;
 use crate::dlq::DeadLetters;
 use crate::error::Error;
-use crate::ledger::Ledger;
 use crate::mapping::Mapper;
 use crate::metrics::Metrics;
-use crate::retry::Retrier;
-use crate::subscription::Subscription;
-use crate::writer::Writer;
 
 pub struct Shared {
     pub client: mongodb::Client,
@@ -26,7 +26,7 @@ pub struct Shared {
     /// The partitions' offsets and epochs in the target (`exactly_once`).
     pub ledger: Ledger,
     /// What field names the target stores (none with dots or a leading `$` on DocumentDB).
-    pub field_names: crate::write_plan::FieldNames,
+    pub field_names: crate::apply::write_plan::FieldNames,
     /// The write concern of transactions' commits.
     pub write_concern: WriteConcern,
 

@@ -1,6 +1,6 @@
 //! A sink-writer replica that stood still (SIGSTOP) while holding a batch it could not write yet,
 //! and wakes after the group gave its partition to another replica which wrote newer versions:
-//! it must not put its stale batch into the target (sink_writer::fence).
+//! it must not put its stale batch into the target (sink-writer's consume/fence.rs).
 
 use std::time::Duration;
 

@@ -11,8 +11,8 @@ use envelope::extjson::{value_to_string, Style};
 use envelope::Event;
 use futures::TryStreamExt;
 
+use crate::consume::offsets::Tp;
 use crate::error::Error;
-use crate::offsets::Tp;
 
 /// The collection, in the metadata database.
 pub const COLLECTION: &str = "dead_letters";

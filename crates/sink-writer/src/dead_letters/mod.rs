@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use envelope::Event;
 use rdkafka::Message;
 
+use crate::consume::offsets::Tp;
+use crate::consume::reader::Decoded;
 use crate::error::Error;
-use crate::offsets::Tp;
-use crate::reader::Decoded;
 use crate::shared::Shared;
 pub use book::{Book, Letter, Resent, COLLECTION, OPEN, RETRIED, SKIPPED};
 

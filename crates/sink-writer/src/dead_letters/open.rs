@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::offsets::Tp;
+use crate::consume::offsets::Tp;
 
 #[derive(Default)]
 struct State {

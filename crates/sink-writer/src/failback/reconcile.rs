@@ -156,7 +156,7 @@ async fn preconditions(config: &Config, meta: &mongodb::Database) -> Result<Vec<
     let mut blockers = Vec::new();
     let group = &config.consume.group_id;
     let claimed = meta
-        .collection::<Document>(crate::ledger::COLLECTION)
+        .collection::<Document>(crate::apply::ledger::COLLECTION)
         .count_documents(doc! {"group": group})
         .await
         .map_err(|e| Error::mongo("read the reverse sink's ledger", e))?;
@@ -166,7 +166,7 @@ async fn preconditions(config: &Config, meta: &mongodb::Database) -> Result<Vec<
             "the reverse sink ({group}) has run against the old primary already ({claimed} partitions in {}.{}, {members} \
              members): its writes cannot be told from the old primary's own; reconcile before it first starts",
             meta.name(),
-            crate::ledger::COLLECTION
+            crate::apply::ledger::COLLECTION
         ));
     }
     Ok(blockers)

@@ -27,8 +27,8 @@ use serde_json::json;
 use service_kit::kafka_auth::AuthContext;
 
 use crate::config::Config;
+use crate::consume::offsets::Tp;
 use crate::error::Error;
-use crate::offsets::Tp;
 use crate::point::{complete_second, PointReader};
 use verdict::{CheckpointState, Facts, VerifyRecord};
 

@@ -12,8 +12,8 @@ use bson::{doc, Bson, Document};
 use futures::TryStreamExt;
 use mongodb::results::CollectionType;
 
+use crate::ddl::schema::NEVER_EXPIRES;
 use crate::error::Error;
-use crate::schema::NEVER_EXPIRES;
 
 /// What differs, one line each.
 pub async fn differences(

@@ -7,12 +7,12 @@
 use std::time::{Duration, Instant};
 
 use super::Exact;
+use crate::apply::parked_store;
+use crate::apply::parking::Parked;
+use crate::apply::transaction::{Advance, Attempt, Settle};
+use crate::apply::write_plan::{DocKey, WriteOp};
+use crate::apply::writer::{Conflict, Outcome};
 use crate::error::Error;
-use crate::parked_store;
-use crate::parking::Parked;
-use crate::transaction::{Advance, Attempt, Settle};
-use crate::write_plan::{DocKey, WriteOp};
-use crate::writer::{Conflict, Outcome};
 
 impl Exact<'_> {
     /// One round over the parked documents, at most two transactions: all of them; on a refusal,

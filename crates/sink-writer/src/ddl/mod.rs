@@ -10,6 +10,13 @@
 //! for good is marked applied with the reason, and its claimer sends the record to the
 //! dead-letter topic. Applied DDL is remembered (and read again on every assignment), so events
 //! older than it that are read again are skipped instead of resurrecting documents.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the DDL barrier across partitions and replicas, applied DDL |
+//! | `schema/` | collections, views, indexes, options and TTL on the target; what it refuses; the periodic index comparison |
+
+pub(crate) mod schema;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,16 +28,16 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::retry::Retrier;
+use crate::ddl::schema::Schema;
 use crate::error::{Error, Failure};
 use crate::mapping::Mapper;
-use crate::retry::Retrier;
-use crate::schema::Schema;
 
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
 use service_kit::failure::code::NAMESPACE_NOT_FOUND;
 use service_kit::failure::command_code as mongo_code;
 /// The readiness component of DDL bookkeeping and application (writes to the target).
-const COMPONENT: &str = crate::retry::WRITES;
+const COMPONENT: &str = crate::apply::retry::WRITES;
 
 pub struct DdlApplier {
     client: mongodb::Client,

@@ -13,14 +13,14 @@ use service_kit::health::{Health, LoopBeat};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Kafka;
+use crate::consume::consumer::Kafka;
+use crate::consume::offsets;
+use crate::consume::partitions::{Control, Partitions};
+use crate::consume::subscription::Subscription;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::offsets;
-use crate::partitions::{Control, Partitions};
 use crate::point::PointReader;
 use crate::progress;
-use crate::subscription::Subscription;
 
 /// Readiness component: the consumer itself fetches without errors.
 const CONSUMER: &str = "kafka-consumer";

@@ -14,12 +14,12 @@ use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::ClientSession;
 use service_kit::backoff::Backoff;
 
+use crate::apply::ledger::Ledger;
+use crate::apply::parked_store::PARKED;
+use crate::apply::write_plan::WriteOp;
+use crate::apply::writer::{InTransaction, Outcome, Writer};
+use crate::consume::offsets::Tp;
 use crate::error::Error;
-use crate::ledger::Ledger;
-use crate::offsets::Tp;
-use crate::parked_store::PARKED;
-use crate::write_plan::WriteOp;
-use crate::writer::{InTransaction, Outcome, Writer};
 
 /// How often a commit whose outcome is unknown is asked again before the attempt counts as
 /// failed (and is retried whole: a new transaction on the same session ends the old one).

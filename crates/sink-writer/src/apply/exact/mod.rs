@@ -34,14 +34,14 @@ use rdkafka::message::Message;
 use service_kit::backoff::Backoff;
 use tokio::sync::mpsc;
 
+use crate::apply::ledger::Claim;
+use crate::apply::parked_store;
+use crate::apply::parking::Parking;
+use crate::apply::partition::PartitionTask;
+use crate::apply::retry::WRITES;
+use crate::consume::offsets::Tp;
+use crate::consume::reader::Decoded;
 use crate::error::Error;
-use crate::ledger::Claim;
-use crate::offsets::Tp;
-use crate::parked_store;
-use crate::parking::Parking;
-use crate::partition::PartitionTask;
-use crate::reader::Decoded;
-use crate::retry::WRITES;
 
 pub use cycle::SCRATCH;
 

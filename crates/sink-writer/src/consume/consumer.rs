@@ -10,10 +10,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, ConsumerContext, Rebalance, St
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::Config;
+use crate::consume::fence::Owner;
+use crate::consume::offsets::{self, Tp};
+use crate::consume::partitions::Partitions;
 use crate::error::Error;
-use crate::fence::Owner;
-use crate::offsets::{self, Tp};
-use crate::partitions::Partitions;
 
 pub type Kafka = StreamConsumer<Context>;
 

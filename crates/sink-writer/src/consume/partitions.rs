@@ -22,11 +22,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::partition::PartitionTask;
+use crate::consume::fence::{Fence, Owner, StandStill};
+use crate::consume::offsets::{Marks, Progress, Tp};
+use crate::consume::reader::{self, Fetched};
 use crate::error::Error;
-use crate::fence::{Fence, Owner, StandStill};
-use crate::offsets::{Marks, Progress, Tp};
-use crate::partition::PartitionTask;
-use crate::reader::{self, Fetched};
 use crate::shared::Shared;
 
 /// Records queued per partition between the consumer and the decoder, and between the decoder

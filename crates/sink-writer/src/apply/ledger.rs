@@ -15,8 +15,8 @@ use envelope::ClusterTime;
 use mongodb::options::ReturnDocument;
 use mongodb::ClientSession;
 
+use crate::consume::offsets::Tp;
 use crate::error::Error;
-use crate::offsets::Tp;
 
 /// The collection, in the metadata database.
 pub const COLLECTION: &str = "partitions";

@@ -9,15 +9,15 @@ use envelope::Event;
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::Exact;
+use crate::apply::parked_store;
+use crate::apply::parking::Parked;
+use crate::apply::retry::WRITES;
+use crate::apply::transaction::{self, Advance, Attempt, Settle};
+use crate::apply::write_plan::{DocKey, Plan, WriteOp};
+use crate::apply::writer::Outcome;
 use crate::apply::Batch;
+use crate::consume::reader::Decoded;
 use crate::error::Error;
-use crate::parked_store;
-use crate::parking::Parked;
-use crate::reader::Decoded;
-use crate::retry::WRITES;
-use crate::transaction::{self, Advance, Attempt, Settle};
-use crate::write_plan::{DocKey, Plan, WriteOp};
-use crate::writer::Outcome;
 
 /// The messages of a batch, to find a record's key and value for its dead letter.
 pub(super) struct Records(pub Vec<OwnedMessage>);
@@ -253,7 +253,7 @@ impl Exact<'_> {
         stage: &'static str,
     ) -> Result<(), Error> {
         let to = self.task.destination();
-        let dead = crate::round::DeadLetterer { shared: &self.task.shared, to: &to, stop: &self.task.stop };
+        let dead = crate::apply::round::DeadLetterer { shared: &self.task.shared, to: &to, stop: &self.task.stop };
         dead.send(offset, key, payload, reason, stage).await
     }
 

@@ -9,10 +9,10 @@ use bson::{doc, Binary, Bson, DateTime, Document, RawDocumentBuf};
 use envelope::Namespace;
 use futures::TryStreamExt;
 
+use crate::apply::parking::Parked;
+use crate::apply::write_plan::{Action, DocKey, WriteOp};
+use crate::consume::offsets::Tp;
 use crate::error::Error;
-use crate::offsets::Tp;
-use crate::parking::Parked;
-use crate::write_plan::{Action, DocKey, WriteOp};
 
 /// The collection, in the metadata database.
 pub const PARKED: &str = "parked";

@@ -4,11 +4,11 @@
 
 use bson::doc;
 
+use crate::apply::exact::SCRATCH;
+use crate::apply::ledger::{self, Ledger};
+use crate::apply::parked_store::PARKED;
 use crate::config::ApplyMode;
 use crate::error::Error;
-use crate::exact::SCRATCH;
-use crate::ledger::{self, Ledger};
-use crate::parked_store::PARKED;
 
 /// Whether batches go as transactions; in that mode, the metadata collections exist after it.
 pub async fn exactly_once(client: &mongodb::Client, mode: ApplyMode, ledger: &Ledger) -> Result<bool, Error> {

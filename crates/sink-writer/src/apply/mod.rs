@@ -4,6 +4,37 @@
 //!
 //! A write a unique secondary index refuses for now is parked (`parking.rs`) with every later
 //! write of the same document; the rest of the batch goes on.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | applying one planned batch: its rounds in order, the outcome |
+//! | `partition.rs` | one partition's task: batches, in-flight writes, DDL markers (`idempotent`) |
+//! | `exact/` | one partition's task in the `exactly_once` mode: claim, batches as transactions, parked writes, cycles of unique values |
+//! | `flight.rs` | batches in flight and the in-order durable offset |
+//! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
+//! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
+//! | `parking.rs` | writes a unique index refuses for now, parked per document, numbered, tried again |
+//! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
+//! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
+//! | `retry.rs` | the retry loop and which readiness component a failure shows on |
+//! | `mode.rs` | which mode runs, and the metadata collections it needs |
+//! | `ledger.rs` | the partitions' offsets and ownership epochs in the target |
+//! | `transaction.rs` | one attempt at a partition's transaction: ledger, writes, parked writes, commit |
+//! | `parked_store.rs` | parked writes kept in the target (`exactly_once`) |
+
+pub(crate) mod command;
+pub(crate) mod exact;
+pub(crate) mod flight;
+pub(crate) mod ledger;
+pub(crate) mod mode;
+pub(crate) mod parked_store;
+pub(crate) mod parking;
+pub(crate) mod partition;
+pub(crate) mod retry;
+pub(crate) mod round;
+pub(crate) mod transaction;
+pub(crate) mod write_plan;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,12 +42,12 @@ use std::time::Instant;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::parking::{Parked, Parking};
+use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::write_plan::{Plan, WriteOp};
+use crate::apply::writer::Outcome;
 use crate::error::Error;
-use crate::parking::{Parked, Parking};
-use crate::round::{apply_round, DeadLetterer, Destination};
 use crate::shared::Shared;
-use crate::write_plan::{Plan, WriteOp};
-use crate::writer::Outcome;
 
 /// A planned batch and the messages it came from.
 pub struct Batch {

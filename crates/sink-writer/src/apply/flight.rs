@@ -11,8 +11,8 @@ use futures::StreamExt;
 
 use envelope::ClusterTime;
 
+use crate::apply::write_plan::DocKey;
 use crate::error::Error;
-use crate::write_plan::DocKey;
 
 /// What a written batch covers: everything before `offset` is applied, and with it the newest
 /// source watermark among its records.
@@ -95,7 +95,7 @@ impl Flight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offsets::Marks;
+    use crate::consume::offsets::Marks;
     use envelope::Namespace;
     use tokio::sync::oneshot;
 

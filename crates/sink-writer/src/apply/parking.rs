@@ -29,13 +29,13 @@ use service_kit::backoff::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::flight::Covered;
+use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::write_plan::{DocKey, WriteOp};
+use crate::apply::writer::Outcome;
+use crate::consume::offsets::Marks;
 use crate::error::Error;
-use crate::flight::Covered;
-use crate::offsets::Marks;
-use crate::round::{apply_round, DeadLetterer, Destination};
 use crate::shared::Shared;
-use crate::write_plan::{DocKey, WriteOp};
-use crate::writer::Outcome;
 
 /// A parked write and what a dead letter of it needs.
 #[derive(Debug, Clone)]

@@ -15,13 +15,13 @@ use envelope::Namespace;
 use mongodb::ClientSession;
 
 use super::Exact;
+use crate::apply::parked_store::{self, PARKED};
+use crate::apply::parking::Parked;
+use crate::apply::retry::WRITES;
+use crate::apply::transaction::{self, Advance};
+use crate::apply::write_plan::{self, Action, DocKey, WriteOp};
+use crate::apply::writer::{Conflict, InTransaction, Outcome};
 use crate::error::Error;
-use crate::parked_store::{self, PARKED};
-use crate::parking::Parked;
-use crate::retry::WRITES;
-use crate::transaction::{self, Advance};
-use crate::write_plan::{self, Action, DocKey, WriteOp};
-use crate::writer::{Conflict, InTransaction, Outcome};
 
 /// The scratch collection (metadata database) where parked updates are computed.
 pub const SCRATCH: &str = "scratch";
@@ -142,7 +142,7 @@ type SettledEntry = ((String, i32), DocKey, u64);
 /// Inside the transaction: the members' newest states, written in place of what the target has.
 async fn rewrite(
     session: &mut ClientSession,
-    writer: &crate::writer::Writer,
+    writer: &crate::apply::writer::Writer,
     meta: &mongodb::Database,
     group: &str,
     members: &[DocKey],
@@ -245,7 +245,7 @@ async fn current(session: &mut ClientSession, op: &WriteOp) -> Result<Option<Raw
 /// `base` with `op`'s update applied by the server, in the scratch collection.
 async fn updated(
     session: &mut ClientSession,
-    writer: &crate::writer::Writer,
+    writer: &crate::apply::writer::Writer,
     meta: &mongodb::Database,
     base: RawDocumentBuf,
     op: &WriteOp,

@@ -16,14 +16,14 @@ use envelope::Namespace;
 use mongodb::ClientSession;
 use service_kit::failure::TRANSIENT_MONGO_CODES;
 
-use crate::command;
+use crate::apply::command;
 use service_kit::failure::code::{
     ATLAS_UNAUTHORIZED, AUTHENTICATION_FAILED, DUPLICATE_KEY, UNAUTHORIZED, USER_NOT_FOUND,
 };
 use service_kit::failure::command_code as mongo_code;
 
+use crate::apply::write_plan::{Action, WriteOp};
 use crate::error::{Error, Failure};
-use crate::write_plan::{Action, WriteOp};
 
 /// The BSON bytes of statements one command may carry: the server takes commands up to 16 MiB
 /// plus 16 KiB; the rest is headroom for the command's own fields.

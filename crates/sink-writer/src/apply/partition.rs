@@ -13,16 +13,16 @@ use rdkafka::message::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::flight::{Covered, Flight};
+use crate::apply::parking::Parking;
+use crate::apply::round::{DeadLetterer, Destination};
+use crate::apply::write_plan::{self, DocKey};
 use crate::apply::{write_batch, Batch};
+use crate::consume::fence::Fence;
+use crate::consume::offsets::Marks;
+use crate::consume::reader::Decoded;
 use crate::error::Error;
-use crate::fence::Fence;
-use crate::flight::{Covered, Flight};
-use crate::offsets::Marks;
-use crate::parking::Parking;
-use crate::reader::Decoded;
-use crate::round::{DeadLetterer, Destination};
 use crate::shared::Shared;
-use crate::write_plan::{self, DocKey};
 
 pub struct PartitionTask {
     pub topic: String,
@@ -35,7 +35,7 @@ pub struct PartitionTask {
     /// Proof of ownership before writing, after the process stood still.
     pub fence: Arc<Fence>,
     /// Where the task asks the consumer to move its fetch position.
-    pub control: mpsc::Sender<crate::partitions::Control>,
+    pub control: mpsc::Sender<crate::consume::partitions::Control>,
     /// This task's generation among the partition's restarts.
     pub generation: u64,
 }
@@ -46,20 +46,21 @@ impl PartitionTask {
     pub async fn run(self, mut rx: mpsc::Receiver<Decoded>) -> Result<(), Error> {
         // Another replica may have applied DDL while this one did not own the partition.
         let ddl = &self.shared.ddl;
-        self.shared.retrier.run(crate::retry::WRITES, &self.name(), &self.stop, || ddl.load()).await?;
+        self.shared.retrier.run(crate::apply::retry::WRITES, &self.name(), &self.stop, || ddl.load()).await?;
         // Another replica may have recorded dead letters of it: they hold its point.
         let (letters, tp) = (&self.shared.dead_letter_book, (self.topic.clone(), self.partition));
         self.shared
             .retrier
-            .run(crate::retry::WRITES, &self.name(), &self.stop, || letters.refresh_partition(&tp))
+            .run(crate::apply::retry::WRITES, &self.name(), &self.stop, || letters.refresh_partition(&tp))
             .await?;
         if self.shared.exactly_once {
-            let exact = crate::exact::Exact::claim(&self).await?;
+            let exact = crate::apply::exact::Exact::claim(&self).await?;
             return exact.run(&mut rx).await;
         }
         // A former owner that reached a DDL marker had applied everything before it: start there.
         let name = self.name();
-        let reached = self.shared.retrier.run(crate::retry::WRITES, &name, &self.stop, || ddl.reached(&name)).await?;
+        let reached =
+            self.shared.retrier.run(crate::apply::retry::WRITES, &name, &self.stop, || ddl.reached(&name)).await?;
         let start = reached.unwrap_or(-1);
         if start >= 0 {
             self.marks.reached(start, None);
@@ -101,7 +102,10 @@ impl PartitionTask {
     /// target already).
     pub async fn seek(&self, offset: i64) {
         let tp = (self.topic.clone(), self.partition);
-        let _ = self.control.send(crate::partitions::Control::Seek { tp, offset, generation: self.generation }).await;
+        let _ = self
+            .control
+            .send(crate::consume::partitions::Control::Seek { tp, offset, generation: self.generation })
+            .await;
     }
 
     pub(crate) fn destination(&self) -> Destination {
@@ -164,7 +168,10 @@ impl PartitionTask {
                     written?;
                     // Re-sent documents applied resolve their dead letters before the offset moves.
                     let letters = &shared.dead_letter_book;
-                    shared.retrier.run(crate::retry::WRITES, &name, &stop, || letters.applied(&tp, &resent)).await?;
+                    shared
+                        .retrier
+                        .run(crate::apply::retry::WRITES, &name, &stop, || letters.applied(&tp, &resent))
+                        .await?;
                     Ok(Covered { offset: covered, watermark })
                 }),
             );
