@@ -60,7 +60,6 @@ pub enum Scope {
     Collections,
 }
 
-pub use crate::election::ElectionConfig;
 pub use service_kit::connect::Compat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,7 +351,10 @@ impl Validate for Config {
                 "capture.pre_images is not available on Amazon DocumentDB (capture.compat = \"documentdb\")".into(),
             );
         }
-        problems.extend(crate::start::problems(capture, self.snapshot.mode));
+        problems.extend(crate::start::problems(
+            &capture.start_after_cluster_time,
+            self.snapshot.mode == SnapshotMode::Never,
+        ));
         if capture.batch_size == 0 || self.snapshot.batch_size == 0 {
             problems.push("capture.batch_size and snapshot.batch_size must be at least 1".into());
         }
@@ -507,5 +509,26 @@ mod tests {
                 assert!(total <= mib(budget), "{budget} MiB: everything fits ({total})");
             }
         }
+    }
+}
+
+/// Several instances of one capture, one active and the others standing by: the active one is
+/// the member of a Kafka consumer group on the checkpoint topic that holds its partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionConfig {
+    /// Take part in the election (needs `delivery.guarantee = "exactly_once"`: the transactional
+    /// id fences a former active instance). Off: this instance captures alone, always.
+    pub enabled: bool,
+    /// The consumer group of the election. Empty (default): `cdc-source-<capture.name>`.
+    pub group_id: String,
+    /// How long the group waits for a silent active instance (dead, frozen, cut off) before a
+    /// standby takes over, in ms; within the broker's `group.min/max.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self { enabled: false, group_id: String::new(), session_timeout_ms: 10_000 }
     }
 }

@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+
 use service_kit::connect::create_topic;
 use service_kit::health::Health;
 use service_kit::kafka_auth::{AuthContext, TokenSource};
@@ -30,27 +30,6 @@ use crate::config::Config;
 use crate::delivery::store::CHECKPOINT_TOPIC_CONFIG;
 use crate::delivery::topics;
 use crate::error::Error;
-
-/// Several instances of one capture, one active and the others standing by: the active one is
-/// the member of a Kafka consumer group on the checkpoint topic that holds its partition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ElectionConfig {
-    /// Take part in the election (needs `delivery.guarantee = "exactly_once"`: the transactional
-    /// id fences a former active instance). Off: this instance captures alone, always.
-    pub enabled: bool,
-    /// The consumer group of the election. Empty (default): `cdc-source-<capture.name>`.
-    pub group_id: String,
-    /// How long the group waits for a silent active instance (dead, frozen, cut off) before a
-    /// standby takes over, in ms; within the broker's `group.min/max.session.timeout.ms`.
-    pub session_timeout_ms: u64,
-}
-
-impl Default for ElectionConfig {
-    fn default() -> Self {
-        Self { enabled: false, group_id: String::new(), session_timeout_ms: 10_000 }
-    }
-}
 
 /// A member of the election group, until [`Election::leave`] (or drop).
 pub struct Election {

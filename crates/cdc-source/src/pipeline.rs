@@ -125,7 +125,11 @@ async fn run_once(
     let plan = if force_snapshot {
         Plan::Snapshot(SnapshotState::default())
     } else {
-        crate::start::plan(stored.as_ref(), configured, checkpoint::plan(stored.as_ref(), config.snapshot.mode))
+        checkpoint::configured_start(
+            stored.as_ref(),
+            configured,
+            checkpoint::plan(stored.as_ref(), config.snapshot.mode),
+        )
     };
     let mut checkpoint = stored.unwrap_or_default();
     // "Now" is fixed durably before streaming: a restart before the first batch is committed (a

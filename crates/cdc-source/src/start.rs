@@ -3,12 +3,10 @@
 //! failback's reverse capture starts right after the new primary's promotion, and the original
 //! direction again after the switch back (docs/operations.md, section 15): the other side already
 //! holds everything before that time, so nothing is copied. `startAtOperationTime` opens the
-//! stream there, which Amazon DocumentDB has too. Pure.
+//! stream there, which Amazon DocumentDB has too. The setting read and checked here; the plan it
+//! leads to is `delivery::checkpoint::configured_start`. Pure.
 
 use envelope::ClusterTime;
-
-use crate::config::{CaptureConfig, SnapshotMode};
-use crate::delivery::checkpoint::{Checkpoint, Plan};
 
 /// `"<seconds>:<increment>"` as a cluster time; empty text is none.
 pub fn parse(text: &str) -> Result<Option<ClusterTime>, String> {
@@ -23,11 +21,12 @@ pub fn parse(text: &str) -> Result<Option<ClusterTime>, String> {
     Ok(Some(ClusterTime { t: number(t, "seconds")?, i: number(i, "increment")? }))
 }
 
-/// What is wrong with the setting (for `Config::validate`).
-pub fn problems(capture: &CaptureConfig, mode: SnapshotMode) -> Vec<String> {
-    match parse(&capture.start_after_cluster_time) {
+/// What is wrong with the setting `start_after_cluster_time` (for `Config::validate`), given
+/// whether `snapshot.mode` is `never`.
+pub fn problems(start_after_cluster_time: &str, snapshot_never: bool) -> Vec<String> {
+    match parse(start_after_cluster_time) {
         Err(e) => vec![format!("capture.start_after_cluster_time: {e}")],
-        Ok(Some(_)) if mode != SnapshotMode::Never => {
+        Ok(Some(_)) if !snapshot_never => {
             vec!["capture.start_after_cluster_time needs snapshot.mode = \"never\": the capture starts from that time \
              instead of a copy"
                 .into()]
@@ -36,19 +35,9 @@ pub fn problems(capture: &CaptureConfig, mode: SnapshotMode) -> Vec<String> {
     }
 }
 
-/// The plan once the configured start is taken into account: a capture that has no checkpoint
-/// yet streams after `configured`; one with a checkpoint follows it (`planned`).
-pub fn plan(stored: Option<&Checkpoint>, configured: Option<ClusterTime>, planned: Plan) -> Plan {
-    match (stored, configured) {
-        (None, Some(at)) => Plan::StartAfter(at),
-        _ => planned,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::checkpoint::SnapshotState;
 
     #[test]
     fn a_cluster_time_is_seconds_and_increment() {
@@ -61,20 +50,8 @@ mod tests {
 
     #[test]
     fn the_start_needs_no_snapshot() {
-        let mut capture = CaptureConfig { start_after_cluster_time: "10:1".into(), ..CaptureConfig::default() };
-        assert_eq!(problems(&capture, SnapshotMode::Never), Vec::<String>::new());
-        assert_eq!(problems(&capture, SnapshotMode::Initial).len(), 1);
-        capture.start_after_cluster_time = "yesterday".into();
-        assert_eq!(problems(&capture, SnapshotMode::Never).len(), 1);
-    }
-
-    #[test]
-    fn only_a_capture_without_a_checkpoint_starts_there() {
-        let at = ClusterTime { t: 10, i: 1 };
-        assert_eq!(plan(None, Some(at), Plan::StartNow), Plan::StartAfter(at));
-        assert_eq!(plan(None, None, Plan::StartNow), Plan::StartNow);
-        let stored = Checkpoint::default();
-        let snapshot = Plan::Snapshot(SnapshotState::default());
-        assert_eq!(plan(Some(&stored), Some(at), snapshot.clone()), snapshot, "the checkpoint wins");
+        assert_eq!(problems("10:1", true), Vec::<String>::new());
+        assert_eq!(problems("10:1", false).len(), 1, "with a snapshot");
+        assert_eq!(problems("yesterday", true).len(), 1);
     }
 }

@@ -164,7 +164,7 @@ pub struct ApplyConfig {
     /// TTL indexes are created never to expire, the source's deletes remove documents; set the
     /// real value at a cutover, see `<metadata_database>.ttl`) or `target_expires` (the source's
     /// `expireAfterSeconds`, on the target's own clock).
-    pub ttl: crate::ddl::schema::TtlPolicy,
+    pub ttl: TtlPolicy,
     /// How often the target's indexes are compared with those the source announced, in ms: an
     /// index on the target only is reported (never dropped), a TTL or `hidden` that differs is
     /// set as announced. 0 = never.
@@ -191,7 +191,7 @@ impl Default for ApplyConfig {
             drain_timeout_ms: 30_000,
             conflict_retry_timeout_ms: 300_000,
             memory_budget_bytes: 320 * 1024 * 1024,
-            ttl: crate::ddl::schema::TtlPolicy::SourceDeletes,
+            ttl: TtlPolicy::SourceDeletes,
             index_check_interval_ms: 60_000,
             compat: service_kit::connect::Compat::Auto,
         }
@@ -463,4 +463,15 @@ mod tests {
         config.apply.mapping = vec![MappingRule { source: "a\\..*".into(), target: "nodot".into() }];
         assert_eq!(config.validate().len(), 3, "{:#?}", config.validate());
     }
+}
+
+/// Who removes documents a TTL index covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TtlPolicy {
+    /// The source's deletes: target TTL indexes never expire anything (cutover sets them).
+    #[default]
+    SourceDeletes,
+    /// The target's own TTL monitor, with the source's `expireAfterSeconds`.
+    TargetExpires,
 }

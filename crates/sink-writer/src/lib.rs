@@ -43,10 +43,8 @@
 //! | `consume/` | Kafka: the consumer and its group, the consumer loop, the owned partitions and their tasks' queues, decoding, durable offsets (committed in one place), ownership fences |
 //! | `apply/` | one partition's task: batch → plan → rounds of writes (parking, retries) → outcome → durable offset; the `exactly_once` mode's transactions and ledger |
 //! | `ddl/` | the DDL barrier across partitions and replicas; collections, views, indexes and options on the target (`schema/`) |
-//! | `progress.rs` | watermarks passed, recorded for all replicas; the point exported; lag, memory |
-//! | `point.rs` | the consistency point: every partition of every topic read, all replicas |
+//! | `point/` | the consistency point (every partition of every topic read, all replicas) and the watermarks passed behind it |
 //! | `hooks.rs` | fault injection for the test suites (inert unless a test arms it) |
-//! | `shared.rs` | what the partition tasks share |
 //! | `dlq.rs` | the dead-letter topic |
 //! | `dead_letters/` | dead letters recorded in the target; the points they hold; `sink-writer dead-letters` |
 //! | `resend.rs` | asking cdc-source to send documents' current state again (repair, retry) |
@@ -74,9 +72,7 @@ pub mod hooks;
 mod mapping;
 mod metrics;
 mod point;
-mod progress;
 mod resend;
-mod shared;
 pub mod status;
 pub mod verify;
 
@@ -89,11 +85,12 @@ use service_kit::connect::{self, KafkaProbe};
 use service_kit::shell::Shell;
 use tokio_util::sync::CancellationToken;
 
-use apply::{ledger, mode, partition, retry, transaction, write_plan, writer};
+use apply::{ledger, mode, partition, retry, shared, transaction, write_plan, writer};
 pub use config::{ApplyConfig, ApplyMode, Config, ConsumeConfig, MappingRule, ENV_PREFIX};
 use consume::{consumer, dispatch, fence, partitions, subscription};
 use ddl::schema;
 pub use error::Error;
+use point::progress;
 
 /// Readiness component: the target answers (owned by the connectivity watch).
 const TARGET: &str = "target-mongodb";
@@ -280,7 +277,9 @@ async fn consume(
         point: Arc::new(point::PointReader::with_book(config, book)?),
     };
     let beat = shell.health.register_loop("consumer", Duration::from_secs(120));
-    let refreshing = partition::AbortOnDrop(tokio::spawn(dead_letters::refresh(shared)));
+    let refreshing = partition::AbortOnDrop(tokio::spawn(async move {
+        dead_letters::refresh(&shared.dead_letter_book, &shared.metrics.held_by_dead_letters).await
+    }));
     let result = dispatcher.run(beat, shutdown).await;
     drop(refreshing);
     result

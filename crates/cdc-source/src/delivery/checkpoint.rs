@@ -253,6 +253,15 @@ pub fn plan(stored: Option<&Checkpoint>, mode: SnapshotMode) -> Plan {
     }
 }
 
+/// The plan once the configured start is taken into account: a capture that has no checkpoint
+/// yet streams after `configured`; one with a checkpoint follows it (`planned`).
+pub fn configured_start(stored: Option<&Checkpoint>, configured: Option<ClusterTime>, planned: Plan) -> Plan {
+    match (stored, configured) {
+        (None, Some(at)) => Plan::StartAfter(at),
+        _ => planned,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +368,15 @@ mod tests {
         let text = serde_json::to_string(&cp).expect("serializes");
         let back: Checkpoint = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, cp);
+    }
+
+    #[test]
+    fn only_a_capture_without_a_checkpoint_starts_there() {
+        let at = ClusterTime { t: 10, i: 1 };
+        assert_eq!(configured_start(None, Some(at), Plan::StartNow), Plan::StartAfter(at));
+        assert_eq!(configured_start(None, None, Plan::StartNow), Plan::StartNow);
+        let stored = Checkpoint::default();
+        let snapshot = Plan::Snapshot(SnapshotState::default());
+        assert_eq!(configured_start(Some(&stored), Some(at), snapshot.clone()), snapshot, "the checkpoint wins");
     }
 }

@@ -21,6 +21,7 @@
 //! | `ledger.rs` | the partitions' offsets and ownership epochs in the target |
 //! | `transaction.rs` | one attempt at a partition's transaction: ledger, writes, parked writes, commit |
 //! | `parked_store.rs` | parked writes kept in the target (`exactly_once`) |
+//! | `shared.rs` | what the partition tasks share: clients, writer, retrier, DDL, dead letters, metrics |
 
 pub(crate) mod command;
 pub(crate) mod exact;
@@ -32,6 +33,7 @@ pub(crate) mod parking;
 pub(crate) mod partition;
 pub(crate) mod retry;
 pub(crate) mod round;
+pub(crate) mod shared;
 pub(crate) mod transaction;
 pub(crate) mod write_plan;
 pub(crate) mod writer;
@@ -44,10 +46,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::parking::{Parked, Parking};
 use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::shared::Shared;
 use crate::apply::write_plan::{Plan, WriteOp};
 use crate::apply::writer::Outcome;
 use crate::error::Error;
-use crate::shared::Shared;
 
 /// A planned batch and the messages it came from.
 pub struct Batch {

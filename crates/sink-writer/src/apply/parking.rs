@@ -31,11 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::flight::Covered;
 use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::shared::Shared;
 use crate::apply::write_plan::{DocKey, WriteOp};
 use crate::apply::writer::Outcome;
 use crate::consume::offsets::Marks;
 use crate::error::Error;
-use crate::shared::Shared;
 
 /// A parked write and what a dead letter of it needs.
 #[derive(Debug, Clone)]

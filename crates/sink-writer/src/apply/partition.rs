@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::flight::{Covered, Flight};
 use crate::apply::parking::Parking;
 use crate::apply::round::{DeadLetterer, Destination};
+use crate::apply::shared::Shared;
 use crate::apply::write_plan::{self, DocKey};
 use crate::apply::{write_batch, Batch};
 use crate::consume::fence::Fence;
 use crate::consume::offsets::Marks;
 use crate::consume::reader::Decoded;
 use crate::error::Error;
-use crate::shared::Shared;
 
 pub struct PartitionTask {
     pub topic: String,

@@ -8,13 +8,13 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::WRITES;
+use crate::apply::shared::Shared;
 use crate::apply::write_plan::WriteOp;
 use crate::apply::writer::Outcome;
 use crate::consume::fence::Fence;
 use crate::dead_letters::Letter;
 use crate::dlq::Origin;
 use crate::error::Error;
-use crate::shared::Shared;
 
 /// Where a batch goes, and what proves the partition is still this replica's.
 #[derive(Clone)]

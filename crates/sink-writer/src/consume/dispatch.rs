@@ -19,8 +19,8 @@ use crate::consume::partitions::{Control, Partitions};
 use crate::consume::subscription::Subscription;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::point::progress;
 use crate::point::PointReader;
-use crate::progress;
 
 /// Readiness component: the consumer itself fetches without errors.
 const CONSUMER: &str = "kafka-consumer";

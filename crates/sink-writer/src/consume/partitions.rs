@@ -23,11 +23,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::partition::PartitionTask;
+use crate::apply::shared::Shared;
 use crate::consume::fence::{Fence, Owner, StandStill};
 use crate::consume::offsets::{Marks, Progress, Tp};
 use crate::consume::reader::{self, Fetched};
 use crate::error::Error;
-use crate::shared::Shared;
 
 /// Records queued per partition between the consumer and the decoder, and between the decoder
 /// and the task (the memory budget bounds their bytes).

@@ -18,7 +18,6 @@ mod book;
 pub mod command;
 mod open;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envelope::Event;
@@ -27,7 +26,6 @@ use rdkafka::Message;
 use crate::consume::offsets::Tp;
 use crate::consume::reader::Decoded;
 use crate::error::Error;
-use crate::shared::Shared;
 pub use book::{Book, Letter, Resent, COLLECTION, OPEN, RETRIED, SKIPPED};
 
 /// How often every partition's open dead letters are read from the target.
@@ -103,12 +101,11 @@ pub fn resent(batch: &[Decoded]) -> Vec<Resent> {
 }
 
 /// Reads every partition's open dead letters every few seconds, until aborted.
-pub async fn refresh(shared: Arc<Shared>) {
+pub async fn refresh(book: &DeadLetterBook, held: &prometheus::IntGauge) {
     loop {
         tokio::time::sleep(REFRESH).await;
-        let book = &shared.dead_letter_book;
         match book.refresh().await {
-            Ok(()) => shared.metrics.held_by_dead_letters.set(i64::try_from(book.open.count()).unwrap_or(0)),
+            Ok(()) => held.set(i64::try_from(book.open.count()).unwrap_or(0)),
             Err(e) => tracing::debug!(error = %e, "cannot read open dead letters now"),
         }
     }

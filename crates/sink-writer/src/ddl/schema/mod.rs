@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, Document};
 use envelope::{Ddl, Namespace};
 use prometheus::IntGauge;
-use serde::{Deserialize, Serialize};
+
 use service_kit::health::Health;
 
 use crate::error::{Error, Failure};
@@ -63,16 +63,7 @@ use service_kit::failure::code::{
 use service_kit::failure::command_code as code;
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 
-/// Who removes documents a TTL index covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TtlPolicy {
-    /// The source's deletes: target TTL indexes never expire anything (cutover sets them).
-    #[default]
-    SourceDeletes,
-    /// The target's own TTL monitor, with the source's `expireAfterSeconds`.
-    TargetExpires,
-}
+pub use crate::config::TtlPolicy;
 
 /// A schema change the target refused, to try again.
 #[derive(Debug, Clone)]

@@ -16,6 +16,13 @@
 //!    records removed by retention, a topic whose metadata has an error), the point is unknown.
 //!
 //! What a user may conclude from (t, i): [`complete_second`].
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the consistency point: every partition of every topic read, all replicas |
+//! | `progress.rs` | watermarks passed, recorded for all replicas; the point exported; lag, memory |
+
+pub(crate) mod progress;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,7 +38,7 @@ use crate::config::Config;
 use crate::consume::offsets::Tp;
 use crate::consume::subscription::Subscription;
 use crate::error::{Error, Failure};
-use crate::progress::ProgressBook;
+use crate::point::progress::ProgressBook;
 
 /// The last second every change of which is applied: (t, i) covers second t whole only when i is
 /// the last increment a second can have; otherwise only the seconds before t. "Every change the
