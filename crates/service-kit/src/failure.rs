@@ -25,6 +25,7 @@ pub mod code {
     pub const NAMESPACE_EXISTS: i32 = 48;
     pub const INDEX_OPTIONS_CONFLICT: i32 = 85;
     pub const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+    pub const COMMAND_NOT_SUPPORTED_ON_VIEW: i32 = 166;
     pub const QUERY_PLAN_KILLED: i32 = 175;
     /// A change event over 16 MiB (BSONObjectTooLarge).
     pub const BSON_OBJECT_TOO_LARGE: i32 = 10334;

@@ -241,8 +241,11 @@ impl Pipeline {
 
     /// Every collection of the source database against the target's, document by document.
     pub async fn compare(&self) -> Comparison {
-        let views_carried = self.sink_config.apply.compat == service_kit::connect::Compat::Mongodb;
-        compare_databases_carrying(&self.source_db(), &self.target_db(), views_carried).await
+        use service_kit::connect::Compat;
+        match self.sink_config.apply.compat {
+            Compat::Auto => compare_databases(&self.source_db(), &self.target_db()).await,
+            compat => compare_databases_carrying(&self.source_db(), &self.target_db(), compat == Compat::Mongodb).await,
+        }
     }
 }
 

@@ -315,3 +315,29 @@ async fn the_periodic_comparisons_follow_options_and_report_indexes_on_the_targe
     source.stop().await;
     sink.stop().await;
 }
+
+/// A captured view on the target does not stop the periodic index comparison: `listIndexes` on a
+/// view is refused (CommandNotSupportedOnView), and every round used to end there, so an index
+/// built on the target only behind the view (in namespace order) was never reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_does_not_stop_the_index_comparison_of_the_collections_after_it() {
+    let mut p = Pipeline::new("schema_view_check", 1).await;
+    // Views are MongoDB's: a DocumentDB source has none.
+    p.both_mongodb();
+    p.sink_config.apply.index_check_interval_ms = 500;
+    let db = p.source_db();
+    db.collection::<Document>("items").insert_many((0..5).map(|i| doc! {"_id": i, "v": i})).await.expect("items");
+    command(&db, doc! {"create": "a_view", "viewOn": "items", "pipeline": [{"$match": {"v": {"$gt": 1}}}]}).await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(90)).await;
+    command(&p.target_db(), doc! {"createIndexes": "items", "indexes": [{"key": {"extra": 1}, "name": "target_only"}]})
+        .await;
+    eventually("the target-only index reported", Duration::from_secs(30), || async {
+        let counted = e2e::pipeline::metric(&sink.metrics().await, "sink_writer_target_only_indexes") >= 1.0;
+        (counted && readyz(sink.addr).await.contains("target_only")).then_some(())
+    })
+    .await;
+    source.stop().await;
+    sink.stop().await;
+}

@@ -26,6 +26,7 @@ use super::announced::{stale, Announced};
 use super::{code, TtlPolicy, NAMESPACE_NOT_FOUND, NEVER_EXPIRES};
 use crate::config::ApplyConfig;
 use crate::error::{Error, Failure};
+use service_kit::failure::code::COMMAND_NOT_SUPPORTED_ON_VIEW;
 
 /// The comparison's task; it ends when this is dropped.
 pub struct Running(tokio::task::JoinHandle<()>);
@@ -117,12 +118,13 @@ impl IndexCheck {
         Ok(())
     }
 
-    /// The target collection's indexes; none when it is gone.
+    /// The target collection's indexes; none when it is gone, or a view (which has none, and
+    /// whose `listIndexes` the server refuses: one view must not end every round).
     async fn indexes(&self, ns: &Namespace) -> Result<Vec<Document>, Error> {
         let listed = self.client.database(&ns.db).run_cursor_command(doc! {"listIndexes": &ns.coll}).await;
         match listed {
             Ok(cursor) => cursor.try_collect().await.map_err(|e| Error::mongo("list indexes", e)),
-            Err(e) if code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(Vec::new()),
+            Err(e) if matches!(code(&e), Some(NAMESPACE_NOT_FOUND | COMMAND_NOT_SUPPORTED_ON_VIEW)) => Ok(Vec::new()),
             Err(e) => Err(Error::mongo("list indexes", e)),
         }
     }
