@@ -283,8 +283,11 @@ pub struct DeliveryConfig {
     /// rest, at most a quarter, for records queued between capture and the producer. At least
     /// 4 × `max_message_bytes`. The default fits the chart's 256 MiB container limit.
     pub memory_budget_bytes: usize,
-    /// Compression of produced batches: `lz4`, `snappy`, `gzip` or `none`.
+    /// Compression of produced batches: `lz4`, `zstd`, `snappy`, `gzip` or `none`.
     pub compression: String,
+    /// The codec's level (librdkafka `compression.level`): -1 = the codec's default; gzip 0–9,
+    /// lz4 0–12, zstd 1–12 (as librdkafka takes it).
+    pub compression_level: i32,
     /// Largest record the producer sends, in bytes (the broker's `message.max.bytes` must allow it).
     pub max_message_bytes: usize,
     /// Longest pause between retries after a transient failure, in ms.
@@ -311,6 +314,7 @@ impl Default for DeliveryConfig {
             queue_capacity: 20_000,
             memory_budget_bytes: 224 * 1024 * 1024,
             compression: "lz4".to_string(),
+            compression_level: -1,
             max_message_bytes: 16 * 1024 * 1024,
             max_backoff_ms: 30_000,
             shutdown_timeout_ms: 20_000,
@@ -388,9 +392,25 @@ impl Validate for Config {
                 delivery.memory_budget_bytes, delivery.max_message_bytes
             ));
         }
-        if !["lz4", "snappy", "gzip", "none"].contains(&delivery.compression.as_str()) {
-            problems
-                .push(format!("delivery.compression '{}' is not one of lz4, snappy, gzip, none", delivery.compression));
+        if !["lz4", "zstd", "snappy", "gzip", "none"].contains(&delivery.compression.as_str()) {
+            problems.push(format!(
+                "delivery.compression '{}' is not one of lz4, zstd, snappy, gzip, none",
+                delivery.compression
+            ));
+        }
+        let levels = match delivery.compression.as_str() {
+            "gzip" => -1..=9,
+            "lz4" | "zstd" => -1..=12,
+            _ => -1..=-1,
+        };
+        if !levels.contains(&delivery.compression_level) {
+            problems.push(format!(
+                "delivery.compression_level {} is not a level of {} ({}..={}; -1 = its default)",
+                delivery.compression_level,
+                delivery.compression,
+                levels.start(),
+                levels.end()
+            ));
         }
         if self.election.enabled && delivery.guarantee != Guarantee::ExactlyOnce {
             problems.push(
@@ -480,6 +500,22 @@ mod tests {
         config.delivery.memory_budget_bytes = 32 * 1024 * 1024;
         let problems = config.validate();
         assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn zstd_and_each_codecs_levels_are_accepted_and_others_refused() {
+        let problems = |compression: &str, level: i32| {
+            let mut config = Config::default();
+            config.delivery.compression = compression.into();
+            config.delivery.compression_level = level;
+            config.validate().into_iter().filter(|p| p.contains("compression")).count()
+        };
+        assert_eq!(problems("zstd", -1), 0);
+        assert_eq!(problems("zstd", 3), 0);
+        assert_eq!(problems("lz4", 12), 0);
+        assert_eq!(problems("gzip", 12), 1, "gzip stops at 9");
+        assert_eq!(problems("snappy", 1), 1, "snappy has no levels");
+        assert_eq!(problems("zstd", 13), 1);
     }
 
     #[test]

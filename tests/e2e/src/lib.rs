@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod delay_line;
 pub mod iam;
 pub mod interop;
+pub mod kafka_log;
 pub mod mongod;
 pub mod monotonic;
 pub mod pipeline;

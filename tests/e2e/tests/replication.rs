@@ -76,6 +76,24 @@ async fn mixed_workload_converges_with_one_partition() {
     sink.stop().await;
 }
 
+/// The batches cdc-source produces compressed with zstd (the fewest bytes across the region
+/// boundary) are read by sink-writer like lz4's; the topic says zstd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_converges_through_zstd_batches() {
+    let mut p = Pipeline::new("mixed_zstd", 2).await;
+    p.source_config.delivery.compression = "zstd".into();
+    p.source_config.delivery.compression_level = 6;
+    let sink = p.start_sink().await;
+    let source = p.start_source().await;
+    mixed_workload(&p).await;
+    p.converged(Duration::from_secs(90)).await;
+    let log = e2e::kafka_log::topic(&format!("{}.{}.mixed", p.name, p.name));
+    assert!(log.records >= 300, "the topic's batches on the broker: {log:?}");
+    assert_eq!(log.codecs, std::collections::BTreeSet::from([4]), "zstd batches only: {log:?}");
+    source.stop().await;
+    sink.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_converges_with_four_partitions_and_a_snapshot() {
     let mut p = Pipeline::new("mixed4", 4).await;

@@ -306,6 +306,7 @@ fn client_config(config: &Config) -> ClientConfig {
         ("enable.idempotence", "true".into()),
         ("acks", "all".into()),
         ("compression.type", delivery.compression.clone()),
+        ("compression.level", delivery.compression_level.to_string()),
         ("linger.ms", "5".into()),
         ("batch.size", "1000000".into()),
         ("message.max.bytes", delivery.max_message_bytes.to_string()),

@@ -14,7 +14,9 @@
 //!
 //! `BENCH_ONLY=burst|steady|memory|initial-sync|peers|modes` runs one scenario;
 //! `BENCH_ONLY=transforms` (not in the full run) the 4-partition burst without and with a typical
-//! `[transforms]` rule set, for cdc-source's CPU per event (see `transforms.rs`).
+//! `[transforms]` rule set, for cdc-source's CPU per event (see `transforms.rs`);
+//! `BENCH_ONLY=wire` (not in the full run) the bytes per document that cross the region boundary,
+//! lz4 against zstd, on the bench's documents and a realistic mix (see `wire.rs`).
 //! Prints a markdown report (also written to target/bench/report.md) and plots to docs/bench/.
 
 mod initial_sync;
@@ -23,6 +25,7 @@ mod modes;
 mod peers;
 mod pipeline;
 mod transforms;
+mod wire;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -144,6 +147,10 @@ async fn main() {
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("transforms") {
         print!("{}", transforms::transforms_report(&transforms::transforms(&servers, docs, &dir).await));
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("wire") {
+        print!("{}", wire::wire_report(&wire::wire(&servers, docs, &dir).await));
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("peers") {
