@@ -316,23 +316,24 @@ async fn a_backlog_many_times_the_memory_budget_converges_through_pauses() {
         }
     }
     let sink = p.start_sink().await;
-    // The records held, sampled every 20 ms while the sink catches up (comparing is slower).
+    // The records held, sampled every 20 ms while the sink catches up (comparing is slower),
+    // until the target has converged (watermarks keep arriving after that: no quiet moment is
+    // waited for).
+    let converged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let addr = sink.addr;
+        let (addr, converged) = (sink.addr, converged.clone());
         tokio::spawn(async move {
             let mut peak = 0.0f64;
-            loop {
+            while !converged.load(std::sync::atomic::Ordering::SeqCst) {
                 let body = test_support::http_get(addr, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
-                let held = metric(&body, "sink_writer_buffered_bytes");
-                peak = peak.max(held);
-                if peak > 0.0 && held == 0.0 {
-                    return peak;
-                }
+                peak = peak.max(metric(&body, "sink_writer_buffered_bytes"));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            peak
         })
     };
     p.converged(Duration::from_secs(120)).await;
+    converged.store(true, std::sync::atomic::Ordering::SeqCst);
     let peak = tokio::time::timeout(Duration::from_secs(10), sampler).await.expect("sampled").expect("joins");
     let metrics = sink.metrics().await;
     assert!(metric(&metrics, "sink_writer_partition_pauses_total") >= 1.0, "the budget paused partitions");
