@@ -1,6 +1,10 @@
 //! Helpers for tests that talk to the real servers `scripts/services.sh` starts on loopback.
 //! Nothing here imitates MongoDB or Kafka: it only finds them, names things uniquely, and
 //! reads back what the services did.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `lib.rs` | the servers' addresses (`.cache/services.env`), unique names, waiting for readiness, HTTP probes, reading topics back, metrics |
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

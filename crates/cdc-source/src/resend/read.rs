@@ -69,19 +69,9 @@ pub async fn documents(
         .operation_time()
         .ok_or_else(|| Error::Fatal(format!("the source answered a read of {ns} without an operationTime")))?;
     read.at = ClusterTime::from(at);
-    if !read.gone.is_empty() && !exists(client, ns).await? {
+    if !read.gone.is_empty() && !crate::server::collection_exists(client, ns).await? {
         // The collection is gone: its drop is (or was) in the stream, nothing to delete.
         read.gone.clear();
     }
     Ok(read)
-}
-
-async fn exists(client: &mongodb::Client, ns: &Namespace) -> Result<bool, Error> {
-    let names = client
-        .database(&ns.db)
-        .list_collection_names()
-        .filter(doc! {"name": &ns.coll})
-        .await
-        .map_err(|e| Error::mongo("list collections", e))?;
-    Ok(!names.is_empty())
 }

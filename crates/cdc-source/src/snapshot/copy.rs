@@ -246,7 +246,7 @@ impl Copier<'_> {
                     Ok(Some(doc)) => doc,
                     Ok(None) => break,
                     Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
-                        if self.exists(ns).await? {
+                        if crate::server::collection_exists(self.client, ns).await? {
                             // Killed for another reason: start again from the last durable read.
                             return Err(Error::Mongo(Failure::retriable(
                                 format!("copy of {label}"),
@@ -362,17 +362,6 @@ impl Copier<'_> {
                 .map(|filter| (filter, options.clone()))
                 .collect(),
         }
-    }
-
-    async fn exists(&self, ns: &Namespace) -> Result<bool, Error> {
-        let names = self
-            .client
-            .database(&ns.db)
-            .list_collection_names()
-            .filter(doc! {"name": &ns.coll})
-            .await
-            .map_err(|e| Error::mongo("list collections", e))?;
-        Ok(!names.is_empty())
     }
 
     #[allow(clippy::too_many_arguments)]

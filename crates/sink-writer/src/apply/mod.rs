@@ -105,7 +105,17 @@ pub async fn write_batch(
             }
         }
     }
-    // Schema changes the target refused may pass now that data changed.
+    applied(&shared, &keys, newest).await;
+    Ok(())
+}
+
+/// After a batch's writes are on the target (either mode): schema changes the target refused
+/// may pass now that data changed, and the lag is the newest applied change's age.
+pub(crate) async fn applied(
+    shared: &Shared,
+    keys: &[crate::apply::write_plan::DocKey],
+    newest: Option<envelope::ClusterTime>,
+) {
     let mut touched: Vec<&envelope::Namespace> = keys.iter().map(|(ns, _)| ns).collect();
     touched.dedup();
     for ns in touched {
@@ -115,5 +125,4 @@ pub async fn write_batch(
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         shared.metrics.replication_lag_seconds.set(i64::try_from(now.saturating_sub(u64::from(newest.t))).unwrap_or(0));
     }
-    Ok(())
 }

@@ -135,13 +135,7 @@ impl PartitionTask {
             }
             self.shared.metrics.batch_messages.observe(batch.len() as f64);
             self.shared.metrics.consumed.with_label_values(&[&self.topic]).inc_by(batch.len() as u64);
-            let watermark = batch
-                .iter()
-                .filter_map(|d| match &d.event {
-                    Ok(Event::Watermark(w)) => Some(w.cluster_time),
-                    _ => None,
-                })
-                .max();
+            let watermark = crate::consume::reader::newest_watermark(&batch);
             let resent = crate::dead_letters::resent(&batch);
             let (batch, reservations) = self.plan(batch);
             let keys: HashSet<DocKey> = batch.plan.keys.iter().cloned().collect();

@@ -22,6 +22,17 @@ pub struct Decoded {
     pub reservation: Reservation,
 }
 
+/// The newest watermark among a batch's records, if any.
+pub fn newest_watermark(batch: &[Decoded]) -> Option<envelope::ClusterTime> {
+    batch
+        .iter()
+        .filter_map(|d| match &d.event {
+            Ok(Event::Watermark(w)) => Some(w.cluster_time),
+            _ => None,
+        })
+        .max()
+}
+
 /// How much memory a record holds from fetch to write: its bytes as fetched, decoded into
 /// documents, its statement, the command holding the statement, and the driver's copy of the
 /// command on the wire (five copies; BSON of numbers is larger than their JSON, and the headroom

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use envelope::Event;
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::Exact;
@@ -40,13 +39,7 @@ impl Exact<'_> {
     /// Applies a batch covering every offset below `covered`.
     pub(super) async fn apply(&mut self, batch: Vec<Decoded>, covered: i64) -> Result<(), Error> {
         let shared = self.task.shared.clone();
-        let watermark = batch
-            .iter()
-            .filter_map(|d| match &d.event {
-                Ok(Event::Watermark(w)) => Some(w.cluster_time),
-                _ => None,
-            })
-            .max();
+        let watermark = crate::consume::reader::newest_watermark(&batch);
         self.pending = self.pending.max(watermark);
         shared.metrics.batch_messages.observe(batch.len() as f64);
         shared.metrics.consumed.with_label_values(&[&self.tp.0]).inc_by(batch.len() as u64);
@@ -134,18 +127,7 @@ impl Exact<'_> {
         let consistent = (self.parking.is_empty() && !held).then_some(self.pending).flatten();
         self.task.marks.reached(covered, consistent);
         drop(reservations);
-        let mut touched: Vec<&envelope::Namespace> = keys.iter().map(|(ns, _)| ns).collect();
-        touched.dedup();
-        for ns in touched {
-            shared.ddl.schema().data_changed(ns).await;
-        }
-        if let Some(newest) = newest {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            shared
-                .metrics
-                .replication_lag_seconds
-                .set(i64::try_from(now.saturating_sub(u64::from(newest.t))).unwrap_or(0));
-        }
+        crate::apply::applied(&shared, &keys, newest).await;
         Ok(())
     }
 
