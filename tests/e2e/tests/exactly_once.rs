@@ -308,6 +308,35 @@ async fn a_partition_whose_decoder_panics_turns_readiness_red_and_recovers() {
     source.stop().await;
 }
 
+/// New documents go to the target as inserts inside the transaction (an upsert of a missing key
+/// there walks every key other partitions added meanwhile). The target already holds some of them:
+/// one stale copy, and one under an equal `_id` of another BSON type, which the check before the
+/// transaction does not see as the same key, so its insert is refused; each still takes the
+/// source's content, beside a thousand new documents, with no dead letter and nothing parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_of_documents_the_target_already_holds_become_replacements() {
+    let p = Pipeline::new("freshins", 2).await;
+    let held = p.target_db().collection::<Document>("docs");
+    held.insert_many([doc! {"_id": "stale", "v": "old"}, doc! {"_id": 5_i32, "v": "old"}])
+        .await
+        .expect("target copies");
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("docs");
+    coll.insert_many((0..1000).map(|i| doc! {"_id": format!("n{i}"), "v": "new"})).await.expect("new documents");
+    coll.insert_many([doc! {"_id": "stale", "v": "new"}, doc! {"_id": 5.0_f64, "v": "new"}]).await.expect("held ones");
+    eventually("every document holds the source's content", Duration::from_secs(90), || async {
+        let new = held.count_documents(doc! {"v": "new"}).await.ok()?;
+        let all = held.count_documents(doc! {}).await.ok()?;
+        (new == 1002 && all == 1002).then_some(())
+    })
+    .await;
+    assert_eq!(dead_letters(&p, Duration::from_secs(2)).await, 0);
+    assert_eq!(metric(&sink.metrics().await, "sink_writer_unique_conflicts_total"), 0.0);
+    sink.stop().await;
+    source.stop().await;
+}
+
 /// Replica A writes through a link where requests take 20 s to arrive, and a revocation waits
 /// only 3 s for its writes: what A sent before losing a partition is still on its way when replica
 /// B, the new owner, writes newer versions (a cooperative rebalance hands the partition over in

@@ -35,7 +35,9 @@ pub fn doc_name(key: &DocKey) -> String {
 pub fn encode(group: &str, tp: &Tp, key: &DocKey, parked: &Parked) -> Result<Document, String> {
     let op = &parked.op;
     let (action, body) = match &op.action {
-        Action::Replace(doc) => ("replace", Bson::Document(doc.to_document().map_err(|e| e.to_string())?)),
+        Action::Replace(doc) | Action::Insert(doc) => {
+            ("replace", Bson::Document(doc.to_document().map_err(|e| e.to_string())?))
+        }
         Action::Update(update) => ("update", update.clone()),
         Action::Delete => ("delete", Bson::Null),
     };
@@ -130,7 +132,7 @@ async fn find(db: &mongodb::Database, filter: Document) -> Result<Vec<(DocKey, P
 /// with the entry's own fields).
 pub fn fits(op: &WriteOp) -> bool {
     let body = match &op.action {
-        Action::Replace(doc) => doc.as_bytes().len(),
+        Action::Replace(doc) | Action::Insert(doc) => doc.as_bytes().len(),
         _ => 0,
     };
     body < 15 * 1024 * 1024

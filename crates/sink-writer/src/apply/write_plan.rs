@@ -32,6 +32,11 @@ pub struct WriteOp {
 pub enum Action {
     /// Replace the whole document (as BSON), inserting it when missing.
     Replace(RawDocumentBuf),
+    /// The same replacement, sent as an insert because the target was seen without the document
+    /// (`exactly_once`: inside a transaction, an upsert of a missing key walks past every key that
+    /// other writers added since the transaction began; an insert does not). Refused, it goes
+    /// back to `Replace`.
+    Insert(RawDocumentBuf),
     /// Apply an update (operators, or a pipeline for `$`-prefixed fields) if the document exists.
     Update(Bson),
     Delete,
@@ -40,7 +45,7 @@ pub enum Action {
 impl WriteOp {
     pub fn kind(&self) -> &'static str {
         match self.action {
-            Action::Replace(_) => "replace",
+            Action::Replace(_) | Action::Insert(_) => "replace",
             Action::Update(_) => "update",
             Action::Delete => "delete",
         }
@@ -49,6 +54,21 @@ impl WriteOp {
     /// A replacement or delete: it makes every earlier write of its document moot.
     pub fn is_absolute(&self) -> bool {
         !matches!(self.action, Action::Update(_))
+    }
+
+    /// The write as an upsert again: an insert the target refused (it has the document after all,
+    /// or refuses the write for another reason the upsert then meets).
+    pub fn as_upsert(&mut self) -> bool {
+        match std::mem::replace(&mut self.action, Action::Delete) {
+            Action::Insert(doc) => {
+                self.action = Action::Replace(doc);
+                true
+            }
+            other => {
+                self.action = other;
+                false
+            }
+        }
     }
 }
 

@@ -165,7 +165,11 @@ impl Writer {
         let body = command::write_command(
             name,
             &ns.coll,
-            if name == "update" { "updates" } else { "deletes" },
+            match name {
+                "update" => "updates",
+                "insert" => "documents",
+                _ => "deletes",
+            },
             statements.iter().map(|(_, statement)| statement),
             session.is_none().then_some(&self.write_concern),
         )
@@ -275,6 +279,7 @@ enum CommandError {
 fn command_name(op: &WriteOp) -> &'static str {
     match op.action {
         Action::Delete => "delete",
+        Action::Insert(_) => "insert",
         _ => "update",
     }
 }
@@ -283,6 +288,9 @@ fn command_name(op: &WriteOp) -> &'static str {
 /// `$` goes as a pipeline update (`$replaceWith` of the literal document): the server refuses
 /// such a name in a replacement document (code 52) but stores it.
 fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
+    if let Action::Insert(doc) = &op.action {
+        return Ok(doc.clone());
+    }
     // Each document encoded once and copied once into a statement of its exact size.
     let filter = command::encode(&op.filter)?;
     let (u, pipeline): (Option<Cow<'_, [u8]>>, bool) = match &op.action {
@@ -290,7 +298,7 @@ fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
         Action::Update(update) => {
             command::encode_update(update).map(|(u, pipeline)| (Some(Cow::Owned(u)), pipeline))?
         }
-        Action::Delete => (None, false),
+        Action::Delete | Action::Insert(_) => (None, false),
     };
     let capacity = 4 + 3 + filter.len() + u.as_ref().map_or(0, |u| u.len()) + 64;
     let mut statement = command::Builder::with_capacity(capacity);

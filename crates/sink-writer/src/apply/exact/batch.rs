@@ -73,6 +73,7 @@ impl Exact<'_> {
             return Ok(());
         }
         self.ensure_collections(&rounds).await?;
+        super::fresh::insert_where_absent(&shared.client, &mut rounds).await?;
         let started = Instant::now();
         let mut singly = false;
         loop {
@@ -90,6 +91,8 @@ impl Exact<'_> {
                 Attempt::Isolate => singly = true,
                 // Another owner settled some of the lot (a cycle broken from its partition).
                 Attempt::ParkedMoved => self.reload_parked().await?,
+                // An insert the target refuses is tried again as the upsert it came from.
+                Attempt::Refused { round, index, .. } if rounds[round][index].as_upsert() => {}
                 Attempt::Refused { round, index, outcome, .. } => {
                     let op = rounds[round].remove(index);
                     match outcome {
@@ -140,6 +143,9 @@ impl Exact<'_> {
         op: WriteOp,
         records: &Records,
     ) -> Result<(), Error> {
+        let mut op = op;
+        // A parked write is tried again later, when the target may have its document.
+        op.as_upsert();
         if !parked_store::fits(&op) {
             let reason = "a unique index refuses it for now and it is too large to wait in the target's parked writes";
             return self.dead_letter(records, op.offset, reason, "apply").await;

@@ -180,7 +180,7 @@ async fn rewrite(
             }
             filter.get_or_insert_with(|| parked.op.filter.clone());
             state = match &parked.op.action {
-                Action::Replace(doc) => Some(doc.clone()),
+                Action::Replace(doc) | Action::Insert(doc) => Some(doc.clone()),
                 Action::Delete => None,
                 Action::Update(_) => match state {
                     Some(base) => Some(updated(session, writer, meta, base, &parked.op).await?),
