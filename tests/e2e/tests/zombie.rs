@@ -1,6 +1,8 @@
 //! A sink-writer replica that stood still (SIGSTOP) while holding a batch it could not write yet,
 //! and wakes after the group gave its partition to another replica which wrote newer versions:
-//! it must not put its stale batch into the target (sink-writer's consume/fence.rs).
+//! it must not put its stale batch into the target (sink-writer's consume/fence.rs). And one
+//! whose partitions were paused (their queues full) when its group session ran out reads them
+//! again once the group gives them back.
 
 use std::time::Duration;
 
@@ -88,5 +90,40 @@ async fn a_replica_that_stood_still_does_not_write_its_stale_batch_after_losing_
     p.converged(Duration::from_secs(60)).await;
     a.stop();
     b.stop();
+    source.stop().await;
+}
+
+/// The target is out of reach while a backlog arrives: the partitions' queues fill and the
+/// consumer pauses them. The replica then stands still past its group session, so the group takes
+/// its partitions and gives them back when it wakes. Kafka's client keeps a partition paused
+/// through such a reassignment: unless the new tasks' partitions are resumed, they are never
+/// fetched again and the target stops short for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_paused_when_the_group_session_ran_out_are_read_again_after_it() {
+    let p = quick(Pipeline::new("pausedlost", 2).await);
+    let dir = p.dir();
+    let toxiproxy = Toxiproxy::start(&dir).await;
+    let via_proxy = p.target_via(&toxiproxy).await;
+    let source = p.start_source().await;
+    let docs = p.source_db().collection::<Document>("docs");
+    let http = e2e::free_addr();
+    let mut sink = Proc::new("sink", e2e::binary("sink-writer"), vec![], p.sink_process_env(http, &via_proxy), &dir);
+    sink.start();
+    docs.insert_one(doc! {"_id": -1}).await.expect("insert");
+    p.converged(Duration::from_secs(60)).await;
+
+    toxiproxy.enable("target", false).await;
+    docs.insert_many((0..20_000).map(|i| doc! {"_id": i, "pad": "x".repeat(100)})).await.expect("backlog");
+    eventually("the consumer pauses the full partitions", Duration::from_secs(60), || async {
+        let body = http_get(http, "/metrics").await.ok()?.1;
+        (metric(&body, "sink_writer_partition_pauses_total") >= 2.0).then_some(())
+    })
+    .await;
+    sink.pause();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    sink.resume();
+    toxiproxy.enable("target", true).await;
+    p.converged(Duration::from_secs(90)).await;
+    sink.stop();
     source.stop().await;
 }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::Config;
@@ -42,9 +42,14 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
+                // Kafka's client keeps a partition paused through a revoke and a new assignment (a
+                // lost group session): the new task starts with nothing held, so it reads.
+                if let Err(e) = consumer.resume(assigned) {
+                    tracing::warn!(error = %e, "cannot resume the assigned partitions");
+                }
                 self.partitions.assign(&tps(assigned));
                 tracing::info!(partitions = assigned.count(), "partitions assigned: one task each");
             }
