@@ -2,7 +2,8 @@
 //! change stream), no former owner writes late, nothing is dropped on the way, and no record
 //! stalls the sink: replays after kill -9 and rebalances, records near Kafka's size limit, a
 //! cycle of unique values, a parked write overtaken by a newer one, a drop applied while a new
-//! owner takes a partition over, and a partition task that dies.
+//! owner takes a partition over, a partition task that dies, and inserts of documents the target
+//! already holds.
 
 use std::time::{Duration, Instant};
 
@@ -308,14 +309,26 @@ async fn a_partition_whose_decoder_panics_turns_readiness_red_and_recovers() {
     source.stop().await;
 }
 
-/// New documents go to the target as inserts inside the transaction (an upsert of a missing key
-/// there walks every key other partitions added meanwhile). The target already holds some of them:
-/// one stale copy, and one under an equal `_id` of another BSON type, which the check before the
-/// transaction does not see as the same key, so its insert is refused; each still takes the
-/// source's content, beside a thousand new documents, with no dead letter and nothing parked.
+/// New documents go to the target as inserts (inside a transaction an upsert of a missing key
+/// walks every key other partitions added meanwhile; outside one it still costs more). The
+/// target already holds some of them: one stale copy, and one under an equal `_id` of another
+/// BSON type, which the check before the write does not see as the same key, so its insert is
+/// refused; each still takes the source's content, beside a thousand new documents, with no dead
+/// letter and nothing parked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserts_of_documents_the_target_already_holds_become_replacements() {
-    let p = Pipeline::new("freshins", 2).await;
+    inserts_of_held_documents(sink_writer::ApplyMode::ExactlyOnce).await;
+}
+
+/// The same in the `idempotent` mode: a refused insert is sent again as an upsert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_of_documents_the_target_already_holds_become_replacements_when_idempotent() {
+    inserts_of_held_documents(sink_writer::ApplyMode::Idempotent).await;
+}
+
+async fn inserts_of_held_documents(mode: sink_writer::ApplyMode) {
+    let mut p = Pipeline::new("freshins", 2).await;
+    p.sink_config.apply.mode = mode;
     let held = p.target_db().collection::<Document>("docs");
     held.insert_many([doc! {"_id": "stale", "v": "old"}, doc! {"_id": 5_i32, "v": "old"}])
         .await

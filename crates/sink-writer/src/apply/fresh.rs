@@ -1,15 +1,19 @@
 //! Which first writes of a batch go as inserts: a document's first write is a replacement, the
-//! target has no document with its `_id`, so the transaction inserts it.
+//! target has no document with its `_id`, so it is inserted. Both modes; what it saves differs.
 //!
-//! Why: inside a transaction, the server's upsert of a missing `_id` looks the key up from the
-//! transaction's snapshot and steps past every key that other writers added to the `_id` index
-//! since the snapshot was taken (none is visible to it), each step a read of the history store.
-//! With four partitions filling one collection, a transaction that falls behind gets slower the
-//! longer it lasts: one ran 440 s for 2,000 upserts here. An insert checks its one key and does not
-//! walk. The target is read outside the transaction, where every committed key is visible: one
-//! query per namespace and batch. A document only this partition writes cannot appear meanwhile;
-//! if it has anyway (another writer of the target), the insert is refused and goes back to an
-//! upsert (`WriteOp::as_upsert`).
+//! Inside a transaction (`exactly_once`), the server's upsert of a missing `_id` looks the key up
+//! from the transaction's snapshot and steps past every key that other writers added to the `_id`
+//! index since the snapshot was taken (none is visible to it), each step a read of the history
+//! store. With four partitions filling one collection, a transaction that falls behind gets slower
+//! the longer it lasts: one ran 440 s for 2,000 upserts here. An insert checks its one key and
+//! does not walk. Outside a transaction an insert still costs the server less than an upsert (no
+//! query stage).
+//!
+//! The target is read first, outside any transaction (every committed key is visible there): one
+//! query per namespace and round. A document only this partition writes cannot appear meanwhile;
+//! if it has anyway (another writer of the target, or an equal `_id` of another BSON type), the
+//! insert is refused and goes back to the upsert it came from (`WriteOp::as_upsert`). A failed
+//! read changes nothing: the writes stay upserts.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +29,13 @@ const IDS_PER_QUERY: usize = 1_000;
 
 /// Turns into inserts the first writes of documents the target does not have: replacements keyed
 /// by `_id` alone whose document has no top-level `$`-prefixed field (those go as pipelines).
-pub async fn insert_where_absent(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) -> Result<(), Error> {
+pub async fn insert_where_absent(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) {
+    if let Err(e) = convert(client, rounds).await {
+        tracing::debug!(error = %e, "could not read which documents the target has: the writes stay upserts");
+    }
+}
+
+async fn convert(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) -> Result<(), Error> {
     let mut seen: HashSet<usize> = HashSet::new();
     let mut candidates: HashMap<Namespace, Vec<(usize, usize)>> = HashMap::new();
     for (r, round) in rounds.iter().enumerate() {

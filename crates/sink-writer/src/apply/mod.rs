@@ -12,9 +12,10 @@
 //! | `exact/` | one partition's task in the `exactly_once` mode: claim, batches as transactions, parked writes, cycles of unique values |
 //! | `flight.rs` | batches in flight and the in-order durable offset |
 //! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
+//! | `fresh.rs` | which first writes go as inserts (the target lacks their document) |
 //! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
 //! | `parking.rs` | writes a unique index refuses for now, parked per document, numbered, tried again |
-//! | `writer.rs` | the `update`/`delete` commands and what each statement came to |
+//! | `writer.rs` | the `insert`/`update`/`delete` commands and what each statement came to |
 //! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
 //! | `mode.rs` | which mode runs, and the metadata collections it needs |
@@ -26,6 +27,7 @@
 pub(crate) mod command;
 pub(crate) mod exact;
 pub(crate) mod flight;
+pub(crate) mod fresh;
 pub(crate) mod ledger;
 pub(crate) mod mode;
 pub(crate) mod parked_store;

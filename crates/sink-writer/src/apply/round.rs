@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::WRITES;
 use crate::apply::shared::Shared;
-use crate::apply::write_plan::WriteOp;
+use crate::apply::write_plan::{Action, WriteOp};
 use crate::apply::writer::Outcome;
 use crate::consume::fence::Fence;
 use crate::dead_letters::Letter;
@@ -31,7 +31,9 @@ impl Destination {
     }
 }
 
-/// One round, retried until the target answers; each write with its outcome.
+/// One round, retried until the target answers; each write with its outcome. Replacements of
+/// documents the target lacks go as inserts (`fresh.rs`); one it refuses is sent again as the
+/// upsert it came from.
 pub async fn apply_round(
     shared: &Shared,
     to: &Destination,
@@ -42,18 +44,43 @@ pub async fn apply_round(
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let outcomes = shared
-        .retrier
-        .run(WRITES, &to.name(), stop, || async {
-            to.fence.check(&shared.metrics, stop).await?;
-            shared.writer.apply(&round).await
-        })
-        .await?;
+    let mut rounds = [round];
+    crate::apply::fresh::insert_where_absent(&shared.client, &mut rounds).await;
+    let [mut round] = rounds;
+    let mut outcomes = attempt(shared, to, &round, stop).await?;
+    let refused: Vec<usize> = (0..round.len())
+        .filter(|&i| outcomes[i] != Outcome::Applied && matches!(round[i].action, Action::Insert(_)))
+        .collect();
+    if !refused.is_empty() {
+        for &i in &refused {
+            round[i].as_upsert();
+        }
+        let again: Vec<WriteOp> = refused.iter().map(|&i| round[i].clone()).collect();
+        for (i, outcome) in refused.into_iter().zip(attempt(shared, to, &again, stop).await?) {
+            outcomes[i] = outcome;
+        }
+    }
     shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
     for op in round.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(op, _)| op) {
         shared.metrics.applied.with_label_values(&[op.kind()]).inc();
     }
     Ok(round.into_iter().zip(outcomes).collect())
+}
+
+/// Writes retried until the target answers, each proving first that the partition is still ours.
+async fn attempt(
+    shared: &Shared,
+    to: &Destination,
+    round: &[WriteOp],
+    stop: &CancellationToken,
+) -> Result<Vec<Outcome>, Error> {
+    shared
+        .retrier
+        .run(WRITES, &to.name(), stop, || async {
+            to.fence.check(&shared.metrics, stop).await?;
+            shared.writer.apply(round).await
+        })
+        .await
 }
 
 /// Sends records to the dead-letter topic, unchanged, with the reason, and records them in the

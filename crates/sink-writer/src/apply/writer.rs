@@ -1,5 +1,6 @@
 //! Writes one round to the target: per namespace, unordered `update` commands (replacements
-//! with upsert, partial updates) and `delete` commands, all in parallel. These are the plain
+//! with upsert, partial updates), `insert` commands (replacements of documents the target was
+//! seen without) and `delete` commands, all in parallel. These are the plain
 //! commands MongoDB 6.0 and Amazon DocumentDB both accept (`bulkWrite` needs 8.0).
 //!
 //! Each command stays under the server's 16 MiB limit by the BSON size of its statements (a

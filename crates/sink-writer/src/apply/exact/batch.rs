@@ -73,7 +73,7 @@ impl Exact<'_> {
             return Ok(());
         }
         self.ensure_collections(&rounds).await?;
-        super::fresh::insert_where_absent(&shared.client, &mut rounds).await?;
+        crate::apply::fresh::insert_where_absent(&shared.client, &mut rounds).await;
         let started = Instant::now();
         let mut singly = false;
         loop {

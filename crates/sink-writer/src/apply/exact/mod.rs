@@ -21,11 +21,9 @@
 //! | `batch.rs` | one batch in one transaction: its plan with the writes of documents that have parked writes |
 //! | `parked.rs` | parked writes tried again between batches |
 //! | `cycle.rs` | a cycle of unique values among parked documents, broken |
-//! | `fresh.rs` | which first writes go as inserts (the target lacks their document) |
 
 mod batch;
 mod cycle;
-mod fresh;
 mod parked;
 
 use std::time::{Duration, Instant};
