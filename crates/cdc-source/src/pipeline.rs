@@ -111,7 +111,7 @@ async fn run_once(
     // request must not wait for it.
     let connect = async {
         let producer = Producer::connect(config).await?;
-        let stored = producer.store(config).load().await?;
+        let stored = producer.store().load().await?;
         Ok::<_, Error>((producer, stored))
     };
     let (mut producer, stored) = tokio::select! {

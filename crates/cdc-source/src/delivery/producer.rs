@@ -37,13 +37,18 @@ pub struct Producer {
     producer: FutureProducer<AuthContext>,
     guarantee: Guarantee,
     topics: Topics,
-    checkpoint: CheckpointTarget,
+    /// Where the checkpoint goes with each batch, and is read back from.
+    store: Store,
     max_message_bytes: usize,
 }
 
-enum CheckpointTarget {
-    Topic { topic: String, key: String },
-    File(PathBuf),
+/// Where one record of a batch goes: its topic, a partition when it goes to each (watermarks,
+/// markers), and which record of which item it is.
+struct Destination {
+    topic: String,
+    partition: Option<i32>,
+    item: usize,
+    record: usize,
 }
 
 impl Producer {
@@ -69,14 +74,14 @@ impl Producer {
             config.topics.replication_factor,
             delivery.max_message_bytes,
         );
-        let checkpoint = match delivery.checkpoint_store {
+        let store = match delivery.checkpoint_store {
             CheckpointStore::Kafka => {
                 let topic = config.checkpoint_topic();
                 let single_partition: Vec<(&str, &str)> = CHECKPOINT_TOPIC_CONFIG.to_vec();
                 topics.ensure_with_partitions(&topic, 1, &single_partition).await?;
-                CheckpointTarget::Topic { topic, key: config.capture.name.clone() }
+                Store::Kafka { topic, key: config.capture.name.clone(), kafka: config.kafka.clone() }
             }
-            CheckpointStore::File => CheckpointTarget::File(PathBuf::from(&delivery.checkpoint_file)),
+            CheckpointStore::File => Store::File { path: PathBuf::from(&delivery.checkpoint_file) },
         };
         // Re-send requests and their replies: one partition, so they are answered in order.
         topics.ensure_with_partitions(&crate::resend::request_topic(config), 1, &REQUEST_TOPIC_CONFIG).await?;
@@ -84,19 +89,14 @@ impl Producer {
             producer,
             guarantee: delivery.guarantee,
             topics,
-            checkpoint,
+            store,
             max_message_bytes: delivery.max_message_bytes,
         })
     }
 
     /// Where this producer's checkpoints are read back from.
-    pub fn store(&self, config: &Config) -> Store {
-        match &self.checkpoint {
-            CheckpointTarget::Topic { topic, key } => {
-                Store::Kafka { topic: topic.clone(), key: key.clone(), kafka: config.kafka.clone() }
-            }
-            CheckpointTarget::File(path) => Store::File { path: path.clone() },
-        }
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Makes `batch`, then `watermark` (if any) and then `checkpoint` durable; returns the
@@ -107,39 +107,12 @@ impl Producer {
         checkpoint: &mut Checkpoint,
         watermark: Option<&Watermark>,
     ) -> Result<usize, Error> {
-        let mut destinations: Vec<(String, Option<i32>, usize, usize)> = Vec::new();
-        for (item_index, item) in batch.iter().enumerate() {
-            for (record_index, record) in item.records.iter().enumerate() {
-                self.check_size(record)?;
-                match &record.target {
-                    Target::Keyed(topic) => {
-                        self.topics.ensure(topic, &[]).await?;
-                        destinations.push((topic.clone(), None, item_index, record_index));
-                    }
-                    Target::AllPartitions(topic) => {
-                        let count = self.topics.ensure(topic, &[]).await?;
-                        destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
-                    }
-                    Target::AllPartitionsOf(topics) => {
-                        for topic in topics {
-                            let count = self.topics.ensure(topic, &[]).await?;
-                            destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
-                        }
-                    }
-                    Target::AllTopicsWithPrefix(prefix) => {
-                        for topic in self.topics.list_with_prefix(prefix).await? {
-                            let count = self.topics.ensure(&topic, &[]).await?;
-                            destinations.extend((0..count).map(|p| (topic.clone(), Some(p), item_index, record_index)));
-                        }
-                    }
-                }
-            }
-        }
-        for (topic, _, item_index, record_index) in &destinations {
+        let destinations = self.destinations(batch).await?;
+        for d in &destinations {
             // Heartbeats and replies have topics of their own, not ones of the source's.
-            let op = batch[*item_index].records[*record_index].op;
-            if op != HEARTBEAT && op != REPLY && !checkpoint.topics.contains(topic) {
-                checkpoint.topics.insert(topic.clone());
+            let op = batch[d.item].records[d.record].op;
+            if op != HEARTBEAT && op != REPLY && !checkpoint.topics.contains(&d.topic) {
+                checkpoint.topics.insert(d.topic.clone());
             }
         }
         let watermarks = match watermark {
@@ -150,73 +123,110 @@ impl Producer {
         if self.guarantee == Guarantee::ExactlyOnce {
             self.producer.begin_transaction().map_err(|e| Error::kafka("begin transaction", e))?;
         }
-        let mut deliveries = Vec::with_capacity(destinations.len());
-        // Control events are encoded here (key and value): only now is it known how many markers go out.
-        let mut markers: HashMap<(usize, usize), (Vec<u8>, Vec<u8>)> = HashMap::new();
-        for (item_index, item) in batch.iter().enumerate() {
-            for (record_index, record) in item.records.iter().enumerate() {
-                if let Some(control) = &record.control {
-                    let mut topics = std::collections::BTreeMap::new();
-                    for (topic, ..) in destinations.iter().filter(|d| (d.2, d.3) == (item_index, record_index)) {
-                        *topics.entry(topic.clone()).or_insert(0_u32) += 1;
-                    }
-                    let event = ControlEvent { markers: topics.values().sum(), topics, ..(**control).clone() };
-                    markers.insert((item_index, record_index), encode_control(&event));
-                }
-            }
-        }
-        for (topic, partition, item_index, record_index) in &destinations {
-            let record = &batch[*item_index].records[*record_index];
-            let (key, value) = match markers.get(&(*item_index, *record_index)) {
+        let markers = markers(batch, &destinations);
+        let mut deliveries = Vec::with_capacity(destinations.len() + watermarks.len() + 1);
+        for d in &destinations {
+            let record = &batch[d.item].records[d.record];
+            let (key, value) = match markers.get(&(d.item, d.record)) {
                 Some((key, value)) => (key.as_slice(), Some(value.as_slice())),
                 None => (record.key.as_slice(), record.value.as_deref()),
             };
-            deliveries.push(self.enqueue(topic, *partition, key, value).await?);
+            deliveries.push(self.enqueue(&d.topic, d.partition, key, value).await?);
         }
         let (key, value) = watermark.map(encode_watermark).unwrap_or_default();
         for (topic, partition) in &watermarks {
             deliveries.push(self.enqueue(topic, Some(*partition), &key, Some(&value)).await?);
         }
-        match (&self.checkpoint, self.guarantee) {
-            (CheckpointTarget::Topic { topic, key }, Guarantee::ExactlyOnce) => {
-                let (topic, key) = (topic.clone(), key.clone());
-                deliveries.push(self.enqueue(&topic, None, key.as_bytes(), Some(&checkpoint_value)).await?);
-                // Every acknowledgement first: rust-rdkafka's commit flushes what is still in
-                // flight by polling in whole 100 ms steps, which was most of each transaction.
-                // A refused record makes the transaction abortable: the commit then fails.
-                let refused = first_failed(deliveries).await;
-                let producer = self.producer.clone();
-                let committed = tokio::task::spawn_blocking(move || producer.commit_transaction(TRANSACTION_TIMEOUT))
-                    .await
-                    .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
-                if let (Ok(()), Some(refused)) = (&committed, &refused) {
-                    return Err(Error::Fatal(format!(
-                        "a transaction committed although a record was refused: {refused}"
-                    )));
-                }
-                if let Err(e) = committed {
-                    self.abort().await;
-                    // A record the broker refused says more than "the transaction failed"; a
-                    // fence says most (records purged on abort are its consequence).
-                    let failed = Error::kafka("commit transaction", e);
-                    if matches!(failed, Error::Fenced(_)) {
-                        return Err(failed);
+        self.store_with(deliveries, checkpoint, &checkpoint_value).await?;
+        Ok(destinations.len() + watermarks.len())
+    }
+
+    /// Where each record of the batch goes, its topics created first (with the size of each
+    /// record checked).
+    async fn destinations(&mut self, batch: &[Item]) -> Result<Vec<Destination>, Error> {
+        let mut destinations = Vec::new();
+        for (item, entry) in batch.iter().enumerate() {
+            for (record, r) in entry.records.iter().enumerate() {
+                self.check_size(r)?;
+                let one = |topic: &str, partition| Destination { topic: topic.to_string(), partition, item, record };
+                match &r.target {
+                    Target::Keyed(topic) => {
+                        self.topics.ensure(topic, &[]).await?;
+                        destinations.push(one(topic, None));
                     }
-                    return Err(refused.unwrap_or(failed));
+                    Target::AllPartitions(topic) => {
+                        let count = self.topics.ensure(topic, &[]).await?;
+                        destinations.extend((0..count).map(|p| one(topic, Some(p))));
+                    }
+                    Target::AllPartitionsOf(topics) => {
+                        for topic in topics {
+                            let count = self.topics.ensure(topic, &[]).await?;
+                            destinations.extend((0..count).map(|p| one(topic, Some(p))));
+                        }
+                    }
+                    Target::AllTopicsWithPrefix(prefix) => {
+                        for topic in self.topics.list_with_prefix(prefix).await? {
+                            let count = self.topics.ensure(&topic, &[]).await?;
+                            destinations.extend((0..count).map(|p| one(&topic, Some(p))));
+                        }
+                    }
                 }
-            }
-            (CheckpointTarget::Topic { topic, key }, Guarantee::AtLeastOnce) => {
-                let (topic, key) = (topic.clone(), key.clone());
-                await_all(deliveries).await?;
-                let stored = self.enqueue(&topic, None, key.as_bytes(), Some(&checkpoint_value)).await?;
-                await_all(vec![stored]).await?;
-            }
-            (CheckpointTarget::File(path), _) => {
-                await_all(deliveries).await?;
-                Store::save_file(path, checkpoint).await?;
             }
         }
-        Ok(destinations.len() + watermarks.len())
+        Ok(destinations)
+    }
+
+    /// The enqueued records acknowledged and the checkpoint stored, as the guarantee asks: in the
+    /// same transaction (exactly-once), or after every acknowledgement (at-least-once, a file).
+    async fn store_with(
+        &mut self,
+        deliveries: Vec<DeliveryFuture>,
+        checkpoint: &Checkpoint,
+        checkpoint_value: &[u8],
+    ) -> Result<(), Error> {
+        match (&self.store, self.guarantee) {
+            (Store::Kafka { topic, key, .. }, Guarantee::ExactlyOnce) => {
+                let (topic, key) = (topic.clone(), key.clone());
+                let mut deliveries = deliveries;
+                deliveries.push(self.enqueue(&topic, None, key.as_bytes(), Some(checkpoint_value)).await?);
+                self.commit(deliveries).await
+            }
+            (Store::Kafka { topic, key, .. }, Guarantee::AtLeastOnce) => {
+                let (topic, key) = (topic.clone(), key.clone());
+                await_all(deliveries).await?;
+                let stored = self.enqueue(&topic, None, key.as_bytes(), Some(checkpoint_value)).await?;
+                await_all(vec![stored]).await
+            }
+            (Store::File { path }, _) => {
+                await_all(deliveries).await?;
+                Store::save_file(path, checkpoint).await
+            }
+        }
+    }
+
+    /// Commits the transaction once every record is acknowledged: rust-rdkafka's commit flushes
+    /// what is still in flight by polling in whole 100 ms steps, which was most of each
+    /// transaction. A refused record makes the transaction abortable: the commit then fails.
+    async fn commit(&mut self, deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
+        let refused = first_failed(deliveries).await;
+        let producer = self.producer.clone();
+        let committed = tokio::task::spawn_blocking(move || producer.commit_transaction(TRANSACTION_TIMEOUT))
+            .await
+            .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
+        if let (Ok(()), Some(refused)) = (&committed, &refused) {
+            return Err(Error::Fatal(format!("a transaction committed although a record was refused: {refused}")));
+        }
+        if let Err(e) = committed {
+            self.abort().await;
+            // A record the broker refused says more than "the transaction failed"; a fence says
+            // most (records purged on abort are its consequence).
+            let failed = Error::kafka("commit transaction", e);
+            if matches!(failed, Error::Fenced(_)) {
+                return Err(failed);
+            }
+            return Err(refused.unwrap_or(failed));
+        }
+        Ok(())
     }
 
     /// Every partition of every topic the checkpoint lists that still exists; the others are
@@ -295,6 +305,25 @@ impl Producer {
             tracing::warn!(error = %e, "abort transaction failed");
         }
     }
+}
+
+/// Control events encoded (key and value) with the number of markers each sends: only known
+/// once the destinations are.
+fn markers(batch: &[Item], destinations: &[Destination]) -> HashMap<(usize, usize), (Vec<u8>, Vec<u8>)> {
+    let mut markers = HashMap::new();
+    for (item, entry) in batch.iter().enumerate() {
+        for (record, r) in entry.records.iter().enumerate() {
+            if let Some(control) = &r.control {
+                let mut topics = std::collections::BTreeMap::new();
+                for d in destinations.iter().filter(|d| (d.item, d.record) == (item, record)) {
+                    *topics.entry(d.topic.clone()).or_insert(0_u32) += 1;
+                }
+                let event = ControlEvent { markers: topics.values().sum(), topics, ..(**control).clone() };
+                markers.insert((item, record), encode_control(&event));
+            }
+        }
+    }
+    markers
 }
 
 /// The producer's settings: our defaults, under whatever `kafka.options` sets. The buffer of
