@@ -111,17 +111,26 @@ impl Topics {
         Ok(topics.iter().filter_map(|topic| self.known.get(topic).map(|count| (topic.clone(), *count))).collect())
     }
 
-    /// Every topic on the cluster whose name starts with `prefix`.
+    /// Every topic whose name starts with `prefix`: those on the cluster and those this producer
+    /// knows.
     pub async fn list_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Error> {
         let producer = self.producer.clone();
-        let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || {
+        let owned = prefix.to_string();
+        let listed: Vec<String> = tokio::task::spawn_blocking(move || {
             let metadata =
                 producer.client().fetch_metadata(None, METADATA_TIMEOUT).map_err(|e| Error::kafka("metadata", e))?;
-            Ok(metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(&prefix)).collect())
+            Ok::<_, Error>(
+                metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with(&owned)).collect(),
+            )
         })
         .await
-        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
+        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))??;
+        // A topic created a moment ago may not be in the broker's metadata yet (a dropDatabase
+        // right after its first collection's creation lost its markers so): the ones this
+        // producer created or wrote to count too.
+        let mut all: BTreeSet<String> = listed.into_iter().collect();
+        all.extend(self.known.keys().filter(|topic| topic.starts_with(prefix)).cloned());
+        Ok(all.into_iter().collect())
     }
 
     async fn partition_count(&self, topic: &str) -> Result<Option<i32>, Error> {
