@@ -108,7 +108,7 @@ pub fn element_overhead(key: &str) -> usize {
     key.len() + 2
 }
 
-/// A write command (`update`/`delete`) over `statements`, in their order:
+/// A write command (`insert`/`update`/`delete`) over `statements`, in their order:
 /// `{<name>: <collection>, <list>: [statements…], ordered: false, writeConcern: …}` (no write
 /// concern inside a transaction: its commit has it).
 pub fn write_command<'a>(

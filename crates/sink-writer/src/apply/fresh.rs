@@ -26,12 +26,17 @@ use crate::error::Error;
 
 /// `_id`s asked for in one query.
 const IDS_PER_QUERY: usize = 1_000;
+/// How long the target may take to say which documents it has.
+const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Turns into inserts the first writes of documents the target does not have: replacements keyed
 /// by `_id` alone whose document has no top-level `$`-prefixed field (those go as pipelines).
 pub async fn insert_where_absent(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) {
-    if let Err(e) = convert(client, rounds).await {
-        tracing::debug!(error = %e, "could not read which documents the target has: the writes stay upserts");
+    // An unreachable target is the write's to wait for (and retry), not this read's.
+    match tokio::time::timeout(ASK_FOR, convert(client, rounds)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not read which documents the target has: they stay upserts"),
+        Err(_) => tracing::debug!("the target did not say in time which documents it has: they stay upserts"),
     }
 }
 
@@ -63,8 +68,9 @@ async fn convert(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) -> Resul
         for (r, i) in at {
             let op = &mut rounds[r][i];
             let id = op.filter.get("_id");
-            // Equal as the index compares them would be enough; exact equality errs towards the
-            // upsert (an insert refused by an equal key of another type goes back to one).
+            // Exact equality, where the index compares numbers by value: an `_id` held under an
+            // equal value of another type is taken as absent, and its refused insert goes back
+            // to the upsert.
             if present.iter().any(|p| Some(p) == id) {
                 continue;
             }

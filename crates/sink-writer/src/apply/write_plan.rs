@@ -33,9 +33,9 @@ pub enum Action {
     /// Replace the whole document (as BSON), inserting it when missing.
     Replace(RawDocumentBuf),
     /// The same replacement, sent as an insert because the target was seen without the document
-    /// (`exactly_once`: inside a transaction, an upsert of a missing key walks past every key that
-    /// other writers added since the transaction began; an insert does not). Refused, it goes
-    /// back to `Replace`.
+    /// (`fresh.rs`: inside a transaction, an upsert of a missing key walks past every key that
+    /// other writers added since the transaction began; an insert does not, and costs less
+    /// outside one too). Refused, it goes back to `Replace`.
     Insert(RawDocumentBuf),
     /// Apply an update (operators, or a pipeline for `$`-prefixed fields) if the document exists.
     Update(Bson),

@@ -90,6 +90,9 @@ pub struct Partitions {
     control: mpsc::Sender<Control>,
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
+    /// The next task's generation: never one an earlier task had, so a report still on its way
+    /// from a task of a former assignment never passes for the current one's.
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl Partitions {
@@ -110,6 +113,7 @@ impl Partitions {
             control,
             runtime: tokio::runtime::Handle::current(),
             drain_timeout,
+            generations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -121,7 +125,7 @@ impl Partitions {
     pub fn assign(&self, tps: &[Tp]) {
         let mut routes = self.lock();
         for tp in tps {
-            let route = self.spawn(tp, Progress::default(), 0);
+            let route = self.spawn(tp, Progress::default());
             if let Some(old) = routes.insert(tp.clone(), route) {
                 old.stop.cancel();
             }
@@ -129,7 +133,8 @@ impl Partitions {
         self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
     }
 
-    fn spawn(&self, tp: &Tp, progress: Progress, generation: u64) -> Route {
+    fn spawn(&self, tp: &Tp, progress: Progress) -> Route {
+        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, fetched) = mpsc::channel(QUEUE_RECORDS);
         let (decoded_tx, decoded) = mpsc::channel(QUEUE_RECORDS);
         let stop = CancellationToken::new();
@@ -286,7 +291,7 @@ impl Partitions {
                 }
                 old.stop.cancel();
                 let durable = old.progress.durable();
-                let route = self.spawn(&tp, old.progress, generation + 1);
+                let route = self.spawn(&tp, old.progress);
                 routes.insert(tp.clone(), route);
                 drop(routes);
                 seek(consumer, &tp, if durable >= 0 { Offset::Offset(durable) } else { Offset::Stored });

@@ -91,8 +91,15 @@ impl Exact<'_> {
                 Attempt::Isolate => singly = true,
                 // Another owner settled some of the lot (a cycle broken from its partition).
                 Attempt::ParkedMoved => self.reload_parked().await?,
-                // An insert the target refuses is tried again as the upsert it came from.
-                Attempt::Refused { round, index, .. } if rounds[round][index].as_upsert() => {}
+                // An insert the target refuses is tried again as the upsert it came from, with
+                // every insert into its collection (a key it holds under another type of the same
+                // value is likely not alone): one more transaction per collection at most.
+                Attempt::Refused { round, index, .. } if rounds[round][index].as_upsert() => {
+                    let ns = rounds[round][index].ns.clone();
+                    for op in rounds.iter_mut().flatten().filter(|op| op.ns == ns) {
+                        op.as_upsert();
+                    }
+                }
                 Attempt::Refused { round, index, outcome, .. } => {
                     let op = rounds[round].remove(index);
                     match outcome {
