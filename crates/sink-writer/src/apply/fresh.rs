@@ -21,7 +21,8 @@ use bson::{doc, Bson, Document};
 use envelope::Namespace;
 use futures::TryStreamExt;
 
-use crate::apply::write_plan::{Action, WriteOp};
+use crate::apply::write_plan::{identity, Action, WriteOp};
+use crate::apply::writer::dollar_name;
 use crate::error::Error;
 
 /// `_id`s asked for in one query.
@@ -52,30 +53,27 @@ async fn convert(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) -> Resul
     }
     for (ns, at) in candidates {
         let collection = client.database(&ns.db).collection::<Document>(&ns.coll);
-        let mut present: Vec<Bson> = Vec::new();
+        let mut present: HashSet<String> = HashSet::new();
         for chunk in at.chunks(IDS_PER_QUERY) {
             let ids: Vec<Bson> = chunk.iter().filter_map(|(r, i)| rounds[*r][*i].filter.get("_id").cloned()).collect();
+            let context = "find which documents the target has";
             let found: Vec<Document> = collection
                 .find(doc! {"_id": {"$in": ids}})
                 .projection(doc! {"_id": 1})
                 .await
-                .map_err(|e| Error::mongo("find which documents the target has", e))?
+                .map_err(|e| Error::mongo(context, e))?
                 .try_collect()
                 .await
-                .map_err(|e| Error::mongo("find which documents the target has", e))?;
-            present.extend(found.into_iter().filter_map(|mut d| d.remove("_id")));
+                .map_err(|e| Error::mongo(context, e))?;
+            present.extend(found.iter().map(identity));
         }
+        // Compared as the documents' identities (an Int32 and an Int64 of one value are one): an
+        // `_id` the target holds under an equal value of another type (a double) is taken as
+        // absent, and its refused insert goes back to the upsert.
         for (r, i) in at {
             let op = &mut rounds[r][i];
-            let id = op.filter.get("_id");
-            // Exact equality, where the index compares numbers by value: an `_id` held under an
-            // equal value of another type is taken as absent, and its refused insert goes back
-            // to the upsert.
-            if present.iter().any(|p| Some(p) == id) {
-                continue;
-            }
-            if let Action::Replace(document) = std::mem::replace(&mut op.action, Action::Delete) {
-                op.action = Action::Insert(document);
+            if !present.contains(&identity(&op.filter)) {
+                op.as_insert();
             }
         }
     }
@@ -85,9 +83,7 @@ async fn convert(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) -> Resul
 /// A replacement keyed by `_id` alone, with no top-level `$`-prefixed field.
 fn insertable(op: &WriteOp) -> bool {
     let Action::Replace(document) = &op.action else { return false };
-    op.filter.len() == 1
-        && op.filter.contains_key("_id")
-        && !document.iter_elements().any(|e| e.is_ok_and(|e| e.key().starts_with('$')))
+    op.filter.len() == 1 && op.filter.contains_key("_id") && !dollar_name(document)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::WRITES;
 use crate::apply::shared::Shared;
-use crate::apply::write_plan::{Action, WriteOp};
+use crate::apply::write_plan::WriteOp;
 use crate::apply::writer::Outcome;
 use crate::consume::fence::Fence;
 use crate::dead_letters::Letter;
@@ -44,17 +44,12 @@ pub async fn apply_round(
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let mut rounds = [round];
-    crate::apply::fresh::insert_where_absent(&shared.client, &mut rounds).await;
-    let [mut round] = rounds;
+    let mut round = round;
+    crate::apply::fresh::insert_where_absent(&shared.client, std::slice::from_mut(&mut round)).await;
     let mut outcomes = attempt(shared, to, &round, stop).await?;
-    let refused: Vec<usize> = (0..round.len())
-        .filter(|&i| outcomes[i] != Outcome::Applied && matches!(round[i].action, Action::Insert(_)))
-        .collect();
+    let refused: Vec<usize> =
+        (0..round.len()).filter(|&i| outcomes[i] != Outcome::Applied && round[i].as_upsert()).collect();
     if !refused.is_empty() {
-        for &i in &refused {
-            round[i].as_upsert();
-        }
         let again: Vec<WriteOp> = refused.iter().map(|&i| round[i].clone()).collect();
         for (i, outcome) in refused.into_iter().zip(attempt(shared, to, &again, stop).await?) {
             outcomes[i] = outcome;

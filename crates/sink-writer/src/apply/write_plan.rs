@@ -56,19 +56,19 @@ impl WriteOp {
         !matches!(self.action, Action::Update(_))
     }
 
+    /// A replacement sent as an insert instead (the target lacks its document).
+    pub fn as_insert(&mut self) {
+        if let Action::Replace(doc) = &mut self.action {
+            self.action = Action::Insert(std::mem::take(doc));
+        }
+    }
+
     /// The write as an upsert again: an insert the target refused (it has the document after all,
     /// or refuses the write for another reason the upsert then meets).
     pub fn as_upsert(&mut self) -> bool {
-        match std::mem::replace(&mut self.action, Action::Delete) {
-            Action::Insert(doc) => {
-                self.action = Action::Replace(doc);
-                true
-            }
-            other => {
-                self.action = other;
-                false
-            }
-        }
+        let Action::Insert(doc) = &mut self.action else { return false };
+        self.action = Action::Replace(std::mem::take(doc));
+        true
     }
 }
 

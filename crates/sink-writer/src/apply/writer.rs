@@ -334,7 +334,7 @@ fn statement(op: &WriteOp) -> Result<RawDocumentBuf, String> {
 }
 
 /// Whether a top-level field name starts with `$`.
-fn dollar_name(doc: &RawDocumentBuf) -> bool {
+pub(crate) fn dollar_name(doc: &RawDocumentBuf) -> bool {
     doc.iter_elements().any(|element| element.is_ok_and(|element| element.key().starts_with('$')))
 }
 
