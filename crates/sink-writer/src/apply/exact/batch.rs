@@ -147,10 +147,9 @@ impl Exact<'_> {
         &self,
         parks: &mut Vec<(DocKey, Parked)>,
         keys: &[DocKey],
-        op: WriteOp,
+        mut op: WriteOp,
         records: &Records,
     ) -> Result<(), Error> {
-        let mut op = op;
         // A parked write is tried again later, when the target may have its document.
         op.as_upsert();
         if !parked_store::fits(&op) {
