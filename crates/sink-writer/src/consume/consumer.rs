@@ -140,6 +140,11 @@ pub fn create(config: &Config, partitions: Arc<Partitions>, memory: MemoryPlan) 
         // A fetch waiting for committed data gives up after 100 ms, not librdkafka's 500:
         // end-to-end latency at moderate rates, for a few more idle fetches.
         ("fetch.wait.max.ms", "100"),
+        // A partition is fetched only while the one prefetch queue is under its limit, which
+        // other partitions' records keep it at on a backlog: a partition resumed after a pause
+        // is looked at again every 50 ms, not librdkafka's 1,000 (its first records came 0.5 to
+        // 3 s after the resume, measured on the 4-partition backlog in `exactly_once`).
+        ("fetch.queue.backoff.ms", "50"),
         // One queue for all partitions (none is split off): its prefetch is bounded once.
         ("queued.max.messages.kbytes", &prefetch),
         ("fetch.max.bytes", &fetch_max),

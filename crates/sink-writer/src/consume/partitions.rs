@@ -30,14 +30,19 @@ use crate::consume::reader::{self, Fetched};
 use crate::error::Error;
 
 /// Records queued per partition between the consumer and the decoder, and between the decoder
-/// and the task (the memory budget bounds their bytes).
+/// and the task, at least (the memory budget bounds their bytes)...
 const QUEUE_RECORDS: usize = 1024;
+/// ...and at least this many batches: while a batch is written, the next ones are fetched and
+/// decoded. With one batch's worth, a partition writing one transaction at a time
+/// (`exactly_once`) filled its queues during each write and was paused, and a refetch after a
+/// pause takes up to seconds (the consumer's one prefetch queue is full of other partitions').
+const QUEUE_BATCHES: usize = 2;
 
 /// How long the consumer waits for a full partition to make room before pausing it.
 const WAIT_BEFORE_PAUSE: Duration = Duration::from_millis(25);
 
-/// A paused partition resumes once its queue has room for this many records...
-const RESUME_ROOM_RECORDS: usize = QUEUE_RECORDS / 2;
+/// A paused partition resumes once its queue has room for this fraction of its records...
+const RESUME_ROOM_DIVISOR: usize = 2;
 /// ...and the budget this fraction of its bytes (or the partition holds nothing).
 const RESUME_ROOM_BUDGET_DIVISOR: usize = 8;
 
@@ -135,8 +140,9 @@ impl Partitions {
 
     fn spawn(&self, tp: &Tp, progress: Progress) -> Route {
         let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, fetched) = mpsc::channel(QUEUE_RECORDS);
-        let (decoded_tx, decoded) = mpsc::channel(QUEUE_RECORDS);
+        let records = QUEUE_RECORDS.max(QUEUE_BATCHES * self.shared.apply.batch_max_docs);
+        let (tx, fetched) = mpsc::channel(records);
+        let (decoded_tx, decoded) = mpsc::channel(records);
         let stop = CancellationToken::new();
         let fence =
             Fence::new(self.owner.clone(), &tp.0, tp.1, progress.marks.durable.clone(), self.standstill.clone());
@@ -230,7 +236,7 @@ impl Partitions {
                 // Resume with room for many records, not one: a pause drops what librdkafka
                 // prefetched for the partition, so resuming at the first free slot would fetch
                 // (and decompress) the same records again and again.
-                drop(tx.reserve_many(RESUME_ROOM_RECORDS).await.ok()?);
+                drop(tx.reserve_many(tx.max_capacity() / RESUME_ROOM_DIVISOR).await.ok()?);
                 budget.room(budget.limit() / RESUME_ROOM_BUDGET_DIVISOR, &holder).await;
                 Some(())
             };
