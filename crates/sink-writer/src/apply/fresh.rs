@@ -31,22 +31,31 @@ const IDS_PER_QUERY: usize = 1_000;
 const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Turns into inserts the first writes of documents the target does not have: replacements keyed
-/// by `_id` alone whose document has no top-level `$`-prefixed field (those go as pipelines).
-pub async fn insert_where_absent(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) {
+/// by `_id` alone whose document has no top-level `$`-prefixed field (those go as pipelines), and
+/// which `candidate` accepts.
+pub async fn insert_where_absent(
+    client: &mongodb::Client,
+    rounds: &mut [Vec<WriteOp>],
+    candidate: impl Fn(&WriteOp) -> bool,
+) {
     // An unreachable target is the write's to wait for (and retry), not this read's.
-    match tokio::time::timeout(ASK_FOR, convert(client, rounds)).await {
+    match tokio::time::timeout(ASK_FOR, convert(client, rounds, candidate)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "could not read which documents the target has: they stay upserts"),
         Err(_) => tracing::debug!("the target did not say in time which documents it has: they stay upserts"),
     }
 }
 
-async fn convert(client: &mongodb::Client, rounds: &mut [Vec<WriteOp>]) -> Result<(), Error> {
+async fn convert(
+    client: &mongodb::Client,
+    rounds: &mut [Vec<WriteOp>],
+    candidate: impl Fn(&WriteOp) -> bool,
+) -> Result<(), Error> {
     let mut seen: HashSet<usize> = HashSet::new();
     let mut candidates: HashMap<Namespace, Vec<(usize, usize)>> = HashMap::new();
     for (r, round) in rounds.iter().enumerate() {
         for (i, op) in round.iter().enumerate() {
-            if seen.insert(op.doc) && insertable(op) {
+            if seen.insert(op.doc) && insertable(op) && candidate(op) {
                 candidates.entry(op.ns.clone()).or_default().push((r, i));
             }
         }

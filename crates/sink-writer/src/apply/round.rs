@@ -45,7 +45,7 @@ pub async fn apply_round(
     }
     let started = Instant::now();
     let mut round = round;
-    crate::apply::fresh::insert_where_absent(&shared.client, std::slice::from_mut(&mut round)).await;
+    crate::apply::fresh::insert_where_absent(&shared.client, std::slice::from_mut(&mut round), |_| true).await;
     let mut outcomes = attempt(shared, to, &round, stop).await?;
     let refused: Vec<usize> =
         (0..round.len()).filter(|&i| outcomes[i] != Outcome::Applied && round[i].as_upsert()).collect();

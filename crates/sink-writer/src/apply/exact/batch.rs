@@ -1,5 +1,6 @@
-//! One batch in one transaction: its plan, with the writes of documents that have parked writes
-//! parked behind them; the transaction tried again without each write the target refuses (a
+//! One planned batch in one transaction (the first writes of documents the target lacks already
+//! turned into inserts, `ahead.rs`), with the writes of documents that have parked writes parked
+//! behind them; the transaction tried again without each write the target refuses (a
 //! unique index's refusal parks it and its document's later writes, any other goes to the
 //! dead-letter topic), until it commits; then the partition's marks move.
 
@@ -7,6 +8,7 @@ use std::time::Instant;
 
 use rdkafka::message::{Message, OwnedMessage};
 
+use super::ahead::Prepared;
 use super::Exact;
 use crate::apply::parked_store;
 use crate::apply::parking::Parked;
@@ -15,7 +17,6 @@ use crate::apply::transaction::{self, Advance, Attempt, Settle};
 use crate::apply::write_plan::{DocKey, Plan, WriteOp};
 use crate::apply::writer::Outcome;
 use crate::apply::Batch;
-use crate::consume::reader::Decoded;
 use crate::error::Error;
 
 /// The messages of a batch, to find a record's key and value for its dead letter.
@@ -36,15 +37,13 @@ impl Records {
 }
 
 impl Exact<'_> {
-    /// Applies a batch covering every offset below `covered`.
-    pub(super) async fn apply(&mut self, batch: Vec<Decoded>, covered: i64) -> Result<(), Error> {
+    /// Applies a planned batch covering every offset below `covered`.
+    pub(super) async fn apply(&mut self, prepared: Prepared, covered: i64) -> Result<(), Error> {
         let shared = self.task.shared.clone();
-        let watermark = crate::consume::reader::newest_watermark(&batch);
+        let Prepared { batch, reservations, watermark, resent, records, .. } = prepared;
         self.pending = self.pending.max(watermark);
-        shared.metrics.batch_messages.observe(batch.len() as f64);
-        shared.metrics.consumed.with_label_values(&[&self.tp.0]).inc_by(batch.len() as u64);
-        let resent = crate::dead_letters::resent(&batch);
-        let (batch, reservations) = self.task.plan(batch);
+        shared.metrics.batch_messages.observe(records as f64);
+        shared.metrics.consumed.with_label_values(&[&self.tp.0]).inc_by(records as u64);
         let Batch { plan, messages, undecodable } = batch;
         let Plan { mut rounds, keys, rejected, newest, .. } = plan;
         let records = Records(messages);
@@ -73,7 +72,6 @@ impl Exact<'_> {
             return Ok(());
         }
         self.ensure_collections(&rounds).await?;
-        crate::apply::fresh::insert_where_absent(&shared.client, &mut rounds).await;
         let started = Instant::now();
         let mut singly = false;
         loop {

@@ -3,34 +3,36 @@
 //! holds exactly the records up to that offset and nothing else, whoever owned the partition.
 //!
 //! ```text
-//!  claim (epoch + 1, read the offset) ─► seek there ─► gather ─► plan ─► transaction ─► offset
-//!                                                        ▲        ledger · writes · parked entries
-//!                                                        └── parked writes retried between batches
+//!  claim (epoch + 1, read the offset) ─► seek there ─► gather ─► plan ─┬─► transaction ─► offset
+//!                                         (ahead.rs, while the previous  │   ledger · writes · parked entries
+//!                                          batch's transaction runs)     └── parked writes retried between batches
 //! ```
 //!
 //! A write a unique index refuses for now is parked in the target by the same transaction (the
 //! offset moves past it), later writes of its document park behind it, and the parked writes are
 //! retried between batches, each in a transaction that settles them; a cycle of such writes is
 //! broken (`cycle.rs`). The partition's consistent point moves only while nothing is parked. One
-//! transaction at a time: the next batch is decoded meanwhile.
+//! transaction at a time: the next batch is planned meanwhile (`ahead.rs`).
 //!
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | the partition's loop: claim, gather, one transaction at a time, the pass marker |
+//! | `mod.rs` | the partition's loop: claim, one transaction at a time, the pass marker |
+//! | `ahead.rs` | the next batches gathered and planned while a transaction runs |
 //! | `batch.rs` | one batch in one transaction: its plan with the writes of documents that have parked writes |
 //! | `parked.rs` | parked writes tried again between batches |
 //! | `cycle.rs` | a cycle of unique values among parked documents, broken |
 
+mod ahead;
 mod batch;
 mod cycle;
 mod parked;
 
 use std::time::{Duration, Instant};
 
-use envelope::{ClusterTime, ControlEvent, Event};
+use ahead::Prepared;
+use envelope::{ClusterTime, ControlEvent};
 use mongodb::ClientSession;
-use rdkafka::message::Message;
 use service_kit::backoff::Backoff;
 use tokio::sync::mpsc;
 
@@ -62,8 +64,6 @@ pub struct Exact<'a> {
     pending: Option<ClusterTime>,
     backoff: Backoff,
     next_retry: Instant,
-    /// A record that did not fit the last batch: the next one starts with it.
-    held: Option<Decoded>,
     /// Where the next round over the parked writes starts (each gets its turn first).
     turn: usize,
 }
@@ -110,31 +110,60 @@ impl<'a> Exact<'a> {
             pending: None,
             backoff: Backoff::new(Duration::from_millis(20), max_pause),
             next_retry: Instant::now(),
-            held: None,
             turn: 0,
         })
     }
 
-    /// Works through the partition's records until stopped.
+    /// Works through the partition's records until stopped: the next batches are planned
+    /// (`ahead.rs`) while this one's transaction runs.
     pub async fn run(mut self, rx: &mut mpsc::Receiver<Decoded>) -> Result<(), Error> {
-        loop {
-            let Some(batch) = self.gather(rx).await? else { return Ok(()) };
-            let control = match batch.last() {
-                Some(Decoded { message, event: Ok(Event::Control(control)), .. }) => {
-                    Some((message.offset(), control.as_ref().clone()))
-                }
-                _ => None,
-            };
-            let last = batch.last().map_or(self.start, |d| d.message.offset());
-            if self.task.marks.durable() < 0 {
-                // Nothing in the ledger yet: what the consumer starts from was done before.
-                self.task.marks.reached(batch.first().map_or(last, |d| d.message.offset()), None);
+        let (tx, mut prepared) = mpsc::channel(1);
+        let planner = ahead::plan_ahead(self.task, rx, self.start, tx);
+        tokio::pin!(planner);
+        let applier = async move {
+            while let Some(batch) = self.next(&mut prepared).await? {
+                self.apply_prepared(batch).await?;
             }
-            self.apply(batch, if control.is_some() { last } else { last + 1 }).await?;
-            if let Some((offset, event)) = control {
-                self.pass_marker(offset, &event).await?;
+            Ok(())
+        };
+        tokio::pin!(applier);
+        tokio::select! {
+            // The transaction loop ended (stopped, or failed): what was planned ahead is read again
+            // by the next owner from the ledger's offset.
+            ended = &mut applier => ended,
+            // Nothing more to plan: the loop applies what was planned, then ends.
+            () = &mut planner => applier.await,
+        }
+    }
+
+    /// The next planned batch, with parked writes retried while waiting for it. `None` once
+    /// stopped or nothing more comes.
+    async fn next(&mut self, prepared: &mut mpsc::Receiver<Prepared>) -> Result<Option<Prepared>, Error> {
+        loop {
+            let retry_at = tokio::time::Instant::from_std(self.next_retry);
+            tokio::select! {
+                _ = self.task.stop.cancelled() => return Ok(None),
+                _ = tokio::time::sleep_until(retry_at), if !self.parking.is_empty() => self.retry_parked().await?,
+                batch = prepared.recv() => return Ok(batch),
             }
         }
+    }
+
+    /// Applies a planned batch, then passes the DDL marker it ends at.
+    async fn apply_prepared(&mut self, mut batch: Prepared) -> Result<(), Error> {
+        if self.task.marks.durable() < 0 {
+            // Nothing in the ledger yet: what the consumer starts from was done before.
+            self.task.marks.reached(batch.first, None);
+        }
+        let marker = batch.marker.take();
+        let covered = if marker.is_some() { batch.last } else { batch.last + 1 };
+        self.apply(batch, covered).await?;
+        if let Some((offset, event, passed)) = marker {
+            self.pass_marker(offset, &event).await?;
+            // The planner goes on past the marker only now.
+            let _ = passed.send(());
+        }
+        Ok(())
     }
 
     /// Waits at a DDL marker until nothing is parked and the DDL is applied (here or by another
@@ -147,64 +176,5 @@ impl<'a> Exact<'a> {
         shared.retrier.run(WRITES, &self.name, &self.task.stop, || ledger.advance(&tp, epoch, offset + 1)).await?;
         self.task.marks.reached(offset + 1, None);
         Ok(())
-    }
-
-    /// The next batch, with parked writes retried while waiting for its first record; records
-    /// below `start` are dropped. `None` once stopped or the queue is closed.
-    async fn gather(&mut self, rx: &mut mpsc::Receiver<Decoded>) -> Result<Option<Vec<Decoded>>, Error> {
-        let limits = &self.task.shared.apply;
-        let first = if let Some(held) = self.held.take() {
-            held
-        } else {
-            loop {
-                let retry_at = tokio::time::Instant::from_std(self.next_retry);
-                tokio::select! {
-                    _ = self.task.stop.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep_until(retry_at), if !self.parking.is_empty() => self.retry_parked().await?,
-                    message = rx.recv() => match message {
-                        Some(d) if d.message.offset() < self.start => {}
-                        Some(d) => break d,
-                        None => return Ok(None),
-                    },
-                }
-            }
-        };
-        let mut bytes = weight(&first);
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.batch_max_wait_ms);
-        while !matches!(batch.last(), Some(Decoded { event: Ok(Event::Control(_)), .. }))
-            && batch.len() < limits.batch_max_docs
-            && bytes < limits.batch_max_bytes
-        {
-            let next = tokio::select! {
-                _ = self.task.stop.cancelled() => break,
-                _ = tokio::time::sleep_until(deadline) => break,
-                message = rx.recv() => message,
-            };
-            let Some(next) = next else { break };
-            if next.message.offset() < self.start {
-                continue;
-            }
-            // A transaction stays under its size limit: the record that would pass it starts the
-            // next batch (a larger record alone is a batch of its own).
-            let size = weight(&next);
-            if bytes + size > limits.transaction_max_bytes {
-                self.held = Some(next);
-                break;
-            }
-            bytes += size;
-            batch.push(next);
-        }
-        Ok(Some(batch))
-    }
-}
-
-/// Bytes a record adds to a transaction: its documents as BSON (the record's JSON when it does
-/// not decode).
-fn weight(decoded: &Decoded) -> usize {
-    let json = decoded.message.payload().map_or(0, <[u8]>::len);
-    match &decoded.event {
-        Ok(Event::Change(change)) => change.after.as_ref().map_or(json, |d| d.as_bytes().len().max(json / 2)) + 256,
-        _ => json,
     }
 }
