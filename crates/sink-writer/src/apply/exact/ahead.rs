@@ -91,6 +91,8 @@ pub(super) async fn plan_ahead(
             if passed.await.is_err() {
                 return;
             }
+            // Everything before the marker is committed.
+            unsettled.clear();
         }
     }
 }

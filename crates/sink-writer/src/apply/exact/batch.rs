@@ -71,6 +71,12 @@ impl Exact<'_> {
             drop(reservations);
             return Ok(());
         }
+        // A document whose parked writes were settled after this batch was planned may have been
+        // taken as absent: it is upserted, not inserted.
+        for op in rounds.iter_mut().flatten().filter(|op| self.settled.contains(&keys[op.doc])) {
+            op.as_upsert();
+        }
+        self.settled.clear();
         self.ensure_collections(&rounds).await?;
         let started = Instant::now();
         let mut singly = false;

@@ -126,6 +126,7 @@ impl Exact<'_> {
             for (entry_tp, key, seq) in settled {
                 if entry_tp == self.tp {
                     self.parking.settle(&key, seq);
+                    self.settled.insert(key);
                 }
             }
             if self.parking.is_empty() {

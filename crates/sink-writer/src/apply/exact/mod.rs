@@ -28,6 +28,7 @@ mod batch;
 mod cycle;
 mod parked;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ahead::Prepared;
@@ -41,6 +42,7 @@ use crate::apply::parked_store;
 use crate::apply::parking::Parking;
 use crate::apply::partition::PartitionTask;
 use crate::apply::retry::WRITES;
+use crate::apply::write_plan::DocKey;
 use crate::consume::offsets::Tp;
 use crate::consume::reader::Decoded;
 use crate::error::Error;
@@ -66,6 +68,9 @@ pub struct Exact<'a> {
     next_retry: Instant,
     /// Where the next round over the parked writes starts (each gets its turn first).
     turn: usize,
+    /// Documents whose parked writes were settled since the last batch: the next batch may have
+    /// been planned before, taking them as absent.
+    settled: HashSet<DocKey>,
 }
 
 impl<'a> Exact<'a> {
@@ -111,6 +116,7 @@ impl<'a> Exact<'a> {
             backoff: Backoff::new(Duration::from_millis(20), max_pause),
             next_retry: Instant::now(),
             turn: 0,
+            settled: HashSet::new(),
         })
     }
 
@@ -131,7 +137,9 @@ impl<'a> Exact<'a> {
             // The transaction loop ended (stopped, or failed): what was planned ahead is read again
             // by the next owner from the ledger's offset.
             ended = &mut applier => ended,
-            // Nothing more to plan: the loop applies what was planned, then ends.
+            // Nothing more to plan: the loop applies what was planned, then ends. (The planner
+            // also ends when the loop drops its queue or a marker's signal, which happens only as
+            // the loop itself ends, in the same poll: the branch above is then taken first.)
             () = &mut planner => applier.await,
         }
     }

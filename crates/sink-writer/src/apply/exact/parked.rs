@@ -74,6 +74,7 @@ impl Exact<'_> {
         let moved = !trying.is_empty() || !dropped.is_empty();
         for (key, parked) in trying.iter().chain(&dropped) {
             self.parking.settle(key, parked.seq);
+            self.settled.insert(key.clone());
         }
         if self.parking.is_empty() && !shared.dead_letter_book.holds(&self.tp) {
             self.task.marks.reached(self.task.marks.durable(), self.pending);
