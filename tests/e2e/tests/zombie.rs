@@ -113,7 +113,7 @@ async fn partitions_paused_when_the_group_session_ran_out_are_read_again_after_i
     p.converged(Duration::from_secs(60)).await;
 
     toxiproxy.enable("target", false).await;
-    // More than the two partitions' queues hold (two batches each way, and the batch in hand).
+    // More than the two partitions hold (queues of two batches each way, and the batches in hand).
     docs.insert_many((0..40_000).map(|i| doc! {"_id": i, "pad": "x".repeat(100)})).await.expect("backlog");
     eventually("the consumer pauses the full partitions", Duration::from_secs(60), || async {
         let body = http_get(http, "/metrics").await.ok()?.1;
