@@ -221,10 +221,7 @@ impl PartitionTask {
         let mut bytes = first.message.payload().map_or(0, <[u8]>::len);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.batch_max_wait_ms);
-        while !matches!(batch.last(), Some(Decoded { event: Ok(Event::Control(_)), .. }))
-            && batch.len() < limits.batch_max_docs
-            && bytes < limits.batch_max_bytes
-        {
+        while crate::consume::reader::takes_more(&batch, bytes, limits) {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,

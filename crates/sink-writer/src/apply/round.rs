@@ -37,14 +37,13 @@ impl Destination {
 pub async fn apply_round(
     shared: &Shared,
     to: &Destination,
-    round: Vec<WriteOp>,
+    mut round: Vec<WriteOp>,
     stop: &CancellationToken,
 ) -> Result<Vec<(WriteOp, Outcome)>, Error> {
     if round.is_empty() {
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    let mut round = round;
     crate::apply::fresh::insert_where_absent(&shared.client, std::slice::from_mut(&mut round), |_| true).await;
     let mut outcomes = attempt(shared, to, &round, stop).await?;
     let refused: Vec<usize> =

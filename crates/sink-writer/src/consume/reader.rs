@@ -8,6 +8,8 @@ use rdkafka::message::{Message, OwnedMessage};
 use service_kit::budget::Reservation;
 use tokio::sync::mpsc;
 
+use crate::config::ApplyConfig;
+
 /// A record fetched for a partition, with the memory it holds until it is written.
 pub struct Fetched {
     pub message: OwnedMessage,
@@ -20,6 +22,14 @@ pub struct Decoded {
     /// Documents as BSON bytes: they go to the server as they are.
     pub event: Result<Event<RawDocumentBuf>, DecodeError>,
     pub reservation: Reservation,
+}
+
+/// Whether a batch being gathered takes another record: it ends at a control event (a DDL
+/// marker, applied after everything before it) or at `apply.batch_max_docs` / `batch_max_bytes`.
+pub fn takes_more(batch: &[Decoded], bytes: usize, limits: &ApplyConfig) -> bool {
+    !matches!(batch.last(), Some(Decoded { event: Ok(Event::Control(_)), .. }))
+        && batch.len() < limits.batch_max_docs
+        && bytes < limits.batch_max_bytes
 }
 
 /// The newest watermark among a batch's records, if any.

@@ -13,6 +13,7 @@
 //!   upsert it came from; that costs a transaction, never a write.)
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use envelope::{ClusterTime, ControlEvent, Event};
@@ -36,11 +37,8 @@ pub(super) struct Prepared {
     pub reservations: Vec<Reservation>,
     pub watermark: Option<ClusterTime>,
     pub resent: Vec<Resent>,
-    pub records: usize,
-    pub first: i64,
-    pub last: i64,
-    /// The DDL marker the batch ends at, and where to say it was passed.
-    pub marker: Option<(i64, ControlEvent, oneshot::Sender<()>)>,
+    /// The DDL marker the batch ends at (its last record), and where to say it was passed.
+    pub marker: Option<(ControlEvent, oneshot::Sender<()>)>,
 }
 
 /// Plans batches of the records from `start` on into `out` until the partition stops, its queue
@@ -52,38 +50,36 @@ pub(super) async fn plan_ahead(
     out: mpsc::Sender<Prepared>,
 ) {
     let mut held: Option<Decoded> = None;
-    let mut unsettled: VecDeque<HashSet<DocKey>> = VecDeque::new();
+    // The documents of the last batches, as hashes (no copy of each key; a collision only keeps
+    // a write an upsert).
+    let mut unsettled: VecDeque<HashSet<u64>> = VecDeque::new();
     loop {
         let Some(batch) = gather(task, rx, start, &mut held).await else { return };
         let watermark = crate::consume::reader::newest_watermark(&batch);
         let resent = crate::dead_letters::resent(&batch);
-        let records = batch.len();
-        let first = batch.first().map_or(start, |d| d.message.offset());
-        let last = batch.last().map_or(start, |d| d.message.offset());
         let control = match batch.last() {
-            Some(Decoded { message, event: Ok(Event::Control(control)), .. }) => {
-                Some((message.offset(), control.as_ref().clone()))
-            }
+            Some(Decoded { event: Ok(Event::Control(control)), .. }) => Some(control.as_ref().clone()),
             _ => None,
         };
         let (mut batch, reservations) = task.plan(batch);
         let plan = &mut batch.plan;
-        let recent = |key: &DocKey| unsettled.iter().any(|keys| keys.contains(key));
+        let hashes: HashSet<u64> = plan.keys.iter().map(hash).collect();
+        let recent = |key: &DocKey| unsettled.iter().any(|batch| batch.contains(&hash(key)));
         let keys = &plan.keys;
         crate::apply::fresh::insert_where_absent(&task.shared.client, &mut plan.rounds, |op| !recent(&keys[op.doc]))
             .await;
         if unsettled.len() == UNSETTLED_BATCHES {
             unsettled.pop_front();
         }
-        unsettled.push_back(plan.keys.iter().cloned().collect());
+        unsettled.push_back(hashes);
         let (marker, passed) = match control {
-            Some((offset, event)) => {
+            Some(event) => {
                 let (tx, rx) = oneshot::channel();
-                (Some((offset, event, tx)), Some(rx))
+                (Some((event, tx)), Some(rx))
             }
             None => (None, None),
         };
-        let prepared = Prepared { batch, reservations, watermark, resent, records, first, last, marker };
+        let prepared = Prepared { batch, reservations, watermark, resent, marker };
         if out.send(prepared).await.is_err() {
             return;
         }
@@ -122,10 +118,7 @@ async fn gather(
     let mut bytes = weight(&first);
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.batch_max_wait_ms);
-    while !matches!(batch.last(), Some(Decoded { event: Ok(Event::Control(_)), .. }))
-        && batch.len() < limits.batch_max_docs
-        && bytes < limits.batch_max_bytes
-    {
+    while crate::consume::reader::takes_more(&batch, bytes, limits) {
         let next = tokio::select! {
             _ = task.stop.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
@@ -146,6 +139,12 @@ async fn gather(
         batch.push(next);
     }
     Some(batch)
+}
+
+fn hash(key: &DocKey) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Bytes a record adds to a transaction: its documents as BSON (the record's JSON when it does

@@ -40,10 +40,11 @@ impl Exact<'_> {
     /// Applies a planned batch covering every offset below `covered`.
     pub(super) async fn apply(&mut self, prepared: Prepared, covered: i64) -> Result<(), Error> {
         let shared = self.task.shared.clone();
-        let Prepared { batch, reservations, watermark, resent, records, .. } = prepared;
+        let Prepared { batch, reservations, watermark, resent, .. } = prepared;
         self.pending = self.pending.max(watermark);
-        shared.metrics.batch_messages.observe(records as f64);
-        shared.metrics.consumed.with_label_values(&[&self.tp.0]).inc_by(records as u64);
+        let count = batch.messages.len();
+        shared.metrics.batch_messages.observe(count as f64);
+        shared.metrics.consumed.with_label_values(&[&self.tp.0]).inc_by(count as u64);
         let Batch { plan, messages, undecodable } = batch;
         let Plan { mut rounds, keys, rejected, newest, .. } = plan;
         let records = Records(messages);

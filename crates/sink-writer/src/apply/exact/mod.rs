@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use ahead::Prepared;
 use envelope::{ClusterTime, ControlEvent};
 use mongodb::ClientSession;
+use rdkafka::message::Message;
 use service_kit::backoff::Backoff;
 use tokio::sync::mpsc;
 
@@ -159,15 +160,20 @@ impl<'a> Exact<'a> {
 
     /// Applies a planned batch, then passes the DDL marker it ends at.
     async fn apply_prepared(&mut self, mut batch: Prepared) -> Result<(), Error> {
+        let offsets = &batch.batch.messages;
+        let (first, last) = match (offsets.first(), offsets.last()) {
+            (Some(first), Some(last)) => (first.offset(), last.offset()),
+            _ => return Ok(()),
+        };
         if self.task.marks.durable() < 0 {
             // Nothing in the ledger yet: what the consumer starts from was done before.
-            self.task.marks.reached(batch.first, None);
+            self.task.marks.reached(first, None);
         }
         let marker = batch.marker.take();
-        let covered = if marker.is_some() { batch.last } else { batch.last + 1 };
+        let covered = if marker.is_some() { last } else { last + 1 };
         self.apply(batch, covered).await?;
-        if let Some((offset, event, passed)) = marker {
-            self.pass_marker(offset, &event).await?;
+        if let Some((event, passed)) = marker {
+            self.pass_marker(last, &event).await?;
             // The planner goes on past the marker only now.
             let _ = passed.send(());
         }
