@@ -10,15 +10,22 @@
 //! 7. peers: the MongoDB Kafka Connector sink and Debezium's source connector on the same
 //!    documents (see `peers.rs`);
 //! 8. modes: sink-writer's `exactly_once` and `idempotent` apply modes on one backlog and at the
-//!    steady rate (see `modes.rs`).
+//!    steady rate (see `modes.rs`);
+//! 9. wire: the bytes per document that cross the region boundary, ours and Debezium's, on the
+//!    bench's documents and a realistic mix (at most 200,000 per run; see `wire.rs`).
 //!
-//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers|modes` runs one scenario;
+//! The report opens with the five goals of issue 29 in one table (`goals.rs`), each taken from
+//! the scenarios of the same run.
+//!
+//! `BENCH_ONLY=burst|steady|memory|initial-sync|peers|capture|modes|wire` runs one scenario;
 //! `BENCH_ONLY=transforms` (not in the full run) the 4-partition burst without and with a typical
 //! `[transforms]` rule set, for cdc-source's CPU per event (see `transforms.rs`);
-//! `BENCH_ONLY=wire` (not in the full run) the bytes per document that cross the region boundary,
-//! lz4 against zstd, on the bench's documents and a realistic mix (see `wire.rs`).
+//! `BENCH_ONLY=capture` the capture step of the peers scenario alone (cdc-source and Debezium on
+//! a backlog, each beside a bare change-stream reader; see `capture.rs`).
 //! Prints a markdown report (also written to target/bench/report.md) and plots to docs/bench/.
 
+mod capture;
+mod goals;
 mod initial_sync;
 mod memory;
 mod modes;
@@ -44,6 +51,8 @@ use pipeline::{document, measure, warm_up, Pipeline};
 
 const SEED_RATE_1: f64 = 600.0;
 const SEED_RATE_4: f64 = 1_400.0;
+/// Documents per run of the wire scenario in the full run (each of its ten runs inserts them).
+const WIRE_DOCS: i64 = 200_000;
 /// Under a burst, latency is sampled on every 50th document (see e2e::bench).
 const BURST_SAMPLE: i64 = 50;
 
@@ -151,6 +160,10 @@ async fn main() {
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("wire") {
         print!("{}", wire::wire_report(&wire::wire(&servers, docs, &dir).await));
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("capture") {
+        print!("{}", capture::capture_report(&capture::capture(&servers, docs, &dir).await));
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("peers") {
@@ -280,9 +293,24 @@ async fn main() {
     );
     let m = memory(&servers, memory_docs, &dir).await;
     report.push_str(&memory_report(&m));
-    report.push_str(&initial_sync_report(&initial_sync(&servers, docs, &dir).await));
-    report.push_str(&peers_report(&peers(&servers, docs, &dir).await));
-    report.push_str(&modes_report(&modes(&servers, docs, steady_rate, steady_seconds, &dir).await));
+    let sync = initial_sync(&servers, docs, &dir).await;
+    report.push_str(&initial_sync_report(&sync));
+    let peer_runs = peers(&servers, docs, &dir).await;
+    report.push_str(&peers_report(&peer_runs));
+    let mode_runs = modes(&servers, docs, steady_rate, steady_seconds, &dir).await;
+    report.push_str(&modes_report(&mode_runs));
+    let wire_runs = wire::wire(&servers, docs.min(WIRE_DOCS), &dir).await;
+    report
+        .push_str(&format!("\n### Bytes across the region boundary per document\n\n{}", wire::wire_report(&wire_runs)));
+    let goals = goals::goals(&goals::Measured {
+        modes: &mode_runs,
+        peers: &peer_runs,
+        initial_sync: &sync,
+        wire: &wire_runs,
+        burst_cpu: [micros_per_doc(four.source.cpu_seconds, docs), micros_per_doc(four.sink.cpu_seconds, docs)],
+        steady: [steady_p[0], steady_p[2]],
+    });
+    let report = format!("{}\n{report}", goals::goals_report(&goals));
     print!("{report}");
     std::fs::write(dir.join("report.md"), &report).expect("report");
     let svg = bench::svg_plot(

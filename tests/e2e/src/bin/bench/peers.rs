@@ -4,28 +4,29 @@
 //! - sink: a backlog of DOCS inserts on one 4-partition topic (written by cdc-source), applied
 //!   by sink-writer, then by the MongoDB Kafka Connector sink (2.0.1, Kafka Connect 4.4.0
 //!   standalone, `ChangeStreamHandler`, four tasks) into a database of its own;
-//! - source: DOCS inserts at full speed captured by cdc-source, then (into a fresh database) by
-//!   Debezium's MongoDB connector (3.6.1.Final, Kafka Connect 4.1.1 standalone, topics of four
-//!   partitions, JSON without schemas).
+//! - source: a backlog of DOCS inserts captured by cdc-source, and one of its own by Debezium's
+//!   MongoDB connector (3.6.1.Final, Kafka Connect 4.1.1 standalone, topics of four partitions,
+//!   JSON without schemas), each beside a bare change-stream reader (`capture.rs`).
 //!
-//! Start-up is left out on both sides: a sink is timed from its first document in the target to
-//! its last, a source from the first insert to its last event on Kafka (after one warm-up event).
-//! CPU is the process's (the whole JVM for a connector) over the same window.
+//! Start-up is left out on both sides: each tool is timed from its first document (in the target
+//! or on Kafka) to its last. CPU is the process's (the whole JVM for a connector) over the same
+//! window.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bson::{doc, Document};
+use bson::Document;
 use e2e::bench::{self, mib, proc_stats};
-use e2e::interop::{self, Connect, ConnectKind};
+use e2e::interop::{Connect, ConnectKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use test_support::{unique, Services};
 
+use crate::capture::Capture;
 use crate::pipeline::{insert, Pipeline};
 
 /// The connectors' JVM: Java's default collector with room to work (tests use a small serial one).
-const BENCH_JVM: &[&str] = &["-Xmx2g"];
+pub(crate) const BENCH_JVM: &[&str] = &["-Xmx2g"];
 
 /// One measured run.
 pub(crate) struct Run {
@@ -53,8 +54,8 @@ pub struct Peers {
     pub ceiling: f64,
     pub sink: Run,
     pub connector_sink: Run,
-    pub source: Run,
-    pub debezium: Run,
+    /// cdc-source and Debezium on a backlog, each beside the bare change-stream reader.
+    pub capture: Capture,
 }
 
 /// Polls `count` (documents done so far, or why the tool failed) every 100 ms until it reaches
@@ -98,9 +99,14 @@ where
     }
 }
 
+/// A client for [`topic_records`].
+pub(crate) fn counter(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().expect("a Kafka client")
+}
+
 /// The records on a topic that no transaction wrote (a Debezium topic): its partitions' high
 /// watermarks summed.
-fn topic_records(consumer: &BaseConsumer, topic: &str) -> u64 {
+pub(crate) fn topic_records(consumer: &BaseConsumer, topic: &str) -> u64 {
     let timeout = Duration::from_secs(10);
     let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return 0 };
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
@@ -112,7 +118,7 @@ fn topic_records(consumer: &BaseConsumer, topic: &str) -> u64 {
 }
 
 /// Fails with the connector's trace when its first task failed.
-async fn failed(connect: &Connect, connector: &str) -> Result<(), String> {
+pub(crate) async fn failed(connect: &Connect, connector: &str) -> Result<(), String> {
     let state = connect.task_state(connector).await;
     if state.starts_with("FAILED") {
         return Err(format!("{state}\n(worker log: {})", connect.log.display()));
@@ -171,68 +177,12 @@ async fn sinks(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
     (sink, connector_sink)
 }
 
-/// cdc-source, then Debezium's MongoDB connector, capturing the same inserts.
-async fn sources(servers: &Services, docs: i64, dir: &Path) -> (Run, Run) {
-    let client = test_support::mongo(&servers.mongo_source_uri).await;
-    let warm_up = doc! {"_id": "warm-up"};
-
-    let p = Pipeline::start_with(unique("bench"), servers, 4, &servers.kafka_bootstrap, dir, false).await;
-    let items = client.database(&p.name).collection::<Document>("items");
-    items.insert_one(warm_up.clone()).await.expect("warm-up insert");
-    test_support::eventually("cdc-source's warm-up event", Duration::from_secs(60), || async {
-        (p.inserts_on_kafka().await >= 1).then_some(())
-    })
-    .await;
-    let pid = p.source.pid().expect("cdc-source runs");
-    let opened = Some((Instant::now(), proc_stats(pid).cpu_seconds));
-    let inserting = tokio::spawn(insert(items, docs, 0));
-    let source =
-        timed("cdc-source", docs as u64, pid, opened, || async { Ok(p.inserts_on_kafka().await.saturating_sub(1)) })
-            .await;
-    inserting.await.expect("inserts");
-    p.stop(servers).await;
-
-    let db = unique("peers_dbz");
-    let properties = interop::debezium_properties(&db, false);
-    let scratch = dir.join(format!("peers-{db}"));
-    std::fs::create_dir_all(&scratch).expect("scratch dir");
-    let connect = Connect::start_with(ConnectKind::Debezium, &scratch, &[("dbz", properties)], "", BENCH_JVM).await;
-    let pid = connect.pid().expect("the worker runs");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &servers.kafka_bootstrap)
-        .set("group.id", format!("{db}-count"))
-        .create()
-        .expect("a Kafka client");
-    let topic = format!("{db}.{db}.items");
-    let items = client.database(&db).collection::<Document>("items");
-    // The connector streams once its snapshot (of an empty database) ended: the warm-up
-    // document's event says it does.
-    items.insert_one(warm_up).await.expect("warm-up insert");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while tokio::task::block_in_place(|| topic_records(&consumer, &topic)) < 1 {
-        failed(&connect, "dbz").await.unwrap_or_else(|why| panic!("Debezium: {why}"));
-        assert!(Instant::now() < deadline, "Debezium's warm-up event within 180 s (log {})", connect.log.display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let opened = Some((Instant::now(), proc_stats(pid).cpu_seconds));
-    let inserting = tokio::spawn(insert(items, docs, 0));
-    let debezium = timed("Debezium MongoDB connector", docs as u64, pid, opened, || async {
-        failed(&connect, "dbz").await?;
-        Ok(tokio::task::block_in_place(|| topic_records(&consumer, &topic)).saturating_sub(1))
-    })
-    .await;
-    inserting.await.expect("inserts");
-    connect.stop().await;
-    let _ = client.database(&db).drop().await;
-    (source, debezium)
-}
-
 pub async fn peers(servers: &Services, docs: i64, dir: &Path) -> Peers {
     let (sink, connector_sink) = sinks(servers, docs, dir).await;
-    let (source, debezium) = sources(servers, docs, dir).await;
+    let capture = crate::capture::capture(servers, docs, dir).await;
     eprintln!("peers: the target's ceiling…");
     let ceiling = crate::ceiling(servers, docs).await;
-    Peers { ceiling, sink, connector_sink, source, debezium }
+    Peers { ceiling, sink, connector_sink, capture }
 }
 
 pub fn peers_report(p: &Peers) -> String {
@@ -262,16 +212,17 @@ pub fn peers_report(p: &Peers) -> String {
          |---|---|---|---|---|---|\n{}{}{}{}\n\
          The target's ceiling in the same run (the same documents bulk-upserted straight into it, \
          1,000 per unordered command, four in flight, `w: majority`): {:.0} docs/s; sink-writer \
-         reaches {:.0}% of it, the Connector {:.0}%.\n\n{}{}",
+         reaches {:.0}% of it, the Connector {:.0}%.\n\n{}{}{}",
         p.sink.docs,
         row("apply a backlog (4 partitions)", &p.sink),
         row("apply a backlog (4 partitions)", &p.connector_sink),
-        row("capture inserts", &p.source),
-        row("capture inserts", &p.debezium),
+        row("capture a backlog of inserts", &p.capture.source),
+        row("capture a backlog of inserts", &p.capture.debezium),
         p.ceiling,
         100.0 * p.sink.rate() / p.ceiling,
         100.0 * p.connector_sink.rate() / p.ceiling,
         versus("sink-writer", &p.sink, &p.connector_sink, 2.0, 0.5),
-        versus("cdc-source", &p.source, &p.debezium, 1.0, 1.0 / 3.0),
+        versus("cdc-source", &p.capture.source, &p.capture.debezium, 1.0, 1.0 / 3.0),
+        crate::capture::capture_report(&p.capture),
     )
 }

@@ -12,6 +12,8 @@ use futures::StreamExt;
 use test_support::{http_get, unique, Services};
 
 pub const PAD: usize = 240;
+/// cdc-source's change-stream batch size in every run (and the bare reader's).
+pub const CAPTURE_BATCH: u32 = 5000;
 
 pub fn document(i: i64) -> Document {
     doc! {"_id": i, "n": i, "name": format!("item-{i}"), "pad": "x".repeat(PAD), "ts": DateTime::now()}
@@ -67,7 +69,7 @@ impl Pipeline {
             ("CAPTURE__NAME", name.clone()),
             ("CAPTURE__SCOPE", "database".into()),
             ("CAPTURE__DATABASE", name.clone()),
-            ("CAPTURE__BATCH_SIZE", "5000".into()),
+            ("CAPTURE__BATCH_SIZE", CAPTURE_BATCH.to_string()),
             ("TOPICS__PREFIX", name.clone()),
             ("TOPICS__PARTITIONS", partitions.to_string()),
             ("DELIVERY__BATCH_MAX_EVENTS", "20000".into()),
@@ -99,6 +101,12 @@ impl Pipeline {
             p.start_sink().await;
         }
         p
+    }
+
+    /// Starts cdc-source again after a stop: it resumes at its checkpoint.
+    pub async fn start_source(&mut self) {
+        self.source.start();
+        ready(self.source_http, &self.dir).await;
     }
 
     pub async fn start_sink(&mut self) {

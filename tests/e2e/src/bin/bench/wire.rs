@@ -5,26 +5,44 @@
 //! bench's: a counter, a short name and 240 bytes of one letter; and a realistic mix: a
 //! customer with a nested address, 1–5 order lines with prices, a status, a total, a date and a
 //! few sentences of notes), each through lz4 (the default), zstd at its default level and zstd
-//! at level 9, with cdc-source's CPU per document (which the codec's level costs).
+//! at level 9, with cdc-source's CPU per document (which the codec's level costs); and beside them
+//! Debezium's topics of the same documents (its MongoDB connector, JSON without schemas, Kafka
+//! Connect's producer uncompressed as by default, and with zstd).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, DateTime, Document};
+use e2e::bench::proc_stats;
 use e2e::kafka_log::{self, TopicLog};
 use futures::StreamExt;
 use test_support::{unique, Services};
 
+use super::capture::Debezium;
 use super::pipeline::{document, Pipeline};
 
 pub(crate) struct WireRun {
-    shape: &'static str,
-    codec: &'static str,
-    level: i32,
+    /// cdc-source, or Debezium's connector.
+    pub tool: &'static str,
+    pub shape: &'static str,
+    pub codec: &'static str,
+    pub level: i32,
     docs: i64,
     bson_bytes: u64,
     log: TopicLog,
     cpu_seconds: f64,
+}
+
+impl WireRun {
+    /// Bytes a consumer fetches per document.
+    pub fn bytes_per_doc(&self) -> f64 {
+        self.log.bytes as f64 / self.docs as f64
+    }
+
+    /// Those bytes against the documents' own BSON size.
+    pub fn of_bson(&self) -> f64 {
+        self.log.bytes as f64 / self.bson_bytes.max(1) as f64
+    }
 }
 
 const WORDS: [&str; 24] = [
@@ -110,8 +128,25 @@ async fn run(
     let p = Pipeline::start_with(name.clone(), servers, 4, &servers.kafka_bootstrap, dir, false).await;
     std::env::remove_var("BENCH_CDC_SOURCE__DELIVERY__COMPRESSION");
     std::env::remove_var("BENCH_CDC_SOURCE__DELIVERY__COMPRESSION_LEVEL");
-    let make = if shape == "bench" { document } else { order };
     let coll = test_support::mongo(&servers.mongo_source_uri).await.database(&name).collection::<Document>("items");
+    let bson_bytes = insert_shape(coll, shape, docs).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while p.inserts_on_kafka().await < docs as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (source, _) = p.stats();
+    let topic = format!("{name}.{name}.items");
+    // The broker writes the segments it acknowledged; give the page cache a moment to show them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = kafka_log::topic(&topic);
+    p.stop(servers).await;
+    WireRun { tool: "cdc-source", shape, codec, level, docs, bson_bytes, log, cpu_seconds: source.cpu_seconds }
+}
+
+/// Inserts `docs` documents of `shape`, 1,000 per `insert_many`, four in flight; returns their
+/// BSON bytes.
+async fn insert_shape(coll: mongodb::Collection<Document>, shape: &str, docs: i64) -> u64 {
+    let make = if shape == "bench" { document } else { order };
     let bson_bytes: u64 = (0..docs).map(|i| bson::to_vec(&make(i)).map_or(0, |b| b.len() as u64)).sum();
     futures::stream::iter((0..docs).step_by(1000))
         .map(|from| {
@@ -124,17 +159,30 @@ async fn run(
         .buffer_unordered(4)
         .collect::<Vec<()>>()
         .await;
+    bson_bytes
+}
+
+/// Debezium's topic of the same documents: its MongoDB connector streaming them (JSON without
+/// schemas, the smallest of its converters' usual settings) through Kafka Connect's producer
+/// with `codec` (`none` is Connect's default).
+async fn debezium(servers: &Services, shape: &'static str, codec: &'static str, docs: i64, dir: &Path) -> WireRun {
+    let db = unique("wire_dbz");
+    let client = test_support::mongo(&servers.mongo_source_uri).await;
+    let worker = format!("producer.compression.type={codec}\n");
+    let mut d = Debezium::start(servers, &client, &db, dir, &worker).await;
+    let cpu = proc_stats(d.pid()).cpu_seconds;
+    let bson_bytes = insert_shape(client.database(&db).collection::<Document>("items"), shape, docs).await;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while p.inserts_on_kafka().await < docs as u64 && Instant::now() < deadline {
+    while d.records().await.unwrap_or_else(|why| panic!("Debezium: {why}")) <= docs as u64 {
+        assert!(Instant::now() < deadline, "Debezium: {docs} documents on its topic within 600 s");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (source, _) = p.stats();
-    let topic = format!("{name}.{name}.items");
-    // The broker writes the segments it acknowledged; give the page cache a moment to show them.
+    let cpu_seconds = proc_stats(d.pid()).cpu_seconds - cpu;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let log = kafka_log::topic(&topic);
-    p.stop(servers).await;
-    WireRun { shape, codec, level, docs, bson_bytes, log, cpu_seconds: source.cpu_seconds }
+    let log = kafka_log::topic(&d.topic);
+    d.stop().await;
+    let _ = client.database(&db).drop().await;
+    WireRun { tool: "Debezium", shape, codec, level: -1, docs, bson_bytes, log, cpu_seconds }
 }
 
 pub(crate) async fn wire(servers: &Services, docs: i64, dir: &Path) -> Vec<WireRun> {
@@ -143,28 +191,32 @@ pub(crate) async fn wire(servers: &Services, docs: i64, dir: &Path) -> Vec<WireR
         for (codec, level) in [("lz4", -1), ("zstd", -1), ("zstd", 9)] {
             runs.push(run(servers, shape, codec, level, docs, dir).await);
         }
+        for codec in ["none", "zstd"] {
+            runs.push(debezium(servers, shape, codec, docs, dir).await);
+        }
     }
     runs
 }
 
 pub(crate) fn wire_report(runs: &[WireRun]) -> String {
     let mut out = String::from(
-        "| documents | codec | BSON bytes/doc | on the wire bytes/doc | wire / BSON | data batches | cdc-source CPU µs/doc |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| documents | tool | codec | BSON bytes/doc | on the wire bytes/doc | wire / BSON | data batches | the tool's CPU µs/doc |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
         let level = if r.level < 0 { "default".to_string() } else { format!("level {}", r.level) };
         let records_ok = if r.log.records >= r.docs as u64 { "" } else { " (incomplete)" };
         out.push_str(&format!(
-            "| {} × {}{} | {} ({}) | {:.0} | {:.0} | {:.2} | {} | {:.1} |\n",
+            "| {} × {}{} | {} | {} ({}) | {:.0} | {:.0} | {:.2} | {} | {:.1} |\n",
             r.shape,
             r.docs,
             records_ok,
+            r.tool,
             r.codec,
             level,
             r.bson_bytes as f64 / r.docs as f64,
-            r.log.bytes as f64 / r.docs as f64,
-            r.log.bytes as f64 / r.bson_bytes.max(1) as f64,
+            r.bytes_per_doc(),
+            r.of_bson(),
             r.log.data_batches,
             r.cpu_seconds * 1e6 / r.docs as f64,
         ));
