@@ -433,9 +433,10 @@ impl Validate for Config {
 
 impl DeliveryConfig {
     /// What the process holds whatever the budget: ~32 MiB at rest (runtime, clients, pools),
-    /// and MongoDB reads: a change-stream reply of up to 16 MiB, the documents split out of it
-    /// and the events being converted (three times 16 MiB).
-    pub const FIXED_BYTES: usize = (32 + 3 * 16) * 1024 * 1024;
+    /// and MongoDB reads: a change-stream reply of up to 16 MiB, the documents split out of it,
+    /// the events read ahead of the loop (`capture/prefetch.rs`) and the events being converted
+    /// (four times 16 MiB, and a reply being received while the events before wait: five).
+    pub const FIXED_BYTES: usize = (32 + 5 * 16) * 1024 * 1024;
 
     /// Bytes of records the queue to the producer may hold, with the batch being delivered:
     /// what the fixed costs and the producer (its buffer held three times over) leave, at

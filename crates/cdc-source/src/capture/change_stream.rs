@@ -1,18 +1,18 @@
 //! The change stream loop: open at the planned position, convert every event, and hand the
-//! items to the producer through the bounded queue (a full queue pauses reading). Events over
-//! 16 MiB are read as `large_events.rs` says.
+//! items to the producer through the bounded queue (a full queue pauses reading). The stream is
+//! read ahead by a task of its own (`prefetch.rs`). Events over 16 MiB are read as
+//! `large_events.rs` says.
 
 use std::time::{Duration, Instant};
 
-use bson::RawDocumentBuf;
 use envelope::{ClusterTime, Namespace};
-use mongodb::change_stream::event::OperationType;
-use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::{OperationType, ResumeToken};
 use service_kit::health::LoopBeat;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::convert::{Converted, Converter, Recopy};
 use crate::capture::large_events::{self, Fragments, StreamEvent, Support};
+use crate::capture::prefetch::Prefetch;
 use crate::capture::schema;
 use crate::capture::schema_check::IndexCheck;
 use crate::capture::schema_events::{self, Described};
@@ -82,7 +82,7 @@ impl StreamLoop<'_> {
                 how.batch_size = 1;
             }
             let mut stream = match open(self.client, self.config, &start, &how).await {
-                Ok(stream) => stream,
+                Ok(stream) => Prefetch::start(stream),
                 Err(e) if large_events::is_too_large(&e) => {
                     match self.too_large(&start, &mut one_by_one, &how, &shutdown).await? {
                         Step::Reopen(at) => start = at,
@@ -159,7 +159,7 @@ impl StreamLoop<'_> {
                                 return Ok(());
                             }
                         }
-                        self.idle(&stream, &mut last_progress)
+                        self.idle(stream.resume_token(), &mut last_progress)
                     }
                     Err(e) if large_events::is_too_large(&e) => {
                         let at = match stream.resume_token().and_then(|t| bson::to_document(&t).ok()) {
@@ -240,11 +240,11 @@ impl StreamLoop<'_> {
     }
 
     /// Idle: the post-batch resume token still advances the checkpoint, now and then.
-    fn idle(&self, stream: &ChangeStream<RawDocumentBuf>, last_progress: &mut Instant) -> Step {
+    fn idle(&self, token: Option<ResumeToken>, last_progress: &mut Instant) -> Step {
         if last_progress.elapsed() < self.idle_checkpoint_interval {
             return Step::Skip;
         }
-        let Some(resume_token) = stream.resume_token().and_then(|t| bson::to_document(&t).ok()) else {
+        let Some(resume_token) = token.and_then(|t| bson::to_document(&t).ok()) else {
             return Step::Skip;
         };
         let mut item = Item::progress_only(Progress::Stream { resume_token: resume_token.clone(), cluster_time: None });

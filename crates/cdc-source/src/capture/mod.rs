@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `watch.rs` | opening a change stream: position, options, pipeline for the scope; cluster-time arithmetic |
 //! | `change_stream.rs` | the change stream loop: convert every event and hand it to the queue |
+//! | `prefetch.rs` | the stream read ahead by a task of its own while the loop converts |
 //! | `large_events.rs` | events over 16 MiB: split or the document read again |
 //! | `schema.rs` | a collection's options and indexes read from the source |
 //! | `schema_events.rs` | expanded change events → schema DDL |
@@ -23,6 +24,7 @@
 pub(crate) mod change_stream;
 pub(crate) mod convert;
 pub(crate) mod large_events;
+pub(crate) mod prefetch;
 pub(crate) mod routing;
 pub(crate) mod schema;
 pub(crate) mod schema_check;
