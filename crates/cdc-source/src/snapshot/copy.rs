@@ -20,7 +20,7 @@ use crate::capture::convert::Converter;
 use crate::capture::schema;
 use crate::capture::watch::prev_tick;
 use crate::config::{Compat, IndexTiming};
-use crate::delivery::checkpoint::{CollectionProgress, Progress};
+use crate::delivery::checkpoint::{CheckpointUpdate, CollectionProgress};
 use crate::delivery::queue;
 use crate::delivery::record::Item;
 use crate::error::{command_code, Error, Failure};
@@ -151,8 +151,12 @@ impl Copier<'_> {
                 true => Bson::Null,
                 false => ends.into_iter().next().map_or(Bson::Null, |end| end.last_id),
             };
-            let progress =
-                self.tracked().then(|| Progress::SnapshotCollection { ns: label.clone(), last_id, copied, done: true });
+            let progress = self.tracked().then(|| CheckpointUpdate::SnapshotCollection {
+                ns: label.clone(),
+                last_id,
+                copied,
+                done: true,
+            });
             if (!records.is_empty() || progress.is_some())
                 && !self.send(Item { records, progress, cluster_time: Some(at) }, shutdown).await
             {
@@ -211,7 +215,7 @@ impl Copier<'_> {
                 copied: 0,
             })
             .collect();
-        let split = Item::progress_only(Progress::SnapshotRanges { ns: ns.to_string(), splits });
+        let split = Item::progress_only(CheckpointUpdate::SnapshotRanges { ns: ns.to_string(), splits });
         if !self.send(Item { cluster_time: Some(at), ..split }, shutdown).await {
             return Ok(None);
         }
@@ -298,7 +302,7 @@ impl Copier<'_> {
         if let (Some(range), false) = (share.range, end.marked) {
             // An empty range (or one whose collection went away) is copied too.
             let progress =
-                Progress::SnapshotRange { ns: label.clone(), range, last_id: Bson::Null, copied, done: true };
+                CheckpointUpdate::SnapshotRange { ns: label.clone(), range, last_id: Bson::Null, copied, done: true };
             let item = Item::progress_only(progress);
             if !self.send(Item { cluster_time: Some(at), ..item }, shutdown).await {
                 return Ok(None);
@@ -385,8 +389,8 @@ impl Copier<'_> {
         // last durable document: no document is copied twice.
         let done = place == Place::Last { done: true };
         let progress = self.tracked().then(|| match share.range {
-            Some(range) => Progress::SnapshotRange { ns: ns.to_string(), range, last_id: id, copied, done },
-            None => Progress::SnapshotCollection { ns: ns.to_string(), last_id: id, copied, done },
+            Some(range) => CheckpointUpdate::SnapshotRange { ns: ns.to_string(), range, last_id: id, copied, done },
+            None => CheckpointUpdate::SnapshotCollection { ns: ns.to_string(), last_id: id, copied, done },
         });
         let total = tally.copied.fetch_add(1, Ordering::Relaxed) + 1;
         if total.is_multiple_of(METRIC_EVERY) {

@@ -184,9 +184,10 @@ impl Phase {
     }
 }
 
-/// A failback's progress on the old primary.
+/// Where a failback stands on the old primary: its phase and what its steps recorded (its
+/// document in [`PROGRESS`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
+pub struct FailbackState {
     pub phase: Phase,
     /// Where the scan of the old primary's changes ended (its marker).
     pub scanned_up_to: Option<ClusterTime>,
@@ -196,14 +197,14 @@ pub struct Progress {
 }
 
 /// The progress of failover `id` (phase `New` when there is none).
-pub async fn progress(db: &mongodb::Database, id: &str) -> Result<Progress, Error> {
+pub async fn progress(db: &mongodb::Database, id: &str) -> Result<FailbackState, Error> {
     let found = db
         .collection::<Document>(PROGRESS)
         .find_one(doc! {"_id": id})
         .await
         .map_err(|e| Error::mongo("read the failback's progress", e))?
         .unwrap_or_default();
-    Ok(Progress {
+    Ok(FailbackState {
         phase: Phase::of(found.get_str("phase").unwrap_or_default()),
         scanned_up_to: found.get_timestamp("scanned_up_to").ok().map(ClusterTime::from),
         scan: found.get_document("scan").ok().cloned(),
