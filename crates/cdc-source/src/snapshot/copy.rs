@@ -71,6 +71,20 @@ struct Tally {
     logged_ms: AtomicU64,
 }
 
+/// One collection's copy as each of its readers sees it: what they read, at which time, and
+/// what they count together.
+struct CollectionCopy<'c> {
+    ns: &'c Namespace,
+    /// Documents as the server's BSON bytes: written out as extended JSON straight from them.
+    collection: Collection<RawDocumentBuf>,
+    /// The cluster time every read is positioned at.
+    at: ClusterTime,
+    /// Whether the one reader marks the collection copied with its last read (see `copy`).
+    done_with_last: bool,
+    tally: Tally,
+    shutdown: &'c CancellationToken,
+}
+
 pub struct Copier<'a> {
     pub client: &'a mongodb::Client,
     pub converter: &'a Converter,
@@ -118,22 +132,28 @@ impl Copier<'_> {
             started: Instant::now(),
             logged_ms: AtomicU64::new(0),
         };
-        // One reader marks the collection copied with its last read, unless indexes follow the
-        // documents: then the item carrying them does, as it does for a collection in ranges.
-        let done_with_last = !ranged && after.is_empty();
         let readers = match self.tracking {
             Tracking::Snapshot(ranges) => ranges.readers,
             Tracking::None => 1,
         };
-        // Documents as the server's BSON bytes: written out as extended JSON straight from them.
-        let raw = collection.clone_with_type::<RawDocumentBuf>();
-        let (collection, tally) = (&raw, &tally);
+        let job = CollectionCopy {
+            ns,
+            collection: collection.clone_with_type::<RawDocumentBuf>(),
+            at,
+            // One reader marks the collection copied with its last read, unless indexes follow
+            // the documents: then the item carrying them does, as it does for a collection in
+            // ranges.
+            done_with_last: !ranged && after.is_empty(),
+            tally,
+            shutdown,
+        };
         let ends: Vec<Option<End>> = futures::stream::iter(shares)
-            .map(|share| self.read(ns, collection, share, done_with_last, at, tally, shutdown))
+            .map(|share| self.read(&job, share))
             .buffer_unordered(readers)
             .try_collect()
             .await?;
         let Some(ends) = ends.into_iter().collect::<Option<Vec<End>>>() else { return Ok(false) };
+        let tally = &job.tally;
         let copied = tally.copied.load(Ordering::Relaxed);
         let finished = !ranged && ends.first().is_some_and(|end| end.marked);
         if !finished {
@@ -223,17 +243,9 @@ impl Copier<'_> {
     }
 
     /// Reads one share in `_id` order into the queue; `None` when stopped.
-    #[allow(clippy::too_many_arguments)]
-    async fn read(
-        &self,
-        ns: &Namespace,
-        collection: &Collection<RawDocumentBuf>,
-        share: Share,
-        done_with_last: bool,
-        at: ClusterTime,
-        tally: &Tally,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<End>, Error> {
+    async fn read(&self, job: &CollectionCopy<'_>, share: Share) -> Result<Option<End>, Error> {
+        let CollectionCopy { ns, collection, at, done_with_last, tally, shutdown } = job;
+        let (at, done_with_last) = (*at, *done_with_last);
         let label = &tally.label;
         let mut copied = share.copied;
         let mut pending: Option<RawDocumentBuf> = None;
@@ -279,7 +291,7 @@ impl Copier<'_> {
                 // One document of look-ahead, so the share's last read can say so.
                 if let Some(previous) = pending.replace(doc) {
                     copied += 1;
-                    if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await? {
+                    if !self.emit(job, &share, previous, copied, Place::Middle).await? {
                         return Ok(None);
                     }
                     if crate::hooks::copy_held(label, copied) {
@@ -294,7 +306,7 @@ impl Copier<'_> {
             copied += 1;
             end.last_id = last.id().unwrap_or(Bson::Null);
             let place = Place::Last { done: mark_with_last };
-            if !self.emit(ns, &share, last, at, copied, place, tally, shutdown).await? {
+            if !self.emit(job, &share, last, copied, place).await? {
                 return Ok(None);
             }
             end.marked = mark_with_last;
@@ -368,18 +380,18 @@ impl Copier<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends one read of `share`, the `copied`-th, with its progress when tracked; false when
+    /// stopped.
     async fn emit(
         &self,
-        ns: &Namespace,
+        job: &CollectionCopy<'_>,
         share: &Share,
         doc: RawDocumentBuf,
-        at: ClusterTime,
         copied: u64,
         place: Place,
-        tally: &Tally,
-        shutdown: &CancellationToken,
     ) -> Result<bool, Error> {
+        let CollectionCopy { ns, at, tally, shutdown, .. } = job;
+        let at = *at;
         let id = doc.id().unwrap_or(Bson::Null);
         // Debezium's `snapshot: last` goes on the collection's greatest `_id`.
         let last = place != Place::Middle && share.to.is_none();

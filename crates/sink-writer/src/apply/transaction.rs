@@ -44,6 +44,16 @@ pub struct Settle<'a> {
     pub unpark: Vec<&'a str>,
 }
 
+/// What one transaction writes, in order: the ledger's advance, the rounds, the parked writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Contents<'a> {
+    pub advance: Advance,
+    pub rounds: &'a [Vec<WriteOp>],
+    pub settle: &'a Settle<'a>,
+    /// Each statement in a command of its own (after a command was refused as a whole).
+    pub singly: bool,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -73,24 +83,20 @@ pub fn write_concern(w: &str, journal: bool) -> WriteConcern {
 }
 
 /// Runs one attempt.
-#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     session: &mut ClientSession,
     write_concern: &WriteConcern,
     ledger: &Ledger,
     writer: &Writer,
     tp: &Tp,
-    advance: Advance,
-    rounds: &[Vec<WriteOp>],
-    settle: &Settle<'_>,
-    singly: bool,
+    contents: Contents<'_>,
 ) -> Result<Attempt, Error> {
     session
         .start_transaction()
         .write_concern(write_concern.clone())
         .await
         .map_err(|e| Error::mongo("start a transaction", e))?;
-    let outcome = body(session, ledger, writer, tp, advance, rounds, settle, singly).await;
+    let outcome = body(session, ledger, writer, tp, contents).await;
     match outcome {
         Ok(Attempt::Committed) => commit(session).await,
         Ok(ended) => {
@@ -104,17 +110,14 @@ pub async fn attempt(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn body(
     session: &mut ClientSession,
     ledger: &Ledger,
     writer: &Writer,
     tp: &Tp,
-    advance: Advance,
-    rounds: &[Vec<WriteOp>],
-    settle: &Settle<'_>,
-    singly: bool,
+    contents: Contents<'_>,
 ) -> Result<Attempt, Error> {
+    let Contents { advance, rounds, settle, singly } = contents;
     ledger.advance_in(session, tp, advance.epoch, advance.offset, advance.consistent).await?;
     for (index, round) in rounds.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
         match writer.apply_in(session, round, singly).await? {

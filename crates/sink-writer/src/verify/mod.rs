@@ -168,9 +168,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         found.push((ns, mapped, findings));
     }
     if args.repair {
-        let clients = (&source, &target);
-        report.repair =
-            Some(repair::repair(config, clients, &transforms, &mut found, &replication, &pace, &held).await?);
+        report.repair = Some(repair::repair(config, &verifier, &mut found).await?);
     }
     for (ns, mapped, findings) in found {
         report.namespaces.push(NamespaceReport::new(ns, mapped, findings, config.verify.max_listed));
