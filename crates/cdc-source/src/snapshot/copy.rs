@@ -23,7 +23,7 @@ use crate::config::{Compat, IndexTiming};
 use crate::delivery::checkpoint::{CheckpointUpdate, CollectionProgress};
 use crate::delivery::queue;
 use crate::delivery::record::Item;
-use crate::error::{command_code, Error, Failure};
+use crate::error::{command_code, Common, Error, Failure};
 use crate::metrics::Metrics;
 use crate::server::now_ms;
 use crate::snapshot::ranges::{resumed_shares, split_points, Ranges, Share};
@@ -264,10 +264,10 @@ impl Copier<'_> {
                     Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
                         if crate::server::collection_exists(self.client, ns).await? {
                             // Killed for another reason: start again from the last durable read.
-                            return Err(Error::Mongo(Failure::retriable(
+                            return Err(Error::Common(Common::Mongo(Failure::retriable(
                                 format!("copy of {label}"),
                                 e.kind.to_string(),
-                            )));
+                            ))));
                         }
                         tracing::info!(namespace = %label, copied, "collection dropped or renamed while copied: the change stream brings the rest");
                         break 'reads;
@@ -277,7 +277,7 @@ impl Copier<'_> {
                 // Kept as bytes, it must read all the way down (see check_raw_document).
                 if let Err(e) = envelope::extjson::check_raw_document(&doc) {
                     let id = doc.id().map(|id| id.to_string()).unwrap_or_else(|| "?".into());
-                    return Err(Error::Fatal(format!(
+                    return Err(Error::fatal(format!(
                         "a document of {label} (_id {id}) did not decode: {e}; fix it in the source, then restart"
                     )));
                 }

@@ -19,7 +19,7 @@ use crate::apply::parked_store::PARKED;
 use crate::apply::write_plan::WriteOp;
 use crate::apply::writer::{InTransaction, Outcome, Writer};
 use crate::consume::offsets::Tp;
-use crate::error::Error;
+use crate::error::{Common, Error};
 
 /// How often a commit whose outcome is unknown is asked again before the attempt counts as
 /// failed (and is retried whole: a new transaction on the same session ends the old one).
@@ -142,7 +142,7 @@ async fn body(
             .await
             .map_err(|e| Error::mongo("record parked writes", e))?;
         if reply.get_array("writeErrors").is_ok() {
-            return Err(Error::Fatal(format!("the target refused to record parked writes: {reply:?}")));
+            return Err(Error::fatal(format!("the target refused to record parked writes: {reply:?}")));
         }
     }
     for id in &settle.unpark {
@@ -187,9 +187,9 @@ pub fn transaction_error(context: &str, e: mongodb::error::Error) -> Error {
     let transient =
         e.contains_label(TRANSIENT_TRANSACTION_ERROR) || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT);
     match Error::mongo(context, e) {
-        Error::Mongo(mut failure) if transient => {
+        Error::Common(Common::Mongo(mut failure)) if transient => {
             failure.retriable = true;
-            Error::Mongo(failure)
+            Error::Common(Common::Mongo(failure))
         }
         other => other,
     }

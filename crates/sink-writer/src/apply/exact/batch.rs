@@ -197,7 +197,7 @@ impl Exact<'_> {
         moot.dedup();
         let entries = kept
             .into_iter()
-            .map(|(key, parked)| parked_store::encode(ledger.group(), &self.tp, key, parked).map_err(Error::Fatal))
+            .map(|(key, parked)| parked_store::encode(ledger.group(), &self.tp, key, parked).map_err(Error::fatal))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((entries, moot))
     }
