@@ -133,7 +133,7 @@ impl Election {
                     let _ = polled.poll(Duration::from_millis(200));
                 }
             })
-            .map_err(|e| Error::Fatal(format!("election thread: {e}")))?;
+            .map_err(|e| Error::fatal(format!("election thread: {e}")))?;
         tracing::info!(group = %config.election_group(), %topic, "joined the election");
         Ok(Election { consumer: Some(consumer), active, stop, poller: Some(poller), topic, session_timeout })
     }
@@ -231,7 +231,7 @@ async fn ensure_topic(config: &Config, consumer: &Arc<BaseConsumer<Membership>>,
         Ok::<_, Error>(metadata.topics().iter().any(|t| t.name() == name && t.error().is_none()))
     })
     .await
-    .map_err(|e| Error::Fatal(format!("metadata task: {e}")))??;
+    .map_err(|e| Error::fatal(format!("metadata task: {e}")))??;
     if exists {
         return Ok(());
     }

@@ -3,20 +3,16 @@
 //! message naming the cause and the fix; a lost resume point follows `capture.on_history_lost`.
 
 use rdkafka::error::KafkaError;
+/// The errors both services have: fatal, HTTP, MongoDB, Kafka.
+pub use service_kit::error::Error as Common;
 pub use service_kit::failure::Failure;
 use service_kit::failure::{classify_mongo, MongoErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad settings or an unusable environment: fix the configuration and restart.
-    #[error("{0}")]
-    Fatal(String),
-    #[error("cannot serve HTTP: {0}")]
-    Http(#[from] std::io::Error),
-    #[error("mongodb {0}")]
-    Mongo(Failure),
-    #[error("kafka {0}")]
-    Kafka(Failure),
+    /// Bad settings, the HTTP port, a failed MongoDB or Kafka call: what both services have.
+    #[error(transparent)]
+    Common(#[from] Common),
     /// The stored resume point is no longer in the source's history (oplog / change stream
     /// retention too short for the time the source was stopped).
     #[error(
@@ -37,34 +33,38 @@ pub enum Error {
 }
 
 impl Error {
+    /// Bad settings or an unusable environment: fix the configuration and restart.
+    pub fn fatal(message: String) -> Self {
+        Error::Common(Common::Fatal(message))
+    }
+
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Mongo(failure) | Error::Kafka(failure) => failure.retriable,
+            Error::Common(common) => common.is_retriable(),
             Error::Checkpoint(_) | Error::Fenced(_) => true,
-            Error::Fatal(_) | Error::Http(_) | Error::HistoryLost(_) => false,
+            Error::HistoryLost(_) => false,
         }
     }
 
     /// A short label for the restart metric.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Fatal(_) => "fatal",
-            Error::Http(_) => "http",
-            Error::Mongo(_) => "mongodb",
-            Error::Kafka(_) => "kafka",
+            Error::Common(common) => common.kind(),
             Error::HistoryLost(_) => "history_lost",
             Error::Checkpoint(_) => "checkpoint",
             Error::Fenced(_) => "fenced",
         }
     }
 
+    /// A failed MongoDB call; a resume point gone from the source's history is `HistoryLost`.
     pub fn mongo(context: &str, e: mongodb::error::Error) -> Self {
         match classify_mongo(&e) {
             MongoErrorClass::HistoryLost => Error::HistoryLost(e.kind.to_string()),
-            _ => Error::Mongo(Failure::mongo(context, &e)),
+            _ => Common::mongo(context, e).into(),
         }
     }
 
+    /// A failed Kafka call; a fenced producer is `Fenced`, and a record too large says what to raise.
     pub fn kafka(context: &str, e: KafkaError) -> Self {
         if matches!(&e, KafkaError::Transaction(t) if t.code() == rdkafka::types::RDKafkaErrorCode::Fenced) {
             return Error::Fenced(context.to_string());
@@ -76,13 +76,19 @@ impl Error {
                  delivery.max_message_bytes",
             );
         }
-        Error::Kafka(failure)
+        Common::Kafka(failure).into()
     }
 }
 
 impl From<String> for Error {
     fn from(message: String) -> Self {
-        Error::Fatal(message)
+        Error::fatal(message)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Common::Http(e).into()
     }
 }
 
@@ -130,5 +136,23 @@ mod tests {
         assert!(elected.is_retriable() && !matches!(elected, Error::HistoryLost(_)));
         let bad = Error::mongo("change stream", server_error(40324, "Location40324", "Unrecognized pipeline stage"));
         assert!(!bad.is_retriable() && !matches!(bad, Error::HistoryLost(_)));
+    }
+
+    #[test]
+    fn every_error_keeps_its_restart_label_and_retry_decision() {
+        let failure = || Failure::retriable("x", "down");
+        let cases = [
+            (Error::fatal("bad".into()), "fatal", false),
+            (Error::from(std::io::Error::other("port")), "http", false),
+            (Error::Common(Common::Mongo(failure())), "mongodb", true),
+            (Error::Common(Common::Kafka(Failure::permanent("x", "refused"))), "kafka", false),
+            (Error::HistoryLost("gone".into()), "history_lost", false),
+            (Error::Checkpoint("write".into()), "checkpoint", true),
+            (Error::Fenced("commit".into()), "fenced", true),
+        ];
+        for (error, kind, retriable) in cases {
+            assert_eq!((error.kind(), error.is_retriable()), (kind, retriable), "{error:?}");
+        }
+        assert_eq!(Error::fatal("bad".into()).to_string(), "bad", "the shared errors keep their messages");
     }
 }

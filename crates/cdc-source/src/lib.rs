@@ -32,7 +32,7 @@
 //!
 //! Errors: transient MongoDB / Kafka failures restart the pipeline from the last durable
 //! checkpoint with capped backoff ([`Error::is_retriable`]); a lost resume point follows
-//! `capture.on_history_lost`; anything else ([`Error::Fatal`]) stops the service with the cause.
+//! `capture.on_history_lost`; anything else ([`Error::fatal`]) stops the service with the cause.
 //!
 //! Standby (`election.enabled`): several instances of one capture, one active. They are members
 //! of a Kafka consumer group on the checkpoint topic; the one holding its partition captures, the
@@ -55,7 +55,7 @@
 //! | `delivery/` | the bounded queue, batches, watermarks, the producer's transactions with the checkpoint, topics, the checkpoint store |
 //! | *around* | |
 //! | `config.rs` | settings and their validation |
-//! | `error.rs` | what can go wrong, split by what happens next |
+//! | `error.rs` | what can go wrong, split by what happens next: its own errors beside `service_kit::error`'s |
 //! | `metrics.rs` | every metric |
 //! | `history.rs` | how far back the source keeps change history |
 //! | `server.rs` | the source's clock and what is asked outside streams and copies |
@@ -105,13 +105,13 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
     config.capture.compat = config.capture.compat.resolve(config.mongo.uri.expose());
     let shell = Shell::start("cdc_source", &config.http).await?;
     config.kafka.prepare_auth().await;
-    let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
+    let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::fatal(format!("metrics: {e}")))?;
     metrics.memory_budget.set(i64::try_from(config.delivery.memory_budget_bytes).unwrap_or(i64::MAX));
     let http_addr = shell.http_addr;
     let stop_timeout = Duration::from_millis(config.delivery.shutdown_timeout_ms);
     let client =
         config.mongo.client_for("cdc-source", config.capture.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
-    let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
+    let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::fatal(format!("kafka: {e}")))?;
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(checkpoint_age_ticker(metrics.clone()));
         let history = tokio::spawn(history::ticker(client.clone(), config.capture.clone(), metrics.clone()));
@@ -130,7 +130,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> Result<Ru
             result = &mut pipeline => result,
             // After a stop request the pipeline gets a deadline to commit what it has.
             _ = async { shutdown.cancelled().await; tokio::time::sleep(stop_timeout).await } => {
-                Err(Error::Fatal(format!("did not stop within {} ms of the stop request", stop_timeout.as_millis())))
+                Err(Error::fatal(format!("did not stop within {} ms of the stop request", stop_timeout.as_millis())))
             }
         };
         shell.finish(vec![ticker, history, watch], result).await

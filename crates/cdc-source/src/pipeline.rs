@@ -40,7 +40,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     health.declare(COMPONENT);
-    let filter = NamespaceFilter::new(&config.capture).map_err(|e| Error::Fatal(e.to_string()))?;
+    let filter = NamespaceFilter::new(&config.capture).map_err(|e| Error::fatal(e.to_string()))?;
     let mut supervisor = Supervisor::new(&config);
     let mut force_snapshot = false;
     loop {
@@ -118,7 +118,7 @@ async fn run_once(
         connected = connect => connected?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let configured = crate::start::parse(&config.capture.start_after_cluster_time).map_err(Error::Fatal)?;
+    let configured = crate::start::parse(&config.capture.start_after_cluster_time).map_err(Error::fatal)?;
     if configured.is_some() && stored.is_some() {
         tracing::info!("capture.start_after_cluster_time is not used: the capture has a checkpoint");
     }
@@ -156,7 +156,7 @@ async fn run_once(
     );
     converter.rs = server::replica_set_name(client).await;
     converter.transforms =
-        transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
+        transform::Rules::load(&config.transforms).map_err(|problems| Error::fatal(problems.join("; ")))?;
     converter.recopy_renames_until =
         checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
     let seq = converter.seq.clone();
@@ -244,7 +244,7 @@ impl Capture<'_> {
                     return Ok(());
                 }
                 let mut converter =
-                    Arc::try_unwrap(converter).map_err(|_| Error::Fatal("snapshot still running".into()))?;
+                    Arc::try_unwrap(converter).map_err(|_| Error::fatal("snapshot still running".into()))?;
                 converter.recopy_renames_until = Some(done.completed_at);
                 return self.stream(converter, tx, Start::After(done.start_at), shutdown).await;
             }

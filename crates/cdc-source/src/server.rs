@@ -22,7 +22,7 @@ pub async fn cluster_time(client: &mongodb::Client) -> Result<ClusterTime, Error
         .ok()
         .or_else(|| reply.get_document("$clusterTime").ok().and_then(|c| c.get_timestamp("clusterTime").ok()));
     time.map(ClusterTime::from)
-        .ok_or_else(|| Error::Fatal("the source reports no cluster time: is it a replica set (or DocumentDB)?".into()))
+        .ok_or_else(|| Error::fatal("the source reports no cluster time: is it a replica set (or DocumentDB)?".into()))
 }
 
 /// The replica set's name, for `source.rs` (none on a sharded cluster).

@@ -79,7 +79,7 @@ impl Supervisor {
             self.fences.retain(|at| now.saturating_duration_since(*at) < FENCE_WINDOW);
             self.fences.push(now);
             if self.fences.len() >= FENCES_TO_GIVE_UP {
-                return Decision::Stop(Error::Fatal(format!(
+                return Decision::Stop(Error::fatal(format!(
                     "fenced {} times within {} minutes: another cdc-source with capture.name '{}' is running \
                      (outside the election, if this one takes part in one); stop one of them",
                     self.fences.len(),
@@ -98,9 +98,10 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Common;
 
     fn transient() -> Error {
-        Error::Kafka(crate::error::Failure::retriable("x", "down"))
+        Error::Common(Common::Kafka(crate::error::Failure::retriable("x", "down")))
     }
 
     #[test]
@@ -134,7 +135,7 @@ mod tests {
             Supervisor::new(&config).decide(lost(), Duration::ZERO, Instant::now(), None),
             Decision::Resnapshot
         ));
-        let fatal = Error::Fatal("bad".into());
+        let fatal = Error::fatal("bad".into());
         assert!(matches!(
             Supervisor::new(&config).decide(fatal, Duration::ZERO, Instant::now(), None),
             Decision::Stop(_)
@@ -153,7 +154,10 @@ mod tests {
             "the first is old"
         );
         assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later, None), Decision::Restart(_)));
-        assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, later, None), Decision::Stop(Error::Fatal(_))));
+        assert!(matches!(
+            supervisor.decide(fenced(), Duration::ZERO, later, None),
+            Decision::Stop(Error::Common(Common::Fatal(_)))
+        ));
     }
 
     #[test]
@@ -168,6 +172,9 @@ mod tests {
         assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, now, Some(true)), Decision::Restart(_)));
         assert!(matches!(supervisor.decide(fenced(), Duration::ZERO, now, Some(true)), Decision::Restart(_)));
         let third = supervisor.decide(fenced(), Duration::ZERO, now, Some(true));
-        assert!(matches!(&third, Decision::Stop(Error::Fatal(m)) if m.contains("outside the election")), "{third:?}");
+        assert!(
+            matches!(&third, Decision::Stop(Error::Common(Common::Fatal(m))) if m.contains("outside the election")),
+            "{third:?}"
+        );
     }
 }

@@ -188,17 +188,13 @@
 //! | `decode.rs` | record keys and values → events, a typed error for anything else |
 //! | `error.rs` | why a record could not be decoded (permanent for that record) |
 //! | `resend.rs` | re-send requests and their replies |
-//! | `extjson.rs` | BSON → extended JSON, written directly: the reference writer |
-//! | `extjson_read.rs` | extended JSON → BSON through a tree: the reference reader |
-//! | `extjson_raw.rs` | extended JSON → BSON bytes in one pass (the sink's hot path), checked against the reference reader |
+//! | `extjson/` | BSON ⇄ extended JSON text: the reference writer and reading (`Document` path), the raw-BSON fast paths held equal to them; its `mod.rs` has the map |
 
 mod decode;
 mod encode;
 mod error;
 mod event;
 pub mod extjson;
-mod extjson_raw;
-mod extjson_read;
 pub mod resend;
 mod wire;
 

@@ -1,6 +1,6 @@
 //! A failed call to MongoDB or Kafka, shaped the same in both services: what was being done,
-//! why it failed, and whether trying again can help (decided here, once for both). Each service's
-//! `Error` wraps it in its own `Mongo` and `Kafka` variants and adds what only it has.
+//! why it failed, and whether trying again can help (decided here, once for both). The shared
+//! `error::Error` wraps it in its `Mongo` and `Kafka` variants.
 
 use rdkafka::error::KafkaError;
 

@@ -15,8 +15,9 @@
 //! Liveness is "every registered loop beat recently", readiness is "every declared component
 //! reports ok"; the services set both. `connect` holds the MongoDB and Kafka connection settings
 //! both services share, and the cheap checks that say whether each answers; `failure` is the
-//! shape of a failed MongoDB or Kafka call (context, reason, retriable) both services' errors
-//! wrap, and the one place that decides from a MongoDB or Kafka error whether to retry.
+//! shape of a failed MongoDB or Kafka call (context, reason, retriable), and the one place that
+//! decides from a MongoDB or Kafka error whether to retry; `error` is the part of the services'
+//! `Error` they share (fatal, HTTP, MongoDB, Kafka), which each wraps beside its own variants.
 //!
 //! `doctor` holds the checks both services' `doctor` share; `documentdb_fit` says what an Amazon
 //! DocumentDB target will not carry of a deployment's collections (docdb-rules' table).
@@ -41,6 +42,7 @@
 //! | `metrics.rs` | the metrics the shell adds to every service |
 //! | `backoff.rs` | the one retry policy: capped exponential backoff with jitter |
 //! | `failure.rs` | a failed MongoDB or Kafka call, and whether to retry it (the error-code table) |
+//! | `error.rs` | the errors both services have (fatal, HTTP, MongoDB, Kafka), defined once |
 //! | `budget.rs` | the memory budget every growing buffer reserves from |
 //! | `connect.rs` | MongoDB connection settings, clients, `compat`, reachability checks |
 //! | `kafka_connection.rs` | the Kafka cluster: bootstrap servers, security, client options |
@@ -63,6 +65,7 @@ pub mod connect;
 pub mod credential_cache;
 pub mod doctor;
 pub mod documentdb_fit;
+pub mod error;
 pub mod failure;
 pub mod health;
 pub mod http;

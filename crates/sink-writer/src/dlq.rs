@@ -6,7 +6,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use service_kit::connect::{create_topic, KafkaConnection};
 use service_kit::kafka_auth::AuthContext;
 
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 /// Readiness component: dead letters can be written (a failing dead-letter produce shows here,
 /// not as Kafka being unreachable).
@@ -39,10 +39,10 @@ impl DeadLetters {
             Ok(true) => tracing::info!(topic, "created dead-letter topic"),
             Ok(false) => {}
             Err(e) => {
-                return Err(Error::Kafka(Failure::retriable(
+                return Err(Error::Common(Common::Kafka(Failure::retriable(
                     format!("create dead-letter topic {topic}"),
                     e.to_string(),
-                )))
+                ))))
             }
         }
         let producer = kafka

@@ -3,19 +3,15 @@
 //! dead-letter topic; configuration problems stop the service with the cause.
 
 use rdkafka::error::KafkaError;
+/// The errors both services have: fatal, HTTP, MongoDB, Kafka.
+pub use service_kit::error::Error as Common;
 pub use service_kit::failure::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad settings or an unusable environment: fix the configuration and restart.
-    #[error("{0}")]
-    Fatal(String),
-    #[error("cannot serve HTTP: {0}")]
-    Http(#[from] std::io::Error),
-    #[error("mongodb {0}")]
-    Mongo(Failure),
-    #[error("kafka {0}")]
-    Kafka(Failure),
+    /// Bad settings, the HTTP port, a failed MongoDB or Kafka call: what both services have.
+    #[error(transparent)]
+    Common(#[from] Common),
     /// Another replica took the partition over in the target's ledger (`exactly_once`): this
     /// owner's transaction was refused and nothing of it was written.
     #[error("fenced: {0}")]
@@ -27,24 +23,35 @@ pub enum Error {
 }
 
 impl Error {
+    /// Bad settings or an unusable environment: fix the configuration and restart.
+    pub fn fatal(message: String) -> Self {
+        Error::Common(Common::Fatal(message))
+    }
+
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Mongo(failure) | Error::Kafka(failure) => failure.retriable,
-            Error::Fatal(_) | Error::Http(_) | Error::Fenced(_) | Error::Stopped => false,
+            Error::Common(common) => common.is_retriable(),
+            Error::Fenced(_) | Error::Stopped => false,
         }
     }
 
     pub fn mongo(context: &str, e: mongodb::error::Error) -> Self {
-        Error::Mongo(Failure::mongo(context, &e))
+        Common::mongo(context, e).into()
     }
 
     pub fn kafka(context: &str, e: KafkaError) -> Self {
-        Error::Kafka(Failure::kafka(context, &e))
+        Common::kafka(context, e).into()
     }
 }
 
 impl From<String> for Error {
     fn from(message: String) -> Self {
-        Error::Fatal(message)
+        Error::fatal(message)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Common::Http(e).into()
     }
 }

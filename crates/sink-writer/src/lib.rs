@@ -33,7 +33,7 @@
 //! by a unique secondary index is retried for a while (the value is freed by a change still on
 //! its way); records that can never be applied go to the dead-letter topic with headers; a
 //! partition task that ends with an error starts again from its durable offset; configuration
-//! problems stop the service ([`Error::Fatal`]).
+//! problems stop the service ([`Error::fatal`]).
 //!
 //! # Layout
 //! | file | owns |
@@ -55,7 +55,7 @@
 //! | `status/` | `sink-writer status`: consistency point, lag, what blocks a cutover, verdict |
 //! | `verify/` | `sink-writer verify`: source and target compared while replication runs |
 //! | `failback/` | `sink-writer failover record`, `failback reconcile / switch-back / report`: going back after a failover |
-//! | `error.rs` | what can go wrong, by what happens next |
+//! | `error.rs` | what can go wrong, by what happens next: its own errors beside `service_kit::error`'s |
 
 mod apply;
 pub mod cli;
@@ -107,14 +107,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let shell = Shell::start("sink_writer", &config.http).await?;
     config.kafka.prepare_auth().await;
-    let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::Fatal(format!("metrics: {e}")))?;
+    let metrics = metrics::Metrics::register(&shell.registry).map_err(|e| Error::fatal(format!("metrics: {e}")))?;
     let client =
         config.mongo.client_for("sink-writer", config.apply.compat).await.map_err(|e| Error::mongo("mongo.uri", e))?;
     let mapper =
-        mapping::Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
+        mapping::Mapper::new(&config.apply.mapping).map_err(|e| Error::fatal(format!("apply.mapping: {e}")))?;
     let subscription = subscription::Subscription::new(&config.consume.topics, &config.consume.dead_letter_topic)
-        .map_err(|e| Error::Fatal(format!("consume.topics: {e}")))?;
-    let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::Fatal(format!("kafka: {e}")))?;
+        .map_err(|e| Error::fatal(format!("consume.topics: {e}")))?;
+    let probe = KafkaProbe::new(&config.kafka).map_err(|e| Error::fatal(format!("kafka: {e}")))?;
     let http_addr = shell.http_addr;
     let task = tokio::spawn(async move {
         // Readiness reports on both servers from the start, whatever the steps below wait for.

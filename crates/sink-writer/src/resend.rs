@@ -17,7 +17,7 @@ use service_kit::connect::KafkaConnection;
 use service_kit::kafka_auth::{self, AuthContext};
 
 use crate::config::Config;
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 /// What became of the requests sent.
 #[derive(Debug, Default)]
@@ -50,7 +50,7 @@ impl Resend {
     pub async fn new(config: &Config) -> Result<Self, Error> {
         let topics = config.request_topics();
         if topics.is_empty() {
-            return Err(Error::Fatal(
+            return Err(Error::fatal(
                 "no request topic: set status.capture_names (or repair.request_topics) to cdc-source's capture.name"
                     .into(),
             ));
@@ -63,7 +63,7 @@ impl Resend {
         let (kafka, names) = (config.kafka.clone(), topics.clone());
         let from = tokio::task::spawn_blocking(move || ends(&kafka, &names))
             .await
-            .map_err(|e| Error::Fatal(format!("request topic task: {e}")))??;
+            .map_err(|e| Error::fatal(format!("request topic task: {e}")))??;
         Ok(Self {
             kafka: config.kafka.clone(),
             producer,
@@ -108,7 +108,7 @@ impl Resend {
         let (sent, timeout) = (self.sent.clone(), self.timeout);
         tokio::task::spawn_blocking(move || wait(&kafka, &from, &topics, &sent, timeout))
             .await
-            .map_err(|e| Error::Fatal(format!("reply reader task: {e}")))?
+            .map_err(|e| Error::fatal(format!("reply reader task: {e}")))?
     }
 }
 
@@ -118,10 +118,10 @@ fn ends(kafka: &KafkaConnection, topics: &[String]) -> Result<HashMap<String, i6
     let mut ends = HashMap::new();
     for topic in topics {
         let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).map_err(|e| {
-            Error::Kafka(Failure::retriable(
+            Error::Common(Common::Kafka(Failure::retriable(
                 format!("read request topic {topic}"),
                 format!("{e} (cdc-source creates it when it starts; is status.capture_names right?)"),
-            ))
+            )))
         })?;
         ends.insert(topic.clone(), high);
     }

@@ -18,7 +18,7 @@ use crate::capture::schema_check::IndexCheck;
 use crate::capture::schema_events::{self, Described};
 use crate::capture::watch::{self, open, How, Start};
 use crate::config::{CaptureConfig, IndexTiming};
-use crate::delivery::checkpoint::{CollectionProgress, Progress};
+use crate::delivery::checkpoint::{CheckpointUpdate, CollectionProgress};
 use crate::delivery::queue;
 use crate::delivery::record::Item;
 use crate::error::Error;
@@ -247,7 +247,8 @@ impl StreamLoop<'_> {
         let Some(resume_token) = token.and_then(|t| bson::to_document(&t).ok()) else {
             return Step::Skip;
         };
-        let mut item = Item::progress_only(Progress::Stream { resume_token: resume_token.clone(), cluster_time: None });
+        let mut item =
+            Item::progress_only(CheckpointUpdate::Stream { resume_token: resume_token.clone(), cluster_time: None });
         if let Some(topic) = &self.heartbeat_topic {
             item.records.push(self.converter.heartbeat(topic, &resume_token, now_ms()));
         }
@@ -275,7 +276,8 @@ impl StreamLoop<'_> {
             reread = large_events::reread(self.client, self.config, at, how) => reread?,
         };
         tracing::warn!(position = ?at, found = reread.event.is_some(), "change event over 16 MiB read again without its documents, which were looked up");
-        let progress = Progress::Stream { resume_token: reread.token.clone(), cluster_time: reread.cluster_time };
+        let progress =
+            CheckpointUpdate::Stream { resume_token: reread.token.clone(), cluster_time: reread.cluster_time };
         let step = match reread.event {
             Some(event) => self.event(event, None, &mut Instant::now(), shutdown).await?,
             None => Step::Send(Item::progress_only(progress)),

@@ -19,7 +19,7 @@ use crate::capture::routing::{NamespaceFilter, TopicRouter};
 use crate::capture::schema_events::{self, Described};
 use crate::capture::transaction::{lsid_text, Transactions};
 use crate::capture::transforms;
-use crate::delivery::checkpoint::Progress;
+use crate::delivery::checkpoint::CheckpointUpdate;
 use crate::delivery::record::{Item, Record, Target, HEARTBEAT};
 use crate::error::Error;
 
@@ -45,7 +45,7 @@ pub struct Recopy {
     pub markers: Item,
     pub ns: Namespace,
     pub at: ClusterTime,
-    pub progress: Progress,
+    pub progress: CheckpointUpdate,
 }
 
 pub struct Converter {
@@ -106,7 +106,7 @@ impl Converter {
     pub fn change(&mut self, event: StreamEvent, described: Option<&Described>, now_ms: i64) -> Converted {
         let cluster_time = event.cluster_time.map(ClusterTime::from);
         let token = bson::to_document(&event.id).unwrap_or_default();
-        let progress = Progress::Stream { resume_token: token.clone(), cluster_time };
+        let progress = CheckpointUpdate::Stream { resume_token: token.clone(), cluster_time };
         let resume_token = ResumeToken::from_document(&token);
         let position = |seq| Position {
             cluster_time: cluster_time.unwrap_or_default(),
@@ -177,7 +177,7 @@ impl Converter {
         to: Namespace,
         at: ClusterTime,
         token: &Document,
-        progress: Progress,
+        progress: CheckpointUpdate,
         now_ms: i64,
     ) -> Converted {
         let resume_token = ResumeToken::from_document(token);
@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(insert.records[0].key, br#"{"id":"7"}"#.to_vec());
         assert_eq!(insert.cluster_time, Some(ClusterTime { t: 100, i: 1 }));
         assert!(
-            matches!(&insert.progress, Some(Progress::Stream { resume_token, .. }) if resume_token == &doc! {"_data": "820001"})
+            matches!(&insert.progress, Some(CheckpointUpdate::Stream { resume_token, .. }) if resume_token == &doc! {"_data": "820001"})
         );
 
         let delete = item(c.change(event("delete", "orders", 2, doc! {}), None, 6));
@@ -465,7 +465,7 @@ mod tests {
         );
         assert!(markers.progress.is_none(), "the checkpoint passes the rename only after the copy");
         assert_eq!((ns, at), (Namespace::new("shop", "orders"), ClusterTime { t: 100, i: 3 }));
-        assert!(matches!(progress, Progress::Stream { .. }));
+        assert!(matches!(progress, CheckpointUpdate::Stream { .. }));
 
         let unseen = item(c.change(event("rename", "x_tmp", 4, doc! {"to": {"db": "shop", "coll": "y_tmp"}}), None, 5));
         assert!(unseen.records.is_empty());

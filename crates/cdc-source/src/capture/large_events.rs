@@ -79,7 +79,7 @@ pub type StreamEvent = ChangeStreamEvent<RawDocumentBuf>;
 /// The event as typed, from its raw form.
 pub fn typed(raw: &RawDocumentBuf) -> Result<StreamEvent, Error> {
     let event: StreamEvent =
-        bson::from_slice(raw.as_bytes()).map_err(|e| Error::Fatal(format!("a change event did not decode: {e}")))?;
+        bson::from_slice(raw.as_bytes()).map_err(|e| Error::fatal(format!("a change event did not decode: {e}")))?;
     checked(event)
 }
 
@@ -94,7 +94,7 @@ fn checked(event: StreamEvent) -> Result<StreamEvent, Error> {
                 .as_ref()
                 .map(|ns| format!("{}.{}", ns.db, ns.coll.as_deref().unwrap_or("")))
                 .unwrap_or_default();
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "a change event of {ns} (document {key}) did not decode: {e}; fix the document in the source, then restart"
             )));
         }
@@ -104,8 +104,8 @@ fn checked(event: StreamEvent) -> Result<StreamEvent, Error> {
 
 /// The event as typed, from an event assembled as a document.
 fn typed_from(event: &Document, what: &str) -> Result<StreamEvent, Error> {
-    let bytes = bson::to_vec(event).map_err(|e| Error::Fatal(format!("{what} did not encode: {e}")))?;
-    checked(bson::from_slice(&bytes).map_err(|e| Error::Fatal(format!("{what} did not decode: {e}")))?)
+    let bytes = bson::to_vec(event).map_err(|e| Error::fatal(format!("{what} did not encode: {e}")))?;
+    checked(bson::from_slice(&bytes).map_err(|e| Error::fatal(format!("{what} did not decode: {e}")))?)
 }
 
 /// An event read again without its large fields.
@@ -133,7 +133,7 @@ pub async fn reread(
         Err(e) => return Err(Error::mongo("re-read a large change event", e)),
     };
     let event = Document::try_from(raw.as_ref())
-        .map_err(|e| Error::Fatal(format!("a re-read change event did not decode: {e}")))?;
+        .map_err(|e| Error::fatal(format!("a re-read change event did not decode: {e}")))?;
     let token = event.get_document("_id").cloned().unwrap_or_default();
     let cluster_time = event.get_timestamp("clusterTime").ok().map(ClusterTime::from);
     let document = lookup(client, &event).await?;
@@ -198,7 +198,7 @@ async fn unreadable(client: &mongodb::Client, config: &CaptureConfig, start: &St
         }
         None => format!("the change event after {start:?}"),
     };
-    Error::Fatal(format!(
+    Error::fatal(format!(
         "{what} is over 16 MiB even without its documents: no change stream can read it; to go past it, start \
          from a new snapshot (remove this source's checkpoint, capture.name '{}', and restart)",
         config.name
@@ -221,12 +221,12 @@ impl Fragments {
         });
         let Some((fragment, of)) = split else { return typed(&raw).map(Some) };
         let mut part = Document::try_from(raw.as_ref())
-            .map_err(|e| Error::Fatal(format!("a change event fragment did not decode: {e}")))?;
+            .map_err(|e| Error::fatal(format!("a change event fragment did not decode: {e}")))?;
         part.remove("splitEvent");
         let mut event = match self.event.take() {
             None if fragment == 1 => Document::new(),
             Some((event, previous)) if previous + 1 == fragment => event,
-            _ => return Err(Error::Fatal(format!("change event fragment {fragment} of {of} arrived out of order"))),
+            _ => return Err(Error::fatal(format!("change event fragment {fragment} of {of} arrived out of order"))),
         };
         // Each fragment carries its own resume token: the last one's stands for the event.
         for (key, value) in part {

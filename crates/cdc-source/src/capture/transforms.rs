@@ -19,7 +19,7 @@ pub fn change(rules: &Rules, event: ChangeEvent<RawDocumentBuf>) -> Result<Optio
     }
     match rules.for_namespace(&event.ns.to_string()) {
         None => Ok(Some(event)),
-        Some(rule) => rule.change(event).map_err(|e| Error::Fatal(e.to_string())),
+        Some(rule) => rule.change(event).map_err(|e| Error::fatal(e.to_string())),
     }
 }
 
@@ -30,7 +30,7 @@ pub fn read(rules: &Rules, ns: &Namespace, doc: RawDocumentBuf) -> Result<Option
     }
     match rules.for_namespace(&ns.to_string()) {
         None => Ok(Some(doc)),
-        Some(rule) => rule.read(&ns.to_string(), &doc).map_err(|e| Error::Fatal(e.to_string())),
+        Some(rule) => rule.read(&ns.to_string(), &doc).map_err(|e| Error::fatal(e.to_string())),
     }
 }
 

@@ -127,7 +127,7 @@ impl RangeProgress {
 
 /// A change to the checkpoint, carried with the records it covers.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
+pub enum CheckpointUpdate {
     /// The stream reached this token (after an event, or idle).
     Stream { resume_token: Document, cluster_time: Option<ClusterTime> },
     /// A snapshot begins; streaming will start at `start_at`.
@@ -161,15 +161,15 @@ pub enum Plan {
 }
 
 impl Checkpoint {
-    pub fn apply(&mut self, progress: Progress) {
+    pub fn apply(&mut self, progress: CheckpointUpdate) {
         match progress {
-            Progress::Stream { resume_token, cluster_time } => {
+            CheckpointUpdate::Stream { resume_token, cluster_time } => {
                 self.resume_token = Some(extjson::document_to_string(&resume_token, Style::Strict));
                 if let Some(ct) = cluster_time {
                     self.cluster_time = Some(ct.into());
                 }
             }
-            Progress::SnapshotStarted { start_at, namespaces } => {
+            CheckpointUpdate::SnapshotStarted { start_at, namespaces } => {
                 // A new snapshot replaces the stream position: streaming restarts at start_at.
                 self.resume_token = None;
                 self.cluster_time = Some(start_at.into());
@@ -180,7 +180,7 @@ impl Checkpoint {
                     collections: namespaces.into_iter().map(|ns| (ns, CollectionProgress::default())).collect(),
                 });
             }
-            Progress::SnapshotCollection { ns, last_id, copied, done } => {
+            CheckpointUpdate::SnapshotCollection { ns, last_id, copied, done } => {
                 if let Some(state) = &mut self.snapshot {
                     let entry = state.collections.entry(ns).or_default();
                     entry.last_id = Some(id_text(last_id));
@@ -190,7 +190,7 @@ impl Checkpoint {
                     entry.ranges.clear();
                 }
             }
-            Progress::SnapshotRanges { ns, splits } => {
+            CheckpointUpdate::SnapshotRanges { ns, splits } => {
                 if let Some(state) = &mut self.snapshot {
                     let bounds: Vec<Option<String>> =
                         std::iter::once(None).chain(splits.into_iter().map(|id| Some(id_text(id)))).collect();
@@ -204,7 +204,7 @@ impl Checkpoint {
                     state.collections.entry(ns).or_default().ranges = ranges;
                 }
             }
-            Progress::SnapshotRange { ns, range, last_id, copied, done } => {
+            CheckpointUpdate::SnapshotRange { ns, range, last_id, copied, done } => {
                 let entry = self.snapshot.as_mut().and_then(|s| s.collections.get_mut(&ns));
                 if let Some(progress) = entry.and_then(|c| c.ranges.get_mut(range)) {
                     progress.last_id = Some(id_text(last_id));
@@ -212,13 +212,15 @@ impl Checkpoint {
                     progress.done = done;
                 }
             }
-            Progress::SnapshotCompleted { at } => {
+            CheckpointUpdate::SnapshotCompleted { at } => {
                 if let Some(state) = &mut self.snapshot {
                     state.completed = true;
                     state.completed_at = Some(at.into());
                 }
             }
-            Progress::Requests { next } => self.requests_offset = Some(self.requests_offset.unwrap_or(0).max(next)),
+            CheckpointUpdate::Requests { next } => {
+                self.requests_offset = Some(self.requests_offset.unwrap_or(0).max(next))
+            }
         }
     }
 
@@ -281,8 +283,16 @@ mod tests {
     #[test]
     fn snapshot_progress_resumes_and_then_streams_from_its_start() {
         let mut cp = Checkpoint::default();
-        cp.apply(Progress::SnapshotStarted { start_at: ct(100, 1), namespaces: vec!["a.b".into(), "a.c".into()] });
-        cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int64(41), copied: 41, done: false });
+        cp.apply(CheckpointUpdate::SnapshotStarted {
+            start_at: ct(100, 1),
+            namespaces: vec!["a.b".into(), "a.c".into()],
+        });
+        cp.apply(CheckpointUpdate::SnapshotCollection {
+            ns: "a.b".into(),
+            last_id: Bson::Int64(41),
+            copied: 41,
+            done: false,
+        });
         let Plan::Snapshot(state) = plan(Some(&cp), SnapshotMode::Initial) else {
             panic!("should resume the snapshot")
         };
@@ -290,14 +300,19 @@ mod tests {
         assert_eq!(state.collections["a.b"].copied, 41);
         assert!(!state.collections["a.c"].done);
 
-        cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int64(50), copied: 50, done: true });
-        cp.apply(Progress::SnapshotCompleted { at: ct(120, 3) });
+        cp.apply(CheckpointUpdate::SnapshotCollection {
+            ns: "a.b".into(),
+            last_id: Bson::Int64(50),
+            copied: 50,
+            done: true,
+        });
+        cp.apply(CheckpointUpdate::SnapshotCompleted { at: ct(120, 3) });
         assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAfter(ct(100, 1)));
         assert_eq!(cp.snapshot.as_ref().and_then(|s| s.completed_at), Some(Time { t: 120, i: 3 }));
         assert_eq!(plan(Some(&cp), SnapshotMode::InitialOnly), Plan::Idle);
 
         let token = doc! {"_data": "826553"};
-        cp.apply(Progress::Stream { resume_token: token.clone(), cluster_time: Some(ct(101, 2)) });
+        cp.apply(CheckpointUpdate::Stream { resume_token: token.clone(), cluster_time: Some(ct(101, 2)) });
         assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::ResumeAfter(token));
         assert_eq!(cp.cluster_time, Some(Time { t: 101, i: 2 }));
     }
@@ -305,17 +320,23 @@ mod tests {
     #[test]
     fn a_collection_split_into_ranges_keeps_each_ranges_progress() {
         let mut cp = Checkpoint::default();
-        cp.apply(Progress::SnapshotStarted { start_at: ct(100, 1), namespaces: vec!["a.b".into()] });
+        cp.apply(CheckpointUpdate::SnapshotStarted { start_at: ct(100, 1), namespaces: vec!["a.b".into()] });
         let splits = vec![Bson::Int32(10), Bson::String("m".into())];
-        cp.apply(Progress::SnapshotRanges { ns: "a.b".into(), splits });
-        cp.apply(Progress::SnapshotRange {
+        cp.apply(CheckpointUpdate::SnapshotRanges { ns: "a.b".into(), splits });
+        cp.apply(CheckpointUpdate::SnapshotRange {
             ns: "a.b".into(),
             range: 1,
             last_id: Bson::Int64(12),
             copied: 3,
             done: false,
         });
-        cp.apply(Progress::SnapshotRange { ns: "a.b".into(), range: 2, last_id: Bson::Null, copied: 0, done: true });
+        cp.apply(CheckpointUpdate::SnapshotRange {
+            ns: "a.b".into(),
+            range: 2,
+            last_id: Bson::Null,
+            copied: 0,
+            done: true,
+        });
         let text = serde_json::to_string(&cp).expect("serializes");
         let back: Checkpoint = serde_json::from_str(&text).expect("parses");
         let Plan::Snapshot(state) = plan(Some(&back), SnapshotMode::Initial) else { panic!("resumes the snapshot") };
@@ -328,16 +349,21 @@ mod tests {
         assert!(ranges[2].done && !ranges[0].done && ranges[0].last_id().is_none());
 
         // Read whole again (or marked done): the ranges no longer apply.
-        cp.apply(Progress::SnapshotCollection { ns: "a.b".into(), last_id: Bson::Int32(3), copied: 1, done: false });
+        cp.apply(CheckpointUpdate::SnapshotCollection {
+            ns: "a.b".into(),
+            last_id: Bson::Int32(3),
+            copied: 1,
+            done: false,
+        });
         assert!(cp.snapshot.as_ref().expect("snapshot").collections["a.b"].ranges.is_empty());
     }
 
     #[test]
     fn a_new_snapshot_forgets_the_old_stream_position() {
         let mut cp = Checkpoint::default();
-        cp.apply(Progress::Stream { resume_token: doc! {"_data": "old"}, cluster_time: Some(ct(5, 1)) });
-        cp.apply(Progress::SnapshotStarted { start_at: ct(200, 0), namespaces: vec![] });
-        cp.apply(Progress::SnapshotCompleted { at: ct(200, 5) });
+        cp.apply(CheckpointUpdate::Stream { resume_token: doc! {"_data": "old"}, cluster_time: Some(ct(5, 1)) });
+        cp.apply(CheckpointUpdate::SnapshotStarted { start_at: ct(200, 0), namespaces: vec![] });
+        cp.apply(CheckpointUpdate::SnapshotCompleted { at: ct(200, 5) });
         assert_eq!(plan(Some(&cp), SnapshotMode::WhenNeeded), Plan::StartAfter(ct(200, 0)));
     }
 
@@ -353,8 +379,8 @@ mod tests {
     fn answered_requests_move_forward_only() {
         let mut cp = Checkpoint::default();
         assert_eq!(cp.requests_offset, None, "none answered: read the request topic from its start");
-        cp.apply(Progress::Requests { next: 4 });
-        cp.apply(Progress::Requests { next: 2 });
+        cp.apply(CheckpointUpdate::Requests { next: 4 });
+        cp.apply(CheckpointUpdate::Requests { next: 2 });
         assert_eq!(cp.requests_offset, Some(4));
         let text = serde_json::to_string(&Checkpoint::default()).expect("serializes");
         assert!(!text.contains("requests_offset"), "an older cdc-source reads it: {text}");
@@ -363,8 +389,8 @@ mod tests {
     #[test]
     fn a_checkpoint_reads_back_as_it_was_written() {
         let mut cp = Checkpoint { v: CHECKPOINT_VERSION, seq: 7, ..Checkpoint::default() };
-        cp.apply(Progress::Requests { next: 3 });
-        cp.apply(Progress::Stream { resume_token: doc! {"_data": "x"}, cluster_time: None });
+        cp.apply(CheckpointUpdate::Requests { next: 3 });
+        cp.apply(CheckpointUpdate::Stream { resume_token: doc! {"_data": "x"}, cluster_time: None });
         let text = serde_json::to_string(&cp).expect("serializes");
         let back: Checkpoint = serde_json::from_str(&text).expect("parses");
         assert_eq!(back, cp);

@@ -26,7 +26,7 @@ use crate::delivery::checkpoint::Checkpoint;
 use crate::delivery::record::{Item, Record, Target, HEARTBEAT, REPLY};
 use crate::delivery::store::{Store, CHECKPOINT_TOPIC_CONFIG};
 use crate::delivery::topics::Topics;
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -63,7 +63,7 @@ impl Producer {
             let init = producer.clone();
             tokio::task::spawn_blocking(move || init.init_transactions(TRANSACTION_TIMEOUT))
                 .await
-                .map_err(|e| Error::Fatal(format!("init transactions task: {e}")))?
+                .map_err(|e| Error::fatal(format!("init transactions task: {e}")))?
                 .map_err(|e| Error::kafka("init transactions", e))?;
         }
         let admin = config.kafka.admin().map_err(|e| Error::kafka("create admin client", e))?;
@@ -212,9 +212,9 @@ impl Producer {
         let producer = self.producer.clone();
         let committed = tokio::task::spawn_blocking(move || producer.commit_transaction(TRANSACTION_TIMEOUT))
             .await
-            .map_err(|e| Error::Fatal(format!("commit task: {e}")))?;
+            .map_err(|e| Error::fatal(format!("commit task: {e}")))?;
         if let (Ok(()), Some(refused)) = (&committed, &refused) {
-            return Err(Error::Fatal(format!("a transaction committed although a record was refused: {refused}")));
+            return Err(Error::fatal(format!("a transaction committed although a record was refused: {refused}")));
         }
         if let Err(e) = committed {
             self.abort().await;
@@ -289,7 +289,7 @@ impl Producer {
             "r" => "snapshot read",
             other => other,
         };
-        Err(Error::Fatal(format!(
+        Err(Error::fatal(format!(
             "the {op} of {} with key {key} is {size} bytes, more than delivery.max_message_bytes \
              ({}): raise it (and max.message.bytes of the topic or the broker's message.max.bytes; \
              16 MiB covers any MongoDB document), or exclude the namespace; the checkpoint stays before this \
@@ -377,7 +377,7 @@ async fn await_all(deliveries: Vec<DeliveryFuture>) -> Result<(), Error> {
         match delivery.await {
             Ok(Ok(_)) => {}
             Ok(Err((e, message))) => return Err(Error::kafka(&format!("delivery to {}", message.topic()), e)),
-            Err(_) => return Err(Error::Kafka(Failure::retriable("delivery", "producer closed"))),
+            Err(_) => return Err(Error::Common(Common::Kafka(Failure::retriable("delivery", "producer closed")))),
         }
     }
     Ok(())

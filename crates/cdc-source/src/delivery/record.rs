@@ -2,7 +2,7 @@
 
 use envelope::{ClusterTime, ControlEvent};
 
-use crate::delivery::checkpoint::Progress;
+use crate::delivery::checkpoint::CheckpointUpdate;
 
 /// The `op` of heartbeat records (on `delivery.heartbeat_topic`, not a topic of the source's).
 pub const HEARTBEAT: &str = "heartbeat";
@@ -42,13 +42,13 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     pub records: Vec<Record>,
-    pub progress: Option<Progress>,
+    pub progress: Option<CheckpointUpdate>,
     /// Cluster time of the source event, for the lag metric.
     pub cluster_time: Option<ClusterTime>,
 }
 
 impl Item {
-    pub fn progress_only(progress: Progress) -> Self {
+    pub fn progress_only(progress: CheckpointUpdate) -> Self {
         Self { records: Vec::new(), progress: Some(progress), cluster_time: None }
     }
 

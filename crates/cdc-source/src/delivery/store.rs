@@ -30,7 +30,7 @@ impl Store {
             Store::File { path } => match tokio::fs::read_to_string(path).await {
                 Ok(text) => Some(text),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::Fatal(format!("cannot read checkpoint file {}: {e}", path.display()))),
+                Err(e) => return Err(Error::fatal(format!("cannot read checkpoint file {}: {e}", path.display()))),
             },
             Store::Kafka { topic, key, kafka } => {
                 let (topic, key, kafka) = (topic.clone(), key.clone(), kafka.clone());
@@ -41,9 +41,9 @@ impl Store {
         };
         let Some(text) = text else { return Ok(None) };
         let checkpoint: Checkpoint = serde_json::from_str(&text)
-            .map_err(|e| Error::Fatal(format!("stored checkpoint is not readable ({e}): {text:.200}")))?;
+            .map_err(|e| Error::fatal(format!("stored checkpoint is not readable ({e}): {text:.200}")))?;
         if checkpoint.v > CHECKPOINT_VERSION {
-            return Err(Error::Fatal(format!(
+            return Err(Error::fatal(format!(
                 "stored checkpoint has version {}, newer than this cdc-source understands ({CHECKPOINT_VERSION})",
                 checkpoint.v
             )));

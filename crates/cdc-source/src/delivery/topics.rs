@@ -9,7 +9,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use service_kit::connect::{create_topic, CreateTopicError};
 use service_kit::kafka_auth::{Admin, AuthContext};
 
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,7 +37,7 @@ pub fn creation_failed(topic: &str, error: CreateTopicError) -> Error {
         | RDKafkaErrorCode::ThrottlingQuotaExceeded => (true, ""),
         _ => (false, ""),
     };
-    Error::Kafka(Failure::new(context, retriable, format!("refused: {code}{hint}")))
+    Error::Common(Common::Kafka(Failure::new(context, retriable, format!("refused: {code}{hint}"))))
 }
 
 pub struct Topics {
@@ -124,7 +124,7 @@ impl Topics {
             )
         })
         .await
-        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))??;
+        .map_err(|e| Error::fatal(format!("metadata task: {e}")))??;
         // A topic created a moment ago may not be in the broker's metadata yet (a dropDatabase
         // right after its first collection's creation lost its markers so): the ones this
         // producer created or wrote to count too.
@@ -153,7 +153,7 @@ impl Topics {
                 .collect())
         })
         .await
-        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
+        .map_err(|e| Error::fatal(format!("metadata task: {e}")))?
     }
 }
 

@@ -12,7 +12,7 @@ use bson::{Bson, Document};
 use envelope::{ClusterTime, SourceInfo, Watermark};
 
 use crate::capture::watch::prev_tick;
-use crate::delivery::checkpoint::Progress;
+use crate::delivery::checkpoint::CheckpointUpdate;
 use crate::delivery::record::Item;
 
 /// The cluster time a MongoDB resume token stands for: `_data` is the hex of a KeyString whose
@@ -32,9 +32,11 @@ pub fn token_time(token: &Document) -> Option<ClusterTime> {
 /// Up to which cluster time everything captured is in Kafka once `progress` is durable: just
 /// before the stream's position. Snapshot progress proves nothing (documents not copied yet
 /// may have changed before any time).
-pub fn covered(progress: &Progress) -> Option<ClusterTime> {
+pub fn covered(progress: &CheckpointUpdate) -> Option<ClusterTime> {
     match progress {
-        Progress::Stream { resume_token, cluster_time } => token_time(resume_token).or(*cluster_time).map(prev_tick),
+        CheckpointUpdate::Stream { resume_token, cluster_time } => {
+            token_time(resume_token).or(*cluster_time).map(prev_tick)
+        }
         _ => None,
     }
 }
@@ -82,7 +84,7 @@ mod tests {
     use bson::doc;
 
     fn stream(token: &str, cluster_time: Option<ClusterTime>) -> Item {
-        Item::progress_only(Progress::Stream { resume_token: doc! {"_data": token}, cluster_time })
+        Item::progress_only(CheckpointUpdate::Stream { resume_token: doc! {"_data": token}, cluster_time })
     }
 
     #[test]
@@ -104,17 +106,19 @@ mod tests {
 
     #[test]
     fn the_time_covered_is_just_before_the_position() {
-        let event = Progress::Stream {
+        let event = CheckpointUpdate::Stream {
             resume_token: doc! {"_data": "826B0F534C00000005"},
             cluster_time: Some(ClusterTime { t: 1, i: 1 }),
         };
         assert_eq!(covered(&event), Some(ClusterTime { t: 1_796_166_476, i: 4 }), "the token wins");
-        let documentdb =
-            Progress::Stream { resume_token: doc! {"_data": "opaque"}, cluster_time: Some(ClusterTime { t: 9, i: 0 }) };
+        let documentdb = CheckpointUpdate::Stream {
+            resume_token: doc! {"_data": "opaque"},
+            cluster_time: Some(ClusterTime { t: 9, i: 0 }),
+        };
         assert_eq!(covered(&documentdb), Some(ClusterTime { t: 8, i: u32::MAX }), "else the event's time");
-        let idle = Progress::Stream { resume_token: doc! {"_data": "opaque"}, cluster_time: None };
+        let idle = CheckpointUpdate::Stream { resume_token: doc! {"_data": "opaque"}, cluster_time: None };
         assert_eq!(covered(&idle), None);
-        let copy = Progress::SnapshotCompleted { at: ClusterTime { t: 9, i: 0 } };
+        let copy = CheckpointUpdate::SnapshotCompleted { at: ClusterTime { t: 9, i: 0 } };
         assert_eq!(covered(&copy), None);
     }
 

@@ -40,7 +40,7 @@ use envelope::{ClusterTime, Namespace};
 use crate::capture::convert::Converter;
 use crate::capture::large_events::StreamEvent;
 use crate::config::Config;
-use crate::delivery::checkpoint::Progress;
+use crate::delivery::checkpoint::CheckpointUpdate;
 use crate::delivery::record::{Item, Record, Target, REPLY};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -219,6 +219,10 @@ impl Resender {
             op: REPLY,
             namespace: String::new(),
         };
-        Item { records: vec![record], progress: Some(Progress::Requests { next: offset + 1 }), cluster_time: None }
+        Item {
+            records: vec![record],
+            progress: Some(CheckpointUpdate::Requests { next: offset + 1 }),
+            cluster_time: None,
+        }
     }
 }

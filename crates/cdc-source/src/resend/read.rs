@@ -44,7 +44,7 @@ pub async fn documents(
         while let Some(doc) = cursor.next(&mut session).await {
             let doc = doc.map_err(|e| Error::mongo("re-read documents", e))?;
             envelope::extjson::check_raw_document(&doc).map_err(|e| {
-                Error::Fatal(format!("a document of {ns} did not decode: {e}; fix it in the source, then restart"))
+                Error::fatal(format!("a document of {ns} did not decode: {e}; fix it in the source, then restart"))
             })?;
             bytes += doc.as_bytes().len();
             returned.insert(encode_key(&Payload::id(&doc).unwrap_or(Bson::Null)));
@@ -67,7 +67,7 @@ pub async fn documents(
     }
     let at = session
         .operation_time()
-        .ok_or_else(|| Error::Fatal(format!("the source answered a read of {ns} without an operationTime")))?;
+        .ok_or_else(|| Error::fatal(format!("the source answered a read of {ns} without an operationTime")))?;
     read.at = ClusterTime::from(at);
     if !read.gone.is_empty() && !crate::server::collection_exists(client, ns).await? {
         // The collection is gone: its drop is (or was) in the stream, nothing to delete.

@@ -38,14 +38,14 @@ impl Requests {
         let (kafka, topic) = (kafka.clone(), topic.to_string());
         let consumer = tokio::task::spawn_blocking(move || consumer(&kafka, &topic, from))
             .await
-            .map_err(|e| Error::Fatal(format!("request reader task: {e}")))??;
+            .map_err(|e| Error::fatal(format!("request reader task: {e}")))??;
         let (tx, rx) = mpsc::channel(WAITING);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         std::thread::Builder::new()
             .name("resend-requests".into())
             .spawn(move || read(&consumer, &tx, &stopped))
-            .map_err(|e| Error::Fatal(format!("request reader thread: {e}")))?;
+            .map_err(|e| Error::fatal(format!("request reader thread: {e}")))?;
         Ok(Self { rx, stop })
     }
 

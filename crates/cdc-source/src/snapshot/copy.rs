@@ -20,10 +20,10 @@ use crate::capture::convert::Converter;
 use crate::capture::schema;
 use crate::capture::watch::prev_tick;
 use crate::config::{Compat, IndexTiming};
-use crate::delivery::checkpoint::{CollectionProgress, Progress};
+use crate::delivery::checkpoint::{CheckpointUpdate, CollectionProgress};
 use crate::delivery::queue;
 use crate::delivery::record::Item;
-use crate::error::{command_code, Error, Failure};
+use crate::error::{command_code, Common, Error, Failure};
 use crate::metrics::Metrics;
 use crate::server::now_ms;
 use crate::snapshot::ranges::{resumed_shares, split_points, Ranges, Share};
@@ -69,6 +69,20 @@ struct Tally {
     started: Instant,
     /// Milliseconds after `started` of the last progress line.
     logged_ms: AtomicU64,
+}
+
+/// One collection's copy as each of its readers sees it: what they read, at which time, and
+/// what they count together.
+struct CollectionCopy<'c> {
+    ns: &'c Namespace,
+    /// Documents as the server's BSON bytes: written out as extended JSON straight from them.
+    collection: Collection<RawDocumentBuf>,
+    /// The cluster time every read is positioned at.
+    at: ClusterTime,
+    /// Whether the one reader marks the collection copied with its last read (see `copy`).
+    done_with_last: bool,
+    tally: Tally,
+    shutdown: &'c CancellationToken,
 }
 
 pub struct Copier<'a> {
@@ -118,22 +132,28 @@ impl Copier<'_> {
             started: Instant::now(),
             logged_ms: AtomicU64::new(0),
         };
-        // One reader marks the collection copied with its last read, unless indexes follow the
-        // documents: then the item carrying them does, as it does for a collection in ranges.
-        let done_with_last = !ranged && after.is_empty();
         let readers = match self.tracking {
             Tracking::Snapshot(ranges) => ranges.readers,
             Tracking::None => 1,
         };
-        // Documents as the server's BSON bytes: written out as extended JSON straight from them.
-        let raw = collection.clone_with_type::<RawDocumentBuf>();
-        let (collection, tally) = (&raw, &tally);
+        let job = CollectionCopy {
+            ns,
+            collection: collection.clone_with_type::<RawDocumentBuf>(),
+            at,
+            // One reader marks the collection copied with its last read, unless indexes follow
+            // the documents: then the item carrying them does, as it does for a collection in
+            // ranges.
+            done_with_last: !ranged && after.is_empty(),
+            tally,
+            shutdown,
+        };
         let ends: Vec<Option<End>> = futures::stream::iter(shares)
-            .map(|share| self.read(ns, collection, share, done_with_last, at, tally, shutdown))
+            .map(|share| self.read(&job, share))
             .buffer_unordered(readers)
             .try_collect()
             .await?;
         let Some(ends) = ends.into_iter().collect::<Option<Vec<End>>>() else { return Ok(false) };
+        let tally = &job.tally;
         let copied = tally.copied.load(Ordering::Relaxed);
         let finished = !ranged && ends.first().is_some_and(|end| end.marked);
         if !finished {
@@ -151,8 +171,12 @@ impl Copier<'_> {
                 true => Bson::Null,
                 false => ends.into_iter().next().map_or(Bson::Null, |end| end.last_id),
             };
-            let progress =
-                self.tracked().then(|| Progress::SnapshotCollection { ns: label.clone(), last_id, copied, done: true });
+            let progress = self.tracked().then(|| CheckpointUpdate::SnapshotCollection {
+                ns: label.clone(),
+                last_id,
+                copied,
+                done: true,
+            });
             if (!records.is_empty() || progress.is_some())
                 && !self.send(Item { records, progress, cluster_time: Some(at) }, shutdown).await
             {
@@ -211,7 +235,7 @@ impl Copier<'_> {
                 copied: 0,
             })
             .collect();
-        let split = Item::progress_only(Progress::SnapshotRanges { ns: ns.to_string(), splits });
+        let split = Item::progress_only(CheckpointUpdate::SnapshotRanges { ns: ns.to_string(), splits });
         if !self.send(Item { cluster_time: Some(at), ..split }, shutdown).await {
             return Ok(None);
         }
@@ -219,17 +243,9 @@ impl Copier<'_> {
     }
 
     /// Reads one share in `_id` order into the queue; `None` when stopped.
-    #[allow(clippy::too_many_arguments)]
-    async fn read(
-        &self,
-        ns: &Namespace,
-        collection: &Collection<RawDocumentBuf>,
-        share: Share,
-        done_with_last: bool,
-        at: ClusterTime,
-        tally: &Tally,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<End>, Error> {
+    async fn read(&self, job: &CollectionCopy<'_>, share: Share) -> Result<Option<End>, Error> {
+        let CollectionCopy { ns, collection, at, done_with_last, tally, shutdown } = job;
+        let (at, done_with_last) = (*at, *done_with_last);
         let label = &tally.label;
         let mut copied = share.copied;
         let mut pending: Option<RawDocumentBuf> = None;
@@ -248,10 +264,10 @@ impl Copier<'_> {
                     Err(e) if command_code(&e) == Some(QUERY_PLAN_KILLED) => {
                         if crate::server::collection_exists(self.client, ns).await? {
                             // Killed for another reason: start again from the last durable read.
-                            return Err(Error::Mongo(Failure::retriable(
+                            return Err(Error::Common(Common::Mongo(Failure::retriable(
                                 format!("copy of {label}"),
                                 e.kind.to_string(),
-                            )));
+                            ))));
                         }
                         tracing::info!(namespace = %label, copied, "collection dropped or renamed while copied: the change stream brings the rest");
                         break 'reads;
@@ -261,7 +277,7 @@ impl Copier<'_> {
                 // Kept as bytes, it must read all the way down (see check_raw_document).
                 if let Err(e) = envelope::extjson::check_raw_document(&doc) {
                     let id = doc.id().map(|id| id.to_string()).unwrap_or_else(|| "?".into());
-                    return Err(Error::Fatal(format!(
+                    return Err(Error::fatal(format!(
                         "a document of {label} (_id {id}) did not decode: {e}; fix it in the source, then restart"
                     )));
                 }
@@ -275,7 +291,7 @@ impl Copier<'_> {
                 // One document of look-ahead, so the share's last read can say so.
                 if let Some(previous) = pending.replace(doc) {
                     copied += 1;
-                    if !self.emit(ns, &share, previous, at, copied, Place::Middle, tally, shutdown).await? {
+                    if !self.emit(job, &share, previous, copied, Place::Middle).await? {
                         return Ok(None);
                     }
                     if crate::hooks::copy_held(label, copied) {
@@ -290,7 +306,7 @@ impl Copier<'_> {
             copied += 1;
             end.last_id = last.id().unwrap_or(Bson::Null);
             let place = Place::Last { done: mark_with_last };
-            if !self.emit(ns, &share, last, at, copied, place, tally, shutdown).await? {
+            if !self.emit(job, &share, last, copied, place).await? {
                 return Ok(None);
             }
             end.marked = mark_with_last;
@@ -298,7 +314,7 @@ impl Copier<'_> {
         if let (Some(range), false) = (share.range, end.marked) {
             // An empty range (or one whose collection went away) is copied too.
             let progress =
-                Progress::SnapshotRange { ns: label.clone(), range, last_id: Bson::Null, copied, done: true };
+                CheckpointUpdate::SnapshotRange { ns: label.clone(), range, last_id: Bson::Null, copied, done: true };
             let item = Item::progress_only(progress);
             if !self.send(Item { cluster_time: Some(at), ..item }, shutdown).await {
                 return Ok(None);
@@ -364,18 +380,18 @@ impl Copier<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends one read of `share`, the `copied`-th, with its progress when tracked; false when
+    /// stopped.
     async fn emit(
         &self,
-        ns: &Namespace,
+        job: &CollectionCopy<'_>,
         share: &Share,
         doc: RawDocumentBuf,
-        at: ClusterTime,
         copied: u64,
         place: Place,
-        tally: &Tally,
-        shutdown: &CancellationToken,
     ) -> Result<bool, Error> {
+        let CollectionCopy { ns, at, tally, shutdown, .. } = job;
+        let at = *at;
         let id = doc.id().unwrap_or(Bson::Null);
         // Debezium's `snapshot: last` goes on the collection's greatest `_id`.
         let last = place != Place::Middle && share.to.is_none();
@@ -385,8 +401,8 @@ impl Copier<'_> {
         // last durable document: no document is copied twice.
         let done = place == Place::Last { done: true };
         let progress = self.tracked().then(|| match share.range {
-            Some(range) => Progress::SnapshotRange { ns: ns.to_string(), range, last_id: id, copied, done },
-            None => Progress::SnapshotCollection { ns: ns.to_string(), last_id: id, copied, done },
+            Some(range) => CheckpointUpdate::SnapshotRange { ns: ns.to_string(), range, last_id: id, copied, done },
+            None => CheckpointUpdate::SnapshotCollection { ns: ns.to_string(), last_id: id, copied, done },
         });
         let total = tally.copied.fetch_add(1, Ordering::Relaxed) + 1;
         if total.is_multiple_of(METRIC_EVERY) {

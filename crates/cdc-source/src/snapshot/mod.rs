@@ -25,7 +25,7 @@ use crate::capture::convert::Converter;
 use crate::capture::routing::NamespaceFilter;
 use crate::capture::schema;
 use crate::config::{Compat, SnapshotConfig};
-use crate::delivery::checkpoint::{CollectionProgress, Progress, SnapshotState};
+use crate::delivery::checkpoint::{CheckpointUpdate, CollectionProgress, SnapshotState};
 use crate::delivery::queue;
 use crate::delivery::record::Item;
 use crate::error::Error;
@@ -66,7 +66,7 @@ impl Snapshot<'_> {
                     schema::captured(self.client, self.filter).await?.into_iter().partition(|l| l.view);
                 let namespaces: Vec<Namespace> = namespaces.into_iter().map(|l| l.ns).collect();
                 tracing::info!(?start_at, collections = namespaces.len(), views = views.len(), "snapshot starting");
-                let progress = Progress::SnapshotStarted {
+                let progress = CheckpointUpdate::SnapshotStarted {
                     start_at,
                     namespaces: namespaces.iter().map(ToString::to_string).collect(),
                 };
@@ -110,7 +110,7 @@ impl Snapshot<'_> {
             return Ok(None);
         }
         let completed_at = cluster_time(self.client).await?;
-        if !self.send(Item::progress_only(Progress::SnapshotCompleted { at: completed_at }), shutdown).await {
+        if !self.send(Item::progress_only(CheckpointUpdate::SnapshotCompleted { at: completed_at }), shutdown).await {
             return Ok(None);
         }
         self.metrics.snapshot_remaining_seconds.set(0);

@@ -85,21 +85,24 @@ pub async fn split_points(collection: &Collection<Document>, parts: usize) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::checkpoint::{Checkpoint, Progress};
+    use crate::delivery::checkpoint::{Checkpoint, CheckpointUpdate};
     use envelope::ClusterTime;
 
     fn split_progress() -> CollectionProgress {
         let mut cp = Checkpoint::default();
-        cp.apply(Progress::SnapshotStarted { start_at: ClusterTime { t: 1, i: 1 }, namespaces: vec!["d.c".into()] });
-        cp.apply(Progress::SnapshotRanges { ns: "d.c".into(), splits: vec![Bson::Int32(10), Bson::Int32(20)] });
-        cp.apply(Progress::SnapshotRange {
+        cp.apply(CheckpointUpdate::SnapshotStarted {
+            start_at: ClusterTime { t: 1, i: 1 },
+            namespaces: vec!["d.c".into()],
+        });
+        cp.apply(CheckpointUpdate::SnapshotRanges { ns: "d.c".into(), splits: vec![Bson::Int32(10), Bson::Int32(20)] });
+        cp.apply(CheckpointUpdate::SnapshotRange {
             ns: "d.c".into(),
             range: 1,
             last_id: Bson::Int32(12),
             copied: 3,
             done: false,
         });
-        cp.apply(Progress::SnapshotRange {
+        cp.apply(CheckpointUpdate::SnapshotRange {
             ns: "d.c".into(),
             range: 2,
             last_id: Bson::Int32(29),

@@ -81,8 +81,8 @@ impl Ledger {
             .return_document(ReturnDocument::After)
             .await
             .map_err(|e| Error::mongo("claim the partition in the ledger", e))?
-            .ok_or_else(|| Error::Fatal("the ledger returned no document after an upsert".into()))?;
-        let epoch = claimed.get_i64("epoch").map_err(|e| Error::Fatal(format!("ledger epoch: {e}")))?;
+            .ok_or_else(|| Error::fatal("the ledger returned no document after an upsert".into()))?;
+        let epoch = claimed.get_i64("epoch").map_err(|e| Error::fatal(format!("ledger epoch: {e}")))?;
         Ok(Claim { epoch, offset: claimed.get_i64("offset").ok() })
     }
 
@@ -123,7 +123,7 @@ impl Ledger {
 
     fn matched(&self, reply: &Document, tp: &Tp, epoch: i64) -> Result<(), Error> {
         if let Ok(errors) = reply.get_array("writeErrors") {
-            return Err(Error::Fatal(format!("the ledger refused an update: {errors:?}")));
+            return Err(Error::fatal(format!("the ledger refused an update: {errors:?}")));
         }
         match reply.get_i32("n") {
             Ok(1) => Ok(()),
@@ -131,7 +131,7 @@ impl Ledger {
                 "{}/{}: epoch {epoch} no longer owns the partition in the target (another replica took it over)",
                 tp.0, tp.1
             ))),
-            Err(_) => Err(Error::Fatal(format!("the ledger answered an update without a count: {reply:?}"))),
+            Err(_) => Err(Error::fatal(format!("the ledger answered an update without a count: {reply:?}"))),
         }
     }
 }

@@ -125,7 +125,7 @@ async fn find(db: &mongodb::Database, filter: Document) -> Result<Vec<(DocKey, P
         .try_collect()
         .await
         .map_err(|e| Error::mongo("read parked writes", e))?;
-    entries.iter().map(|e| decode(e).map_err(Error::Fatal)).collect()
+    entries.iter().map(|e| decode(e).map_err(Error::fatal)).collect()
 }
 
 /// Whether `op`'s write can be recorded as a parked entry (a document under the server's limit

@@ -19,7 +19,7 @@ use crate::apply::parked_store::PARKED;
 use crate::apply::write_plan::WriteOp;
 use crate::apply::writer::{InTransaction, Outcome, Writer};
 use crate::consume::offsets::Tp;
-use crate::error::Error;
+use crate::error::{Common, Error};
 
 /// How often a commit whose outcome is unknown is asked again before the attempt counts as
 /// failed (and is retried whole: a new transaction on the same session ends the old one).
@@ -42,6 +42,16 @@ pub struct Settle<'a> {
     pub park: Vec<Document>,
     /// Entries no longer parked: each must still exist, or another owner settled it first.
     pub unpark: Vec<&'a str>,
+}
+
+/// What one transaction writes, in order: the ledger's advance, the rounds, the parked writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Contents<'a> {
+    pub advance: Advance,
+    pub rounds: &'a [Vec<WriteOp>],
+    pub settle: &'a Settle<'a>,
+    /// Each statement in a command of its own (after a command was refused as a whole).
+    pub singly: bool,
 }
 
 /// How an attempt ended.
@@ -73,24 +83,20 @@ pub fn write_concern(w: &str, journal: bool) -> WriteConcern {
 }
 
 /// Runs one attempt.
-#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     session: &mut ClientSession,
     write_concern: &WriteConcern,
     ledger: &Ledger,
     writer: &Writer,
     tp: &Tp,
-    advance: Advance,
-    rounds: &[Vec<WriteOp>],
-    settle: &Settle<'_>,
-    singly: bool,
+    contents: Contents<'_>,
 ) -> Result<Attempt, Error> {
     session
         .start_transaction()
         .write_concern(write_concern.clone())
         .await
         .map_err(|e| Error::mongo("start a transaction", e))?;
-    let outcome = body(session, ledger, writer, tp, advance, rounds, settle, singly).await;
+    let outcome = body(session, ledger, writer, tp, contents).await;
     match outcome {
         Ok(Attempt::Committed) => commit(session).await,
         Ok(ended) => {
@@ -104,17 +110,14 @@ pub async fn attempt(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn body(
     session: &mut ClientSession,
     ledger: &Ledger,
     writer: &Writer,
     tp: &Tp,
-    advance: Advance,
-    rounds: &[Vec<WriteOp>],
-    settle: &Settle<'_>,
-    singly: bool,
+    contents: Contents<'_>,
 ) -> Result<Attempt, Error> {
+    let Contents { advance, rounds, settle, singly } = contents;
     ledger.advance_in(session, tp, advance.epoch, advance.offset, advance.consistent).await?;
     for (index, round) in rounds.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
         match writer.apply_in(session, round, singly).await? {
@@ -139,7 +142,7 @@ async fn body(
             .await
             .map_err(|e| Error::mongo("record parked writes", e))?;
         if reply.get_array("writeErrors").is_ok() {
-            return Err(Error::Fatal(format!("the target refused to record parked writes: {reply:?}")));
+            return Err(Error::fatal(format!("the target refused to record parked writes: {reply:?}")));
         }
     }
     for id in &settle.unpark {
@@ -184,9 +187,9 @@ pub fn transaction_error(context: &str, e: mongodb::error::Error) -> Error {
     let transient =
         e.contains_label(TRANSIENT_TRANSACTION_ERROR) || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT);
     match Error::mongo(context, e) {
-        Error::Mongo(mut failure) if transient => {
+        Error::Common(Common::Mongo(mut failure)) if transient => {
             failure.retriable = true;
-            Error::Mongo(failure)
+            Error::Common(Common::Mongo(failure))
         }
         other => other,
     }

@@ -24,7 +24,7 @@ use service_kit::failure::code::{
 use service_kit::failure::command_code as mongo_code;
 
 use crate::apply::write_plan::{Action, WriteOp};
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 /// The BSON bytes of statements one command may carry: the server takes commands up to 16 MiB
 /// plus 16 KiB; the rest is headroom for the command's own fields.
@@ -117,7 +117,7 @@ impl Writer {
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if alone => {
                     if ENVIRONMENT_CODES.contains(&code) {
-                        return Err(Error::Mongo(Failure::retriable(command.name, reason)));
+                        return Err(Error::Common(Common::Mongo(Failure::retriable(command.name, reason))));
                     }
                     let index = command.statements[0].0;
                     let outcome = Outcome::Rejected(format!("{}: {reason}", command.ns));
@@ -141,7 +141,7 @@ impl Writer {
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
                     if ENVIRONMENT_CODES.contains(&code) {
-                        return Err(Error::Mongo(Failure::retriable(command.name, reason)));
+                        return Err(Error::Common(Common::Mongo(Failure::retriable(command.name, reason))));
                     }
                     outcomes.push((statements[0].0, Outcome::Rejected(format!("{}: {reason}", command.ns))));
                 }
@@ -185,7 +185,7 @@ impl Writer {
             Err(e) => {
                 let failed = Error::mongo(name, e.clone());
                 return match (&failed, mongo_code(&e)) {
-                    (Error::Mongo(Failure { retriable: false, reason, .. }), Some(code)) => {
+                    (Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })), Some(code)) => {
                         Err(CommandError::Refused { code, reason: reason.clone() })
                     }
                     _ => Err(CommandError::Failed(failed)),
@@ -193,34 +193,34 @@ impl Writer {
             }
         };
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(CommandError::Failed(Error::Mongo(Failure::retriable(
+            return Err(CommandError::Failed(Error::Common(Common::Mongo(Failure::retriable(
                 name,
                 format!("write concern: {}", wce.get_str("errmsg").unwrap_or("unknown")),
-            ))));
+            )))));
         }
         let mut outcomes: Vec<(usize, Outcome)> = statements.iter().map(|(i, _)| (*i, Outcome::Applied)).collect();
         if let Ok(errors) = reply.get_array("writeErrors") {
             for error in errors.iter() {
                 let Some(error) = error.as_document() else {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::retriable(
+                    return Err(CommandError::Failed(Error::Common(Common::Mongo(Failure::retriable(
                         name,
                         format!("a write error that is not a document: {error:?}"),
-                    ))));
+                    )))));
                 };
                 let code = error.get_i32("code").unwrap_or(0);
                 let message = error.get_str("errmsg").unwrap_or("").to_string();
                 if TRANSIENT_MONGO_CODES.contains(&code) || ENVIRONMENT_CODES.contains(&code) {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::retriable(name, message))));
+                    return Err(CommandError::Failed(Error::Common(Common::Mongo(Failure::retriable(name, message)))));
                 }
                 // A statement the reply cannot be matched to is a reply not understood: never
                 // taken as success.
                 let Some(slot) =
                     usize::try_from(error.get_i32("index").unwrap_or(-1)).ok().and_then(|i| outcomes.get_mut(i))
                 else {
-                    return Err(CommandError::Failed(Error::Mongo(Failure::retriable(
+                    return Err(CommandError::Failed(Error::Common(Common::Mongo(Failure::retriable(
                         name,
                         format!("a write error names no statement of the command: code {code}: {message}"),
-                    ))));
+                    )))));
                 };
                 slot.1 = if code == DUPLICATE_KEY {
                     Outcome::Conflict(Conflict {

@@ -49,20 +49,21 @@ impl Marks {
     }
 }
 
-/// A partition's marks, and what of them was committed.
+/// A partition's offsets as the consumer keeps them: its marks (moved by its task) and the
+/// durable offset last committed to the group.
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub struct PartitionOffsets {
     pub marks: Marks,
     committed: i64,
 }
 
-impl Default for Progress {
+impl Default for PartitionOffsets {
     fn default() -> Self {
         Self { marks: Marks::default(), committed: -1 }
     }
 }
 
-impl Progress {
+impl PartitionOffsets {
     /// The durable offset, if it moved since the last commit (which it now counts as done).
     pub fn due(&mut self) -> Option<i64> {
         let durable = self.marks.durable();
@@ -99,15 +100,15 @@ mod tests {
 
     #[test]
     fn only_offsets_that_moved_are_due() {
-        let mut progress = Progress::default();
-        assert_eq!(progress.due(), None, "nothing durable yet");
-        progress.marks.reached(10, None);
-        assert_eq!(progress.due(), Some(10));
-        assert_eq!(progress.due(), None, "committed already");
-        progress.marks.reached(12, Some(envelope::ClusterTime { t: 5, i: 2 }));
-        assert_eq!(progress.due(), Some(12));
-        assert_eq!(progress.durable(), 12);
-        progress.marks.reached(13, Some(envelope::ClusterTime { t: 4, i: 9 }));
-        assert_eq!(progress.marks.consistent(), Some(envelope::ClusterTime { t: 5, i: 2 }), "never backwards");
+        let mut offsets = PartitionOffsets::default();
+        assert_eq!(offsets.due(), None, "nothing durable yet");
+        offsets.marks.reached(10, None);
+        assert_eq!(offsets.due(), Some(10));
+        assert_eq!(offsets.due(), None, "committed already");
+        offsets.marks.reached(12, Some(envelope::ClusterTime { t: 5, i: 2 }));
+        assert_eq!(offsets.due(), Some(12));
+        assert_eq!(offsets.durable(), 12);
+        offsets.marks.reached(13, Some(envelope::ClusterTime { t: 4, i: 9 }));
+        assert_eq!(offsets.marks.consistent(), Some(envelope::ClusterTime { t: 5, i: 2 }), "never backwards");
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::partition::PartitionTask;
 use crate::apply::shared::Shared;
 use crate::consume::fence::{Fence, Owner, StandStill};
-use crate::consume::offsets::{Marks, Progress, Tp};
+use crate::consume::offsets::{Marks, PartitionOffsets, Tp};
 use crate::consume::reader::{self, Fetched};
 use crate::error::Error;
 
@@ -75,7 +75,7 @@ pub struct Waiting {
 struct Route {
     tx: mpsc::Sender<Fetched>,
     holder: Holder,
-    progress: Progress,
+    offsets: PartitionOffsets,
     stop: CancellationToken,
     task: JoinHandle<()>,
     /// Paused at the consumer, one record waiting for room.
@@ -130,7 +130,7 @@ impl Partitions {
     pub fn assign(&self, tps: &[Tp]) {
         let mut routes = self.lock();
         for tp in tps {
-            let route = self.spawn(tp, Progress::default());
+            let route = self.spawn(tp, PartitionOffsets::default());
             if let Some(old) = routes.insert(tp.clone(), route) {
                 old.stop.cancel();
             }
@@ -138,19 +138,18 @@ impl Partitions {
         self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
     }
 
-    fn spawn(&self, tp: &Tp, progress: Progress) -> Route {
+    fn spawn(&self, tp: &Tp, offsets: PartitionOffsets) -> Route {
         let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let records = QUEUE_RECORDS.max(QUEUE_BATCHES * self.shared.apply.batch_max_docs);
         let (tx, fetched) = mpsc::channel(records);
         let (decoded_tx, decoded) = mpsc::channel(records);
         let stop = CancellationToken::new();
-        let fence =
-            Fence::new(self.owner.clone(), &tp.0, tp.1, progress.marks.durable.clone(), self.standstill.clone());
+        let fence = Fence::new(self.owner.clone(), &tp.0, tp.1, offsets.marks.durable.clone(), self.standstill.clone());
         let task = PartitionTask {
             topic: tp.0.clone(),
             partition: tp.1,
             shared: self.shared.clone(),
-            marks: progress.marks.clone(),
+            marks: offsets.marks.clone(),
             stop: stop.clone(),
             fence: Arc::new(fence),
             control: self.control.clone(),
@@ -177,8 +176,8 @@ impl Partitions {
                 let _ = control.send(Control::Failed { tp: tp_owned, generation, error }).await;
             }
         });
-        let next = progress.durable();
-        Route { tx, holder: Holder::default(), progress, stop, task, paused: false, next, generation }
+        let next = offsets.durable();
+        Route { tx, holder: Holder::default(), offsets, stop, task, paused: false, next, generation }
     }
 
     /// Hands a fetched record to its partition's task. A record of a partition not (or no
@@ -296,8 +295,8 @@ impl Partitions {
                     return;
                 }
                 old.stop.cancel();
-                let durable = old.progress.durable();
-                let route = self.spawn(&tp, old.progress);
+                let durable = old.offsets.durable();
+                let route = self.spawn(&tp, old.offsets);
                 routes.insert(tp.clone(), route);
                 drop(routes);
                 seek(consumer, &tp, if durable >= 0 { Offset::Offset(durable) } else { Offset::Stored });
@@ -346,7 +345,7 @@ impl Partitions {
                      than that, one may still land after the next owner's)"
                 );
             }
-            if let Some(offset) = route.progress.due() {
+            if let Some(offset) = route.offsets.due() {
                 offsets.push((tp, offset));
             }
         }
@@ -355,12 +354,12 @@ impl Partitions {
 
     /// Durable offsets not yet committed.
     pub fn due(&self) -> Vec<(Tp, i64)> {
-        self.lock().iter_mut().filter_map(|(tp, route)| route.progress.due().map(|o| (tp.clone(), o))).collect()
+        self.lock().iter_mut().filter_map(|(tp, route)| route.offsets.due().map(|o| (tp.clone(), o))).collect()
     }
 
     /// Every owned partition's marks (durable offset, watermark reached).
     pub fn marks(&self) -> Vec<(Tp, Marks)> {
-        self.lock().iter().map(|(tp, route)| (tp.clone(), route.progress.marks.clone())).collect()
+        self.lock().iter().map(|(tp, route)| (tp.clone(), route.offsets.marks.clone())).collect()
     }
 }
 

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::Retrier;
 use crate::ddl::schema::Schema;
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 use crate::mapping::Mapper;
 
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
@@ -422,7 +422,7 @@ impl DdlApplier {
             Ok(_) => Ok(None),
             Err(e) if mongo_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(None),
             Err(e) => match Error::mongo("rename collection", e) {
-                Error::Mongo(Failure { retriable: false, reason, .. }) => {
+                Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })) => {
                     Ok(Some(format!("rename {from} to {to}: {reason}")))
                 }
                 other => Err(other),

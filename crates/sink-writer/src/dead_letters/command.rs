@@ -179,7 +179,7 @@ async fn chosen(book: &Book, ids: &[String], all: bool) -> Result<Vec<Document>,
     let missing: Vec<&String> =
         ids.iter().filter(|id| !found.iter().any(|d| d.get_str("_id").ok() == Some(id.as_str()))).collect();
     if !missing.is_empty() {
-        return Err(Error::Fatal(format!("not open dead letters of group {}: {missing:?}", book.group())));
+        return Err(Error::fatal(format!("not open dead letters of group {}: {missing:?}", book.group())));
     }
     Ok(found)
 }

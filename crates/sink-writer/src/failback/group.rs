@@ -26,5 +26,5 @@ pub async fn members(kafka: &KafkaConnection, group: &str) -> Result<usize, Erro
         Ok(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum())
     })
     .await
-    .map_err(|e| Error::Fatal(format!("group reader task: {e}")))?
+    .map_err(|e| Error::fatal(format!("group reader task: {e}")))?
 }

@@ -56,7 +56,7 @@ impl Failover {
     }
 
     pub fn from_document(d: &Document) -> Result<Self, Error> {
-        let bad = |what: &str| Error::Fatal(format!("failover record {d}: no {what}"));
+        let bad = |what: &str| Error::fatal(format!("failover record {d}: no {what}"));
         Ok(Self {
             id: d.get_str("_id").map_err(|_| bad("_id"))?.to_string(),
             consistent_up_to: d.get_timestamp("consistent_up_to").map_err(|_| bad("consistent_up_to"))?.into(),
@@ -116,7 +116,7 @@ pub async fn failover(db: &mongodb::Database, group: &str) -> Result<Option<Fail
         .collect::<Result<_, _>>()?;
     let open: Vec<&Failover> = found.iter().filter(|f| f.switched_back_at.is_none()).collect();
     if open.len() > 1 {
-        return Err(Error::Fatal(format!(
+        return Err(Error::fatal(format!(
             "several failovers are recorded in {}.{FAILOVERS}: set failback.failover_group to the forward sink's \
              consume.group_id",
             db.name()
@@ -138,7 +138,7 @@ pub async fn record_failover(db: &mongodb::Database, failover: &Failover) -> Res
         .find_one(doc! {"_id": &failover.id})
         .await
         .map_err(|e| Error::mongo("read the failover record", e))?
-        .ok_or_else(|| Error::Fatal("the failover record is gone after it was written".into()))?;
+        .ok_or_else(|| Error::fatal("the failover record is gone after it was written".into()))?;
     Failover::from_document(&kept)
 }
 
@@ -184,9 +184,10 @@ impl Phase {
     }
 }
 
-/// A failback's progress on the old primary.
+/// Where a failback stands on the old primary: its phase and what its steps recorded (its
+/// document in [`PROGRESS`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
+pub struct FailbackState {
     pub phase: Phase,
     /// Where the scan of the old primary's changes ended (its marker).
     pub scanned_up_to: Option<ClusterTime>,
@@ -196,14 +197,14 @@ pub struct Progress {
 }
 
 /// The progress of failover `id` (phase `New` when there is none).
-pub async fn progress(db: &mongodb::Database, id: &str) -> Result<Progress, Error> {
+pub async fn progress(db: &mongodb::Database, id: &str) -> Result<FailbackState, Error> {
     let found = db
         .collection::<Document>(PROGRESS)
         .find_one(doc! {"_id": id})
         .await
         .map_err(|e| Error::mongo("read the failback's progress", e))?
         .unwrap_or_default();
-    Ok(Progress {
+    Ok(FailbackState {
         phase: Phase::of(found.get_str("phase").unwrap_or_default()),
         scanned_up_to: found.get_timestamp("scanned_up_to").ok().map(ClusterTime::from),
         scan: found.get_document("scan").ok().cloned(),

@@ -63,7 +63,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
     if progress.phase < Phase::Saved {
         let mut blockers = preconditions(config, &meta).await?;
         let reverse_rules =
-            transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
+            transform::Rules::load(&config.transforms).map_err(|problems| Error::fatal(problems.join("; ")))?;
         blockers.extend(transformed(&failover, &reverse_rules));
         let scope = Scope::new(config)?;
         let timeout = Duration::from_millis(config.failback.scan_timeout_ms);
@@ -99,7 +99,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
             "scan": bson::to_bson(&out["scan"]).unwrap_or(Bson::Null),
         };
         journal::advance(&meta, &failover.id, Phase::Saved, fields).await?;
-        crate::hooks::failback_step(Phase::Saved.name()).map_err(Error::Fatal)?;
+        crate::hooks::failback_step(Phase::Saved.name()).map_err(Error::fatal)?;
     }
     if progress.phase < Phase::Reconciled {
         let unsent = rollback.unsent().await?;
@@ -243,7 +243,7 @@ async fn compare(old: &mongodb::Client, new: &mongodb::Client, scan: &Scan) -> R
                 continue;
             }
             let document = a.map(|raw| Document::try_from(raw.as_ref())).transpose().map_err(|e| {
-                Error::Fatal(format!("{ns} _id {}: the old primary's version does not decode: {e}", c.id))
+                Error::fatal(format!("{ns} _id {}: the old primary's version does not decode: {e}", c.id))
             })?;
             compared.entries.push(Entry {
                 ns: ns.clone(),

@@ -52,7 +52,7 @@ pub async fn run(config: &Config, dry_run: bool) -> Result<Outcome, Error> {
     if promoted.is_none() {
         blockers.push("F is unknown: the new primary answers without a cluster time".into());
     }
-    let rules = transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
+    let rules = transform::Rules::load(&config.transforms).map_err(|problems| Error::fatal(problems.join("; ")))?;
     let partitions: Vec<_> = reading.partitions.keys().filter(|(_, p)| *p >= 0).cloned().collect();
     let (pending, _) = crate::status::kafka_counts(config, &partitions).await?;
     let (Some(consistent_up_to), Some(promoted_at)) = (point, promoted) else {

@@ -100,7 +100,7 @@ impl Rollback {
                 .await
                 .map_err(|e| Error::mongo("save the old primary's versions", e))?;
             if let Ok(errors) = reply.get_array("writeErrors") {
-                return Err(Error::Fatal(format!("the rollback collection refused a version: {errors:?}")));
+                return Err(Error::fatal(format!("the rollback collection refused a version: {errors:?}")));
             }
         }
         Ok(())

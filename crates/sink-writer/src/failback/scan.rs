@@ -187,7 +187,7 @@ pub async fn scan(
         }
     };
     let up_to = tokio::time::timeout(timeout, read).await.map_err(|_| {
-        Error::Fatal(format!(
+        Error::fatal(format!(
             "the change stream did not reach the scan's marker in {marker_db}.{MARKS} within {} s \
              (failback.scan_timeout_ms)",
             timeout.as_secs()

@@ -37,7 +37,7 @@ use service_kit::kafka_auth::AuthContext;
 use crate::config::Config;
 use crate::consume::offsets::Tp;
 use crate::consume::subscription::Subscription;
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 use crate::point::progress::ProgressBook;
 
 /// The last second every change of which is applied: (t, i) covers second t whole only when i is
@@ -132,7 +132,7 @@ impl PointReader {
             .create_with_context(config.kafka.context())
             .map_err(|e| Error::kafka("create a metadata client", e))?;
         let subscription = Subscription::new(&config.consume.topics, &config.consume.dead_letter_topic)
-            .map_err(|e| Error::Fatal(format!("consume.topics: {e}")))?;
+            .map_err(|e| Error::fatal(format!("consume.topics: {e}")))?;
         let consumer = Arc::new(consumer);
         // Its queue is served while it lives: MSK IAM tokens are set from there.
         let weak = Arc::downgrade(&consumer);
@@ -175,8 +175,8 @@ impl PointReader {
             let (kafka, group) = (self.kafka.clone(), self.group.clone());
             let found = tokio::task::spawn_blocking(move || first_records(&kafka, &group, &unread))
                 .await
-                .map_err(|e| Error::Fatal(format!("first-record task: {e}")))?
-                .map_err(|reason| Error::Kafka(Failure::retriable("first records", reason)))?;
+                .map_err(|e| Error::fatal(format!("first-record task: {e}")))?
+                .map_err(|reason| Error::Common(Common::Kafka(Failure::retriable("first records", reason))))?;
             let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
             for (tp, at) in found {
                 first.insert(tp.clone(), at);
@@ -214,8 +214,8 @@ impl PointReader {
                 .collect())
         })
         .await
-        .map_err(|e| Error::Fatal(format!("metadata task: {e}")))?
-        .map_err(|reason: String| Error::Kafka(Failure::retriable("metadata", reason)))
+        .map_err(|e| Error::fatal(format!("metadata task: {e}")))?
+        .map_err(|reason: String| Error::Common(Common::Kafka(Failure::retriable("metadata", reason))))
     }
 }
 

@@ -119,7 +119,7 @@ async fn status(config: &Config, max_lag: u64) -> Result<Status, Error> {
     let (kafka, group, captures) = (config.kafka.clone(), config.consume.group_id.clone(), config.status.checkpoints());
     let checkpoints = tokio::task::spawn_blocking(move || checkpoints::read(&kafka, &group, &captures))
         .await
-        .map_err(|e| Error::Fatal(format!("checkpoint task: {e}")))?;
+        .map_err(|e| Error::fatal(format!("checkpoint task: {e}")))?;
 
     let mut by_topic: BTreeMap<&str, Vec<&Tp>> = BTreeMap::new();
     for tp in reading.partitions.keys() {
@@ -261,7 +261,7 @@ pub(crate) async fn kafka_counts(config: &Config, partitions: &[Tp]) -> Result<(
         Ok((pending, dead))
     })
     .await
-    .map_err(|e| Error::Fatal(format!("status task: {e}")))?
+    .map_err(|e| Error::fatal(format!("status task: {e}")))?
 }
 
 async fn list(

@@ -87,7 +87,7 @@ async fn spec(db: &mongodb::Database, coll: &str) -> Result<Option<(CollectionTy
     let Some(spec) = cursor.try_next().await.map_err(|e| Error::mongo("list collections", e))? else {
         return Ok(None);
     };
-    let options = bson::to_document(&spec.options).map_err(|e| Error::Fatal(format!("collection options: {e}")))?;
+    let options = bson::to_document(&spec.options).map_err(|e| Error::fatal(format!("collection options: {e}")))?;
     let options = Bson::Document(options.into_iter().filter(|(_, v)| *v != Bson::Null).collect());
     Ok(Some((spec.collection_type, options)))
 }

@@ -106,7 +106,7 @@ pub fn command(config: Config, args: Args) -> service_kit::app::CommandFuture {
 
 async fn run(config: &Config, args: Args) -> Result<Report, Error> {
     if config.verify.source_uri.expose().is_empty() {
-        return Err(Error::Fatal(
+        return Err(Error::fatal(
             "set verify.source_uri (SINK_WRITER__VERIFY__SOURCE_URI) to the source deployment".into(),
         ));
     }
@@ -121,9 +121,9 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         .client_for("sink-writer-verify", config.apply.compat)
         .await
         .map_err(|e| Error::mongo("mongo.uri", e))?;
-    let mapper = Mapper::new(&config.apply.mapping).map_err(|e| Error::Fatal(format!("apply.mapping: {e}")))?;
+    let mapper = Mapper::new(&config.apply.mapping).map_err(|e| Error::fatal(format!("apply.mapping: {e}")))?;
     let transforms =
-        transform::Rules::load(&config.transforms).map_err(|problems| Error::Fatal(problems.join("; ")))?;
+        transform::Rules::load(&config.transforms).map_err(|problems| Error::fatal(problems.join("; ")))?;
     let point = PointReader::new(config, &target)?;
     let replication =
         Replication { source: &source, point: &point, timeout: Duration::from_millis(config.verify.settle_timeout_ms) };
@@ -168,9 +168,7 @@ async fn run(config: &Config, args: Args) -> Result<Report, Error> {
         found.push((ns, mapped, findings));
     }
     if args.repair {
-        let clients = (&source, &target);
-        report.repair =
-            Some(repair::repair(config, clients, &transforms, &mut found, &replication, &pace, &held).await?);
+        report.repair = Some(repair::repair(config, &verifier, &mut found).await?);
     }
     for (ns, mapped, findings) in found {
         report.namespaces.push(NamespaceReport::new(ns, mapped, findings, config.verify.max_listed));

@@ -37,7 +37,7 @@ impl Seen {
     ) -> Result<Option<Seen>, Error> {
         let Some(rule) = view else { return Ok(Seen::of(raw)) };
         let namespace = coll.namespace().to_string();
-        match rule.read(&namespace, raw).map_err(|e| Error::Fatal(e.to_string()))? {
+        match rule.read(&namespace, raw).map_err(|e| Error::fatal(e.to_string()))? {
             Some(transformed) => Ok(Seen::of(&transformed)),
             None => Ok(Seen::of(raw).map(|s| Seen { filtered: true, ..s })),
         }

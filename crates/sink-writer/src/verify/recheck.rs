@@ -45,7 +45,7 @@ impl Replication<'_> {
         reply
             .get_timestamp("operationTime")
             .map(Into::into)
-            .map_err(|_| Error::Fatal("the source answers without an operationTime: no cluster time".into()))
+            .map_err(|_| Error::fatal("the source answers without an operationTime: no cluster time".into()))
     }
 
     /// Whether the consistency point passes `at` within the timeout.

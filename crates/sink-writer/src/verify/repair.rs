@@ -8,9 +8,10 @@
 use bson::{Bson, RawDocumentBuf};
 use envelope::Namespace;
 
-use super::documents::{Difference, Held, Kind, Pace, Pair};
+use super::documents::{Difference, Kind, Pair};
+use super::namespace::Verifier;
 use super::read;
-use super::recheck::{self, Rechecked, Replication};
+use super::recheck::{self, Rechecked};
 use super::report::Findings;
 use crate::config::Config;
 use crate::error::Error;
@@ -30,18 +31,14 @@ pub struct Summary {
 }
 
 /// Repairs the document differences of `found` (source namespace, target namespace, findings)
-/// and replaces them by what the recheck after the repair concluded.
-#[allow(clippy::too_many_arguments)]
+/// and replaces them by what the recheck after the repair concluded. The documents are read and
+/// checked again as `verifier` compared them: the same clients, transforms, pace and bound.
 pub async fn repair(
     config: &Config,
-    clients: (&mongodb::Client, &mongodb::Client),
-    transforms: &transform::Rules,
+    verifier: &Verifier<'_>,
     found: &mut [(Namespace, Namespace, Findings)],
-    replication: &Replication<'_>,
-    pace: &Pace,
-    held: &Held,
 ) -> Result<Summary, Error> {
-    let (source, target) = clients;
+    let Verifier { source, target, transforms, replication, pace, held, .. } = verifier;
     let mut summary = Summary::default();
     let mut watched: Vec<(usize, Pair, Vec<Difference>)> = Vec::new();
     let mut resend: Option<Resend> = None;

@@ -53,7 +53,7 @@ pub struct Selection {
 
 impl Selection {
     pub fn new(config: &Config) -> Result<Self, Error> {
-        let anchored = |p: &str| Regex::new(&format!("^(?:{p})$")).map_err(|e| Error::Fatal(e.to_string()));
+        let anchored = |p: &str| Regex::new(&format!("^(?:{p})$")).map_err(|e| Error::fatal(e.to_string()));
         let include = (!config.verify.include.is_empty()).then(|| anchored(&config.verify.include)).transpose()?;
         let exclude = (!config.verify.exclude.is_empty()).then(|| anchored(&config.verify.exclude)).transpose()?;
         Ok(Self { include, exclude })
@@ -112,7 +112,7 @@ pub async fn source(
         let ns = name
             .split_once('.')
             .map(|(d, c)| Namespace::new(d, c))
-            .ok_or(Error::Fatal(format!("--namespace {name}: not db.collection")))?;
+            .ok_or(Error::fatal(format!("--namespace {name}: not db.collection")))?;
         let kind = kind_of(source, &ns).await?.unwrap_or(Kind::Collection);
         found.push((ns, kind));
     }

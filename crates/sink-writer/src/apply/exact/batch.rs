@@ -197,7 +197,7 @@ impl Exact<'_> {
         moot.dedup();
         let entries = kept
             .into_iter()
-            .map(|(key, parked)| parked_store::encode(ledger.group(), &self.tp, key, parked).map_err(Error::Fatal))
+            .map(|(key, parked)| parked_store::encode(ledger.group(), &self.tp, key, parked).map_err(Error::fatal))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((entries, moot))
     }
@@ -213,20 +213,11 @@ impl Exact<'_> {
         let shared = self.task.shared.clone();
         let (tp, stop) = (&self.tp, &self.task.stop);
         let (ledger, writer, write_concern) = (shared.ledger(), &shared.writer, &shared.write_concern);
+        let contents = transaction::Contents { advance, rounds, settle, singly };
         shared
             .retrier
             .run_on(WRITES, &self.name, stop, &mut self.session, |session, _| {
-                Box::pin(transaction::attempt(
-                    session,
-                    write_concern,
-                    ledger,
-                    writer,
-                    tp,
-                    advance,
-                    rounds,
-                    settle,
-                    singly,
-                ))
+                Box::pin(transaction::attempt(session, write_concern, ledger, writer, tp, contents))
             })
             .await
     }

@@ -172,7 +172,7 @@ async fn rewrite(
         let mut state: Option<RawDocumentBuf> = None;
         let mut read = false;
         for entry in &entries {
-            let (key, parked) = parked_store::decode(entry).map_err(Error::Fatal)?;
+            let (key, parked) = parked_store::decode(entry).map_err(Error::fatal)?;
             let tp = (entry.get_str("topic").unwrap_or_default().to_string(), entry.get_i32("partition").unwrap_or(-1));
             settled.push((tp, key, parked.seq));
             if !read {
@@ -212,7 +212,7 @@ async fn rewrite(
         })
         .collect();
     if let InTransaction::Refused(_, outcome, _) = writer.apply_in(session, &removals, false).await? {
-        return Err(Error::Fatal(format!("the target refused to delete a document of a cycle: {outcome:?}")));
+        return Err(Error::fatal(format!("the target refused to delete a document of a cycle: {outcome:?}")));
     }
     let writes: Vec<WriteOp> = finals
         .into_iter()
@@ -253,7 +253,7 @@ async fn updated(
 ) -> Result<RawDocumentBuf, Error> {
     let scratch = meta.collection::<RawDocumentBuf>(SCRATCH);
     let id = base.get("_id").ok().flatten().map(|v| v.to_raw_bson()).and_then(|v| Bson::try_from(v).ok());
-    let id = id.ok_or_else(|| Error::Fatal("a document of a cycle has no _id".into()))?;
+    let id = id.ok_or_else(|| Error::fatal("a document of a cycle has no _id".into()))?;
     scratch.insert_one(&base).session(&mut *session).await.map_err(|e| Error::mongo("compute an update", e))?;
     let computed = WriteOp {
         ns: Namespace::new(meta.name(), SCRATCH),
@@ -263,14 +263,14 @@ async fn updated(
         doc: 0,
     };
     if let InTransaction::Refused(_, outcome, _) = writer.apply_in(session, &[computed], true).await? {
-        return Err(Error::Fatal(format!("an update of a cycle cannot be computed: {outcome:?}")));
+        return Err(Error::fatal(format!("an update of a cycle cannot be computed: {outcome:?}")));
     }
     let after = scratch
         .find_one_and_delete(doc! {"_id": id})
         .session(&mut *session)
         .await
         .map_err(|e| Error::mongo("compute an update", e))?;
-    after.ok_or_else(|| Error::Fatal("an updated document of a cycle vanished".into()))
+    after.ok_or_else(|| Error::fatal("an updated document of a cycle vanished".into()))
 }
 
 /// [`Exact::holder`] inside the transaction.

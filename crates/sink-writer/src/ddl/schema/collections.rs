@@ -7,7 +7,7 @@ use envelope::Namespace;
 use futures::TryStreamExt;
 
 use super::{code, lock, Schema, TtlPolicy, NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND};
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 impl Schema {
     pub(super) async fn create(&self, target: &Namespace, options: &Document) -> Result<(), Error> {
@@ -67,7 +67,7 @@ impl Schema {
                     let collmod = doc! {"collMod": &target.coll, field: value.clone()};
                     if let Err(e) = self.client.database(&target.db).run_command(collmod).await {
                         match Error::mongo("schema", e) {
-                            Error::Mongo(Failure { retriable: false, reason, .. }) => {
+                            Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })) => {
                                 self.left_out(target, &format!("option {field}"), &reason)
                             }
                             other => return Err(other),
@@ -77,7 +77,7 @@ impl Schema {
                 Ok(Created::Yes)
             }
             Err(e) => match Error::mongo("schema", e) {
-                Error::Mongo(Failure { retriable: false, reason, .. }) => Ok(Created::Refused(reason)),
+                Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })) => Ok(Created::Refused(reason)),
                 other => Err(other),
             },
         }

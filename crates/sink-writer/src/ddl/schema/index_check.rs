@@ -25,7 +25,7 @@ use service_kit::health::Health;
 use super::announced::{stale, Announced};
 use super::{code, TtlPolicy, NAMESPACE_NOT_FOUND, NEVER_EXPIRES};
 use crate::config::ApplyConfig;
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 use service_kit::failure::code::COMMAND_NOT_SUPPORTED_ON_VIEW;
 
 /// The comparison's task; it ends when this is dropped.
@@ -142,7 +142,7 @@ impl IndexCheck {
                 Ok(())
             }
             Err(e) => match Error::mongo("index comparison", e) {
-                Error::Mongo(Failure { retriable: false, reason, .. }) => {
+                Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })) => {
                     tracing::info!(namespace = %ns, index = %changes, %reason, "index comparison: the target refuses the change");
                     self.refused.retain(|((n, i), _)| (n, i) != (&key.0 .0, &key.0 .1));
                     self.refused.insert(key);

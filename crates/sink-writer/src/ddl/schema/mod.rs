@@ -52,7 +52,7 @@ use prometheus::IntGauge;
 
 use service_kit::health::Health;
 
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 use announced::Announced;
 
 /// The largest `expireAfterSeconds` the server takes: ~68 years, i.e. never.
@@ -204,5 +204,5 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn retriable(e: &mongodb::error::Error) -> bool {
-    matches!(Error::mongo("schema", e.clone()), Error::Mongo(Failure { retriable: true, .. }))
+    matches!(Error::mongo("schema", e.clone()), Error::Common(Common::Mongo(Failure { retriable: true, .. })))
 }

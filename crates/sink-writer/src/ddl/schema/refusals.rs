@@ -6,7 +6,7 @@ use bson::{doc, Document};
 use envelope::Namespace;
 
 use super::{lock, Pending, Schema};
-use crate::error::{Error, Failure};
+use crate::error::{Common, Error, Failure};
 
 impl Schema {
     /// What the target refuses for good and replication leaves out: logged, noted, counted,
@@ -50,7 +50,7 @@ impl Schema {
         e: mongodb::error::Error,
     ) -> Result<(), Error> {
         match Error::mongo("schema", e) {
-            Error::Mongo(Failure { retriable: false, reason, .. }) => {
+            Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })) => {
                 self.pend(target, what, command, reason);
                 Ok(())
             }

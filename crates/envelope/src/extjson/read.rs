@@ -1,10 +1,16 @@
-//! Reading extended JSON (the writing is `extjson`, which re-exports this side).
+//! Extended JSON text → BSON tree (`Document`, `Bson`): the reference reading, and the one-pass
+//! reading held equal to it.
 //!
-//! Text → BSON in one pass: numbers, strings, arrays and documents become BSON as
-//! they are read, with no `serde_json::Value` tree in between (the sink reads every document
-//! this way, so the tree was most of its allocations).
+//! The reference ([`document_from_json_text`], [`value_from_json`]) parses the text as JSON
+//! (`serde_json::Value`), rewrites the legacy `$binary`/`$type` and `$regex`/`$options` forms,
+//! then lets the bson crate convert the tree, which takes canonical and relaxed Extended JSON v2
+//! alike. Slower; it decides what a text means.
 //!
-//! Objects whose keys start with `$` keep the reference reading ([`extjson::value_from_json`]):
+//! [`document_from_str`] reads in one pass: numbers, strings, arrays and documents become BSON as
+//! they are read, with no `serde_json::Value` tree in between (decoded events' documents, resume
+//! tokens, and whatever the raw reading declines are read this way).
+//!
+//! Objects whose keys start with `$` keep the reference reading ([`value_from_json`]):
 //! a type wrapper (`{"$oid": …}`) is read into JSON and the common canonical ones are converted
 //! directly, anything else (legacy forms, field names that merely start with `$`, malformed
 //! wrappers) goes through the reference; so does a document in which a `$` key follows plain
@@ -196,6 +202,8 @@ fn upgrade_legacy(value: &mut serde_json::Value) -> Result<(), ExtJsonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::spec::BinarySubtype;
+    use bson::{doc, Binary, Regex};
 
     /// The reference reading: JSON first, then the bson crate's conversion.
     fn reference(text: &str) -> Result<Vec<u8>, ExtJsonError> {
@@ -239,5 +247,28 @@ mod tests {
                 (a, b) => panic!("{text}: one pass {a:?}, reference {b:?}"),
             }
         }
+    }
+
+    #[test]
+    fn legacy_extended_json_forms_are_read() {
+        let doc = document_from_str(
+            r#"{"b": {"$binary": "AQID", "$type": "0"}, "r": {"$regex": "^x", "$options": "i"}, "d": {"$date": 5}}"#,
+        )
+        .expect("legacy forms");
+        assert_eq!(
+            doc,
+            doc! {
+                "b": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
+                "r": Regex { pattern: "^x".into(), options: "i".into() },
+                "d": DateTime::from_millis(5),
+            }
+        );
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_document_is_refused() {
+        assert!(document_from_str("[1]").is_err());
+        assert!(document_from_str("{").is_err());
+        assert!(document_from_str(r#"{"a": {"$numberLong": "x"}}"#).is_err());
     }
 }

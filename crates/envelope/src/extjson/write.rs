@@ -1,137 +1,20 @@
-//! BSON ⇄ MongoDB Extended JSON text, written directly (no intermediate tree) and read back
-//! exactly.
-//!
-//! Three output styles:
-//! - [`Style::Strict`]: our `before`/`after`/`updatedFields` rendering. Relaxed where
-//!   relaxed is lossless, typed where it is not: `Int32` is a bare integer, `Int64` is
-//!   `{"$numberLong": "…"}`, a finite `Double` always carries a `.` or an exponent, dates are
-//!   `{"$date": <ms>}`. Reading it back gives the identical BSON (types and field order).
-//! - [`Style::Relaxed`]: relaxed Extended JSON v2, for Flink mode: plain numbers and ISO dates
-//!   that generic JSON consumers read, at the price of `Int32` vs `Int64` width.
-//! - [`Style::Key`]: the key `id` exactly as Debezium 3.6 writes it, which is the MongoDB Java
-//!   driver's relaxed JSON: `,` between fields and items (`": "` after names), Java's
-//!   `Double.toString` (`1.0E21`), ISO dates with Java's trimmed fraction, upper-case binary
-//!   subtypes, and `\uXXXX` escapes for every UTF-16 unit Java does not print as is (controls,
-//!   format characters, marks, separators of lines and paragraphs, private use, unassigned
-//!   code points, and both halves of a surrogate pair). Checked byte for byte against keys the
-//!   real connector wrote (`tests/fixtures/debezium/keys.json`).
-//!
-//! Reading accepts canonical, relaxed and the legacy forms Debezium and older tools write
-//! (`{"$binary": "…", "$type": "00"}`, `{"$regex": …, "$options": …}`, `{"$date": <ms>}`).
+//! BSON → extended JSON text from the tree (`Document`, `Bson`): the reference writer, every
+//! BSON type in every [`Style`], written directly into one `String` (no `serde_json` tree).
+//! `write_raw.rs` writes the same text from BSON bytes and calls the helpers here for what they
+//! share.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use bson::{Bson, Document, RawBsonRef, RawDocument};
+use bson::{Bson, Document};
 
-/// How numbers and dates are written; see the module documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Strict,
-    Relaxed,
-    Key,
-}
-
-impl Style {
-    /// Between the fields of a document and the items of an array.
-    fn separator(self) -> &'static str {
-        match self {
-            Style::Key => ",",
-            Style::Strict | Style::Relaxed => ", ",
-        }
-    }
-}
+use super::Style;
 
 /// Extended JSON text of a whole document.
 pub fn document_to_string(doc: &Document, style: Style) -> String {
     let mut out = String::with_capacity(256);
     write_document(&mut out, doc, style);
     out
-}
-
-/// Extended JSON text of a whole document held as BSON bytes: the same text as
-/// [`document_to_string`] of the same document, written without building its tree (a
-/// property test holds them equal). Bytes that are not valid BSON are read through the tree.
-pub fn raw_document_to_string(doc: &RawDocument, style: Style) -> String {
-    let mut out = String::with_capacity(doc.as_bytes().len() + doc.as_bytes().len() / 4 + 16);
-    if write_raw_document(&mut out, doc, style).is_err() {
-        out.clear();
-        write_document(&mut out, &Document::try_from(doc).unwrap_or_default(), style);
-    }
-    out
-}
-
-/// Checks that BSON bytes read as a document all the way down: every element, and every name
-/// and string valid UTF-8 (the server stores what a client sends without checking; the bson
-/// crate, and so every reader of our events, refuses such text). A reader of raw documents
-/// checks them before [`raw_document_to_string`], which has nothing exact to write for them.
-pub fn check_raw_document(doc: &RawDocument) -> Result<(), String> {
-    for element in doc {
-        let (_, value) = element.map_err(|e| e.to_string())?;
-        check_raw_value(value)?;
-    }
-    Ok(())
-}
-
-fn check_raw_value(value: RawBsonRef<'_>) -> Result<(), String> {
-    match value {
-        RawBsonRef::Document(doc) => check_raw_document(doc),
-        RawBsonRef::Array(items) => {
-            for item in items {
-                check_raw_value(item.map_err(|e| e.to_string())?)?;
-            }
-            Ok(())
-        }
-        RawBsonRef::JavaScriptCodeWithScope(code) => check_raw_document(code.scope),
-        _ => Ok(()),
-    }
-}
-
-/// Bytes that are not valid BSON: the tree reading decides.
-struct Malformed;
-
-fn write_raw_document(out: &mut String, doc: &RawDocument, style: Style) -> Result<(), Malformed> {
-    out.push('{');
-    for (i, element) in doc.iter().enumerate() {
-        let (key, value) = element.map_err(|_| Malformed)?;
-        if i > 0 {
-            out.push_str(style.separator());
-        }
-        write_str_styled(out, key, style);
-        out.push_str(": ");
-        write_raw_value(out, value, style)?;
-    }
-    out.push('}');
-    Ok(())
-}
-
-fn write_raw_value(out: &mut String, value: RawBsonRef<'_>, style: Style) -> Result<(), Malformed> {
-    match value {
-        RawBsonRef::Double(v) => write_double_styled(out, v, style),
-        RawBsonRef::String(s) => write_str_styled(out, s, style),
-        RawBsonRef::Document(d) => write_raw_document(out, d, style)?,
-        RawBsonRef::Array(items) => {
-            out.push('[');
-            for (i, item) in items.into_iter().enumerate() {
-                if i > 0 {
-                    out.push_str(style.separator());
-                }
-                write_raw_value(out, item.map_err(|_| Malformed)?, style)?;
-            }
-            out.push(']');
-        }
-        RawBsonRef::Boolean(b) => out.push_str(if b { "true" } else { "false" }),
-        RawBsonRef::Null => out.push_str("null"),
-        RawBsonRef::Int32(v) => {
-            let _ = write!(out, "{v}");
-        }
-        RawBsonRef::Int64(v) => write_int64(out, v, style),
-        RawBsonRef::DateTime(dt) => write_date_time(out, dt, style),
-        RawBsonRef::ObjectId(oid) => write_object_id(out, &oid),
-        // The rarer types through their tree form: one writer for them.
-        other => write_value(out, &Bson::try_from(other.to_raw_bson()).map_err(|_| Malformed)?, style),
-    }
-    Ok(())
 }
 
 /// Extended JSON text of one value.
@@ -141,7 +24,7 @@ pub fn value_to_string(value: &Bson, style: Style) -> String {
     out
 }
 
-fn write_str_styled(out: &mut String, s: &str, style: Style) {
+pub(super) fn write_str_styled(out: &mut String, s: &str, style: Style) {
     match style {
         Style::Key => write_java_str(out, s),
         Style::Strict | Style::Relaxed => write_str(out, s),
@@ -225,7 +108,7 @@ fn write_java_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn write_document(out: &mut String, doc: &Document, style: Style) {
+pub(super) fn write_document(out: &mut String, doc: &Document, style: Style) {
     out.push('{');
     for (i, (key, value)) in doc.iter().enumerate() {
         if i > 0 {
@@ -310,14 +193,14 @@ fn write_java_iso(out: &mut String, ms: i64) -> bool {
     true
 }
 
-fn write_double_styled(out: &mut String, v: f64, style: Style) {
+pub(super) fn write_double_styled(out: &mut String, v: f64, style: Style) {
     match style {
         Style::Key => write_java_double(out, v),
         Style::Strict | Style::Relaxed => write_double(out, v),
     }
 }
 
-fn write_int64(out: &mut String, v: i64, style: Style) {
+pub(super) fn write_int64(out: &mut String, v: i64, style: Style) {
     match style {
         Style::Strict => {
             let _ = write!(out, r#"{{"$numberLong": "{v}"}}"#);
@@ -328,11 +211,11 @@ fn write_int64(out: &mut String, v: i64, style: Style) {
     }
 }
 
-fn write_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
+pub(super) fn write_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
     let _ = write!(out, r#"{{"$oid": "{}"}}"#, oid.to_hex());
 }
 
-fn write_date_time(out: &mut String, dt: bson::DateTime, style: Style) {
+pub(super) fn write_date_time(out: &mut String, dt: bson::DateTime, style: Style) {
     let ms = dt.timestamp_millis();
     // Relaxed ISO text exists only for years 1970 to 9999.
     const LAST_ISO_MS: i64 = 253_402_300_799_999;
@@ -357,7 +240,7 @@ fn write_date_time(out: &mut String, dt: bson::DateTime, style: Style) {
     }
 }
 
-fn write_value(out: &mut String, value: &Bson, style: Style) {
+pub(super) fn write_value(out: &mut String, value: &Bson, style: Style) {
     match value {
         Bson::Double(v) => write_double_styled(out, *v, style),
         Bson::String(s) => write_str_styled(out, s, style),
@@ -432,12 +315,10 @@ fn write_value(out: &mut String, value: &Bson, style: Style) {
     }
 }
 
-pub use crate::extjson_raw::raw_document_from_str;
-pub use crate::extjson_read::{document_from_json_text, document_from_str, value_from_json, ExtJsonError};
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extjson::document_from_str;
     use bson::spec::BinarySubtype;
 
     #[test]
@@ -489,28 +370,5 @@ mod tests {
         let text = document_to_string(&doc, Style::Strict);
         let back = document_from_str(&text).expect("reads back");
         assert_eq!(bson::to_vec(&back).ok(), bson::to_vec(&doc).ok(), "{text}");
-    }
-
-    #[test]
-    fn legacy_extended_json_forms_are_read() {
-        let doc = document_from_str(
-            r#"{"b": {"$binary": "AQID", "$type": "0"}, "r": {"$regex": "^x", "$options": "i"}, "d": {"$date": 5}}"#,
-        )
-        .expect("legacy forms");
-        assert_eq!(
-            doc,
-            doc! {
-                "b": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
-                "r": Regex { pattern: "^x".into(), options: "i".into() },
-                "d": DateTime::from_millis(5),
-            }
-        );
-    }
-
-    #[test]
-    fn a_payload_that_is_not_a_document_is_refused() {
-        assert!(document_from_str("[1]").is_err());
-        assert!(document_from_str("{").is_err());
-        assert!(document_from_str(r#"{"a": {"$numberLong": "x"}}"#).is_err());
     }
 }

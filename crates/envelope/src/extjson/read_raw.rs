@@ -15,7 +15,7 @@ use bson::oid::ObjectId;
 use bson::RawDocumentBuf;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::extjson_read::{document_from_str, ExtJsonError};
+use super::read::{document_from_str, ExtJsonError};
 
 const DOUBLE: u8 = 0x01;
 const STRING: u8 = 0x02;
@@ -376,8 +376,8 @@ impl<'de> Visitor<'de> for Millis {
 
 #[cfg(test)]
 mod tests {
+    use super::super::read::document_from_json_text;
     use super::*;
-    use crate::extjson_read::document_from_json_text;
 
     /// The reference: the tree reading, encoded.
     fn reference(text: &str) -> Result<Vec<u8>, ExtJsonError> {
