@@ -16,6 +16,7 @@
 //! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
 //! | `parking.rs` | writes a unique index refuses for now, parked per document, numbered, tried again |
 //! | `writer.rs` | the `insert`/`update`/`delete` commands and what each statement came to |
+//! | `target.rs` | the target as these writes need it (a trait): one command and its reply, which documents it holds |
 //! | `command.rs` | those commands' BSON assembled from encoded parts, each copied once |
 //! | `retry.rs` | the retry loop and which readiness component a failure shows on |
 //! | `mode.rs` | which mode runs, and the metadata collections it needs |
@@ -36,6 +37,7 @@ pub(crate) mod partition;
 pub(crate) mod retry;
 pub(crate) mod round;
 pub(crate) mod shared;
+pub(crate) mod target;
 pub(crate) mod transaction;
 pub(crate) mod write_plan;
 pub(crate) mod writer;
@@ -47,9 +49,9 @@ use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::parking::{Parked, Parking};
-use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::round::{apply_round, DeadLetterer, Destination, Writes};
 use crate::apply::shared::Shared;
-use crate::apply::write_plan::{Plan, WriteOp};
+use crate::apply::write_plan::{DocKey, Plan, WriteOp};
 use crate::apply::writer::Outcome;
 use crate::error::Error;
 
@@ -70,7 +72,20 @@ pub async fn write_batch(
     parking: Arc<Parking>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
-    let dead = DeadLetterer { shared: &shared, to: &to, stop: &stop };
+    let (keys, newest) = write_rounds(shared.writes(), &to, batch, &parking, &stop).await?;
+    applied(&shared, &keys, newest).await;
+    Ok(())
+}
+
+/// A batch's dead letters and rounds, in order; what it touched and its newest change.
+async fn write_rounds(
+    writes: Writes<'_>,
+    to: &Destination,
+    batch: Batch,
+    parking: &Parking,
+    stop: &CancellationToken,
+) -> Result<(Vec<DocKey>, Option<envelope::ClusterTime>), Error> {
+    let dead = DeadLetterer { writes, to, stop };
     let Batch { plan, messages, undecodable } = batch;
     let Plan { rounds, keys, rejected, newest, .. } = plan;
     let message = |offset: i64| messages.iter().find(|m| m.offset() == offset);
@@ -92,11 +107,11 @@ pub async fn write_batch(
         for op in behind {
             park(op);
         }
-        for (op, outcome) in apply_round(&shared, &to, ready, &stop).await? {
+        for (op, outcome) in apply_round(&writes, to, ready, stop).await? {
             match outcome {
                 Outcome::Applied => {}
                 Outcome::Conflict(conflict) => {
-                    shared.metrics.unique_conflicts.inc();
+                    writes.metrics.unique_conflicts.inc();
                     tracing::debug!(topic = %to.topic, partition = to.partition, reason = %conflict.reason, "a unique index refuses a write for now: parked");
                     park(op);
                 }
@@ -107,17 +122,12 @@ pub async fn write_batch(
             }
         }
     }
-    applied(&shared, &keys, newest).await;
-    Ok(())
+    Ok((keys, newest))
 }
 
 /// After a batch's writes are on the target (either mode): schema changes the target refused
 /// may pass now that data changed, and the lag is the newest applied change's age.
-pub(crate) async fn applied(
-    shared: &Shared,
-    keys: &[crate::apply::write_plan::DocKey],
-    newest: Option<envelope::ClusterTime>,
-) {
+pub(crate) async fn applied(shared: &Shared, keys: &[DocKey], newest: Option<envelope::ClusterTime>) {
     let mut touched: Vec<&envelope::Namespace> = keys.iter().map(|(ns, _)| ns).collect();
     touched.dedup();
     for ns in touched {

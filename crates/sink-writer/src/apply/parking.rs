@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::flight::Covered;
-use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::round::{apply_round, DeadLetterer, Destination, Writes};
 use crate::apply::shared::Shared;
 use crate::apply::write_plan::{DocKey, WriteOp};
 use crate::apply::writer::Outcome;
@@ -188,8 +188,27 @@ impl Parking {
 
     /// Tries parked writes again until `stop`, the first of each document per round.
     pub async fn run(self: Arc<Self>, shared: Arc<Shared>, to: Destination, marks: Marks, stop: CancellationToken) {
-        let limit = Duration::from_millis(shared.apply.conflict_retry_timeout_ms);
-        let max_pause = Duration::from_millis(shared.apply.max_backoff_ms).min(Duration::from_secs(2));
+        let patience = Patience {
+            limit: Duration::from_millis(shared.apply.conflict_retry_timeout_ms),
+            max_pause: Duration::from_millis(shared.apply.max_backoff_ms).min(Duration::from_secs(2)),
+        };
+        let tp = (to.topic.clone(), to.partition);
+        // A write given up meanwhile is an open dead letter: it holds the point.
+        let held = || shared.dead_letter_book.holds(&tp);
+        self.retry(shared.writes(), &to, &marks, patience, held, &stop).await
+    }
+
+    /// [`Parking::run`]: rounds over the parked writes while there are any; the partition's marks
+    /// move on once the lot is empty (not its watermark while `held`).
+    async fn retry(
+        &self,
+        writes: Writes<'_>,
+        to: &Destination,
+        marks: &Marks,
+        patience: Patience,
+        held: impl Fn() -> bool,
+        stop: &CancellationToken,
+    ) {
         loop {
             let parked = self.parked.notified();
             tokio::pin!(parked);
@@ -200,12 +219,12 @@ impl Parking {
                     _ = parked => {}
                 }
             }
-            let mut backoff = Backoff::new(Duration::from_millis(20), max_pause);
+            let mut backoff = Backoff::new(Duration::from_millis(20), patience.max_pause);
             while !self.is_empty() {
-                if !backoff.wait(&stop).await {
+                if !backoff.wait(stop).await {
                     return;
                 }
-                match self.retry_once(&shared, &to, limit, &stop).await {
+                match self.retry_once(&writes, to, patience.limit, stop).await {
                     Ok(true) => backoff.reset(),
                     Ok(false) => {}
                     Err(_) => return,
@@ -213,9 +232,7 @@ impl Parking {
             }
             let lot = self.lock();
             if lot.docs.is_empty() {
-                // A write given up meanwhile is an open dead letter: it holds the point.
-                let held = shared.dead_letter_book.holds(&(to.topic.clone(), to.partition));
-                marks.reached(lot.covered, lot.watermark.filter(|_| !held));
+                marks.reached(lot.covered, lot.watermark.filter(|_| !held()));
                 drop(lot);
                 self.emptied.notify_waiters();
             }
@@ -225,14 +242,14 @@ impl Parking {
     /// One round over the parked documents; whether any write passed.
     async fn retry_once(
         &self,
-        shared: &Shared,
+        writes: &Writes<'_>,
         to: &Destination,
         limit: Duration,
         stop: &CancellationToken,
     ) -> Result<bool, Error> {
         let fronts = self.fronts();
         let round: Vec<WriteOp> = fronts.iter().map(|(_, p)| p.op.clone()).collect();
-        let outcomes = apply_round(shared, to, round, stop).await?;
+        let outcomes = apply_round(writes, to, round, stop).await?;
         let mut moved = false;
         for ((key, parked), (_, outcome)) in fronts.into_iter().zip(outcomes) {
             let give_up = match outcome {
@@ -244,7 +261,7 @@ impl Parking {
                 Outcome::Rejected(reason) => Some(reason),
             };
             if let Some(reason) = give_up {
-                let dead = DeadLetterer { shared, to, stop };
+                let dead = DeadLetterer { writes: *writes, to, stop };
                 dead.send(parked.op.offset, parked.key.as_deref(), parked.payload.as_deref(), &reason, "apply").await?;
             }
             moved = true;
@@ -252,4 +269,12 @@ impl Parking {
         }
         Ok(moved)
     }
+}
+
+/// How long a parked write is tried before it goes to the dead-letter topic, and the longest
+/// pause between rounds.
+#[derive(Clone, Copy)]
+struct Patience {
+    limit: Duration,
+    max_pause: Duration,
 }

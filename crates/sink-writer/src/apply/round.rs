@@ -7,14 +7,27 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::retry::WRITES;
-use crate::apply::shared::Shared;
+use crate::apply::retry::{Retrier, WRITES};
+use crate::apply::target::Target;
 use crate::apply::write_plan::WriteOp;
-use crate::apply::writer::Outcome;
+use crate::apply::writer::{Outcome, Writer};
 use crate::consume::fence::Fence;
-use crate::dead_letters::Letter;
-use crate::dlq::Origin;
+use crate::dead_letters::{Letter, Recorder};
+use crate::dlq::{DeadLetterTopic, Origin};
 use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// What rounds of writes and their dead letters use: borrowed from `Shared`, or fakes in tests.
+#[derive(Clone, Copy)]
+pub struct Writes<'a> {
+    pub target: &'a dyn Target,
+    pub writer: &'a Writer,
+    pub dead_letters: &'a dyn DeadLetterTopic,
+    /// Where dead letters are recorded in the target (they hold the partition's point).
+    pub book: &'a dyn Recorder,
+    pub retrier: &'a Retrier,
+    pub metrics: &'a Metrics,
+}
 
 /// Where a batch goes, and what proves the partition is still this replica's.
 #[derive(Clone)]
@@ -35,7 +48,7 @@ impl Destination {
 /// documents the target lacks go as inserts (`fresh.rs`); one it refuses is sent again as the
 /// upsert it came from.
 pub async fn apply_round(
-    shared: &Shared,
+    writes: &Writes<'_>,
     to: &Destination,
     mut round: Vec<WriteOp>,
     stop: &CancellationToken,
@@ -44,35 +57,35 @@ pub async fn apply_round(
         return Ok(Vec::new());
     }
     let started = Instant::now();
-    crate::apply::fresh::insert_where_absent(&shared.client, std::slice::from_mut(&mut round), |_| true).await;
-    let mut outcomes = attempt(shared, to, &round, stop).await?;
+    crate::apply::fresh::insert_where_absent(writes.target, std::slice::from_mut(&mut round), |_| true).await;
+    let mut outcomes = attempt(writes, to, &round, stop).await?;
     let refused: Vec<usize> =
         (0..round.len()).filter(|&i| outcomes[i] != Outcome::Applied && round[i].as_upsert()).collect();
     if !refused.is_empty() {
         let again: Vec<WriteOp> = refused.iter().map(|&i| round[i].clone()).collect();
-        for (i, outcome) in refused.into_iter().zip(attempt(shared, to, &again, stop).await?) {
+        for (i, outcome) in refused.into_iter().zip(attempt(writes, to, &again, stop).await?) {
             outcomes[i] = outcome;
         }
     }
-    shared.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
+    writes.metrics.bulk_seconds.observe(started.elapsed().as_secs_f64());
     for op in round.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(op, _)| op) {
-        shared.metrics.applied.with_label_values(&[op.kind()]).inc();
+        writes.metrics.applied.with_label_values(&[op.kind()]).inc();
     }
     Ok(round.into_iter().zip(outcomes).collect())
 }
 
 /// Writes retried until the target answers, each proving first that the partition is still ours.
 async fn attempt(
-    shared: &Shared,
+    writes: &Writes<'_>,
     to: &Destination,
     round: &[WriteOp],
     stop: &CancellationToken,
 ) -> Result<Vec<Outcome>, Error> {
-    shared
+    writes
         .retrier
         .run(WRITES, &to.name(), stop, || async {
-            to.fence.check(&shared.metrics, stop).await?;
-            shared.writer.apply(round).await
+            to.fence.check(writes.metrics, stop).await?;
+            writes.writer.apply(writes.target, round).await
         })
         .await
 }
@@ -80,7 +93,7 @@ async fn attempt(
 /// Sends records to the dead-letter topic, unchanged, with the reason, and records them in the
 /// target (`dead_letters/`).
 pub struct DeadLetterer<'a> {
-    pub shared: &'a Shared,
+    pub writes: Writes<'a>,
     pub to: &'a Destination,
     pub stop: &'a CancellationToken,
 }
@@ -96,18 +109,18 @@ impl DeadLetterer<'_> {
     ) -> Result<(), Error> {
         let origin = Origin { topic: &self.to.topic, partition: self.to.partition, offset, stage };
         tracing::warn!(topic = %self.to.topic, partition = self.to.partition, offset, stage, %reason, "record sent to the dead-letter topic");
-        self.shared
+        let writes = &self.writes;
+        writes
             .retrier
             .run(crate::dlq::COMPONENT, &self.to.name(), self.stop, || {
-                self.shared.dead_letters.send(&origin, key, payload, reason)
+                writes.dead_letters.send(&origin, key, payload, reason)
             })
             .await?;
         // Recorded before the offset can pass it: the partition's consistent point holds from now.
         let tp = (self.to.topic.clone(), self.to.partition);
         let letter = Letter { tp: &tp, offset, stage, reason, key, payload };
-        let book = &self.shared.dead_letter_book;
-        self.shared.retrier.run(WRITES, &self.to.name(), self.stop, || book.record(&letter)).await?;
-        self.shared.metrics.dead_letters.with_label_values(&[stage]).inc();
+        writes.retrier.run(WRITES, &self.to.name(), self.stop, || writes.book.record(&letter)).await?;
+        writes.metrics.dead_letters.with_label_values(&[stage]).inc();
         Ok(())
     }
 }
