@@ -278,3 +278,106 @@ struct Patience {
     limit: Duration,
     max_pause: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+    use envelope::ClusterTime;
+
+    use super::*;
+    use crate::apply::fake::{self, Fakes};
+
+    fn parked(op: WriteOp, seq: u64) -> Parked {
+        Parked {
+            seq,
+            key: None,
+            payload: Some(format!("v{}", op.offset).into_bytes()),
+            hold: 10,
+            since: Instant::now(),
+            op,
+        }
+    }
+
+    const PATIENT: Patience = Patience { limit: Duration::from_secs(3600), max_pause: Duration::from_millis(5) };
+
+    #[tokio::test]
+    async fn when_the_blocker_moves_away_the_parked_writes_land_in_order_and_the_offset_moves_on() {
+        let fakes = Fakes::new();
+        fakes.target.unique_index(&fake::ns(), "email");
+        fakes.target.put(&fake::ns(), doc! {"_id": 9, "email": "x"});
+        let parking = Parking::default();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1));
+        parking.park(fake::doc_key(1), parked(fake::set(1, doc! {"name": "a"}, 12, 0), 2));
+        let marks = Marks::default();
+        let watermark = Some(ClusterTime { t: 5, i: 1 });
+        parking.covered(Covered { offset: 20, watermark }, &marks);
+        assert_eq!((marks.durable(), marks.consistent()), (10, None), "held before the parked write's batch");
+
+        let (to, stop) = (fake::destination(), CancellationToken::new());
+        let retrying = parking.retry(fakes.writes(), &to, &marks, PATIENT, || false, &stop);
+        let blocker_moves = async {
+            while fakes.target.commands().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(fakes.target.get(&fake::ns(), 1), None, "still refused while the value is held");
+            assert_eq!(parking.len(), 2, "nothing dropped while waiting");
+            fakes.target.put(&fake::ns(), doc! {"_id": 9, "email": "y"});
+            parking.until_empty(&stop).await.expect("emptied");
+            stop.cancel();
+        };
+        tokio::join!(retrying, blocker_moves);
+
+        let states = fakes.target.history(1);
+        assert_eq!(states, [Some(doc! {"_id": 1, "email": "x"}), Some(doc! {"_id": 1, "email": "x", "name": "a"})]);
+        assert_eq!(
+            (marks.durable(), marks.consistent()),
+            (20, watermark),
+            "the marks move to what the batches covered"
+        );
+        assert!(fakes.dead_letters.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_the_idempotent_mode_a_swap_cycle_waits_then_each_write_goes_to_the_dead_letter_topic_once() {
+        let fakes = Fakes::new();
+        fakes.target.unique_index(&fake::ns(), "email");
+        fakes.target.put(&fake::ns(), doc! {"_id": 1, "email": "x"});
+        fakes.target.put(&fake::ns(), doc! {"_id": 2, "email": "y"});
+        // The source swapped the values; the target sees only the final states, each refused.
+        let parking = Parking::default();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "y"}, 10, 0), 1));
+        parking.park(fake::doc_key(2), parked(fake::replace(2, doc! {"email": "x"}, 11, 1), 2));
+        let (to, stop) = (fake::destination(), CancellationToken::new());
+
+        let moved = parking.retry_once(&fakes.writes(), &to, PATIENT.limit, &stop).await.expect("a round");
+        assert!(!moved && parking.len() == 2, "both wait for their values");
+        assert!(fakes.dead_letters.sent().is_empty());
+
+        let moved = parking.retry_once(&fakes.writes(), &to, Duration::ZERO, &stop).await.expect("a round");
+        assert!(moved && parking.is_empty(), "given up after the limit");
+        let sent = fakes.dead_letters.sent();
+        let offsets: Vec<i64> = sent.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets, [10, 11], "each write once");
+        assert!(sent.iter().all(|s| s.stage == "apply" && s.reason.contains("still a duplicate")), "{sent:?}");
+        assert_eq!(fakes.dead_letters.recorded(), sent, "recorded: they hold the partition's point");
+        assert_eq!(fakes.target.get(&fake::ns(), 1), Some(doc! {"_id": 1, "email": "x"}), "the target unchanged");
+    }
+
+    #[test]
+    fn a_later_replacement_makes_the_parked_writes_before_it_moot() {
+        let parking = Parking::default();
+        let key = fake::doc_key(1);
+        assert!(parking.park(key.clone(), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1)).is_empty());
+        assert!(
+            parking.park(key.clone(), parked(fake::set(1, doc! {"n": 1}, 11, 0), 2)).is_empty(),
+            "an update waits behind"
+        );
+        let moot = parking.park(key.clone(), parked(fake::replace(1, doc! {"email": "z"}, 12, 0), 3));
+        assert_eq!(moot, [1, 2]);
+        let left: Vec<u64> = parking.of(&key).iter().map(|p| p.seq).collect();
+        assert_eq!(left, [3], "only the newest state waits");
+        assert!(!parking.settle(&key, 1), "a retry of a moot write settles nothing");
+        assert!(parking.settle(&key, 3) && parking.is_empty());
+        assert!(parking.next_seq(12) > 3, "numbers never repeat");
+    }
+}

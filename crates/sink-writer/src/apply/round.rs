@@ -124,3 +124,87 @@ impl DeadLetterer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+    use crate::apply::fake::{self, Fakes};
+
+    #[tokio::test]
+    async fn a_retriable_failure_is_retried_and_the_round_lands_once() {
+        let fakes = Fakes::new();
+        fakes.target.fail_next(2);
+        let round = vec![
+            fake::replace(1, doc! {"n": 1}, 10, 0),
+            fake::replace(2, doc! {"n": 2}, 11, 1),
+            fake::replace(3, doc! {"n": 3}, 12, 2),
+        ];
+        let outcomes = apply_round(&fakes.writes(), &fake::destination(), round, &CancellationToken::new())
+            .await
+            .expect("the round lands");
+        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Applied), "{outcomes:?}");
+        assert_eq!(fakes.retries.get(), 2, "each failed attempt is counted once");
+        assert_eq!(fakes.target.commands().len(), 3, "two failed attempts, then one command with the whole round");
+        for id in 1..=3 {
+            assert_eq!(fakes.target.history(id), vec![Some(doc! {"_id": id, "n": id})], "document {id} written once");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_partition_sends_nothing_new() {
+        let fakes = Fakes::new();
+        fakes.target.fail_next(usize::MAX);
+        let stop = CancellationToken::new();
+        let round = vec![fake::replace(1, doc! {"n": 1}, 10, 0)];
+        let to = fake::destination();
+        let writes = fakes.writes();
+        let attempt = apply_round(&writes, &to, round, &stop);
+        let stopping = async {
+            while fakes.target.commands().is_empty() {
+                tokio::task::yield_now().await;
+            }
+            stop.cancel();
+        };
+        let (outcome, ()) = tokio::join!(attempt, stopping);
+        assert!(matches!(outcome, Err(Error::Stopped)), "{outcome:?}");
+        let sent = fakes.target.commands().len();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert_eq!(fakes.target.commands().len(), sent, "no attempt after the stop");
+        assert_eq!(fakes.target.get(&fake::ns(), 1), None);
+    }
+
+    #[tokio::test]
+    async fn an_insert_the_target_refuses_goes_again_as_the_upsert_it_came_from() {
+        let fakes = Fakes::new();
+        fakes.target.put(&fake::ns(), doc! {"_id": 1, "n": 0});
+        // The target says it lacks the document (another writer added it meanwhile).
+        fakes.target.blind();
+        let round = vec![fake::replace(1, doc! {"n": 1}, 10, 0)];
+        let outcomes = apply_round(&fakes.writes(), &fake::destination(), round, &CancellationToken::new())
+            .await
+            .expect("the round lands");
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].1, Outcome::Applied);
+        assert_eq!(outcomes[0].0.action, fake::replace(1, doc! {"n": 1}, 10, 0).action, "reported as the upsert");
+        let names: Vec<String> = fakes.target.commands().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["insert", "update"]);
+        assert_eq!(fakes.target.get(&fake::ns(), 1), Some(doc! {"_id": 1, "n": 1}));
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_is_sent_once_and_recorded_before_the_offset_may_pass() {
+        let fakes = Fakes::new();
+        let to = fake::destination();
+        let stop = CancellationToken::new();
+        let dead = DeadLetterer { writes: fakes.writes(), to: &to, stop: &stop };
+        dead.send(7, Some(b"k"), Some(b"v"), "refused", "apply").await.expect("sent");
+        let sent = fakes.dead_letters.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].offset, sent[0].stage.as_str(), sent[0].reason.as_str()), (7, "apply", "refused"));
+        assert_eq!((sent[0].key.as_deref(), sent[0].payload.as_deref()), (Some(&b"k"[..]), Some(&b"v"[..])));
+        assert_eq!(fakes.dead_letters.recorded(), sent, "recorded as sent");
+        assert_eq!(fakes.metrics.dead_letters.with_label_values(&["apply"]).get(), 1);
+    }
+}

@@ -351,7 +351,66 @@ fn split(statements: Vec<(usize, RawDocumentBuf)>) -> Vec<Vec<(usize, RawDocumen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::fake::{self, FakeTarget};
     use bson::Document;
+
+    fn writer() -> Writer {
+        Writer::new("majority", true)
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_key_is_a_conflict_with_the_value_another_document_holds() {
+        let target = FakeTarget::default();
+        target.unique_index(&fake::ns(), "email");
+        target.put(&fake::ns(), doc! {"_id": 9, "email": "x"});
+        let round = [fake::replace(1, doc! {"email": "x"}, 10, 0), fake::replace(2, doc! {"email": "y"}, 11, 1)];
+        let outcomes = writer().apply(&target, &round).await.expect("a reply");
+        let Outcome::Conflict(conflict) = &outcomes[0] else { panic!("a conflict: {outcomes:?}") };
+        assert_eq!(conflict.key_value, Some(doc! {"email": "x"}));
+        assert_eq!(outcomes[1], Outcome::Applied);
+        assert_eq!(target.get(&fake::ns(), 1), None);
+    }
+
+    #[tokio::test]
+    async fn a_reply_the_writer_does_not_understand_is_an_error_not_success() {
+        let target = FakeTarget::default();
+        target.unique_index(&fake::ns(), "email");
+        target.put(&fake::ns(), doc! {"_id": 9, "email": "x"});
+        target.drop_index_next(1);
+        let round = [fake::replace(1, doc! {"email": "x"}, 10, 0)];
+        let failed = writer().apply(&target, &round).await.expect_err("a write error naming no statement");
+        assert!(failed.is_retriable(), "the round is tried again: {failed}");
+        let outcomes = writer().apply(&target, &round).await.expect("a reply it reads");
+        assert!(matches!(outcomes[0], Outcome::Conflict(_)), "{outcomes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_statement_refused_for_good_is_rejected_alone() {
+        let target = FakeTarget::default();
+        target.poison(2);
+        let round: Vec<WriteOp> = (1..=3).map(|id| fake::replace(id, doc! {"n": id}, 10, 0)).collect();
+        let outcomes = writer().apply(&target, &round).await.expect("a reply");
+        assert_eq!(outcomes[0], Outcome::Applied);
+        assert!(matches!(&outcomes[1], Outcome::Rejected(reason) if reason.contains("code 2")), "{outcomes:?}");
+        assert_eq!(outcomes[2], Outcome::Applied);
+        assert_eq!(target.commands().len(), 1, "one command");
+    }
+
+    #[tokio::test]
+    async fn a_command_refused_as_a_whole_is_narrowed_to_the_statement_that_causes_it() {
+        let target = FakeTarget::default();
+        target.poison_command(3);
+        let round: Vec<WriteOp> = (1..=4).map(|id| fake::replace(id, doc! {"n": id}, 10, 0)).collect();
+        let outcomes = writer().apply(&target, &round).await.expect("a reply");
+        assert!(matches!(outcomes[2], Outcome::Rejected(_)), "{outcomes:?}");
+        for i in [0, 1, 3] {
+            assert_eq!(outcomes[i], Outcome::Applied, "statement {i}");
+            let id = i32::try_from(i).expect("small") + 1;
+            assert_eq!(target.history(id).len(), 1, "document {id} written once");
+        }
+        let sizes: Vec<usize> = target.commands().iter().map(|(_, ids)| ids.len()).collect();
+        assert_eq!(sizes, [4, 2, 2, 1, 1], "by halves");
+    }
 
     fn replace(doc: Document) -> WriteOp {
         WriteOp {
