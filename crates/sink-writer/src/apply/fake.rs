@@ -341,9 +341,16 @@ pub struct Sent {
 pub struct FakeDeadLetters {
     sent: Mutex<Vec<Sent>>,
     recorded: Mutex<Vec<Sent>>,
+    /// Sends still to fail (the broker unreachable).
+    fail_next: Mutex<usize>,
 }
 
 impl FakeDeadLetters {
+    /// The next `n` dead letters are not acknowledged (the broker unreachable).
+    pub fn fail_next(&self, n: usize) {
+        *self.fail_next.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
     pub fn sent(&self) -> Vec<Sent> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -361,6 +368,13 @@ impl DeadLetterTopic for FakeDeadLetters {
         value: Option<&'a [u8]>,
         error: &'a str,
     ) -> BoxFuture<'a, Result<(), Error>> {
+        let mut failing = self.fail_next.lock().unwrap_or_else(|p| p.into_inner());
+        if *failing > 0 {
+            *failing -= 1;
+            let failed = Error::Kafka(Failure::retriable("dead-letter delivery", "message timed out (injected)"));
+            return Box::pin(async { Err(failed) });
+        }
+        drop(failing);
         let sent = Sent {
             offset: origin.offset,
             stage: origin.stage.to_string(),

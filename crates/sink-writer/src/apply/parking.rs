@@ -363,6 +363,29 @@ mod tests {
         assert_eq!(fakes.target.get(&fake::ns(), 1), Some(doc! {"_id": 1, "email": "x"}), "the target unchanged");
     }
 
+    #[tokio::test]
+    async fn a_write_given_up_holds_the_watermark_when_the_lot_empties() {
+        let fakes = Fakes::new();
+        fakes.target.poison(1);
+        let parking = Parking::default();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1));
+        let marks = Marks::default();
+        parking.covered(Covered { offset: 20, watermark: Some(ClusterTime { t: 5, i: 1 }) }, &marks);
+
+        let (to, stop) = (fake::destination(), CancellationToken::new());
+        // An open dead letter holds the partition's point (as `DeadLetterBook::holds` says).
+        let held = || !fakes.dead_letters.recorded().is_empty();
+        let retrying = parking.retry(fakes.writes(), &to, &marks, PATIENT, held, &stop);
+        let emptied = async {
+            parking.until_empty(&stop).await.expect("emptied");
+            stop.cancel();
+        };
+        tokio::join!(retrying, emptied);
+
+        assert_eq!(fakes.dead_letters.sent().len(), 1, "refused for good: dead-lettered at once, once");
+        assert_eq!((marks.durable(), marks.consistent()), (20, None), "the offset moves on, the watermark does not");
+    }
+
     #[test]
     fn a_later_replacement_makes_the_parked_writes_before_it_moot() {
         let parking = Parking::default();

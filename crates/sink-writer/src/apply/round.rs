@@ -194,8 +194,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dead_letter_is_sent_once_and_recorded_before_the_offset_may_pass() {
+    async fn a_dead_letter_the_broker_does_not_take_is_retried_then_sent_and_recorded_once() {
         let fakes = Fakes::new();
+        fakes.dead_letters.fail_next(2);
         let to = fake::destination();
         let stop = CancellationToken::new();
         let dead = DeadLetterer { writes: fakes.writes(), to: &to, stop: &stop };
@@ -205,6 +206,7 @@ mod tests {
         assert_eq!((sent[0].offset, sent[0].stage.as_str(), sent[0].reason.as_str()), (7, "apply", "refused"));
         assert_eq!((sent[0].key.as_deref(), sent[0].payload.as_deref()), (Some(&b"k"[..]), Some(&b"v"[..])));
         assert_eq!(fakes.dead_letters.recorded(), sent, "recorded as sent");
+        assert_eq!(fakes.retries.get(), 2, "a dead letter the broker does not take is retried");
         assert_eq!(fakes.metrics.dead_letters.with_label_values(&["apply"]).get(), 1);
     }
 }
