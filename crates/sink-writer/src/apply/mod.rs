@@ -13,7 +13,7 @@
 //! | `flight.rs` | batches in flight and the in-order durable offset |
 //! | `write_plan.rs` | a batch of events → the writes that reproduce them (pure) |
 //! | `fresh.rs` | which first writes go as inserts (the target lacks their document) |
-//! | `round.rs` | one round of writes, retried; dead letters; where a batch goes |
+//! | `round.rs` | one round of writes, retried; dead letters; where a batch goes; what they run on (`Writes`) |
 //! | `parking.rs` | writes a unique index refuses for now, parked per document, numbered, tried again |
 //! | `writer.rs` | the `insert`/`update`/`delete` commands and what each statement came to |
 //! | `target.rs` | the target as these writes need it (a trait): one command and its reply, which documents it holds |

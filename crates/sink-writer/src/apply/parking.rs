@@ -386,6 +386,23 @@ mod tests {
         assert_eq!((marks.durable(), marks.consistent()), (20, None), "the offset moves on, the watermark does not");
     }
 
+    #[tokio::test]
+    async fn a_ddl_marker_waits_until_nothing_is_parked() {
+        let parking = Parking::default();
+        let stop = CancellationToken::new();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1));
+        let waiting = tokio::time::timeout(Duration::from_millis(20), parking.until_empty(&stop)).await;
+        assert!(waiting.is_err(), "a parked write keeps the marker waiting");
+        let (emptied, ()) = tokio::join!(parking.until_empty(&stop), async {
+            tokio::task::yield_now().await;
+            parking.settle(&fake::doc_key(1), 1);
+        });
+        assert!(emptied.is_ok(), "passes once the lot is empty");
+        parking.park(fake::doc_key(2), parked(fake::replace(2, doc! {"email": "y"}, 11, 1), 2));
+        stop.cancel();
+        assert!(matches!(parking.until_empty(&stop).await, Err(Error::Stopped)), "a stopped partition stops waiting");
+    }
+
     #[test]
     fn a_later_replacement_makes_the_parked_writes_before_it_moot() {
         let parking = Parking::default();
