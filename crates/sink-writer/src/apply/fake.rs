@@ -4,7 +4,8 @@
 //! server does (a write error 11000 with `keyValue`), and replies as the server does, so what
 //! the writer reads from a reply is tested too. Faults are injected by the test: the next
 //! commands fail as a network would, a statement is refused for good or makes its whole command
-//! fail, a reply loses its write errors' `index`, the target says it lacks every document.
+//! fail, a reply loses its write errors' `index` or says the write concern was not met, the
+//! target says it lacks every document.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicI64;
@@ -41,6 +42,8 @@ struct State {
     fail_next: usize,
     /// Replies still to lose their write errors' `index`.
     drop_index_next: usize,
+    /// Replies still to carry a `writeConcernError` (the statements applied, not yet durable).
+    write_concern_error_next: usize,
     /// `_id`s (as identities) whose statements are refused for good.
     poison: HashSet<String>,
     /// `_id`s whose statements make their whole command fail for good.
@@ -90,6 +93,12 @@ impl FakeTarget {
     /// The next `n` replies carrying write errors lose their `index`.
     pub fn drop_index_next(&self, n: usize) {
         self.lock().drop_index_next = n;
+    }
+
+    /// The next `n` commands apply their statements, but their replies say the write concern
+    /// was not met.
+    pub fn write_concern_error_next(&self, n: usize) {
+        self.lock().write_concern_error_next = n;
     }
 
     /// Every statement on this `_id` is refused for good (a write error).
@@ -170,6 +179,10 @@ impl FakeTarget {
                 }
             }
             reply.insert("writeErrors", errors);
+        }
+        if state.write_concern_error_next > 0 {
+            state.write_concern_error_next -= 1;
+            reply.insert("writeConcernError", doc! {"code": 64, "errmsg": "waiting for replication timed out"});
         }
         Ok(reply)
     }

@@ -153,6 +153,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_round_whose_write_concern_failed_is_sent_again_and_converges() {
+        let fakes = Fakes::new();
+        // Applied but not known durable; sent again, the first writes (inserts) meet their own
+        // documents and go again as the upserts they came from.
+        fakes.target.write_concern_error_next(1);
+        let round = vec![fake::replace(1, doc! {"n": 1}, 10, 0), fake::replace(2, doc! {"n": 2}, 11, 1)];
+        let outcomes = apply_round(&fakes.writes(), &fake::destination(), round, &CancellationToken::new())
+            .await
+            .expect("the round lands");
+        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Applied), "{outcomes:?}");
+        assert_eq!(fakes.retries.get(), 1);
+        let names: Vec<String> = fakes.target.commands().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["insert", "insert", "update"]);
+        for id in 1..=2 {
+            assert_eq!(fakes.target.get(&fake::ns(), id), Some(doc! {"_id": id, "n": id}));
+        }
+    }
+
+    #[tokio::test]
     async fn a_stopped_partition_sends_nothing_new() {
         let fakes = Fakes::new();
         fakes.target.fail_next(usize::MAX);
