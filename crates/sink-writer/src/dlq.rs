@@ -1,6 +1,7 @@
 //! The dead-letter topic: records that cannot be applied, unchanged, with headers saying why
 //! and where they came from. A record is only passed over once its dead letter is durable.
 
+use futures::future::BoxFuture;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use service_kit::connect::{create_topic, KafkaConnection};
@@ -16,6 +17,18 @@ pub const COMPONENT: &str = "dead-letter-topic";
 /// saying why. Set on the topic this service creates and on its producer, whose librdkafka
 /// default (1 MB) and the broker's (1 MB on MSK) would refuse a large poison record.
 pub const MAX_DEAD_LETTER_BYTES: usize = 20 * 1024 * 1024;
+
+/// The dead-letter topic as the write path needs it: one record's dead letter, sent and
+/// acknowledged. [`DeadLetters`] is the real one; unit tests use a fake.
+pub trait DeadLetterTopic: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        origin: &'a Origin<'a>,
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
 
 pub struct DeadLetters {
     producer: FutureProducer<AuthContext>,
@@ -87,5 +100,17 @@ impl DeadLetters {
             .await
             .map(|_| ())
             .map_err(|(e, _)| Error::kafka("dead-letter delivery", e))
+    }
+}
+
+impl DeadLetterTopic for DeadLetters {
+    fn send<'a>(
+        &'a self,
+        origin: &'a Origin<'a>,
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(DeadLetters::send(self, origin, key, value, error))
     }
 }

@@ -190,7 +190,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                         service_kit::connect::Compat::Documentdb => write_plan::FieldNames::NoDotsOrDollars,
                         _ => write_plan::FieldNames::Any,
                     },
-                    writer: writer::Writer::new(client, &config.apply.write_concern, config.apply.journal),
+                    writer: writer::Writer::new(&config.apply.write_concern, config.apply.journal),
                     dead_letters,
                     dead_letter_book,
                     ddl,

@@ -17,10 +17,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bson::{doc, Bson, Document};
+use bson::{Bson, Document};
 use envelope::Namespace;
-use futures::TryStreamExt;
 
+use crate::apply::target::Target;
 use crate::apply::write_plan::{identity, Action, WriteOp};
 use crate::apply::writer::dollar_name;
 use crate::error::Error;
@@ -34,12 +34,12 @@ const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 /// by `_id` alone whose document has no top-level `$`-prefixed field (those go as pipelines), and
 /// which `candidate` accepts.
 pub async fn insert_where_absent(
-    client: &mongodb::Client,
+    target: &dyn Target,
     rounds: &mut [Vec<WriteOp>],
     candidate: impl Fn(&WriteOp) -> bool,
 ) {
     // An unreachable target is the write's to wait for (and retry), not this read's.
-    match tokio::time::timeout(ASK_FOR, convert(client, rounds, candidate)).await {
+    match tokio::time::timeout(ASK_FOR, convert(target, rounds, candidate)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "could not read which documents the target has: they stay upserts"),
         Err(_) => tracing::debug!("the target did not say in time which documents it has: they stay upserts"),
@@ -47,7 +47,7 @@ pub async fn insert_where_absent(
 }
 
 async fn convert(
-    client: &mongodb::Client,
+    target: &dyn Target,
     rounds: &mut [Vec<WriteOp>],
     candidate: impl Fn(&WriteOp) -> bool,
 ) -> Result<(), Error> {
@@ -61,19 +61,10 @@ async fn convert(
         }
     }
     for (ns, at) in candidates {
-        let collection = client.database(&ns.db).collection::<Document>(&ns.coll);
         let mut present: HashSet<String> = HashSet::new();
         for chunk in at.chunks(IDS_PER_QUERY) {
             let ids: Vec<Bson> = chunk.iter().filter_map(|(r, i)| rounds[*r][*i].filter.get("_id").cloned()).collect();
-            let context = "find which documents the target has";
-            let found: Vec<Document> = collection
-                .find(doc! {"_id": {"$in": ids}})
-                .projection(doc! {"_id": 1})
-                .await
-                .map_err(|e| Error::mongo(context, e))?
-                .try_collect()
-                .await
-                .map_err(|e| Error::mongo(context, e))?;
+            let found: Vec<Document> = target.present(&ns, ids).await?;
             present.extend(found.iter().map(identity));
         }
         // Compared as the documents' identities (an Int32 and an Int64 of one value are one): an
@@ -98,7 +89,7 @@ fn insertable(op: &WriteOp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::RawDocumentBuf;
+    use bson::{doc, RawDocumentBuf};
 
     fn op(filter: Document, action: Action) -> WriteOp {
         WriteOp { ns: Namespace::new("d", "c"), filter, action, offset: 0, doc: 0 }

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::flight::Covered;
-use crate::apply::round::{apply_round, DeadLetterer, Destination};
+use crate::apply::round::{apply_round, DeadLetterer, Destination, Writes};
 use crate::apply::shared::Shared;
 use crate::apply::write_plan::{DocKey, WriteOp};
 use crate::apply::writer::Outcome;
@@ -188,8 +188,27 @@ impl Parking {
 
     /// Tries parked writes again until `stop`, the first of each document per round.
     pub async fn run(self: Arc<Self>, shared: Arc<Shared>, to: Destination, marks: Marks, stop: CancellationToken) {
-        let limit = Duration::from_millis(shared.apply.conflict_retry_timeout_ms);
-        let max_pause = Duration::from_millis(shared.apply.max_backoff_ms).min(Duration::from_secs(2));
+        let patience = Patience {
+            limit: Duration::from_millis(shared.apply.conflict_retry_timeout_ms),
+            max_pause: Duration::from_millis(shared.apply.max_backoff_ms).min(Duration::from_secs(2)),
+        };
+        let tp = (to.topic.clone(), to.partition);
+        // A write given up meanwhile is an open dead letter: it holds the point.
+        let held = || shared.dead_letter_book.holds(&tp);
+        self.retry(shared.writes(), &to, &marks, patience, held, &stop).await
+    }
+
+    /// [`Parking::run`]: rounds over the parked writes while there are any; the partition's marks
+    /// move on once the lot is empty (not its watermark while `held`).
+    async fn retry(
+        &self,
+        writes: Writes<'_>,
+        to: &Destination,
+        marks: &Marks,
+        patience: Patience,
+        held: impl Fn() -> bool,
+        stop: &CancellationToken,
+    ) {
         loop {
             let parked = self.parked.notified();
             tokio::pin!(parked);
@@ -200,12 +219,12 @@ impl Parking {
                     _ = parked => {}
                 }
             }
-            let mut backoff = Backoff::new(Duration::from_millis(20), max_pause);
+            let mut backoff = Backoff::new(Duration::from_millis(20), patience.max_pause);
             while !self.is_empty() {
-                if !backoff.wait(&stop).await {
+                if !backoff.wait(stop).await {
                     return;
                 }
-                match self.retry_once(&shared, &to, limit, &stop).await {
+                match self.retry_once(&writes, to, patience.limit, stop).await {
                     Ok(true) => backoff.reset(),
                     Ok(false) => {}
                     Err(_) => return,
@@ -213,9 +232,7 @@ impl Parking {
             }
             let lot = self.lock();
             if lot.docs.is_empty() {
-                // A write given up meanwhile is an open dead letter: it holds the point.
-                let held = shared.dead_letter_book.holds(&(to.topic.clone(), to.partition));
-                marks.reached(lot.covered, lot.watermark.filter(|_| !held));
+                marks.reached(lot.covered, lot.watermark.filter(|_| !held()));
                 drop(lot);
                 self.emptied.notify_waiters();
             }
@@ -225,14 +242,14 @@ impl Parking {
     /// One round over the parked documents; whether any write passed.
     async fn retry_once(
         &self,
-        shared: &Shared,
+        writes: &Writes<'_>,
         to: &Destination,
         limit: Duration,
         stop: &CancellationToken,
     ) -> Result<bool, Error> {
         let fronts = self.fronts();
         let round: Vec<WriteOp> = fronts.iter().map(|(_, p)| p.op.clone()).collect();
-        let outcomes = apply_round(shared, to, round, stop).await?;
+        let outcomes = apply_round(writes, to, round, stop).await?;
         let mut moved = false;
         for ((key, parked), (_, outcome)) in fronts.into_iter().zip(outcomes) {
             let give_up = match outcome {
@@ -244,12 +261,163 @@ impl Parking {
                 Outcome::Rejected(reason) => Some(reason),
             };
             if let Some(reason) = give_up {
-                let dead = DeadLetterer { shared, to, stop };
+                let dead = DeadLetterer { writes: *writes, to, stop };
                 dead.send(parked.op.offset, parked.key.as_deref(), parked.payload.as_deref(), &reason, "apply").await?;
             }
             moved = true;
             self.settle(&key, parked.seq);
         }
         Ok(moved)
+    }
+}
+
+/// How long a parked write is tried before it goes to the dead-letter topic, and the longest
+/// pause between rounds.
+#[derive(Clone, Copy)]
+struct Patience {
+    limit: Duration,
+    max_pause: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+    use envelope::ClusterTime;
+
+    use super::*;
+    use crate::apply::fake::{self, Fakes};
+
+    fn parked(op: WriteOp, seq: u64) -> Parked {
+        Parked {
+            seq,
+            key: None,
+            payload: Some(format!("v{}", op.offset).into_bytes()),
+            hold: 10,
+            since: Instant::now(),
+            op,
+        }
+    }
+
+    const PATIENT: Patience = Patience { limit: Duration::from_secs(3600), max_pause: Duration::from_millis(5) };
+
+    #[tokio::test]
+    async fn when_the_blocker_moves_away_the_parked_writes_land_in_order_and_the_offset_moves_on() {
+        let fakes = Fakes::new();
+        fakes.target.unique_index(&fake::ns(), "email");
+        fakes.target.put(&fake::ns(), doc! {"_id": 9, "email": "x"});
+        let parking = Parking::default();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1));
+        parking.park(fake::doc_key(1), parked(fake::set(1, doc! {"name": "a"}, 12, 0), 2));
+        let marks = Marks::default();
+        let watermark = Some(ClusterTime { t: 5, i: 1 });
+        parking.covered(Covered { offset: 20, watermark }, &marks);
+        assert_eq!((marks.durable(), marks.consistent()), (10, None), "held before the parked write's batch");
+
+        let (to, stop) = (fake::destination(), CancellationToken::new());
+        let retrying = parking.retry(fakes.writes(), &to, &marks, PATIENT, || false, &stop);
+        let blocker_moves = async {
+            while fakes.target.commands().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(fakes.target.get(&fake::ns(), 1), None, "still refused while the value is held");
+            assert_eq!(parking.len(), 2, "nothing dropped while waiting");
+            fakes.target.put(&fake::ns(), doc! {"_id": 9, "email": "y"});
+            parking.until_empty(&stop).await.expect("emptied");
+            stop.cancel();
+        };
+        tokio::join!(retrying, blocker_moves);
+
+        let states = fakes.target.history(1);
+        assert_eq!(states, [Some(doc! {"_id": 1, "email": "x"}), Some(doc! {"_id": 1, "email": "x", "name": "a"})]);
+        assert_eq!(
+            (marks.durable(), marks.consistent()),
+            (20, watermark),
+            "the marks move to what the batches covered"
+        );
+        assert!(fakes.dead_letters.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_the_idempotent_mode_a_swap_cycle_waits_then_each_write_goes_to_the_dead_letter_topic_once() {
+        let fakes = Fakes::new();
+        fakes.target.unique_index(&fake::ns(), "email");
+        fakes.target.put(&fake::ns(), doc! {"_id": 1, "email": "x"});
+        fakes.target.put(&fake::ns(), doc! {"_id": 2, "email": "y"});
+        // The source swapped the values; the target sees only the final states, each refused.
+        let parking = Parking::default();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "y"}, 10, 0), 1));
+        parking.park(fake::doc_key(2), parked(fake::replace(2, doc! {"email": "x"}, 11, 1), 2));
+        let (to, stop) = (fake::destination(), CancellationToken::new());
+
+        let moved = parking.retry_once(&fakes.writes(), &to, PATIENT.limit, &stop).await.expect("a round");
+        assert!(!moved && parking.len() == 2, "both wait for their values");
+        assert!(fakes.dead_letters.sent().is_empty());
+
+        let moved = parking.retry_once(&fakes.writes(), &to, Duration::ZERO, &stop).await.expect("a round");
+        assert!(moved && parking.is_empty(), "given up after the limit");
+        let sent = fakes.dead_letters.sent();
+        let offsets: Vec<i64> = sent.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets, [10, 11], "each write once");
+        assert!(sent.iter().all(|s| s.stage == "apply" && s.reason.contains("still a duplicate")), "{sent:?}");
+        assert_eq!(fakes.dead_letters.recorded(), sent, "recorded: they hold the partition's point");
+        assert_eq!(fakes.target.get(&fake::ns(), 1), Some(doc! {"_id": 1, "email": "x"}), "the target unchanged");
+    }
+
+    #[tokio::test]
+    async fn a_write_given_up_holds_the_watermark_when_the_lot_empties() {
+        let fakes = Fakes::new();
+        fakes.target.poison(1);
+        let parking = Parking::default();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1));
+        let marks = Marks::default();
+        parking.covered(Covered { offset: 20, watermark: Some(ClusterTime { t: 5, i: 1 }) }, &marks);
+
+        let (to, stop) = (fake::destination(), CancellationToken::new());
+        // An open dead letter holds the partition's point (as `DeadLetterBook::holds` says).
+        let held = || !fakes.dead_letters.recorded().is_empty();
+        let retrying = parking.retry(fakes.writes(), &to, &marks, PATIENT, held, &stop);
+        let emptied = async {
+            parking.until_empty(&stop).await.expect("emptied");
+            stop.cancel();
+        };
+        tokio::join!(retrying, emptied);
+
+        assert_eq!(fakes.dead_letters.sent().len(), 1, "refused for good: dead-lettered at once, once");
+        assert_eq!((marks.durable(), marks.consistent()), (20, None), "the offset moves on, the watermark does not");
+    }
+
+    #[tokio::test]
+    async fn a_ddl_marker_waits_until_nothing_is_parked() {
+        let parking = Parking::default();
+        let stop = CancellationToken::new();
+        parking.park(fake::doc_key(1), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1));
+        let waiting = tokio::time::timeout(Duration::from_millis(20), parking.until_empty(&stop)).await;
+        assert!(waiting.is_err(), "a parked write keeps the marker waiting");
+        let (emptied, ()) = tokio::join!(parking.until_empty(&stop), async {
+            tokio::task::yield_now().await;
+            parking.settle(&fake::doc_key(1), 1);
+        });
+        assert!(emptied.is_ok(), "passes once the lot is empty");
+        parking.park(fake::doc_key(2), parked(fake::replace(2, doc! {"email": "y"}, 11, 1), 2));
+        stop.cancel();
+        assert!(matches!(parking.until_empty(&stop).await, Err(Error::Stopped)), "a stopped partition stops waiting");
+    }
+
+    #[test]
+    fn a_later_replacement_makes_the_parked_writes_before_it_moot() {
+        let parking = Parking::default();
+        let key = fake::doc_key(1);
+        assert!(parking.park(key.clone(), parked(fake::replace(1, doc! {"email": "x"}, 10, 0), 1)).is_empty());
+        assert!(
+            parking.park(key.clone(), parked(fake::set(1, doc! {"n": 1}, 11, 0), 2)).is_empty(),
+            "an update waits behind"
+        );
+        let moot = parking.park(key.clone(), parked(fake::replace(1, doc! {"email": "z"}, 12, 0), 3));
+        assert_eq!(moot, [1, 2]);
+        let left: Vec<u64> = parking.of(&key).iter().map(|p| p.seq).collect();
+        assert_eq!(left, [3], "only the newest state waits");
+        assert!(!parking.settle(&key, 1), "a retry of a moot write settles nothing");
+        assert!(parking.settle(&key, 3) && parking.is_empty());
+        assert!(parking.next_seq(12) > 3, "numbers never repeat");
     }
 }

@@ -189,7 +189,7 @@ impl PartitionTask {
             if let Some(reason) = passed.refused {
                 let (key, value) = envelope::encode_control(event);
                 let to = self.destination();
-                let dead = DeadLetterer { shared: &self.shared, to: &to, stop: &self.stop };
+                let dead = DeadLetterer { writes: self.shared.writes(), to: &to, stop: &self.stop };
                 dead.send(offset, Some(&key), Some(&value), &reason, "ddl").await?;
             }
         }

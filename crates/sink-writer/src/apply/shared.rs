@@ -8,6 +8,7 @@ use service_kit::health::Health;
 
 use crate::apply::ledger::Ledger;
 use crate::apply::retry::Retrier;
+use crate::apply::round::Writes;
 use crate::apply::writer::Writer;
 use crate::config::ApplyConfig;
 use crate::consume::subscription::Subscription;
@@ -44,6 +45,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What rounds of writes and their dead letters use.
+    pub fn writes(&self) -> Writes<'_> {
+        Writes {
+            target: &self.client,
+            writer: &self.writer,
+            dead_letters: &self.dead_letters,
+            book: &self.dead_letter_book,
+            retrier: &self.retrier,
+            metrics: &self.metrics,
+        }
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }

@@ -21,8 +21,8 @@ use crate::apply::command;
 use service_kit::failure::code::{
     ATLAS_UNAUTHORIZED, AUTHENTICATION_FAILED, DUPLICATE_KEY, UNAUTHORIZED, USER_NOT_FOUND,
 };
-use service_kit::failure::command_code as mongo_code;
 
+use crate::apply::target::{CommandError, Target};
 use crate::apply::write_plan::{Action, WriteOp};
 use crate::error::{Common, Error, Failure};
 
@@ -36,7 +36,6 @@ const MAX_COMMAND_STATEMENTS: usize = 100_000;
 const ENVIRONMENT_CODES: [i32; 4] = [UNAUTHORIZED, AUTHENTICATION_FAILED, USER_NOT_FOUND, ATLAS_UNAUTHORIZED];
 
 pub struct Writer {
-    client: mongodb::Client,
     write_concern: RawDocumentBuf,
 }
 
@@ -58,6 +57,12 @@ pub struct Conflict {
     pub key_value: Option<bson::Document>,
 }
 
+/// Where a command goes: the target, or a session's transaction on it.
+enum Via<'s> {
+    Target(&'s dyn Target),
+    Session(&'s mut ClientSession),
+}
+
 /// A group of statements sent as one command.
 struct Command<'a> {
     ns: &'a Namespace,
@@ -67,18 +72,18 @@ struct Command<'a> {
 }
 
 impl Writer {
-    pub fn new(client: mongodb::Client, w: &str, journal: bool) -> Self {
+    pub fn new(w: &str, journal: bool) -> Self {
         let w = w.parse::<i32>().map_or_else(|_| Bson::String(w.to_string()), Bson::Int32);
         let write_concern = RawDocumentBuf::from_document(&doc! {"w": w, "j": journal})
             .unwrap_or_else(|_| rawdoc! {"w": "majority", "j": journal});
-        Self { client, write_concern }
+        Self { write_concern }
     }
 
     /// Applies a round; the outcomes follow the round's order. A transient failure of any part
     /// fails the whole round (it is idempotent and retried).
-    pub async fn apply(&self, round: &[WriteOp]) -> Result<Vec<Outcome>, Error> {
+    pub async fn apply(&self, target: &dyn Target, round: &[WriteOp]) -> Result<Vec<Outcome>, Error> {
         let (commands, mut outcomes) = commands(round, false);
-        let results = futures::future::join_all(commands.into_iter().map(|c| self.run_isolating(c))).await;
+        let results = futures::future::join_all(commands.into_iter().map(|c| self.run_isolating(target, c))).await;
         for result in results {
             for (index, outcome) in result? {
                 outcomes[index] = outcome;
@@ -103,7 +108,7 @@ impl Writer {
         let mut passed = Vec::with_capacity(round.len());
         for command in commands {
             let alone = command.statements.len() == 1;
-            match self.run(command.ns, command.name, &command.statements, Some(&mut *session)).await {
+            match self.run(command.ns, command.name, &command.statements, Via::Session(&mut *session)).await {
                 Ok(done) => {
                     // The server stops at the first refused statement inside a transaction.
                     let refused = done.iter().position(|(_, o)| *o != Outcome::Applied);
@@ -132,11 +137,11 @@ impl Writer {
 
     /// Runs a command; a refusal of the command as a whole (not of one statement) is narrowed
     /// down by halves to the statement that causes it.
-    async fn run_isolating(&self, command: Command<'_>) -> Result<Vec<(usize, Outcome)>, Error> {
+    async fn run_isolating(&self, target: &dyn Target, command: Command<'_>) -> Result<Vec<(usize, Outcome)>, Error> {
         let mut pending = vec![command.statements];
         let mut outcomes = Vec::new();
         while let Some(statements) = pending.pop() {
-            match self.run(command.ns, command.name, &statements, None).await {
+            match self.run(command.ns, command.name, &statements, Via::Target(target)).await {
                 Ok(done) => outcomes.extend(done),
                 Err(CommandError::Failed(e)) => return Err(e),
                 Err(CommandError::Refused { code, reason }) if statements.len() == 1 => {
@@ -161,7 +166,7 @@ impl Writer {
         ns: &Namespace,
         name: &'static str,
         statements: &[(usize, RawDocumentBuf)],
-        session: Option<&mut ClientSession>,
+        via: Via<'_>,
     ) -> Result<Vec<(usize, Outcome)>, CommandError> {
         let body = command::write_command(
             name,
@@ -172,24 +177,14 @@ impl Writer {
                 _ => "deletes",
             },
             statements.iter().map(|(_, statement)| statement),
-            session.is_none().then_some(&self.write_concern),
+            matches!(via, Via::Target(_)).then_some(&self.write_concern),
         )
         .map_err(|reason| CommandError::Refused { code: 0, reason })?;
-        let db = self.client.database(&ns.db);
-        let sent = match session {
-            Some(session) => db.run_raw_command(body).session(session).await,
-            None => db.run_raw_command(body).await,
-        };
-        let reply = match sent {
-            Ok(reply) => reply,
-            Err(e) => {
-                let failed = Error::mongo(name, e.clone());
-                return match (&failed, mongo_code(&e)) {
-                    (Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })), Some(code)) => {
-                        Err(CommandError::Refused { code, reason: reason.clone() })
-                    }
-                    _ => Err(CommandError::Failed(failed)),
-                };
+        let reply = match via {
+            Via::Target(target) => target.write(&ns.db, name, body).await?,
+            Via::Session(session) => {
+                let db = session.client().database(&ns.db);
+                db.run_raw_command(body).session(session).await.map_err(|e| CommandError::from_driver(name, e))?
             }
         };
         if let Ok(wce) = reply.get_document("writeConcernError") {
@@ -268,13 +263,6 @@ fn commands(round: &[WriteOp], singly: bool) -> (Vec<Command<'_>>, Vec<Outcome>)
         })
         .collect();
     (commands, outcomes)
-}
-
-enum CommandError {
-    /// The command as a whole was refused for good: one of its statements is the cause.
-    Refused { code: i32, reason: String },
-    /// Anything else (transient): the round is retried.
-    Failed(Error),
 }
 
 fn command_name(op: &WriteOp) -> &'static str {
@@ -363,7 +351,66 @@ fn split(statements: Vec<(usize, RawDocumentBuf)>) -> Vec<Vec<(usize, RawDocumen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::fake::{self, FakeTarget};
     use bson::Document;
+
+    fn writer() -> Writer {
+        Writer::new("majority", true)
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_key_is_a_conflict_with_the_value_another_document_holds() {
+        let target = FakeTarget::default();
+        target.unique_index(&fake::ns(), "email");
+        target.put(&fake::ns(), doc! {"_id": 9, "email": "x"});
+        let round = [fake::replace(1, doc! {"email": "x"}, 10, 0), fake::replace(2, doc! {"email": "y"}, 11, 1)];
+        let outcomes = writer().apply(&target, &round).await.expect("a reply");
+        let Outcome::Conflict(conflict) = &outcomes[0] else { panic!("a conflict: {outcomes:?}") };
+        assert_eq!(conflict.key_value, Some(doc! {"email": "x"}));
+        assert_eq!(outcomes[1], Outcome::Applied);
+        assert_eq!(target.get(&fake::ns(), 1), None);
+    }
+
+    #[tokio::test]
+    async fn a_reply_the_writer_does_not_understand_is_an_error_not_success() {
+        let target = FakeTarget::default();
+        target.unique_index(&fake::ns(), "email");
+        target.put(&fake::ns(), doc! {"_id": 9, "email": "x"});
+        target.drop_index_next(1);
+        let round = [fake::replace(1, doc! {"email": "x"}, 10, 0)];
+        let failed = writer().apply(&target, &round).await.expect_err("a write error naming no statement");
+        assert!(failed.is_retriable(), "the round is tried again: {failed}");
+        let outcomes = writer().apply(&target, &round).await.expect("a reply it reads");
+        assert!(matches!(outcomes[0], Outcome::Conflict(_)), "{outcomes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_statement_refused_for_good_is_rejected_alone() {
+        let target = FakeTarget::default();
+        target.poison(2);
+        let round: Vec<WriteOp> = (1..=3).map(|id| fake::replace(id, doc! {"n": id}, 10, 0)).collect();
+        let outcomes = writer().apply(&target, &round).await.expect("a reply");
+        assert_eq!(outcomes[0], Outcome::Applied);
+        assert!(matches!(&outcomes[1], Outcome::Rejected(reason) if reason.contains("code 2")), "{outcomes:?}");
+        assert_eq!(outcomes[2], Outcome::Applied);
+        assert_eq!(target.commands().len(), 1, "one command");
+    }
+
+    #[tokio::test]
+    async fn a_command_refused_as_a_whole_is_narrowed_to_the_statement_that_causes_it() {
+        let target = FakeTarget::default();
+        target.poison_command(3);
+        let round: Vec<WriteOp> = (1..=4).map(|id| fake::replace(id, doc! {"n": id}, 10, 0)).collect();
+        let outcomes = writer().apply(&target, &round).await.expect("a reply");
+        assert!(matches!(outcomes[2], Outcome::Rejected(_)), "{outcomes:?}");
+        for i in [0, 1, 3] {
+            assert_eq!(outcomes[i], Outcome::Applied, "statement {i}");
+            let id = i32::try_from(i).expect("small") + 1;
+            assert_eq!(target.history(id).len(), 1, "document {id} written once");
+        }
+        let sizes: Vec<usize> = target.commands().iter().map(|(_, ids)| ids.len()).collect();
+        assert_eq!(sizes, [4, 2, 2, 1, 1], "by halves");
+    }
 
     fn replace(doc: Document) -> WriteOp {
         WriteOp {

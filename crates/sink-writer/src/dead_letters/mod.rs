@@ -21,6 +21,7 @@ mod open;
 use std::time::{Duration, Instant};
 
 use envelope::Event;
+use futures::future::BoxFuture;
 use rdkafka::Message;
 
 use crate::consume::offsets::Tp;
@@ -30,6 +31,18 @@ pub use book::{Book, Letter, Resent, COLLECTION, OPEN, RETRIED, SKIPPED};
 
 /// How often every partition's open dead letters are read from the target.
 const REFRESH: Duration = Duration::from_secs(3);
+
+/// Where the write path records a dead letter before its offset may pass it:
+/// [`DeadLetterBook`]; unit tests use a fake.
+pub trait Recorder: Send + Sync {
+    fn record<'a>(&'a self, letter: &'a Letter<'a>) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+impl Recorder for DeadLetterBook {
+    fn record<'a>(&'a self, letter: &'a Letter<'a>) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(DeadLetterBook::record(self, letter))
+    }
+}
 
 /// The dead letters of this consumer group, and which partitions they hold.
 pub struct DeadLetterBook {

@@ -243,7 +243,8 @@ impl Exact<'_> {
         stage: &'static str,
     ) -> Result<(), Error> {
         let to = self.task.destination();
-        let dead = crate::apply::round::DeadLetterer { shared: &self.task.shared, to: &to, stop: &self.task.stop };
+        let dead =
+            crate::apply::round::DeadLetterer { writes: self.task.shared.writes(), to: &to, stop: &self.task.stop };
         dead.send(offset, key, payload, reason, stage).await
     }
 
