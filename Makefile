@@ -66,7 +66,7 @@ test: prerequisites tools services lint build ## everything: lint, unit, integra
 test-unit: ## tests that need no server
 	$(CARGO) test --workspace --lib
 
-bench: prerequisites tools services build-release ## the benchmark report (N=1000000 documents; BENCH_RATE=5000 BENCH_SECONDS=30 steady run; BENCH_ONLY=burst, steady, memory, initial-sync, peers, modes, transforms or wire for one scenario)
+bench: prerequisites tools services build-release ## the benchmark report (N=1000000 documents; BENCH_RATE=5000 BENCH_SECONDS=30 steady run; BENCH_ONLY=burst, steady, memory, initial-sync, peers, capture, modes, transforms or wire for one scenario; the report opens with the five goals of issue 29)
 	$(CARGO) build --release -p e2e --bin bench
 	source .cache/services.env && target/release/bench $(or $(N),1000000)
 
