@@ -13,35 +13,38 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | the DDL barrier across partitions and replicas, applied DDL |
+//! | `mod.rs` | the applier: a DDL's entry in the log, what applying it does (fixed once, then performed), applied DDL and what it makes obsolete |
+//! | `barrier.rs` | the barrier across partitions and replicas: arrivals counted, one claimer applies |
+//! | `log.rs` | the DDL log as the barrier needs it (a trait): arrive, claim, fix the step, mark applied, read |
+//! | `fake.rs` | unit tests' DDL log, in memory, with injected failures (test builds only) |
 //! | `schema/` | collections, views, indexes, options and TTL on the target; what it refuses; the periodic index comparison |
 
+pub(crate) mod barrier;
+#[cfg(test)]
+pub(crate) mod fake;
+pub(crate) mod log;
 pub(crate) mod schema;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use bson::{doc, DateTime, Document};
+use bson::{doc, Document};
 use envelope::{ClusterTime, ControlEvent, Ddl, Namespace};
-use futures::TryStreamExt;
-use mongodb::options::ReturnDocument;
+use service_kit::failure::code::NAMESPACE_NOT_FOUND;
+use service_kit::failure::command_code as mongo_code;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::Retrier;
+pub use crate::ddl::barrier::Passed;
+use crate::ddl::barrier::{Arrival, COMPONENT};
+use crate::ddl::log::Log;
 use crate::ddl::schema::Schema;
 use crate::error::{Common, Error, Failure};
 use crate::mapping::Mapper;
 
-const CLAIM_LEASE: Duration = Duration::from_secs(60);
-use service_kit::failure::code::NAMESPACE_NOT_FOUND;
-use service_kit::failure::command_code as mongo_code;
-/// The readiness component of DDL bookkeeping and application (writes to the target).
-const COMPONENT: &str = crate::apply::retry::WRITES;
-
 pub struct DdlApplier {
     client: mongodb::Client,
-    log: mongodb::Collection<Document>,
+    log: Box<dyn Log>,
     mapper: Mapper,
     /// The consumer group: DDL state is per group (two groups may write different targets).
     group: String,
@@ -69,15 +72,6 @@ impl Known {
     fn forget(&self, gone: impl Fn(&Namespace) -> bool) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|ns| !gone(ns));
     }
-}
-
-/// How a barrier ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passed {
-    /// This arrival applied it.
-    pub here: bool,
-    /// The target refused it for good (then it is marked applied, with this reason).
-    pub refused: Option<String>,
 }
 
 /// What applying a DDL will do, fixed before it starts.
@@ -120,10 +114,10 @@ impl DdlApplier {
         retrier: Retrier,
         schema: Schema,
     ) -> Self {
-        let log = client.database(metadata_database).collection("ddl");
+        let log: mongodb::Collection<Document> = client.database(metadata_database).collection("ddl");
         Self {
             client,
-            log,
+            log: Box::new(log),
             mapper,
             group: group.to_string(),
             retrier,
@@ -140,15 +134,7 @@ impl DdlApplier {
     /// Reads what this group applied before (at start, and whenever partitions are assigned: a
     /// replica taking a partition over must know what another applied).
     pub async fn load(&self) -> Result<(), Error> {
-        let filter = doc! {"applied": true, "$or": [{"group": &self.group}, {"group": {"$exists": false}}]};
-        let applied: Vec<Document> = self
-            .log
-            .find(filter)
-            .await
-            .map_err(|e| Error::mongo("read applied ddl", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::mongo("read applied ddl", e))?;
+        let applied = self.log.applied(&self.group).await?;
         for entry in applied {
             let Ok(ts) = entry.get_timestamp("cluster_time") else { continue };
             for scope in entry
@@ -180,22 +166,7 @@ impl DdlApplier {
     /// before it was applied by whoever owned the partition then, so a new owner starts there and
     /// replays nothing older (a DDL may be applied meanwhile, from the other partitions).
     pub async fn reached(&self, arrival: &str) -> Result<Option<i64>, Error> {
-        let found: Vec<Document> = self
-            .log
-            .find(doc! {"group": &self.group, "arrivals.at": arrival})
-            .projection(doc! {"arrivals": 1})
-            .await
-            .map_err(|e| Error::mongo("read ddl arrivals", e))?
-            .try_collect()
-            .await
-            .map_err(|e| Error::mongo("read ddl arrivals", e))?;
-        Ok(found
-            .iter()
-            .flat_map(|entry| entry.get_array("arrivals").map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default())
-            .filter_map(|a| a.as_document())
-            .filter(|a| a.get_str("at") == Ok(arrival))
-            .filter_map(|a| a.get_i64("offset").ok())
-            .max())
+        barrier::reached(&*self.log, &self.group, arrival).await
     }
 
     /// Waits until `required` copies of `event`'s marker have arrived (this one included), then
@@ -213,86 +184,20 @@ impl DdlApplier {
         let (scope, scopes) = scopes(&event.ddl);
         let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scope, at.t, at.i);
         let timestamp: bson::Timestamp = at.into();
-        let mut entry = self
-            .retrier
-            .run(COMPONENT, arrival, stop, || async {
-                self.log
-                    .find_one_and_update(
-                        doc! {"_id": &id},
-                        doc! {
-                            "$addToSet": {"arrived": arrival, "arrivals": {"at": arrival, "offset": offset}},
-                            "$setOnInsert": {"kind": event.ddl.kind(), "scope": &scope, "scopes": &scopes,
-                                             "cluster_time": timestamp, "markers": i64::from(required),
-                                             "group": &self.group},
-                        },
-                    )
-                    .upsert(true)
-                    .return_document(ReturnDocument::After)
-                    .await
-                    .map_err(|e| Error::mongo("record ddl arrival", e))
-            })
-            .await?
-            .unwrap_or_default();
-        let mut passed = Passed { here: false, refused: None };
-        loop {
-            if entry.get_bool("applied").unwrap_or(false) {
-                for scope in &scopes {
-                    self.remember(scope, at);
-                }
-                passed.refused = passed.refused.or_else(|| entry.get_str("refused").ok().map(str::to_string));
-                return Ok(passed);
-            }
-            let arrived = entry.get_array("arrived").map_or(0, Vec::len);
-            let markers =
-                entry.get_i64("markers").map_or(required as usize, |m| usize::try_from(m).unwrap_or(usize::MAX));
-            if arrived >= markers && self.retrier.run(COMPONENT, arrival, stop, || self.claim(&id, arrival)).await? {
-                let refused = self.apply(&id, &entry, &event.ddl, arrival, stop).await?;
-                let mut mark = doc! {"applied": true, "applied_at": DateTime::now()};
-                if let Some(reason) = &refused {
-                    tracing::error!(ddl = %id, %reason, "the target refuses this DDL: marked applied, record dead-lettered");
-                    mark.insert("refused", reason);
-                } else {
-                    tracing::info!(ddl = %id, "applied");
-                }
-                self.retrier
-                    .run(COMPONENT, arrival, stop, || async {
-                        self.log
-                            .update_one(doc! {"_id": &id}, doc! {"$set": mark.clone()})
-                            .await
-                            .map_err(|e| Error::mongo("mark ddl applied", e))
-                    })
-                    .await?;
-                passed = Passed { here: true, refused };
-            } else {
-                tokio::select! {
-                    _ = stop.cancelled() => return Err(Error::Stopped),
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-            entry = self
-                .retrier
-                .run(COMPONENT, arrival, stop, || async {
-                    self.log.find_one(doc! {"_id": &id}).await.map_err(|e| Error::mongo("read ddl state", e))
-                })
-                .await?
-                .unwrap_or_default();
+        let new = doc! {
+            "kind": event.ddl.kind(), "scope": &scope, "scopes": &scopes, "cluster_time": timestamp,
+            "markers": i64::from(required), "group": &self.group,
+        };
+        let id = id.as_str();
+        let here = Arrival { id, at: arrival, offset, required, new };
+        let passed = barrier::wait(&*self.log, &self.retrier, here, stop, |entry| async move {
+            self.apply(id, &entry, &event.ddl, arrival, stop).await
+        })
+        .await?;
+        for scope in &scopes {
+            self.remember(scope, at);
         }
-    }
-
-    /// Takes the right to apply, unless someone holds an unexpired claim.
-    async fn claim(&self, id: &str, arrival: &str) -> Result<bool, Error> {
-        let now = DateTime::now();
-        let until = DateTime::from_millis(now.timestamp_millis() + CLAIM_LEASE.as_millis() as i64);
-        let claimed = self
-            .log
-            .update_one(
-                doc! {"_id": id, "applied": {"$ne": true},
-                "$or": [{"claimed_until": {"$exists": false}}, {"claimed_until": {"$lt": now}}]},
-                doc! {"$set": {"claimed_by": arrival, "claimed_until": until}},
-            )
-            .await
-            .map_err(|e| Error::mongo("claim ddl", e))?;
-        Ok(claimed.modified_count == 1)
+        Ok(passed)
     }
 
     /// Fixes the step (unless an earlier claimer did), then performs it; `Some(reason)` when the
@@ -313,14 +218,8 @@ impl DdlApplier {
                 let stored = self
                     .retrier
                     .run(COMPONENT, arrival, stop, || async {
-                        self.log
-                            .update_one(
-                                doc! {"_id": id, "step": {"$exists": false}},
-                                doc! {"$set": {"step": step.name()}},
-                            )
-                            .await
-                            .map_err(|e| Error::mongo("record ddl step", e))?;
-                        self.log.find_one(doc! {"_id": id}).await.map_err(|e| Error::mongo("read ddl step", e))
+                        self.log.fix_step(id, step.name()).await?;
+                        self.log.entry(id, "read ddl step").await
                     })
                     .await?;
                 stored.as_ref().and_then(|d| d.get_str("step").ok()).and_then(Step::from_name).unwrap_or(step)
