@@ -13,19 +13,20 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | the applier: a DDL's entry in the log, what applying it does (fixed once, then performed), applied DDL and what it makes obsolete |
+//! | `mod.rs` | the applier: a DDL's entry in the log, what applying it does (fixed once, then performed), what applied DDL makes obsolete (`applied.rs`) |
+//! | `applied.rs` | applied DDL by source namespace (read from the log on every assignment), and which events it makes obsolete |
 //! | `barrier.rs` | the barrier across partitions and replicas: arrivals counted, one claimer applies |
 //! | `log.rs` | the DDL log as the barrier needs it (a trait): arrive, claim, fix the step, mark applied, read |
 //! | `fake.rs` | unit tests' DDL log, in memory, with injected failures (test builds only) |
 //! | `schema/` | collections, views, indexes, options and TTL on the target; what it refuses; the periodic index comparison |
 
+pub(crate) mod applied;
 pub(crate) mod barrier;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod log;
 pub(crate) mod schema;
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bson::{doc, Document};
@@ -35,6 +36,7 @@ use service_kit::failure::command_code as mongo_code;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::Retrier;
+use crate::ddl::applied::Applied;
 pub use crate::ddl::barrier::Passed;
 use crate::ddl::barrier::{Arrival, COMPONENT};
 use crate::ddl::log::Log;
@@ -51,7 +53,7 @@ pub struct DdlApplier {
     retrier: Retrier,
     schema: Schema,
     /// Applied DDL by source namespace (`db.coll`, or `db.` for a whole database).
-    applied: Mutex<HashMap<String, ClusterTime>>,
+    applied: Applied,
     /// Target namespaces known to exist (forgotten when a DDL drops or renames them).
     pub collections: Known,
 }
@@ -122,7 +124,7 @@ impl DdlApplier {
             group: group.to_string(),
             retrier,
             schema,
-            applied: Mutex::new(HashMap::new()),
+            applied: Applied::default(),
             collections: Known::default(),
         }
     }
@@ -134,32 +136,12 @@ impl DdlApplier {
     /// Reads what this group applied before (at start, and whenever partitions are assigned: a
     /// replica taking a partition over must know what another applied).
     pub async fn load(&self) -> Result<(), Error> {
-        let applied = self.log.applied(&self.group).await?;
-        for entry in applied {
-            let Ok(ts) = entry.get_timestamp("cluster_time") else { continue };
-            for scope in entry
-                .get_array("scopes")
-                .map(|s| s.iter().filter_map(|b| b.as_str()).collect())
-                .unwrap_or_else(|_| entry.get_str("scope").map(|s| vec![s]).unwrap_or_default())
-            {
-                self.remember(scope, ts.into());
-            }
-        }
-        Ok(())
-    }
-
-    fn remember(&self, scope: &str, at: ClusterTime) {
-        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = applied.entry(scope.to_string()).or_default();
-        *entry = (*entry).max(at);
+        self.applied.load(&*self.log, &self.group).await
     }
 
     /// Whether an event of `ns` at `at` is older than DDL already applied to its namespace.
     pub fn obsolete(&self, ns: &Namespace, at: ClusterTime) -> bool {
-        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        // Most of the time no DDL was applied: no names to build.
-        !applied.is_empty()
-            && [ns.to_string(), format!("{}.", ns.db)].iter().any(|scope| applied.get(scope).is_some_and(|t| at < *t))
+        self.applied.obsolete(ns, at)
     }
 
     /// The offset of the newest marker this partition (`topic/partition`) reached: everything
@@ -195,7 +177,7 @@ impl DdlApplier {
         })
         .await?;
         for scope in &scopes {
-            self.remember(scope, at);
+            self.applied.remember(scope, at);
         }
         Ok(passed)
     }
