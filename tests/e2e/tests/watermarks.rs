@@ -3,10 +3,12 @@
 //! partition) an event at or below its time, in exactly-once and at-least-once delivery.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use cdc_source::{Guarantee, SnapshotMode};
+use cdc_source::{Compat, Guarantee, SnapshotMode};
 use e2e::ids_on_partition;
 use e2e::pipeline::{metric, Pipeline};
 use envelope::{ClusterTime, Event};
@@ -183,4 +185,59 @@ async fn no_watermark_precedes_an_event_at_or_below_it_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_watermark_precedes_an_event_at_or_below_it_at_least_once() {
     no_watermark_precedes_an_event_at_or_below_it("wm_order_alo", Guarantee::AtLeastOnce).await;
+}
+
+/// The consistency point holds a partition with no watermark yet just before its first record
+/// (sink-writer's `point/mod.rs`): so a new collection's first record must be no later than the
+/// changes after it. Where the stream reports no creates (the DocumentDB profile), that record is
+/// the create cdc-source sends when the collection's first change shows it; while other writes
+/// move the cluster time on, the source's clock is by then past that change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_collections_records_are_in_cluster_time_order_where_the_stream_reports_no_creates() {
+    let mut p = Pipeline::new("new_coll_order", 2).await;
+    p.source_config.capture.compat = Compat::Documentdb;
+    p.source_config.snapshot.mode = SnapshotMode::Never;
+    p.source_db().create_collection("busy").await.expect("create");
+    let source = p.start_source().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (busy, stop) = (p.source_db().collection::<Document>("busy"), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                busy.insert_one(doc! {"_id": i}).await.expect("busy insert");
+                i += 1;
+            }
+        })
+    };
+    let collections: Vec<String> = (0..8).map(|n| format!("new_{n}")).collect();
+    for coll in &collections {
+        let docs: Vec<Document> = (0..4).map(|id| doc! {"_id": id}).collect();
+        p.source_db().collection::<Document>(coll).insert_many(docs).await.expect("insert");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    busy.await.expect("busy writer");
+    let topics: Vec<String> = collections.iter().map(|c| topic(&p, c)).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let records = consume_all(&p.source_config.kafka.bootstrap_servers, &topics, 8 * 5, Duration::from_secs(60)).await;
+    let partitions = by_partition(&records);
+    let mut creates = 0;
+    for ((topic, partition), seen) in &partitions {
+        let times: Vec<(usize, ClusterTime)> = seen
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, s)| match *s {
+                Seen::Event(t) | Seen::Control(t) => Some((offset, t)),
+                Seen::Watermark(_) => None,
+            })
+            .collect();
+        creates += seen.iter().take_while(|s| matches!(s, Seen::Control(_))).count().min(1);
+        for pair in times.windows(2) {
+            let ((_, before), (offset, after)) = (pair[0], pair[1]);
+            assert!(before <= after, "{topic}/{partition} #{offset}: a record at {after:?} after one at {before:?}");
+        }
+    }
+    assert!(creates >= 8, "every new collection's partitions begin with its create: {creates}");
+    source.stop().await;
 }

@@ -130,7 +130,8 @@ impl StreamLoop<'_> {
                                 }
                             }
                             if let (Some(check), Some(ns)) = (index_check.as_mut(), first_change(&event)) {
-                                if let Some(item) = check.introduce(self.client, &self.converter, &ns).await? {
+                                let at = event.cluster_time.map(ClusterTime::from);
+                                if let Some(item) = check.introduce(self.client, &self.converter, &ns, at).await? {
                                     if !self.send(Step::Send(item), &shutdown).await {
                                         return Ok(());
                                     }

@@ -17,7 +17,7 @@ use envelope::{ClusterTime, Ddl, Namespace};
 
 use crate::capture::convert::Converter;
 use crate::capture::schema;
-use crate::capture::watch::next_tick;
+use crate::capture::watch::{next_tick, prev_tick};
 use crate::delivery::record::Item;
 use crate::error::Error;
 use crate::server::{cluster_time, now_ms};
@@ -112,6 +112,7 @@ impl IndexCheck {
         client: &mongodb::Client,
         converter: &Converter,
         ns: &Namespace,
+        first_change: Option<ClusterTime>,
     ) -> Result<Option<Item>, Error> {
         let Some(known) = self.known.as_ref() else { return Ok(None) };
         if known.contains_key(ns) || !converter.filter.wants(ns) {
@@ -125,7 +126,14 @@ impl IndexCheck {
         }
         self.known.get_or_insert_with(BTreeMap::new).insert(ns.clone(), now);
         tracing::info!(namespace = %ns, "schema comparison: a new collection, sent before its first change");
-        self.item(client, converter, ddl).await.map(Some)
+        // Just before the change that shows the collection, not the source's clock now: the
+        // change follows it on the topic's partitions, whose records a sink takes to come in
+        // cluster-time order (it holds the consistency point just before a new partition's
+        // first record), and the clock has moved on past the change while it was read.
+        match first_change {
+            Some(change) => Ok(Some(self.item_at(converter, ddl, prev_tick(change)))),
+            None => self.item(client, converter, ddl).await.map(Some),
+        }
     }
 
     /// `ddl` as one item. A sink knows a DDL by kind, namespace and time: each item gets a time
@@ -136,9 +144,14 @@ impl IndexCheck {
             at = at.max(next_tick(last));
         }
         self.at = Some(at);
+        Ok(self.item_at(converter, ddl, at))
+    }
+
+    /// `ddl` as one item at `at`.
+    fn item_at(&self, converter: &Converter, ddl: Vec<Ddl>, at: ClusterTime) -> Item {
         let now = now_ms();
         let records = ddl.into_iter().flat_map(|ddl| converter.schema_records(ddl, at, now)).collect();
-        Ok(Item { records, progress: None, cluster_time: Some(at) })
+        Item { records, progress: None, cluster_time: Some(at) }
     }
 }
 
