@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document, RawDocumentBuf, Timestamp};
 use e2e::interop::{self, Connect, ConnectKind};
+use e2e::sink_commands::timed_write;
 use futures::StreamExt;
 use mongodb::options::{ChangeStreamOptions, FullDocumentType};
 use rdkafka::consumer::BaseConsumer;
@@ -48,18 +49,10 @@ impl Capture {
     }
 }
 
-/// Inserts the warm-up document and returns its operation time: a change stream started there
-/// sees the warm-up event, then the backlog.
+/// Inserts the warm-up document and returns the cluster time it was acknowledged at: a change
+/// stream started there sees the warm-up event, then the backlog.
 async fn warm_up(client: &mongodb::Client, db: &str) -> Timestamp {
-    let mut session = client.start_session().await.expect("a session");
-    client
-        .database(db)
-        .collection::<Document>("items")
-        .insert_one(doc! {"_id": "warm-up"})
-        .session(&mut session)
-        .await
-        .expect("warm-up insert");
-    session.operation_time().expect("a replica set reports the operation time")
+    timed_write(&client.database(db), doc! {"insert": "items", "documents": [{"_id": "warm-up"}]}).await.into()
 }
 
 /// A change stream on `db` from `from`, counting events and doing nothing else with them, timed

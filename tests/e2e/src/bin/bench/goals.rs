@@ -41,10 +41,9 @@ pub fn goals(m: &Measured) -> Vec<Goal> {
     for run in &m.modes.runs {
         let ratio = run.backlog.rate() / ceiling;
         out.push(Goal {
-            item: if run.mode == "exactly_once" {
-                "1. sink-writer (exactly_once) / the target's raw bulk upserts"
-            } else {
-                "1. sink-writer (idempotent) / the target's raw bulk upserts"
+            item: match run.mode {
+                "exactly_once" => "1. sink-writer (exactly_once) / the target's raw bulk upserts",
+                _ => "1. sink-writer (idempotent) / the target's raw bulk upserts",
             },
             measured: format!("{} ({:.0} of {ceiling:.0} docs/s)", percent(ratio), run.backlog.rate()),
             goal: "≥ 90%",
@@ -83,33 +82,34 @@ pub fn goals(m: &Measured) -> Vec<Goal> {
         met: copy >= 0.9,
         beside: String::new(),
     });
-    for (service, cpu) in ["cdc-source", "sink-writer"].iter().zip(m.burst_cpu) {
+    let services = ["3. cdc-source CPU per document, 1M burst", "3. sink-writer CPU per document, 1M burst"];
+    for (item, cpu) in services.into_iter().zip(m.burst_cpu) {
         out.push(Goal {
-            item: if *service == "cdc-source" {
-                "3. cdc-source CPU per document, 1M burst"
-            } else {
-                "3. sink-writer CPU per document, 1M burst"
-            },
+            item,
             measured: format!("{cpu:.1} µs"),
             goal: "≤ 8 µs",
             met: cpu <= 8.0,
             beside: String::new(),
         });
     }
-    for shape in ["bench", "realistic"] {
+    let shapes = [
+        ("bench", "4. bytes per document across the region, bench documents (default zstd)", "< Debezium's"),
+        (
+            "realistic",
+            "4. bytes per document across the region, realistic mix (default zstd)",
+            "< Debezium's and ≤ 0.5× BSON",
+        ),
+    ];
+    for (shape, item, goal) in shapes {
         let ours =
             m.wire.iter().find(|r| r.tool == "cdc-source" && r.shape == shape && r.codec == "zstd" && r.level < 0);
         let theirs: Vec<&WireRun> = m.wire.iter().filter(|r| r.tool == "Debezium" && r.shape == shape).collect();
         if let Some(ours) = ours {
             let fewest = theirs.iter().map(|r| r.bytes_per_doc()).fold(f64::INFINITY, f64::min);
             out.push(Goal {
-                item: if shape == "bench" {
-                    "4. bytes per document across the region, bench documents (default zstd)"
-                } else {
-                    "4. bytes per document across the region, realistic mix (default zstd)"
-                },
+                item,
                 measured: format!("{:.0} B ({:.2}× BSON)", ours.bytes_per_doc(), ours.of_bson()),
-                goal: if shape == "bench" { "< Debezium's" } else { "< Debezium's and ≤ 0.5× BSON" },
+                goal,
                 met: ours.bytes_per_doc() < fewest && (shape == "bench" || ours.of_bson() <= 0.5),
                 beside: theirs
                     .iter()
