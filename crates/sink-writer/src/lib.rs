@@ -253,13 +253,23 @@ async fn consume(
     shared.metrics.memory_budget_bytes.set(i64::try_from(config.apply.memory_budget_bytes).unwrap_or(i64::MAX));
     let member = Arc::new(consumer::Member::default());
     let (control_tx, control) = tokio::sync::mpsc::channel(1024);
-    let partitions = Arc::new(partitions::Partitions::new(
-        shared.clone(),
-        budget.clone(),
-        member.clone(),
-        fence::StandStill::start(consumer::ownership_lease(config), &tokio::runtime::Handle::current()),
-        control_tx,
+    let ties = partitions::Ties {
+        owner: member.clone(),
+        standstill: fence::StandStill::start(consumer::ownership_lease(config), &tokio::runtime::Handle::current()),
+        control: control_tx,
+    };
+    let limits = partitions::Limits::new(
+        config.apply.batch_max_docs,
+        Duration::from_millis(config.apply.max_backoff_ms),
         Duration::from_millis(config.apply.drain_timeout_ms),
+    );
+    let partitions = Arc::new(partitions::Partitions::new(
+        Arc::new(partition::Apply(shared.clone())),
+        shared.metrics.clone(),
+        shared.health.clone(),
+        budget.clone(),
+        ties,
+        limits,
     ));
     let kafka = consumer::create(config, partitions.clone(), memory)?;
     member.set(&kafka);

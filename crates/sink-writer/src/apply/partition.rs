@@ -40,6 +40,22 @@ pub struct PartitionTask {
     pub generation: u64,
 }
 
+/// The partitions' tasks in service: each applies its records to the target.
+pub struct Apply(pub Arc<Shared>);
+
+impl crate::consume::partitions::Tasks for Apply {
+    fn run(
+        &self,
+        task: crate::consume::partitions::NewTask,
+        records: mpsc::Receiver<Decoded>,
+    ) -> futures::future::BoxFuture<'static, Result<(), Error>> {
+        let crate::consume::partitions::NewTask { tp: (topic, partition), marks, stop, fence, control, generation } =
+            task;
+        let task = PartitionTask { topic, partition, shared: self.0.clone(), marks, stop, fence, control, generation };
+        Box::pin(task.run(records))
+    }
+}
+
 impl PartitionTask {
     /// Works through the partition's records until stopped; an error ends the task (the
     /// caller starts a new one from the durable offset).

@@ -13,7 +13,7 @@
 //! | `consumer.rs` | the Kafka consumer: its settings from the memory budget, rebalance callbacks |
 //! | `dispatch.rs` | the consumer loop: records to partitions, commit tick, topic list refresh |
 //! | `subscription.rs` | which topics are read (never the dead-letter topic) |
-//! | `partitions.rs` | the owned partitions: their tasks, pause/resume, stop on revoke, restart on failure |
+//! | `partitions/` | the owned partitions: their tasks (a trait: apply in service, fakes in tests), pause/resume, stop on revoke, restart on failure |
 //! | `reader.rs` | records on their way to a task, and their decoding |
 //! | `offsets.rs` | durable offsets and watermarks reached; the one place offsets are committed |
 //! | `fence.rs` | ownership after a stand-still |

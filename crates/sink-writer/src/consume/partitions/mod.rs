@@ -7,27 +7,38 @@
 //! stop) the tasks stop starting writes, the writes already sent are awaited up to the drain
 //! deadline, and the durable offsets are returned for commit. A task that fails is started again
 //! from its durable offset after a pause, and readiness says so meanwhile.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the owned partitions: routing records to their tasks' queues, pause/resume, restart, stop |
+//! | `fetch.rs` | the consumer as the partitions need it (pause, seek) and the records it hands over |
+//! | `tests.rs` | unit tests over a recording consumer and fake tasks (no servers) |
+
+pub(crate) mod fetch;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
-use rdkafka::consumer::{Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::Offset;
 use service_kit::backoff::Backoff;
 use service_kit::budget::{Holder, MemoryBudget, Reservation};
+use service_kit::health::Health;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::partition::PartitionTask;
-use crate::apply::shared::Shared;
 use crate::consume::fence::{Fence, Owner, StandStill};
 use crate::consume::offsets::{Marks, PartitionOffsets, Tp};
-use crate::consume::reader::{self, Fetched};
+use crate::consume::partitions::fetch::{Fetch, Record};
+use crate::consume::reader::{self, Decoded, Fetched};
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// Records queued per partition between the consumer and the decoder, and between the decoder
 /// and the task, at least (the memory budget bounds their bytes)...
@@ -48,6 +59,49 @@ const RESUME_ROOM_BUDGET_DIVISOR: usize = 8;
 
 /// Readiness component: every partition's task runs (a failed one shows here until it restarts).
 const PARTITIONS: &str = "partitions";
+
+/// What works through a partition's records: the apply task (`apply::partition`) in service, a
+/// fake in unit tests. It runs until stopped (`Err(Error::Stopped)` or `Ok` once `stop` is
+/// cancelled); any other end is a failure, and the partition's task is started again.
+pub trait Tasks: Send + Sync {
+    fn run(&self, task: NewTask, records: mpsc::Receiver<Decoded>) -> BoxFuture<'static, Result<(), Error>>;
+}
+
+/// What a partition's new task is given.
+pub struct NewTask {
+    pub tp: Tp,
+    /// Its durable offset and watermark reached (kept across its restarts).
+    pub marks: Marks,
+    pub stop: CancellationToken,
+    /// Proof of ownership before writing, after the process stood still.
+    pub fence: Arc<Fence>,
+    /// Where it asks the consumer to move its fetch position.
+    pub control: mpsc::Sender<Control>,
+    /// Its generation among the partition's restarts.
+    pub generation: u64,
+}
+
+/// The partitions' limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Records a partition's queues hold at most (the memory budget bounds their bytes).
+    pub queue_records: usize,
+    /// The pause before a failed task starts again (jittered).
+    pub restart_pause: Duration,
+    /// How long a stop waits for writes already sent.
+    pub drain_timeout: Duration,
+}
+
+impl Limits {
+    /// `batch_max_docs`: a partition queues at least [`QUEUE_BATCHES`] batches.
+    pub fn new(batch_max_docs: usize, max_backoff: Duration, drain_timeout: Duration) -> Self {
+        Self {
+            queue_records: QUEUE_RECORDS.max(QUEUE_BATCHES * batch_max_docs),
+            restart_pause: max_backoff.min(Duration::from_secs(5)),
+            drain_timeout,
+        }
+    }
+}
 
 /// What the partitions tell the consumer loop.
 #[derive(Debug)]
@@ -88,36 +142,49 @@ struct Route {
 
 pub struct Partitions {
     routes: Mutex<HashMap<Tp, Route>>,
-    shared: Arc<Shared>,
+    tasks: Arc<dyn Tasks>,
+    metrics: Metrics,
+    health: Health,
     budget: Arc<MemoryBudget>,
     owner: Arc<dyn Owner>,
     standstill: Arc<StandStill>,
     control: mpsc::Sender<Control>,
     runtime: tokio::runtime::Handle,
-    drain_timeout: Duration,
+    limits: Limits,
     /// The next task's generation: never one an earlier task had, so a report still on its way
     /// from a task of a former assignment never passes for the current one's.
     generations: std::sync::atomic::AtomicU64,
 }
 
+/// Who the partitions answer to: the group member (ownership), the process's stand-still
+/// clock, and the consumer loop (controls).
+pub struct Ties {
+    pub owner: Arc<dyn Owner>,
+    pub standstill: Arc<StandStill>,
+    pub control: mpsc::Sender<Control>,
+}
+
 impl Partitions {
     pub fn new(
-        shared: Arc<Shared>,
+        tasks: Arc<dyn Tasks>,
+        metrics: Metrics,
+        health: Health,
         budget: Arc<MemoryBudget>,
-        owner: Arc<dyn Owner>,
-        standstill: Arc<StandStill>,
-        control: mpsc::Sender<Control>,
-        drain_timeout: Duration,
+        ties: Ties,
+        limits: Limits,
     ) -> Self {
+        let Ties { owner, standstill, control } = ties;
         Self {
             routes: Mutex::new(HashMap::new()),
-            shared,
+            tasks,
+            metrics,
+            health,
             budget,
             owner,
             standstill,
             control,
             runtime: tokio::runtime::Handle::current(),
-            drain_timeout,
+            limits,
             generations: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -135,20 +202,18 @@ impl Partitions {
                 old.stop.cancel();
             }
         }
-        self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
+        self.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
     }
 
     fn spawn(&self, tp: &Tp, offsets: PartitionOffsets) -> Route {
         let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let records = QUEUE_RECORDS.max(QUEUE_BATCHES * self.shared.apply.batch_max_docs);
+        let records = self.limits.queue_records;
         let (tx, fetched) = mpsc::channel(records);
         let (decoded_tx, decoded) = mpsc::channel(records);
         let stop = CancellationToken::new();
         let fence = Fence::new(self.owner.clone(), &tp.0, tp.1, offsets.marks.durable.clone(), self.standstill.clone());
-        let task = PartitionTask {
-            topic: tp.0.clone(),
-            partition: tp.1,
-            shared: self.shared.clone(),
+        let task = NewTask {
+            tp: tp.clone(),
             marks: offsets.marks.clone(),
             stop: stop.clone(),
             fence: Arc::new(fence),
@@ -156,11 +221,13 @@ impl Partitions {
             generation,
         };
         let (control, tp_owned, stopped) = (self.control.clone(), tp.clone(), stop.clone());
+        let tasks = self.tasks.clone();
         let task = self.runtime.spawn(async move {
             let mut decoder = tokio::spawn(reader::decode(fetched, decoded_tx));
             // A panic (a bug) must not leave a silent dead partition either, nor may any end
             // that was not asked for: every end but a stop is a failure, restarted.
-            let outcome = std::panic::AssertUnwindSafe(task.run(decoded)).catch_unwind().await;
+            let run = async move { tasks.run(task, decoded).await };
+            let outcome = std::panic::AssertUnwindSafe(run).catch_unwind().await;
             let error = match outcome {
                 Ok(Err(Error::Stopped)) => None,
                 Ok(Ok(())) if stopped.is_cancelled() => None,
@@ -184,7 +251,7 @@ impl Partitions {
     /// longer) ours, one before what its task expects, or one fetched while its partition is
     /// paused is dropped: it is fetched again where its task needs it. A record its partition
     /// has no room for yet is returned, to [`Partitions::wait_or_pause`].
-    pub fn dispatch(&self, message: &BorrowedMessage<'_>) -> Option<Waiting> {
+    pub fn dispatch(&self, message: &impl Record) -> Option<Waiting> {
         let tp: Tp = (message.topic().to_string(), message.partition());
         let mut routes = self.lock();
         let route = routes.get_mut(&tp)?;
@@ -193,7 +260,7 @@ impl Partitions {
         }
         route.next = message.offset() + 1;
         let bytes = reader::footprint(message.key(), message.payload());
-        let record = message.detach();
+        let record = message.to_owned_record();
         if let (Ok(permit), Some(reservation)) = (route.tx.try_reserve(), self.budget.try_reserve(bytes, &route.holder))
         {
             permit.send(Fetched { message: record, reservation });
@@ -207,7 +274,7 @@ impl Partitions {
     /// within one write); if none comes, pauses the partition at the consumer and waits aside
     /// with the record in hand. A pause costs a refetch of what was prefetched for the
     /// partition, the short wait holds up the other partitions: the wait is kept short.
-    pub async fn wait_or_pause<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, waiting: Waiting) {
+    pub async fn wait_or_pause(&self, consumer: &impl Fetch, waiting: Waiting) {
         let Waiting { tp, record, bytes, tx, holder, generation } = waiting;
         match tokio::time::timeout(WAIT_BEFORE_PAUSE, room(&self.budget, bytes, &holder, &tx)).await {
             Ok(Some((permit, reservation))) => {
@@ -224,8 +291,8 @@ impl Partitions {
         };
         // No room: stop fetching this partition and wait with the record in hand.
         route.paused = true;
-        pause(consumer, &tp, true);
-        self.shared.metrics.partition_pauses.inc();
+        consumer.pause(&tp, true);
+        self.metrics.partition_pauses.inc();
         let (budget, stop) = (self.budget.clone(), route.stop.clone());
         let (control, next) = (self.control.clone(), record.offset() + 1);
         self.runtime.spawn(async move {
@@ -250,7 +317,7 @@ impl Partitions {
     }
 
     /// Acts on what a partition reported.
-    pub fn handle<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, control: Control) {
+    pub fn handle(&self, consumer: &impl Fetch, control: Control) {
         match control {
             Control::Resume { tp, next, generation } => {
                 let mut routes = self.lock();
@@ -259,8 +326,8 @@ impl Partitions {
                 };
                 route.paused = false;
                 route.next = next;
-                seek(consumer, &tp, Offset::Offset(next));
-                pause(consumer, &tp, false);
+                consumer.seek(&tp, Offset::Offset(next));
+                consumer.pause(&tp, false);
             }
             Control::Seek { tp, offset, generation } => {
                 let mut routes = self.lock();
@@ -268,19 +335,19 @@ impl Partitions {
                 // Only forward: what the consumer holds below the offset the task drops itself.
                 if offset > route.next && !route.paused {
                     route.next = offset;
-                    seek(consumer, &tp, Offset::Offset(offset));
+                    consumer.seek(&tp, Offset::Offset(offset));
                 }
             }
             Control::Failed { tp, generation, error } => {
                 if self.lock().get(&tp).is_none_or(|r| r.generation != generation) {
                     return;
                 }
-                self.shared.metrics.partition_restarts.inc();
+                self.metrics.partition_restarts.inc();
                 let writer = format!("{}/{}", tp.0, tp.1);
-                self.shared.health.set_for(PARTITIONS, &writer, Err(format!("failed, restarting: {error}")));
+                self.health.set_for(PARTITIONS, &writer, Err(format!("failed, restarting: {error}")));
                 tracing::error!(topic = %tp.0, partition = tp.1, %error, "partition task failed: starting it again from its durable offset");
                 // Jittered: partitions that failed together (the target went away) start apart.
-                let step = Duration::from_millis(self.shared.apply.max_backoff_ms).min(Duration::from_secs(5));
+                let step = self.limits.restart_pause;
                 let (control, pause_for) = (self.control.clone(), Backoff::new(step, step).next_delay());
                 tokio::spawn(async move {
                     tokio::time::sleep(pause_for).await;
@@ -299,9 +366,9 @@ impl Partitions {
                 let route = self.spawn(&tp, old.offsets);
                 routes.insert(tp.clone(), route);
                 drop(routes);
-                seek(consumer, &tp, if durable >= 0 { Offset::Offset(durable) } else { Offset::Stored });
-                pause(consumer, &tp, false);
-                self.shared.health.set_for(PARTITIONS, &format!("{}/{}", tp.0, tp.1), Ok(()));
+                consumer.seek(&tp, if durable >= 0 { Offset::Offset(durable) } else { Offset::Stored });
+                consumer.pause(&tp, false);
+                self.health.set_for(PARTITIONS, &format!("{}/{}", tp.0, tp.1), Ok(()));
             }
         }
     }
@@ -323,24 +390,24 @@ impl Partitions {
                 None => routes.keys().cloned().collect(),
             };
             let stopped = keys.into_iter().filter_map(|k| routes.remove(&k).map(|r| (k, r))).collect();
-            self.shared.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
+            self.metrics.assigned_partitions.set(i64::try_from(routes.len()).unwrap_or(0));
             stopped
         };
         for (tp, route) in &stopped {
             route.stop.cancel();
             // A partition that went away is no one's concern here any more.
-            self.shared.health.forget_writer(&format!("{}/{}", tp.0, tp.1));
+            self.health.forget_writer(&format!("{}/{}", tp.0, tp.1));
         }
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        let deadline = tokio::time::Instant::now() + self.limits.drain_timeout;
         let mut offsets = Vec::new();
         for (tp, mut route) in stopped {
             if tokio::time::timeout_at(deadline, &mut route.task).await.is_err() {
                 route.task.abort();
-                self.shared.metrics.writes_abandoned.inc();
+                self.metrics.writes_abandoned.inc();
                 tracing::error!(
                     topic = %tp.0,
                     partition = tp.1,
-                    drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                    drain_timeout_ms = self.limits.drain_timeout.as_millis() as u64,
                     "writes already sent were not answered within the drain deadline: abandoned (on a link slower \
                      than that, one may still land after the next owner's)"
                 );
@@ -383,25 +450,4 @@ async fn room<'a>(
     let reservation = budget.reserve(bytes, holder).await;
     let permit = tx.reserve().await.ok()?;
     Some((permit, reservation))
-}
-
-fn pause<C: ConsumerContext, K: Consumer<C>>(consumer: &K, tp: &Tp, pause: bool) {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&tp.0, tp.1);
-    let result = if pause { consumer.pause(&list) } else { consumer.resume(&list) };
-    if let Err(e) = result {
-        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, pause, "cannot pause or resume the partition");
-    }
-}
-
-/// Moves the partition's fetch position (asynchronously: the consumer applies it in order
-/// with what it fetches next).
-fn seek<C: ConsumerContext, K: Consumer<C>>(consumer: &K, tp: &Tp, offset: Offset) {
-    let mut list = TopicPartitionList::new();
-    if list.add_partition_offset(&tp.0, tp.1, offset).is_err() {
-        return;
-    }
-    if let Err(e) = consumer.seek_partitions(list, Duration::ZERO) {
-        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot seek the partition");
-    }
 }
