@@ -137,13 +137,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     metrics.retries.clone(),
                     Duration::from_millis(config.apply.max_backoff_ms),
                 );
-                let schema = schema::Schema::new(
+                let schema = Arc::new(schema::Schema::new(
                     client.clone(),
                     &config.apply.metadata_database,
                     config.apply.ttl,
                     shell.health.clone(),
                     metrics.schema_conflicts.clone(),
-                );
+                ));
                 // The target's indexes against the source's announcements; stops with this scope.
                 let _index_check = schema::index_check::start(
                     &client,
@@ -152,12 +152,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     metrics.target_only_indexes.clone(),
                 );
                 let ddl = ddl::DdlApplier::new(
-                    client.clone(),
-                    &config.apply.metadata_database,
+                    Box::new(ddl::catalog::TargetCatalog { client: client.clone(), schema: schema.clone() }),
+                    Box::new(client.database(&config.apply.metadata_database).collection::<bson::Document>("ddl")),
                     mapper.clone(),
                     &config.consume.group_id,
                     retrier.clone(),
-                    schema,
                 );
                 let book =
                     progress::ProgressBook::new(&client, &config.apply.metadata_database, &config.consume.group_id);
@@ -194,6 +193,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                     dead_letters,
                     dead_letter_book,
                     ddl,
+                    schema,
                     mapper,
                     metrics,
                     health: shell.health.clone(),

@@ -134,7 +134,7 @@ pub(crate) async fn applied(shared: &Shared, keys: &[DocKey], newest: Option<env
     let mut touched: Vec<&envelope::Namespace> = keys.iter().map(|(ns, _)| ns).collect();
     touched.dedup();
     for ns in touched {
-        shared.ddl.schema().data_changed(ns).await;
+        shared.schema.data_changed(ns).await;
     }
     if let Some(newest) = newest {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

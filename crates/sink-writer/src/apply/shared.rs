@@ -35,6 +35,8 @@ pub struct Shared {
     /// The dead letters recorded in the target, and the partitions they hold.
     pub dead_letter_book: DeadLetterBook,
     pub ddl: DdlApplier,
+    /// Schema changes the target refused, tried again once data changed.
+    pub schema: std::sync::Arc<crate::ddl::schema::Schema>,
     pub mapper: Mapper,
     pub metrics: Metrics,
     pub health: Health,

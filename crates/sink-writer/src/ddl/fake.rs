@@ -1,14 +1,16 @@
-//! Unit tests' DDL log, in memory (test builds only). Each call does what its query does on the
+//! Unit tests' DDL log and target catalog, in memory (test builds only). Each call does what its query does on the
 //! server (an upsert with `$addToSet` and `$setOnInsert`, a conditional claim, a step fixed only
 //! once), atomically, so partition tasks racing over one entry meet the same rules as on the
 //! server. Faults are injected by the test: the next calls fail as a network would.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bson::{doc, Bson, DateTime, Document};
+use envelope::{Ddl, Namespace};
 use futures::future::BoxFuture;
 
+use crate::ddl::catalog::Catalog;
 use crate::ddl::log::Log;
 use crate::error::{Common, Error, Failure};
 
@@ -22,10 +24,10 @@ struct State {
     calls: Vec<&'static str>,
 }
 
-/// The DDL log, in memory.
-#[derive(Default)]
+/// The DDL log, in memory; its clones share it.
+#[derive(Default, Clone)]
 pub struct FakeLog {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl FakeLog {
@@ -171,6 +173,127 @@ impl Log for FakeLog {
                     projected
                 })
                 .collect()
+        })
+    }
+}
+
+/// `db.coll` as a namespace.
+pub fn ns(name: &str) -> Namespace {
+    let (db, coll) = name.split_once('.').expect("db.coll");
+    Namespace::new(db, coll)
+}
+
+#[derive(Default)]
+struct Catalogued {
+    collections: std::collections::BTreeSet<Namespace>,
+    /// Calls still to fail as a network would.
+    fail_next: usize,
+    /// What renames answer: refused for good, with this reason.
+    refuse_renames: Option<String>,
+    /// Every command that reached the catalog (`drop a.b`, `rename a.b a.c`, `change create a.b`, …).
+    commands: Vec<String>,
+}
+
+/// The target's catalog, in memory: collections by namespace; renames, drops and schema
+/// changes as the server does them (idempotent); faults injected by the test. Its clones
+/// share it.
+#[derive(Default, Clone)]
+pub struct FakeCatalog {
+    state: Arc<Mutex<Catalogued>>,
+}
+
+impl FakeCatalog {
+    pub fn with(collections: &[&str]) -> Self {
+        let catalog = Self::default();
+        catalog.lock().collections = collections.iter().map(|name| ns(name)).collect();
+        catalog
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Catalogued> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The collections the target has, as `db.coll`.
+    pub fn collections_now(&self) -> Vec<String> {
+        self.lock().collections.iter().map(ToString::to_string).collect()
+    }
+
+    /// The commands that changed the catalog, in order (reads are not listed).
+    pub fn commands(&self) -> Vec<String> {
+        self.lock().commands.clone()
+    }
+
+    /// The next `n` calls fail before reaching the target (a network error, an election).
+    pub fn fail_next(&self, n: usize) {
+        self.lock().fail_next = n;
+    }
+
+    /// Every rename is refused for good with `reason` (as a target refuses a cross-database one).
+    pub fn refuse_renames(&self, reason: &str) {
+        self.lock().refuse_renames = Some(reason.to_string());
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        op: impl FnOnce(&mut Catalogued) -> T,
+    ) -> BoxFuture<'static, Result<T, Error>> {
+        let mut state = self.lock();
+        let outcome = if state.fail_next > 0 {
+            state.fail_next -= 1;
+            Err(Error::Common(Common::Mongo(Failure::retriable(context, "connection reset (injected)"))))
+        } else {
+            Ok(op(&mut state))
+        };
+        Box::pin(async move { outcome })
+    }
+}
+
+impl Catalog for FakeCatalog {
+    fn exists<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<bool, Error>> {
+        self.call("list collections", |s| s.collections.contains(ns))
+    }
+
+    fn drop_collection<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<(), Error>> {
+        self.call("drop collection", |s| {
+            s.commands.push(format!("drop {ns}"));
+            s.collections.remove(ns);
+        })
+    }
+
+    fn collections<'a>(&'a self, db: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        self.call("list collections", |s| {
+            s.collections.iter().filter(|ns| ns.db == db).map(|ns| ns.coll.clone()).collect()
+        })
+    }
+
+    fn drop_database<'a>(&'a self, db: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        self.call("drop database", |s| {
+            s.commands.push(format!("dropDatabase {db}"));
+            s.collections.retain(|ns| ns.db != db);
+        })
+    }
+
+    fn rename<'a>(&'a self, from: &'a Namespace, to: &'a Namespace) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        self.call("rename collection", |s| {
+            s.commands.push(format!("rename {from} {to}"));
+            if let Some(reason) = &s.refuse_renames {
+                return Some(format!("rename {from} to {to}: {reason}"));
+            }
+            // Done already when `from` is gone; else `to` is replaced.
+            if s.collections.remove(from) {
+                s.collections.insert(to.clone());
+            }
+            None
+        })
+    }
+
+    fn change<'a>(&'a self, ddl: &'a Ddl, target: &'a Namespace) -> BoxFuture<'a, Result<(), Error>> {
+        self.call("schema change", |s| {
+            s.commands.push(format!("change {} {target}", ddl.kind()));
+            if matches!(ddl, Ddl::Create { .. }) {
+                s.collections.insert(target.clone());
+            }
         })
     }
 }

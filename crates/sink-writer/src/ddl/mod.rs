@@ -14,44 +14,46 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | the applier: a DDL's entry in the log, what applying it does (fixed once, then performed), what applied DDL makes obsolete (`applied.rs`) |
+//! | `catalog.rs` | the target's catalog as applying DDL needs it (a trait): exists, drop, rename, schema changes |
 //! | `applied.rs` | applied DDL by source namespace (read from the log on every assignment), and which events it makes obsolete |
 //! | `barrier.rs` | the barrier across partitions and replicas: arrivals counted, one claimer applies |
 //! | `log.rs` | the DDL log as the barrier needs it (a trait): arrive, claim, fix the step, mark applied, read |
-//! | `fake.rs` | unit tests' DDL log, in memory, with injected failures (test builds only) |
+//! | `fake.rs` | unit tests' DDL log and target catalog, in memory, with injected failures (test builds only) |
+//! | `tests.rs` | the applier's unit tests over the fakes: the step chosen once, what each step does |
 //! | `schema/` | collections, views, indexes, options and TTL on the target; what it refuses; the periodic index comparison |
 
 pub(crate) mod applied;
 pub(crate) mod barrier;
+pub(crate) mod catalog;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod log;
 pub(crate) mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Mutex;
 
 use bson::{doc, Document};
 use envelope::{ClusterTime, ControlEvent, Ddl, Namespace};
-use service_kit::failure::code::NAMESPACE_NOT_FOUND;
-use service_kit::failure::command_code as mongo_code;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::retry::Retrier;
 use crate::ddl::applied::Applied;
 pub use crate::ddl::barrier::Passed;
 use crate::ddl::barrier::{Arrival, COMPONENT};
+use crate::ddl::catalog::Catalog;
 use crate::ddl::log::Log;
-use crate::ddl::schema::Schema;
-use crate::error::{Common, Error, Failure};
+use crate::error::Error;
 use crate::mapping::Mapper;
 
 pub struct DdlApplier {
-    client: mongodb::Client,
+    catalog: Box<dyn Catalog>,
     log: Box<dyn Log>,
     mapper: Mapper,
     /// The consumer group: DDL state is per group (two groups may write different targets).
     group: String,
     retrier: Retrier,
-    schema: Schema,
     /// Applied DDL by source namespace (`db.coll`, or `db.` for a whole database).
     applied: Applied,
     /// Target namespaces known to exist (forgotten when a DDL drops or renames them).
@@ -108,29 +110,17 @@ impl Step {
 }
 
 impl DdlApplier {
-    pub fn new(
-        client: mongodb::Client,
-        metadata_database: &str,
-        mapper: Mapper,
-        group: &str,
-        retrier: Retrier,
-        schema: Schema,
-    ) -> Self {
-        let log: mongodb::Collection<Document> = client.database(metadata_database).collection("ddl");
+    /// `log`: `<metadata_database>.ddl` in service.
+    pub fn new(catalog: Box<dyn Catalog>, log: Box<dyn Log>, mapper: Mapper, group: &str, retrier: Retrier) -> Self {
         Self {
-            client,
-            log: Box::new(log),
+            catalog,
+            log,
             mapper,
             group: group.to_string(),
             retrier,
-            schema,
             applied: Applied::default(),
             collections: Known::default(),
         }
-    }
-
-    pub fn schema(&self) -> &Schema {
-        &self.schema
     }
 
     /// Reads what this group applied before (at start, and whenever partitions are assigned: a
@@ -164,7 +154,7 @@ impl DdlApplier {
     ) -> Result<Passed, Error> {
         let at = event.position.cluster_time;
         let (scope, scopes) = scopes(&event.ddl);
-        let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scope, at.t, at.i);
+        let id = self.entry_id(event);
         let timestamp: bson::Timestamp = at.into();
         let new = doc! {
             "kind": event.ddl.kind(), "scope": &scope, "scopes": &scopes, "cluster_time": timestamp,
@@ -180,6 +170,12 @@ impl DdlApplier {
             self.applied.remember(scope, at);
         }
         Ok(passed)
+    }
+
+    /// The DDL's entry in the log: one per group, kind, scope and cluster time.
+    fn entry_id(&self, event: &ControlEvent) -> String {
+        let at = event.position.cluster_time;
+        format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scopes(&event.ddl).0, at.t, at.i)
     }
 
     /// Fixes the step (unless an earlier claimer did), then performs it; `Some(reason)` when the
@@ -218,18 +214,10 @@ impl DdlApplier {
                 Step::Schema
             }
             Ddl::Rename { from, .. } => {
-                let from = self.mapper.map(from);
-                let names = self
-                    .client
-                    .database(&from.db)
-                    .list_collection_names()
-                    .filter(doc! {"name": &from.coll})
-                    .await
-                    .map_err(|e| Error::mongo("list collections", e))?;
-                if names.is_empty() {
-                    Step::DropTarget
-                } else {
+                if self.catalog.exists(&self.mapper.map(from)).await? {
                     Step::Rename
+                } else {
+                    Step::DropTarget
                 }
             }
         })
@@ -253,35 +241,34 @@ impl DdlApplier {
                 }
             }
         }
-        let drop = |ns: Namespace| async move {
-            self.client
-                .database(&ns.db)
-                .collection::<Document>(&ns.coll)
-                .drop()
-                .await
-                .map_err(|e| Error::mongo("drop collection", e))
-        };
+        let catalog = &*self.catalog;
         match (step, ddl) {
-            (Step::Drop, Ddl::Drop(ns)) => drop(self.mapper.map(ns)).await.map(|()| None),
-            (Step::DropTarget, Ddl::Rename { to, .. }) => drop(self.mapper.map(to)).await.map(|()| None),
+            (Step::Drop, Ddl::Drop(ns)) => catalog.drop_collection(&self.mapper.map(ns)).await.map(|()| None),
+            (Step::DropTarget, Ddl::Rename { to, .. }) => {
+                catalog.drop_collection(&self.mapper.map(to)).await.map(|()| None)
+            }
             (Step::DropDatabase, Ddl::DropDatabase { db }) => {
                 // The source reported a drop for each of the database's collections first, and
                 // those are applied by now. What is left was written by newer events (on topics
                 // no marker holds back): keep it, and drop the database only when it is empty.
-                let target = self.client.database(&self.mapper.map_database(db));
-                let left = target.list_collection_names().await.map_err(|e| Error::mongo("list collections", e))?;
+                let target = self.mapper.map_database(db);
+                let left = catalog.collections(&target).await?;
                 if left.iter().all(|name| name.starts_with("system.")) {
-                    target.drop().await.map_err(|e| Error::mongo("drop database", e))?;
+                    catalog.drop_database(&target).await?;
                 } else {
-                    tracing::info!(database = %target.name(), collections = left.len(), "dropDatabase: newer collections exist, database kept");
+                    tracing::info!(database = %target, collections = left.len(), "dropDatabase: newer collections exist, database kept");
                 }
                 Ok(None)
             }
-            (Step::Rename, Ddl::Rename { from, to }) => self.rename(&self.mapper.map(from), &self.mapper.map(to)).await,
+            // Whatever `to` holds is replaced, as `dropTarget` does on the source: newer events
+            // of `to` wait behind the rename's markers, so `to` holds only what the source dropped.
+            (Step::Rename, Ddl::Rename { from, to }) => {
+                catalog.rename(&self.mapper.map(from), &self.mapper.map(to)).await
+            }
             (Step::Schema, ddl) => match ddl.namespace() {
                 Some(ns) => {
                     let target = self.mapper.map(ns);
-                    self.schema.apply(ddl, &target).await?;
+                    catalog.change(ddl, &target).await?;
                     if matches!(ddl, Ddl::Create { .. }) {
                         // Created (or there already): a transaction may write to it at once.
                         self.collections.exists(&target);
@@ -291,23 +278,6 @@ impl DdlApplier {
                 None => Ok(None),
             },
             (step, ddl) => Ok(Some(format!("step {} does not fit {}", step.name(), ddl.kind()))),
-        }
-    }
-
-    /// Renames `from` over `to` (whatever `to` holds is replaced, as `dropTarget` does on the
-    /// source: newer events of `to` wait behind the rename's markers, so `to` holds only what
-    /// the source dropped). Done already when `from` is gone.
-    async fn rename(&self, from: &Namespace, to: &Namespace) -> Result<Option<String>, Error> {
-        let command = doc! {"renameCollection": from.to_string(), "to": to.to_string(), "dropTarget": true};
-        match self.client.database("admin").run_command(command).await {
-            Ok(_) => Ok(None),
-            Err(e) if mongo_code(&e) == Some(NAMESPACE_NOT_FOUND) => Ok(None),
-            Err(e) => match Error::mongo("rename collection", e) {
-                Error::Common(Common::Mongo(Failure { retriable: false, reason, .. })) => {
-                    Ok(Some(format!("rename {from} to {to}: {reason}")))
-                }
-                other => Err(other),
-            },
         }
     }
 }
