@@ -112,3 +112,73 @@ impl Retrier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::error::{Common, Failure};
+
+    fn retrier() -> (Retrier, Health, IntCounter) {
+        let (health, retries) = (Health::new(), IntCounter::new("retries", "retries").expect("a counter"));
+        health.set_ready("kafka-consumer");
+        (Retrier::new(health.clone(), retries.clone(), Duration::from_millis(5)), health, retries)
+    }
+
+    fn network() -> Error {
+        Error::Common(Common::Mongo(Failure::retriable("update", "connection reset")))
+    }
+
+    #[tokio::test]
+    async fn a_failing_attempt_is_retried_until_it_succeeds_and_readiness_shows_it_meanwhile() {
+        let (retrier, health, retries) = retrier();
+        let (calls, stop) = (AtomicUsize::new(0), CancellationToken::new());
+        let seen = std::sync::Mutex::new(Vec::new());
+        let value = retrier
+            .run(WRITES, "orders/3", &stop, || async {
+                seen.lock().unwrap().push(health.readiness());
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0..=2 => Err(network()),
+                    n => Ok(n),
+                }
+            })
+            .await
+            .expect("succeeds");
+        assert_eq!((value, retries.get()), (3, 3));
+        let seen = seen.into_inner().unwrap();
+        let failing = seen[1].as_ref().expect_err("not ready after a failure");
+        assert!(failing.iter().any(|r| r.contains("orders/3") && r.contains("connection reset")), "{failing:?}");
+        assert_eq!(health.readiness(), Ok(()), "ready again once it succeeded");
+    }
+
+    #[tokio::test]
+    async fn a_fenced_write_is_not_retried() {
+        let (retrier, _, retries) = retrier();
+        let calls = AtomicUsize::new(0);
+        let outcome: Result<(), Error> = retrier
+            .run(WRITES, "orders/3", &CancellationToken::new(), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Error::Fenced("another owner".into()))
+            })
+            .await;
+        assert!(matches!(outcome, Err(Error::Fenced(_))), "{outcome:?}");
+        assert_eq!((calls.load(Ordering::SeqCst), retries.get()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_retries_without_another_attempt() {
+        let (retrier, _, _) = retrier();
+        let (calls, stop) = (AtomicUsize::new(0), CancellationToken::new());
+        let outcome: Result<(), Error> = retrier
+            .run_on(WRITES, "orders/3", &stop, &mut 0_u32, |tries, _| {
+                *tries += 1;
+                calls.fetch_add(1, Ordering::SeqCst);
+                stop.cancel();
+                Box::pin(async { Err(network()) })
+            })
+            .await;
+        assert!(matches!(outcome, Err(Error::Stopped)), "{outcome:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no attempt after the stop");
+    }
+}
