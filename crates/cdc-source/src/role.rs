@@ -47,10 +47,11 @@ pub async fn run(
         }
         if let Err(reason) = election.confirm().await {
             tracing::info!(%reason, "the group's assignment is not confirmed: standing by");
-            tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
-                _ = tokio::time::sleep(CONFIRM_RETRY) => continue,
+            // Jittered: standbys that failed to confirm together do not ask again together.
+            if !Backoff::new(CONFIRM_RETRY, CONFIRM_RETRY).wait(&shutdown).await {
+                break Ok(());
             }
+            continue;
         }
         tracing::info!(group = %config.election_group(), "elected: this instance captures");
         health.set_role("active");

@@ -81,16 +81,18 @@ fn consumer(kafka: &KafkaConnection, topic: &str, from: Option<i64>) -> Result<B
 
 /// Polls until stopped or the stream loop is gone. Replies (this topic holds them too) pass by.
 fn read(consumer: &BaseConsumer<AuthContext>, tx: &mpsc::Sender<Incoming>, stop: &AtomicBool) {
+    let mut errors = service_kit::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !stop.load(Ordering::Acquire) {
         let message = match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Ok(message)) => message,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the request topic now");
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::sleep(errors.next_delay());
                 continue;
             }
         };
+        errors.reset();
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
         let request = match decode_message(message.payload().unwrap_or_default()) {
             Ok(ResendMessage::Reply(_)) => continue,

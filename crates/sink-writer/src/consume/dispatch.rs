@@ -59,6 +59,8 @@ impl Dispatcher {
             self.point.clone(),
         ));
         let mut consumer_ok = None;
+        // Pauses after consumer errors (a broker away): jittered, so replicas do not retry together.
+        let mut errors = service_kit::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             beat.beat();
             tokio::select! {
@@ -74,6 +76,7 @@ impl Dispatcher {
                             self.partitions.wait_or_pause(self.consumer.as_ref(), waiting).await;
                         }
                         if consumer_ok != Some(true) {
+                            errors.reset();
                             self.health.set_ready(CONSUMER);
                             consumer_ok = Some(true);
                         }
@@ -86,7 +89,7 @@ impl Dispatcher {
                         tracing::warn!(error = %e, "consumer error");
                         self.health.set_not_ready(CONSUMER, e.to_string());
                         consumer_ok = Some(false);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(errors.next_delay()).await;
                     }
                 },
             }
