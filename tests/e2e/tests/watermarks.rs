@@ -221,9 +221,16 @@ async fn a_new_collections_records_are_in_cluster_time_order_where_the_stream_re
     let topics: Vec<String> = collections.iter().map(|c| topic(&p, c)).collect();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     let records = consume_all(&p.source_config.kafka.bootstrap_servers, &topics, 8 * 5, Duration::from_secs(60)).await;
-    let partitions = by_partition(&records);
+    let creates = assert_in_cluster_time_order(&records);
+    assert!(creates >= 8, "every new collection's partitions begin with its create: {creates}");
+    source.stop().await;
+}
+
+/// Asserts that each partition's changes and control events come in cluster-time order;
+/// returns how many partitions begin with a control event (a create).
+fn assert_in_cluster_time_order(records: &[Consumed]) -> usize {
     let mut creates = 0;
-    for ((topic, partition), seen) in &partitions {
+    for ((topic, partition), seen) in &by_partition(records) {
         let times: Vec<(usize, ClusterTime)> = seen
             .iter()
             .enumerate()
@@ -238,6 +245,42 @@ async fn a_new_collections_records_are_in_cluster_time_order_where_the_stream_re
             assert!(before <= after, "{topic}/{partition} #{offset}: a record at {after:?} after one at {before:?}");
         }
     }
-    assert!(creates >= 8, "every new collection's partitions begin with its create: {creates}");
+    creates
+}
+
+/// The same where the collection was made while cdc-source was stopped: on its restart the first
+/// schema listing (which sends every collection again) sees the collection before the stream has
+/// read its first changes, still waiting in the backlog. Its create must not be stamped at the
+/// source's clock (past those changes), or the sink's point passes changes it has not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_made_while_capture_was_stopped_keeps_its_records_in_cluster_time_order_where_the_stream_reports_no_creates(
+) {
+    let mut p = Pipeline::new("stopped_coll_order", 2).await;
+    p.source_config.capture.compat = Compat::Documentdb;
+    p.source_config.snapshot.mode = SnapshotMode::Never;
+    let existing = p.source_db().collection::<Document>("existing");
+    existing.insert_one(doc! {"_id": 0}).await.expect("insert");
+    let source = p.start_source().await;
+    let existing_topic = topic(&p, "existing");
+    existing.insert_one(doc! {"_id": 1}).await.expect("insert");
+    consume_all(&p.source_config.kafka.bootstrap_servers, &[existing_topic.as_str()], 2, Duration::from_secs(60)).await;
+    source.stop().await;
+
+    let collections: Vec<String> = (0..3).map(|n| format!("late_{n}")).collect();
+    for coll in &collections {
+        let docs: Vec<Document> = (0..4).map(|id| doc! {"_id": id}).collect();
+        p.source_db().collection::<Document>(coll).insert_many(docs).await.expect("insert");
+    }
+    // The source's clock moves on past those changes before capture starts again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    existing.insert_one(doc! {"_id": 2}).await.expect("insert");
+    let source = p.start_source().await;
+    let topics: Vec<String> = collections.iter().map(|c| topic(&p, c)).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let records = consume_all(&p.source_config.kafka.bootstrap_servers, &topics, 3 * 5, Duration::from_secs(60)).await;
+    let inserts = by_partition(&records).values().flatten().filter(|s| matches!(s, Seen::Event(_))).count();
+    assert_eq!(inserts, 3 * 4, "every insert made while capture was stopped is captured");
+    let creates = assert_in_cluster_time_order(&records);
+    assert!(creates >= 3, "each new collection's partitions begin with its create: {creates}");
     source.stop().await;
 }

@@ -21,6 +21,7 @@ use crate::config::{CaptureConfig, IndexTiming};
 use crate::delivery::checkpoint::{CheckpointUpdate, CollectionProgress};
 use crate::delivery::queue;
 use crate::delivery::record::Item;
+use crate::delivery::watermark::token_time;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::resend::Resender;
@@ -93,6 +94,9 @@ impl StreamLoop<'_> {
                 Err(e) => return Err(Error::mongo("open change stream", e)),
             };
             tracing::info!(position = ?start, scope = ?self.config.scope, one_by_one, "change stream open");
+            if let (Some(check), Some(at)) = (index_check.as_mut(), read_before(&start)) {
+                check.read_up_to(at);
+            }
             self.health.set_ready(self.component);
             let mut last_progress = Instant::now();
             let mut fragments = Fragments::default();
@@ -121,6 +125,10 @@ impl StreamLoop<'_> {
                         (_, None) => continue, // a fragment of a split event
                         (mut described, Some(event)) => {
                             let token = bson::to_document(&event.id).unwrap_or_default();
+                            let read = token_time(&token).or(event.cluster_time.map(ClusterTime::from));
+                            if let (Some(check), Some(read)) = (index_check.as_mut(), read) {
+                                check.read_up_to(read);
+                            }
                             if let (Some(described), OperationType::Other(kind), Some(ns)) =
                                 (described.as_mut(), &event.operation_type, &event.ns)
                             {
@@ -155,7 +163,10 @@ impl StreamLoop<'_> {
                     },
                     Ok(None) => {
                         let at = stream.resume_token().and_then(|t| bson::to_document(&t).ok());
-                        if let Some(at) = at.as_ref().and_then(crate::delivery::watermark::token_time) {
+                        if let Some(at) = at.as_ref().and_then(token_time) {
+                            if let Some(check) = index_check.as_mut() {
+                                check.read_up_to(at);
+                            }
                             if !self.resend_before(at, &shutdown).await {
                                 return Ok(());
                             }
@@ -338,5 +349,15 @@ impl StreamLoop<'_> {
         tracing::info!(namespace = %ns, "a rename moved a collection into the captured scope, or one the snapshot was copying: copying it");
         self.metrics.restarts.with_label_values(&["rename_copy"]).inc();
         copier.copy(ns, CollectionProgress::default(), at, shutdown).await
+    }
+}
+
+/// How far a stream opened at `start` has read before its first event: up to the token's time,
+/// or the time it starts after (none for `Now`, and for tokens that say no time: DocumentDB's).
+fn read_before(start: &Start) -> Option<ClusterTime> {
+    match start {
+        Start::ResumeAfter(token) => token_time(token),
+        Start::After(at) => Some(*at),
+        Start::Now => None,
     }
 }

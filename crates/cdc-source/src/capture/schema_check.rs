@@ -50,8 +50,13 @@ pub struct IndexCheck {
     last: Instant,
     /// The last listing; none before the first.
     known: Option<BTreeMap<Namespace, Listing>>,
-    /// Where the last changes were positioned: each comparison's come later.
-    at: Option<ClusterTime>,
+    /// Where the last changes were positioned, and which DDL (kind and namespace) went there: a
+    /// sink knows a DDL by kind, namespace and time, so none goes twice at one time.
+    sent: Option<(ClusterTime, Vec<String>)>,
+    /// How far the stream has read: every change before this cluster time is read, none after
+    /// it (changes at it may be, as a transaction's share one time). A comparison's changes are
+    /// positioned here; none when the stream has said nothing yet.
+    read_up_to: Option<ClusterTime>,
 }
 
 impl IndexCheck {
@@ -59,16 +64,31 @@ impl IndexCheck {
     pub fn every(interval: Duration) -> Option<Self> {
         // The first listing is due at once: until it, new collections cannot be told apart.
         let last = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
-        (!interval.is_zero()).then(|| Self { interval, last, known: None, at: None })
+        (!interval.is_zero()).then(|| Self { interval, last, known: None, sent: None, read_up_to: None })
     }
 
     pub fn due(&self) -> bool {
         self.last.elapsed() >= self.interval
     }
 
-    /// Lists and compares; returns the changes, positioned at the source's cluster time now.
+    /// The stream has read up to `at` (an event's time, or an empty batch's resume token's).
+    pub fn read_up_to(&mut self, at: ClusterTime) {
+        self.read_up_to = self.read_up_to.max(Some(at));
+    }
+
+    /// Lists and compares; returns the changes, positioned where the stream has read up to.
+    /// Positioned later (at the source's clock now), a new collection's create would go before
+    /// changes of the collection still unread (made while capture was stopped, or while it lags),
+    /// though a sink takes a partition's records to come in cluster-time order (it holds the
+    /// consistency point just before a new partition's first record). A change that went out at
+    /// the same time already (the stream has not moved since) waits for the next comparison.
     pub async fn run(&mut self, client: &mongodb::Client, converter: &Converter) -> Result<Option<Item>, Error> {
         self.last = Instant::now();
+        let at = match self.read_up_to {
+            Some(read) => read,
+            // Nothing read yet, and the stream's start says no time: the clock is all there is.
+            None => self.clock(client).await?,
+        };
         let mut listing = BTreeMap::new();
         for listed in schema::captured(client, &converter.filter).await?.into_iter().filter(|l| !l.view) {
             let now = listing_of(client, &listed).await?;
@@ -94,13 +114,26 @@ impl IndexCheck {
                 ddl.push(Ddl::CreateIndexes { ns: ns.clone(), indexes: created });
             }
         }
+        if !self.may_send(at, &ddl) {
+            // `known` stays as it was: the next comparison finds these changes again.
+            return Ok(None);
+        }
         let first = self.known.is_none();
         self.known = Some(listing);
         if ddl.is_empty() {
             return Ok(None);
         }
         tracing::info!(changes = ddl.len(), first, "schema comparison: sending what changed");
-        self.item(client, converter, ddl).await.map(Some)
+        Ok(Some(self.send_at(converter, ddl, at)))
+    }
+
+    /// Whether `ddl` may go at `at`: not before what went last, and none of it twice at one time.
+    fn may_send(&self, at: ClusterTime, ddl: &[Ddl]) -> bool {
+        match &self.sent {
+            None => true,
+            Some((last, _)) if at > *last => true,
+            Some((last, sent)) => at == *last && ddl.iter().all(|d| !sent.contains(&key(d))),
+        }
     }
 
     /// A captured collection the last listing does not know, met in the stream (a change to a
@@ -132,19 +165,27 @@ impl IndexCheck {
         // first record), and the clock has moved on past the change while it was read.
         match first_change {
             Some(change) => Ok(Some(self.item_at(converter, ddl, prev_tick(change)))),
-            None => self.item(client, converter, ddl).await.map(Some),
+            None => {
+                let at = self.clock(client).await?;
+                Ok(Some(self.send_at(converter, ddl, at)))
+            }
         }
     }
 
-    /// `ddl` as one item. A sink knows a DDL by kind, namespace and time: each item gets a time
-    /// of its own, the source's cluster time now.
-    async fn item(&mut self, client: &mongodb::Client, converter: &Converter, ddl: Vec<Ddl>) -> Result<Item, Error> {
-        let mut at = cluster_time(client).await?;
-        if let Some(last) = self.at {
-            at = at.max(next_tick(last));
+    /// The source's cluster time now, past the last changes sent.
+    async fn clock(&self, client: &mongodb::Client) -> Result<ClusterTime, Error> {
+        let at = cluster_time(client).await?;
+        Ok(self.sent.as_ref().map_or(at, |(last, _)| at.max(next_tick(*last))))
+    }
+
+    /// `ddl` as one item at `at`, remembered as sent there.
+    fn send_at(&mut self, converter: &Converter, ddl: Vec<Ddl>, at: ClusterTime) -> Item {
+        let keys = ddl.iter().map(key);
+        match &mut self.sent {
+            Some((last, sent)) if *last == at => sent.extend(keys),
+            sent => *sent = Some((at, keys.collect())),
         }
-        self.at = Some(at);
-        Ok(self.item_at(converter, ddl, at))
+        self.item_at(converter, ddl, at)
     }
 
     /// `ddl` as one item at `at`.
@@ -153,6 +194,11 @@ impl IndexCheck {
         let records = ddl.into_iter().flat_map(|ddl| converter.schema_records(ddl, at, now)).collect();
         Item { records, progress: None, cluster_time: Some(at) }
     }
+}
+
+/// What names a DDL to a sink, besides its time: its kind and namespace.
+fn key(ddl: &Ddl) -> String {
+    format!("{}:{}", ddl.kind(), ddl.namespace().map(ToString::to_string).unwrap_or_default())
 }
 
 /// A collection's options and indexes as the target should get them.
@@ -233,5 +279,25 @@ mod tests {
         assert!(check.due(), "the first listing at once");
         check.last = Instant::now();
         assert!(!check.due());
+    }
+
+    #[test]
+    fn a_change_goes_no_earlier_than_the_last_and_never_twice_at_one_time() {
+        let mut check = IndexCheck::every(Duration::from_secs(1)).expect("a check");
+        let ns = Namespace::new("shop", "items");
+        let (indexes, modify) = (
+            Ddl::CreateIndexes { ns: ns.clone(), indexes: vec![doc! {"name": "a"}] },
+            Ddl::Modify { ns: ns.clone(), changes: doc! {"validator": {}} },
+        );
+        let at = ClusterTime { t: 100, i: 5 };
+        assert!(check.may_send(at, std::slice::from_ref(&indexes)), "nothing sent yet");
+        check.sent = Some((at, vec![key(&indexes)]));
+        assert!(!check.may_send(at, std::slice::from_ref(&indexes)), "the same kind and namespace at the same time");
+        assert!(check.may_send(at, std::slice::from_ref(&modify)), "another kind may share the time");
+        assert!(check.may_send(next_tick(at), std::slice::from_ref(&indexes)), "the stream moved on");
+        assert!(!check.may_send(prev_tick(at), std::slice::from_ref(&modify)), "never before what went last");
+        check.read_up_to(next_tick(at));
+        check.read_up_to(at);
+        assert_eq!(check.read_up_to, Some(next_tick(at)), "how far the stream read never moves back");
     }
 }
