@@ -138,7 +138,7 @@ async fn run_once(
     let plan = match plan {
         Plan::StartNow => {
             let at = server::cluster_time(client).await?;
-            checkpoint.cluster_time = Some(at.into());
+            checkpoint.cluster_time = Some(at);
             checkpoint.written_at_ms = server::now_ms();
             producer.write(&[], &mut checkpoint, None).await?;
             Plan::StartAfter(at)
@@ -157,8 +157,7 @@ async fn run_once(
     converter.rs = server::replica_set_name(client).await;
     converter.transforms =
         transform::Rules::load(&config.transforms).map_err(|problems| Error::fatal(problems.join("; ")))?;
-    converter.recopy_renames_until =
-        checkpoint.snapshot.as_ref().and_then(|s| s.completed_at).map(envelope::ClusterTime::from);
+    converter.recopy_renames_until = checkpoint.snapshot.as_ref().and_then(|s| s.completed_at);
     let seq = converter.seq.clone();
     let source =
         envelope::SourceInfo { name: config.capture.name.clone(), rs: converter.rs.clone(), ..Default::default() };

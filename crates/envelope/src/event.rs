@@ -74,8 +74,9 @@ impl fmt::Display for Namespace {
     }
 }
 
-/// A MongoDB cluster time (oplog timestamp): seconds and an increment within the second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// A MongoDB cluster time (oplog timestamp): seconds and an increment within the second. As
+/// JSON (resend replies, cdc-source's checkpoints): `{"t": …, "i": …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClusterTime {
     pub t: u32,
     pub i: u32,

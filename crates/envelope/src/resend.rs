@@ -48,28 +48,10 @@ pub struct ResendReply {
     /// carries the newer state (and the request id), so no copy was sent.
     pub superseded: u64,
     /// The stream position the copies were sent at: a consistency point at or past it has them.
-    pub closed_at: Option<ClusterTimeJson>,
+    pub closed_at: Option<ClusterTime>,
     /// Why nothing was sent (a namespace this source does not capture, an unreadable request).
     pub error: Option<String>,
     pub at_ms: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterTimeJson {
-    pub t: u32,
-    pub i: u32,
-}
-
-impl From<ClusterTime> for ClusterTimeJson {
-    fn from(ct: ClusterTime) -> Self {
-        Self { t: ct.t, i: ct.i }
-    }
-}
-
-impl From<ClusterTimeJson> for ClusterTime {
-    fn from(ct: ClusterTimeJson) -> Self {
-        Self { t: ct.t, i: ct.i }
-    }
 }
 
 /// A record of the request topic.
@@ -156,7 +138,7 @@ mod tests {
             resent: 2,
             deleted: 1,
             superseded: 1,
-            closed_at: Some(ClusterTimeJson { t: 9, i: 3 }),
+            closed_at: Some(ClusterTime { t: 9, i: 3 }),
             error: None,
             at_ms: 8,
         };

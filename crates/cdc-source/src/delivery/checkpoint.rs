@@ -13,24 +13,6 @@ use crate::config::SnapshotMode;
 /// Version of the checkpoint's JSON; a newer one is refused rather than misread.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Time {
-    pub t: u32,
-    pub i: u32,
-}
-
-impl From<ClusterTime> for Time {
-    fn from(ct: ClusterTime) -> Self {
-        Self { t: ct.t, i: ct.i }
-    }
-}
-
-impl From<Time> for ClusterTime {
-    fn from(time: Time) -> Self {
-        Self { t: time.t, i: time.i }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub v: u32,
@@ -38,7 +20,7 @@ pub struct Checkpoint {
     /// strict extended JSON.
     pub resume_token: Option<String>,
     /// Cluster time of that event, when known.
-    pub cluster_time: Option<Time>,
+    pub cluster_time: Option<ClusterTime>,
     /// The next event sequence number to hand out.
     pub seq: u64,
     /// Progress of the current or last snapshot.
@@ -58,12 +40,12 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotState {
     /// The stream position fixed before copying; streaming starts here afterwards.
-    pub start_at: Option<Time>,
+    pub start_at: Option<ClusterTime>,
     pub completed: bool,
     /// When the last collection was copied: a rename streamed up to then may have moved a
     /// collection while it was copied, so its destination is copied again.
     #[serde(default)]
-    pub completed_at: Option<Time>,
+    pub completed_at: Option<ClusterTime>,
     /// Per `db.collection`.
     pub collections: BTreeMap<String, CollectionProgress>,
 }
@@ -166,15 +148,15 @@ impl Checkpoint {
             CheckpointUpdate::Stream { resume_token, cluster_time } => {
                 self.resume_token = Some(extjson::document_to_string(&resume_token, Style::Strict));
                 if let Some(ct) = cluster_time {
-                    self.cluster_time = Some(ct.into());
+                    self.cluster_time = Some(ct);
                 }
             }
             CheckpointUpdate::SnapshotStarted { start_at, namespaces } => {
                 // A new snapshot replaces the stream position: streaming restarts at start_at.
                 self.resume_token = None;
-                self.cluster_time = Some(start_at.into());
+                self.cluster_time = Some(start_at);
                 self.snapshot = Some(SnapshotState {
-                    start_at: Some(start_at.into()),
+                    start_at: Some(start_at),
                     completed: false,
                     completed_at: None,
                     collections: namespaces.into_iter().map(|ns| (ns, CollectionProgress::default())).collect(),
@@ -215,7 +197,7 @@ impl Checkpoint {
             CheckpointUpdate::SnapshotCompleted { at } => {
                 if let Some(state) = &mut self.snapshot {
                     state.completed = true;
-                    state.completed_at = Some(at.into());
+                    state.completed_at = Some(at);
                 }
             }
             CheckpointUpdate::Requests { next } => {
@@ -250,7 +232,7 @@ pub fn plan(stored: Option<&Checkpoint>, mode: SnapshotMode) -> Plan {
         return Plan::ResumeAfter(token);
     }
     match checkpoint.cluster_time {
-        Some(time) => Plan::StartAfter(time.into()),
+        Some(time) => Plan::StartAfter(time),
         None => Plan::StartNow,
     }
 }
@@ -308,13 +290,13 @@ mod tests {
         });
         cp.apply(CheckpointUpdate::SnapshotCompleted { at: ct(120, 3) });
         assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::StartAfter(ct(100, 1)));
-        assert_eq!(cp.snapshot.as_ref().and_then(|s| s.completed_at), Some(Time { t: 120, i: 3 }));
+        assert_eq!(cp.snapshot.as_ref().and_then(|s| s.completed_at), Some(ClusterTime { t: 120, i: 3 }));
         assert_eq!(plan(Some(&cp), SnapshotMode::InitialOnly), Plan::Idle);
 
         let token = doc! {"_data": "826553"};
         cp.apply(CheckpointUpdate::Stream { resume_token: token.clone(), cluster_time: Some(ct(101, 2)) });
         assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::ResumeAfter(token));
-        assert_eq!(cp.cluster_time, Some(Time { t: 101, i: 2 }));
+        assert_eq!(cp.cluster_time, Some(ClusterTime { t: 101, i: 2 }));
     }
 
     #[test]

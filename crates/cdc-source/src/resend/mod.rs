@@ -199,7 +199,7 @@ impl Resender {
             resent,
             deleted,
             superseded,
-            closed_at: closed_at.map(Into::into),
+            closed_at,
             error: None,
             at_ms: now_ms(),
         };

@@ -58,7 +58,7 @@ impl Snapshot<'_> {
     /// streaming must start. Returns early, with `None`, on shutdown.
     pub async fn run(&self, state: SnapshotState, shutdown: &CancellationToken) -> Result<Option<Done>, Error> {
         let (start_at, collections) = match state.start_at {
-            Some(start_at) => (ClusterTime::from(start_at), state.collections),
+            Some(start_at) => (start_at, state.collections),
             None => {
                 // Fix the position before reading anything.
                 let start_at = cluster_time(self.client).await?;
