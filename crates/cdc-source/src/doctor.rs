@@ -131,7 +131,7 @@ async fn change_streams(
     checkpoint: Option<&Checkpoint>,
 ) {
     let start = match plan(checkpoint, config.snapshot.mode) {
-        Plan::ResumeAfter(token) => Start::ResumeAfter(token),
+        Plan::ResumeAfter(token, _) => Start::ResumeAfter(token),
         Plan::StartAfter(time) => Start::After(time),
         _ => Start::Now,
     };

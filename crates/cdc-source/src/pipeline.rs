@@ -210,6 +210,7 @@ impl Capture<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         let (config, health) = (self.config, self.health);
+        let mut resumed_at = None;
         let start = match plan {
             Plan::Idle => {
                 health.set_ready(COMPONENT);
@@ -218,7 +219,10 @@ impl Capture<'_> {
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            Plan::ResumeAfter(token) => Start::ResumeAfter(token),
+            Plan::ResumeAfter(token, at) => {
+                resumed_at = at;
+                Start::ResumeAfter(token)
+            }
             Plan::StartAfter(time) => Start::After(time),
             Plan::StartNow => Start::Now,
             Plan::Snapshot(state) => {
@@ -245,17 +249,17 @@ impl Capture<'_> {
                 let mut converter =
                     Arc::try_unwrap(converter).map_err(|_| Error::fatal("snapshot still running".into()))?;
                 converter.recopy_renames_until = Some(done.completed_at);
-                return self.stream(converter, tx, Start::After(done.start_at), shutdown).await;
+                return self.stream(converter, tx, (Start::After(done.start_at), None), shutdown).await;
             }
         };
-        self.stream(converter, tx, start, shutdown).await
+        self.stream(converter, tx, (start, resumed_at), shutdown).await
     }
 
     async fn stream(
         &self,
         converter: Converter,
         tx: queue::Sender,
-        start: Start,
+        (start, resumed_at): (Start, Option<envelope::ClusterTime>),
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         let config = self.config;
@@ -274,6 +278,7 @@ impl Capture<'_> {
             copy_batch_size: config.snapshot.batch_size,
             schema_check_interval: Duration::from_millis(config.capture.schema_check_interval_ms),
             resender: Some(resender),
+            resumed_at,
         };
         stream.run(start, shutdown.clone()).await
     }
@@ -288,7 +293,7 @@ fn plan_name(plan: &Plan) -> &'static str {
     match plan {
         Plan::Snapshot(state) if state.start_at.is_some() => "resume snapshot",
         Plan::Snapshot(_) => "snapshot",
-        Plan::ResumeAfter(_) => "resume after token",
+        Plan::ResumeAfter(..) => "resume after token",
         Plan::StartAfter(_) => "start after cluster time",
         Plan::StartNow => "start now",
         Plan::Idle => "idle",

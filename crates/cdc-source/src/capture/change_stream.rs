@@ -47,6 +47,9 @@ pub struct StreamLoop<'a> {
     pub schema_check_interval: Duration,
     /// Documents re-sent at an operator's request, ordered with the stream (`resend/`).
     pub resender: Option<Resender>,
+    /// The cluster time stored with the resume token the stream starts after (DocumentDB's
+    /// tokens say none themselves).
+    pub resumed_at: Option<ClusterTime>,
 }
 
 /// The namespace of a change that may be a collection's first (an insert, or an upsert).
@@ -94,7 +97,7 @@ impl StreamLoop<'_> {
                 Err(e) => return Err(Error::mongo("open change stream", e)),
             };
             tracing::info!(position = ?start, scope = ?self.config.scope, one_by_one, "change stream open");
-            if let (Some(check), Some(at)) = (index_check.as_mut(), read_before(&start)) {
+            if let (Some(check), Some(at)) = (index_check.as_mut(), read_before(&start, self.resumed_at)) {
                 check.read_up_to(at);
             }
             self.health.set_ready(self.component);
@@ -353,11 +356,31 @@ impl StreamLoop<'_> {
 }
 
 /// How far a stream opened at `start` has read before its first event: up to the token's time,
-/// or the time it starts after (none for `Now`, and for tokens that say no time: DocumentDB's).
-fn read_before(start: &Start) -> Option<ClusterTime> {
+/// or the time it starts after; none for `Now`. `resumed_at`: the time stored with a token that
+/// says none itself (DocumentDB's).
+fn read_before(start: &Start, resumed_at: Option<ClusterTime>) -> Option<ClusterTime> {
     match start {
-        Start::ResumeAfter(token) => token_time(token),
+        Start::ResumeAfter(token) => token_time(token).or(resumed_at),
         Start::After(at) => Some(*at),
         Start::Now => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+
+    #[test]
+    fn a_stream_has_read_up_to_its_starts_time_before_its_first_event() {
+        let at = ClusterTime { t: 1_796_166_476, i: 10 };
+        let mongodb_token = doc! {"_data": "826b0f534c0000000a2b"};
+        assert_eq!(read_before(&Start::ResumeAfter(mongodb_token), None), Some(at), "the token's own time");
+        let documentdb_token = doc! {"_data": "0100000000000001"};
+        assert_eq!(read_before(&Start::ResumeAfter(documentdb_token.clone()), Some(at)), Some(at), "the stored time");
+        assert_eq!(read_before(&Start::ResumeAfter(documentdb_token), None), None);
+        assert_eq!(read_before(&Start::After(at), None), Some(at));
+        assert_eq!(read_before(&Start::Now, Some(at)), None, "a start now says nothing of a stored time");
     }
 }

@@ -131,8 +131,9 @@ pub enum CheckpointUpdate {
 pub enum Plan {
     /// Copy (from scratch, or continuing the stored progress), then stream from its start.
     Snapshot(SnapshotState),
-    /// Stream after this resume token.
-    ResumeAfter(Document),
+    /// Stream after this resume token, stored with the cluster time of its position (for
+    /// tokens that say no time: DocumentDB's).
+    ResumeAfter(Document, Option<ClusterTime>),
     /// Stream after this cluster time (a snapshot's position or a fixed "now": what happened at
     /// it is covered already).
     StartAfter(ClusterTime),
@@ -229,7 +230,7 @@ pub fn plan(stored: Option<&Checkpoint>, mode: SnapshotMode) -> Plan {
         return Plan::Idle;
     }
     if let Some(token) = checkpoint.resume_token() {
-        return Plan::ResumeAfter(token);
+        return Plan::ResumeAfter(token, checkpoint.cluster_time);
     }
     match checkpoint.cluster_time {
         Some(time) => Plan::StartAfter(time),
@@ -295,8 +296,7 @@ mod tests {
 
         let token = doc! {"_data": "826553"};
         cp.apply(CheckpointUpdate::Stream { resume_token: token.clone(), cluster_time: Some(ct(101, 2)) });
-        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::ResumeAfter(token));
-        assert_eq!(cp.cluster_time, Some(ClusterTime { t: 101, i: 2 }));
+        assert_eq!(plan(Some(&cp), SnapshotMode::Initial), Plan::ResumeAfter(token, Some(ct(101, 2))));
     }
 
     #[test]
