@@ -275,6 +275,27 @@ impl Ddl {
         }
     }
 
+    /// What tells two DDL of one kind, namespace and cluster time apart, where that can happen:
+    /// for changes that only shape a collection (a create, index and option changes), a digest
+    /// of what they set. A source that learns of such changes by listing them (the stream reports
+    /// no DDL) positions them where its stream has read, which may not have moved since its last
+    /// listing or its last start: two different changes there are two DDL, and the same change
+    /// sent again is one. None for drops and renames (each has a cluster time of its own).
+    /// Stable across processes and versions: FNV-1a over the BSON of what the DDL sets.
+    pub fn content_digest(&self) -> Option<u64> {
+        let content = match self {
+            Ddl::Create { options, .. } => bson::doc! {"options": options},
+            Ddl::CreateIndexes { indexes, .. } => bson::doc! {"indexes": indexes},
+            Ddl::DropIndexes { names, .. } => bson::doc! {"names": names},
+            Ddl::Modify { changes, .. } => bson::doc! {"changes": changes},
+            Ddl::Drop(_) | Ddl::Rename { .. } | Ddl::DropDatabase { .. } => return None,
+        };
+        let bytes = bson::to_vec(&content).unwrap_or_default();
+        Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        }))
+    }
+
     /// The collection the DDL names first (the old name of a rename); none for a database.
     pub fn namespace(&self) -> Option<&Namespace> {
         match self {
@@ -357,5 +378,32 @@ impl ControlEvent {
             return self.markers;
         }
         self.topics.iter().filter(|(topic, _)| reads(topic)).map(|(_, n)| *n).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+
+    #[test]
+    fn schema_changes_differ_by_what_they_set_and_drops_by_time_alone() {
+        let ns = Namespace::new("shop", "items");
+        let indexes = |names: &[&str]| Ddl::CreateIndexes {
+            ns: ns.clone(),
+            indexes: names.iter().map(|n| doc! {"name": *n, "key": {*n: 1}}).collect(),
+        };
+        assert_eq!(indexes(&["a"]).content_digest(), indexes(&["a"]).content_digest(), "the same change");
+        assert_ne!(indexes(&["a"]).content_digest(), indexes(&["a", "b"]).content_digest());
+        let validator =
+            |field: &str| Ddl::Modify { ns: ns.clone(), changes: doc! {"validator": {"required": [field]}} };
+        assert_ne!(validator("a").content_digest(), validator("b").content_digest());
+        // Pinned: a sink of another version must name the same DDL the same way.
+        assert_eq!(
+            Ddl::DropIndexes { ns: ns.clone(), names: vec!["a".into()] }.content_digest(),
+            Some(0x7820_bf7b_2c2e_923c)
+        );
+        assert_eq!(Ddl::Drop(ns).content_digest(), None);
     }
 }

@@ -190,6 +190,33 @@ async fn the_documentdb_profile_copies_the_schema_and_catches_index_changes_by_c
     sink.stop().await;
 }
 
+/// Where the stream reports no schema changes, the first listing after a start sends every index
+/// again, positioned where the stream starts. A source that stood still since its last start
+/// starts where it started then: an index built while it was stopped goes out at the same
+/// position as the listing of the last start, and must not pass for it at the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_built_while_capture_was_stopped_reaches_the_target_where_the_stream_reports_no_schema_changes() {
+    let mut p = Pipeline::new("schema_restart", 2).await;
+    p.source_config.capture.compat = Compat::Documentdb;
+    p.sink_config.apply.compat = Compat::Documentdb;
+    // No idle checkpoints: the second start is where the first one was.
+    p.source_config.delivery.idle_checkpoint_interval_ms = 3_600_000;
+    build_items(&p.source_db()).await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(90)).await;
+    same_schema(&p, &["items"]).await;
+    source.stop().await;
+
+    let db = p.source_db();
+    command(&db, doc! {"createIndexes": "items", "indexes": [{"key": {"made_while_stopped": 1}, "name": "late"}]})
+        .await;
+    let source = p.start_source().await;
+    same_schema(&p, &["items"]).await;
+    source.stop().await;
+    sink.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_target_never_expires_a_document_the_source_still_has() {
     // A source whose TTL monitor is off keeps expired documents; a target whose monitor runs every

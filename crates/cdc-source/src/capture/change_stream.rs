@@ -97,8 +97,8 @@ impl StreamLoop<'_> {
                 Err(e) => return Err(Error::mongo("open change stream", e)),
             };
             tracing::info!(position = ?start, scope = ?self.config.scope, one_by_one, "change stream open");
-            if let (Some(check), Some(at)) = (index_check.as_mut(), read_before(&start, self.resumed_at)) {
-                check.read_up_to(at);
+            if let Some(check) = index_check.as_mut() {
+                check.read_up_to(read_before(&start, self.resumed_at), None);
             }
             self.health.set_ready(self.component);
             let mut last_progress = Instant::now();
@@ -128,9 +128,9 @@ impl StreamLoop<'_> {
                         (_, None) => continue, // a fragment of a split event
                         (mut described, Some(event)) => {
                             let token = bson::to_document(&event.id).unwrap_or_default();
-                            let read = token_time(&token).or(event.cluster_time.map(ClusterTime::from));
-                            if let (Some(check), Some(read)) = (index_check.as_mut(), read) {
-                                check.read_up_to(read);
+                            if let Some(check) = index_check.as_mut() {
+                                let read = token_time(&token).or(event.cluster_time.map(ClusterTime::from));
+                                check.read_up_to(read, Some(token.clone()));
                             }
                             if let (Some(described), OperationType::Other(kind), Some(ns)) =
                                 (described.as_mut(), &event.operation_type, &event.ns)
@@ -166,10 +166,10 @@ impl StreamLoop<'_> {
                     },
                     Ok(None) => {
                         let at = stream.resume_token().and_then(|t| bson::to_document(&t).ok());
+                        if let (Some(check), Some(token)) = (index_check.as_mut(), at.as_ref()) {
+                            check.read_up_to(token_time(token), Some(token.clone()));
+                        }
                         if let Some(at) = at.as_ref().and_then(token_time) {
-                            if let Some(check) = index_check.as_mut() {
-                                check.read_up_to(at);
-                            }
                             if !self.resend_before(at, &shutdown).await {
                                 return Ok(());
                             }

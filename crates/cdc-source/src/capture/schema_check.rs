@@ -18,6 +18,7 @@ use envelope::{ClusterTime, Ddl, Namespace};
 use crate::capture::convert::Converter;
 use crate::capture::schema;
 use crate::capture::watch::{next_tick, prev_tick};
+use crate::delivery::checkpoint::CheckpointUpdate;
 use crate::delivery::record::Item;
 use crate::error::Error;
 use crate::server::{cluster_time, now_ms};
@@ -57,6 +58,10 @@ pub struct IndexCheck {
     /// it (changes at it may be, as a transaction's share one time). A comparison's changes are
     /// positioned here; none when the stream has said nothing yet.
     read_up_to: Option<ClusterTime>,
+    /// The stream's position as a checkpoint (its last token, with its time when known): a
+    /// comparison's changes carry it, so that a restart resumes past them and never sends what
+    /// they said again at an earlier position.
+    position: Option<CheckpointUpdate>,
 }
 
 impl IndexCheck {
@@ -64,16 +69,28 @@ impl IndexCheck {
     pub fn every(interval: Duration) -> Option<Self> {
         // The first listing is due at once: until it, new collections cannot be told apart.
         let last = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
-        (!interval.is_zero()).then(|| Self { interval, last, known: None, sent: None, read_up_to: None })
+        (!interval.is_zero()).then(|| Self {
+            interval,
+            last,
+            known: None,
+            sent: None,
+            read_up_to: None,
+            position: None,
+        })
     }
 
     pub fn due(&self) -> bool {
         self.last.elapsed() >= self.interval
     }
 
-    /// The stream has read up to `at` (an event's time, or an empty batch's resume token's).
-    pub fn read_up_to(&mut self, at: ClusterTime) {
-        self.read_up_to = self.read_up_to.max(Some(at));
+    /// The stream has read up to `at` (an event's time, or an empty batch's resume token's; the
+    /// start's before anything is read), and, where there is one, up to `token`, whose position
+    /// `at` is (or is before, where the token says no time: DocumentDB's).
+    pub fn read_up_to(&mut self, at: Option<ClusterTime>, token: Option<Document>) {
+        self.read_up_to = self.read_up_to.max(at);
+        if let Some(resume_token) = token {
+            self.position = Some(CheckpointUpdate::Stream { resume_token, cluster_time: at });
+        }
     }
 
     /// Lists and compares; returns the changes, positioned where the stream has read up to.
@@ -116,6 +133,7 @@ impl IndexCheck {
         }
         if !self.may_send(at, &ddl) {
             // `known` stays as it was: the next comparison finds these changes again.
+            tracing::info!(position = ?at, "schema comparison: a change like one sent at this position already; waiting for the stream to move");
             return Ok(None);
         }
         let first = self.known.is_none();
@@ -124,7 +142,9 @@ impl IndexCheck {
             return Ok(None);
         }
         tracing::info!(changes = ddl.len(), first, "schema comparison: sending what changed");
-        Ok(Some(self.send_at(converter, ddl, at)))
+        let mut item = self.send_at(converter, ddl, at);
+        item.progress = self.position.clone();
+        Ok(Some(item))
     }
 
     /// Whether `ddl` may go at `at`: not before what went last, and none of it twice at one time.
@@ -192,13 +212,16 @@ impl IndexCheck {
     fn item_at(&self, converter: &Converter, ddl: Vec<Ddl>, at: ClusterTime) -> Item {
         let now = now_ms();
         let records = ddl.into_iter().flat_map(|ddl| converter.schema_records(ddl, at, now)).collect();
-        Item { records, progress: None, cluster_time: Some(at) }
+        // No source event's time: the lag metric is the changes'.
+        Item { records, progress: None, cluster_time: None }
     }
 }
 
-/// What names a DDL to a sink, besides its time: its kind and namespace.
+/// What names a DDL to a sink, besides its time: its kind, namespace and (for changes that only
+/// shape a collection) what it sets.
 fn key(ddl: &Ddl) -> String {
-    format!("{}:{}", ddl.kind(), ddl.namespace().map(ToString::to_string).unwrap_or_default())
+    let ns = ddl.namespace().map(ToString::to_string).unwrap_or_default();
+    format!("{}:{ns}#{:?}", ddl.kind(), ddl.content_digest())
 }
 
 /// A collection's options and indexes as the target should get them.
@@ -292,12 +315,14 @@ mod tests {
         let at = ClusterTime { t: 100, i: 5 };
         assert!(check.may_send(at, std::slice::from_ref(&indexes)), "nothing sent yet");
         check.sent = Some((at, vec![key(&indexes)]));
-        assert!(!check.may_send(at, std::slice::from_ref(&indexes)), "the same kind and namespace at the same time");
+        assert!(!check.may_send(at, std::slice::from_ref(&indexes)), "the same change at the same time");
+        let other = Ddl::CreateIndexes { ns: ns.clone(), indexes: vec![doc! {"name": "b"}] };
+        assert!(check.may_send(at, std::slice::from_ref(&other)), "a sink tells another index change apart");
         assert!(check.may_send(at, std::slice::from_ref(&modify)), "another kind may share the time");
         assert!(check.may_send(next_tick(at), std::slice::from_ref(&indexes)), "the stream moved on");
         assert!(!check.may_send(prev_tick(at), std::slice::from_ref(&modify)), "never before what went last");
-        check.read_up_to(next_tick(at));
-        check.read_up_to(at);
+        check.read_up_to(Some(next_tick(at)), None);
+        check.read_up_to(Some(at), None);
         assert_eq!(check.read_up_to, Some(next_tick(at)), "how far the stream read never moves back");
     }
 }

@@ -59,8 +59,9 @@ impl Dispatcher {
             self.point.clone(),
         ));
         let mut consumer_ok = None;
-        // Pauses after consumer errors (a broker away): jittered, so replicas do not retry together.
-        let mut errors = service_kit::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        // Pauses after consumer errors (a broker away): jittered, so replicas do not retry together;
+        // short, as the loop answers neither a stop nor its partitions meanwhile.
+        let mut errors = service_kit::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
         loop {
             beat.beat();
             tokio::select! {

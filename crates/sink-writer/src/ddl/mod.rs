@@ -172,10 +172,16 @@ impl DdlApplier {
         Ok(passed)
     }
 
-    /// The DDL's entry in the log: one per group, kind, scope and cluster time.
+    /// The DDL's entry in the log: one per group, kind, scope, cluster time and, for changes
+    /// that only shape a collection, what they set (a source listing schema changes may send
+    /// two different ones at one time: both apply; the same one sent again applies once).
     fn entry_id(&self, event: &ControlEvent) -> String {
         let at = event.position.cluster_time;
-        format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scopes(&event.ddl).0, at.t, at.i)
+        let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scopes(&event.ddl).0, at.t, at.i);
+        match event.ddl.content_digest() {
+            Some(digest) => format!("{id}#{digest:016x}"),
+            None => id,
+        }
     }
 
     /// Fixes the step (unless an earlier claimer did), then performs it; `Some(reason)` when the

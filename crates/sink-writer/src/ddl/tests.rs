@@ -165,3 +165,15 @@ async fn events_older_than_an_applied_drop_or_rename_are_obsolete_and_newer_ones
     assert!(f.applier.obsolete(&ns("shop.a"), at(19)) && f.applier.obsolete(&ns("shop.b"), at(19)));
     assert!(!f.applier.obsolete(&ns("shop.c"), at(29)), "a modify leaves documents as they are");
 }
+
+#[tokio::test]
+async fn two_different_schema_changes_at_one_time_both_apply_and_the_same_one_sent_again_once() {
+    let f = fixture(&["shop.items"], &[]);
+    let indexes = |name: &str| Ddl::CreateIndexes { ns: ns("shop.items"), indexes: vec![doc! {"name": name}] };
+    // A source listing schema changes where its stream had not moved: both at (10, 1).
+    f.apply(&event(indexes("by_sku"), 10)).await;
+    f.apply(&event(indexes("by_tag"), 10)).await;
+    f.apply(&event(indexes("by_tag"), 10)).await;
+    let changes = f.catalog.commands();
+    assert_eq!(changes, vec!["change createIndexes shop.items", "change createIndexes shop.items"], "{changes:?}");
+}

@@ -166,7 +166,7 @@ fn record(tp: &Tp, offset: i64) -> OwnedMessage {
 
 /// Waits until `check` holds (the tasks run beside the test).
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..3000 {
         if check() {
             return;
         }
@@ -178,7 +178,7 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 impl Setup {
     /// The next control the partitions sent to the consumer loop.
     async fn control(&mut self) -> Control {
-        tokio::time::timeout(Duration::from_secs(5), self.control.recv()).await.expect("a control").expect("open")
+        tokio::time::timeout(Duration::from_secs(15), self.control.recv()).await.expect("a control").expect("open")
     }
 
     /// Hands the records to their partitions, as the consumer loop does; returns the offsets
