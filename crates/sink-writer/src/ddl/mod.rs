@@ -172,13 +172,16 @@ impl DdlApplier {
         Ok(passed)
     }
 
-    /// The DDL's entry in the log: one per group, kind, scope, cluster time and, for changes
-    /// that only shape a collection, what they set (a source listing schema changes may send
-    /// two different ones at one time: both apply; the same one sent again applies once).
+    /// The DDL's entry in the log: one per group, kind, scope and cluster time. A DDL read from
+    /// the stream has a time of its own (its copies sent again after a crash are the same DDL,
+    /// even if what they set was read again since). One a source found by listing (where the
+    /// stream reports no DDL) or copied in a snapshot has no resume token: it is positioned where
+    /// the stream had read, which two listings may share (across a restart, too), so what it sets
+    /// names it as well: two different changes there both apply, the same one sent again once.
     fn entry_id(&self, event: &ControlEvent) -> String {
         let at = event.position.cluster_time;
         let id = format!("{}|{}:{}@{}.{}", self.group, event.ddl.kind(), scopes(&event.ddl).0, at.t, at.i);
-        match event.ddl.content_digest() {
+        match event.ddl.content_digest().filter(|_| event.position.resume_token.is_none()) {
             Some(digest) => format!("{id}#{digest:016x}"),
             None => id,
         }

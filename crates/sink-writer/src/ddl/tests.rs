@@ -177,3 +177,17 @@ async fn two_different_schema_changes_at_one_time_both_apply_and_the_same_one_se
     let changes = f.catalog.commands();
     assert_eq!(changes, vec!["change createIndexes shop.items", "change createIndexes shop.items"], "{changes:?}");
 }
+
+#[tokio::test]
+async fn copies_of_a_ddl_read_from_the_stream_are_one_ddl_whatever_they_set() {
+    // Sent again after a crash, a streamed create carries options read again since: still one.
+    let f = fixture(&[], &[]);
+    let create = |validator: &str| {
+        let mut event = event(Ddl::Create { ns: ns("shop.items"), options: doc! {"validator": {"v": validator}} }, 10);
+        event.position.resume_token = Some(envelope::ResumeToken::from_document(&doc! {"_data": "82"}));
+        event
+    };
+    f.apply(&create("first")).await;
+    f.apply(&create("read again")).await;
+    assert_eq!(f.catalog.commands(), vec!["change create shop.items"]);
+}
