@@ -21,6 +21,7 @@ use crate::apply::write_plan::{self, DocKey};
 use crate::apply::{write_batch, Batch};
 use crate::consume::fence::Fence;
 use crate::consume::offsets::Marks;
+use crate::consume::partitions::{Control, NewTask, Tasks};
 use crate::consume::reader::Decoded;
 use crate::error::Error;
 
@@ -35,7 +36,7 @@ pub struct PartitionTask {
     /// Proof of ownership before writing, after the process stood still.
     pub fence: Arc<Fence>,
     /// Where the task asks the consumer to move its fetch position.
-    pub control: mpsc::Sender<crate::consume::partitions::Control>,
+    pub control: mpsc::Sender<Control>,
     /// This task's generation among the partition's restarts.
     pub generation: u64,
 }
@@ -43,14 +44,13 @@ pub struct PartitionTask {
 /// The partitions' tasks in service: each applies its records to the target.
 pub struct Apply(pub Arc<Shared>);
 
-impl crate::consume::partitions::Tasks for Apply {
+impl Tasks for Apply {
     fn run(
         &self,
-        task: crate::consume::partitions::NewTask,
+        task: NewTask,
         records: mpsc::Receiver<Decoded>,
     ) -> futures::future::BoxFuture<'static, Result<(), Error>> {
-        let crate::consume::partitions::NewTask { tp: (topic, partition), marks, stop, fence, control, generation } =
-            task;
+        let NewTask { tp: (topic, partition), marks, stop, fence, control, generation } = task;
         let task = PartitionTask { topic, partition, shared: self.0.clone(), marks, stop, fence, control, generation };
         Box::pin(task.run(records))
     }
@@ -118,10 +118,7 @@ impl PartitionTask {
     /// target already).
     pub async fn seek(&self, offset: i64) {
         let tp = (self.topic.clone(), self.partition);
-        let _ = self
-            .control
-            .send(crate::consume::partitions::Control::Seek { tp, offset, generation: self.generation })
-            .await;
+        let _ = self.control.send(Control::Seek { tp, offset, generation: self.generation }).await;
     }
 
     pub(crate) fn destination(&self) -> Destination {
