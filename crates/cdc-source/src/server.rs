@@ -45,11 +45,5 @@ pub async fn version(client: &mongodb::Client) -> Result<(String, Vec<i64>), Err
 
 /// Whether a collection (or view) exists on the source now.
 pub async fn collection_exists(client: &mongodb::Client, ns: &envelope::Namespace) -> Result<bool, Error> {
-    let names = client
-        .database(&ns.db)
-        .list_collection_names()
-        .filter(doc! {"name": &ns.coll})
-        .await
-        .map_err(|e| Error::mongo("list collections", e))?;
-    Ok(!names.is_empty())
+    service_kit::connect::collection_exists(&client.database(&ns.db), &ns.coll).await.map_err(Error::Common)
 }

@@ -158,6 +158,16 @@ fn uri_option(uri: &str, name: &str) -> Option<String> {
     Some(value.replace("%24", "$").replace("%2D", "-"))
 }
 
+/// Whether database `db` has a collection (or view) named `name` now.
+pub async fn collection_exists(db: &mongodb::Database, name: &str) -> Result<bool, crate::error::Error> {
+    let names = db
+        .list_collection_names()
+        .filter(mongodb::bson::doc! {"name": name})
+        .await
+        .map_err(|e| crate::error::Error::mongo("list collections", e))?;
+    Ok(!names.is_empty())
+}
+
 /// Answers whether the deployment responds to `ping`; the error says why not (no secrets).
 pub async fn ping_mongo(client: &mongodb::Client) -> Result<(), String> {
     client.database("admin").run_command(bson::doc! {"ping": 1}).await.map(|_| ()).map_err(|e| e.kind.to_string())

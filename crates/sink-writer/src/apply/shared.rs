@@ -1,7 +1,6 @@
 //! What every partition task shares: the target writer, the dead-letter topic and book, DDL state,
 //! namespace mapping, metrics, readiness, the retry loop, the topics read, and the limits.
 
-use bson::doc;
 use envelope::Namespace;
 use mongodb::options::WriteConcern;
 use service_kit::health::Health;
@@ -72,12 +71,7 @@ impl Shared {
     /// carries its options, and the snapshot copies them), and remembers it exists.
     pub async fn create_collection(&self, ns: &Namespace) -> Result<(), Error> {
         let db = self.client.database(&ns.db);
-        let names = db
-            .list_collection_names()
-            .filter(doc! {"name": &ns.coll})
-            .await
-            .map_err(|e| Error::mongo("list collections", e))?;
-        if names.is_empty() {
+        if !service_kit::connect::collection_exists(&db, &ns.coll).await.map_err(Error::Common)? {
             match db.create_collection(&ns.coll).await {
                 Ok(()) => {}
                 // Created meanwhile (another partition, a DDL).

@@ -45,14 +45,9 @@ pub struct TargetCatalog {
 impl Catalog for TargetCatalog {
     fn exists<'a>(&'a self, ns: &'a Namespace) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let names = self
-                .client
-                .database(&ns.db)
-                .list_collection_names()
-                .filter(doc! {"name": &ns.coll})
+            service_kit::connect::collection_exists(&self.client.database(&ns.db), &ns.coll)
                 .await
-                .map_err(|e| Error::mongo("list collections", e))?;
-            Ok(!names.is_empty())
+                .map_err(Error::Common)
         })
     }
 
