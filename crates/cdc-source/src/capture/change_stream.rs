@@ -165,11 +165,12 @@ impl StreamLoop<'_> {
                         }
                     },
                     Ok(None) => {
-                        let at = stream.resume_token().and_then(|t| bson::to_document(&t).ok());
-                        if let (Some(check), Some(token)) = (index_check.as_mut(), at.as_ref()) {
-                            check.read_up_to(token_time(token), Some(token.clone()));
+                        let token = stream.resume_token().and_then(|t| bson::to_document(&t).ok());
+                        let at = token.as_ref().and_then(token_time);
+                        if let (Some(check), Some(token)) = (index_check.as_mut(), token) {
+                            check.read_up_to(at, Some(token));
                         }
-                        if let Some(at) = at.as_ref().and_then(token_time) {
+                        if let Some(at) = at {
                             if !self.resend_before(at, &shutdown).await {
                                 return Ok(());
                             }
