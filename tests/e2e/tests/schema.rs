@@ -7,7 +7,7 @@ use std::time::Duration;
 use bson::{doc, DateTime, Document};
 use cdc_source::{Compat, SnapshotMode};
 use e2e::mongod::PrivateMongod;
-use e2e::pipeline::Pipeline;
+use e2e::pipeline::{Pipeline, Started};
 use e2e::schema;
 use envelope::{Ddl, Event};
 use service_kit::config::SecretUri;
@@ -72,6 +72,22 @@ async fn same_schema(p: &Pipeline, colls: &[&str]) {
     })
     .await;
     assert!(outcome.is_ok(), "the target's schema did not follow the source's: {last}");
+}
+
+/// Both services as with Amazon DocumentDB: the stream reports no schema changes.
+fn read_as_documentdb(p: &mut Pipeline) {
+    p.source_config.capture.compat = Compat::Documentdb;
+    p.sink_config.apply.compat = Compat::Documentdb;
+}
+
+/// `items` built on the source, then replicated with its schema by both services, started.
+async fn replicating_items(p: &Pipeline) -> (Started, Started) {
+    build_items(&p.source_db()).await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(90)).await;
+    same_schema(p, &["items"]).await;
+    (source, sink)
 }
 
 async fn command(db: &mongodb::Database, command: Document) {
@@ -171,14 +187,9 @@ async fn streamed_creates_index_changes_and_collmods_follow_the_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documentdb_profile_copies_the_schema_and_catches_index_changes_by_comparison() {
     let mut p = Pipeline::new("schema_docdb", 2).await;
-    p.source_config.capture.compat = Compat::Documentdb;
-    p.sink_config.apply.compat = Compat::Documentdb;
+    read_as_documentdb(&mut p);
     p.source_config.capture.schema_check_interval_ms = 500;
-    build_items(&p.source_db()).await;
-    let source = p.start_source().await;
-    let sink = p.start_sink().await;
-    p.converged(Duration::from_secs(90)).await;
-    same_schema(&p, &["items"]).await;
+    let (source, sink) = replicating_items(&p).await;
 
     let db = p.source_db();
     command(&db, doc! {"createIndexes": "items", "indexes": [{"key": {"tag": 1}, "name": "by_tag", "sparse": true}]})
@@ -197,15 +208,10 @@ async fn the_documentdb_profile_copies_the_schema_and_catches_index_changes_by_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_built_while_capture_was_stopped_reaches_the_target_where_the_stream_reports_no_schema_changes() {
     let mut p = Pipeline::new("schema_restart", 2).await;
-    p.source_config.capture.compat = Compat::Documentdb;
-    p.sink_config.apply.compat = Compat::Documentdb;
+    read_as_documentdb(&mut p);
     // No idle checkpoints: the second start is where the first one was.
     p.source_config.delivery.idle_checkpoint_interval_ms = 3_600_000;
-    build_items(&p.source_db()).await;
-    let source = p.start_source().await;
-    let sink = p.start_sink().await;
-    p.converged(Duration::from_secs(90)).await;
-    same_schema(&p, &["items"]).await;
+    let (source, sink) = replicating_items(&p).await;
     source.stop().await;
 
     let db = p.source_db();
@@ -287,19 +293,14 @@ async fn readyz(addr: std::net::SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_periodic_comparisons_follow_options_and_report_indexes_on_the_target_only() {
     let mut p = Pipeline::new("schema_compare", 2).await;
-    p.source_config.capture.compat = Compat::Documentdb;
-    p.sink_config.apply.compat = Compat::Documentdb;
+    read_as_documentdb(&mut p);
     p.source_config.capture.schema_check_interval_ms = 500;
     p.sink_config.apply.index_check_interval_ms = 500;
     if !test_support::documentdb_profile() {
         // The source mongod read as DocumentDB, the target a MongoDB one (which has hidden indexes).
         p.sink_config.apply.compat = Compat::Mongodb;
     }
-    build_items(&p.source_db()).await;
-    let source = p.start_source().await;
-    let sink = p.start_sink().await;
-    p.converged(Duration::from_secs(90)).await;
-    same_schema(&p, &["items"]).await;
+    let (source, sink) = replicating_items(&p).await;
 
     let db = p.source_db();
     command(&db, doc! {"collMod": "items", "index": {"name": "seen_ttl", "expireAfterSeconds": 3600}}).await;
