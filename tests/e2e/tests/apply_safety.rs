@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
+use e2e::mongod::PrivateMongod;
 use e2e::pipeline::Pipeline;
+use service_kit::config::SecretUri;
+use sink_writer::ApplyMode;
 use test_support::{consume_all, eventually, metric};
 
 async fn dead_letters(p: &Pipeline, wait: Duration) -> usize {
@@ -140,4 +143,49 @@ async fn a_dead_letter_topic_matched_by_the_subscription_gets_one_dead_letter_pe
     assert_eq!(metric(&sink.metrics().await, "sink_writer_dead_letters_total"), 1.0);
     sink.stop().await;
     source.stop().await;
+}
+
+/// What a healthy target answers while it is busy, not because of the document: an operation
+/// killed (Interrupted), a shard's routing table moving (StaleConfig, StaleShardVersion), a lock
+/// not taken in time (LockTimeout, LockBusy), a mongos that cannot reach a shard's primary yet
+/// (FailedToSatisfyReadPreference, NetworkInterfaceExceededTimeLimit). The writes wait and
+/// apply; none is dead-lettered.
+async fn refusals_that_are_not_the_documents_fault_delay_writes_and_dead_letter_none(mode: ApplyMode, name: &str) {
+    let own = PrivateMongod::start().await;
+    let mut p = Pipeline::new(name, 2).await;
+    p.sink_config.mongo.uri = SecretUri::new(own.uri.clone());
+    p.sink_config.apply.mode = mode;
+    p.sink_config.apply.max_backoff_ms = 300;
+    p.target = own.client.clone();
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("c");
+    coll.insert_many((0..40).map(|i| doc! {"_id": i, "v": 0})).await.expect("insert");
+    p.converged(Duration::from_secs(60)).await;
+    let namespace = format!("{}.c", p.name);
+    for code in [11601, 13388, 63, 24, 46, 133, 202] {
+        let failing = doc! {"failCommands": ["insert", "update", "delete"], "namespace": &namespace, "errorCode": code};
+        own.fail_command(Bson::Document(doc! {"times": 3}), failing).await;
+        coll.update_many(doc! {}, doc! {"$inc": {"v": 1}}).await.expect("update");
+        coll.insert_one(doc! {"_id": 1000 + code}).await.expect("insert");
+        coll.delete_one(doc! {"_id": code % 40}).await.expect("delete");
+        p.converged(Duration::from_secs(60)).await;
+    }
+    assert_eq!(metric(&sink.metrics().await, "sink_writer_dead_letters_total"), 0.0, "a write was dead-lettered");
+    assert_eq!(dead_letters(&p, Duration::from_secs(2)).await, 0, "the dead-letter topic has records");
+    own.fail_nothing().await;
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_are_not_the_documents_fault_dead_letter_nothing_exactly_once() {
+    refusals_that_are_not_the_documents_fault_delay_writes_and_dead_letter_none(ApplyMode::ExactlyOnce, "busy_exact")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_are_not_the_documents_fault_dead_letter_nothing_idempotent() {
+    refusals_that_are_not_the_documents_fault_delay_writes_and_dead_letter_none(ApplyMode::Idempotent, "busy_idem")
+        .await;
 }

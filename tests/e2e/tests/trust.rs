@@ -243,3 +243,50 @@ async fn status_says_ready_only_when_lag_dead_letters_ddl_and_verify_allow() {
     sink.stop().await;
     source.stop().await;
 }
+
+/// A snapshot's first records on each partition are the collections' `create` markers, stamped
+/// with the snapshot's start; its copies follow. Until the copies are applied, the point must not
+/// claim the documents the source held before that start: with no sink running the target is
+/// empty, so no point may cover the second those documents were acknowledged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_point_never_covers_a_snapshot_the_target_has_not_applied() {
+    let mut p = Pipeline::new("point_snapshot", 2).await;
+    p.source_config.snapshot.mode = cdc_source::SnapshotMode::Initial;
+    p.source_config.delivery.watermark_interval_ms = 300;
+    for name in ["orders", "users"] {
+        let coll = p.source_db().collection::<Document>(name);
+        coll.insert_many((0..500).map(|i| doc! {"_id": i, "v": name})).await.expect("insert");
+    }
+    let acknowledged = source_time(&p).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let source = p.start_source().await;
+    eventually("the snapshot copied", Duration::from_secs(60), || async {
+        let body = source.metrics().await;
+        let copied: f64 = ["orders", "users"]
+            .iter()
+            .map(|c| {
+                let namespace = format!("{}.{c}", p.name);
+                metric(&body, &format!("cdc_source_snapshot_documents_copied{{namespace=\"{namespace}\"}}"))
+            })
+            .sum();
+        (copied >= 1000.0).then_some(())
+    })
+    .await;
+    // Watermarks follow the copies on every partition.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.target_db().collection::<Document>("orders").count_documents(doc! {}).await.expect("count"), 0);
+    let claimed = status_point(&p).await;
+    assert!(
+        claimed.is_none_or(|at| at < u64::from(acknowledged)),
+        "the point {claimed:?} covers second {acknowledged}, whose documents are not on the target"
+    );
+
+    let sink = p.start_sink().await;
+    p.converged(Duration::from_secs(90)).await;
+    eventually("the point passes the snapshot once it is applied", Duration::from_secs(60), || async {
+        status_point(&p).await.filter(|at| *at >= u64::from(acknowledged)).map(|_| ())
+    })
+    .await;
+    sink.stop().await;
+    source.stop().await;
+}
