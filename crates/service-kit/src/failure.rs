@@ -42,9 +42,24 @@ pub fn command_code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// Server error codes after which retrying helps (elections, shutdowns, interruptions, network).
-pub const TRANSIENT_MONGO_CODES: [i32; 18] =
-    [6, 7, 43, 50, 64, 89, 91, 112, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13435, 13436];
+/// Server error codes after which retrying helps: what a busy or changing deployment answers,
+/// never what a document causes (a write refused with any other code is the document's fault
+/// and goes to the dead-letter topic).
+/// - network and hosts: HostUnreachable 6, HostNotFound 7, NetworkTimeout 89, SocketException
+///   9001, NetworkInterfaceExceededTimeLimit 202, FailedToSatisfyReadPreference 133 (a mongos
+///   without a reachable shard primary yet);
+/// - elections and shutdowns: ShutdownInProgress 91, PrimarySteppedDown 189, NotWritablePrimary
+///   10107, InterruptedAtShutdown 11600, InterruptedDueToReplStateChange 11602,
+///   NotPrimaryNoSecondaryOk 13435, NotPrimaryOrSecondary 13436;
+/// - sharding metadata in motion: StaleShardVersion 63, StaleEpoch 150, StaleConfig 13388;
+/// - an operation stopped or outwaited: Interrupted 11601 (a `killOp`), MaxTimeMSExpired 50,
+///   ExceededTimeLimit 262, LockTimeout 24, LockBusy 46, WriteConflict 112,
+///   TransactionExceededLifetimeLimitSeconds 290, WriteConcernFailed 64;
+/// - cursors and streams: CursorNotFound 43, RetryChangeStream 234.
+pub const TRANSIENT_MONGO_CODES: [i32; 26] = [
+    6, 7, 24, 43, 46, 50, 63, 64, 89, 91, 112, 133, 150, 189, 202, 234, 262, 290, 9001, 10107, 11600, 11601, 11602,
+    13388, 13435, 13436,
+];
 
 /// Codes that mean the resume point is gone from the source's history: ChangeStreamHistoryLost
 /// (286) and the fatal error for a resume token the server cannot find (280); Amazon DocumentDB's
