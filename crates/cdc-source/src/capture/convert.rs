@@ -273,17 +273,30 @@ impl Converter {
 
     /// A schema DDL read from the source rather than streamed (the snapshot's collection
     /// options and indexes, the periodic index comparison), positioned at `at`: a copy on every
-    /// partition of the namespace's topic, like a streamed one.
-    pub fn schema_records(&self, ddl: Ddl, at: ClusterTime, now_ms: i64) -> Vec<Record> {
+    /// partition of the namespace's topic, like a streamed one. `snapshot` says which: a
+    /// snapshot's DDL comes before the copies of what existed at `at`, so unlike the listing's it
+    /// does not prove its partition holds nothing older (the sink's consistency point reads it).
+    pub fn schema_records(&self, ddl: Ddl, at: ClusterTime, snapshot: Snapshot, now_ms: i64) -> Vec<Record> {
         let topic = match ddl.namespace() {
             Some(ns) => self.router.topic(ns),
             None => return Vec::new(),
         };
         let position = Position { cluster_time: at, resume_token: None, seq: self.next_seq(), exact: true };
-        self.control_records(ddl, Target::AllPartitions(topic), position, now_ms)
+        self.control_records_from(ddl, Target::AllPartitions(topic), position, snapshot, now_ms)
     }
 
     fn control_records(&self, ddl: Ddl, target: Target, position: Position, now_ms: i64) -> Vec<Record> {
+        self.control_records_from(ddl, target, position, Snapshot::False, now_ms)
+    }
+
+    fn control_records_from(
+        &self,
+        ddl: Ddl,
+        target: Target,
+        position: Position,
+        snapshot: Snapshot,
+        now_ms: i64,
+    ) -> Vec<Record> {
         let Some(ddl) = transforms::ddl(&self.transforms, &self.reported, ddl) else { return Vec::new() };
         let namespace = match ddl.collection() {
             Some(coll) => format!("{}.{coll}", ddl.db()),
@@ -293,7 +306,7 @@ impl Converter {
             ddl,
             markers: 1,
             topics: Default::default(),
-            source: self.source(Snapshot::False),
+            source: self.source(snapshot),
             position,
             ts_ms: now_ms,
         };

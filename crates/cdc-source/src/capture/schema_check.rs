@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document};
-use envelope::{ClusterTime, Ddl, Namespace};
+use envelope::{ClusterTime, Ddl, Namespace, Snapshot};
 
 use crate::capture::convert::Converter;
 use crate::capture::schema;
@@ -211,7 +211,7 @@ impl IndexCheck {
     /// `ddl` as one item at `at`.
     fn item_at(&self, converter: &Converter, ddl: Vec<Ddl>, at: ClusterTime) -> Item {
         let now = now_ms();
-        let records = ddl.into_iter().flat_map(|ddl| converter.schema_records(ddl, at, now)).collect();
+        let records = ddl.into_iter().flat_map(|ddl| converter.schema_records(ddl, at, Snapshot::False, now)).collect();
         // No source event's time: the lag metric is the changes'.
         Item { records, progress: None, cluster_time: None }
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
-use envelope::{ClusterTime, Ddl, Namespace, Payload};
+use envelope::{ClusterTime, Ddl, Namespace, Payload, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::{FindOptions, Hint};
 use mongodb::Collection;
@@ -164,6 +164,7 @@ impl Copier<'_> {
                 false => self.converter.schema_records(
                     Ddl::CreateIndexes { ns: ns.clone(), indexes: after },
                     prev_tick(at),
+                    Snapshot::True,
                     now_ms(),
                 ),
             };
@@ -340,12 +341,17 @@ impl Copier<'_> {
             _ => (indexes, Vec::new()),
         };
         let now = now_ms();
-        let mut records =
-            self.converter.schema_records(Ddl::Create { ns: ns.clone(), options: listed.options }, at, now);
+        let mut records = self.converter.schema_records(
+            Ddl::Create { ns: ns.clone(), options: listed.options },
+            at,
+            Snapshot::True,
+            now,
+        );
         if !before.is_empty() {
             records.extend(self.converter.schema_records(
                 Ddl::CreateIndexes { ns: ns.clone(), indexes: before },
                 at,
+                Snapshot::True,
                 now,
             ));
         }

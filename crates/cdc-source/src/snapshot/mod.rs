@@ -74,7 +74,12 @@ impl Snapshot<'_> {
                 let mut started = Item::progress_only(progress);
                 for view in views {
                     let create = Ddl::Create { ns: view.ns, options: view.options };
-                    started.records.extend(self.converter.schema_records(create, start_at, now_ms()));
+                    started.records.extend(self.converter.schema_records(
+                        create,
+                        start_at,
+                        envelope::Snapshot::True,
+                        now_ms(),
+                    ));
                 }
                 if !self.send(started, shutdown).await {
                     return Ok(None);

@@ -60,15 +60,18 @@ fn before(at: ClusterTime) -> ClusterTime {
 }
 
 /// What a partition's first record proves: no change on the partition is at or before this
-/// time. None when it proves nothing (a snapshot copy, an event without the source's own
-/// cluster time, a tombstone). Pure.
+/// time. None when it proves nothing (a snapshot copy, a snapshot's DDL, which comes before the
+/// copies of what existed at its time, an event without the source's own cluster time, a
+/// tombstone). Pure.
 pub fn before_first(event: &Event) -> Option<ClusterTime> {
     match event {
         Event::Watermark(w) => Some(w.cluster_time),
         Event::Change(c) if c.position.exact && c.source.snapshot == Snapshot::False && c.op != Op::Read => {
             Some(before(c.position.cluster_time))
         }
-        Event::Control(c) if c.position.exact => Some(before(c.position.cluster_time)),
+        Event::Control(c) if c.position.exact && c.source.snapshot == Snapshot::False => {
+            Some(before(c.position.cluster_time))
+        }
         _ => None,
     }
 }
@@ -317,5 +320,21 @@ mod tests {
         assert_eq!(before_first(&change(Snapshot::True, true, 4)), None, "a snapshot copy is not ordered");
         assert_eq!(before_first(&change(Snapshot::False, false, 4)), None, "a rebuilt position is approximate");
         assert_eq!(before_first(&Event::Tombstone { id: bson::Bson::Int32(1) }), None);
+        let control = |snapshot: Snapshot| {
+            Event::Control(Box::new(envelope::ControlEvent {
+                ddl: envelope::Ddl::Create { ns: envelope::Namespace::new("d", "c"), options: bson::Document::new() },
+                markers: 1,
+                topics: Default::default(),
+                source: SourceInfo { snapshot, ..SourceInfo::default() },
+                position: Position { cluster_time: ClusterTime { t: 70, i: 2 }, exact: true, ..Position::default() },
+                ts_ms: 0,
+            }))
+        };
+        assert_eq!(
+            before_first(&control(Snapshot::False)),
+            Some(ClusterTime { t: 70, i: 1 }),
+            "a streamed or listed DDL"
+        );
+        assert_eq!(before_first(&control(Snapshot::True)), None, "a snapshot's DDL: its copies follow");
     }
 }
