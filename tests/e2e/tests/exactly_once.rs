@@ -422,3 +422,35 @@ async fn a_revoked_partition_on_a_slow_link_writes_nothing_after_the_new_owner_s
     b.stop().await;
     source.stop().await;
 }
+
+/// `apply.mode = idempotent` keeps its offsets in Kafka; a restarted sink resumes at the offset it
+/// committed. The partition's last DDL marker (here the collection's `create`, before all its
+/// documents) only says where an owner may start at the earliest: starting there read the whole
+/// partition again, putting older versions of every document back for a while and moving the
+/// group's committed offset backward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_sink_restarted_resumes_at_its_committed_offset_not_at_an_older_ddl_marker() {
+    let mut p = Pipeline::new("idem_restart", 1).await;
+    p.sink_config.apply.mode = sink_writer::ApplyMode::Idempotent;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let coll = p.source_db().collection::<Document>("c");
+    coll.insert_many((0..400).map(|i| doc! {"_id": i, "v": 0})).await.expect("insert");
+    for v in 1..=20 {
+        coll.update_one(doc! {"_id": 0}, doc! {"$set": {"v": v}}).await.expect("update");
+    }
+    p.converged(Duration::from_secs(60)).await;
+    sink.stop().await;
+    // Restarted with nothing new to read: it must not commit an offset behind the one it found.
+    let sink = p.start_sink().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sink.stop().await;
+
+    let sink = p.start_sink().await;
+    coll.insert_one(doc! {"_id": 1000}).await.expect("insert after the restart");
+    p.converged(Duration::from_secs(60)).await;
+    let consumed = metric(&sink.metrics().await, "sink_writer_messages_consumed_total");
+    assert!(consumed < 100.0, "the restarted sink read {consumed} records again (420 were applied before)");
+    sink.stop().await;
+    source.stop().await;
+}

@@ -73,15 +73,13 @@ impl PartitionTask {
             let exact = crate::apply::exact::Exact::claim(&self).await?;
             return exact.run(&mut rx).await;
         }
-        // A former owner that reached a DDL marker had applied everything before it: start there.
+        // A former owner that reached a DDL marker had applied everything before it: nothing
+        // before it is applied again. The consumer starts at the committed offset, most often
+        // past the marker; only one behind it is moved up to it (see `gather`).
         let name = self.name();
         let reached =
             self.shared.retrier.run(crate::apply::retry::WRITES, &name, &self.stop, || ddl.reached(&name)).await?;
         let start = reached.unwrap_or(-1);
-        if start >= 0 {
-            self.marks.reached(start, None);
-            self.seek(start).await;
-        }
         let parking = Arc::new(Parking::default());
         let retrying = AbortOnDrop(tokio::spawn(parking.clone().run(
             self.shared.clone(),
@@ -133,7 +131,8 @@ impl PartitionTask {
         start: i64,
     ) -> Result<(), Error> {
         let max_in_flight = self.shared.apply.max_in_flight;
-        while let Some(batch) = self.gather(flight, rx, start).await? {
+        let mut behind_start = false;
+        while let Some(batch) = self.gather(flight, rx, start, &mut behind_start).await? {
             let control = match batch.last() {
                 Some(Decoded { message, event: Ok(Event::Control(control)), .. }) => {
                     Some((message.offset(), control.as_ref().clone()))
@@ -212,11 +211,17 @@ impl PartitionTask {
     /// The next batch: up to the limits, at most `batch_max_wait_ms` after its first record,
     /// and ending at a control event. `None` once stopped or the queue is closed. Writes in
     /// flight keep completing (and advancing the durable offset) while it waits.
+    ///
+    /// Records before `start` (the partition's last DDL marker reached) are in the target
+    /// already: dropped, and the first of them moves the consumer up to `start` (once:
+    /// `behind_start`). A seek made before knowing where the consumer stands could only move
+    /// it back from its committed offset.
     async fn gather(
         &self,
         flight: &mut Flight,
         rx: &mut mpsc::Receiver<Decoded>,
         start: i64,
+        behind_start: &mut bool,
     ) -> Result<Option<Vec<Decoded>>, Error> {
         let limits = &self.shared.apply;
         let first = loop {
@@ -224,8 +229,11 @@ impl PartitionTask {
                 _ = self.stop.cancelled() => return Ok(None),
                 done = flight.next_done(), if !flight.is_empty() => flight.completed(done)?,
                 message = rx.recv() => match message {
-                    // In the target already (the partition's last DDL marker was reached).
-                    Some(message) if message.message.offset() < start => {}
+                    Some(message) if message.message.offset() < start => {
+                        if !std::mem::replace(behind_start, true) {
+                            self.seek(start).await;
+                        }
+                    }
                     Some(message) => break message,
                     None => return Ok(None),
                 },
