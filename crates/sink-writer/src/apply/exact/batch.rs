@@ -66,9 +66,7 @@ impl Exact<'_> {
             // Nothing to write (watermarks, tombstones, events older than an applied DDL): no
             // transaction. The ledger's offset stays behind; what a new owner reads again from
             // there writes nothing either.
-            let held = shared.dead_letter_book.holds(&self.tp);
-            let consistent = (self.parking.is_empty() && !held).then_some(self.pending).flatten();
-            self.task.marks.reached(covered, consistent);
+            self.task.marks.reached(covered, self.consistent_now());
             drop(reservations);
             return Ok(());
         }
@@ -138,9 +136,7 @@ impl Exact<'_> {
         }
         let letters = &shared.dead_letter_book;
         shared.retrier.run(WRITES, &self.name, &self.task.stop, || letters.applied(&self.tp, &resent)).await?;
-        let held = letters.holds(&self.tp);
-        let consistent = (self.parking.is_empty() && !held).then_some(self.pending).flatten();
-        self.task.marks.reached(covered, consistent);
+        self.task.marks.reached(covered, self.consistent_now());
         drop(reservations);
         crate::apply::applied(&shared, &keys, newest).await;
         Ok(())

@@ -129,9 +129,8 @@ impl Exact<'_> {
                     self.settled.insert(key);
                 }
             }
-            if self.parking.is_empty() {
-                self.task.marks.reached(self.task.marks.durable(), self.pending);
-            }
+            // Breaking a cycle does not pass an open dead letter of this partition.
+            self.task.marks.reached(self.task.marks.durable(), self.consistent_now());
         }
         Ok(resolution)
     }

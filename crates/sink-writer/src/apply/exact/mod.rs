@@ -75,6 +75,13 @@ pub struct Exact<'a> {
 }
 
 impl<'a> Exact<'a> {
+    /// The point this partition may claim now: the newest watermark passed, once nothing is
+    /// parked and no open dead letter holds it (the one rule for every path that moves it).
+    fn consistent_now(&self) -> Option<ClusterTime> {
+        let held = self.task.shared.dead_letter_book.holds(&self.tp);
+        (self.parking.is_empty() && !held).then_some(self.pending).flatten()
+    }
+
     /// Takes the partition over in the ledger and reads what is parked there.
     pub async fn claim(task: &'a PartitionTask) -> Result<Exact<'a>, Error> {
         let shared = &task.shared;

@@ -76,9 +76,7 @@ impl Exact<'_> {
             self.parking.settle(key, parked.seq);
             self.settled.insert(key.clone());
         }
-        if self.parking.is_empty() && !shared.dead_letter_book.holds(&self.tp) {
-            self.task.marks.reached(self.task.marks.durable(), self.pending);
-        }
+        self.task.marks.reached(self.task.marks.durable(), self.consistent_now());
         let mut broken = false;
         for (key, parked, conflict) in &waiting {
             broken |= self.break_cycle(key, parked, conflict).await?;
