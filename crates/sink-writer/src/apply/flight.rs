@@ -1,7 +1,9 @@
 //! The batches of one partition being written: several at once when they touch disjoint
 //! documents, completing in the order they started, each moving the partition's durable offset
 //! (the next offset to commit) to the offset it covers. A batch that touches a document still in
-//! flight waits, so one document's changes reach the target in order.
+//! flight waits, so one document's changes reach the target in order. Once one fails, nothing
+//! after it is reported: the durable offset stays before the failed batch, where the partition
+//! starts again.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -32,11 +34,13 @@ pub struct Flight {
     writes: FuturesOrdered<Write>,
     keys: VecDeque<HashSet<DocKey>>,
     on_done: OnDone,
+    /// A batch failed: the ones after it are awaited, never reported.
+    failed: bool,
 }
 
 impl Flight {
     pub fn new(on_done: OnDone) -> Self {
-        Self { writes: FuturesOrdered::new(), keys: VecDeque::new(), on_done }
+        Self { writes: FuturesOrdered::new(), keys: VecDeque::new(), on_done, failed: false }
     }
 
     pub fn len(&self) -> usize {
@@ -66,11 +70,18 @@ impl Flight {
         }
     }
 
-    /// Records the oldest batch's outcome: what it covers is reported. A failure is returned
-    /// and nothing is reported.
+    /// Records the oldest batch's outcome: what it covers is reported, unless a batch before it
+    /// failed. A failure is returned and nothing is reported.
     pub fn completed(&mut self, done: Result<Covered, Error>) -> Result<(), Error> {
         self.keys.pop_front();
-        (self.on_done)(done?);
+        match done {
+            Ok(covered) if !self.failed => (self.on_done)(covered),
+            Ok(_) => {}
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
@@ -83,12 +94,20 @@ impl Flight {
         self.completed(done)
     }
 
-    /// Waits for every batch in flight, in order.
+    /// Waits for every batch in flight, in order (a write cannot be called back): the first
+    /// failure met, or `Stopped` when one was met before.
     pub async fn drain(&mut self) -> Result<(), Error> {
+        let mut first = None;
         while !self.is_empty() {
-            self.complete_one().await?;
+            if let Err(e) = self.complete_one().await {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        match first {
+            Some(e) => Err(e),
+            None if self.failed => Err(Error::Stopped),
+            None => Ok(()),
+        }
     }
 }
 
@@ -148,5 +167,25 @@ mod tests {
         tx.send(Err(Error::Stopped)).expect("send");
         assert!(flight.drain().await.is_err());
         assert_eq!(marks.durable(), 5);
+    }
+
+    /// A task whose batch failed drains what is still in flight as it ends: batches after the
+    /// failed one that succeeded must not move the durable offset past it (the next owner starts
+    /// there, and would skip the failed batch for good).
+    #[tokio::test]
+    async fn batches_after_a_failed_one_never_move_the_durable_offset_past_it() {
+        let marks = Marks::default();
+        marks.reached(5, None);
+        let mut flight = flight(&marks);
+        let (failing_tx, failing) = oneshot::channel();
+        let (later_tx, later) = oneshot::channel();
+        flight.push(keys(&["1"]), write(failing));
+        flight.push(keys(&["2"]), write(later));
+        later_tx.send(Ok(20)).expect("send");
+        failing_tx.send(Err(Error::Stopped)).expect("send");
+        assert!(flight.complete_one().await.is_err(), "the first batch failed");
+        assert!(flight.drain().await.is_err(), "a drain after a failure reports the failure");
+        assert!(flight.is_empty(), "everything in flight was awaited");
+        assert_eq!((marks.durable(), marks.consistent()), (5, None));
     }
 }
