@@ -206,3 +206,64 @@ async fn exactly_once_a_parked_write_given_up_holds_the_point() {
 async fn idempotent_a_parked_write_given_up_holds_the_point() {
     a_parked_write_given_up_holds_the_point(sink_writer::ApplyMode::Idempotent).await;
 }
+
+/// The batch that applies a re-sent document also marks its dead letter resolved. A sink that
+/// stops in between (here the target refuses that mark until the sink is stopped) must not leave
+/// the dead letter open for ever, holding the point and `status`, while its document is repaired.
+async fn a_dead_letter_is_resolved_though_the_sink_stopped_while_marking_it(mode: sink_writer::ApplyMode) {
+    let own = e2e::mongod::PrivateMongod::start().await;
+    let mut p = Pipeline::new("dead_mark", 1).await;
+    p.sink_config.mongo.uri = service_kit::config::SecretUri::new(own.uri.clone());
+    p.target = own.client.clone();
+    p.sink_config.apply.mode = mode;
+    p.sink_config.apply.max_backoff_ms = 300;
+    p.source_config.delivery.watermark_interval_ms = 300;
+    p.items_need_a_numeric_qty_in_the_target().await;
+    let source = p.start_source().await;
+    let sink = p.start_sink().await;
+    let db = p.source_db();
+    timed_write(&db, doc! {"insert": "items", "documents": [{"_id": 1, "qty": 1}, {"_id": 2, "qty": "many"}]}).await;
+    let letter = open_letter(&p, 2).await;
+    let id = letter.get_str("_id").expect("_id").to_string();
+
+    p.target_db().run_command(doc! {"collMod": "items", "validator": {}}).await.expect("fix the target");
+    let meta = &p.sink_config.apply.metadata_database;
+    own.fail_command(
+        bson::Bson::String("alwaysOn".into()),
+        doc! {"failCommands": ["update"], "namespace": format!("{meta}.dead_letters"), "appName": "sink-writer",
+        "errorCode": 91},
+    )
+    .await;
+    let (code, retried) = sink_command(&p, &["dead-letters", "retry", "--all"], &[]).await;
+    assert_eq!(code, 0, "{retried}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sink.stop().await;
+    own.fail_nothing().await;
+    let sink = p.start_sink().await;
+    let letters = p.target.database(meta).collection::<Document>("dead_letters");
+    eventually("the dead letter resolved", Duration::from_secs(45), || async {
+        let state = letters
+            .find_one(doc! {"_id": &id})
+            .await
+            .expect("read")
+            .and_then(|l| l.get_str("state").ok().map(str::to_owned));
+        (state.as_deref() == Some("retried")).then_some(())
+    })
+    .await;
+    let target = p.target_db().collection::<Document>("items");
+    assert!(target.find_one(doc! {"_id": 2, "qty": "many"}).await.expect("read").is_some(), "the document repaired");
+    let (_, status) = sink_command(&p, &["status"], &[]).await;
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    sink.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_a_dead_letter_is_resolved_though_the_sink_stopped_while_marking_it() {
+    a_dead_letter_is_resolved_though_the_sink_stopped_while_marking_it(sink_writer::ApplyMode::ExactlyOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_a_dead_letter_is_resolved_though_the_sink_stopped_while_marking_it() {
+    a_dead_letter_is_resolved_though_the_sink_stopped_while_marking_it(sink_writer::ApplyMode::Idempotent).await;
+}

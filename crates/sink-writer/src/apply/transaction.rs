@@ -19,6 +19,7 @@ use crate::apply::parked_store::PARKED;
 use crate::apply::write_plan::WriteOp;
 use crate::apply::writer::{InTransaction, Outcome, Writer};
 use crate::consume::offsets::Tp;
+use crate::dead_letters::{Book, Resent};
 use crate::error::{Common, Error};
 
 /// How often a commit whose outcome is unknown is asked again before the attempt counts as
@@ -52,6 +53,9 @@ pub struct Contents<'a> {
     pub settle: &'a Settle<'a>,
     /// Each statement in a command of its own (after a command was refused as a whole).
     pub singly: bool,
+    /// Re-sent documents among the batch: the dead letters they resolve, marked in the same
+    /// transaction.
+    pub resolve: Option<(&'a Book, &'a [Resent])>,
 }
 
 /// How an attempt ended.
@@ -117,7 +121,7 @@ async fn body(
     tp: &Tp,
     contents: Contents<'_>,
 ) -> Result<Attempt, Error> {
-    let Contents { advance, rounds, settle, singly } = contents;
+    let Contents { advance, rounds, settle, singly, resolve } = contents;
     ledger.advance_in(session, tp, advance.epoch, advance.offset, advance.consistent).await?;
     for (index, round) in rounds.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
         match writer.apply_in(session, round, singly).await? {
@@ -153,6 +157,12 @@ async fn body(
             .map_err(|e| Error::mongo("settle a parked write", e))?;
         if deleted.deleted_count != 1 {
             return Ok(Attempt::ParkedMoved);
+        }
+    }
+    if let Some((book, resent)) = resolve {
+        let resolved = book.resolve(tp, resent, Some(&mut *session)).await?;
+        if resolved > 0 {
+            tracing::info!(topic = %tp.0, partition = tp.1, resolved, "dead letters resolved by re-sent documents");
         }
     }
     Ok(Attempt::Committed)

@@ -43,7 +43,7 @@ pub struct Resent {
     pub request: String,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Book {
     coll: mongodb::Collection<Document>,
     group: String,
@@ -103,14 +103,22 @@ impl Book {
     /// Marks `retried` the open dead letters that the applied re-sends of `tp` resolve: those of
     /// the same document recorded before the re-send (a re-send dead-lettered itself resolves
     /// nothing). Returns how many were resolved.
-    pub async fn resolve(&self, tp: &Tp, resent: &[Resent]) -> Result<u64, Error> {
+    /// In `session`'s transaction when given (`exactly_once`: the batch that applies the copies
+    /// resolves their dead letters as it commits, so no crash can leave them open).
+    pub async fn resolve(
+        &self,
+        tp: &Tp,
+        resent: &[Resent],
+        mut session: Option<&mut mongodb::ClientSession>,
+    ) -> Result<u64, Error> {
         let mut resolved = 0;
         for r in resent {
-            let refused = self
-                .coll
-                .count_documents(doc! {"_id": self.id(tp, r.offset)})
-                .await
-                .map_err(|e| Error::mongo("read dead letters", e))?;
+            let count = self.coll.count_documents(doc! {"_id": self.id(tp, r.offset)});
+            let refused = match session.as_deref_mut() {
+                Some(session) => count.session(session).await,
+                None => count.await,
+            }
+            .map_err(|e| Error::mongo("read dead letters", e))?;
             if refused > 0 {
                 continue;
             }
@@ -118,8 +126,12 @@ impl Book {
             "state": OPEN, "offset": {"$lt": r.offset}};
             let update = doc! {"$set": {"state": RETRIED, "resolved": {"by": "resend", "request": &r.request,
             "offset": r.offset, "at": DateTime::now()}}};
-            let result =
-                self.coll.update_many(filter, update).await.map_err(|e| Error::mongo("resolve dead letters", e))?;
+            let update = self.coll.update_many(filter, update);
+            let result = match session.as_deref_mut() {
+                Some(session) => update.session(session).await,
+                None => update.await,
+            }
+            .map_err(|e| Error::mongo("resolve dead letters", e))?;
             resolved += result.modified_count;
         }
         Ok(resolved)

@@ -89,7 +89,7 @@ impl DeadLetterBook {
         if resent.is_empty() {
             return Ok(());
         }
-        let resolved = self.book.resolve(tp, resent).await?;
+        let resolved = self.book.resolve(tp, resent, None).await?;
         if resolved > 0 {
             tracing::info!(topic = %tp.0, partition = tp.1, resolved, "dead letters resolved by re-sent documents");
         }

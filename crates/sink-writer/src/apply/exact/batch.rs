@@ -17,6 +17,7 @@ use crate::apply::transaction::{self, Advance, Attempt, Settle};
 use crate::apply::write_plan::{DocKey, Plan, WriteOp};
 use crate::apply::writer::Outcome;
 use crate::apply::Batch;
+use crate::dead_letters::Resent;
 use crate::error::Error;
 
 /// The messages of a batch, to find a record's key and value for its dead letter.
@@ -89,7 +90,7 @@ impl Exact<'_> {
                 offset: covered,
                 consistent: empty_after.then_some(self.pending).flatten(),
             };
-            match self.transact(advance, &rounds, &settle, singly).await? {
+            match self.transact(advance, &rounds, &settle, singly, &resent).await? {
                 Attempt::Committed => break,
                 Attempt::Isolate => singly = true,
                 // Another owner settled some of the lot (a cycle broken from its partition).
@@ -134,8 +135,11 @@ impl Exact<'_> {
         for (key, parked) in parks {
             self.parking.park(key, parked);
         }
-        let letters = &shared.dead_letter_book;
-        shared.retrier.run(WRITES, &self.name, &self.task.stop, || letters.applied(&self.tp, &resent)).await?;
+        // The dead letters the re-sent documents resolve were marked in the transaction.
+        if !resent.is_empty() {
+            let letters = &shared.dead_letter_book;
+            shared.retrier.run(WRITES, &self.name, &self.task.stop, || letters.refresh_partition(&self.tp)).await?;
+        }
         self.task.marks.reached(covered, self.consistent_now());
         drop(reservations);
         crate::apply::applied(&shared, &keys, newest).await;
@@ -205,11 +209,13 @@ impl Exact<'_> {
         rounds: &[Vec<WriteOp>],
         settle: &Settle<'_>,
         singly: bool,
+        resent: &[Resent],
     ) -> Result<Attempt, Error> {
         let shared = self.task.shared.clone();
         let (tp, stop) = (&self.tp, &self.task.stop);
         let (ledger, writer, write_concern) = (shared.ledger(), &shared.writer, &shared.write_concern);
-        let contents = transaction::Contents { advance, rounds, settle, singly };
+        let resolve = (!resent.is_empty()).then_some((&shared.dead_letter_book.book, resent));
+        let contents = transaction::Contents { advance, rounds, settle, singly, resolve };
         shared
             .retrier
             .run_on(WRITES, &self.name, stop, &mut self.session, |session, _| {

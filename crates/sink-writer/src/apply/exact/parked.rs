@@ -43,7 +43,7 @@ impl Exact<'_> {
                 offset: self.task.marks.durable(),
                 consistent: empty_after.then_some(self.pending).flatten(),
             };
-            match self.transact(advance, &[round], &settle, singly).await? {
+            match self.transact(advance, &[round], &settle, singly, &[]).await? {
                 Attempt::Committed => break,
                 Attempt::Isolate => singly = true,
                 Attempt::ParkedMoved => return self.reload_parked().await,
