@@ -7,9 +7,9 @@
 //! replacement's or an update's field names (`$set`, dotted paths, `$`-prefixed names) are not
 //! ones every target stores (Amazon DocumentDB refuses them at any depth).
 
-use bson::spec::BinarySubtype;
 use std::time::Duration;
 
+use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, DateTime, Document, RawDocumentBuf};
 use envelope::Namespace;
 use futures::TryStreamExt;
@@ -39,9 +39,9 @@ pub fn doc_name(key: &DocKey) -> String {
 /// The entry recording `parked` (key `key`) of partition `tp`.
 pub fn encode(group: &str, tp: &Tp, key: &DocKey, parked: &Parked) -> Result<Document, String> {
     let op = &parked.op;
-    let binary = |bytes: &Vec<u8>| Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: bytes.clone() });
+    let binary = |bytes: &[u8]| Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: bytes.to_vec() });
     let (action, body) = match &op.action {
-        Action::Replace(doc) | Action::Insert(doc) => ("replace", binary(&doc.as_bytes().to_vec())),
+        Action::Replace(doc) | Action::Insert(doc) => ("replace", binary(doc.as_bytes())),
         Action::Update(update) => ("update", binary(&wrapped(update.clone())?)),
         Action::Delete => ("delete", Bson::Null),
     };

@@ -160,10 +160,7 @@ async fn body(
         }
     }
     if let Some((book, resent)) = resolve {
-        let resolved = book.resolve(tp, resent, Some(&mut *session)).await?;
-        if resolved > 0 {
-            tracing::info!(topic = %tp.0, partition = tp.1, resolved, "dead letters resolved by re-sent documents");
-        }
+        book.resolve(tp, resent, Some(&mut *session)).await?;
     }
     Ok(Attempt::Committed)
 }

@@ -134,6 +134,9 @@ impl Book {
             .map_err(|e| Error::mongo("resolve dead letters", e))?;
             resolved += result.modified_count;
         }
+        if resolved > 0 {
+            tracing::info!(topic = %tp.0, partition = tp.1, resolved, "dead letters resolved by re-sent documents");
+        }
         Ok(resolved)
     }
 }

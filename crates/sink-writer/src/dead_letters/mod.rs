@@ -89,10 +89,7 @@ impl DeadLetterBook {
         if resent.is_empty() {
             return Ok(());
         }
-        let resolved = self.book.resolve(tp, resent, None).await?;
-        if resolved > 0 {
-            tracing::info!(topic = %tp.0, partition = tp.1, resolved, "dead letters resolved by re-sent documents");
-        }
+        self.book.resolve(tp, resent, None).await?;
         self.refresh_partition(tp).await
     }
 }
