@@ -113,6 +113,13 @@ impl Pipeline {
         self.sink_config.mongo.uri = SecretUri::new(services().mongo_target_uri);
     }
 
+    /// Points the sink and the test's target client at a mongod of the test's own (failpoints
+    /// there touch nobody else).
+    pub fn target_own(&mut self, own: &crate::mongod::PrivateMongod) {
+        self.sink_config.mongo.uri = SecretUri::new(own.uri.clone());
+        self.target = own.client.clone();
+    }
+
     pub fn source_db(&self) -> mongodb::Database {
         self.source.database(&self.name)
     }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bson::{doc, Bson, Document};
 use e2e::mongod::PrivateMongod;
 use e2e::pipeline::Pipeline;
-use service_kit::config::SecretUri;
 use sink_writer::ApplyMode;
 use test_support::{consume_all, eventually, metric};
 
@@ -153,10 +152,9 @@ async fn a_dead_letter_topic_matched_by_the_subscription_gets_one_dead_letter_pe
 async fn refusals_that_are_not_the_documents_fault_delay_writes_and_dead_letter_none(mode: ApplyMode, name: &str) {
     let own = PrivateMongod::start().await;
     let mut p = Pipeline::new(name, 2).await;
-    p.sink_config.mongo.uri = SecretUri::new(own.uri.clone());
+    p.target_own(&own);
     p.sink_config.apply.mode = mode;
     p.sink_config.apply.max_backoff_ms = 300;
-    p.target = own.client.clone();
     let source = p.start_source().await;
     let sink = p.start_sink().await;
     let coll = p.source_db().collection::<Document>("c");

@@ -10,16 +10,14 @@ use e2e::mongod::PrivateMongod;
 use e2e::pipeline::{wait_ready, Pipeline};
 use e2e::process::Proc;
 use e2e::{free_addr, ids_on_partition};
-use service_kit::config::SecretUri;
 use test_support::{eventually, http_get, metric};
 
 /// A pipeline whose target is a mongod of the test's own (failpoints there touch nobody else).
 async fn with_own_target(test: &str, partitions: i32) -> (Pipeline, PrivateMongod) {
     let own = PrivateMongod::start().await;
     let mut p = Pipeline::new(test, partitions).await;
-    p.sink_config.mongo.uri = SecretUri::new(own.uri.clone());
+    p.target_own(&own);
     p.sink_config.apply.max_backoff_ms = 500;
-    p.target = own.client.clone();
     (p, own)
 }
 

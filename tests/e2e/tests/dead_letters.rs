@@ -213,8 +213,7 @@ async fn idempotent_a_parked_write_given_up_holds_the_point() {
 async fn a_dead_letter_is_resolved_though_the_sink_stopped_while_marking_it(mode: sink_writer::ApplyMode) {
     let own = e2e::mongod::PrivateMongod::start().await;
     let mut p = Pipeline::new("dead_mark", 1).await;
-    p.sink_config.mongo.uri = service_kit::config::SecretUri::new(own.uri.clone());
-    p.target = own.client.clone();
+    p.target_own(&own);
     p.sink_config.apply.mode = mode;
     p.sink_config.apply.max_backoff_ms = 300;
     p.source_config.delivery.watermark_interval_ms = 300;

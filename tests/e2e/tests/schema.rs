@@ -233,8 +233,7 @@ async fn the_target_never_expires_a_document_the_source_still_has() {
     let mut p = Pipeline::new("schema_ttl", 1).await;
     p.source = own_source.client.clone();
     p.source_config.mongo.uri = SecretUri::new(own_source.uri.clone());
-    p.target = own_target.client.clone();
-    p.sink_config.mongo.uri = SecretUri::new(own_target.uri.clone());
+    p.target_own(&own_target);
     p.source_config.snapshot.mode = SnapshotMode::Initial;
     // The collMod is streamed as an expanded event, also in the DocumentDB profile.
     p.source_config.capture.compat = Compat::Mongodb;
